@@ -1,0 +1,7 @@
+/* Subcommands of the ltxfs binary; each returns the process exit code. */
+#ifndef CMD_CMD_H
+#define CMD_CMD_H
+
+int cmd_ltx(int argc, char **argv);
+
+#endif

@@ -1,0 +1,48 @@
+/* ltxfs: the command-line entry point; dispatches to subcommands. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd.h"
+#include "config.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: ltxfs COMMAND [ARGS]\n"
+		"\n"
+		"commands:\n"
+		"  ltx dump FILE              show an LTX file's header, pages "
+		"and checksums\n"
+		"  ltx verify FILE...         check LTX files; exit 0 when all "
+		"are valid\n"
+		"  ltx checksum DBFILE        print a SQLite file's database "
+		"checksum\n"
+		"  ltx apply DBFILE LTX...    apply LTX files in order, "
+		"checking checksums\n"
+		"  ltx encode-db DBFILE OUT   write a snapshot LTX of a "
+		"database\n"
+		"  version                    print the version\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(argv[1], "ltx") == 0)
+		return cmd_ltx(argc - 1, argv + 1);
+	if (strcmp(argv[1], "version") == 0 ||
+	    strcmp(argv[1], "--version") == 0) {
+		printf("ltxfs %s\n", LTXFS_VERSION);
+		return 0;
+	}
+	if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "-h") == 0 ||
+	    strcmp(argv[1], "--help") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	fprintf(stderr, "ltxfs: unknown command \"%s\"\n", argv[1]);
+	usage(stderr);
+	return 2;
+}
