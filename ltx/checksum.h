@@ -25,6 +25,12 @@
 
 /* Continues a CRC-64/ISO: pass 0 to start, then the previous result. */
 uint64_t ltx_crc64(uint64_t crc, const void *buf, size_t n);
+/* The same CRC by the portable table code alone, whatever the CPU; for
+ * tests and benchmarks that compare the two implementations. */
+uint64_t ltx_crc64_portable(uint64_t crc, const void *buf, size_t n);
+/* The implementation ltx_crc64 uses on this CPU: "pclmulqdq" or
+ * "slice16". */
+const char *ltx_crc64_impl(void);
 
 uint64_t ltx_checksum_page(uint32_t pgno, const void *data, size_t page_size);
 
