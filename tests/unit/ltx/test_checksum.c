@@ -1,4 +1,5 @@
-/* Tests for ltx/checksum.c: CRC-64/ISO and page/database checksums. */
+/* Tests for ltx/checksum.c: CRC-64/ISO and page/database checksums, each
+ * implementation checked against a bitwise CRC written from LTX.md. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,18 @@ static void test_check_value(void **state)
 	/* The reference implementation agrees, so it can be trusted below. */
 	assert_int_equal(tu_crc64_bitwise(0, "123456789", 9),
 			 UINT64_C(0xB90956C775A41001));
+	assert_int_equal(ltx_crc64_portable(0, "123456789", 9),
+			 UINT64_C(0xB90956C775A41001));
+}
+
+static void test_impl_name(void **state)
+{
+	const char *impl = ltx_crc64_impl();
+
+	(void)state;
+	assert_non_null(impl);
+	assert_true(strcmp(impl, "pclmulqdq") == 0 ||
+		    strcmp(impl, "slice16") == 0);
 }
 
 static void test_empty_input(void **state)
@@ -39,12 +52,14 @@ static void test_empty_input(void **state)
 			 UINT64_C(0x1234));
 }
 
-/* The slicing-by-16 loop against the bitwise reference, for every length
- * up to 300 (covering each remainder of the 16-byte loop many times) and
- * every alignment of the start in a 16-byte window. */
+/* Both implementations (slicing by 16, and PCLMULQDQ folding where the
+ * CPU has it) against the bitwise reference, for every length up to 600
+ * (each remainder of the 16- and 64-byte loops many times over, on both
+ * sides of the folding threshold) and every alignment of the start in a
+ * 16-byte window. */
 static void test_slicing_matches_bitwise(void **state)
 {
-	enum { MAXLEN = 300, ALIGN = 16 };
+	enum { MAXLEN = 600, ALIGN = 16 };
 	uint8_t *buf = malloc(MAXLEN + ALIGN);
 	uint64_t rng = UINT64_C(0x9E3779B97F4A7C15);
 
@@ -56,10 +71,13 @@ static void test_slicing_matches_bitwise(void **state)
 			const uint8_t *p = buf + align;
 			uint64_t want = tu_crc64_bitwise(0, p, len);
 			uint64_t got = ltx_crc64(0, p, len);
-			if (got != want)
-				fail_msg("len %zu align %zu: %016llx != "
-					 "%016llx", len, align,
-					 (unsigned long long)got,
+			uint64_t port = ltx_crc64_portable(0, p, len);
+			if (got != want || port != want)
+				fail_msg("len %zu align %zu: %016llx (%s), "
+					 "%016llx (portable) != %016llx",
+					 len, align, (unsigned long long)got,
+					 ltx_crc64_impl(),
+					 (unsigned long long)port,
 					 (unsigned long long)want);
 		}
 	}
@@ -79,6 +97,8 @@ static void test_slicing_large_buffers(void **state)
 		fill_random(buf, lens[i] + 3, &rng);
 		assert_int_equal(ltx_crc64(0, buf + 3, lens[i]),
 				 tu_crc64_bitwise(0, buf + 3, lens[i]));
+		assert_int_equal(ltx_crc64_portable(0, buf + 3, lens[i]),
+				 tu_crc64_bitwise(0, buf + 3, lens[i]));
 		assert_int_equal(ltx_crc64(UINT64_C(0xdeadbeef), buf, lens[i]),
 				 tu_crc64_bitwise(UINT64_C(0xdeadbeef), buf,
 						  lens[i]));
@@ -89,7 +109,7 @@ static void test_slicing_large_buffers(void **state)
 /* crc(a || b) == crc(crc(a), b) for every split point. */
 static void test_continuation(void **state)
 {
-	enum { LEN = 97 };
+	enum { LEN = 400 };
 	uint8_t buf[LEN];
 	uint64_t rng = 7;
 	uint64_t whole;
@@ -214,6 +234,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_check_value),
+		cmocka_unit_test(test_impl_name),
 		cmocka_unit_test(test_empty_input),
 		cmocka_unit_test(test_slicing_matches_bitwise),
 		cmocka_unit_test(test_slicing_large_buffers),
