@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cfg.h"
 #include "cmd.h"
 #include "config.h"
 
@@ -21,6 +22,10 @@ static void usage(FILE *f)
 		"checking checksums\n"
 		"  ltx encode-db DBFILE OUT   write a snapshot LTX of a "
 		"database\n"
+		"  config [-c FILE]           print the effective "
+		"configuration\n"
+		"  config --defaults          print every key with its "
+		"default\n"
 		"  version                    print the version\n");
 }
 
@@ -32,6 +37,8 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(argv[1], "ltx") == 0)
 		return cmd_ltx(argc - 1, argv + 1);
+	if (strcmp(argv[1], "config") == 0)
+		return cmd_config(argc - 1, argv + 1);
 	if (strcmp(argv[1], "version") == 0 ||
 	    strcmp(argv[1], "--version") == 0) {
 		printf("ltxfs %s\n", LTXFS_VERSION);
