@@ -31,6 +31,19 @@ double bench_now(void)
 	return (double)lib_clock_monotonic_ns() / 1e9;
 }
 
+static double tv_s(struct timeval tv)
+{
+	return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+double bench_cpu_self(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return tv_s(ru.ru_utime) + tv_s(ru.ru_stime);
+}
+
 static int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -233,10 +246,7 @@ void bench_run_cmd(char *const argv[], const char *out_path,
 			bench_fail("wait4 %s: %s", argv[0], strerror(errno));
 	}
 	out->wall_s = bench_now() - t0;
-	out->cpu_s = (double)ru.ru_utime.tv_sec +
-		     (double)ru.ru_utime.tv_usec / 1e6 +
-		     (double)ru.ru_stime.tv_sec +
-		     (double)ru.ru_stime.tv_usec / 1e6;
+	out->cpu_s = tv_s(ru.ru_utime) + tv_s(ru.ru_stime);
 	out->maxrss_kib = ru.ru_maxrss;
 	out->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }

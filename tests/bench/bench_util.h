@@ -17,6 +17,9 @@
 /* Seconds on CLOCK_MONOTONIC. */
 double bench_now(void);
 
+/* User + system CPU seconds of this process so far. */
+double bench_cpu_self(void);
+
 /* Median of n values (n >= 1); v is not modified. */
 double bench_median(const double *v, int n);
 
