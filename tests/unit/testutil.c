@@ -62,6 +62,8 @@ int tu_buf_write(void *ctx, const void *buf, size_t n)
 	if (b->fail_after >= 0 && b->writes >= b->fail_after)
 		return -b->fail_errno;
 	b->writes++;
+	if (n > b->max_write)
+		b->max_write = n;
 	tu_buf_append(b, buf, n);
 	return 0;
 }

@@ -26,9 +26,10 @@ typedef struct tu_buf {
 	int writes;
 	int fail_after;
 	int fail_errno;
+	size_t max_write; /* largest single write seen */
 } tu_buf;
 
-#define TU_BUF_INIT {NULL, 0, 0, 0, -1, 0}
+#define TU_BUF_INIT {NULL, 0, 0, 0, -1, 0, 0}
 
 int tu_buf_write(void *ctx, const void *buf, size_t n);
 void tu_buf_append(tu_buf *b, const void *buf, size_t n);
