@@ -108,8 +108,8 @@ static const struct cfg_key cfg_keys[] = {
 	{.name = "data.retention-bytes", .type = T_I64,
 	 .off = OFF(data.retention_bytes), .def = "1073741824", .min = 0,
 	 .max = INT64_MAX,
-	 .help = "Cap in bytes on each database's LTX log; older records\n"
-		 "go first even if younger than data.retention. 0: no cap."},
+	 .help = "Upper bound in bytes on each database's LTX log.\n"
+		 "0: no cap."},
 	{.name = "data.compress", .type = T_BOOL, .off = OFF(data.compress),
 	 .def = "true", .help = "Compress LTX records with zstd."},
 	{.name = "data.zstd-level", .type = T_INT, .off = OFF(data.zstd_level),
@@ -136,8 +136,7 @@ static const struct cfg_key cfg_keys[] = {
 	{.name = "lease.advertise-url", .type = T_STR,
 	 .off = OFF(lease.advertise_url), .def = "", .flags = F_URL,
 	 .help = "URL other nodes reach this node at, e.g.\n"
-		 "http://node1:20202. Empty: derived from hostname and "
-		 "http.addr."},
+		 "http://node1:20202."},
 	{.name = "lease.primary-url", .type = T_STR,
 	 .off = OFF(lease.primary_url), .def = "", .flags = F_URL,
 	 .help = "static: URL of the primary; needed on replicas."},
@@ -164,8 +163,7 @@ static const struct cfg_key cfg_keys[] = {
 
 	{.name = "exec", .type = T_LIST, .off = OFF(exec), .def = NULL,
 	 .help = "Shell commands (a list, or one string) run under\n"
-		 "supervision once the node is ready; ltxfs exits when the\n"
-		 "last one does."},
+		 "supervision once the node is ready."},
 
 	{.name = "log.level", .type = T_ENUM, .off = OFF(log.level),
 	 .def = "info", .names = log_level_names, .parse = lib_log_parse_level,
@@ -570,8 +568,11 @@ static const char *node_kind(const yaml_node_t *n)
 }
 
 /*
- * Expands ${VAR}, ${VAR:-default} and $${ in in; *out is malloc'd, freed by
- * the caller. Returns 0, -ENOMEM or -EINVAL (reported).
+ * Expands ${VAR} and ${VAR:-default} (default when VAR is unset or empty)
+ * in in. In a run of $ before a {, each $$ is one literal $ and a last odd
+ * $ starts a reference: $${X} is the text ${X}, $$${X} is $ and X's value.
+ * Any other $ is literal. *out is malloc'd, freed by the caller. Returns 0,
+ * -ENOMEM or -EINVAL (reported).
  */
 static int expand_env(struct loader *ld, size_t line, const char *key,
 		      const char *in, char **out)
@@ -585,15 +586,26 @@ static int expand_env(struct loader *ld, size_t line, const char *key,
 		return -ENOMEM;
 	for (const char *p = in; *p;) {
 		const char *name, *end, *def = NULL, *val;
-		size_t nlen;
+		size_t nlen, run = 0;
 
-		if (p[0] == '$' && p[1] == '$' && p[2] == '{') {
-			fputs("${", f);
-			p += 3;
+		if (*p != '$') {
+			fputc(*p++, f);
 			continue;
 		}
-		if (p[0] != '$' || p[1] != '{') {
-			fputc(*p++, f);
+		while (p[run] == '$')
+			run++;
+		if (p[run] != '{') {
+			fwrite(p, 1, run, f);
+			p += run;
+			continue;
+		}
+		/* Before a {, $$ is one literal $ and an odd $ expands. */
+		for (size_t i = 0; i < run / 2; i++)
+			fputc('$', f);
+		p += run - 1;
+		if (run % 2 == 0) {
+			fputc('{', f);
+			p += 2;
 			continue;
 		}
 		name = p + 2;
@@ -785,11 +797,30 @@ static size_t key_index(const char *name)
 	return N_KEYS;
 }
 
+/* True when path b is a or lies under it, compared as written. */
+static bool path_within(const char *a, const char *b)
+{
+	size_t n = strlen(a);
+
+	while (n > 1 && a[n - 1] == '/')
+		n--;
+	if (strncmp(a, b, n) != 0)
+		return false;
+	return b[n] == '\0' || b[n] == '/' || (n == 1 && a[0] == '/');
+}
+
 /* Checks that need more than one key, and takes $LTXFS_TOKEN. */
 static int load_finish(struct loader *ld)
 {
 	size_t type_i = key_index("lease.type");
+	size_t data_line = ld->key_line[key_index("data.dir")];
+	size_t fuse_line = ld->key_line[key_index("fuse.dir")];
 	const char *tok;
+
+	if (path_within(ld->cfg->fuse.dir, ld->cfg->data.dir))
+		return load_error(ld, data_line ? data_line : fuse_line,
+				  "data.dir \"%s\" is inside fuse.dir \"%s\"",
+				  ld->cfg->data.dir, ld->cfg->fuse.dir);
 
 	if (ld->cfg->lease.type == CFG_LEASE_ETCD &&
 	    ld->cfg->lease.etcd.endpoints.count == 0)
@@ -979,21 +1010,29 @@ int cfg_load(ltxfs_cfg *cfg, const char *path, const char **out_path,
 
 /* ---- printing ------------------------------------------------------------ */
 
-/* A YAML double-quoted scalar that loads back to s (${ becomes $${). */
+/* A YAML double-quoted scalar that loads back to s: the $ of a run of $
+ * before a { are doubled, so that expand_env gives them back. */
 static void print_quoted(FILE *f, const char *s)
 {
 	fputc('"', f);
 	for (; *s; s++) {
 		unsigned char c = (unsigned char)*s;
+		size_t run = 0;
 
-		if (c == '"' || c == '\\')
+		if (c == '$') {
+			while (s[run] == '$')
+				run++;
+			for (size_t i = 0; i < (s[run] == '{' ? 2 : 1) * run;
+			     i++)
+				fputc('$', f);
+			s += run - 1;
+		} else if (c == '"' || c == '\\') {
 			fprintf(f, "\\%c", c);
-		else if (c < 0x20 || c == 0x7f)
+		} else if (c < 0x20 || c == 0x7f) {
 			fprintf(f, "\\x%02x", c);
-		else if (c == '$' && s[1] == '{')
-			fputs("$$", f);
-		else
+		} else {
 			fputc(c, f);
+		}
 	}
 	fputc('"', f);
 }
