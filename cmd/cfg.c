@@ -844,6 +844,7 @@ static int load_yaml(struct loader *ld, const char *text)
 	yaml_parser_t parser;
 	yaml_document_t doc, extra;
 	yaml_node_t *root;
+	bool empty;
 	int rc = 0;
 
 	if (!yaml_parser_initialize(&parser))
@@ -860,9 +861,10 @@ static int load_yaml(struct loader *ld, const char *text)
 		rc = load_error(ld, node_line(root),
 				"expected a mapping of keys, not %s",
 				node_kind(root));
+	empty = !root;
 	ld->doc = NULL;
 	yaml_document_delete(&doc);
-	if (rc < 0 || !root)
+	if (rc < 0 || empty)
 		goto cleanup_parser;
 	if (!yaml_parser_load(&parser, &extra))
 		goto syntax;
@@ -1118,7 +1120,9 @@ void cfg_print(const ltxfs_cfg *cfg, FILE *f, bool comments)
 		prev = k->name;
 		if (comments)
 			print_comment(f, indent, k->help);
-		fprintf(f, "%*s%s: ", indent, "", leaf);
+		fprintf(f, "%*s%s:", indent, "", leaf);
+		if (k->type != T_LIST)
+			fputc(' ', f);
 		switch (k->type) {
 		case T_STR:
 			s = *(char *const *)v;
@@ -1149,7 +1153,7 @@ void cfg_print(const ltxfs_cfg *cfg, FILE *f, bool comments)
 		case T_LIST:
 			l = v;
 			if (!l->count)
-				fputs("[]", f);
+				fputs(" []", f);
 			for (size_t j = 0; j < l->count; j++) {
 				fprintf(f, "\n%*s- ", indent + 2, "");
 				print_quoted(f, l->items[j]);
