@@ -82,7 +82,8 @@ typedef struct ltxfs_cfg {
 int cfg_init_defaults(ltxfs_cfg *cfg);
 
 /*
- * Fills *cfg with the defaults overlaid by the YAML file at path. Returns 0,
+ * Fills *cfg (overwritten, not freed: it need not be initialised) with the
+ * defaults overlaid by the YAML file at path. Returns 0,
  * -errno of open/read (e.g. -ENOENT), -EINVAL for any content error, or
  * -ENOMEM. On error *cfg holds the defaults (or is zeroed on -ENOMEM) and
  * errbuf (when errlen > 0) holds one line naming the file, line and key.
