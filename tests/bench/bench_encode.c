@@ -248,85 +248,13 @@ static void make_database(const char *path, uint64_t target)
 	       event);
 }
 
-static int open_or_fail(const char *path, int flags)
-{
-	int fd = open(path, flags, 0644);
-
-	if (fd < 0)
-		bench_fail("open %s: %s", path, strerror(errno));
-	return fd;
-}
-
-/* Encodes a snapshot of the database in dbfd to out; returns seconds. */
-static double ltx_encode(int dbfd, uint32_t page_size, bool zstd,
-			 const char *out, ltx_trailer *tr)
-{
-	ltx_header h = {
-		.flags = zstd ? LTX_FLAG_COMPRESS_ZSTD : 0,
-		.page_size = page_size,
-		.min_txid = 1,
-		.max_txid = 1,
-		.timestamp = lib_clock_wall_ms(),
-	};
-	ltx_err err = {0};
-	double t0 = bench_now();
-	int fd = open_or_fail(out, O_WRONLY | O_CREAT | O_TRUNC);
-	int rc = ltx_dbfile_encode(dbfd, &h, 1, ltx_write_to_fd, &fd, tr,
-				   &err);
-
-	if (rc < 0)
-		bench_fail("ltx_dbfile_encode %s: %s", out, err.msg);
-	if (close(fd) < 0)
-		bench_fail("close %s: %s", out, strerror(errno));
-	return bench_now() - t0;
-}
-
-/* Decodes and verifies the LTX file at path; returns seconds. */
-static double ltx_verify(const char *path, ltx_trailer *tr)
-{
-	ltx_decoder *dec = NULL;
-	double t0 = bench_now();
-	int fd = open_or_fail(path, O_RDONLY);
-	int rc;
-
-	if (ltx_decoder_new(ltx_read_from_fd, &fd, path, &dec) < 0)
-		bench_fail("ltx_decoder_new: out of memory");
-	rc = ltx_decoder_verify(dec, NULL, tr, NULL);
-	if (rc < 0)
-		bench_fail("verify: %s", ltx_decoder_err(dec)->msg);
-	ltx_decoder_free(dec);
-	close(fd);
-	return bench_now() - t0;
-}
-
-/* Applies the LTX snapshot at path to a fresh database file at db. */
-static double ltx_apply(const char *path, const char *db, uint64_t *sum)
-{
-	ltx_decoder *dec = NULL;
-	ltx_err err = {0};
-	double t0 = bench_now();
-	int fd = open_or_fail(path, O_RDONLY);
-	int dbfd = open_or_fail(db, O_RDWR | O_CREAT | O_TRUNC);
-
-	*sum = LTX_CHECKSUM_EMPTY;
-	if (ltx_decoder_new(ltx_read_from_fd, &fd, path, &dec) < 0)
-		bench_fail("ltx_decoder_new: out of memory");
-	if (ltx_dbfile_apply(dbfd, dec, sum, NULL, &err) < 0)
-		bench_fail("apply %s: %s", path, err.msg);
-	ltx_decoder_free(dec);
-	close(fd);
-	if (close(dbfd) < 0)
-		bench_fail("close %s: %s", db, strerror(errno));
-	return bench_now() - t0;
-}
-
 /* read/write copy in COPY_CHUNK pieces: the native reference. */
 static double copy_file(const char *from, const char *to)
 {
 	static uint8_t buf[COPY_CHUNK];
 	double t0 = bench_now();
-	int in = open_or_fail(from, O_RDONLY);
-	int out = open_or_fail(to, O_WRONLY | O_CREAT | O_TRUNC);
+	int in = bench_open(from, O_RDONLY);
+	int out = bench_open(to, O_WRONLY | O_CREAT | O_TRUNC);
 	size_t got;
 
 	do {
@@ -346,7 +274,7 @@ static double copy_file(const char *from, const char *to)
 static void compare_files(const char *a, const char *b)
 {
 	static uint8_t x[COPY_CHUNK], y[COPY_CHUNK];
-	int fa = open_or_fail(a, O_RDONLY), fb = open_or_fail(b, O_RDONLY);
+	int fa = bench_open(a, O_RDONLY), fb = bench_open(b, O_RDONLY);
 	size_t ga, gb;
 	uint64_t off = 0;
 
@@ -423,7 +351,7 @@ int main(void)
 	make_database(db, target);
 	t_make = bench_now() - t_make;
 	dbbytes = (double)bench_file_size(db);
-	dbfd = open_or_fail(db, O_RDONLY);
+	dbfd = bench_open(db, O_RDONLY);
 	if (ltx_dbfile_page_size(dbfd, &page_size, &err) < 0)
 		bench_fail("%s: %s", db, err.msg);
 	if (ltx_dbfile_checksum(dbfd, page_size, &pages, &sum, &err) < 0)
@@ -434,17 +362,17 @@ int main(void)
 
 	/* Warm-up (untimed): page cache, output files, self-checks. */
 	bench_read_file(db);
-	ltx_encode(dbfd, page_size, true, out_z, &tr_z);
-	ltx_encode(dbfd, page_size, false, out_r, &tr_r);
+	bench_ltx_encode(dbfd, page_size, true, out_z, &tr_z);
+	bench_ltx_encode(dbfd, page_size, false, out_r, &tr_r);
 	if (tr_z.post_apply_checksum != sum || tr_r.post_apply_checksum != sum)
 		bench_fail("snapshot post-apply checksum %016" PRIx64 "/%016"
 			   PRIx64 " != database checksum %016" PRIx64,
 			   tr_z.post_apply_checksum, tr_r.post_apply_checksum,
 			   sum);
-	ltx_verify(out_z, &tr_v);
+	bench_ltx_verify(out_z, &tr_v);
 	if (tr_v.file_checksum != tr_z.file_checksum)
 		bench_fail("verify: file checksum differs from encoder's");
-	ltx_apply(out_z, restored, &sum);
+	bench_ltx_apply(out_z, restored, &sum);
 	if (sum != tr_z.post_apply_checksum)
 		bench_fail("apply: checksum %016" PRIx64 " != %016" PRIx64,
 			   sum, tr_z.post_apply_checksum);
@@ -463,7 +391,7 @@ int main(void)
 
 		double c0 = bench_cpu_self();
 
-		t[ENC_Z][r] = ltx_encode(dbfd, page_size, true, out_z, &tr_z);
+		t[ENC_Z][r] = bench_ltx_encode(dbfd, page_size, true, out_z, &tr_z);
 		cpu[ENC_Z][r] = bench_cpu_self() - c0;
 		if (have_zstd) {
 			t[CLI_ST][r] = run_zstd(argv_st, cli_st, &res);
@@ -471,16 +399,16 @@ int main(void)
 			t[CLI_T1][r] = run_zstd(argv_t1, cli_t1, &res);
 			cpu[CLI_T1][r] = res.cpu_s;
 		}
-		t[ENC_R][r] = ltx_encode(dbfd, page_size, false, out_r, &tr_r);
+		t[ENC_R][r] = bench_ltx_encode(dbfd, page_size, false, out_r, &tr_r);
 		t[COPY][r] = copy_file(db, copy);
-		t[VER_R][r] = ltx_verify(out_r, &tr_v);
+		t[VER_R][r] = bench_ltx_verify(out_r, &tr_v);
 		t[READ_R][r] = bench_read_file(out_r);
-		t[VER_Z][r] = ltx_verify(out_z, &tr_v);
+		t[VER_Z][r] = bench_ltx_verify(out_z, &tr_v);
 		if (have_zstd) {
 			t[CLI_D][r] = run_zstd(argv_d, "/dev/null", &res);
 			cpu[CLI_D][r] = res.cpu_s;
 		}
-		t[APPLY][r] = ltx_apply(out_z, restored, &sum);
+		t[APPLY][r] = bench_ltx_apply(out_z, restored, &sum);
 		if (sum != tr_z.post_apply_checksum)
 			bench_fail("run %d: apply checksum changed", r);
 	}

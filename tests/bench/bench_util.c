@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "lib/clock.h"
+#include "ltx/dbfile.h"
 #include "ltx/checksum.h"
 
 extern char **environ;
@@ -295,5 +296,77 @@ double bench_read_file(const char *path)
 	if (n < 0)
 		bench_fail("read %s: %s", path, strerror(errno));
 	close(fd);
+	return bench_now() - t0;
+}
+
+int bench_open(const char *path, int flags)
+{
+	int fd = open(path, flags, 0644);
+
+	if (fd < 0)
+		bench_fail("open %s: %s", path, strerror(errno));
+	return fd;
+}
+
+/* Encodes a snapshot of the database in dbfd to out; returns seconds. */
+double bench_ltx_encode(int dbfd, uint32_t page_size, bool zstd,
+			const char *out, ltx_trailer *tr)
+{
+	ltx_header h = {
+		.flags = zstd ? LTX_FLAG_COMPRESS_ZSTD : 0,
+		.page_size = page_size,
+		.min_txid = 1,
+		.max_txid = 1,
+		.timestamp = lib_clock_wall_ms(),
+	};
+	ltx_err err = {0};
+	double t0 = bench_now();
+	int fd = bench_open(out, O_WRONLY | O_CREAT | O_TRUNC);
+	int rc = ltx_dbfile_encode(dbfd, &h, 1, ltx_write_to_fd, &fd, tr,
+				   &err);
+
+	if (rc < 0)
+		bench_fail("ltx_dbfile_encode %s: %s", out, err.msg);
+	if (close(fd) < 0)
+		bench_fail("close %s: %s", out, strerror(errno));
+	return bench_now() - t0;
+}
+
+/* Decodes and verifies the LTX file at path; returns seconds. */
+double bench_ltx_verify(const char *path, ltx_trailer *tr)
+{
+	ltx_decoder *dec = NULL;
+	double t0 = bench_now();
+	int fd = bench_open(path, O_RDONLY);
+	int rc;
+
+	if (ltx_decoder_new(ltx_read_from_fd, &fd, path, &dec) < 0)
+		bench_fail("ltx_decoder_new: out of memory");
+	rc = ltx_decoder_verify(dec, NULL, tr, NULL);
+	if (rc < 0)
+		bench_fail("verify: %s", ltx_decoder_err(dec)->msg);
+	ltx_decoder_free(dec);
+	close(fd);
+	return bench_now() - t0;
+}
+
+/* Applies the LTX snapshot at path to a fresh database file at db. */
+double bench_ltx_apply(const char *path, const char *db, uint64_t *sum)
+{
+	ltx_decoder *dec = NULL;
+	ltx_err err = {0};
+	double t0 = bench_now();
+	int fd = bench_open(path, O_RDONLY);
+	int dbfd = bench_open(db, O_RDWR | O_CREAT | O_TRUNC);
+
+	*sum = LTX_CHECKSUM_EMPTY;
+	if (ltx_decoder_new(ltx_read_from_fd, &fd, path, &dec) < 0)
+		bench_fail("ltx_decoder_new: out of memory");
+	if (ltx_dbfile_apply(dbfd, dec, sum, NULL, &err) < 0)
+		bench_fail("apply %s: %s", path, err.msg);
+	ltx_decoder_free(dec);
+	close(fd);
+	if (close(dbfd) < 0)
+		bench_fail("close %s: %s", db, strerror(errno));
 	return bench_now() - t0;
 }

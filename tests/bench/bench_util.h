@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ltx/ltx.h"
+
 /* Seconds on CLOCK_MONOTONIC. */
 double bench_now(void);
 
@@ -73,5 +75,19 @@ uint64_t bench_file_size(const char *path);
 /* Reads a whole file once so that it sits in the page cache; returns the
  * seconds it took. */
 double bench_read_file(const char *path);
+
+/* open(2) with mode 0644, or bench_fail. */
+int bench_open(const char *path, int flags);
+
+/* LTX helpers timed from open to close (no fsync); each bench_fails on any
+ * error. bench_ltx_encode writes a snapshot (TXID 1) of the database in
+ * dbfd to out, zstd level 1 or uncompressed. */
+double bench_ltx_encode(int dbfd, uint32_t page_size, bool zstd,
+			const char *out, ltx_trailer *tr);
+/* Decodes and verifies the whole LTX file at path. */
+double bench_ltx_verify(const char *path, ltx_trailer *tr);
+/* Applies the snapshot at path to a new database file db; *sum gets the
+ * database checksum after applying. */
+double bench_ltx_apply(const char *path, const char *db, uint64_t *sum);
 
 #endif
