@@ -191,7 +191,8 @@ char *bench_path(const char *name)
 		bench_fail("out of memory");
 	snprintf(p, n, "%s/%s", d, name);
 	bench_cleanup_add(p);
-	return p;
+	free(p);
+	return cleanup[n_cleanup - 1];
 }
 
 void bench_cleanup_add(const char *path)

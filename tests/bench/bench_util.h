@@ -41,7 +41,8 @@ void bench_header(const char *name);
  * mkdtemp under /var/tmp, removed at exit. Files registered with
  * bench_cleanup_add are unlinked at exit, also after bench_fail. */
 const char *bench_dir(void);
-/* Returns a malloc'd "<bench_dir()>/<name>", registered for cleanup. */
+/* Returns "<bench_dir()>/<name>", registered for cleanup; the string
+ * belongs to bench_util and lives until exit. */
 char *bench_path(const char *name);
 void bench_cleanup_add(const char *path);
 
