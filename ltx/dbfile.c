@@ -170,13 +170,30 @@ static int xor_out_range(int fd, uint32_t page_size, uint64_t from,
 	return 0;
 }
 
+/* XORs in pages [from, to] that a growing commit adds without a frame:
+ * they read as zeros, and count in the checksum like any other page. */
+static void xor_in_zero_range(uint32_t page_size, uint64_t from, uint64_t to,
+			      uint8_t *zero, uint64_t *sum)
+{
+	uint32_t lock = ltx_lock_pgno(page_size);
+
+	memset(zero, 0, page_size);
+	for (uint64_t pgno = from; pgno <= to; pgno++) {
+		if (pgno == lock)
+			continue;
+		*sum = ltx_checksum_xor(
+			*sum, ltx_checksum_page((uint32_t)pgno, zero,
+						page_size));
+	}
+}
+
 int ltx_dbfile_apply(int fd, ltx_decoder *dec, uint64_t *io_checksum,
 		     ltx_header *out_hdr, ltx_err *err)
 {
 	ltx_header h;
 	ltx_trailer t;
 	uint8_t *page = NULL, *old = NULL;
-	uint64_t sum = *io_checksum, db_pages;
+	uint64_t sum = *io_checksum, db_pages, grown;
 	uint32_t pgno;
 	struct stat st;
 	int rc;
@@ -201,6 +218,8 @@ int ltx_dbfile_apply(int fd, ltx_decoder *dec, uint64_t *io_checksum,
 	}
 	if (ltx_header_is_snapshot(&h))
 		sum = LTX_CHECKSUM_EMPTY;
+	/* Pages past the old end up to `grown` are accounted for. */
+	grown = db_pages;
 	while ((rc = ltx_decoder_next_page(dec, &pgno, page)) == 1) {
 		off_t off = (off_t)(pgno - 1) * h.page_size;
 		if (!ltx_header_is_snapshot(&h) && pgno <= db_pages) {
@@ -209,6 +228,11 @@ int ltx_dbfile_apply(int fd, ltx_decoder *dec, uint64_t *io_checksum,
 			if (rc < 0)
 				goto out;
 		}
+		if (!ltx_header_is_snapshot(&h) && pgno > grown + 1)
+			xor_in_zero_range(h.page_size, grown + 1, pgno - 1,
+					  old, &sum);
+		if (pgno > grown)
+			grown = pgno;
 		rc = lib_io_pwrite_full(fd, page, h.page_size, off);
 		if (rc < 0) {
 			rc = ltx_err_set(err, LTX_ERR_IO, off, "writing page %"
@@ -229,6 +253,8 @@ int ltx_dbfile_apply(int fd, ltx_decoder *dec, uint64_t *io_checksum,
 		if (rc < 0)
 			goto out;
 	}
+	if (!ltx_header_is_snapshot(&h) && h.commit > grown)
+		xor_in_zero_range(h.page_size, grown + 1, h.commit, old, &sum);
 	rc = lib_io_ftruncate(fd, (off_t)h.commit * h.page_size);
 	if (rc < 0) {
 		rc = ltx_err_set(err, LTX_ERR_IO, 0, "truncating to %" PRIu32
