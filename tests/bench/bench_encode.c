@@ -420,7 +420,7 @@ int main(void)
 	sz_r = bench_file_size(out_r);
 	printf("\nrates in MB/s of database bytes (%.1f MB), medians of %d "
 	       "runs\n", dbbytes / 1e6, runs);
-	printf("%-48s %8.0f MB/s  size %.1f MB (ratio %.2f), %.0f%% CPU\n",
+	printf("%-50s %8.0f MB/s  size %.1f MB (ratio %.2f), %.0f%% CPU\n",
 	       "encode zstd-1  ltx_dbfile_encode", v[ENC_Z], (double)sz_z / 1e6,
 	       dbbytes / (double)sz_z,
 	       100 * bench_median(cpu[ENC_Z], runs) /
@@ -428,37 +428,37 @@ int main(void)
 	if (have_zstd) {
 		sz_st = bench_file_size(cli_st);
 		sz_t1 = bench_file_size(cli_t1);
-		printf("%-48s %8.0f MB/s  size %.1f MB (ratio %.2f), "
+		printf("%-50s %8.0f MB/s  size %.1f MB (ratio %.2f), "
 		       "%.0f%% CPU\n",
 		       "               zstd -1 --single-thread --no-asyncio",
 		       v[CLI_ST],
 		       (double)sz_st / 1e6, dbbytes / (double)sz_st,
 		       100 * bench_median(cpu[CLI_ST], runs) /
 			       bench_median(t[CLI_ST], runs));
-		printf("%-48s %8.0f MB/s  size %.1f MB (ratio %.2f), "
+		printf("%-50s %8.0f MB/s  size %.1f MB (ratio %.2f), "
 		       "%.0f%% CPU\n",
 		       "               zstd -1 -T1", v[CLI_T1],
 		       (double)sz_t1 / 1e6, dbbytes / (double)sz_t1,
 		       100 * bench_median(cpu[CLI_T1], runs) /
 			       bench_median(t[CLI_T1], runs));
 	}
-	printf("%-48s %8.0f MB/s  size %.1f MB\n",
+	printf("%-50s %8.0f MB/s  size %.1f MB\n",
 	       "encode raw     ltx_dbfile_encode", v[ENC_R],
 	       (double)sz_r / 1e6);
-	printf("%-48s %8.0f MB/s\n", "               read/write copy",
+	printf("%-50s %8.0f MB/s\n", "               read/write copy",
 	       v[COPY]);
-	printf("%-48s %8.0f MB/s\n", "verify raw     ltx_decoder_verify",
+	printf("%-50s %8.0f MB/s\n", "verify raw     ltx_decoder_verify",
 	       v[VER_R]);
-	printf("%-48s %8.0f MB/s\n", "               read the file", v[READ_R]);
-	printf("%-48s %8.0f MB/s\n", "verify zstd    ltx_decoder_verify",
+	printf("%-50s %8.0f MB/s\n", "               read the file", v[READ_R]);
+	printf("%-50s %8.0f MB/s\n", "verify zstd    ltx_decoder_verify",
 	       v[VER_Z]);
 	if (have_zstd)
-		printf("%-48s %8.0f MB/s, %.0f%% CPU\n",
+		printf("%-50s %8.0f MB/s, %.0f%% CPU\n",
 		       "               zstd -d --no-asyncio >/dev/null",
 		       v[CLI_D],
 		       100 * bench_median(cpu[CLI_D], runs) /
 			       bench_median(t[CLI_D], runs));
-	printf("%-48s %8.0f MB/s\n", "apply zstd     ltx_dbfile_apply",
+	printf("%-50s %8.0f MB/s\n", "apply zstd     ltx_dbfile_apply",
 	       v[APPLY]);
 
 	if (have_zstd) {
