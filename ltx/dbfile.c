@@ -235,8 +235,9 @@ int ltx_dbfile_apply(int fd, ltx_decoder *dec, uint64_t *io_checksum,
 			grown = pgno;
 		rc = lib_io_pwrite_full(fd, page, h.page_size, off);
 		if (rc < 0) {
-			rc = ltx_err_set(err, LTX_ERR_IO, off, "writing page %"
-					 PRIu32 ": %s", pgno, strerror(-rc));
+			/* rc stays the errno: ENOSPC is not EIO. */
+			ltx_err_set(err, LTX_ERR_IO, off, "writing page %"
+				    PRIu32 ": %s", pgno, strerror(-rc));
 			goto out;
 		}
 		sum = ltx_checksum_xor(sum, ltx_checksum_page(pgno, page,
@@ -257,8 +258,8 @@ int ltx_dbfile_apply(int fd, ltx_decoder *dec, uint64_t *io_checksum,
 		xor_in_zero_range(h.page_size, grown + 1, h.commit, old, &sum);
 	rc = lib_io_ftruncate(fd, (off_t)h.commit * h.page_size);
 	if (rc < 0) {
-		rc = ltx_err_set(err, LTX_ERR_IO, 0, "truncating to %" PRIu32
-				 " pages: %s", h.commit, strerror(-rc));
+		ltx_err_set(err, LTX_ERR_IO, 0, "truncating to %" PRIu32
+			    " pages: %s", h.commit, strerror(-rc));
 		goto out;
 	}
 	if (sum != t.post_apply_checksum) {
