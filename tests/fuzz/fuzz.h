@@ -21,9 +21,11 @@
  * invariant. */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* The rc of the last input's full decode (0: a valid file), for the
- * replay driver's --valid check. */
+/* For the replay driver's --valid check: the rc of the last input's full
+ * decode (0: a valid file) and of its apply to the seed database (0:
+ * applied; 1: not attempted). */
 extern int fuzz_decoder_last_rc;
+extern int fuzz_decoder_last_apply_rc;
 
 static inline void fuzz_seed_page(uint32_t pgno, uint8_t *page)
 {

@@ -42,6 +42,7 @@
 #define MAX_APPLY_BYTES (16u << 20)
 
 int fuzz_decoder_last_rc;
+int fuzz_decoder_last_apply_rc;
 
 static void check(bool ok, const char *what)
 {
@@ -198,6 +199,7 @@ static void apply(const uint8_t *data, size_t size, int decode_rc,
 		abort();
 	rc = ltx_dbfile_apply(seed_fd, dec, &sum, &ah, &err);
 	ltx_decoder_free(dec);
+	fuzz_decoder_last_apply_rc = rc;
 	if (rc < 0) {
 		check_err(rc, &err);
 		check(sum == before, "failed apply changed the checksum");
@@ -237,6 +239,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&t, 0, sizeof(t));
 	rc = decode(data, size, &h, &t);
 	fuzz_decoder_last_rc = rc;
+	fuzz_decoder_last_apply_rc = 1;
 	if (rc != 1 && (uint64_t)h.commit * h.page_size <= MAX_APPLY_BYTES)
 		apply(data, size, rc, &h, &t);
 	return 0;

@@ -5,8 +5,8 @@
  *
  *   fuzz_decoder_replay [--valid DIR]... DIR...
  *
- * Files in a --valid directory must also decode without error (the seed
- * corpus is made of valid files). Names starting with '.' are skipped.
+ * Files in a --valid directory must also decode without error and apply
+ * to the seed database (the seed corpus is made of such files). Names starting with '.' are skipped.
  * Exits 1 when a --valid directory is empty or holds an invalid file; a
  * crash or a broken invariant aborts.
  */
@@ -42,6 +42,12 @@ static int run_file(const char *path, bool want_valid)
 	if (want_valid && fuzz_decoder_last_rc != 0) {
 		fprintf(stderr, "%s: a seed that does not decode (rc %d)\n",
 			path, fuzz_decoder_last_rc);
+		return -1;
+	}
+	if (want_valid && fuzz_decoder_last_apply_rc != 0) {
+		fprintf(stderr, "%s: a seed that does not apply to the seed "
+			"database (rc %d)\n", path,
+			fuzz_decoder_last_apply_rc);
 		return -1;
 	}
 	return 0;
