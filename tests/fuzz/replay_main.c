@@ -6,7 +6,8 @@
  *   fuzz_decoder_replay [--valid DIR]... DIR...
  *
  * Files in a --valid directory must also decode without error and apply
- * to the seed database (the seed corpus is made of such files). Names starting with '.' are skipped.
+ * to the seed database (the seed corpus is made of such files). Names
+ * starting with '.' are skipped.
  * Exits 1 when a --valid directory is empty or holds an invalid file; a
  * crash or a broken invariant aborts.
  */

@@ -77,14 +77,14 @@ void tu_buf_free(tu_buf *b)
 
 uint64_t tu_crc64_bitwise(uint64_t crc, const void *buf, size_t n)
 {
+	const uint64_t poly = UINT64_C(0xD800000000000000); /* reflected */
 	const uint8_t *p = buf;
 
 	crc = ~crc;
 	for (size_t i = 0; i < n; i++) {
 		crc ^= p[i];
 		for (int b = 0; b < 8; b++)
-			crc = (crc & 1) ? (crc >> 1) ^ UINT64_C(0xD800000000000000)
-					: crc >> 1;
+			crc = (crc & 1) ? (crc >> 1) ^ poly : crc >> 1;
 	}
 	return ~crc;
 }

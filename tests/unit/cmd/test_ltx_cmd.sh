@@ -70,9 +70,10 @@ roundtrip() {
 			ltx=$tmp/a$ps-$level.ltx
 			expect_rc 0 "$ltxfs" ltx encode-db "$db" "$ltx" "$level"
 			[ "$(cat "$tmp/out")" = "$sum" ] ||
-				fail "encode-db printed $(cat "$tmp/out"), checksum $sum"
+				fail "encode-db printed $(cat "$tmp/out"), not $sum"
 			expect_rc 0 "$ltxfs" ltx verify "$ltx"
-			grep -q ": ok: " "$tmp/out" || fail "verify: $(cat "$tmp/out")"
+			grep -q ": ok: " "$tmp/out" ||
+				fail "verify: $(cat "$tmp/out")"
 
 			# Flags at byte 4: 0x4 compressed, 0 plain.
 			flags=$(od -An -tx1 -j4 -N4 "$ltx" | tr -d ' ')
@@ -93,7 +94,8 @@ roundtrip() {
 			copy=$tmp/b$ps-$level.db
 			# apply reports each file verified, then the checksum.
 			expect_rc 0 "$ltxfs" ltx apply "$copy" "$ltx"
-			grep -q ": ok: " "$tmp/out" || fail "apply: $(cat "$tmp/out")"
+			grep -q ": ok: " "$tmp/out" ||
+				fail "apply: $(cat "$tmp/out")"
 			[ "$(tail -n1 "$tmp/out")" = "$sum" ] ||
 				fail "apply printed $(cat "$tmp/out")"
 			expect_rc 0 "$ltxfs" ltx checksum "$copy"

@@ -543,9 +543,9 @@ static void test_header_rules_through_decoder(void **state)
 		copy[cases[i].off] = cases[i].val;
 		assert_true(tu_decode(copy, f.len, &d) < 0);
 		if (d.err.kind != cases[i].kind)
-			fail_msg("byte %zu = 0x%02x: kind %s (%s)", cases[i].off,
-				 cases[i].val, ltx_err_kind_name(d.err.kind),
-				 d.err.msg);
+			fail_msg("byte %zu = 0x%02x: kind %s (%s)",
+				 cases[i].off, cases[i].val,
+				 ltx_err_kind_name(d.err.kind), d.err.msg);
 		assert_non_null(strstr(d.err.msg, "mem: "));
 		free(copy);
 	}
