@@ -3,5 +3,7 @@
 #define CMD_CMD_H
 
 int cmd_ltx(int argc, char **argv);
+int cmd_mount(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
 
 #endif

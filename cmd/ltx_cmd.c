@@ -139,7 +139,7 @@ static int verify_one(const char *path)
 	return rc;
 }
 
-static int cmd_verify(int n, char **paths)
+static int ltx_verify_files(int n, char **paths)
 {
 	int bad = 0;
 
@@ -286,7 +286,7 @@ int cmd_ltx(int argc, char **argv)
 	if (strcmp(sub, "dump") == 0 && argc == 3)
 		return cmd_dump(argv[2]);
 	if (strcmp(sub, "verify") == 0 && argc >= 3)
-		return cmd_verify(argc - 2, argv + 2);
+		return ltx_verify_files(argc - 2, argv + 2);
 	if (strcmp(sub, "checksum") == 0 && argc == 3)
 		return cmd_checksum(argv[2]);
 	if (strcmp(sub, "apply") == 0 && argc >= 4)

@@ -12,6 +12,9 @@ static void usage(FILE *f)
 		"usage: ltxfs COMMAND [ARGS]\n"
 		"\n"
 		"commands:\n"
+		"  mount [-c ltxfs.yml]       mount and serve (foreground)\n"
+		"  verify [-c ltxfs.yml] [DB...]  replay each LTX log and "
+		"compare with the database\n"
 		"  ltx dump FILE              show an LTX file's header, pages "
 		"and checksums\n"
 		"  ltx verify FILE...         check LTX files; exit 0 when all "
@@ -35,6 +38,10 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (strcmp(argv[1], "mount") == 0)
+		return cmd_mount(argc - 1, argv + 1);
+	if (strcmp(argv[1], "verify") == 0)
+		return cmd_verify(argc - 1, argv + 1);
 	if (strcmp(argv[1], "ltx") == 0)
 		return cmd_ltx(argc - 1, argv + 1);
 	if (strcmp(argv[1], "config") == 0)

@@ -1,0 +1,209 @@
+/*
+ * `ltxfs mount` and `ltxfs verify`.
+ *
+ * mount: loads the config, checks that it can work (a one-line reason
+ * otherwise), mounts and serves in the foreground until SIGINT/SIGTERM,
+ * then unmounts and closes every database cleanly.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cfg.h"
+#include "cmd.h"
+#include "fs/mount.h"
+#include "fs/verify.h"
+#include "lib/log.h"
+#include "node_id.h"
+
+static int load_cfg(int argc, char **argv, ltxfs_cfg *cfg, int *out_next,
+		    const char *cmd)
+{
+	const char *path = NULL, *used = NULL;
+	char err[512];
+	int i = 1, rc;
+
+	for (; i < argc; i++) {
+		if ((strcmp(argv[i], "-c") == 0 ||
+		     strcmp(argv[i], "--config") == 0) && i + 1 < argc)
+			path = argv[++i];
+		else if (argv[i][0] == '-') {
+			fprintf(stderr, "usage: ltxfs %s [-c ltxfs.yml]%s\n",
+				cmd, strcmp(cmd, "verify") == 0 ? " [DB...]" : "");
+			return 2;
+		} else
+			break;
+	}
+	rc = cfg_load(cfg, path, &used, err, sizeof(err));
+	if (rc < 0) {
+		fprintf(stderr, "ltxfs %s: %s\n", cmd, err);
+		return 1;
+	}
+	lib_log_configure(cfg->log.level, cfg->log.format, NULL);
+	*out_next = i;
+	return 0;
+}
+
+static bool is_mounted(const char *dir)
+{
+	char real[PATH_MAX], line[8192];
+	FILE *f;
+	bool found = false;
+
+	if (!realpath(dir, real))
+		return false;
+	f = fopen("/proc/self/mounts", "r");
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		char dev[4096], mnt[4096];
+		if (sscanf(line, "%4095s %4095s", dev, mnt) == 2 &&
+		    strcmp(mnt, real) == 0)
+			found = true;
+	}
+	fclose(f);
+	return found;
+}
+
+static int preflight(const ltxfs_cfg *cfg)
+{
+	struct stat st;
+	char probe[PATH_MAX];
+	int fd;
+
+	if (access("/dev/fuse", R_OK | W_OK) != 0) {
+		fprintf(stderr, "ltxfs mount: /dev/fuse is missing or not "
+			"accessible (%s); load the fuse module or run the "
+			"container with --device /dev/fuse\n", strerror(errno));
+		return -1;
+	}
+	if (stat(cfg->fuse.dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "ltxfs mount: mount point %s is missing or not "
+			"a directory; create it first\n", cfg->fuse.dir);
+		return -1;
+	}
+	if (is_mounted(cfg->fuse.dir)) {
+		fprintf(stderr, "ltxfs mount: %s is already mounted; unmount "
+			"it first (fusermount3 -u %s)\n", cfg->fuse.dir,
+			cfg->fuse.dir);
+		return -1;
+	}
+	if (mkdir(cfg->data.dir, 0755) < 0 && errno != EEXIST) {
+		fprintf(stderr, "ltxfs mount: data directory %s is unusable: "
+			"%s\n", cfg->data.dir, strerror(errno));
+		return -1;
+	}
+	snprintf(probe, sizeof(probe), "%s/.probe", cfg->data.dir);
+	fd = open(probe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		fprintf(stderr, "ltxfs mount: data directory %s is unusable: "
+			"%s\n", cfg->data.dir, strerror(errno));
+		return -1;
+	}
+	close(fd);
+	unlink(probe);
+	return 0;
+}
+
+int cmd_mount(int argc, char **argv)
+{
+	ltxfs_cfg cfg = {0};
+	fs_mount *m = NULL;
+	fs_mount_opts o = {0};
+	uint64_t node_id = 0;
+	int next, rc;
+
+	rc = load_cfg(argc, argv, &cfg, &next, "mount");
+	if (rc != 0)
+		goto out;
+	if (next != argc) {
+		fprintf(stderr, "usage: ltxfs mount [-c ltxfs.yml]\n");
+		rc = 2;
+		goto out;
+	}
+	if (preflight(&cfg) < 0) {
+		rc = 1;
+		goto out;
+	}
+	if (cmd_node_id_load(cfg.data.dir, &node_id) < 0) {
+		fprintf(stderr, "ltxfs mount: cannot read or create %s/node.id\n",
+			cfg.data.dir);
+		rc = 1;
+		goto out;
+	}
+	o.mountpoint = cfg.fuse.dir;
+	o.data_dir = cfg.data.dir;
+	o.allow_other = cfg.fuse.allow_other;
+	o.debug = cfg.fuse.debug;
+	o.zstd_level = cfg.data.compress ? cfg.data.zstd_level : 0;
+	o.node_id = node_id;
+	if (fs_mount_new(&o, &m) < 0) {
+		fprintf(stderr, "ltxfs mount: cannot start (see the log above)\n");
+		rc = 1;
+		goto out;
+	}
+	log_info("ltxfs %016" PRIx64 " serving %s (data in %s)", node_id,
+		 cfg.fuse.dir, cfg.data.dir);
+	rc = fs_mount_run(m) < 0 ? 1 : 0;
+	log_info("stopping: unmounting %s", cfg.fuse.dir);
+	fs_mount_free(m);
+	log_info("stopped");
+out:
+	cfg_free(&cfg);
+	return rc;
+}
+
+static int verify_one(const char *data_dir, const char *name)
+{
+	char msg[512];
+	int rc = fs_verify_db(data_dir, name, msg, sizeof(msg));
+
+	printf("%s: %s%s\n", name, rc == 0 ? "" : "FAIL: ", msg);
+	return rc;
+}
+
+int cmd_verify(int argc, char **argv)
+{
+	ltxfs_cfg cfg = {0};
+	char path[PATH_MAX];
+	int next, rc, bad = 0, n = 0;
+
+	rc = load_cfg(argc, argv, &cfg, &next, "verify");
+	if (rc != 0)
+		goto out;
+	if (next < argc) {
+		for (int i = next; i < argc; i++, n++)
+			if (verify_one(cfg.data.dir, argv[i]) < 0)
+				bad++;
+	} else {
+		DIR *d;
+		struct dirent *de;
+		snprintf(path, sizeof(path), "%s/dbs", cfg.data.dir);
+		d = opendir(path);
+		if (!d) {
+			fprintf(stderr, "ltxfs verify: %s: %s\n", path,
+				strerror(errno));
+			rc = 1;
+			goto out;
+		}
+		while ((de = readdir(d)) != NULL) {
+			if (de->d_name[0] == '.')
+				continue;
+			n++;
+			if (verify_one(cfg.data.dir, de->d_name) < 0)
+				bad++;
+		}
+		closedir(d);
+	}
+	rc = bad ? 1 : 0;
+out:
+	cfg_free(&cfg);
+	return rc;
+}

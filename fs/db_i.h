@@ -1,0 +1,111 @@
+/*
+ * Internals of the db core, shared by fs/db.c (files, rollback-journal
+ * capture, lifecycle), fs/db_wal.c (WAL capture) and fs/db_capture.c
+ * (turning a committed transaction into an LTX record).
+ *
+ * Lock order (fs/): fs_db.capture_mu, then fs_db.mu, then the log's mu.
+ * Never call the commit callback or block on the capture thread with
+ * capture_mu held... except fs_db_drain, which takes only mu.
+ */
+#ifndef FS_DB_I_H
+#define FS_DB_I_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "db.h"
+#include "log.h"
+#include "wal.h"
+
+/* A page of a committed transaction: where its new content is. */
+typedef struct fs_page_src {
+	uint32_t pgno;
+	int fd;                 /* backing file holding the page */
+	uint64_t off;           /* byte offset of the page in fd */
+} fs_page_src;
+
+/* A committed WAL transaction waiting for capture. */
+typedef struct fs_wal_txn {
+	struct fs_wal_txn *next;
+	uint32_t commit;
+	uint32_t page_size;
+	uint64_t wal_off, wal_size;
+	uint32_t salt1, salt2;
+	size_t n;
+	fs_page_src pages[];    /* ascending pgno, last frame wins */
+} fs_wal_txn;
+
+typedef struct fs_frame {
+	uint32_t pgno;
+	uint32_t s0, s1;        /* running WAL checksum after this frame */
+} fs_frame;
+
+struct fs_db {
+	char *name;
+	char *dir;              /* <data.dir>/dbs/<name> */
+	fs_db_opts opts;
+	fs_log *log;
+
+	/* capture_mu guards: cksums, ncksums, pos, commit, page_size,
+	 * and serialises every capture (rollback and WAL). */
+	pthread_mutex_t capture_mu;
+	uint64_t *cksums;       /* page checksums, index pgno; 0 unknown */
+	uint32_t ncksums;
+	ltx_pos pos;            /* also read under mu for -pos */
+	uint32_t commit;        /* database size in pages at pos */
+	uint32_t page_size;     /* 0 until known */
+
+	/* mu guards everything below. */
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	int fds[FS_KIND_SHM + 1];
+	ltx_pos pub_pos;        /* pos as published to readers */
+
+	/* Rollback-journal tracker. */
+	bool journal_live;      /* a journal with a header exists */
+	uint32_t *dirty;        /* pages written since it appeared */
+	size_t ndirty, capdirty;
+	uint8_t *dirty_bits;
+	size_t ndirty_bits;     /* bytes */
+	bool unjournaled;       /* first load of a new file, no journal */
+
+	/* WAL tracker. */
+	bool wal_hdr_ok;
+	fs_wal_hdr wal_hdr;
+	uint64_t wal_size;      /* backing size as written */
+	uint64_t wal_valid;     /* end of checked frames */
+	uint64_t wal_txn_start; /* first frame of the open transaction */
+	uint32_t wal_s0, wal_s1;/* running checksum at wal_valid */
+	fs_frame *frames;       /* frames of the open transaction */
+	size_t nframes, capframes;
+	uint8_t *frame_buf;     /* one frame */
+
+	/* Capture queue (WAL). */
+	fs_wal_txn *q_head, *q_tail;
+	bool capturing;         /* the thread holds a txn outside the queue */
+	bool stopping;
+	pthread_t thread;
+	bool thread_started;
+	int capture_err;        /* sticky: capture failed, writes refused */
+};
+
+/* db_capture.c */
+int fs_db_cksum_get(fs_db *db, uint32_t pgno, uint64_t *out);
+int fs_db_cksum_set(fs_db *db, uint32_t pgno, uint64_t sum);
+int fs_db_capture(fs_db *db, const fs_page_src *pages, size_t n,
+		  uint32_t commit, uint32_t page_size, uint64_t wal_off,
+		  uint64_t wal_size, uint32_t salt1, uint32_t salt2);
+int fs_db_capture_delete(fs_db *db);
+/* Makes pos visible to readers of -pos and fs_db_pos; mu held. */
+void fs_db_publish_locked(fs_db *db);
+int fs_db_scan_checksum(fs_db *db, uint64_t *out);
+
+/* db_wal.c */
+int fs_db_wal_write(fs_db *db, const void *buf, size_t n, off_t off);
+int fs_db_wal_reset(fs_db *db, off_t new_size);
+int fs_db_wal_recover(fs_db *db, bool trusted);
+void *fs_db_capture_thread(void *arg);
+void fs_db_drain_locked(fs_db *db);
+
+#endif

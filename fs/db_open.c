@@ -1,0 +1,338 @@
+/*
+ * Opening and closing a database: start-up recovery and the clean marker.
+ *
+ * Start-up, in order:
+ *  1. open the log; its tail is the position (TXID, checksum, commit);
+ *  2. a hot journal (header magic present) is either a transaction the
+ *     log already has (database checksum = the log's: the journal is
+ *     deleted, completing the commit) or one it does not (rolled back);
+ *  3. the WAL's committed frames are read: those the log has refresh page
+ *     checksums, later ones are captured;
+ *  4. unless the last stop was clean (the marker file `clean` holds the
+ *     same position), the whole database is checksummed against the log;
+ *     a database with pages but no log is captured as a snapshot; any
+ *     other mismatch is a loud error and the database is not served.
+ * The marker is removed before serving, and written again by a clean
+ * close after everything is durable, so a crash always means a check.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "db_i.h"
+#include "journal.h"
+#include "lib/io.h"
+#include "lib/log.h"
+#include "ltx/checksum.h"
+#include "ltx/dbfile.h"
+
+static int open_backing_existing(fs_db *db, enum fs_kind k)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", db->dir, fs_kind_backing[k]);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	db->fds[k] = fd;
+	return 0;
+}
+
+static int read_marker(fs_db *db, ltx_pos *out)
+{
+	char path[PATH_MAX], buf[LTX_POS_STRLEN + 2] = {0};
+	int fd, rc;
+	size_t got = 0;
+
+	snprintf(path, sizeof(path), "%s/clean", db->dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	rc = lib_io_read_full(fd, buf, LTX_POS_STRLEN + 1, &got);
+	close(fd);
+	if (rc < 0)
+		return rc;
+	if (got != LTX_POS_STRLEN + 1 || buf[LTX_POS_STRLEN] != '\n')
+		return -EBADMSG;
+	buf[LTX_POS_STRLEN] = '\0';
+	return ltx_pos_parse(buf, out);
+}
+
+static int remove_marker(fs_db *db)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/clean", db->dir);
+	if (unlink(path) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	return lib_io_fsync_dir(db->dir);
+}
+
+static int write_marker(fs_db *db)
+{
+	char path[PATH_MAX], tmp[PATH_MAX], text[LTX_POS_STRLEN + 2];
+	int fd, rc;
+
+	snprintf(path, sizeof(path), "%s/clean", db->dir);
+	snprintf(tmp, sizeof(tmp), "%s/clean.tmp", db->dir);
+	ltx_pos_format(db->pos, text);
+	text[LTX_POS_STRLEN] = '\n';
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	rc = lib_io_write_full(fd, text, LTX_POS_STRLEN + 1);
+	if (rc == 0)
+		rc = lib_io_fsync(fd);
+	close(fd);
+	if (rc == 0)
+		rc = lib_io_rename(tmp, path);
+	if (rc == 0)
+		rc = lib_io_fsync_dir(db->dir);
+	return rc;
+}
+
+static int recover_journal(fs_db *db)
+{
+	uint8_t magic[8];
+	size_t got = 0;
+	uint64_t sum;
+	uint32_t restored = 0;
+	char path[PATH_MAX];
+	int rc;
+
+	if (db->fds[FS_KIND_JOURNAL] < 0 || db->fds[FS_KIND_DB] < 0)
+		return 0;
+	rc = lib_io_pread_full(db->fds[FS_KIND_JOURNAL], magic, 8, 0, &got);
+	if (rc == -ENODATA || !fs_journal_has_magic(magic, got))
+		return 0;
+	if (rc < 0)
+		return rc;
+	rc = fs_db_scan_checksum(db, &sum);
+	if (rc < 0)
+		return rc;
+	if (db->pos.txid && sum == db->pos.checksum) {
+		log_warn("db=%s: hot journal of a transaction the log already "
+			 "has (TXID %016" PRIx64 "): completing its commit",
+			 db->name, db->pos.txid);
+	} else {
+		rc = fs_journal_rollback(db->fds[FS_KIND_JOURNAL],
+					 db->fds[FS_KIND_DB], &restored);
+		if (rc < 0) {
+			log_error("db=%s: rolling back the hot journal: %s",
+				  db->name, strerror(-rc));
+			return rc;
+		}
+		log_warn("db=%s: rolled back a hot journal left by a crash "
+			 "(%" PRIu32 " pages restored)", db->name, restored);
+	}
+	snprintf(path, sizeof(path), "%s/%s", db->dir,
+		 fs_kind_backing[FS_KIND_JOURNAL]);
+	close(db->fds[FS_KIND_JOURNAL]);
+	db->fds[FS_KIND_JOURNAL] = -1;
+	if (unlink(path) < 0)
+		return -errno;
+	return lib_io_fsync_dir(db->dir);
+}
+
+/* Checks the whole database against the log, filling every checksum. */
+static int verify_full(fs_db *db)
+{
+	uint8_t *buf = NULL;
+	uint64_t sum = LTX_CHECKSUM_EMPTY;
+	uint32_t lock;
+	int rc = 0;
+
+	if (db->page_size == 0 || db->commit == 0)
+		return 0;
+	lock = ltx_lock_pgno(db->page_size);
+	buf = malloc(db->page_size);
+	if (!buf)
+		return -ENOMEM;
+	for (uint32_t p = 1; p <= db->commit; p++) {
+		uint64_t c;
+		if (p == lock)
+			continue;
+		rc = fs_db_cksum_get(db, p, &c);
+		if (rc < 0)
+			break;
+		sum = ltx_checksum_xor(sum, c);
+	}
+	free(buf);
+	if (rc < 0)
+		return rc;
+	if (sum != db->pos.checksum) {
+		log_error("db=%s: the database's checksum %016" PRIx64 " does "
+			  "not match its LTX log at %016" PRIx64 "/%016" PRIx64
+			  "; refusing to serve it (run `ltxfs verify`, or "
+			  "restore it from a replica)", db->name, sum,
+			  db->pos.txid, db->pos.checksum);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+static int recover(fs_db *db)
+{
+	fs_log_tail tail = fs_log_get_tail(db->log);
+	ltx_pos marker = {0};
+	bool clean;
+	int rc;
+
+	db->pos = tail.pos;
+	db->commit = tail.commit;
+	db->page_size = tail.page_size;
+	if (db->fds[FS_KIND_DB] >= 0) {
+		struct stat st;
+		uint32_t ps;
+		ltx_err err = {0};
+		if (fstat(db->fds[FS_KIND_DB], &st) == 0 && st.st_size >= 100 &&
+		    ltx_dbfile_page_size(db->fds[FS_KIND_DB], &ps, &err) == 0)
+			db->page_size = ps;
+	}
+	clean = read_marker(db, &marker) == 0 &&
+		marker.txid == db->pos.txid &&
+		marker.checksum == db->pos.checksum;
+	rc = remove_marker(db);
+	if (rc < 0)
+		return rc;
+	rc = recover_journal(db);
+	if (rc < 0)
+		return rc;
+	rc = fs_db_wal_recover(db, clean);
+	if (rc < 0)
+		return rc;
+	if (db->pos.txid == 0 && db->fds[FS_KIND_DB] >= 0 && db->page_size) {
+		/* Pages but no log: record them as the first snapshot. */
+		struct stat st;
+		if (fstat(db->fds[FS_KIND_DB], &st) == 0 && st.st_size > 0) {
+			uint32_t pages = (uint32_t)((uint64_t)st.st_size /
+						    db->page_size);
+			log_info("db=%s: no LTX log yet: recording the "
+				 "database (%" PRIu32 " pages) as TXID 1",
+				 db->name, pages);
+			rc = fs_db_capture(db, NULL, 0, pages, db->page_size,
+					   0, 0, 0, 0);
+			if (rc < 0)
+				return rc;
+		}
+		clean = true;
+	}
+	if (!clean) {
+		log_info("db=%s: last stop was not clean: checking the database "
+			 "against its log", db->name);
+		rc = verify_full(db);
+		if (rc < 0)
+			return rc;
+	}
+	db->pub_pos = db->pos;
+	return 0;
+}
+
+int fs_db_open(const char *data_dir, const char *name, const fs_db_opts *opts,
+	       fs_db **out)
+{
+	char path[PATH_MAX];
+	fs_db *db = calloc(1, sizeof(*db));
+	int rc;
+
+	*out = NULL;
+	if (!db)
+		return -ENOMEM;
+	for (int k = 0; k <= FS_KIND_SHM; k++)
+		db->fds[k] = -1;
+	pthread_mutex_init(&db->mu, NULL);
+	pthread_mutex_init(&db->capture_mu, NULL);
+	pthread_cond_init(&db->cond, NULL);
+	db->opts = *opts;
+	db->name = strdup(name);
+	if (asprintf(&db->dir, "%s/dbs/%s", data_dir, name) < 0)
+		db->dir = NULL;
+	if (!db->name || !db->dir) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	snprintf(path, sizeof(path), "%s/dbs", data_dir);
+	if (mkdir(path, 0755) < 0 && errno != EEXIST) {
+		rc = -errno;
+		goto fail;
+	}
+	if (mkdir(db->dir, 0755) < 0 && errno != EEXIST) {
+		rc = -errno;
+		goto fail;
+	}
+	snprintf(path, sizeof(path), "%s/log", db->dir);
+	rc = fs_log_open(path, name, &db->log);
+	if (rc < 0)
+		goto fail;
+	for (int k = 0; k <= FS_KIND_SHM; k++) {
+		rc = open_backing_existing(db, (enum fs_kind)k);
+		if (rc < 0)
+			goto fail;
+	}
+	rc = recover(db);
+	if (rc < 0)
+		goto fail;
+	rc = pthread_create(&db->thread, NULL, fs_db_capture_thread, db);
+	if (rc != 0) {
+		rc = -rc;
+		goto fail;
+	}
+	db->thread_started = true;
+	*out = db;
+	return 0;
+fail:
+	log_error("db=%s: cannot open: %s", name, strerror(-rc));
+	fs_db_close(db);
+	return rc;
+}
+
+void fs_db_close(fs_db *db)
+{
+	bool clean;
+
+	if (!db)
+		return;
+	if (db->thread_started) {
+		pthread_mutex_lock(&db->mu);
+		fs_db_drain_locked(db);
+		db->stopping = true;
+		pthread_cond_broadcast(&db->cond);
+		pthread_mutex_unlock(&db->mu);
+		pthread_join(db->thread, NULL);
+		clean = !db->capture_err && !db->q_head;
+		for (int k = 0; k <= FS_KIND_WAL; k++)
+			if (db->fds[k] >= 0 && lib_io_fsync(db->fds[k]) < 0)
+				clean = false;
+		if (clean && fs_log_sync(db->log) == 0 && write_marker(db) == 0)
+			log_info("db=%s: closed cleanly at %016" PRIx64
+				 "/%016" PRIx64, db->name, db->pos.txid,
+				 db->pos.checksum);
+	}
+	while (db->q_head) {
+		fs_wal_txn *t = db->q_head;
+		db->q_head = t->next;
+		free(t);
+	}
+	for (int k = 0; k <= FS_KIND_SHM; k++)
+		if (db->fds[k] >= 0)
+			close(db->fds[k]);
+	fs_log_close(db->log);
+	pthread_mutex_destroy(&db->mu);
+	pthread_mutex_destroy(&db->capture_mu);
+	pthread_cond_destroy(&db->cond);
+	free(db->cksums);
+	free(db->dirty);
+	free(db->dirty_bits);
+	free(db->frames);
+	free(db->frame_buf);
+	free(db->name);
+	free(db->dir);
+	free(db);
+}

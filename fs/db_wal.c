@@ -1,0 +1,391 @@
+/*
+ * WAL capture. Frames are checked as SQLite writes them (salts, running
+ * checksum); when a commit frame arrives the transaction's pages (the last
+ * frame of each page) are queued, the write returns at once, and the
+ * database's capture thread turns the queue into LTX records. The WAL
+ * already holds the committed frames durably, so the commit path does no
+ * extra durable I/O (shared/DESIGN.md, principle 2).
+ *
+ * What must not happen before the queue is drained, and waits for it:
+ * a WAL restart (a new header at offset 0), truncation or deletion of the
+ * WAL, any write over a queued frame, and any write to the database file
+ * (a checkpoint), which would change the pages the thread reads.
+ *
+ * Tracker states (under db->mu):
+ *   NO_HEADER  wal_hdr_ok false: nothing valid; frames ignored
+ *   OPEN       wal_hdr_ok: frames [32, wal_valid) checked; those from
+ *              wal_txn_start are the open transaction (db->frames)
+ * A valid header write enters OPEN with wal_valid = 32; truncation,
+ * deletion or an invalid header returns to NO_HEADER.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db_i.h"
+#include "lib/io.h"
+#include "lib/log.h"
+#include "ltx/checksum.h"
+
+static uint64_t frame_size(const fs_db *db)
+{
+	return FS_WAL_FRAME_HDR_SIZE + (uint64_t)db->wal_hdr.page_size;
+}
+
+void fs_db_drain_locked(fs_db *db)
+{
+	while ((db->q_head || db->capturing) && !db->capture_err)
+		pthread_cond_wait(&db->cond, &db->mu);
+}
+
+static int push_frame(fs_db *db, uint32_t pgno)
+{
+	if (db->nframes == db->capframes) {
+		size_t cap = db->capframes ? db->capframes * 2 : 64;
+		fs_frame *p = realloc(db->frames, cap * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		db->frames = p;
+		db->capframes = cap;
+	}
+	db->frames[db->nframes].pgno = pgno;
+	db->frames[db->nframes].s0 = db->wal_s0;
+	db->frames[db->nframes].s1 = db->wal_s1;
+	db->nframes++;
+	return 0;
+}
+
+static int cmp_src(const void *a, const void *b)
+{
+	const fs_page_src *x = a, *y = b;
+
+	if (x->pgno != y->pgno)
+		return x->pgno < y->pgno ? -1 : 1;
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* Builds the queued form of the open transaction ending at commit. */
+static int make_txn(fs_db *db, uint32_t commit, fs_wal_txn **out)
+{
+	size_t n = db->nframes, k = 0;
+	uint64_t fsz = frame_size(db);
+	fs_wal_txn *t = malloc(sizeof(*t) + n * sizeof(fs_page_src));
+	uint64_t first = (db->wal_txn_start - FS_WAL_HDR_SIZE) / fsz;
+
+	if (!t)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		t->pages[i].pgno = db->frames[i].pgno;
+		t->pages[i].fd = db->fds[FS_KIND_WAL];
+		t->pages[i].off = fs_wal_frame_offset(db->wal_hdr.page_size,
+						      first + i) +
+				  FS_WAL_FRAME_HDR_SIZE;
+	}
+	qsort(t->pages, n, sizeof(fs_page_src), cmp_src);
+	/* Keep the last frame of each page. */
+	for (size_t i = 0; i < n; i++) {
+		if (i + 1 < n && t->pages[i + 1].pgno == t->pages[i].pgno)
+			continue;
+		t->pages[k++] = t->pages[i];
+	}
+	t->n = k;
+	t->next = NULL;
+	t->commit = commit;
+	t->page_size = db->wal_hdr.page_size;
+	t->wal_off = db->wal_txn_start;
+	t->wal_size = db->wal_valid - db->wal_txn_start;
+	t->salt1 = db->wal_hdr.salt1;
+	t->salt2 = db->wal_hdr.salt2;
+	*out = t;
+	return 0;
+}
+
+static void enqueue(fs_db *db, fs_wal_txn *t)
+{
+	if (db->q_tail)
+		db->q_tail->next = t;
+	else
+		db->q_head = t;
+	db->q_tail = t;
+	pthread_cond_broadcast(&db->cond);
+}
+
+/* Checks frames from wal_valid while whole frames are on disk. With
+ * enqueue false (recovery), committed transactions are returned through
+ * the queue all the same; the caller captures them. */
+static int advance(fs_db *db)
+{
+	uint64_t fsz = frame_size(db);
+	int rc;
+
+	while (db->wal_hdr_ok && db->wal_valid + fsz <= db->wal_size) {
+		uint32_t pgno, commit;
+		uint32_t s0 = db->wal_s0, s1 = db->wal_s1;
+		rc = lib_io_pread_full(db->fds[FS_KIND_WAL], db->frame_buf,
+				       (size_t)fsz, (off_t)db->wal_valid, NULL);
+		if (rc < 0)
+			return rc;
+		if (!fs_wal_frame_check(&db->wal_hdr, db->frame_buf,
+					db->frame_buf + FS_WAL_FRAME_HDR_SIZE,
+					&s0, &s1, &pgno, &commit))
+			return 0; /* not (yet) a valid frame */
+		db->wal_s0 = s0;
+		db->wal_s1 = s1;
+		rc = push_frame(db, pgno);
+		if (rc < 0)
+			return rc;
+		db->wal_valid += fsz;
+		if (commit != 0) {
+			fs_wal_txn *t;
+			rc = make_txn(db, commit, &t);
+			if (rc < 0)
+				return rc;
+			enqueue(db, t);
+			db->nframes = 0;
+			db->wal_txn_start = db->wal_valid;
+		}
+	}
+	return 0;
+}
+
+static void tracker_reset(fs_db *db)
+{
+	db->wal_hdr_ok = false;
+	db->wal_valid = FS_WAL_HDR_SIZE;
+	db->wal_txn_start = FS_WAL_HDR_SIZE;
+	db->nframes = 0;
+}
+
+/* A valid header at offset 0 opens a new WAL generation. */
+static int take_header(fs_db *db, const uint8_t *hdr)
+{
+	fs_wal_hdr h;
+
+	tracker_reset(db);
+	if (fs_wal_hdr_parse(hdr, &h) < 0)
+		return 0;
+	if (!db->frame_buf || h.page_size != db->wal_hdr.page_size) {
+		uint8_t *p = realloc(db->frame_buf,
+				     FS_WAL_FRAME_HDR_SIZE + h.page_size);
+		if (!p)
+			return -ENOMEM;
+		db->frame_buf = p;
+	}
+	db->wal_hdr = h;
+	db->wal_hdr_ok = true;
+	db->wal_s0 = h.cksum1;
+	db->wal_s1 = h.cksum2;
+	return 0;
+}
+
+/* A write below wal_valid rewrites a frame of the open transaction
+ * (SQLite does this when a transaction writes a page twice): re-check
+ * from that frame. */
+static void rewind_to(fs_db *db, uint64_t off)
+{
+	uint64_t fsz = frame_size(db);
+	size_t idx;
+
+	if (off >= db->wal_valid || off < db->wal_txn_start)
+		return;
+	idx = (size_t)((off - db->wal_txn_start) / fsz);
+	db->wal_valid = db->wal_txn_start + idx * fsz;
+	db->nframes = idx;
+	if (idx == 0) {
+		/* Running checksum at the transaction start: the frame
+		 * before it, or the header. Recomputed by advance() from
+		 * the last committed frame. */
+		if (db->wal_txn_start == FS_WAL_HDR_SIZE) {
+			db->wal_s0 = db->wal_hdr.cksum1;
+			db->wal_s1 = db->wal_hdr.cksum2;
+		} else {
+			uint8_t fh[FS_WAL_FRAME_HDR_SIZE];
+			if (lib_io_pread_full(db->fds[FS_KIND_WAL], fh,
+					      sizeof(fh),
+					      (off_t)(db->wal_txn_start - fsz),
+					      NULL) == 0) {
+				db->wal_s0 = (uint32_t)fh[16] << 24 |
+					     (uint32_t)fh[17] << 16 |
+					     (uint32_t)fh[18] << 8 | fh[19];
+				db->wal_s1 = (uint32_t)fh[20] << 24 |
+					     (uint32_t)fh[21] << 16 |
+					     (uint32_t)fh[22] << 8 | fh[23];
+			}
+		}
+	} else {
+		db->wal_s0 = db->frames[idx - 1].s0;
+		db->wal_s1 = db->frames[idx - 1].s1;
+	}
+}
+
+int fs_db_wal_write(fs_db *db, const void *buf, size_t n, off_t off)
+{
+	uint64_t end = (uint64_t)off + n;
+	int rc;
+
+	pthread_mutex_lock(&db->mu);
+	if (db->capture_err) {
+		rc = db->capture_err;
+		goto out;
+	}
+	/* Anything that could touch queued frames waits for the queue. */
+	if ((uint64_t)off < db->wal_txn_start || off == 0)
+		fs_db_drain_locked(db);
+	rc = lib_io_pwrite_full(db->fds[FS_KIND_WAL], buf, n, off);
+	if (rc < 0)
+		goto out;
+	if (end > db->wal_size)
+		db->wal_size = end;
+	if (off == 0 && n >= FS_WAL_HDR_SIZE) {
+		rc = take_header(db, buf);
+		if (rc < 0)
+			goto out;
+	} else if (off < FS_WAL_HDR_SIZE) {
+		tracker_reset(db);
+	} else if (db->wal_hdr_ok) {
+		rewind_to(db, (uint64_t)off);
+	}
+	rc = advance(db);
+out:
+	pthread_mutex_unlock(&db->mu);
+	return rc;
+}
+
+int fs_db_wal_reset(fs_db *db, off_t new_size)
+{
+	/* Caller holds mu and has drained. */
+	db->wal_size = (uint64_t)new_size;
+	if ((uint64_t)new_size < db->wal_valid)
+		tracker_reset(db);
+	return 0;
+}
+
+static int capture_txn(fs_db *db, fs_wal_txn *t)
+{
+	int rc;
+
+	pthread_mutex_lock(&db->capture_mu);
+	rc = fs_db_capture(db, t->pages, t->n, t->commit, t->page_size,
+			   t->wal_off, t->wal_size, t->salt1, t->salt2);
+	if (rc == 0) {
+		pthread_mutex_lock(&db->mu);
+		fs_db_publish_locked(db);
+		pthread_mutex_unlock(&db->mu);
+	}
+	pthread_mutex_unlock(&db->capture_mu);
+	return rc;
+}
+
+void *fs_db_capture_thread(void *arg)
+{
+	fs_db *db = arg;
+
+	pthread_mutex_lock(&db->mu);
+	for (;;) {
+		fs_wal_txn *t;
+		int rc;
+		while (!db->q_head && !db->stopping)
+			pthread_cond_wait(&db->cond, &db->mu);
+		if (!db->q_head)
+			break;
+		t = db->q_head;
+		db->q_head = t->next;
+		if (!db->q_head)
+			db->q_tail = NULL;
+		db->capturing = true;
+		pthread_mutex_unlock(&db->mu);
+		rc = capture_txn(db, t);
+		free(t);
+		if (rc == 0 && db->opts.on_commit)
+			db->opts.on_commit(db->opts.commit_ctx, db,
+					   fs_db_pos(db));
+		pthread_mutex_lock(&db->mu);
+		db->capturing = false;
+		if (rc < 0 && !db->capture_err) {
+			log_error("db=%s: capturing a WAL transaction failed "
+				  "(%s); refusing further writes until restart",
+				  db->name, strerror(-rc));
+			db->capture_err = rc;
+		}
+		pthread_cond_broadcast(&db->cond);
+	}
+	pthread_mutex_unlock(&db->mu);
+	return NULL;
+}
+
+/*
+ * Start-up: reads the WAL's committed frames. Transactions the log already
+ * has (the log tail names the WAL range it was captured from, and salts
+ * identify the generation) only refresh page checksums; later ones are
+ * captured now, so a commit acknowledged just before a crash is kept.
+ */
+int fs_db_wal_recover(fs_db *db, bool trusted)
+{
+	uint8_t hdr[FS_WAL_HDR_SIZE];
+	fs_log_tail tail = fs_log_get_tail(db->log);
+	struct stat st;
+	uint64_t captured_end = 0;
+	int rc;
+
+	tracker_reset(db);
+	if (db->fds[FS_KIND_WAL] < 0)
+		return 0;
+	if (fstat(db->fds[FS_KIND_WAL], &st) < 0)
+		return -errno;
+	db->wal_size = (uint64_t)st.st_size;
+	if (db->wal_size < FS_WAL_HDR_SIZE)
+		return 0;
+	rc = lib_io_pread_full(db->fds[FS_KIND_WAL], hdr, sizeof(hdr), 0, NULL);
+	if (rc < 0)
+		return rc;
+	rc = take_header(db, hdr);
+	if (rc < 0 || !db->wal_hdr_ok)
+		return rc;
+	if (tail.wal_offset && tail.wal_salt1 == db->wal_hdr.salt1 &&
+	    tail.wal_salt2 == db->wal_hdr.salt2)
+		captured_end = tail.wal_offset + tail.wal_size;
+	rc = advance(db);
+	if (rc < 0)
+		return rc;
+	while (db->q_head) {
+		fs_wal_txn *t = db->q_head;
+		db->q_head = t->next;
+		if (!db->q_head)
+			db->q_tail = NULL;
+		if (t->wal_off + t->wal_size <= captured_end) {
+			/* Already in the log: its pages' checksums are the
+			 * WAL's, not the database file's. */
+			if (db->page_size == 0)
+				db->page_size = t->page_size;
+			for (size_t i = 0; i < t->n && rc == 0; i++) {
+				uint8_t *pg = db->frame_buf +
+					      FS_WAL_FRAME_HDR_SIZE;
+				if (t->pages[i].pgno > t->commit)
+					continue;
+				rc = lib_io_pread_full(t->pages[i].fd, pg,
+						       t->page_size,
+						       (off_t)t->pages[i].off,
+						       NULL);
+				if (rc == 0)
+					rc = fs_db_cksum_set(
+						db, t->pages[i].pgno,
+						ltx_checksum_page(
+							t->pages[i].pgno, pg,
+							t->page_size));
+			}
+		} else {
+			log_warn("db=%s: capturing WAL transaction at WAL "
+				 "offset %" PRIu64 " committed before the "
+				 "last stop", db->name, t->wal_off);
+			rc = fs_db_capture(db, t->pages, t->n, t->commit,
+					   t->page_size, t->wal_off,
+					   t->wal_size, t->salt1, t->salt2);
+		}
+		free(t);
+		if (rc < 0)
+			break;
+	}
+	(void)trusted;
+	return rc;
+}

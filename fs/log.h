@@ -1,0 +1,102 @@
+/*
+ * A database's LTX log: append-only segments of length-prefixed LTX
+ * records, one record per committed transaction.
+ *
+ *   <data.dir>/dbs/<name>/log/<first TXID %016x>.seg
+ *
+ * Record:
+ *   off size field
+ *     0    4 length L of the LTX file that follows (big-endian)
+ *     4    L LTX file (shared/LTX.md), zstd-compressed page block or not
+ *
+ * Rules checked on open (the last segment) and on every read:
+ *   R1 every record is a valid LTX file (its file checksum proves it);
+ *   R2 records are contiguous: min TXID = previous max TXID + 1 and
+ *      pre-apply checksum = previous post-apply checksum (a snapshot
+ *      record restarts the chain);
+ *   R3 a segment's name is its first record's min TXID.
+ * A record that fails R1 and reaches the end of the last segment is a torn
+ * tail from a crash: it is cut off, with a log line. Any other failure is
+ * corruption: open fails with a message naming segment, offset and rule,
+ * and the node does not serve.
+ *
+ * Segments roll over when they pass FS_LOG_SEGMENT_BYTES, so a bulk load
+ * makes a few large files, not one file per transaction.
+ *
+ * Thread safety: appends come from one thread at a time (the database's
+ * capture path holds the database lock); readers may iterate concurrently
+ * and see records up to the last completed append. `mu` guards the
+ * segment list and the published end.
+ */
+#ifndef FS_LOG_H
+#define FS_LOG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ltx/decoder.h"
+#include "ltx/encoder.h"
+#include "ltx/ltx.h"
+#include "ltx/pos.h"
+
+#define FS_LOG_SEGMENT_BYTES (64u * 1024 * 1024)
+#define FS_LOG_RECORD_PREFIX 4
+
+typedef struct fs_log fs_log;
+
+/* What the log knows of its last record. */
+typedef struct fs_log_tail {
+	ltx_pos pos;          /* max TXID and post-apply checksum; 0/0 empty */
+	uint32_t commit;      /* database size in pages after it */
+	uint32_t page_size;
+	uint64_t wal_offset;  /* the WAL range it was captured from */
+	uint64_t wal_size;
+	uint32_t wal_salt1, wal_salt2;
+} fs_log_tail;
+
+/* Opens (creating) the log in dir, recovers a torn tail, verifies the last
+ * segment. name is used in messages. */
+int fs_log_open(const char *dir, const char *name, fs_log **out);
+/* Opens for reading only (another process may be appending): a torn or
+ * growing tail is not cut, only not read. */
+int fs_log_open_readonly(const char *dir, const char *name, fs_log **out);
+void fs_log_close(fs_log *log);
+
+fs_log_tail fs_log_get_tail(fs_log *log);
+
+/* Appends one record: the encoder is created with hdr and handed to
+ * fill(), which adds the pages and says the post-apply checksum. On
+ * failure the segment is cut back, so nothing half-written remains. */
+typedef int (*fs_log_fill_fn)(void *ctx, ltx_encoder *enc,
+			      uint64_t *out_post_apply, ltx_err *err);
+int fs_log_append(fs_log *log, const ltx_header *hdr, int zstd_level,
+		  fs_log_fill_fn fill, void *ctx, ltx_trailer *out_trailer);
+
+/* Makes every appended record durable (fdatasync). */
+int fs_log_sync(fs_log *log);
+
+/* Removes every record (used before writing a snapshot that restarts the
+ * log, e.g. on a replica). */
+int fs_log_reset(fs_log *log);
+
+/* Iteration: records with max TXID > after_txid, in order, up to the last
+ * completed append at the time of each call. */
+typedef struct fs_log_iter fs_log_iter;
+int fs_log_iter_open(fs_log *log, uint64_t after_txid, fs_log_iter **out);
+/* 1 with the next record's LTX bytes at (*out_fd, *out_off, *out_len) and
+ * its header in *out_hdr; 0 at the end; -ENOENT when the records after
+ * after_txid are no longer kept; other -errno. The fd stays valid until
+ * the next call or fs_log_iter_free. */
+int fs_log_iter_next(fs_log_iter *it, int *out_fd, uint64_t *out_off,
+		     uint64_t *out_len, ltx_header *out_hdr);
+void fs_log_iter_free(fs_log_iter *it);
+
+/* A read callback over a byte range of a file (for ltx_decoder). */
+typedef struct fs_range_reader {
+	int fd;
+	uint64_t off;
+	uint64_t end;
+} fs_range_reader;
+int fs_range_read(void *ctx, void *buf, size_t n, size_t *out_got);
+
+#endif

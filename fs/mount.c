@@ -1,0 +1,739 @@
+/*
+ * FUSE adapter (libfuse 3 low-level API). Handlers are thin: decode the
+ * request, call one fs_db_* function, send exactly one reply.
+ *
+ * Inodes: 1 is the root; database slot s (0-based, never reused while
+ * mounted) owns inodes FS_INO_BASE + s*8 + kind (enum fs_kind).
+ *
+ * Caching: every change to a file on this node passes through this
+ * kernel, so entries, attributes and pages are cached for long
+ * (keep_cache, long timeouts) and reads are served by the page cache.
+ * POSIX locks are left to the kernel (no getlk/setlk handlers), which
+ * costs no round trip; the daemon takes SQLite's locks through the mount
+ * when it needs them.
+ */
+#define FUSE_USE_VERSION 312
+
+#include "mount.h"
+
+#include <errno.h>
+#include <fuse_lowlevel.h>
+#include <inttypes.h>
+#include <dirent.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "lib/log.h"
+
+#define FS_INO_BASE 16
+#define FS_CACHE_SECONDS 3600.0
+#define FS_NAME_MAX 200
+
+typedef struct slot {
+	char *name;
+	fs_db *db;
+	int opens[FS_KIND_COUNT];
+} slot;
+
+struct fs_mount {
+	fs_mount_opts opts;
+	char *mountpoint;
+	char *data_dir;
+	struct fuse_session *se;
+	bool mounted;
+	pthread_mutex_t mu;     /* guards slots, nslots, opens */
+	slot *slots;
+	size_t nslots, cap;
+};
+
+static fs_mount *req_mount(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+/* Splits a mount entry name into database name and kind. */
+static int parse_name(const char *name, char *base, enum fs_kind *out_kind)
+{
+	size_t len = strlen(name);
+
+	*out_kind = FS_KIND_DB;
+	for (int k = FS_KIND_JOURNAL; k < FS_KIND_COUNT; k++) {
+		size_t sl = strlen(fs_kind_suffix[k]);
+		if (len > sl && strcmp(name + len - sl, fs_kind_suffix[k]) == 0) {
+			*out_kind = (enum fs_kind)k;
+			len -= sl;
+			break;
+		}
+	}
+	if (len == 0 || len > FS_NAME_MAX || name[0] == '.')
+		return -EINVAL;
+	memcpy(base, name, len);
+	base[len] = '\0';
+	return 0;
+}
+
+static fuse_ino_t make_ino(size_t s, enum fs_kind k)
+{
+	return FS_INO_BASE + (fuse_ino_t)s * 8 + (fuse_ino_t)k;
+}
+
+static int split_ino(fs_mount *m, fuse_ino_t ino, fs_db **db, size_t *s,
+		     enum fs_kind *k)
+{
+	size_t idx;
+
+	if (ino < FS_INO_BASE)
+		return -ENOENT;
+	idx = (size_t)((ino - FS_INO_BASE) / 8);
+	*k = (enum fs_kind)((ino - FS_INO_BASE) % 8);
+	if (*k >= FS_KIND_COUNT)
+		return -ENOENT;
+	pthread_mutex_lock(&m->mu);
+	*db = idx < m->nslots ? m->slots[idx].db : NULL;
+	pthread_mutex_unlock(&m->mu);
+	if (s)
+		*s = idx;
+	return *db ? 0 : -ENOENT;
+}
+
+/* Finds a slot by database name (mu held); -1 when absent. */
+static ssize_t find_slot(fs_mount *m, const char *name)
+{
+	for (size_t i = 0; i < m->nslots; i++)
+		if (strcmp(m->slots[i].name, name) == 0)
+			return (ssize_t)i;
+	return -1;
+}
+
+static int add_slot(fs_mount *m, const char *name, size_t *out)
+{
+	fs_db_opts o = {
+		.zstd_level = m->opts.zstd_level,
+		.node_id = m->opts.node_id,
+		.on_commit = m->opts.on_commit,
+		.commit_ctx = m->opts.commit_ctx,
+	};
+	slot *s;
+	int rc;
+
+	if (m->nslots == m->cap) {
+		size_t cap = m->cap ? m->cap * 2 : 16;
+		slot *p = realloc(m->slots, cap * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		m->slots = p;
+		m->cap = cap;
+	}
+	s = &m->slots[m->nslots];
+	memset(s, 0, sizeof(*s));
+	s->name = strdup(name);
+	if (!s->name)
+		return -ENOMEM;
+	rc = fs_db_open(m->data_dir, name, &o, &s->db);
+	if (rc < 0) {
+		free(s->name);
+		return rc;
+	}
+	*out = m->nslots++;
+	return 0;
+}
+
+fs_db *fs_mount_db(fs_mount *m, const char *name)
+{
+	fs_db *db = NULL;
+	ssize_t i;
+
+	pthread_mutex_lock(&m->mu);
+	i = find_slot(m, name);
+	if (i >= 0)
+		db = m->slots[i].db;
+	pthread_mutex_unlock(&m->mu);
+	return db;
+}
+
+static void root_attr(struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = FUSE_ROOT_ID;
+	st->st_mode = S_IFDIR | 0755;
+	st->st_nlink = 2;
+}
+
+static int entry_for(fs_db *db, size_t s, enum fs_kind k,
+		     struct fuse_entry_param *e)
+{
+	int rc;
+
+	memset(e, 0, sizeof(*e));
+	rc = fs_db_stat(db, k, &e->attr);
+	if (rc < 0)
+		return rc;
+	e->ino = make_ino(s, k);
+	e->attr.st_ino = e->ino;
+	e->attr.st_nlink = 1;
+	e->attr_timeout = FS_CACHE_SECONDS;
+	e->entry_timeout = FS_CACHE_SECONDS;
+	return 0;
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	/* Our own writes change the backing files' mtimes; they must not
+	 * make the kernel drop cached pages. */
+	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+	if (conn->capable & FUSE_CAP_ASYNC_READ)
+		conn->want |= FUSE_CAP_ASYNC_READ;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fs_mount *m = req_mount(req);
+	struct fuse_entry_param e;
+	char base[FS_NAME_MAX + 1];
+	enum fs_kind k;
+	ssize_t s;
+	fs_db *db = NULL;
+	int rc;
+
+	if (parent != FUSE_ROOT_ID || parse_name(name, base, &k) < 0) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	pthread_mutex_lock(&m->mu);
+	s = find_slot(m, base);
+	if (s >= 0)
+		db = m->slots[s].db;
+	pthread_mutex_unlock(&m->mu);
+	rc = db ? entry_for(db, (size_t)s, k, &e) : -ENOENT;
+	if (rc == -ENOENT) {
+		/* Cache the absence: files only appear through this kernel. */
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = FS_CACHE_SECONDS;
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	fs_mount *m = req_mount(req);
+	struct stat st;
+	enum fs_kind k;
+	fs_db *db;
+	int rc;
+
+	if (ino == FUSE_ROOT_ID) {
+		root_attr(&st);
+		fuse_reply_attr(req, &st, FS_CACHE_SECONDS);
+		return;
+	}
+	rc = split_ino(m, ino, &db, NULL, &k);
+	if (rc == 0)
+		rc = fs_db_stat(db, k, &st);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	st.st_ino = ino;
+	st.st_nlink = 1;
+	fuse_reply_attr(req, &st, FS_CACHE_SECONDS);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+		       int to_set, struct fuse_file_info *fi)
+{
+	fs_mount *m = req_mount(req);
+	struct stat st;
+	enum fs_kind k;
+	fs_db *db;
+	int rc;
+
+	if (ino == FUSE_ROOT_ID) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	rc = split_ino(m, ino, &db, NULL, &k);
+	if (rc == 0 && (to_set & FUSE_SET_ATTR_SIZE))
+		rc = fs_db_truncate(db, k, attr->st_size);
+	/* Modes, owners and times are accepted and not kept: the mount
+	 * decides permissions for every database alike. */
+	if (rc == 0)
+		rc = fs_db_stat(db, k, &st);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	st.st_ino = ino;
+	st.st_nlink = 1;
+	fuse_reply_attr(req, &st, FS_CACHE_SECONDS);
+}
+
+static void count_open(fs_mount *m, size_t s, enum fs_kind k, int delta,
+		       bool *out_last)
+{
+	pthread_mutex_lock(&m->mu);
+	m->slots[s].opens[k] += delta;
+	*out_last = m->slots[s].opens[k] == 0;
+	pthread_mutex_unlock(&m->mu);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	fs_mount *m = req_mount(req);
+	enum fs_kind k;
+	size_t s;
+	fs_db *db;
+	bool last;
+	int rc;
+
+	rc = split_ino(m, ino, &db, &s, &k);
+	if (rc == 0 && !fs_db_has(db, k))
+		rc = -ENOENT;
+	if (rc == 0 && k == FS_KIND_POS && (fi->flags & O_ACCMODE) != O_RDONLY)
+		rc = -EACCES;
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fi->keep_cache = 1;
+	if (k == FS_KIND_POS) {
+		fi->direct_io = 1;
+		fi->keep_cache = 0;
+	}
+	count_open(m, s, k, 1, &last);
+	if (fuse_reply_open(req, fi) != 0)
+		count_open(m, s, k, -1, &last);
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, struct fuse_file_info *fi)
+{
+	fs_mount *m = req_mount(req);
+	struct fuse_entry_param e;
+	char base[FS_NAME_MAX + 1];
+	enum fs_kind k;
+	ssize_t s;
+	size_t idx;
+	bool last;
+	int rc = 0;
+
+	if (parent != FUSE_ROOT_ID || parse_name(name, base, &k) < 0 ||
+	    k == FS_KIND_POS || !S_ISREG(mode)) {
+		log_warn("refusing to create \"%s\": only SQLite databases and "
+			 "their -journal, -wal and -shm files may be created",
+			 name);
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	pthread_mutex_lock(&m->mu);
+	s = find_slot(m, base);
+	if (s < 0) {
+		if (k != FS_KIND_DB)
+			rc = -ENOENT;
+		else
+			rc = add_slot(m, base, &idx);
+		s = (ssize_t)idx;
+	}
+	pthread_mutex_unlock(&m->mu);
+	if (rc == 0)
+		rc = fs_db_create(m->slots[s].db, k, mode);
+	if (rc == 0)
+		rc = entry_for(m->slots[s].db, (size_t)s, k, &e);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fi->keep_cache = 1;
+	count_open(m, (size_t)s, k, 1, &last);
+	if (fuse_reply_create(req, &e, fi) != 0)
+		count_open(m, (size_t)s, k, -1, &last);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	fs_mount *m = req_mount(req);
+	enum fs_kind k;
+	fs_db *db;
+	size_t got = 0;
+	char *buf;
+	int rc;
+
+	rc = split_ino(m, ino, &db, NULL, &k);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	rc = fs_db_read(db, k, buf, size, off, &got);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_buf(req, buf, got);
+	free(buf);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		     size_t size, off_t off, struct fuse_file_info *fi)
+{
+	fs_mount *m = req_mount(req);
+	enum fs_kind k;
+	fs_db *db;
+	int rc;
+
+	rc = split_ino(m, ino, &db, NULL, &k);
+	if (rc == 0)
+		rc = fs_db_write(db, k, buf, size, off);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_write(req, size);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+		     struct fuse_file_info *fi)
+{
+	fs_mount *m = req_mount(req);
+	enum fs_kind k;
+	fs_db *db;
+	int rc;
+
+	rc = split_ino(m, ino, &db, NULL, &k);
+	if (rc == 0)
+		rc = fs_db_fsync(db, k, datasync != 0);
+	fuse_reply_err(req, -rc);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, 0);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	fs_mount *m = req_mount(req);
+	enum fs_kind k;
+	size_t s;
+	fs_db *db;
+	bool last = false;
+
+	if (split_ino(m, ino, &db, &s, &k) == 0) {
+		count_open(m, s, k, -1, &last);
+		if (last)
+			fs_db_release(db, k);
+	}
+	fuse_reply_err(req, 0);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fs_mount *m = req_mount(req);
+	char base[FS_NAME_MAX + 1];
+	enum fs_kind k;
+	fs_db *db;
+	int rc;
+
+	if (parent != FUSE_ROOT_ID || parse_name(name, base, &k) < 0) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if (k == FS_KIND_POS) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	db = fs_mount_db(m, base);
+	rc = db ? fs_db_unlink(db, k) : -ENOENT;
+	fuse_reply_err(req, -rc);
+}
+
+static void refuse(fuse_req_t req, const char *what, const char *name)
+{
+	log_warn("refusing %s \"%s\": the mount holds only SQLite databases "
+		 "and their companion files", what, name);
+	fuse_reply_err(req, EPERM);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode)
+{
+	refuse(req, "mkdir", name);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode, dev_t rdev)
+{
+	struct fuse_file_info fi = {0};
+
+	if (S_ISREG(mode)) {
+		/* Without create support the kernel would use mknod; keep
+		 * one path. */
+		refuse(req, "mknod", name);
+		return;
+	}
+	(void)fi;
+	refuse(req, "mknod", name);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+		       const char *name)
+{
+	refuse(req, "symlink", name);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent,
+		    const char *name)
+{
+	refuse(req, "link", name);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      fuse_ino_t newparent, const char *newname,
+		      unsigned int flags)
+{
+	refuse(req, "rename", name);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, ENOENT);
+}
+
+struct dirbuf {
+	char *p;
+	size_t size, cap;
+};
+
+static int dir_add(fuse_req_t req, struct dirbuf *b, const char *name,
+		   fuse_ino_t ino, mode_t mode)
+{
+	struct stat st = {.st_ino = ino, .st_mode = mode};
+	size_t need = fuse_add_direntry(req, NULL, 0, name, NULL, 0);
+
+	if (b->size + need > b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 4096;
+		char *p;
+		while (cap < b->size + need)
+			cap *= 2;
+		p = realloc(b->p, cap);
+		if (!p)
+			return -ENOMEM;
+		b->p = p;
+		b->cap = cap;
+	}
+	fuse_add_direntry(req, b->p + b->size, need, name, &st,
+			  (off_t)(b->size + need));
+	b->size += need;
+	return 0;
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	fs_mount *m = req_mount(req);
+	struct dirbuf b = {0};
+	int rc = 0;
+
+	if (ino != FUSE_ROOT_ID) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	rc = dir_add(req, &b, ".", FUSE_ROOT_ID, S_IFDIR);
+	if (rc == 0)
+		rc = dir_add(req, &b, "..", FUSE_ROOT_ID, S_IFDIR);
+	pthread_mutex_lock(&m->mu);
+	for (size_t s = 0; s < m->nslots && rc == 0; s++) {
+		for (int k = 0; k < FS_KIND_COUNT && rc == 0; k++) {
+			char name[FS_NAME_MAX + 16];
+			if (!fs_db_has(m->slots[s].db, (enum fs_kind)k))
+				continue;
+			snprintf(name, sizeof(name), "%s%s", m->slots[s].name,
+				 fs_kind_suffix[k]);
+			rc = dir_add(req, &b, name, make_ino(s, (enum fs_kind)k),
+				     S_IFREG);
+		}
+	}
+	pthread_mutex_unlock(&m->mu);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else if ((size_t)off < b.size)
+		fuse_reply_buf(req, b.p + off,
+			       b.size - (size_t)off < size ? b.size - (size_t)off
+							   : size);
+	else
+		fuse_reply_buf(req, NULL, 0);
+	free(b.p);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	fs_mount *m = req_mount(req);
+	struct statvfs st;
+
+	if (statvfs(m->data_dir, &st) < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_statfs(req, &st);
+}
+
+static const struct fuse_lowlevel_ops ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.open = op_open,
+	.create = op_create,
+	.read = op_read,
+	.write = op_write,
+	.fsync = op_fsync,
+	.flush = op_flush,
+	.release = op_release,
+	.unlink = op_unlink,
+	.mkdir = op_mkdir,
+	.mknod = op_mknod,
+	.symlink = op_symlink,
+	.link = op_link,
+	.rename = op_rename,
+	.rmdir = op_rmdir,
+	.readdir = op_readdir,
+	.statfs = op_statfs,
+};
+
+static int open_existing(fs_mount *m)
+{
+	char path[4096];
+	DIR *d;
+	struct dirent *de;
+	int rc = 0;
+
+	snprintf(path, sizeof(path), "%s/dbs", m->data_dir);
+	if (mkdir(path, 0755) < 0 && errno != EEXIST) {
+		rc = -errno;
+		log_error("data directory %s is unusable: %s", m->data_dir,
+			  strerror(-rc));
+		return rc;
+	}
+	d = opendir(path);
+	if (!d)
+		return -errno;
+	while ((de = readdir(d)) != NULL && rc == 0) {
+		char base[FS_NAME_MAX + 1];
+		enum fs_kind k;
+		size_t idx;
+		if (de->d_name[0] == '.' || parse_name(de->d_name, base, &k) < 0
+		    || k != FS_KIND_DB)
+			continue;
+		rc = add_slot(m, de->d_name, &idx);
+	}
+	closedir(d);
+	return rc;
+}
+
+int fs_mount_new(const fs_mount_opts *opts, fs_mount **out)
+{
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	char optstr[256];
+	fs_mount *m = calloc(1, sizeof(*m));
+	int rc;
+
+	*out = NULL;
+	if (!m)
+		return -ENOMEM;
+	pthread_mutex_init(&m->mu, NULL);
+	m->opts = *opts;
+	m->mountpoint = strdup(opts->mountpoint);
+	m->data_dir = strdup(opts->data_dir);
+	if (!m->mountpoint || !m->data_dir) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	rc = open_existing(m);
+	if (rc < 0)
+		goto fail;
+	snprintf(optstr, sizeof(optstr), "fsname=ltxfs,subtype=ltxfs%s",
+		 opts->allow_other ? ",allow_other" : "");
+	if (fuse_opt_add_arg(&args, "ltxfs") || fuse_opt_add_arg(&args, "-o") ||
+	    fuse_opt_add_arg(&args, optstr) ||
+	    (opts->debug && fuse_opt_add_arg(&args, "-d"))) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	m->se = fuse_session_new(&args, &ops, sizeof(ops), m);
+	fuse_opt_free_args(&args);
+	if (!m->se) {
+		log_error("cannot create the FUSE session");
+		rc = -EIO;
+		goto fail;
+	}
+	if (fuse_set_signal_handlers(m->se) != 0) {
+		rc = -EIO;
+		goto fail;
+	}
+	if (fuse_session_mount(m->se, m->mountpoint) != 0) {
+		log_error("cannot mount on %s (see the message above)",
+			  m->mountpoint);
+		rc = -EIO;
+		goto fail;
+	}
+	m->mounted = true;
+	*out = m;
+	return 0;
+fail:
+	fs_mount_free(m);
+	return rc;
+}
+
+int fs_mount_run(fs_mount *m)
+{
+	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+	int rc;
+
+	if (!cfg)
+		return -ENOMEM;
+	fuse_loop_cfg_set_clone_fd(cfg, 0);
+	fuse_loop_cfg_set_idle_threads(cfg, 8);
+	fuse_loop_cfg_set_max_threads(cfg, 64);
+	rc = fuse_session_loop_mt(m->se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	return rc < 0 ? rc : 0;
+}
+
+void fs_mount_stop(fs_mount *m)
+{
+	fuse_session_exit(m->se);
+}
+
+void fs_mount_free(fs_mount *m)
+{
+	if (!m)
+		return;
+	if (m->se) {
+		if (m->mounted)
+			fuse_session_unmount(m->se);
+		fuse_remove_signal_handlers(m->se);
+		fuse_session_destroy(m->se);
+	}
+	for (size_t i = 0; i < m->nslots; i++) {
+		fs_db_close(m->slots[i].db);
+		free(m->slots[i].name);
+	}
+	pthread_mutex_destroy(&m->mu);
+	free(m->slots);
+	free(m->mountpoint);
+	free(m->data_dir);
+	free(m);
+}

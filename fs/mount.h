@@ -1,0 +1,39 @@
+/*
+ * The FUSE mount: a flat directory with one entry per database and its
+ * companions (<name>-journal, -wal, -shm) and a read-only <name>-pos,
+ * each backed by the db core (fs/db.h). Anything else is refused.
+ */
+#ifndef FS_MOUNT_H
+#define FS_MOUNT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "db.h"
+
+typedef struct fs_mount_opts {
+	const char *mountpoint;
+	const char *data_dir;
+	bool allow_other;
+	bool debug;
+	int zstd_level;         /* 0: uncompressed LTX */
+	uint64_t node_id;
+	fs_commit_fn on_commit;
+	void *commit_ctx;
+} fs_mount_opts;
+
+typedef struct fs_mount fs_mount;
+
+/* Opens every database under <data_dir>/dbs (recovering each) and mounts.
+ * Fails with a logged one-line reason. */
+int fs_mount_new(const fs_mount_opts *opts, fs_mount **out);
+/* Serves until SIGINT/SIGTERM/SIGHUP or fs_mount_stop. */
+int fs_mount_run(fs_mount *m);
+void fs_mount_stop(fs_mount *m);
+/* Unmounts, then closes every database cleanly. */
+void fs_mount_free(fs_mount *m);
+
+/* Database lookup for the node (replica/): NULL when absent. */
+fs_db *fs_mount_db(fs_mount *m, const char *name);
+
+#endif
