@@ -17,6 +17,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zstd.h>
 
 #include "db_i.h"
 #include "lib/clock.h"
@@ -224,7 +225,10 @@ int fs_db_capture(fs_db *db, const fs_page_src *pages, size_t n,
 		/* A full record replaces every checksum. */
 		memset(db->cksums, 0, (size_t)db->ncksums * sizeof(uint64_t));
 	}
-	rc = fs_log_append(db->log, &h, db->opts.zstd_level, fill, &c, &t);
+	if (!db->zstd_cctx && h.flags)
+		db->zstd_cctx = ZSTD_createCCtx();
+	rc = fs_log_append_cctx(db->log, &h, db->opts.zstd_level,
+				db->zstd_cctx, fill, &c, &t);
 	if (rc < 0)
 		goto out;
 	for (size_t i = 0; i < c.nstaged; i++) {

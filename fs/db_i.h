@@ -55,6 +55,7 @@ struct fs_db {
 	ltx_pos pos;            /* also read under mu for -pos */
 	uint32_t commit;        /* database size in pages at pos */
 	uint32_t page_size;     /* 0 until known */
+	void *zstd_cctx;        /* ZSTD_CCtx reused by every capture */
 
 	/* mu guards everything below. */
 	pthread_mutex_t mu;

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include "db_i.h"
 #include "journal.h"
@@ -327,6 +328,7 @@ void fs_db_close(fs_db *db)
 	pthread_mutex_destroy(&db->mu);
 	pthread_mutex_destroy(&db->capture_mu);
 	pthread_cond_destroy(&db->cond);
+	ZSTD_freeCCtx(db->zstd_cctx);
 	free(db->cksums);
 	free(db->dirty);
 	free(db->dirty_bits);

@@ -387,6 +387,14 @@ static int start_segment(fs_log *log, uint64_t first)
 int fs_log_append(fs_log *log, const ltx_header *hdr, int zstd_level,
 		  fs_log_fill_fn fill, void *ctx, ltx_trailer *out_trailer)
 {
+	return fs_log_append_cctx(log, hdr, zstd_level, NULL, fill, ctx,
+				  out_trailer);
+}
+
+int fs_log_append_cctx(fs_log *log, const ltx_header *hdr, int zstd_level,
+		       void *zstd_cctx, fs_log_fill_fn fill, void *ctx,
+		       ltx_trailer *out_trailer)
+{
 	struct append_ctx a;
 	ltx_encoder *enc = NULL;
 	ltx_trailer t;
@@ -412,7 +420,8 @@ int fs_log_append(fs_log *log, const ltx_header *hdr, int zstd_level,
 			 strerror(-rc));
 		goto fail;
 	}
-	rc = ltx_encoder_new(hdr, zstd_level, append_write, &a, &enc, &err);
+	rc = ltx_encoder_new_cctx(hdr, zstd_level, append_write, &a, zstd_cctx,
+				  &enc, &err);
 	if (rc == 0)
 		rc = fill(ctx, enc, &post, &err);
 	if (rc == 0)

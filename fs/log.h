@@ -71,6 +71,10 @@ typedef int (*fs_log_fill_fn)(void *ctx, ltx_encoder *enc,
 			      uint64_t *out_post_apply, ltx_err *err);
 int fs_log_append(fs_log *log, const ltx_header *hdr, int zstd_level,
 		  fs_log_fill_fn fill, void *ctx, ltx_trailer *out_trailer);
+/* As fs_log_append, reusing the caller's ZSTD_CCtx (may be NULL). */
+int fs_log_append_cctx(fs_log *log, const ltx_header *hdr, int zstd_level,
+		       void *zstd_cctx, fs_log_fill_fn fill, void *ctx,
+		       ltx_trailer *out_trailer);
 
 /* Makes every appended record durable (fdatasync). */
 int fs_log_sync(fs_log *log);

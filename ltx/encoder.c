@@ -20,13 +20,15 @@
 #include "lib/bytes.h"
 #include "lib/io.h"
 
-#define OUT_BUF_SIZE (128 * 1024)
+/* Under glibc's mmap threshold, so a record costs no mmap/munmap. */
+#define OUT_BUF_SIZE (64 * 1024)
 
 struct ltx_encoder {
 	ltx_header hdr;
 	ltx_write_fn write_fn;
 	void *ctx;
 	ZSTD_CCtx *zc;          /* NULL when uncompressed */
+	bool own_zc;            /* zc is freed with the encoder */
 	uint8_t *out;           /* OUT_BUF_SIZE bytes */
 	size_t out_len;
 	uint64_t written;       /* bytes handed to write_fn */
@@ -116,6 +118,13 @@ static int emit_block(ltx_encoder *enc, const void *buf, size_t n,
 int ltx_encoder_new(const ltx_header *hdr, int zstd_level, ltx_write_fn fn,
 		    void *ctx, ltx_encoder **out, ltx_err *err)
 {
+	return ltx_encoder_new_cctx(hdr, zstd_level, fn, ctx, NULL, out, err);
+}
+
+int ltx_encoder_new_cctx(const ltx_header *hdr, int zstd_level,
+			 ltx_write_fn fn, void *ctx, void *zstd_cctx,
+			 ltx_encoder **out, ltx_err *err)
+{
 	uint8_t buf[LTX_HEADER_SIZE];
 	ltx_encoder *enc = NULL;
 	int rc;
@@ -138,7 +147,13 @@ int ltx_encoder_new(const ltx_header *hdr, int zstd_level, ltx_write_fn fn,
 	enc->db_checksum = LTX_CHECKSUM_EMPTY;
 	enc->lock_pgno = ltx_lock_pgno(hdr->page_size);
 	if (hdr->flags & LTX_FLAG_COMPRESS_ZSTD) {
-		enc->zc = ZSTD_createCCtx();
+		if (zstd_cctx) {
+			enc->zc = zstd_cctx;
+			ZSTD_CCtx_reset(enc->zc, ZSTD_reset_session_and_parameters);
+		} else {
+			enc->zc = ZSTD_createCCtx();
+			enc->own_zc = true;
+		}
 		if (!enc->zc) {
 			rc = ltx_err_set(err, LTX_ERR_NOMEM, 0, "zstd context");
 			goto out_free;
@@ -276,7 +291,8 @@ void ltx_encoder_free(ltx_encoder *enc)
 {
 	if (!enc)
 		return;
-	ZSTD_freeCCtx(enc->zc);
+	if (enc->own_zc)
+		ZSTD_freeCCtx(enc->zc);
 	free(enc->out);
 	free(enc);
 }

@@ -33,6 +33,13 @@ typedef struct ltx_encoder ltx_encoder;
 int ltx_encoder_new(const ltx_header *hdr, int zstd_level, ltx_write_fn fn,
 		    void *ctx, ltx_encoder **out, ltx_err *err);
 
+/* As ltx_encoder_new, with a zstd compression context (ZSTD_CCtx *) that
+ * the caller owns and reuses across records (creating one costs more than
+ * compressing a small transaction). NULL: the encoder makes its own. */
+int ltx_encoder_new_cctx(const ltx_header *hdr, int zstd_level,
+			 ltx_write_fn fn, void *ctx, void *zstd_cctx,
+			 ltx_encoder **out, ltx_err *err);
+
 /* Adds one page of hdr->page_size bytes. Enforces rules P1..P3. */
 int ltx_encoder_add_page(ltx_encoder *enc, uint32_t pgno, const void *data,
 			 ltx_err *err);
