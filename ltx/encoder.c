@@ -20,8 +20,7 @@
 #include "lib/bytes.h"
 #include "lib/io.h"
 
-/* Under glibc's mmap threshold, so a record costs no mmap/munmap. */
-#define OUT_BUF_SIZE (64 * 1024)
+#define OUT_BUF_SIZE (128 * 1024)
 
 struct ltx_encoder {
 	ltx_header hdr;
