@@ -218,6 +218,26 @@ static int db_file_pages(fs_db *db, uint32_t ps, uint32_t *out)
 	return 0;
 }
 
+/* The database's size in pages: the header's count (offset 28) when it is
+ * valid (offset 92 equals the change counter at 24), else the file's. The
+ * file can be longer: SQLite truncates it only after the journal is gone
+ * (VACUUM, incremental vacuum), and those pages are not the database's. */
+static int db_commit_pages(fs_db *db, uint32_t ps, uint32_t *out)
+{
+	uint8_t h[100];
+	uint32_t file_pages = 0;
+	int rc = db_file_pages(db, ps, &file_pages);
+
+	if (rc < 0)
+		return rc;
+	*out = file_pages;
+	if (lib_io_pread_full(db->fds[FS_KIND_DB], h, sizeof(h), 0, NULL) == 0 &&
+	    get_be32(h + 92) == get_be32(h + 24) && get_be32(h + 28) != 0 &&
+	    get_be32(h + 28) < file_pages)
+		*out = get_be32(h + 28);
+	return 0;
+}
+
 /* Reads the page size from the database file's header. */
 static int db_header_page_size(fs_db *db, uint32_t *out)
 {
@@ -247,7 +267,7 @@ static int end_txn(fs_db *db, const char *why)
 		rc = -EIO;
 		goto out_clear;
 	}
-	rc = db_file_pages(db, ps, &commit);
+	rc = db_commit_pages(db, ps, &commit);
 	if (rc < 0)
 		goto out_clear;
 	qsort(db->dirty, db->ndirty, sizeof(uint32_t), cmp_u32);
@@ -482,7 +502,11 @@ int fs_db_truncate(fs_db *db, enum fs_kind kind, off_t size)
 				rc = dirty_add(db, (uint32_t)((uint64_t)size /
 							      db->page_size));
 		} else if (!journal_live(db) && db->fds[FS_KIND_WAL] < 0 &&
-			   db->commit != 0 && !db->unjournaled) {
+			   db->commit != 0 && !db->unjournaled &&
+			   (uint64_t)size < (uint64_t)db->commit *
+						    db->page_size) {
+			/* Cutting pages past the committed size (SQLite does
+			 * after a VACUUM's journal is gone) changes nothing. */
 			log_error("db=%s: truncate without a rollback journal "
 				  "or WAL cannot be replicated", db->name);
 			rc = -EPERM;

@@ -71,6 +71,9 @@ int fs_db_fsync(fs_db *db, enum fs_kind kind, bool datasync);
 int fs_db_unlink(fs_db *db, enum fs_kind kind);
 /* The last open file handle of kind was closed. */
 void fs_db_release(fs_db *db, enum fs_kind kind);
+/* Captures WAL transactions queued by fs_db_write; called by the FUSE
+ * adapter after it has answered the write. */
+void fs_db_capture_pending(fs_db *db);
 /* Waits until every committed transaction is in the log. */
 void fs_db_drain(fs_db *db);
 

@@ -221,7 +221,7 @@ int fs_db_capture(fs_db *db, const fs_page_src *pages, size_t n,
 	h.wal_salt1 = wal_off ? salt1 : 0;
 	h.wal_salt2 = wal_off ? salt2 : 0;
 	h.node_id = db->opts.node_id;
-	if (c.full) {
+	if (c.full && db->cksums) {
 		/* A full record replaces every checksum. */
 		memset(db->cksums, 0, (size_t)db->ncksums * sizeof(uint64_t));
 	}
@@ -278,7 +278,8 @@ int fs_db_capture_delete(fs_db *db)
 			   &t);
 	if (rc < 0)
 		return rc;
-	memset(db->cksums, 0, (size_t)db->ncksums * sizeof(uint64_t));
+	if (db->cksums)
+		memset(db->cksums, 0, (size_t)db->ncksums * sizeof(uint64_t));
 	db->pos.txid = h.max_txid;
 	db->pos.checksum = LTX_CHECKSUM_EMPTY;
 	db->commit = 0;

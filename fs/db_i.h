@@ -4,8 +4,7 @@
  * (turning a committed transaction into an LTX record).
  *
  * Lock order (fs/): fs_db.capture_mu, then fs_db.mu, then the log's mu.
- * Never call the commit callback or block on the capture thread with
- * capture_mu held... except fs_db_drain, which takes only mu.
+ * The commit callback is called with no lock held.
  */
 #ifndef FS_DB_I_H
 #define FS_DB_I_H
@@ -81,13 +80,13 @@ struct fs_db {
 	fs_frame *frames;       /* frames of the open transaction */
 	size_t nframes, capframes;
 	uint8_t *frame_buf;     /* one frame */
+	uint8_t last_hdr[FS_WAL_FRAME_HDR_SIZE]; /* the last 24-byte write */
+	uint64_t last_hdr_off;  /* its offset; UINT64_MAX: none */
 
 	/* Capture queue (WAL). */
 	fs_wal_txn *q_head, *q_tail;
-	bool capturing;         /* the thread holds a txn outside the queue */
-	bool stopping;
-	pthread_t thread;
-	bool thread_started;
+	bool capturing;         /* a thread is capturing the queue */
+	bool opened;            /* recovery done; close writes the marker */
 	int capture_err;        /* sticky: capture failed, writes refused */
 };
 
@@ -106,7 +105,6 @@ int fs_db_scan_checksum(fs_db *db, uint64_t *out);
 int fs_db_wal_write(fs_db *db, const void *buf, size_t n, off_t off);
 int fs_db_wal_reset(fs_db *db, off_t new_size);
 int fs_db_wal_recover(fs_db *db, bool trusted);
-void *fs_db_capture_thread(void *arg);
 void fs_db_drain_locked(fs_db *db);
 
 #endif

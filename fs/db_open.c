@@ -248,6 +248,7 @@ int fs_db_open(const char *data_dir, const char *name, const fs_db_opts *opts,
 		return -ENOMEM;
 	for (int k = 0; k <= FS_KIND_SHM; k++)
 		db->fds[k] = -1;
+	db->last_hdr_off = UINT64_MAX;
 	pthread_mutex_init(&db->mu, NULL);
 	pthread_mutex_init(&db->capture_mu, NULL);
 	pthread_cond_init(&db->cond, NULL);
@@ -280,12 +281,7 @@ int fs_db_open(const char *data_dir, const char *name, const fs_db_opts *opts,
 	rc = recover(db);
 	if (rc < 0)
 		goto fail;
-	rc = pthread_create(&db->thread, NULL, fs_db_capture_thread, db);
-	if (rc != 0) {
-		rc = -rc;
-		goto fail;
-	}
-	db->thread_started = true;
+	db->opened = true;
 	*out = db;
 	return 0;
 fail:
@@ -300,13 +296,10 @@ void fs_db_close(fs_db *db)
 
 	if (!db)
 		return;
-	if (db->thread_started) {
+	if (db->opened) {
 		pthread_mutex_lock(&db->mu);
 		fs_db_drain_locked(db);
-		db->stopping = true;
-		pthread_cond_broadcast(&db->cond);
 		pthread_mutex_unlock(&db->mu);
-		pthread_join(db->thread, NULL);
 		clean = !db->capture_err && !db->q_head;
 		for (int k = 0; k <= FS_KIND_WAL; k++)
 			if (db->fds[k] >= 0 && lib_io_fsync(db->fds[k]) < 0)

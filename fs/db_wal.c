@@ -1,15 +1,17 @@
 /*
  * WAL capture. Frames are checked as SQLite writes them (salts, running
  * checksum); when a commit frame arrives the transaction's pages (the last
- * frame of each page) are queued, the write returns at once, and the
- * database's capture thread turns the queue into LTX records. The WAL
+ * frame of each page) are queued and the write is answered at once; the
+ * FUSE thread that answered then turns the queue into LTX records
+ * (fs_db_capture_pending), so no other thread has to be woken. The WAL
  * already holds the committed frames durably, so the commit path does no
  * extra durable I/O (shared/DESIGN.md, principle 2).
  *
  * What must not happen before the queue is drained, and waits for it:
  * a WAL restart (a new header at offset 0), truncation or deletion of the
  * WAL, any write over a queued frame, and any write to the database file
- * (a checkpoint), which would change the pages the thread reads.
+ * (a checkpoint), which would change the pages the capture reads.
+ * Whoever waits for the queue captures it itself when nobody else is.
  *
  * Tracker states (under db->mu):
  *   NO_HEADER  wal_hdr_ok false: nothing valid; frames ignored
@@ -33,10 +35,53 @@ static uint64_t frame_size(const fs_db *db)
 	return FS_WAL_FRAME_HDR_SIZE + (uint64_t)db->wal_hdr.page_size;
 }
 
+static int capture_txn(fs_db *db, fs_wal_txn *t);
+
+/* Captures queued transactions until the queue is empty; mu held (it is
+ * released around each capture). Only one thread captures at a time. */
+static void process_queue_locked(fs_db *db)
+{
+	db->capturing = true;
+	while (db->q_head && !db->capture_err) {
+		fs_wal_txn *t = db->q_head;
+		int rc;
+		db->q_head = t->next;
+		if (!db->q_head)
+			db->q_tail = NULL;
+		pthread_mutex_unlock(&db->mu);
+		rc = capture_txn(db, t);
+		free(t);
+		if (rc == 0 && db->opts.on_commit)
+			db->opts.on_commit(db->opts.commit_ctx, db,
+					   fs_db_pos(db));
+		pthread_mutex_lock(&db->mu);
+		if (rc < 0 && !db->capture_err) {
+			log_error("db=%s: capturing a WAL transaction failed "
+				  "(%s); refusing further writes until restart",
+				  db->name, strerror(-rc));
+			db->capture_err = rc;
+		}
+	}
+	db->capturing = false;
+	pthread_cond_broadcast(&db->cond);
+}
+
 void fs_db_drain_locked(fs_db *db)
 {
-	while ((db->q_head || db->capturing) && !db->capture_err)
-		pthread_cond_wait(&db->cond, &db->mu);
+	while (!db->capture_err && (db->q_head || db->capturing)) {
+		if (db->capturing)
+			pthread_cond_wait(&db->cond, &db->mu);
+		else
+			process_queue_locked(db);
+	}
+}
+
+void fs_db_capture_pending(fs_db *db)
+{
+	pthread_mutex_lock(&db->mu);
+	if (!db->capturing)
+		process_queue_locked(db);
+	pthread_mutex_unlock(&db->mu);
 }
 
 static int push_frame(fs_db *db, uint32_t pgno)
@@ -108,13 +153,12 @@ static void enqueue(fs_db *db, fs_wal_txn *t)
 	else
 		db->q_head = t;
 	db->q_tail = t;
-	pthread_cond_broadcast(&db->cond);
 }
 
 /* Checks frames from wal_valid while whole frames are on disk. With
  * enqueue false (recovery), committed transactions are returned through
  * the queue all the same; the caller captures them. */
-static int advance(fs_db *db)
+static int advance(fs_db *db, const uint8_t *wbuf, uint64_t woff, size_t wn)
 {
 	uint64_t fsz = frame_size(db);
 	int rc;
@@ -122,13 +166,24 @@ static int advance(fs_db *db)
 	while (db->wal_hdr_ok && db->wal_valid + fsz <= db->wal_size) {
 		uint32_t pgno, commit;
 		uint32_t s0 = db->wal_s0, s1 = db->wal_s1;
-		rc = lib_io_pread_full(db->fds[FS_KIND_WAL], db->frame_buf,
-				       (size_t)fsz, (off_t)db->wal_valid, NULL);
-		if (rc < 0)
-			return rc;
-		if (!fs_wal_frame_check(&db->wal_hdr, db->frame_buf,
-					db->frame_buf + FS_WAL_FRAME_HDR_SIZE,
-					&s0, &s1, &pgno, &commit))
+		const uint8_t *fh = db->frame_buf;
+		const uint8_t *pg = db->frame_buf + FS_WAL_FRAME_HDR_SIZE;
+		if (wbuf && db->last_hdr_off == db->wal_valid &&
+		    woff == db->wal_valid + FS_WAL_FRAME_HDR_SIZE &&
+		    wn == db->wal_hdr.page_size) {
+			/* SQLite's usual pattern: the frame header, then
+			 * the page; both are in hand, no read needed. */
+			fh = db->last_hdr;
+			pg = wbuf;
+		} else {
+			rc = lib_io_pread_full(db->fds[FS_KIND_WAL],
+					       db->frame_buf, (size_t)fsz,
+					       (off_t)db->wal_valid, NULL);
+			if (rc < 0)
+				return rc;
+		}
+		if (!fs_wal_frame_check(&db->wal_hdr, fh, pg, &s0, &s1, &pgno,
+					&commit))
 			return 0; /* not (yet) a valid frame */
 		db->wal_s0 = s0;
 		db->wal_s1 = s1;
@@ -237,6 +292,13 @@ int fs_db_wal_write(fs_db *db, const void *buf, size_t n, off_t off)
 		goto out;
 	if (end > db->wal_size)
 		db->wal_size = end;
+	if (n == FS_WAL_FRAME_HDR_SIZE) {
+		memcpy(db->last_hdr, buf, n);
+		db->last_hdr_off = (uint64_t)off;
+	} else if ((uint64_t)off <= db->last_hdr_off + FS_WAL_FRAME_HDR_SIZE &&
+		   end > db->last_hdr_off) {
+		db->last_hdr_off = UINT64_MAX; /* overwritten */
+	}
 	if (off == 0 && n >= FS_WAL_HDR_SIZE) {
 		rc = take_header(db, buf);
 		if (rc < 0)
@@ -246,7 +308,7 @@ int fs_db_wal_write(fs_db *db, const void *buf, size_t n, off_t off)
 	} else if (db->wal_hdr_ok) {
 		rewind_to(db, (uint64_t)off);
 	}
-	rc = advance(db);
+	rc = advance(db, buf, (uint64_t)off, n);
 out:
 	pthread_mutex_unlock(&db->mu);
 	return rc;
@@ -275,43 +337,6 @@ static int capture_txn(fs_db *db, fs_wal_txn *t)
 	}
 	pthread_mutex_unlock(&db->capture_mu);
 	return rc;
-}
-
-void *fs_db_capture_thread(void *arg)
-{
-	fs_db *db = arg;
-
-	pthread_mutex_lock(&db->mu);
-	for (;;) {
-		fs_wal_txn *t;
-		int rc;
-		while (!db->q_head && !db->stopping)
-			pthread_cond_wait(&db->cond, &db->mu);
-		if (!db->q_head)
-			break;
-		t = db->q_head;
-		db->q_head = t->next;
-		if (!db->q_head)
-			db->q_tail = NULL;
-		db->capturing = true;
-		pthread_mutex_unlock(&db->mu);
-		rc = capture_txn(db, t);
-		free(t);
-		if (rc == 0 && db->opts.on_commit)
-			db->opts.on_commit(db->opts.commit_ctx, db,
-					   fs_db_pos(db));
-		pthread_mutex_lock(&db->mu);
-		db->capturing = false;
-		if (rc < 0 && !db->capture_err) {
-			log_error("db=%s: capturing a WAL transaction failed "
-				  "(%s); refusing further writes until restart",
-				  db->name, strerror(-rc));
-			db->capture_err = rc;
-		}
-		pthread_cond_broadcast(&db->cond);
-	}
-	pthread_mutex_unlock(&db->mu);
-	return NULL;
 }
 
 /*
@@ -345,7 +370,7 @@ int fs_db_wal_recover(fs_db *db, bool trusted)
 	if (tail.wal_offset && tail.wal_salt1 == db->wal_hdr.salt1 &&
 	    tail.wal_salt2 == db->wal_hdr.salt2)
 		captured_end = tail.wal_offset + tail.wal_size;
-	rc = advance(db);
+	rc = advance(db, NULL, 0, 0);
 	if (rc < 0)
 		return rc;
 	while (db->q_head) {

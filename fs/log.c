@@ -107,7 +107,8 @@ static int list_segments(fs_log *log)
 			break;
 	}
 	closedir(d);
-	qsort(log->segs, log->nsegs, sizeof(uint64_t), cmp_u64);
+	if (log->nsegs > 1)
+		qsort(log->segs, log->nsegs, sizeof(uint64_t), cmp_u64);
 	return rc;
 }
 

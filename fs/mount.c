@@ -398,10 +398,14 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	rc = split_ino(m, ino, &db, NULL, &k);
 	if (rc == 0)
 		rc = fs_db_write(db, k, buf, size, off);
-	if (rc < 0)
+	if (rc < 0) {
 		fuse_reply_err(req, -rc);
-	else
-		fuse_reply_write(req, size);
+		return;
+	}
+	fuse_reply_write(req, size);
+	/* The commit is answered; record it now, off the caller's path. */
+	if (k == FS_KIND_WAL)
+		fs_db_capture_pending(db);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
