@@ -93,6 +93,7 @@ struct capture {
 	uint32_t page_size;
 	bool full;               /* every page 1..commit, checksum afresh */
 	uint8_t *buf;
+	uint64_t gap_from_off;   /* reads at or past this may run off the end */
 	uint64_t *staged;        /* new checksum per included page */
 	uint32_t *staged_pgno;
 	size_t nstaged;
@@ -106,7 +107,19 @@ static int add_page(struct capture *c, ltx_encoder *enc, uint32_t pgno,
 	uint64_t now, old;
 	int rc;
 
-	rc = lib_io_pread_full(fd, c->buf, c->page_size, (off_t)off, NULL);
+	if (fd < 0) {
+		memset(c->buf, 0, c->page_size);
+		rc = 0;
+	} else {
+		size_t got = 0;
+		rc = lib_io_pread_full(fd, c->buf, c->page_size, (off_t)off,
+				       &got);
+		if (rc == -ENODATA && off >= c->gap_from_off) {
+			/* A new page past the end of the file: zeros. */
+			memset(c->buf + got, 0, c->page_size - got);
+			rc = 0;
+		}
+	}
 	if (rc < 0)
 		return ltx_err_set(err, LTX_ERR_IO, (int64_t)off,
 				   "reading page %" PRIu32 " of db %s: %s",
@@ -152,8 +165,26 @@ static int fill(void *ctx, ltx_encoder *enc, uint64_t *out_post, ltx_err *err)
 				return rc;
 		}
 	} else {
-		for (j = 0; j < c->n; j++) {
-			const fs_page_src *s = &c->pages[j];
+		/* Pages a growing commit adds but the transaction did not
+		 * write are recorded as they are (the file's content, or
+		 * zeros past its end), so every node has the same bytes. */
+		uint32_t gap = db->commit + 1;
+		for (j = 0; j <= c->n; j++) {
+			const fs_page_src *s = j < c->n ? &c->pages[j] : NULL;
+			uint32_t upto = s ? s->pgno : c->commit + 1;
+			for (; gap < upto && gap <= c->commit; gap++) {
+				if (gap == lock)
+					continue;
+				rc = add_page(c, enc, gap, db->fds[FS_KIND_DB],
+					      (uint64_t)(gap - 1) * c->page_size,
+					      &sum, err);
+				if (rc < 0)
+					return rc;
+			}
+			if (!s)
+				break;
+			if (s->pgno >= gap)
+				gap = s->pgno + 1;
 			if (s->pgno > c->commit || s->pgno == lock)
 				continue;
 			rc = add_page(c, enc, s->pgno, s->fd, s->off, &sum, err);
@@ -202,7 +233,11 @@ int fs_db_capture(fs_db *db, const fs_page_src *pages, size_t n,
 		 (db->page_size != 0 && db->page_size != page_size);
 	if (db->page_size == 0)
 		db->page_size = page_size;
-	cap = c.full ? commit : n;
+	if (c.full)
+		cap = n + commit;
+	else
+		cap = n + (commit > db->commit ? commit - db->commit : 0);
+	c.gap_from_off = (uint64_t)db->commit * page_size;
 	c.buf = malloc(page_size);
 	c.staged = malloc((cap + 1) * sizeof(uint64_t));
 	c.staged_pgno = malloc((cap + 1) * sizeof(uint32_t));

@@ -323,7 +323,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	char base[FS_NAME_MAX + 1];
 	enum fs_kind k;
 	ssize_t s;
-	size_t idx;
+	size_t idx = 0;
 	bool last;
 	int rc = 0;
 
@@ -345,6 +345,10 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		s = (ssize_t)idx;
 	}
 	pthread_mutex_unlock(&m->mu);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
 	if (rc == 0)
 		rc = fs_db_create(m->slots[s].db, k, mode);
 	if (rc == 0)
