@@ -4,7 +4,8 @@
  * DELETE+FULL, and point SELECTs on a warm ~100 MB database, each as
  * median tx/s over several interleaved runs and the ratio mount/native.
  * Also the daemon's peak RSS and, with LTXFS_BENCH_BIG=1, a 1 GiB
- * database's clean-restart time.
+ * database's clean-restart time. LTXFS_BENCH_NO_COMPRESS=1 stores the LTX
+ * log uncompressed (data.compress: false).
  *
  * Needs: root, /dev/fuse, LTXFS_BIN (the ltxfs binary; meson sets it).
  */
@@ -272,8 +273,9 @@ int main(void)
 	f = fopen(cfgpath, "w");
 	if (!f)
 		bench_fail("cannot write %s", cfgpath);
-	fprintf(f, "fuse:\n  dir: %s\ndata:\n  dir: %s\nlog:\n  level: warn\n",
-		mnt, data);
+	fprintf(f, "fuse:\n  dir: %s\ndata:\n  dir: %s\n  compress: %s\n"
+		"log:\n  level: warn\n", mnt, data,
+		getenv("LTXFS_BENCH_NO_COMPRESS") ? "false" : "true");
 	fclose(f);
 	start_daemon();
 	bench_inserts("wal", "normal", 3000, 0.25);
