@@ -1,0 +1,223 @@
+"""A seeded random SQLite workload, run as a separate process per writer.
+
+    python3 ltxfs_workload.py write --db PATH --worker W --seed S --txns N
+        [--journal-mode M] [--exclusive] [--vacuum-at K] [--page-size P]
+    python3 ltxfs_workload.py read --db PATH --seconds T [--stop-file F]
+
+`write`: N transactions, each BEGIN IMMEDIATE; one row into the shared
+table `events` (so every commit changes the database); 1 to 5 operations
+on the worker's own tables w<W>_t<k> (insert, update, delete, CREATE/DROP
+TABLE, CREATE/DROP INDEX); COMMIT, or ROLLBACK one time in ten. At
+transaction K a VACUUM. The worker keeps a model of its own tables and
+prints, as one JSON line, the model and its counts. Only the worker
+writes its tables, so the model is exactly what the database must hold.
+
+`read`: until T seconds pass or the stop file appears, reads `events`
+(its count must never go down) and runs PRAGMA quick_check; prints a JSON
+line with the number of reads and any problem.
+"""
+
+import argparse
+import json
+import os
+import random
+import sqlite3
+import sys
+import time
+
+BUSY_RETRIES = 20
+
+
+def connect(path, exclusive, journal_mode):
+    c = sqlite3.connect(path, timeout=60.0, isolation_level=None)
+    if exclusive:
+        c.execute("PRAGMA locking_mode=EXCLUSIVE")
+    if journal_mode:
+        got = c.execute("PRAGMA journal_mode=%s" % journal_mode).fetchone()[0]
+        if got.lower() != journal_mode.lower():
+            raise RuntimeError("journal_mode=%s gave %s" % (journal_mode, got))
+    return c
+
+
+def payload(rng, page_size):
+    # Mostly small rows, sometimes rows that need overflow pages.
+    if rng.random() < 0.1:
+        n = rng.randint(page_size, 3 * page_size)
+    else:
+        n = rng.randint(1, 200)
+    return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789")
+                   for _ in range(min(n, 64))) * (n // 64 + 1)
+
+
+def write(a):
+    rng = random.Random("%s/%s" % (a.seed, a.worker))
+    c = connect(a.db, a.exclusive, a.journal_mode)
+    model = {}          # table -> {id: [v, n]}
+    indexes = {}        # table -> set of index names
+    next_id = {}
+    commits = rollbacks = vacuums = busy = 0
+    prefix = "w%d_t" % a.worker
+    tcount = 0
+
+    def new_table(m, ix):
+        nonlocal tcount
+        name = "%s%d" % (prefix, tcount)
+        tcount += 1
+        c.execute('CREATE TABLE "%s"(id INTEGER PRIMARY KEY, v TEXT, '
+                  'n INTEGER)' % name)
+        m[name] = {}
+        ix[name] = set()
+        return name
+
+    for i in range(a.txns):
+        if i == a.vacuum_at:
+            for attempt in range(BUSY_RETRIES):
+                try:
+                    c.execute("VACUUM")
+                    break
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) and "busy" not in str(e):
+                        raise
+                    busy += 1
+                    time.sleep(0.05 * (attempt + 1))
+            else:
+                raise RuntimeError("VACUUM: database stayed locked")
+            vacuums += 1
+        # The transaction is built on copies, kept only on commit.
+        state = rng.getstate()
+        for attempt in range(BUSY_RETRIES):
+            rng.setstate(state)
+            m = {t: {k: list(v) for k, v in rows.items()}
+                 for t, rows in model.items()}
+            ix = {t: set(s) for t, s in indexes.items()}
+            nid = dict(next_id)
+            try:
+                c.execute("BEGIN IMMEDIATE")
+                c.execute("INSERT INTO events(worker, seq, note) "
+                          "VALUES(?, ?, ?)", (a.worker, i,
+                                              payload(rng, 64)))
+                if not m:
+                    new_table(m, ix)
+                for _ in range(rng.randint(1, 5)):
+                    t = rng.choice(sorted(m))
+                    op = rng.random()
+                    if op < 0.45:
+                        for _ in range(rng.randint(1, 8)):
+                            rid = nid.get(t, 1)
+                            nid[t] = rid + 1
+                            v, n = payload(rng, a.page_size), rng.randint(
+                                -1000, 1000)
+                            c.execute('INSERT INTO "%s"(id, v, n) VALUES'
+                                      '(?, ?, ?)' % t, (rid, v, n))
+                            m[t][rid] = [v, n]
+                    elif op < 0.65 and m[t]:
+                        for rid in rng.sample(sorted(m[t]),
+                                              min(len(m[t]), 5)):
+                            k = rng.randint(1, 9)
+                            c.execute('UPDATE "%s" SET n = n + ? WHERE id = ?'
+                                      % t, (k, rid))
+                            m[t][rid][1] += k
+                    elif op < 0.80 and m[t]:
+                        for rid in rng.sample(sorted(m[t]),
+                                              min(len(m[t]), 3)):
+                            c.execute('DELETE FROM "%s" WHERE id = ?' % t,
+                                      (rid,))
+                            del m[t][rid]
+                    elif op < 0.87:
+                        if len(m) < 3:
+                            new_table(m, ix)
+                        elif len(m) > 1:
+                            c.execute('DROP TABLE "%s"' % t)
+                            del m[t]
+                            del ix[t]
+                    elif op < 0.95:
+                        if ix[t]:
+                            name = ix[t].pop()
+                            c.execute('DROP INDEX "%s"' % name)
+                        else:
+                            name = "%s_ix%d" % (t, i)
+                            c.execute('CREATE INDEX "%s" ON "%s"(n, v)'
+                                      % (name, t))
+                            ix[t].add(name)
+                    else:
+                        t2 = rng.choice(sorted(m))
+                        c.execute('UPDATE "%s" SET v = v || ? WHERE id IN '
+                                  '(SELECT id FROM "%s" ORDER BY id LIMIT 2)'
+                                  % (t2, t2), ("x",))
+                        for rid in sorted(m[t2])[:2]:
+                            m[t2][rid][0] += "x"
+                if rng.random() < 0.1:
+                    c.execute("ROLLBACK")
+                    rollbacks += 1
+                    # Names taken inside a rolled-back transaction may be
+                    # taken again; only ids are kept monotonic.
+                    next_id = nid
+                else:
+                    c.execute("COMMIT")
+                    commits += 1
+                    model, indexes, next_id = m, ix, nid
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise
+                busy += 1
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                time.sleep(0.01 * (attempt + 1))
+        else:
+            raise RuntimeError("transaction %d: database stayed locked" % i)
+    c.close()
+    out = {"worker": a.worker, "commits": commits, "rollbacks": rollbacks,
+           "vacuums": vacuums, "busy": busy,
+           "model": {t: {str(k): v for k, v in rows.items()}
+                     for t, rows in model.items()},
+           "indexes": {t: sorted(s) for t, s in indexes.items()}}
+    sys.stdout.write(json.dumps(out) + "\n")
+
+
+def read(a):
+    deadline = time.monotonic() + a.seconds
+    reads = 0
+    last = -1
+    problems = []
+    c = sqlite3.connect(a.db, timeout=60.0, isolation_level=None)
+    while time.monotonic() < deadline and len(problems) < 5:
+        if a.stop_file and os.path.exists(a.stop_file):
+            break
+        try:
+            n = c.execute("SELECT count(*) FROM events").fetchone()[0]
+            if n < last:
+                problems.append("events went from %d to %d" % (last, n))
+            last = n
+            if reads % 5 == 0:
+                r = c.execute("PRAGMA quick_check").fetchall()
+                if r != [("ok",)]:
+                    problems.append("quick_check: %r" % (r[:5],))
+            reads += 1
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e):
+                problems.append("read: %s" % e)
+    c.close()
+    sys.stdout.write(json.dumps({"reads": reads, "last": last,
+                                 "problems": problems}) + "\n")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("cmd", choices=["write", "read"])
+    p.add_argument("--db", required=True)
+    p.add_argument("--worker", type=int, default=0)
+    p.add_argument("--seed", default="1")
+    p.add_argument("--txns", type=int, default=100)
+    p.add_argument("--journal-mode", default="")
+    p.add_argument("--exclusive", action="store_true")
+    p.add_argument("--vacuum-at", type=int, default=-1)
+    p.add_argument("--page-size", type=int, default=4096)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--stop-file", default="")
+    a = p.parse_args()
+    write(a) if a.cmd == "write" else read(a)
+
+
+if __name__ == "__main__":
+    main()
