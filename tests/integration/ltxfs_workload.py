@@ -194,6 +194,9 @@ def read(a):
                 if r != [("ok",)]:
                     problems.append("quick_check: %r" % (r[:5],))
             reads += 1
+            # Read while the writers write, without starving them of the
+            # two cores.
+            time.sleep(0.001)
         except sqlite3.OperationalError as e:
             if "locked" not in str(e) and "busy" not in str(e):
                 problems.append("read: %s" % e)

@@ -51,9 +51,14 @@ def run_writers(path, page_size, journal_mode, seed, workers, txns,
 
     results = []
     deadline = time.monotonic() + timeout
+    stop_file = os.path.join(os.path.dirname(os.path.dirname(path)),
+                             "stop-readers-" + os.path.basename(path))
+    if os.path.exists(stop_file):
+        os.unlink(stop_file)
     with Procs() as procs:
         rd = [procs.spawn([sys.executable, WORKLOAD, "read", "--db", path,
-                           "--seconds", str(reader_seconds)],
+                           "--seconds", str(reader_seconds),
+                           "--stop-file", stop_file],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True) for _ in range(readers)]
         ws = range(worker_base, worker_base + workers)
@@ -75,6 +80,8 @@ def run_writers(path, page_size, journal_mode, seed, workers, txns,
                 check(p.returncode == 0, "writer %d exited %d:\n%s"
                       % (w, p.returncode, err[-3000:]))
                 results.append(json.loads(out.strip().splitlines()[-1]))
+        with open(stop_file, "w"):
+            pass
         for p in rd:
             left = max(1.0, deadline - time.monotonic())
             out, err = p.communicate(timeout=left + reader_seconds)
