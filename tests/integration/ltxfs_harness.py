@@ -187,8 +187,11 @@ class Node:
               % (self.name, rc))
         return rc
 
-    def kill9(self):
-        """SIGKILL the daemon, wait for it, lazily unmount the dead mount."""
+    def kill9(self, unmount=True):
+        """SIGKILL the daemon, wait for it, lazily unmount the dead mount
+        (unless unmount is false: then processes that still use the mount
+        get ENOTCONN instead of the empty directory beneath; call
+        lazy_unmount(n.mnt) once they are gone)."""
         if self.proc is not None:
             if self.proc.poll() is None:
                 try:
@@ -200,7 +203,8 @@ class Node:
             except subprocess.TimeoutExpired:
                 pass
             self._reap()
-        lazy_unmount(self.mnt)
+        if unmount:
+            lazy_unmount(self.mnt)
 
     def wait_exit(self, timeout):
         """Waits for the daemon to exit on its own; returns its code."""
@@ -382,7 +386,13 @@ def content_digest(path):
             h.update(repr(r).encode())
         for t in tables:
             for r in c.execute('SELECT * FROM "%s" ORDER BY 1' % t):
-                h.update(repr(r).encode())
+                for v in r:
+                    if isinstance(v, bytes):
+                        h.update(b"B%d:" % len(v))
+                        h.update(v)
+                    else:
+                        h.update(repr(v).encode())
+                h.update(b"\n")
     finally:
         c.close()
     return h.hexdigest()

@@ -12,6 +12,8 @@ transaction K a VACUUM. The worker keeps a model of its own tables and
 prints, as one JSON line, the model and its counts. Only the worker
 writes its tables, so the model is exactly what the database must hold.
 
+`crash-write`: see crash_write().
+
 `read`: until T seconds pass or the stop file appears, reads `events`
 (its count must never go down) and runs PRAGMA quick_check; prints a JSON
 line with the number of reads and any problem.
@@ -205,9 +207,47 @@ def read(a):
                                  "problems": problems}) + "\n")
 
 
+def crash_write(a):
+    """Commits one row per transaction (and keeps `total` equal to the
+    sum of the ids, so a torn transaction shows); after each COMMIT
+    returns, appends "<id> <-pos TXID>" to the ack file, flushed and
+    fsynced. Runs until an error (the daemon killed under it) or
+    --seconds; exits 3 on an error, printing it."""
+    c = sqlite3.connect(a.db, timeout=10.0, isolation_level=None)
+    c.execute("PRAGMA journal_mode=%s" % a.journal_mode)
+    c.execute("PRAGMA synchronous=FULL")
+    c.execute("CREATE TABLE IF NOT EXISTS rows(id INTEGER PRIMARY KEY, "
+              "v BLOB)")
+    c.execute("CREATE TABLE IF NOT EXISTS total(k INTEGER PRIMARY KEY, "
+              "s INTEGER)")
+    c.execute("INSERT OR IGNORE INTO total VALUES(1, 0)")
+    nxt = (c.execute("SELECT max(id) FROM rows").fetchone()[0] or 0) + 1
+    rng = random.Random("%s/%d" % (a.seed, nxt))
+    deadline = time.monotonic() + a.seconds
+    ack = open(a.ack_file, "a")
+    try:
+        while time.monotonic() < deadline:
+            c.execute("BEGIN IMMEDIATE")
+            c.execute("INSERT INTO rows VALUES(?, randomblob(?))",
+                      (nxt, rng.choice((10, 100, 1000, 5000))))
+            c.execute("UPDATE total SET s = s + ? WHERE k = 1", (nxt,))
+            c.execute("COMMIT")
+            with open(a.db + "-pos") as f:
+                txid = int(f.read().split("/")[0], 16)
+            ack.write("%d %d\n" % (nxt, txid))
+            ack.flush()
+            os.fsync(ack.fileno())
+            nxt += 1
+    except (sqlite3.Error, OSError) as e:
+        sys.stdout.write("error after id %d: %s\n" % (nxt - 1, e))
+        sys.exit(3)
+    finally:
+        ack.close()
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("cmd", choices=["write", "read"])
+    p.add_argument("cmd", choices=["write", "read", "crash-write"])
     p.add_argument("--db", required=True)
     p.add_argument("--worker", type=int, default=0)
     p.add_argument("--seed", default="1")
@@ -218,8 +258,9 @@ def main():
     p.add_argument("--page-size", type=int, default=4096)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--stop-file", default="")
+    p.add_argument("--ack-file", default="")
     a = p.parse_args()
-    write(a) if a.cmd == "write" else read(a)
+    {"write": write, "read": read, "crash-write": crash_write}[a.cmd](a)
 
 
 if __name__ == "__main__":
