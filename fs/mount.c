@@ -324,6 +324,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	enum fs_kind k;
 	ssize_t s;
 	size_t idx = 0;
+	fs_db *db = NULL;
 	bool last;
 	int rc = 0;
 
@@ -344,15 +345,15 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 			rc = add_slot(m, base, &idx);
 		s = (ssize_t)idx;
 	}
+	db = rc == 0 ? m->slots[s].db : NULL; /* slots may move once unlocked */
 	pthread_mutex_unlock(&m->mu);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
+	rc = fs_db_create(db, k, mode);
 	if (rc == 0)
-		rc = fs_db_create(m->slots[s].db, k, mode);
-	if (rc == 0)
-		rc = entry_for(m->slots[s].db, (size_t)s, k, &e);
+		rc = entry_for(db, (size_t)s, k, &e);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
