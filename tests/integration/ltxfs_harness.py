@@ -462,6 +462,12 @@ def main(fn):
     """Runs fn() as a test program (see the module comment)."""
     t0 = time.monotonic()
     rc = 0
+
+    def on_term(signum, frame):
+        # meson's timeout: fail, but through the cleanup below.
+        raise TestFailure("terminated by signal %d (test timeout?)"
+                          % signum)
+    signal.signal(signal.SIGTERM, on_term)
     try:
         skip_unless_fuse()
         fn()

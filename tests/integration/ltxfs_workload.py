@@ -12,7 +12,7 @@ transaction K a VACUUM. The worker keeps a model of its own tables and
 prints, as one JSON line, the model and its counts. Only the worker
 writes its tables, so the model is exactly what the database must hold.
 
-`crash-write`: see crash_write().
+`crash-write`: see crash_write(). `vacuum-die`: see vacuum_die().
 
 `read`: until T seconds pass or the stop file appears, reads `events`
 (its count must never go down) and runs PRAGMA quick_check; prints a JSON
@@ -209,7 +209,8 @@ def read(a):
 
 def crash_write(a):
     """Commits one row per transaction (and keeps `total` equal to the
-    sum of the ids, so a torn transaction shows); after each COMMIT
+    sum of the ids, so a torn transaction shows; now and then a bigger
+    transaction, and a VACUUM that shrinks the file); after each COMMIT
     returns, appends "<id> <-pos TXID>" to the ack file, flushed and
     fsynced. Runs until an error (the daemon killed under it) or
     --seconds; exits 3 on an error, printing it."""
@@ -220,6 +221,7 @@ def crash_write(a):
               "v BLOB)")
     c.execute("CREATE TABLE IF NOT EXISTS total(k INTEGER PRIMARY KEY, "
               "s INTEGER)")
+    c.execute("CREATE TABLE IF NOT EXISTS junk(v BLOB)")
     c.execute("INSERT OR IGNORE INTO total VALUES(1, 0)")
     nxt = (c.execute("SELECT max(id) FROM rows").fetchone()[0] or 0) + 1
     rng = random.Random("%s/%d" % (a.seed, nxt))
@@ -231,7 +233,17 @@ def crash_write(a):
             c.execute("INSERT INTO rows VALUES(?, randomblob(?))",
                       (nxt, rng.choice((10, 100, 1000, 5000))))
             c.execute("UPDATE total SET s = s + ? WHERE k = 1", (nxt,))
+            if nxt % 31 == 0:
+                # A bigger transaction: many pages, a longer journal.
+                c.execute("UPDATE rows SET v = randomblob(length(v)) "
+                          "WHERE id % 7 = ?", (nxt % 7,))
+                c.execute("INSERT INTO junk(v) VALUES(randomblob(200000))")
             c.execute("COMMIT")
+            if nxt % 97 == 0:
+                # Frees pages, then rewrites and shrinks the file
+                # (SQLite truncates it at the end of the commit).
+                c.execute("DELETE FROM junk")
+                c.execute("VACUUM")
             with open(a.db + "-pos") as f:
                 txid = int(f.read().split("/")[0], 16)
             ack.write("%d %d\n" % (nxt, txid))
@@ -245,9 +257,56 @@ def crash_write(a):
         ack.close()
 
 
+def die_at_ftruncate():
+    """Installs a seccomp filter that kills this process at its next
+    ftruncate(2): the moment between SQLite's commit (journal deleted,
+    truncated or zeroed) and its cutting the database file short."""
+    import ctypes
+    import platform
+    import struct
+    arch = {"x86_64": (0xC000003E, 77), "aarch64": (0xC00000B7, 46)}
+    m = platform.machine()
+    if m not in arch:
+        raise RuntimeError("no ftruncate syscall number for %s" % m)
+    audit, nr = arch[m]
+    ld, jeq, ret = 0x20, 0x15, 0x06
+    allow, kill = 0x7FFF0000, 0x80000000
+    insns = [(ld, 0, 0, 4), (jeq, 1, 0, audit), (ret, 0, 0, allow),
+             (ld, 0, 0, 0), (jeq, 0, 1, nr), (ret, 0, 0, kill),
+             (ret, 0, 0, allow)]
+    buf = ctypes.create_string_buffer(b"".join(
+        struct.pack("HBBI", *i) for i in insns))
+
+    class Prog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+    prog = Prog(len(insns), ctypes.addressof(buf))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(38, 1, 0, 0, 0) != 0:          # PR_SET_NO_NEW_PRIVS
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    if libc.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:  # SECCOMP filter
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
+
+
+def vacuum_die(a):
+    """VACUUM (and in WAL mode a checkpoint), the process killed by the
+    kernel (as by SIGSYS) at SQLite's first ftruncate. Prints "survived"
+    and exits 0 if there was none."""
+    c = sqlite3.connect(a.db, timeout=10.0, isolation_level=None)
+    c.execute("PRAGMA journal_mode=%s" % a.journal_mode)
+    c.execute("PRAGMA wal_autocheckpoint=0")
+    die_at_ftruncate()
+    c.execute("VACUUM")
+    if a.journal_mode.upper() == "WAL":
+        c.execute("PRAGMA wal_checkpoint(FULL)")
+    sys.stdout.write("survived\n")
+    c.close()
+    sys.exit(0)
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("cmd", choices=["write", "read", "crash-write"])
+    p.add_argument("cmd", choices=["write", "read", "crash-write",
+                                   "vacuum-die"])
     p.add_argument("--db", required=True)
     p.add_argument("--worker", type=int, default=0)
     p.add_argument("--seed", default="1")
@@ -260,7 +319,8 @@ def main():
     p.add_argument("--stop-file", default="")
     p.add_argument("--ack-file", default="")
     a = p.parse_args()
-    {"write": write, "read": read, "crash-write": crash_write}[a.cmd](a)
+    {"write": write, "read": read, "crash-write": crash_write,
+     "vacuum-die": vacuum_die}[a.cmd](a)
 
 
 if __name__ == "__main__":

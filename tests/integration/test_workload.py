@@ -9,8 +9,10 @@ run inserts, updates, deletes, CREATE/DROP TABLE/INDEX, rollbacks and a
 VACUUM through the mount. Then:
   - integrity_check is ok and the database holds exactly the writers'
     models (their tables, rows and indexes, one `events` row per commit);
-  - the -pos TXID grew by one per commit (a VACUUM may add one);
   - a clean stop; `ltxfs verify` exits 0 with the -pos TXID and checksum;
+  - the log holds exactly TXID records; replayed one at a time each is a
+    whole transaction (see check_records), and the TXID grew by one per
+    commit plus those that change no rows (VACUUM, some rollbacks);
   - after a restart the -pos is unchanged and so is every row.
 """
 
@@ -31,7 +33,7 @@ WORKERS = 3
 TXNS = 150
 
 
-def check_records(n, db, setup_txid):
+def check_records(n, db, setup_txid, n_txid):
     """Every record of the log is one whole transaction: replayed one at a
     time, each state passes quick_check and either has one more `events`
     row than the one before (a commit) or the same content (a VACUUM, or
@@ -64,7 +66,9 @@ def check_records(n, db, setup_txid):
                 bad.append("TXID %d: events %d after %d"
                            % (txid, ev, state["events"]))
         state["events"], state["dump"] = ev, dump
-    n.replay_each(db, step)
+    nrec = n.replay_each(db, step)
+    h.check(nrec == n_txid, "%d records in the log, TXID %d"
+            % (nrec, n_txid))
     h.check(not bad, "log records that are not whole transactions:\n  "
             + "\n  ".join(bad[:10]))
     return state["same"]
@@ -100,7 +104,7 @@ def one_size(mode, page_size):
         h.check(found.get(db) == (txid, cksum),
                 "verify says %s, -pos said %016x/%016x"
                 % (found.get(db), txid, cksum))
-        same = check_records(n, db, setup_txid)
+        same = check_records(n, db, setup_txid, txid)
         h.check(grew == commits + same and same <= vacuums + rollbacks,
                 "TXID grew by %d for %d commits, %d VACUUMs and %d "
                 "rollbacks; %d records changed no rows"
