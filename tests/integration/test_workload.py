@@ -10,13 +10,15 @@ VACUUM through the mount. Then:
   - integrity_check is ok and the database holds exactly the writers'
     models (their tables, rows and indexes, one `events` row per commit);
   - a clean stop; `ltxfs verify` exits 0 with the -pos TXID and checksum;
-  - the log holds exactly TXID records; replayed one at a time each is a
-    whole transaction (see check_records), and the TXID grew by one per
-    commit plus those that change no rows (VACUUM, some rollbacks);
+  - the log holds exactly TXID records; at page size 4096, replayed one
+    at a time each is a whole transaction (see check_records), and the
+    TXID grew by one per commit plus those that change no rows (VACUUM,
+    some rollbacks);
   - after a restart the -pos is unchanged and so is every row.
 """
 
 import sys
+import time
 
 import ltxfs_harness as h
 from workload import check_models, create_db, run_writers
@@ -29,6 +31,9 @@ MODES = {
     "wal-exclusive": ("WAL", True),
 }
 PAGE_SIZES = (1024, 4096, 65536)
+# The record-by-record replay runs `ltxfs ltx apply` once a record (slow
+# under ASan): at this page size only.
+REPLAY_PAGE_SIZE = 4096
 WORKERS = 3
 TXNS = 150
 
@@ -83,9 +88,11 @@ def one_size(mode, page_size):
         create_db(path, page_size, journal_mode, exclusive)
         setup_txid, _ = n.pos(db)
         h.check(setup_txid >= 1, "no TXID after creating the database")
+        t0 = time.monotonic()
         res = run_writers(path, page_size, journal_mode,
                           seed="%s/%d" % (mode, page_size), workers=WORKERS,
                           txns=TXNS, exclusive=exclusive)
+        t_run = time.monotonic() - t0
         h.integrity_ok(path)
         check_models(path, res)
         commits = sum(r["commits"] for r in res)
@@ -104,11 +111,23 @@ def one_size(mode, page_size):
         h.check(found.get(db) == (txid, cksum),
                 "verify says %s, -pos said %016x/%016x"
                 % (found.get(db), txid, cksum))
-        same = check_records(n, db, setup_txid, txid)
-        h.check(grew == commits + same and same <= vacuums + rollbacks,
-                "TXID grew by %d for %d commits, %d VACUUMs and %d "
-                "rollbacks; %d records changed no rows"
-                % (grew, commits, vacuums, rollbacks, same))
+        nrec = len(n.log_records(db))
+        h.check(nrec == txid, "%d records in the log, TXID %d"
+                % (nrec, txid))
+        if page_size == REPLAY_PAGE_SIZE:
+            t0 = time.monotonic()
+            same = check_records(n, db, setup_txid, txid)
+            print("    writers %.1fs, record-by-record replay %.1fs"
+                  % (t_run, time.monotonic() - t0))
+            h.check(grew == commits + same and
+                    same <= vacuums + rollbacks,
+                    "TXID grew by %d for %d commits, %d VACUUMs and %d "
+                    "rollbacks; %d records changed no rows"
+                    % (grew, commits, vacuums, rollbacks, same))
+        else:
+            h.check(commits <= grew <= commits + vacuums + rollbacks,
+                    "TXID grew by %d for %d commits, %d VACUUMs and %d "
+                    "rollbacks" % (grew, commits, vacuums, rollbacks))
         n.start()
         h.check(n.pos(db) == (txid, cksum), "-pos after restart %s, "
                 "before %s" % (n.pos(db), (txid, cksum)))
