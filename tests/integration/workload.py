@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from ltxfs_harness import Procs, check, connect, one
+from ltxfs_harness import Procs, TestFailure, check, connect, one
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOAD = os.path.join(HERE, "ltxfs_workload.py")
@@ -75,13 +75,14 @@ def run_writers(path, page_size, journal_mode, seed, workers, txns,
                 try:
                     out, err = p.communicate(timeout=left)
                 except subprocess.TimeoutExpired:
-                    raise AssertionError("writer %d still running after "
-                                         "%ds" % (w, timeout))
+                    raise TestFailure("writer %d still running after %ds"
+                                      % (w, timeout))
                 check(p.returncode == 0, "writer %d exited %d:\n%s"
                       % (w, p.returncode, err[-3000:]))
                 results.append(json.loads(out.strip().splitlines()[-1]))
-        with open(stop_file, "w"):
-            pass
+        if readers:
+            with open(stop_file, "w"):
+                pass
         for p in rd:
             left = max(1.0, deadline - time.monotonic())
             out, err = p.communicate(timeout=left + reader_seconds)
