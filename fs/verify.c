@@ -220,8 +220,16 @@ int fs_verify_db(const char *data_dir, const char *name, char *msg,
 		rc = -EBADMSG;
 		goto out;
 	}
-	if (l.db_fd >= 0 && l.page_size)
+	if (l.db_fd >= 0 && l.page_size) {
+		uint8_t h[100];
 		l.pages = (uint32_t)((uint64_t)st.st_size / l.page_size);
+		/* SQLite cuts a shrunk file only after the commit; pages past
+		 * the header's valid page count are not the database's. */
+		if (lib_io_pread_full(l.db_fd, h, sizeof(h), 0, NULL) == 0 &&
+		    get_be32(h + 92) == get_be32(h + 24) &&
+		    get_be32(h + 28) != 0 && get_be32(h + 28) < l.pages)
+			l.pages = get_be32(h + 28);
+	}
 	rc = live_scan_wal(&l);
 	if (rc < 0)
 		goto out;
