@@ -647,6 +647,13 @@ static int open_existing(fs_mount *m)
 		    || k != FS_KIND_DB)
 			continue;
 		rc = add_slot(m, de->d_name, &idx);
+		if (rc == -EBADMSG) {
+			/* Its log or file is corrupt (logged where found):
+			 * serve the others, never this one. */
+			log_error("db=%s: not served until repaired; the other "
+				  "databases are", de->d_name);
+			rc = 0;
+		}
 	}
 	closedir(d);
 	return rc;
