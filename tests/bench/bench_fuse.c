@@ -289,9 +289,11 @@ int main(void)
 	stop_daemon();
 	{
 		char cmd[4400];
-		snprintf(cmd, sizeof(cmd), "rm -rf %.2000s %.2000s", data, native);
+		snprintf(cmd, sizeof(cmd), "rm -rf %.1300s %.1300s %.1300s",
+			 data, native, mnt);
 		if (system(cmd) != 0)
 			fprintf(stderr, "could not remove %s\n", data);
 	}
+	unlink(cfgpath);
 	return 0;
 }
