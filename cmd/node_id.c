@@ -15,7 +15,7 @@
 
 int cmd_node_id_load(const char *data_dir, uint64_t *out)
 {
-	char path[PATH_MAX], tmp[PATH_MAX], buf[32] = {0};
+	char path[PATH_MAX], buf[32] = {0};
 	uint64_t id = 0;
 	size_t got = 0;
 	int fd, rc;
@@ -41,19 +41,8 @@ int cmd_node_id_load(const char *data_dir, uint64_t *out)
 	while (id == 0)
 		if (getrandom(&id, sizeof(id), 0) != sizeof(id))
 			return -EIO;
-	snprintf(tmp, sizeof(tmp), "%s/node.id.tmp", data_dir);
 	snprintf(buf, sizeof(buf), "%016" PRIx64 "\n", id);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return -errno;
-	rc = lib_io_write_full(fd, buf, 17);
-	if (rc == 0)
-		rc = lib_io_fsync(fd);
-	close(fd);
-	if (rc == 0)
-		rc = lib_io_rename(tmp, path);
-	if (rc == 0)
-		rc = lib_io_fsync_dir(data_dir);
+	rc = lib_io_write_file_atomic(data_dir, "node.id", buf, 17);
 	if (rc == 0)
 		*out = id;
 	return rc;

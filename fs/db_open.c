@@ -78,25 +78,12 @@ static int remove_marker(fs_db *db)
 
 static int write_marker(fs_db *db)
 {
-	char path[PATH_MAX], tmp[PATH_MAX], text[LTX_POS_STRLEN + 2];
-	int fd, rc;
+	char text[LTX_POS_STRLEN + 2];
 
-	snprintf(path, sizeof(path), "%s/clean", db->dir);
-	snprintf(tmp, sizeof(tmp), "%s/clean.tmp", db->dir);
 	ltx_pos_format(db->pos, text);
 	text[LTX_POS_STRLEN] = '\n';
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return -errno;
-	rc = lib_io_write_full(fd, text, LTX_POS_STRLEN + 1);
-	if (rc == 0)
-		rc = lib_io_fsync(fd);
-	close(fd);
-	if (rc == 0)
-		rc = lib_io_rename(tmp, path);
-	if (rc == 0)
-		rc = lib_io_fsync_dir(db->dir);
-	return rc;
+	return lib_io_write_file_atomic(db->dir, "clean", text,
+					LTX_POS_STRLEN + 1);
 }
 
 static int recover_journal(fs_db *db)

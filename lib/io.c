@@ -153,3 +153,30 @@ int lib_io_fsync_dir(const char *dir)
 	close(fd);
 	return rc;
 }
+
+int lib_io_write_file_atomic(const char *dir, const char *name,
+			     const void *buf, size_t n)
+{
+	char path[4096], tmp[4096];
+	int fd, rc;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >=
+		    sizeof(path) ||
+	    (size_t)snprintf(tmp, sizeof(tmp), "%s/%s.tmp", dir, name) >=
+		    sizeof(tmp))
+		return -ENAMETOOLONG;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	rc = lib_io_write_full(fd, buf, n);
+	if (rc == 0)
+		rc = lib_io_fsync(fd);
+	close(fd);
+	if (rc == 0)
+		rc = lib_io_rename(tmp, path);
+	if (rc == 0)
+		rc = lib_io_fsync_dir(dir);
+	else
+		unlink(tmp);
+	return rc;
+}

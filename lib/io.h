@@ -44,7 +44,11 @@ int lib_io_fsync(int fd);
 int lib_io_fdatasync(int fd);
 int lib_io_ftruncate(int fd, off_t len);
 int lib_io_rename(const char *from, const char *to);
-/* fsyncs the directory that holds path (or the directory dirfd). */
+/* fsyncs the directory dir. */
 int lib_io_fsync_dir(const char *dir);
+/* Replaces <dir>/<name> with n bytes, durably and atomically: writes
+ * <name>.tmp, fsyncs it, renames it over <name>, fsyncs dir. */
+int lib_io_write_file_atomic(const char *dir, const char *name,
+			     const void *buf, size_t n);
 
 #endif

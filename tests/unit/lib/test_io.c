@@ -291,6 +291,48 @@ static void test_sync_truncate_rename(void **state)
 	close(fd);
 }
 
+static void expect_file(const char *dir, const char *name, const char *want)
+{
+	char path[128], got[16] = {0};
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(read(fd, got, sizeof(got) - 1), (ssize_t)strlen(want));
+	close(fd);
+	assert_string_equal(got, want);
+	snprintf(path, sizeof(path), "%s/%s.tmp", dir, name);
+	assert_int_equal(access(path, F_OK), -1);
+}
+
+/* A failed replacement leaves the old file whole and no temporary. */
+static void test_write_file_atomic(void **state)
+{
+	char dir[] = "/tmp/ltxfs-test-io-XXXXXX";
+	char path[128];
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	lib_io.write = f_write;
+	lib_io.fsync = f_fsync;
+	lib_io.rename = f_rename;
+	assert_int_equal(lib_io_write_file_atomic(dir, "f", "one", 3), 0);
+	expect_file(dir, "f", "one");
+	plan(0, 1, ENOSPC, 0);
+	assert_int_equal(lib_io_write_file_atomic(dir, "f", "two", 3), -ENOSPC);
+	expect_file(dir, "f", "one");
+	plan(0, 1, EIO, 0);
+	lib_io.write = write;
+	assert_int_equal(lib_io_write_file_atomic(dir, "f", "two", 3), -EIO);
+	expect_file(dir, "f", "one");
+	assert_int_equal(lib_io_write_file_atomic(dir, "f", "two", 3), 0);
+	expect_file(dir, "f", "two");
+	snprintf(path, sizeof(path), "%s/f", dir);
+	unlink(path);
+	rmdir(dir);
+}
+
 /* ---- faults in ltx_dbfile_apply ---- */
 
 /* A database of 6 pages and an increment rewriting 2..5 and growing to 8;
@@ -603,6 +645,7 @@ int main(void)
 		T(test_pread_full),
 		T(test_read_full),
 		T(test_sync_truncate_rename),
+		T(test_write_file_atomic),
 		T(test_apply_short_writes),
 		T(test_apply_pwrite_fails),
 		T(test_apply_pwrite_returns_zero),
