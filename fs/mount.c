@@ -223,6 +223,23 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_entry(req, &e);
 }
 
+/* Answers with the file's attributes, or with rc when it is an error. */
+static void reply_attr(fuse_req_t req, fs_db *db, enum fs_kind k,
+		       fuse_ino_t ino, int rc)
+{
+	struct stat st;
+
+	if (rc == 0)
+		rc = fs_db_stat(db, k, &st);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	st.st_ino = ino;
+	st.st_nlink = 1;
+	fuse_reply_attr(req, &st, FS_CACHE_SECONDS);
+}
+
 static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
@@ -238,22 +255,13 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		return;
 	}
 	rc = split_ino(m, ino, &db, NULL, &k);
-	if (rc == 0)
-		rc = fs_db_stat(db, k, &st);
-	if (rc < 0) {
-		fuse_reply_err(req, -rc);
-		return;
-	}
-	st.st_ino = ino;
-	st.st_nlink = 1;
-	fuse_reply_attr(req, &st, FS_CACHE_SECONDS);
+	reply_attr(req, db, k, ino, rc);
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		       int to_set, struct fuse_file_info *fi)
 {
 	fs_mount *m = req_mount(req);
-	struct stat st;
 	enum fs_kind k;
 	fs_db *db;
 	int rc;
@@ -267,15 +275,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		rc = fs_db_truncate(db, k, attr->st_size);
 	/* Modes, owners and times are accepted and not kept: the mount
 	 * decides permissions for every database alike. */
-	if (rc == 0)
-		rc = fs_db_stat(db, k, &st);
-	if (rc < 0) {
-		fuse_reply_err(req, -rc);
-		return;
-	}
-	st.st_ino = ino;
-	st.st_nlink = 1;
-	fuse_reply_attr(req, &st, FS_CACHE_SECONDS);
+	reply_attr(req, db, k, ino, rc);
 }
 
 static void count_open(fs_mount *m, size_t s, enum fs_kind k, int delta,
