@@ -16,12 +16,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <pthread.h>
+#include <signal.h>
+
 #include "cfg.h"
 #include "cmd.h"
 #include "fs/mount.h"
 #include "fs/verify.h"
 #include "lib/log.h"
 #include "node_id.h"
+#include "replica/node.h"
 
 static int load_cfg(int argc, char **argv, ltxfs_cfg *cfg, int *out_next,
 		    const char *cmd)
@@ -112,11 +116,39 @@ static int preflight(const ltxfs_cfg *cfg)
 	return 0;
 }
 
+struct stopper {
+	sigset_t set;
+	fs_mount *m;
+	rep_node *node;
+	int sig;
+};
+
+/* Waits for SIGINT/SIGTERM/SIGHUP, then stops in order while the mount
+ * still serves: replication, the daemon's own handles in the mount, then
+ * the FUSE loop. */
+static void *stopper_main(void *arg)
+{
+	struct stopper *st = arg;
+
+	if (sigwait(&st->set, &st->sig) != 0)
+		return NULL;
+	log_info("signal %d: stopping", st->sig);
+	rep_node_stop(st->node);
+	fs_mount_release_apply(st->m);
+	fs_mount_stop(st->m);
+	return NULL;
+}
+
 int cmd_mount(int argc, char **argv)
 {
 	ltxfs_cfg cfg = {0};
 	fs_mount *m = NULL;
 	fs_mount_opts o = {0};
+	rep_node_opts ro = {0};
+	rep_node *node = NULL;
+	struct stopper st = {0};
+	pthread_t stopper;
+	char host[256] = "";
 	uint64_t node_id = 0;
 	int next, rc;
 
@@ -138,24 +170,77 @@ int cmd_mount(int argc, char **argv)
 		rc = 1;
 		goto out;
 	}
+	if (cfg.lease.type != CFG_LEASE_STATIC) {
+		fprintf(stderr, "ltxfs mount: lease.type etcd is not "
+			"available in this version; use static\n");
+		rc = 1;
+		goto out;
+	}
+	gethostname(host, sizeof(host) - 1);
+	ro.data_dir = cfg.data.dir;
+	ro.mountpoint = cfg.fuse.dir;
+	ro.node_id = node_id;
+	ro.http_addr = cfg.http.addr;
+	ro.token = cfg.http.token;
+	ro.candidate = cfg.lease.candidate;
+	ro.advertise_url = cfg.lease.advertise_url;
+	ro.primary_url = cfg.lease.primary_url;
+	ro.hostname = cfg.lease.hostname[0] ? cfg.lease.hostname : host;
+	ro.retention_ms = cfg.data.retention_ms;
+	ro.retention_bytes = cfg.data.retention_bytes;
+	if (rep_node_new(&ro, &node) < 0) {
+		fprintf(stderr, "ltxfs mount: cannot start (see the log above)\n");
+		rc = 1;
+		goto out;
+	}
 	o.mountpoint = cfg.fuse.dir;
 	o.data_dir = cfg.data.dir;
 	o.allow_other = cfg.fuse.allow_other;
 	o.debug = cfg.fuse.debug;
 	o.zstd_level = cfg.data.compress ? cfg.data.zstd_level : 0;
 	o.node_id = node_id;
+	o.on_commit = rep_node_on_commit;
+	o.commit_ctx = node;
+	o.readonly = !rep_node_is_primary(node);
+	o.primary = rep_node_primary_desc(node);
+	o.own_signals = true;
+	sigemptyset(&st.set);
+	sigaddset(&st.set, SIGINT);
+	sigaddset(&st.set, SIGTERM);
+	sigaddset(&st.set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &st.set, NULL);
+	signal(SIGPIPE, SIG_IGN);
 	if (fs_mount_new(&o, &m) < 0) {
 		fprintf(stderr, "ltxfs mount: cannot start (see the log above)\n");
 		rc = 1;
 		goto out;
 	}
-	log_info("ltxfs %016" PRIx64 " serving %s (data in %s)", node_id,
-		 cfg.fuse.dir, cfg.data.dir);
+	if (rep_node_start(node, m) < 0) {
+		fprintf(stderr, "ltxfs mount: cannot start (see the log above)\n");
+		fs_mount_free(m);
+		rc = 1;
+		goto out;
+	}
+	st.m = m;
+	st.node = node;
+	if (pthread_create(&stopper, NULL, stopper_main, &st) != 0) {
+		rep_node_stop(node);
+		fs_mount_free(m);
+		rc = 1;
+		goto out;
+	}
+	pthread_detach(stopper);
+	log_info("ltxfs %016" PRIx64 " serving %s (data in %s) as %s", node_id,
+		 cfg.fuse.dir, cfg.data.dir,
+		 rep_node_is_primary(node) ? "primary" : "replica");
 	rc = fs_mount_run(m) < 0 ? 1 : 0;
+	rep_node_stop(node);
+	fs_mount_release_apply(m);
 	log_info("stopping: unmounting %s", cfg.fuse.dir);
 	fs_mount_free(m);
 	log_info("stopped");
 out:
+	rep_node_free(node);
 	cfg_free(&cfg);
 	return rc;
 }

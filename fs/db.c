@@ -124,7 +124,9 @@ int fs_db_create(fs_db *db, enum fs_kind kind, mode_t mode)
 	if (kind == FS_KIND_POS)
 		return -EPERM;
 	pthread_mutex_lock(&db->mu);
-	if (db->fds[kind] < 0) {
+	if (db->fds[kind] < 0 && (kind == FS_KIND_DB || kind == FS_KIND_JOURNAL))
+		rc = fs_db_refuse_ro_locked(db, kind);
+	if (rc == 0 && db->fds[kind] < 0) {
 		rc = open_backing(db, kind, O_CREAT, mode & 0777);
 		if (rc < 0)
 			log_error("db=%s: creating %s%s: %s", db->name,
@@ -306,8 +308,10 @@ static int end_txn(fs_db *db, const char *why)
 		goto out_clear;
 	}
 	rc = fs_db_capture(db, pages, n, commit, ps, 0, 0, 0, 0);
-	if (rc == 0)
+	if (rc == 0) {
+		db->cap_wal_end = 0;
 		fs_db_publish_locked(db);
+	}
 	if (rc < 0 && !db->capture_err) {
 		log_error("db=%s: capturing the transaction failed (%s); "
 			  "refusing further writes until restart", db->name,
@@ -443,6 +447,13 @@ int fs_db_write(fs_db *db, enum fs_kind kind, const void *buf, size_t n,
 		break;
 	}
 	before = fs_db_pos(db);
+	pthread_mutex_lock(&db->mu);
+	rc = fs_db_refuse_ro_locked(db, kind);
+	if (rc == 0)
+		fs_db_wait_unfrozen_locked(db, journal_live(db));
+	pthread_mutex_unlock(&db->mu);
+	if (rc < 0)
+		return rc;
 	lock_for_db_op(db);
 	if (db->capture_err) {
 		rc = -EIO;
@@ -475,6 +486,16 @@ int fs_db_truncate(fs_db *db, enum fs_kind kind, off_t size)
 
 	if (kind == FS_KIND_POS)
 		return -EPERM;
+	if (kind != FS_KIND_SHM) {
+		pthread_mutex_lock(&db->mu);
+		rc = fs_db_refuse_ro_locked(db, kind);
+		if (rc == 0)
+			fs_db_wait_unfrozen_locked(db, kind == FS_KIND_DB &&
+							       journal_live(db));
+		pthread_mutex_unlock(&db->mu);
+		if (rc < 0)
+			return rc;
+	}
 	lock_for_db_op(db);
 	if (db->fds[kind] < 0) {
 		rc = -ENOENT;
@@ -557,7 +578,7 @@ void fs_db_release(fs_db *db, enum fs_kind kind)
 {
 	ltx_pos before = fs_db_pos(db);
 
-	if (kind != FS_KIND_DB)
+	if (kind != FS_KIND_DB || fs_db_readonly(db))
 		return;
 	lock_for_db_op(db);
 	if (db->unjournaled && !journal_live(db))
@@ -574,6 +595,13 @@ int fs_db_unlink(fs_db *db, enum fs_kind kind)
 
 	if (kind == FS_KIND_POS)
 		return -EPERM;
+	pthread_mutex_lock(&db->mu);
+	rc = fs_db_refuse_ro_locked(db, kind);
+	if (rc == 0)
+		fs_db_wait_unfrozen_locked(db, false);
+	pthread_mutex_unlock(&db->mu);
+	if (rc < 0)
+		return rc;
 	lock_for_db_op(db);
 	if (db->fds[kind] < 0) {
 		rc = -ENOENT;

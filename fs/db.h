@@ -16,7 +16,10 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include "ltx/ltx.h"
 #include "ltx/pos.h"
+
+struct fs_log;
 
 enum fs_kind {
 	FS_KIND_DB = 0,
@@ -38,11 +41,23 @@ typedef struct fs_db fs_db;
  * without the database's locks held. */
 typedef void (*fs_commit_fn)(void *ctx, fs_db *db, ltx_pos pos);
 
+/* Called when bytes of a file changed behind the kernel's back (a replica
+ * applying a transaction): off/len of kind's content (len 0: to the end),
+ * or, with off < 0, only its existence or attributes. Never called with a
+ * database lock held. */
+typedef void (*fs_inval_fn)(void *ctx, fs_db *db, enum fs_kind kind,
+			    int64_t off, int64_t len);
+
 typedef struct fs_db_opts {
 	int zstd_level;      /* 0: uncompressed LTX */
 	uint64_t node_id;
 	fs_commit_fn on_commit;
 	void *commit_ctx;
+	bool readonly;       /* opened on a replica (recovery differs) */
+	const char *mountpoint; /* where local readers see it; NULL: none */
+	fs_inval_fn on_inval;
+	void *inval_ctx;
+	int apply_timeout_ms;   /* longest wait for local readers' locks */
 } fs_db_opts;
 
 /* Opens (and recovers) the database <data_dir>/dbs/<name>. Creates the
@@ -76,5 +91,49 @@ void fs_db_release(fs_db *db, enum fs_kind kind);
 void fs_db_capture_pending(fs_db *db);
 /* Waits until every committed transaction is in the log. */
 void fs_db_drain(fs_db *db);
+
+/* --- Replication (fs/db_apply.c) --- */
+
+/* The database's LTX log, for streaming its records. */
+struct fs_log *fs_db_log(fs_db *db);
+
+/* Replica mode: every write by an application fails with EROFS and a log
+ * line naming primary (copied). Off on the primary. */
+void fs_db_set_readonly(fs_db *db, bool readonly, const char *primary);
+bool fs_db_readonly(fs_db *db);
+
+/*
+ * Applies one LTX record received from the primary: the bytes at
+ * [off, off+len) of fd. The record is verified whole first (-EBADMSG),
+ * must follow this database's position unless it is a snapshot (-ESTALE),
+ * is appended to the log, then applied atomically with respect to local
+ * readers (SQLite's own locks, taken through the mount) and the kernel's
+ * caches are invalidated. The resulting database checksum must equal the
+ * record's post-apply checksum (-EBADMSG otherwise, and the database is
+ * marked for a snapshot). errbuf gets a one-line reason on failure.
+ */
+int fs_db_apply_ltx(fs_db *db, int fd, uint64_t off, uint64_t len,
+		    char *errbuf, size_t errlen);
+
+/*
+ * Writes an LTX snapshot of the database as of its current position to
+ * out_fd (from offset 0), consistent even while applications write: new
+ * transactions are held back only while a rollback transaction is open at
+ * the start and while the pages are read. *out_hdr / *out_len describe it.
+ * -ENOENT when the database holds no pages.
+ */
+int fs_db_snapshot_ltx(fs_db *db, int out_fd, ltx_header *out_hdr,
+		       uint64_t *out_len);
+
+/* On a replica, makes a WAL-mode database readable by read-only SQLite
+ * connections (its -wal and index set up) before any record arrives. */
+void fs_db_apply_prepare(fs_db *db);
+
+/* Lets go of the replica's WAL index and lock handles on the mount
+ * (checkpointing what readers allow); reopened by the next apply. */
+void fs_db_release_apply(fs_db *db);
+
+/* Frames the replica's WAL holds beyond the database file (metrics). */
+uint32_t fs_db_wal_pending(fs_db *db);
 
 #endif

@@ -88,6 +88,24 @@ struct fs_db {
 	bool capturing;         /* a thread is capturing the queue */
 	bool opened;            /* recovery done; close writes the marker */
 	int capture_err;        /* sticky: capture failed, writes refused */
+
+	/* Replica (guarded by mu). */
+	bool readonly;
+	char *primary;          /* named in EROFS log lines */
+	uint64_t ro_logged_ms;  /* last EROFS log line (rate limit) */
+	/* Snapshot freeze (guarded by mu): while > 0, nothing may start a
+	 * transaction, checkpoint or restart the WAL. */
+	int freeze;
+	uint64_t cap_wal_end;   /* capture_mu: end of the last captured WAL
+				 * transaction in the current WAL, 0: none */
+
+	/* Apply (db_apply.c): apply_mu serialises applies and guards these;
+	 * it is taken before capture_mu and never inside a FUSE handler. */
+	pthread_mutex_t apply_mu;
+	int lock_fd;            /* the database opened through the mount */
+	struct fs_walidx *walidx;
+	bool need_snapshot;     /* a record failed to apply: ask for one */
+	bool apply_unclean;     /* the WAL kept frames at close */
 };
 
 /* db_capture.c */
@@ -100,6 +118,17 @@ int fs_db_capture_delete(fs_db *db);
 /* Makes pos visible to readers of -pos and fs_db_pos; mu held. */
 void fs_db_publish_locked(fs_db *db);
 int fs_db_scan_checksum(fs_db *db, uint64_t *out);
+
+/* db_apply.c */
+/* EROFS (with a rate-limited log line) when the node is a replica; mu
+ * held. */
+int fs_db_refuse_ro_locked(fs_db *db, enum fs_kind kind);
+/* Waits while a snapshot freeze is on and no transaction is open; mu
+ * held. */
+void fs_db_wait_unfrozen_locked(fs_db *db, bool txn_open);
+/* Replica start-up: brings the database file to the log's position from
+ * the log itself, or resets both (a snapshot follows). */
+int fs_db_replica_recover(fs_db *db, bool clean);
 
 /* db_wal.c */
 int fs_db_wal_write(fs_db *db, const void *buf, size_t n, off_t off);

@@ -190,6 +190,15 @@ static int recover(fs_db *db)
 	rc = remove_marker(db);
 	if (rc < 0)
 		return rc;
+	if (db->opts.readonly) {
+		rc = fs_db_replica_recover(db, clean);
+		if (rc == 0 && !clean && db->pos.txid)
+			rc = verify_full(db);
+		if (rc < 0)
+			return rc;
+		db->pub_pos = db->pos;
+		return 0;
+	}
 	rc = recover_journal(db);
 	if (rc < 0)
 		return rc;
@@ -238,7 +247,9 @@ int fs_db_open(const char *data_dir, const char *name, const fs_db_opts *opts,
 	db->last_hdr_off = UINT64_MAX;
 	pthread_mutex_init(&db->mu, NULL);
 	pthread_mutex_init(&db->capture_mu, NULL);
+	pthread_mutex_init(&db->apply_mu, NULL);
 	pthread_cond_init(&db->cond, NULL);
+	db->lock_fd = -1;
 	db->opts = *opts;
 	db->name = strdup(name);
 	if (asprintf(&db->dir, "%s/dbs/%s", data_dir, name) < 0)
@@ -284,10 +295,11 @@ void fs_db_close(fs_db *db)
 	if (!db)
 		return;
 	if (db->opened) {
+		fs_db_release_apply(db);
 		pthread_mutex_lock(&db->mu);
 		fs_db_drain_locked(db);
 		pthread_mutex_unlock(&db->mu);
-		clean = !db->capture_err && !db->q_head;
+		clean = !db->capture_err && !db->q_head && !db->apply_unclean;
 		for (int k = 0; k <= FS_KIND_WAL; k++)
 			if (db->fds[k] >= 0 && lib_io_fsync(db->fds[k]) < 0)
 				clean = false;
@@ -307,6 +319,8 @@ void fs_db_close(fs_db *db)
 	fs_log_close(db->log);
 	pthread_mutex_destroy(&db->mu);
 	pthread_mutex_destroy(&db->capture_mu);
+	pthread_mutex_destroy(&db->apply_mu);
+	free(db->primary);
 	pthread_cond_destroy(&db->cond);
 	ZSTD_freeCCtx(db->zstd_cctx);
 	free(db->cksums);

@@ -210,6 +210,7 @@ static void tracker_reset(fs_db *db)
 	db->wal_valid = FS_WAL_HDR_SIZE;
 	db->wal_txn_start = FS_WAL_HDR_SIZE;
 	db->nframes = 0;
+	db->cap_wal_end = 0;
 }
 
 /* A valid header at offset 0 opens a new WAL generation. */
@@ -280,10 +281,15 @@ int fs_db_wal_write(fs_db *db, const void *buf, size_t n, off_t off)
 	int rc;
 
 	pthread_mutex_lock(&db->mu);
+	rc = fs_db_refuse_ro_locked(db, FS_KIND_WAL);
+	if (rc < 0)
+		goto out;
 	if (db->capture_err) {
 		rc = db->capture_err;
 		goto out;
 	}
+	if (off < FS_WAL_HDR_SIZE)
+		fs_db_wait_unfrozen_locked(db, false); /* a WAL restart */
 	/* Anything that could touch queued frames waits for the queue. */
 	if ((uint64_t)off < db->wal_txn_start || off == 0)
 		fs_db_drain_locked(db);
@@ -332,6 +338,7 @@ static int capture_txn(fs_db *db, fs_wal_txn *t)
 			   t->wal_off, t->wal_size, t->salt1, t->salt2);
 	if (rc == 0) {
 		pthread_mutex_lock(&db->mu);
+		db->cap_wal_end = t->wal_off + t->wal_size;
 		fs_db_publish_locked(db);
 		pthread_mutex_unlock(&db->mu);
 	}
@@ -411,6 +418,8 @@ int fs_db_wal_recover(fs_db *db, bool trusted)
 		if (rc < 0)
 			break;
 	}
+	if (rc == 0)
+		db->cap_wal_end = db->wal_txn_start;
 	(void)trusted;
 	return rc;
 }

@@ -463,6 +463,79 @@ fail:
 	return rc;
 }
 
+int fs_log_append_raw(fs_log *log, int fd, uint64_t off, uint64_t len,
+		      const ltx_header *hdr, const ltx_trailer *tr)
+{
+	uint8_t pfx[FS_LOG_RECORD_PREFIX] = {0};
+	uint64_t start, done = 0;
+	fs_log_tail tail = fs_log_get_tail(log);
+	int rc;
+
+	if (len > UINT32_MAX || len < LTX_HEADER_SIZE + LTX_TRAILER_SIZE)
+		return -EFBIG;
+	if (!ltx_header_is_snapshot(hdr) &&
+	    (hdr->min_txid != tail.pos.txid + 1 ||
+	     hdr->pre_apply_checksum != tail.pos.checksum)) {
+		log_error("db=%s: record %016" PRIx64 "-%016" PRIx64 " does "
+			  "not follow the log's last position %016" PRIx64
+			  "/%016" PRIx64, log->name, hdr->min_txid,
+			  hdr->max_txid, tail.pos.txid, tail.pos.checksum);
+		return -EPROTO;
+	}
+	if (log->fd < 0 || log->end >= FS_LOG_SEGMENT_BYTES ||
+	    ltx_header_is_snapshot(hdr)) {
+		rc = start_segment(log, hdr->min_txid);
+		if (rc < 0)
+			return rc;
+	}
+	start = log->end;
+	rc = lib_io_pwrite_full(log->fd, pfx, sizeof(pfx), (off_t)start);
+	while (rc == 0 && done < len) {
+		loff_t in = (loff_t)(off + done);
+		loff_t out = (loff_t)(start + FS_LOG_RECORD_PREFIX + done);
+		ssize_t n = copy_file_range(fd, &in, log->fd, &out,
+					    (size_t)(len - done), 0);
+		if (n < 0 && (errno == EXDEV || errno == ENOSYS ||
+			      errno == EINVAL || errno == EOPNOTSUPP)) {
+			uint8_t buf[65536];
+			size_t want = len - done < sizeof(buf) ?
+					      (size_t)(len - done) : sizeof(buf);
+			rc = lib_io_pread_full(fd, buf, want, (off_t)(off + done),
+					       NULL);
+			if (rc == 0)
+				rc = lib_io_pwrite_full(
+					log->fd, buf, want,
+					(off_t)(start + FS_LOG_RECORD_PREFIX +
+						done));
+			done += want;
+			continue;
+		}
+		if (n <= 0) {
+			rc = n < 0 ? -errno : -EIO;
+			break;
+		}
+		done += (uint64_t)n;
+	}
+	if (rc == 0) {
+		put_be32(pfx, (uint32_t)len);
+		rc = lib_io_pwrite_full(log->fd, pfx, sizeof(pfx),
+					(off_t)start);
+	}
+	if (rc < 0) {
+		log_error("db=%s: appending TXID %016" PRIx64 " to the LTX "
+			  "log: %s", log->name, hdr->max_txid, strerror(-rc));
+		if (lib_io_ftruncate(log->fd, (off_t)start) < 0)
+			log_error("db=%s: cutting a failed append failed too",
+				  log->name);
+		return rc;
+	}
+	pthread_mutex_lock(&log->mu);
+	log->end = start + FS_LOG_RECORD_PREFIX + len;
+	set_tail(log, hdr, tr);
+	pthread_mutex_unlock(&log->mu);
+	return 0;
+}
+
 int fs_log_sync(fs_log *log)
 {
 	int fd = log->fd;

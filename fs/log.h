@@ -76,6 +76,15 @@ int fs_log_append_cctx(fs_log *log, const ltx_header *hdr, int zstd_level,
 		       void *zstd_cctx, fs_log_fill_fn fill, void *ctx,
 		       ltx_trailer *out_trailer);
 
+/* Appends a record received whole (a replica's copy of the primary's):
+ * the LTX bytes at [off, off+len) of fd, already verified by the caller,
+ * whose header and trailer are hdr and tr. Rule R2 is checked against the
+ * tail (a snapshot restarts the chain; the caller resets the log first when
+ * a snapshot's TXID would reuse a segment name). -EPROTO when it does not
+ * follow the tail. */
+int fs_log_append_raw(fs_log *log, int fd, uint64_t off, uint64_t len,
+		      const ltx_header *hdr, const ltx_trailer *tr);
+
 /* Makes every appended record durable (fdatasync). */
 int fs_log_sync(fs_log *log);
 

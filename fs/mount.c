@@ -31,6 +31,8 @@
 #include "lib/log.h"
 
 #define FS_INO_BASE 16
+#define FS_INO_PRIMARY 2
+#define FS_PRIMARY_NAME ".primary"
 #define FS_CACHE_SECONDS 3600.0
 #define FS_NAME_MAX 200
 
@@ -46,10 +48,15 @@ struct fs_mount {
 	char *data_dir;
 	struct fuse_session *se;
 	bool mounted;
-	pthread_mutex_t mu;     /* guards slots, nslots, opens */
+	pthread_mutex_t mu;     /* guards slots, nslots, opens, role */
 	slot *slots;
 	size_t nslots, cap;
+	bool readonly;
+	char *primary;          /* content of /.primary without "\n" */
 };
+
+static void mount_inval(void *ctx, fs_db *db, enum fs_kind kind, int64_t off,
+			int64_t len);
 
 static fs_mount *req_mount(fuse_req_t req)
 {
@@ -117,6 +124,11 @@ static int add_slot(fs_mount *m, const char *name, size_t *out)
 		.node_id = m->opts.node_id,
 		.on_commit = m->opts.on_commit,
 		.commit_ctx = m->opts.commit_ctx,
+		.readonly = m->readonly,
+		.mountpoint = m->mountpoint,
+		.on_inval = mount_inval,
+		.inval_ctx = m,
+		.apply_timeout_ms = m->opts.apply_timeout_ms,
 	};
 	slot *s;
 	int rc;
@@ -139,8 +151,145 @@ static int add_slot(fs_mount *m, const char *name, size_t *out)
 		free(s->name);
 		return rc;
 	}
+	if (m->readonly)
+		fs_db_set_readonly(s->db, true, m->primary);
 	*out = m->nslots++;
 	return 0;
+}
+
+int fs_mount_open_db(fs_mount *m, const char *name, fs_db **out)
+{
+	char base[FS_NAME_MAX + 1];
+	enum fs_kind k;
+	ssize_t s;
+	size_t idx;
+	int rc = 0;
+
+	*out = NULL;
+	if (parse_name(name, base, &k) < 0 || k != FS_KIND_DB ||
+	    strcmp(base, name) != 0)
+		return -EINVAL;
+	pthread_mutex_lock(&m->mu);
+	s = find_slot(m, name);
+	if (s < 0) {
+		rc = add_slot(m, name, &idx);
+		s = (ssize_t)idx;
+	}
+	if (rc == 0)
+		*out = m->slots[s].db;
+	pthread_mutex_unlock(&m->mu);
+	return rc;
+}
+
+void fs_mount_foreach(fs_mount *m, fs_mount_each_fn fn, void *ctx)
+{
+	fs_db **dbs;
+	size_t n;
+
+	pthread_mutex_lock(&m->mu);
+	n = m->nslots;
+	dbs = malloc((n ? n : 1) * sizeof(*dbs));
+	for (size_t i = 0; dbs && i < n; i++)
+		dbs[i] = m->slots[i].db;
+	pthread_mutex_unlock(&m->mu);
+	if (!dbs)
+		return;
+	for (size_t i = 0; i < n; i++)
+		fn(ctx, dbs[i]);
+	free(dbs);
+}
+
+void fs_mount_set_role(fs_mount *m, bool readonly, const char *primary)
+{
+	char *p = strdup(primary ? primary : "");
+
+	pthread_mutex_lock(&m->mu);
+	m->readonly = readonly;
+	if (p) {
+		free(m->primary);
+		m->primary = p;
+	}
+	for (size_t i = 0; i < m->nslots; i++)
+		fs_db_set_readonly(m->slots[i].db, readonly, m->primary);
+	pthread_mutex_unlock(&m->mu);
+	if (m->mounted) {
+		fuse_lowlevel_notify_inval_entry(m->se, FUSE_ROOT_ID,
+						 FS_PRIMARY_NAME,
+						 strlen(FS_PRIMARY_NAME));
+		fuse_lowlevel_notify_inval_inode(m->se, FS_INO_PRIMARY, 0, 0);
+	}
+}
+
+static void release_one(void *ctx, fs_db *db)
+{
+	fs_db_release_apply(db);
+}
+
+void fs_mount_release_apply(fs_mount *m)
+{
+	fs_mount_foreach(m, release_one, NULL);
+}
+
+static void mount_inval(void *ctx, fs_db *db, enum fs_kind kind, int64_t off,
+			int64_t len)
+{
+	fs_mount *m = ctx;
+	char name[FS_NAME_MAX + 16];
+	ssize_t s = -1;
+
+	if (!m->mounted)
+		return;
+	pthread_mutex_lock(&m->mu);
+	for (size_t i = 0; i < m->nslots; i++)
+		if (m->slots[i].db == db)
+			s = (ssize_t)i;
+	pthread_mutex_unlock(&m->mu);
+	if (s < 0)
+		return;
+	if (off < 0) {
+		snprintf(name, sizeof(name), "%s%s", fs_db_name(db),
+			 fs_kind_suffix[kind]);
+		fuse_lowlevel_notify_inval_entry(m->se, FUSE_ROOT_ID, name,
+						 strlen(name));
+		if (kind == FS_KIND_DB)
+			fuse_lowlevel_notify_inval_inode(
+				m->se, make_ino((size_t)s, FS_KIND_POS), -1, 0);
+		fuse_lowlevel_notify_inval_inode(m->se, make_ino((size_t)s, kind),
+						 -1, 0);
+		return;
+	}
+	fuse_lowlevel_notify_inval_inode(m->se, make_ino((size_t)s, kind), off,
+					 len);
+}
+
+/* The text of /.primary, or -ENOENT when this node is not a replica. */
+static int primary_text(fs_mount *m, char *buf, size_t n, size_t *out_len)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&m->mu);
+	if (!m->readonly || !m->primary || !m->primary[0])
+		rc = -ENOENT;
+	else
+		*out_len = (size_t)snprintf(buf, n, "%s\n", m->primary);
+	pthread_mutex_unlock(&m->mu);
+	if (rc == 0 && *out_len >= n)
+		*out_len = n - 1;
+	return rc;
+}
+
+static int primary_attr(fs_mount *m, struct stat *st)
+{
+	char buf[512];
+	size_t len = 0;
+	int rc = primary_text(m, buf, sizeof(buf), &len);
+
+	memset(st, 0, sizeof(*st));
+	st->st_ino = FS_INO_PRIMARY;
+	st->st_mode = S_IFREG | 0444;
+	st->st_nlink = 1;
+	st->st_size = (off_t)len;
+	return rc;
 }
 
 fs_db *fs_mount_db(fs_mount *m, const char *name)
@@ -200,6 +349,16 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fs_db *db = NULL;
 	int rc;
 
+	if (parent == FUSE_ROOT_ID && strcmp(name, FS_PRIMARY_NAME) == 0) {
+		memset(&e, 0, sizeof(e));
+		if (primary_attr(m, &e.attr) == 0) {
+			e.ino = FS_INO_PRIMARY;
+			e.attr_timeout = FS_CACHE_SECONDS;
+		}
+		e.entry_timeout = FS_CACHE_SECONDS; /* invalidated on change */
+		fuse_reply_entry(req, &e);
+		return;
+	}
 	if (parent != FUSE_ROOT_ID || parse_name(name, base, &k) < 0) {
 		fuse_reply_err(req, ENOENT);
 		return;
@@ -254,6 +413,14 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_attr(req, &st, FS_CACHE_SECONDS);
 		return;
 	}
+	if (ino == FS_INO_PRIMARY) {
+		rc = primary_attr(m, &st);
+		if (rc < 0)
+			fuse_reply_err(req, -rc);
+		else
+			fuse_reply_attr(req, &st, FS_CACHE_SECONDS);
+		return;
+	}
 	rc = split_ino(m, ino, &db, NULL, &k);
 	reply_attr(req, db, k, ino, rc);
 }
@@ -266,7 +433,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	fs_db *db;
 	int rc;
 
-	if (ino == FUSE_ROOT_ID) {
+	if (ino == FUSE_ROOT_ID || ino == FS_INO_PRIMARY) {
 		fuse_reply_err(req, EPERM);
 		return;
 	}
@@ -287,6 +454,32 @@ static void count_open(fs_mount *m, size_t s, enum fs_kind k, int delta,
 	pthread_mutex_unlock(&m->mu);
 }
 
+/* Does the request come from this daemon (its apply path)? The kernel
+ * names the calling thread; its thread group is the process. */
+static bool from_self(fuse_req_t req)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	char path[64], line[128];
+	bool self = false;
+	FILE *f;
+
+	if (ctx->pid == getpid())
+		return true;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)ctx->pid);
+	f = fopen(path, "r");
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		int tgid;
+		if (sscanf(line, "Tgid: %d", &tgid) == 1) {
+			self = tgid == getpid();
+			break;
+		}
+	}
+	fclose(f);
+	return self;
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	fs_mount *m = req_mount(req);
@@ -296,9 +489,28 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	bool last;
 	int rc;
 
+	if (ino == FS_INO_PRIMARY) {
+		struct stat st;
+		rc = primary_attr(m, &st);
+		if (rc == 0 && (fi->flags & O_ACCMODE) != O_RDONLY)
+			rc = -EACCES;
+		if (rc < 0) {
+			fuse_reply_err(req, -rc);
+			return;
+		}
+		fi->direct_io = 1;
+		fuse_reply_open(req, fi);
+		return;
+	}
 	rc = split_ino(m, ino, &db, &s, &k);
 	if (rc == 0 && !fs_db_has(db, k))
 		rc = -ENOENT;
+	if (rc == 0 && k == FS_KIND_DB && (fi->flags & O_ACCMODE) != O_RDONLY &&
+	    fs_db_readonly(db) && !from_self(req)) {
+		/* SQLite then opens the database read-only, and a write
+		 * fails with "attempt to write a readonly database". */
+		rc = -EROFS;
+	}
 	if (rc == 0 && k == FS_KIND_POS && (fi->flags & O_ACCMODE) != O_RDONLY)
 		rc = -EACCES;
 	if (rc < 0) {
@@ -341,7 +553,14 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (s < 0) {
 		if (k != FS_KIND_DB)
 			rc = -ENOENT;
-		else
+		else if (m->readonly) {
+			log_warn("refusing to create database \"%s\" (EROFS): "
+				 "this node is a read-only replica; create it "
+				 "on the primary, %s", base,
+				 m->primary && m->primary[0] ? m->primary
+							     : "(not known yet)");
+			rc = -EROFS;
+		} else
 			rc = add_slot(m, base, &idx);
 		s = (ssize_t)idx;
 	}
@@ -374,6 +593,20 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	char *buf;
 	int rc;
 
+	if (ino == FS_INO_PRIMARY) {
+		char text[512];
+		size_t len = 0;
+		rc = primary_text(m, text, sizeof(text), &len);
+		if (rc < 0)
+			fuse_reply_err(req, -rc);
+		else if ((size_t)off >= len)
+			fuse_reply_buf(req, NULL, 0);
+		else
+			fuse_reply_buf(req, text + off,
+				       len - (size_t)off < size ? len - (size_t)off
+								: size);
+		return;
+	}
 	rc = split_ino(m, ino, &db, NULL, &k);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
@@ -564,6 +797,12 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	rc = dir_add(req, &b, ".", FUSE_ROOT_ID, S_IFDIR);
 	if (rc == 0)
 		rc = dir_add(req, &b, "..", FUSE_ROOT_ID, S_IFDIR);
+	{
+		struct stat pst;
+		if (rc == 0 && primary_attr(m, &pst) == 0)
+			rc = dir_add(req, &b, FS_PRIMARY_NAME, FS_INO_PRIMARY,
+				     S_IFREG);
+	}
 	pthread_mutex_lock(&m->mu);
 	for (size_t s = 0; s < m->nslots && rc == 0; s++) {
 		for (int k = 0; k < FS_KIND_COUNT && rc == 0; k++) {
@@ -671,9 +910,11 @@ int fs_mount_new(const fs_mount_opts *opts, fs_mount **out)
 		return -ENOMEM;
 	pthread_mutex_init(&m->mu, NULL);
 	m->opts = *opts;
+	m->readonly = opts->readonly;
+	m->primary = strdup(opts->primary ? opts->primary : "");
 	m->mountpoint = strdup(opts->mountpoint);
 	m->data_dir = strdup(opts->data_dir);
-	if (!m->mountpoint || !m->data_dir) {
+	if (!m->mountpoint || !m->data_dir || !m->primary) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -695,7 +936,7 @@ int fs_mount_new(const fs_mount_opts *opts, fs_mount **out)
 		rc = -EIO;
 		goto fail;
 	}
-	if (fuse_set_signal_handlers(m->se) != 0) {
+	if (!opts->own_signals && fuse_set_signal_handlers(m->se) != 0) {
 		rc = -EIO;
 		goto fail;
 	}
@@ -730,7 +971,13 @@ int fs_mount_run(fs_mount *m)
 
 void fs_mount_stop(fs_mount *m)
 {
+	struct statvfs st;
+
 	fuse_session_exit(m->se);
+	/* A worker notices the exit only after its next request: statfs is
+	 * never answered from the kernel's caches. */
+	if (m->mounted)
+		statvfs(m->mountpoint, &st);
 }
 
 void fs_mount_free(fs_mount *m)
@@ -740,7 +987,8 @@ void fs_mount_free(fs_mount *m)
 	if (m->se) {
 		if (m->mounted)
 			fuse_session_unmount(m->se);
-		fuse_remove_signal_handlers(m->se);
+		if (!m->opts.own_signals)
+			fuse_remove_signal_handlers(m->se);
 		fuse_session_destroy(m->se);
 	}
 	for (size_t i = 0; i < m->nslots; i++) {
@@ -748,6 +996,7 @@ void fs_mount_free(fs_mount *m)
 		free(m->slots[i].name);
 	}
 	pthread_mutex_destroy(&m->mu);
+	free(m->primary);
 	free(m->slots);
 	free(m->mountpoint);
 	free(m->data_dir);

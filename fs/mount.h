@@ -20,6 +20,11 @@ typedef struct fs_mount_opts {
 	uint64_t node_id;
 	fs_commit_fn on_commit;
 	void *commit_ctx;
+	bool readonly;          /* start as a replica */
+	const char *primary;    /* replica: names the primary ("" unknown) */
+	int apply_timeout_ms;   /* longest wait for local readers' locks */
+	bool own_signals;       /* the caller handles SIGINT/SIGTERM and
+				 * calls fs_mount_stop */
 } fs_mount_opts;
 
 typedef struct fs_mount fs_mount;
@@ -35,5 +40,18 @@ void fs_mount_free(fs_mount *m);
 
 /* Database lookup for the node (replica/): NULL when absent. */
 fs_db *fs_mount_db(fs_mount *m, const char *name);
+/* The database named name, opened (and created empty) when absent: a
+ * replica's copy of a database the primary has. */
+int fs_mount_open_db(fs_mount *m, const char *name, fs_db **out);
+/* Calls fn for every database, in creation order, without locks held. */
+typedef void (*fs_mount_each_fn)(void *ctx, fs_db *db);
+void fs_mount_foreach(fs_mount *m, fs_mount_each_fn fn, void *ctx);
+/* Switches every database to read-only (a replica; primary names the
+ * primary, shown in /.primary and in EROFS log lines) or back. */
+void fs_mount_set_role(fs_mount *m, bool readonly, const char *primary);
+/* Before fs_mount_stop: lets go of everything the daemon holds open in
+ * its own mount (replica WAL index, lock handles), while requests are
+ * still served. */
+void fs_mount_release_apply(fs_mount *m);
 
 #endif

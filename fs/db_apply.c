@@ -1,0 +1,776 @@
+/*
+ * Replica side of the db core: the read-only switch, applying records
+ * received from the primary, and start-up recovery of a replica.
+ *
+ * Applying one record (fs_db_apply_ltx), in order:
+ *   1. verify it whole: every LTX rule and the file checksum;
+ *   2. check it follows this database's position (TXID and checksum),
+ *      unless it is a snapshot;
+ *   3. append it to the local log (the replica's position is the log's);
+ *   4. apply its pages, atomically for local readers, in one of two ways:
+ *      - rollback style (the database is not in WAL mode here): take
+ *        SQLite's PENDING then EXCLUSIVE lock on the database through the
+ *        mount, as a writer would, so no reader is inside a read
+ *        transaction; write the pages into the backing file, truncate,
+ *        drop the kernel's cached pages, release. Readers wait at most as
+ *        long as the longest read transaction already open when the apply
+ *        began (PENDING stops new ones); we wait at most apply_timeout_ms.
+ *      - WAL style (the database is in WAL mode here): ltxfs is the one
+ *        WAL writer for local readers (fs/walidx.h): the pages become
+ *        frames in the replica's own WAL, published by a new wal-index
+ *        header. Readers are never waited for; a long read transaction
+ *        only holds back checkpoints, so the WAL grows meanwhile.
+ *   5. prove the result: the database checksum kept per page, updated in
+ *      O(pages changed), must equal the record's post-apply checksum;
+ *      otherwise the position is reset to zero so the primary sends a
+ *      snapshot, with an error logged.
+ *
+ * A record with commit 0 deletes the database: its files go, the position
+ * stays (the log continues if the name is created again).
+ *
+ * Locks: apply_mu (serialises applies; never taken by FUSE handlers),
+ * then capture_mu, then mu. Nothing that goes through the mount (opening,
+ * locking, invalidation) is done with capture_mu or mu held, since FUSE
+ * handlers take mu.
+ */
+#include "db.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "db_i.h"
+#include "lib/clock.h"
+#include "lib/io.h"
+#include "lib/log.h"
+#include "ltx/checksum.h"
+#include "ltx/decoder.h"
+#include "walidx.h"
+
+#define SQLITE_PENDING_BYTE 0x40000000
+#define SQLITE_SHARED_FIRST (SQLITE_PENDING_BYTE + 2)
+#define SQLITE_SHARED_SIZE 510
+#define RO_LOG_INTERVAL_NS (10LL * 1000 * 1000 * 1000)
+#define DEFAULT_APPLY_TIMEOUT_MS 30000
+
+struct fs_log *fs_db_log(fs_db *db)
+{
+	return db->log;
+}
+
+void fs_db_set_readonly(fs_db *db, bool readonly, const char *primary)
+{
+	char *p = primary ? strdup(primary) : NULL;
+
+	pthread_mutex_lock(&db->mu);
+	db->readonly = readonly;
+	free(db->primary);
+	db->primary = p;
+	pthread_mutex_unlock(&db->mu);
+}
+
+bool fs_db_readonly(fs_db *db)
+{
+	bool ro;
+
+	pthread_mutex_lock(&db->mu);
+	ro = db->readonly;
+	pthread_mutex_unlock(&db->mu);
+	return ro;
+}
+
+int fs_db_refuse_ro_locked(fs_db *db, enum fs_kind kind)
+{
+	int64_t now;
+
+	if (!db->readonly || kind == FS_KIND_SHM)
+		return 0;
+	now = lib_clock_monotonic_ns();
+	if (db->ro_logged_ms == 0 ||
+	    now - (int64_t)db->ro_logged_ms >= RO_LOG_INTERVAL_NS) {
+		db->ro_logged_ms = (uint64_t)now;
+		log_warn("db=%s: write to %s%s refused (EROFS): this node is a "
+			 "read-only replica; write on the primary, %s",
+			 db->name, db->name, fs_kind_suffix[kind],
+			 db->primary ? db->primary : "(not known yet)");
+	}
+	return -EROFS;
+}
+
+void fs_db_wait_unfrozen_locked(fs_db *db, bool txn_open)
+{
+	while (db->freeze > 0 && !txn_open)
+		pthread_cond_wait(&db->cond, &db->mu);
+}
+
+uint32_t fs_db_wal_pending(fs_db *db)
+{
+	uint32_t n = 0;
+
+	pthread_mutex_lock(&db->apply_mu);
+	if (db->walidx)
+		n = fs_walidx_pending(db->walidx);
+	pthread_mutex_unlock(&db->apply_mu);
+	return n;
+}
+
+/* --- SQLite locks through the mount --- */
+
+static int ofd_lock(int fd, short type, off_t start, off_t len)
+{
+	struct flock fl = {
+		.l_type = type,
+		.l_whence = SEEK_SET,
+		.l_start = start,
+		.l_len = len,
+	};
+
+	return fcntl(fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
+}
+
+/* Polls for a lock, as SQLite's busy handler would, up to the apply
+ * timeout; says so in the log while it waits. */
+static int ofd_lock_wait(fs_db *db, int fd, short type, off_t start, off_t len,
+			 const char *what)
+{
+	int timeout = db->opts.apply_timeout_ms > 0 ? db->opts.apply_timeout_ms
+						    : DEFAULT_APPLY_TIMEOUT_MS;
+	int64_t t0 = lib_clock_monotonic_ns(), next_log = 1000;
+	useconds_t nap = 100;
+	int rc;
+
+	for (;;) {
+		int64_t ms;
+		rc = ofd_lock(fd, type, start, len);
+		if (rc != -EAGAIN && rc != -EACCES)
+			return rc;
+		ms = (lib_clock_monotonic_ns() - t0) / 1000000;
+		if (ms >= timeout) {
+			log_warn("db=%s: gave up waiting %d ms for %s held by "
+				 "local readers; the apply is retried", db->name,
+				 timeout, what);
+			return -EBUSY;
+		}
+		if (ms >= next_log) {
+			log_info("db=%s: apply waits for %s: a local reader "
+				 "has held a read transaction for %" PRId64
+				 " ms", db->name, what, ms);
+			next_log += 5000;
+		}
+		usleep(nap);
+		if (nap < 2000)
+			nap *= 2;
+	}
+}
+
+static void mount_path(const fs_db *db, enum fs_kind k, char *buf, size_t n)
+{
+	snprintf(buf, n, "%s/%s%s", db->opts.mountpoint, db->name,
+		 fs_kind_suffix[k]);
+}
+
+static void inval(fs_db *db, enum fs_kind k, int64_t off, int64_t len)
+{
+	if (db->opts.on_inval)
+		db->opts.on_inval(db->opts.inval_ctx, db, k, off, len);
+}
+
+/* Opens the database through the mount for its locks (apply_mu held). */
+static int open_lock_fd(fs_db *db)
+{
+	char path[PATH_MAX];
+
+	if (db->lock_fd >= 0 || !db->opts.mountpoint)
+		return 0;
+	mount_path(db, FS_KIND_DB, path, sizeof(path));
+	db->lock_fd = open(path, O_RDWR | O_CLOEXEC);
+	if (db->lock_fd < 0) {
+		int rc = -errno;
+		log_error("db=%s: opening %s to take SQLite's locks: %s",
+			  db->name, path, strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+static void close_lock_fd(fs_db *db)
+{
+	if (db->lock_fd >= 0)
+		close(db->lock_fd);
+	db->lock_fd = -1;
+}
+
+/* SQLite's EXCLUSIVE lock: PENDING (no new readers), then the SHARED
+ * range (the readers inside a transaction have left). */
+static int lock_exclusive(fs_db *db)
+{
+	int rc;
+
+	if (db->lock_fd < 0)
+		return 0;
+	rc = ofd_lock_wait(db, db->lock_fd, F_WRLCK, SQLITE_PENDING_BYTE, 1,
+			   "the PENDING lock");
+	if (rc == 0)
+		rc = ofd_lock_wait(db, db->lock_fd, F_WRLCK,
+				   SQLITE_SHARED_FIRST, SQLITE_SHARED_SIZE,
+				   "the EXCLUSIVE lock");
+	if (rc < 0)
+		ofd_lock(db->lock_fd, F_UNLCK, SQLITE_PENDING_BYTE, 1);
+	return rc;
+}
+
+static void unlock_exclusive(fs_db *db)
+{
+	if (db->lock_fd < 0)
+		return;
+	ofd_lock(db->lock_fd, F_UNLCK, SQLITE_SHARED_FIRST, SQLITE_SHARED_SIZE);
+	ofd_lock(db->lock_fd, F_UNLCK, SQLITE_PENDING_BYTE, 1);
+}
+
+/* --- applying pages --- */
+
+struct apply {
+	fs_db *db;
+	const char *src;        /* for messages */
+	int fd;
+	uint64_t off, len;
+	ltx_header hdr;
+	ltx_trailer tr;
+	bool offline;           /* start-up: nothing mounted, no readers */
+	bool wal;               /* WAL style */
+	bool full;              /* every page replaced: checksum afresh */
+	uint64_t sum;           /* running database checksum */
+	uint32_t old_commit;
+	uint32_t old_ps;
+	uint64_t min_off, max_end; /* database bytes written (rollback) */
+};
+
+static void backing_path(const fs_db *db, enum fs_kind k, char *buf, size_t n)
+{
+	snprintf(buf, n, "%s/%s", db->dir, fs_kind_backing[k]);
+}
+
+/* Creates a backing file that does not exist yet (apply_mu held). */
+static int ensure_backing(fs_db *db, enum fs_kind k)
+{
+	char path[PATH_MAX];
+	int fd, rc = 0;
+	bool made = false;
+
+	pthread_mutex_lock(&db->mu);
+	if (db->fds[k] < 0) {
+		backing_path(db, k, path, sizeof(path));
+		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+		if (fd < 0) {
+			rc = -errno;
+			log_error("db=%s: creating %s: %s", db->name, path,
+				  strerror(-rc));
+		} else {
+			db->fds[k] = fd;
+			made = true;
+		}
+	}
+	pthread_mutex_unlock(&db->mu);
+	if (made)
+		inval(db, k, -1, 0);
+	return rc;
+}
+
+/* Is the database in WAL mode here (header bytes 18 and 19 are 2)? */
+static bool file_in_wal_mode(fs_db *db)
+{
+	uint8_t b[2];
+	size_t got = 0;
+
+	if (db->fds[FS_KIND_DB] < 0)
+		return false;
+	if (lib_io_pread_full(db->fds[FS_KIND_DB], b, 2, 18, &got) < 0 ||
+	    got < 2)
+		return false;
+	return b[0] == 2 && b[1] == 2;
+}
+
+static void walidx_inval(void *ctx, int which, uint64_t off, uint64_t len)
+{
+	inval(ctx, which == 0 ? FS_KIND_DB : FS_KIND_WAL, (int64_t)off,
+	      (int64_t)len);
+}
+
+static int open_walidx(fs_db *db)
+{
+	char dbp[PATH_MAX], shmp[PATH_MAX];
+	fs_walidx_files f = {0};
+	int fd, rc;
+
+	if (db->walidx)
+		return 0;
+	/* The -wal entry is created through the mount so the kernel knows
+	 * it; its content is written to the backing file directly. */
+	mount_path(db, FS_KIND_WAL, dbp, sizeof(dbp));
+	fd = open(dbp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		rc = -errno;
+		log_error("db=%s: creating %s: %s", db->name, dbp,
+			  strerror(-rc));
+		return rc;
+	}
+	close(fd);
+	mount_path(db, FS_KIND_DB, dbp, sizeof(dbp));
+	mount_path(db, FS_KIND_SHM, shmp, sizeof(shmp));
+	f.db_path = dbp;
+	f.shm_path = shmp;
+	f.wal_fd = db->fds[FS_KIND_WAL];
+	f.db_fd = db->fds[FS_KIND_DB];
+	f.invalidate = walidx_inval;
+	f.ctx = db;
+	if (f.wal_fd < 0 || f.db_fd < 0)
+		return -ENOENT;
+	return fs_walidx_open(&f, db->page_size, db->commit, &db->walidx);
+}
+
+static int old_sum(struct apply *a, uint32_t pgno, uint64_t *out)
+{
+	fs_db *db = a->db;
+
+	if (a->full || pgno > a->old_commit) {
+		*out = 0;
+		return 0;
+	}
+	return fs_db_cksum_get(db, pgno, out);
+}
+
+static int apply_pages(struct apply *a, ltx_decoder *dec, uint8_t *page)
+{
+	fs_db *db = a->db;
+	uint32_t ps = a->hdr.page_size, pgno;
+	int rc;
+
+	while ((rc = ltx_decoder_next_page(dec, &pgno, page)) == 1) {
+		uint64_t old = 0, now = ltx_checksum_page(pgno, page, ps);
+		rc = old_sum(a, pgno, &old);
+		if (rc < 0)
+			return rc;
+		if (old)
+			a->sum = ltx_checksum_xor(a->sum, old);
+		a->sum = ltx_checksum_xor(a->sum, now);
+		if (a->wal) {
+			rc = fs_walidx_page(db->walidx, pgno, page);
+		} else {
+			uint64_t o = (uint64_t)(pgno - 1) * ps;
+			rc = lib_io_pwrite_full(db->fds[FS_KIND_DB], page, ps,
+						(off_t)o);
+			if (o < a->min_off)
+				a->min_off = o;
+			if (o + ps > a->max_end)
+				a->max_end = o + ps;
+		}
+		if (rc == 0)
+			rc = fs_db_cksum_set(db, pgno, now);
+		if (rc < 0)
+			return rc;
+	}
+	if (rc < 0) {
+		log_error("db=%s: %s: %s", db->name, a->src,
+			  ltx_decoder_err(dec)->msg);
+		return rc;
+	}
+	/* Pages cut off by a smaller commit leave the checksum. */
+	if (!a->full)
+		for (uint32_t p = a->hdr.commit + 1; p <= a->old_commit; p++) {
+			uint64_t old;
+			if (p == ltx_lock_pgno(ps))
+				continue;
+			rc = fs_db_cksum_get(db, p, &old);
+			if (rc < 0)
+				return rc;
+			a->sum = ltx_checksum_xor(a->sum, old);
+		}
+	for (uint32_t p = a->hdr.commit + 1; p < db->ncksums; p++)
+		db->cksums[p] = 0;
+	return ltx_decoder_finish(dec, NULL);
+}
+
+/* Applies the pages of a verified record (apply_mu held). */
+static int apply_record(struct apply *a)
+{
+	fs_db *db = a->db;
+	fs_range_reader rr = {a->fd, a->off, a->off + a->len};
+	ltx_decoder *dec = NULL;
+	uint8_t *page = NULL;
+	ltx_header h;
+	bool locked = false;
+	int rc;
+
+	page = malloc(a->hdr.page_size);
+	if (!page)
+		return -ENOMEM;
+	rc = ltx_decoder_new(fs_range_read, &rr, a->src, &dec);
+	if (rc == 0)
+		rc = ltx_decoder_read_header(dec, &h);
+	if (rc < 0)
+		goto out;
+	rc = ensure_backing(db, FS_KIND_DB);
+	if (rc < 0)
+		goto out;
+	a->wal = !a->offline &&
+		 (db->walidx || (db->opts.mountpoint && db->commit > 0 &&
+				 a->hdr.page_size == db->page_size &&
+				 file_in_wal_mode(db)));
+	if (a->wal) {
+		rc = open_walidx(db);
+		if (rc == 0)
+			rc = fs_walidx_begin(db->walidx,
+					     db->opts.apply_timeout_ms > 0 ?
+						     db->opts.apply_timeout_ms :
+						     DEFAULT_APPLY_TIMEOUT_MS);
+		if (rc < 0)
+			goto out;
+	} else if (!a->offline) {
+		rc = open_lock_fd(db);
+		if (rc == 0)
+			rc = lock_exclusive(db);
+		if (rc < 0)
+			goto out;
+		locked = true;
+	}
+	/* No capture runs on a replica: apply_mu guards the checksums,
+	 * commit and page size here. capture_mu is not held while walidx
+	 * works, since it goes through the mount (whose handlers take it). */
+	a->old_commit = db->commit;
+	a->old_ps = db->page_size;
+	a->full = ltx_header_is_snapshot(&a->hdr) || db->commit == 0 ||
+		  db->page_size != a->hdr.page_size;
+	a->sum = a->full ? LTX_CHECKSUM_EMPTY : db->pos.checksum;
+	if (a->full && db->cksums)
+		memset(db->cksums, 0, (size_t)db->ncksums * sizeof(uint64_t));
+	db->page_size = a->hdr.page_size;
+	a->min_off = UINT64_MAX;
+	a->max_end = 0;
+	rc = apply_pages(a, dec, page);
+	if (rc == 0 && !a->wal) {
+		uint64_t size = (uint64_t)a->hdr.commit * a->hdr.page_size;
+		struct stat st;
+		if (fstat(db->fds[FS_KIND_DB], &st) == 0 &&
+		    (uint64_t)st.st_size != size) {
+			rc = lib_io_ftruncate(db->fds[FS_KIND_DB], (off_t)size);
+			a->min_off = 0;
+			a->max_end = 0; /* to the end */
+		}
+	}
+	if (rc == 0 && a->wal)
+		rc = fs_walidx_commit(db->walidx, a->hdr.commit, false);
+	else if (rc < 0 && a->wal)
+		fs_walidx_abort(db->walidx);
+	if (rc == 0) {
+		db->commit = a->hdr.commit;
+		if (a->sum != a->tr.post_apply_checksum) {
+			log_error("db=%s: after applying TXID %016" PRIx64
+				  " the database checksum is %016" PRIx64 " but "
+				  "the primary's is %016" PRIx64 ": the local "
+				  "copy was damaged; asking for a snapshot",
+				  db->name, a->hdr.max_txid, a->sum,
+				  a->tr.post_apply_checksum);
+			rc = -EBADMSG;
+		}
+		pthread_mutex_lock(&db->capture_mu);
+		pthread_mutex_lock(&db->mu);
+		if (rc == 0) {
+			db->pos.txid = a->hdr.max_txid;
+			db->pos.checksum = a->tr.post_apply_checksum;
+		} else {
+			db->pos.txid = 0;
+			db->pos.checksum = 0;
+			db->need_snapshot = true;
+		}
+		fs_db_publish_locked(db);
+		pthread_mutex_unlock(&db->mu);
+		pthread_mutex_unlock(&db->capture_mu);
+	}
+	if (!a->wal && !a->offline && a->max_end != a->min_off)
+		inval(db, FS_KIND_DB, (int64_t)(a->min_off == UINT64_MAX ?
+						0 : a->min_off),
+		      a->max_end > a->min_off ?
+			      (int64_t)(a->max_end - a->min_off) : 0);
+	if (locked)
+		unlock_exclusive(db);
+	if (rc == 0 && a->wal) {
+		bool done = false;
+		fs_walidx_checkpoint(db->walidx, false, &done);
+	} else if (rc == 0 && !a->offline && db->opts.mountpoint &&
+		   file_in_wal_mode(db)) {
+		/* Now in WAL mode: readers opening it read-only need the
+		 * -wal and a valid index before the next record comes. */
+		if (open_walidx(db) < 0)
+			log_warn("db=%s: cannot set up the WAL index yet; "
+				 "retried with the next record", db->name);
+	}
+out:
+	if (rc < 0 && locked)
+		unlock_exclusive(db);
+	ltx_decoder_free(dec);
+	free(page);
+	return rc;
+}
+
+/* A record with commit 0: the database was deleted on the primary. */
+static int apply_delete(struct apply *a)
+{
+	fs_db *db = a->db;
+	char path[PATH_MAX];
+	bool locked = false;
+
+	if (db->walidx) {
+		fs_walidx_close(db->walidx);
+		db->walidx = NULL;
+	}
+	if (open_lock_fd(db) == 0 && lock_exclusive(db) == 0)
+		locked = true;
+	pthread_mutex_lock(&db->capture_mu);
+	pthread_mutex_lock(&db->mu);
+	for (int k = FS_KIND_DB; k <= FS_KIND_SHM; k++) {
+		if (db->fds[k] < 0)
+			continue;
+		backing_path(db, (enum fs_kind)k, path, sizeof(path));
+		if (unlink(path) < 0 && errno != ENOENT)
+			log_warn("db=%s: removing %s: %s", db->name, path,
+				 strerror(errno));
+		close(db->fds[k]);
+		db->fds[k] = -1;
+	}
+	if (db->cksums)
+		memset(db->cksums, 0, (size_t)db->ncksums * sizeof(uint64_t));
+	db->commit = 0;
+	db->pos.txid = a->hdr.max_txid;
+	db->pos.checksum = a->tr.post_apply_checksum;
+	fs_db_publish_locked(db);
+	pthread_mutex_unlock(&db->mu);
+	pthread_mutex_unlock(&db->capture_mu);
+	if (locked)
+		unlock_exclusive(db);
+	close_lock_fd(db);
+	for (int k = FS_KIND_DB; k <= FS_KIND_SHM; k++)
+		inval(db, (enum fs_kind)k, -1, 0);
+	log_info("db=%s: deleted on the primary at TXID %016" PRIx64,
+		 db->name, a->hdr.max_txid);
+	return 0;
+}
+
+static int verify_record(fs_db *db, int fd, uint64_t off, uint64_t len,
+			 ltx_header *hdr, ltx_trailer *tr, char *errbuf,
+			 size_t errlen)
+{
+	fs_range_reader rr = {fd, off, off + len};
+	ltx_decoder *dec = NULL;
+	int rc = ltx_decoder_new(fs_range_read, &rr, "record", &dec);
+
+	if (rc < 0)
+		return rc;
+	rc = ltx_decoder_verify(dec, hdr, tr, NULL);
+	if (rc < 0)
+		snprintf(errbuf, errlen, "%s", ltx_decoder_err(dec)->msg);
+	ltx_decoder_free(dec);
+	return rc;
+}
+
+int fs_db_apply_ltx(fs_db *db, int fd, uint64_t off, uint64_t len,
+		    char *errbuf, size_t errlen)
+{
+	struct apply a = {.db = db, .src = "record", .fd = fd, .off = off,
+			  .len = len};
+	ltx_pos pos;
+	int rc;
+
+	snprintf(errbuf, errlen, "ok");
+	rc = verify_record(db, fd, off, len, &a.hdr, &a.tr, errbuf, errlen);
+	if (rc < 0) {
+		log_warn("db=%s: rejected a record: %s", db->name, errbuf);
+		return rc == -EBADMSG ? -EBADMSG : rc;
+	}
+	pthread_mutex_lock(&db->apply_mu);
+	pthread_mutex_lock(&db->capture_mu);
+	pos = db->pos;
+	pthread_mutex_unlock(&db->capture_mu);
+	if (!ltx_header_is_snapshot(&a.hdr) &&
+	    (a.hdr.min_txid != pos.txid + 1 ||
+	     a.hdr.pre_apply_checksum != pos.checksum)) {
+		snprintf(errbuf, errlen, "record %016" PRIx64 "-%016" PRIx64
+			 " starts at %016" PRIx64 "/%016" PRIx64 " but the "
+			 "database is at %016" PRIx64 "/%016" PRIx64,
+			 a.hdr.min_txid, a.hdr.max_txid, a.hdr.min_txid - 1,
+			 a.hdr.pre_apply_checksum, pos.txid, pos.checksum);
+		log_warn("db=%s: %s", db->name, errbuf);
+		rc = -ESTALE;
+		goto out;
+	}
+	if (ltx_header_is_snapshot(&a.hdr))
+		rc = fs_log_reset(db->log);
+	if (rc == 0)
+		rc = fs_log_append_raw(db->log, fd, off, len, &a.hdr, &a.tr);
+	if (rc < 0) {
+		snprintf(errbuf, errlen, "appending to the local log: %s",
+			 strerror(-rc));
+		goto out;
+	}
+	rc = a.hdr.commit == 0 ? apply_delete(&a) : apply_record(&a);
+	if (rc < 0)
+		snprintf(errbuf, errlen, "applying TXID %016" PRIx64 ": %s",
+			 a.hdr.max_txid, strerror(-rc));
+	else
+		log_debug("db=%s: applied TXID %016" PRIx64 "-%016" PRIx64
+			  " (%" PRIu64 " bytes, commit %" PRIu32 ")", db->name,
+			  a.hdr.min_txid, a.hdr.max_txid, len, a.hdr.commit);
+out:
+	pthread_mutex_unlock(&db->apply_mu);
+	if (rc == 0 && db->opts.on_commit)
+		db->opts.on_commit(db->opts.commit_ctx, db, fs_db_pos(db));
+	return rc;
+}
+
+/* --- start-up of a replica --- */
+
+static int read_trailer(int fd, uint64_t off, uint64_t len, ltx_trailer *tr)
+{
+	uint8_t b[LTX_TRAILER_SIZE];
+	int rc = lib_io_pread_full(fd, b, sizeof(b),
+				   (off_t)(off + len - LTX_TRAILER_SIZE), NULL);
+
+	if (rc == 0)
+		ltx_trailer_decode(b, tr);
+	return rc;
+}
+
+/* Replays the log's records after the one whose post-apply checksum is
+ * the database file's, into the file (nothing is mounted yet). */
+static int replay_after(fs_db *db, uint64_t file_sum)
+{
+	fs_log_iter *it = NULL;
+	int fd;
+	uint64_t off, len, from = UINT64_MAX;
+	ltx_header h;
+	ltx_trailer t;
+	ltx_pos at = {0};
+	int rc;
+
+	/* Find the last record the file matches. */
+	rc = fs_log_iter_open(db->log, 0, &it);
+	while (rc == 0 && (rc = fs_log_iter_next(it, &fd, &off, &len, &h)) == 1)
+		if ((rc = read_trailer(fd, off, len, &t)) == 0 &&
+		    t.post_apply_checksum == file_sum) {
+			from = h.max_txid;
+			at.txid = h.max_txid;
+			at.checksum = t.post_apply_checksum;
+			db->commit = h.commit;
+			db->page_size = h.page_size;
+		}
+	fs_log_iter_free(it);
+	it = NULL;
+	if (rc < 0)
+		return rc;
+	if (from == UINT64_MAX) {
+		/* An empty file and a log that starts with a snapshot. */
+		if (file_sum != LTX_CHECKSUM_EMPTY)
+			return -ENOENT;
+		from = 0;
+		db->commit = 0;
+	}
+	db->pos = at;
+	log_warn("db=%s: the database file is at %016" PRIx64 "/%016" PRIx64
+		 "; replaying the log's later records", db->name, at.txid,
+		 at.checksum);
+	rc = fs_log_iter_open(db->log, from, &it);
+	while (rc == 0 && (rc = fs_log_iter_next(it, &fd, &off, &len, &h)) == 1) {
+		struct apply a = {.db = db, .src = "log", .fd = fd, .off = off,
+				  .len = len, .hdr = h, .offline = true};
+		if (h.commit == 0)
+			return -ENOENT; /* a delete inside: start afresh */
+		rc = read_trailer(fd, off, len, &a.tr);
+		if (rc == 0)
+			rc = apply_record(&a);
+		if (rc == 0 && db->pos.txid != h.max_txid)
+			rc = -EBADMSG;
+	}
+	fs_log_iter_free(it);
+	return rc < 0 ? rc : 0;
+}
+
+int fs_db_replica_recover(fs_db *db, bool clean)
+{
+	uint64_t sum;
+	int rc;
+
+	/* The WAL and index are rebuilt as records arrive; every committed
+	 * record is in the log. */
+	for (int k = FS_KIND_WAL; k <= FS_KIND_SHM; k++)
+		if (db->fds[k] >= 0 && lib_io_ftruncate(db->fds[k], 0) < 0)
+			return -EIO;
+	if (db->fds[FS_KIND_JOURNAL] >= 0) {
+		char path[PATH_MAX];
+		backing_path(db, FS_KIND_JOURNAL, path, sizeof(path));
+		close(db->fds[FS_KIND_JOURNAL]);
+		db->fds[FS_KIND_JOURNAL] = -1;
+		unlink(path);
+	}
+	if (clean || db->pos.txid == 0)
+		goto done;
+	if (db->commit == 0 && db->fds[FS_KIND_DB] < 0)
+		goto done; /* deleted */
+	rc = fs_db_scan_checksum(db, &sum);
+	if (rc == 0 && sum == db->pos.checksum)
+		goto done;
+	rc = rc < 0 ? rc : replay_after(db, rc == 0 ? sum : 0);
+	if (rc < 0) {
+		log_warn("db=%s: the database cannot be brought to its log's "
+			 "position (%s); starting afresh from a snapshot of "
+			 "the primary", db->name, strerror(-rc));
+		rc = fs_log_reset(db->log);
+		if (rc == 0 && db->fds[FS_KIND_DB] >= 0)
+			rc = lib_io_ftruncate(db->fds[FS_KIND_DB], 0);
+		if (rc < 0)
+			return rc;
+		db->pos.txid = 0;
+		db->pos.checksum = 0;
+		db->commit = 0;
+		if (db->cksums)
+			memset(db->cksums, 0,
+			       (size_t)db->ncksums * sizeof(uint64_t));
+	}
+done:
+	db->readonly = true;
+	return 0;
+}
+
+void fs_db_apply_prepare(fs_db *db)
+{
+	pthread_mutex_lock(&db->apply_mu);
+	if (!db->walidx && db->opts.mountpoint && db->commit > 0 &&
+	    fs_db_readonly(db) && file_in_wal_mode(db) && open_walidx(db) < 0)
+		log_warn("db=%s: cannot set up the WAL index yet; retried with "
+			 "the next record", db->name);
+	pthread_mutex_unlock(&db->apply_mu);
+}
+
+void fs_db_release_apply(fs_db *db)
+{
+	pthread_mutex_lock(&db->apply_mu);
+	if (db->walidx) {
+		bool done = false;
+		fs_walidx_checkpoint(db->walidx, true, &done);
+		if (!done) {
+			log_warn("db=%s: local readers kept %" PRIu32 " WAL "
+				 "frames from being checkpointed at close; the "
+				 "next start replays the log", db->name,
+				 fs_walidx_pending(db->walidx));
+			db->apply_unclean = true;
+		}
+		fs_walidx_close(db->walidx);
+		db->walidx = NULL;
+	}
+	close_lock_fd(db);
+	pthread_mutex_unlock(&db->apply_mu);
+}

@@ -1,0 +1,284 @@
+/*
+ * GET /info (JSON) and GET /metrics (Prometheus text exposition 0.0.4).
+ * Field meanings are in docs/PROTOCOL.md.
+ */
+#include "node_i.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/clock.h"
+
+static const char *role_name(int role)
+{
+	return role == REP_ROLE_PRIMARY ? "primary" : "replica";
+}
+
+static void hex(char *buf, uint64_t v)
+{
+	snprintf(buf, 17, "%016" PRIx64, v);
+}
+
+struct info_ctx {
+	rep_node *n;
+	json_t *arr;
+	int64_t now;
+};
+
+/* A replica's lag for one database, in ms and TXIDs (mu held). */
+static void lag_of(rep_node *n, const char *name, ltx_pos local,
+		   int64_t now, int64_t *out_ms, uint64_t *out_txids,
+		   ltx_pos *out_primary)
+{
+	rep_remote *r = NULL;
+
+	*out_ms = 0;
+	*out_txids = 0;
+	*out_primary = local;
+	for (size_t i = 0; i < n->nremotes; i++)
+		if (strcmp(n->remotes[i].name, name) == 0)
+			r = &n->remotes[i];
+	if (!r || n->role == REP_ROLE_PRIMARY)
+		return;
+	*out_primary = r->pos;
+	if (r->pos.txid > local.txid) {
+		*out_txids = r->pos.txid - local.txid;
+		if (r->behind_since_ms)
+			*out_ms = now - r->behind_since_ms;
+	}
+}
+
+static void info_db(void *ctx, fs_db *db)
+{
+	struct info_ctx *c = ctx;
+	ltx_pos p = fs_db_pos(db), pp;
+	char a[17], b[17];
+	int64_t lag_ms;
+	uint64_t lag_tx;
+	json_t *o;
+
+	if (p.txid == 0 || !fs_db_has(db, FS_KIND_DB))
+		return;
+	pthread_mutex_lock(&c->n->mu);
+	lag_of(c->n, fs_db_name(db), p, c->now, &lag_ms, &lag_tx, &pp);
+	pthread_mutex_unlock(&c->n->mu);
+	hex(a, p.txid);
+	hex(b, p.checksum);
+	o = json_pack("{s:s, s:s, s:s, s:I, s:I}", "name", fs_db_name(db),
+		      "txid", a, "checksum", b, "lag_ms", (json_int_t)lag_ms,
+		      "lag_txids", (json_int_t)lag_tx);
+	if (o)
+		json_array_append_new(c->arr, o);
+}
+
+char *rep_info_json(rep_node *n)
+{
+	struct info_ctx c = {n, json_array(), lib_clock_wall_ms()};
+	char node[17], cluster[17];
+	json_t *root;
+	char *s;
+	int role;
+	uint64_t epoch;
+	bool connected, ready;
+	const char *primary;
+
+	if (!c.arr)
+		return NULL;
+	fs_mount_foreach(n->mount, info_db, &c);
+	pthread_mutex_lock(&n->mu);
+	hex(node, n->o.node_id);
+	hex(cluster, n->cluster_id);
+	role = n->role;
+	epoch = n->epoch;
+	connected = n->connected;
+	ready = n->ready;
+	primary = role == REP_ROLE_PRIMARY ? n->advertise : n->primary_url;
+	root = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:b, s:b, s:i, s:o}",
+			 "node", node, "cluster", n->cluster_id ? cluster : "",
+			 "role", role_name(role), "epoch", (json_int_t)epoch,
+			 "primary", primary ? primary : "", "advertise_url",
+			 n->advertise, "connected",
+			 role == REP_ROLE_PRIMARY ? 1 : connected, "ready",
+			 role == REP_ROLE_PRIMARY ? 1 : ready, "replicas",
+			 (int)atomic_load(&n->m.replicas), "databases", c.arr);
+	pthread_mutex_unlock(&n->mu);
+	if (!root)
+		return NULL;
+	s = json_dumps(root, JSON_COMPACT);
+	json_decref(root);
+	if (s) {
+		size_t len = strlen(s);
+		char *t = realloc(s, len + 2);
+		if (t) {
+			t[len] = '\n';
+			t[len + 1] = '\0';
+			s = t;
+		}
+	}
+	return s;
+}
+
+struct text {
+	char *p;
+	size_t len, cap;
+	bool oom;
+};
+
+__attribute__((format(printf, 2, 3)))
+static void add(struct text *t, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (t->oom)
+		return;
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			t->oom = true;
+			return;
+		}
+		if ((size_t)n < t->cap - t->len) {
+			t->len += (size_t)n;
+			return;
+		}
+		{
+			size_t cap = t->cap * 2 + (size_t)n;
+			char *p = realloc(t->p, cap);
+			if (!p) {
+				t->oom = true;
+				return;
+			}
+			t->p = p;
+			t->cap = cap;
+		}
+	}
+}
+
+struct metric_ctx {
+	rep_node *n;
+	struct text *t;
+	int64_t now;
+	int pass;
+};
+
+static void metric_db(void *ctx, fs_db *db)
+{
+	struct metric_ctx *c = ctx;
+	ltx_pos p = fs_db_pos(db), pp;
+	int64_t lag_ms;
+	uint64_t lag_tx;
+	const char *name = fs_db_name(db);
+
+	if (p.txid == 0 || !fs_db_has(db, FS_KIND_DB))
+		return;
+	pthread_mutex_lock(&c->n->mu);
+	lag_of(c->n, name, p, c->now, &lag_ms, &lag_tx, &pp);
+	pthread_mutex_unlock(&c->n->mu);
+	switch (c->pass) {
+	case 0:
+		add(c->t, "ltxfs_db_txid{db=\"%s\"} %" PRIu64 "\n", name,
+		    p.txid);
+		break;
+	case 1:
+		add(c->t, "ltxfs_replication_lag_seconds{db=\"%s\"} %.3f\n",
+		    name, (double)lag_ms / 1000.0);
+		break;
+	case 2:
+		add(c->t, "ltxfs_replication_lag_txids{db=\"%s\"} %" PRIu64
+		    "\n", name, lag_tx);
+		break;
+	case 3:
+		add(c->t, "ltxfs_replica_wal_frames_pending{db=\"%s\"} %" PRIu32
+		    "\n", name, fs_db_wal_pending(db));
+		break;
+	}
+}
+
+char *rep_metrics_text(rep_node *n)
+{
+	struct text t = {malloc(4096), 0, 4096, false};
+	struct metric_ctx c = {n, &t, lib_clock_wall_ms(), 0};
+	rep_metrics *m = &n->m;
+	uint64_t cum = 0;
+	static const char *const help[] = {
+		"ltxfs_db_txid TXID of the last transaction in the database",
+		"ltxfs_replication_lag_seconds How long this replica has known "
+		"of a transaction it has not applied (0 when caught up)",
+		"ltxfs_replication_lag_txids Transactions the primary has that "
+		"this replica has not applied",
+		"ltxfs_replica_wal_frames_pending WAL frames local readers keep "
+		"from being checkpointed",
+	};
+
+	if (!t.p)
+		return NULL;
+	for (c.pass = 0; c.pass < 4; c.pass++) {
+		char name[64];
+		sscanf(help[c.pass], "%63s", name);
+		add(&t, "# HELP %s\n# TYPE %s gauge\n", help[c.pass], name);
+		fs_mount_foreach(n->mount, metric_db, &c);
+	}
+	pthread_mutex_lock(&n->mu);
+	add(&t, "# HELP ltxfs_primary 1 when this node is the primary\n"
+		"# TYPE ltxfs_primary gauge\nltxfs_primary %d\n",
+	    n->role == REP_ROLE_PRIMARY);
+	add(&t, "# HELP ltxfs_epoch Highest lease epoch seen\n"
+		"# TYPE ltxfs_epoch gauge\nltxfs_epoch %" PRIu64 "\n", n->epoch);
+	add(&t, "# HELP ltxfs_stream_connected 1 when this replica's stream "
+		"is open\n# TYPE ltxfs_stream_connected gauge\n"
+		"ltxfs_stream_connected %d\n", n->connected);
+	pthread_mutex_unlock(&n->mu);
+	add(&t, "# HELP ltxfs_connected_replicas Streams served now\n"
+		"# TYPE ltxfs_connected_replicas gauge\n"
+		"ltxfs_connected_replicas %d\n", atomic_load(&m->replicas));
+#define COUNTER(name, field, text)                                          \
+	add(&t, "# HELP " name " " text "\n# TYPE " name " counter\n" name  \
+		" %" PRIu64 "\n", (uint64_t)atomic_load(&m->field))
+	COUNTER("ltxfs_stream_bytes_sent_total", bytes_sent,
+		"LTX bytes streamed to replicas");
+	COUNTER("ltxfs_stream_records_sent_total", records_sent,
+		"LTX records (transactions and snapshots) streamed");
+	COUNTER("ltxfs_stream_snapshots_sent_total", snapshots_sent,
+		"Snapshots streamed instead of records");
+	COUNTER("ltxfs_stream_bytes_received_total", bytes_received,
+		"LTX bytes received from the primary");
+	COUNTER("ltxfs_records_applied_total", records_applied,
+		"LTX records applied on this replica");
+	COUNTER("ltxfs_snapshots_applied_total", snapshots_applied,
+		"Snapshots applied on this replica");
+	COUNTER("ltxfs_apply_errors_total", apply_errors,
+		"Records rejected or failed (each followed by a reconnect)");
+	COUNTER("ltxfs_stream_reconnects_total", reconnects,
+		"Stream connections this replica opened after the first");
+	COUNTER("ltxfs_http_unauthorized_total", unauthorized,
+		"Requests refused for a missing or wrong token");
+#undef COUNTER
+	add(&t, "# HELP ltxfs_apply_latency_seconds From commit on the primary "
+		"(LTX timestamp) to applied here\n"
+		"# TYPE ltxfs_apply_latency_seconds histogram\n");
+	for (int i = 0; i <= REP_LAT_BUCKETS; i++) {
+		cum += atomic_load(&m->lat_bucket[i]);
+		if (i < REP_LAT_BUCKETS)
+			add(&t, "ltxfs_apply_latency_seconds_bucket{le=\"%g\"} %"
+			    PRIu64 "\n", rep_lat_bounds_ms[i] / 1000.0, cum);
+		else
+			add(&t, "ltxfs_apply_latency_seconds_bucket{le=\"+Inf\"}"
+			    " %" PRIu64 "\n", cum);
+	}
+	add(&t, "ltxfs_apply_latency_seconds_sum %.6f\n"
+		"ltxfs_apply_latency_seconds_count %" PRIu64 "\n",
+	    (double)atomic_load(&m->lat_sum_us) / 1e6,
+	    (uint64_t)atomic_load(&m->lat_count));
+	if (t.oom) {
+		free(t.p);
+		return NULL;
+	}
+	return t.p;
+}

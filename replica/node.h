@@ -1,0 +1,69 @@
+/*
+ * The replication node: this node's role (primary or replica), its
+ * cluster and epoch, the HTTP API (docs/PROTOCOL.md) and the stream that
+ * keeps a replica's databases up to date.
+ *
+ * Life cycle:
+ *   rep_node_new(&opts, &n);          // reads cluster.id and epoch
+ *   mount opts: on_commit = rep_node_on_commit, commit_ctx = n,
+ *               readonly = !rep_node_is_primary(n),
+ *               primary = rep_node_primary_desc(n)
+ *   rep_node_start(n, mount);         // HTTP server; stream client on a
+ *                                     // replica
+ *   ... SIGTERM:
+ *   rep_node_stop(n);                 // before the mount stops serving
+ *   rep_node_free(n);
+ *
+ * Roles come from a lease. Static lease (the only one so far): the
+ * configuration says whether this node is the primary (candidate) and, on
+ * a replica, the primary's URL; the epoch is 1. rep_node_set_role is the
+ * one transition, so other leases plug in there.
+ */
+#ifndef REPLICA_NODE_H
+#define REPLICA_NODE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fs/db.h"
+#include "fs/mount.h"
+#include "ltx/pos.h"
+
+typedef struct rep_node rep_node;
+
+typedef struct rep_node_opts {
+	const char *data_dir;
+	const char *mountpoint;
+	uint64_t node_id;
+	const char *http_addr;       /* "[host]:port", "host:port", ":port" */
+	const char *token;           /* "": no authentication */
+	bool candidate;              /* static lease: this node is primary */
+	const char *advertise_url;   /* this node's URL for others */
+	const char *primary_url;     /* static lease, replica: the primary */
+	const char *hostname;
+	int64_t retention_ms;        /* keep LTX records at least this long */
+	int64_t retention_bytes;     /* per database; 0: no size cap */
+} rep_node_opts;
+
+enum rep_role {
+	REP_ROLE_REPLICA = 0,
+	REP_ROLE_PRIMARY = 1,
+};
+
+int rep_node_new(const rep_node_opts *opts, rep_node **out);
+void rep_node_free(rep_node *n);
+
+bool rep_node_is_primary(rep_node *n);
+/* What a replica shows in /.primary and EROFS messages (owned by n). */
+const char *rep_node_primary_desc(rep_node *n);
+
+/* fs_commit_fn: a transaction was recorded (primary) or applied
+ * (replica); wakes the streams. */
+void rep_node_on_commit(void *ctx, fs_db *db, ltx_pos pos);
+
+/* Starts the HTTP server and, on a replica, the stream client. */
+int rep_node_start(rep_node *n, fs_mount *m);
+/* Stops the stream client and the HTTP server; the mount still serves. */
+void rep_node_stop(rep_node *n);
+
+#endif

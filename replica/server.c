@@ -1,0 +1,434 @@
+/*
+ * The HTTP API (docs/PROTOCOL.md): libmicrohttpd, one thread per
+ * connection, so a /stream response may block waiting for commits.
+ *
+ *   GET  /healthz          no authentication
+ *   GET  /info             JSON
+ *   GET  /metrics          Prometheus text
+ *   GET  /stream           replication stream (stream_srv.c)
+ *   GET  /export?db=NAME   a consistent copy of the database file
+ *   POST /import?db=NAME   a database file in; on the primary it becomes
+ *                          the next transaction and replicates
+ *
+ * With http.token set, every request but /healthz needs
+ * "Authorization: Bearer <token>"; otherwise 401 and a log line naming the
+ * peer. Errors are answered with a one-line text body saying why.
+ */
+#include "node_i.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lib/io.h"
+#include "lib/log.h"
+
+#define SQLITE_BUSY_WAIT_MS 30000
+
+struct req {
+	int fd;                  /* POST body, or -1 */
+	uint64_t size;
+	bool failed;
+};
+
+void rep_peer_text(const struct sockaddr *sa, char *buf, size_t n)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const void *)sa;
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		port = ntohs(in->sin_port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in = (const void *)sa;
+		inet_ntop(AF_INET6, &in->sin6_addr, host, sizeof(host));
+		port = ntohs(in->sin6_port);
+	}
+	snprintf(buf, n, "%s:%u", host, port);
+}
+
+static enum MHD_Result reply_text(struct MHD_Connection *c, unsigned status,
+				  const char *ctype, const char *text)
+{
+	struct MHD_Response *r = MHD_create_response_from_buffer(
+		strlen(text), (void *)text, MHD_RESPMEM_MUST_COPY);
+	enum MHD_Result ret;
+
+	if (!r)
+		return MHD_NO;
+	MHD_add_response_header(r, "Content-Type", ctype);
+	ret = MHD_queue_response(c, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result reply_err(struct MHD_Connection *c, unsigned status,
+				 const char *msg)
+{
+	char buf[1200];
+
+	snprintf(buf, sizeof(buf), "%s\n", msg);
+	return reply_text(c, status, "text/plain; charset=utf-8", buf);
+}
+
+static bool authorized(rep_node *n, struct MHD_Connection *c)
+{
+	const char *h;
+	size_t tl = strlen(n->o.token);
+
+	if (tl == 0)
+		return true;
+	h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+	return h && strncmp(h, "Bearer ", 7) == 0 && strlen(h + 7) == tl &&
+	       memcmp(h + 7, n->o.token, tl) == 0;
+}
+
+static bool valid_db_name(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+
+	if (n == 0 || n > REP_NAME_MAX || s[0] == '.')
+		return false;
+	if (strchr(s, '/'))
+		return false;
+	return !(n > 8 && strcmp(s + n - 8, "-journal") == 0) &&
+	       !(n > 4 && (strcmp(s + n - 4, "-wal") == 0 ||
+			   strcmp(s + n - 4, "-shm") == 0 ||
+			   strcmp(s + n - 4, "-pos") == 0));
+}
+
+static int busy_handler(void *ctx, int count)
+{
+	(void)ctx;
+	if (count * 10 >= SQLITE_BUSY_WAIT_MS)
+		return 0;
+	usleep(10000);
+	return 1;
+}
+
+/* Copies src into dst with SQLite's backup API (consistent: it reads in
+ * one read transaction and writes in one write transaction). */
+static int sqlite_copy(const char *src, const char *dst, bool src_ro,
+		       char *err, size_t errlen)
+{
+	sqlite3 *s = NULL, *d = NULL;
+	sqlite3_backup *b;
+	int rc;
+
+	rc = sqlite3_open_v2(src, &s, src_ro ? SQLITE_OPEN_READONLY :
+					      SQLITE_OPEN_READWRITE, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_open_v2(dst, &d, SQLITE_OPEN_READWRITE |
+						      SQLITE_OPEN_CREATE, NULL);
+	if (rc != SQLITE_OK) {
+		snprintf(err, errlen, "opening: %s",
+			 sqlite3_errmsg(d ? d : s));
+		goto out;
+	}
+	sqlite3_busy_handler(s, busy_handler, NULL);
+	sqlite3_busy_handler(d, busy_handler, NULL);
+	b = sqlite3_backup_init(d, "main", s, "main");
+	if (!b) {
+		snprintf(err, errlen, "%s", sqlite3_errmsg(d));
+		rc = SQLITE_ERROR;
+		goto out;
+	}
+	for (int tries = 0; tries < SQLITE_BUSY_WAIT_MS / 10; tries++) {
+		rc = sqlite3_backup_step(b, -1);
+		if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
+			break;
+		usleep(10000);
+	}
+	sqlite3_backup_finish(b);
+	if (rc == SQLITE_DONE)
+		rc = SQLITE_OK;
+	else
+		snprintf(err, errlen, "%s", sqlite3_errstr(rc));
+out:
+	sqlite3_close(s);
+	sqlite3_close(d);
+	return rc == SQLITE_OK ? 0 : -EIO;
+}
+
+static enum MHD_Result do_export(rep_node *n, struct MHD_Connection *c,
+				 const char *db)
+{
+	char src[PATH_MAX], dst[PATH_MAX], err[300];
+	struct MHD_Response *r;
+	struct stat st;
+	enum MHD_Result ret;
+	int fd;
+
+	if (!valid_db_name(db))
+		return reply_err(c, MHD_HTTP_BAD_REQUEST, "db must name a "
+				 "database (no '/', not starting with '.')");
+	if (!fs_mount_db(n->mount, db) || !fs_db_has(fs_mount_db(n->mount, db),
+						     FS_KIND_DB))
+		return reply_err(c, MHD_HTTP_NOT_FOUND, "no such database");
+	snprintf(src, sizeof(src), "%s/%s", n->o.mountpoint, db);
+	snprintf(dst, sizeof(dst), "%s/.export-%d-%p", n->o.data_dir,
+		 (int)getpid(), (void *)c);
+	unlink(dst);
+	if (sqlite_copy(src, dst, true, err, sizeof(err)) < 0) {
+		unlink(dst);
+		log_warn("export of db=%s failed: %s", db, err);
+		return reply_err(c, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
+	}
+	fd = open(dst, O_RDONLY | O_CLOEXEC);
+	unlink(dst);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		if (fd >= 0)
+			close(fd);
+		return reply_err(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+				 "reading the copy failed");
+	}
+	r = MHD_create_response_from_fd((uint64_t)st.st_size, fd);
+	if (!r) {
+		close(fd);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, "Content-Type", "application/vnd.sqlite3");
+	ret = MHD_queue_response(c, MHD_HTTP_OK, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result do_import(rep_node *n, struct MHD_Connection *c,
+				 const char *db, struct req *q)
+{
+	char src[PATH_MAX], dst[PATH_MAX], err[300], body[600];
+	uint8_t magic[16];
+	fs_db *d;
+	ltx_pos p;
+
+	if (!valid_db_name(db))
+		return reply_err(c, MHD_HTTP_BAD_REQUEST, "db must name a "
+				 "database (no '/', not starting with '.')");
+	if (!rep_node_is_primary(n)) {
+		snprintf(body, sizeof(body), "this node is a replica; import "
+			 "on the primary, %s", rep_node_primary_desc(n));
+		return reply_err(c, MHD_HTTP_CONFLICT, body);
+	}
+	if (q->failed || q->fd < 0)
+		return reply_err(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+				 "storing the upload failed");
+	if (q->size < 512 || lib_io_pread_full(q->fd, magic, 16, 0, NULL) < 0 ||
+	    memcmp(magic, "SQLite format 3", 16) != 0)
+		return reply_err(c, MHD_HTTP_BAD_REQUEST, "the body is not a "
+				 "SQLite database file");
+	snprintf(src, sizeof(src), "/proc/self/fd/%d", q->fd);
+	snprintf(dst, sizeof(dst), "%s/%s", n->o.mountpoint, db);
+	if (sqlite_copy(src, dst, true, err, sizeof(err)) < 0) {
+		log_warn("import into db=%s failed: %s", db, err);
+		snprintf(body, sizeof(body), "import failed: %s", err);
+		return reply_err(c, MHD_HTTP_CONFLICT, body);
+	}
+	d = fs_mount_db(n->mount, db);
+	p = d ? fs_db_pos(d) : (ltx_pos){0, 0};
+	log_info("db=%s: imported %" PRIu64 " bytes as TXID %016" PRIx64, db,
+		 q->size, p.txid);
+	snprintf(body, sizeof(body), "{\"db\":\"%s\",\"txid\":\"%016" PRIx64
+		 "\",\"checksum\":\"%016" PRIx64 "\"}\n", db, p.txid,
+		 p.checksum);
+	return reply_text(c, MHD_HTTP_OK, "application/json", body);
+}
+
+static enum MHD_Result handler(void *cls, struct MHD_Connection *c,
+			       const char *url, const char *method,
+			       const char *version, const char *upload,
+			       size_t *upload_size, void **con_cls)
+{
+	rep_node *n = cls;
+	struct req *q = *con_cls;
+	bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+	bool post = strcmp(method, "POST") == 0;
+
+	if (!q) {
+		q = calloc(1, sizeof(*q));
+		if (!q)
+			return MHD_NO;
+		q->fd = -1;
+		*con_cls = q;
+		if (strcmp(url, "/healthz") != 0 && !authorized(n, c)) {
+			const union MHD_ConnectionInfo *ci =
+				MHD_get_connection_info(
+					c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+			char peer[64] = "?";
+			if (ci && ci->client_addr)
+				rep_peer_text(ci->client_addr, peer,
+					      sizeof(peer));
+			atomic_fetch_add(&n->m.unauthorized, 1);
+			log_warn("refused %s %s from %s: missing or wrong "
+				 "bearer token (401)", method, url, peer);
+			q->failed = true;
+			return reply_err(c, MHD_HTTP_UNAUTHORIZED,
+					 "missing or wrong bearer token");
+		}
+		return MHD_YES;
+	}
+	if (q->failed && *upload_size) {
+		*upload_size = 0; /* already answered (401) */
+		return MHD_YES;
+	}
+	if (post && *upload_size) {
+		if (q->fd < 0 && !q->failed) {
+			q->fd = rep_tmpfile(n);
+			if (q->fd < 0)
+				q->failed = true;
+		}
+		if (!q->failed &&
+		    lib_io_pwrite_full(q->fd, upload, *upload_size,
+				       (off_t)q->size) < 0)
+			q->failed = true;
+		q->size += *upload_size;
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	if (q->failed)
+		return MHD_YES;
+	if (strcmp(url, "/healthz") == 0 && get)
+		return reply_text(c, MHD_HTTP_OK, "text/plain", "ok\n");
+	if (strcmp(url, "/info") == 0 && get) {
+		char *j = rep_info_json(n);
+		enum MHD_Result r = j ? reply_text(c, MHD_HTTP_OK,
+						   "application/json", j)
+				      : MHD_NO;
+		free(j);
+		return r;
+	}
+	if (strcmp(url, "/metrics") == 0 && get) {
+		char *t = rep_metrics_text(n);
+		enum MHD_Result r = t ? reply_text(c, MHD_HTTP_OK,
+						   "text/plain; version=0.0.4",
+						   t)
+				      : MHD_NO;
+		free(t);
+		return r;
+	}
+	if (strcmp(url, "/stream") == 0 && get) {
+		struct MHD_Response *r = NULL;
+		unsigned status = MHD_HTTP_OK;
+		char err[400];
+		enum MHD_Result ret;
+		if (rep_stream_response(n, c, &r, &status, err, sizeof(err)) <
+		    0)
+			return r ? MHD_NO : reply_err(c, status, err);
+		MHD_add_response_header(r, "Content-Type",
+					"application/x-ltxfs-stream");
+		ret = MHD_queue_response(c, status, r);
+		MHD_destroy_response(r);
+		return ret;
+	}
+	if (strcmp(url, "/export") == 0 && get)
+		return do_export(n, c, MHD_lookup_connection_value(
+					       c, MHD_GET_ARGUMENT_KIND, "db"));
+	if (strcmp(url, "/import") == 0 && post)
+		return do_import(n, c,
+				 MHD_lookup_connection_value(
+					 c, MHD_GET_ARGUMENT_KIND, "db"),
+				 q);
+	if (strcmp(url, "/stream") == 0 || strcmp(url, "/export") == 0 ||
+	    strcmp(url, "/import") == 0 || strcmp(url, "/info") == 0 ||
+	    strcmp(url, "/metrics") == 0 || strcmp(url, "/healthz") == 0)
+		return reply_err(c, MHD_HTTP_METHOD_NOT_ALLOWED,
+				 "method not allowed");
+	return reply_err(c, MHD_HTTP_NOT_FOUND, "no such endpoint");
+}
+
+static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
+		      enum MHD_RequestTerminationCode toe)
+{
+	struct req *q = *con_cls;
+
+	if (!q)
+		return;
+	if (q->fd >= 0)
+		close(q->fd);
+	free(q);
+	*con_cls = NULL;
+}
+
+/* Parses "[host]:port", "host:port" or ":port". */
+static int parse_addr(const char *addr, struct sockaddr_storage *ss,
+		      socklen_t *len)
+{
+	char host[256] = "", port[16];
+	const char *colon;
+	struct addrinfo hints = {0}, *res = NULL;
+	int rc;
+
+	if (addr[0] == '[') {
+		const char *end = strchr(addr, ']');
+		if (!end || end[1] != ':' || (size_t)(end - addr - 1) >= sizeof(host))
+			return -EINVAL;
+		memcpy(host, addr + 1, (size_t)(end - addr - 1));
+		host[end - addr - 1] = '\0';
+		colon = end + 1;
+	} else {
+		colon = strrchr(addr, ':');
+		if (!colon || (size_t)(colon - addr) >= sizeof(host))
+			return -EINVAL;
+		memcpy(host, addr, (size_t)(colon - addr));
+		host[colon - addr] = '\0';
+	}
+	snprintf(port, sizeof(port), "%s", colon + 1);
+	if (!port[0])
+		return -EINVAL;
+	hints.ai_family = host[0] ? AF_UNSPEC : AF_INET;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+	if (rc != 0 || !res)
+		return -EINVAL;
+	memcpy(ss, res->ai_addr, res->ai_addrlen);
+	*len = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+int rep_server_start(rep_node *n)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+
+	if (parse_addr(n->o.http_addr, &ss, &len) < 0) {
+		log_error("http.addr \"%s\" is not [host]:port", n->o.http_addr);
+		return -EINVAL;
+	}
+	n->mhd = MHD_start_daemon(
+		MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+			MHD_USE_ERROR_LOG |
+			(ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0),
+		0, NULL, NULL, handler, n, MHD_OPTION_SOCK_ADDR, &ss,
+		MHD_OPTION_NOTIFY_COMPLETED, completed, n,
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+		MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
+		MHD_OPTION_END);
+	if (!n->mhd) {
+		log_error("cannot listen on %s (http.addr): in use or not a "
+			  "local address", n->o.http_addr);
+		return -EADDRINUSE;
+	}
+	log_info("HTTP API on %s", n->o.http_addr);
+	return 0;
+}
+
+void rep_server_stop(rep_node *n)
+{
+	if (n->mhd) {
+		MHD_stop_daemon(n->mhd);
+		n->mhd = NULL;
+	}
+}

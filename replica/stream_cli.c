@@ -1,0 +1,563 @@
+/*
+ * The replica's side of GET /stream: one thread that keeps a stream open
+ * to the primary, applies what arrives, and reconnects after any failure
+ * from its own positions (so it resumes where it stopped, after a
+ * restart too, without a snapshot while the primary keeps the records).
+ *
+ * States:  CONNECTING --200--> STREAMING --(error, EOF, bad record)-->
+ *          BACKOFF (100 ms doubling to 2 s; reset once READY arrives)
+ *          --> CONNECTING.   A 401 or 409 (wrong token, other cluster)
+ *          backs off 5 s and says so in the log each time.
+ *
+ * Each record arrives as BEGIN, DATA..., END; its bytes go to an
+ * unlinked temporary file (bounded memory for any size), then
+ * fs_db_apply_ltx verifies and applies it. A rejected record (bad file
+ * checksum, wrong position) closes the stream: the next connection
+ * starts from the position the replica really has.
+ */
+#include "node_i.h"
+
+#include <curl/curl.h>
+#include <stdarg.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lib/bytes.h"
+#include "lib/clock.h"
+#include "lib/io.h"
+#include "lib/log.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 2000
+#define REFUSED_BACKOFF_MS 5000
+#define STALL_SECONDS 5         /* no byte for this long: reconnect */
+#define ERRBODY_MAX 512
+
+struct cli {
+	rep_node *n;
+	rep_parser parser;
+	long status;
+	char errbody[ERRBODY_MAX + 1];
+	size_t nerr;
+	char why[400];           /* why the stream ended, when we ended it */
+	bool refused;            /* 401/409: back off longer */
+	bool got_ready;
+	/* The record being received. */
+	bool in_record;
+	char name[REP_NAME_MAX + 1];
+	fs_db *db;
+	int fd;
+	uint64_t len, got;
+	uint8_t kind;
+};
+
+static void set_why(struct cli *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void set_why(struct cli *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(c->why, sizeof(c->why), fmt, ap);
+	va_end(ap);
+}
+
+static void drop_record(struct cli *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	c->in_record = false;
+	c->db = NULL;
+}
+
+static int on_hello(struct cli *c, const rep_frame *f)
+{
+	rep_node *n = c->n;
+	rep_cursor k = {f->payload, f->len, false};
+	uint64_t cluster = rep_get_u64(&k), node = rep_get_u64(&k), mine;
+	char url[1024];
+
+	rep_get_str(&k, url, sizeof(url));
+	if (k.bad || k.left) {
+		set_why(c, "malformed HELLO frame (rule F4)");
+		return -EPROTO;
+	}
+	if (rep_node_see_epoch(n, f->epoch) < 0) {
+		set_why(c, "the primary's epoch %" PRIu64 " is older than the "
+			"%" PRIu64 " this node has seen; refusing it", f->epoch,
+			n->epoch);
+		c->refused = true;
+		return -ESTALE;
+	}
+	pthread_mutex_lock(&n->mu);
+	mine = n->cluster_id;
+	n->primary_node = node;
+	pthread_mutex_unlock(&n->mu);
+	if (mine && cluster != mine) {
+		set_why(c, "the primary belongs to cluster %016" PRIx64 " but "
+			"this node belongs to cluster %016" PRIx64 "; refusing "
+			"it (wrong lease.primary-url, or a data directory "
+			"from another cluster)", cluster, mine);
+		c->refused = true;
+		return -EPROTO;
+	}
+	if (!mine && cluster && rep_node_set_cluster(n, cluster) < 0)
+		return -EIO;
+	log_info("streaming from primary %016" PRIx64 " (%s), epoch %" PRIu64,
+		 node, url, f->epoch);
+	pthread_mutex_lock(&n->mu);
+	n->connected = true;
+	pthread_mutex_unlock(&n->mu);
+	return 0;
+}
+
+static void note_remote(rep_node *n, const char *name, ltx_pos pos,
+			ltx_pos local)
+{
+	rep_remote *r;
+
+	pthread_mutex_lock(&n->mu);
+	r = rep_remote_get(n, name);
+	if (r) {
+		r->pos = pos;
+		if (pos.txid > local.txid) {
+			if (!r->behind_since_ms)
+				r->behind_since_ms = lib_clock_wall_ms();
+		} else {
+			r->behind_since_ms = 0;
+		}
+	}
+	pthread_mutex_unlock(&n->mu);
+}
+
+static int on_begin(struct cli *c, const rep_frame *f)
+{
+	rep_cursor k = {f->payload, f->len, false};
+	uint64_t minx, maxx;
+	int rc;
+
+	if (c->in_record) {
+		set_why(c, "BEGIN inside a record");
+		return -EPROTO;
+	}
+	rep_get_str(&k, c->name, sizeof(c->name));
+	c->len = rep_get_u64(&k);
+	minx = rep_get_u64(&k);
+	maxx = rep_get_u64(&k);
+	c->kind = rep_get_u8(&k);
+	if (k.bad || k.left || !c->name[0] || c->name[0] == '.' ||
+	    strchr(c->name, '/') || c->len < LTX_HEADER_SIZE ||
+	    minx == 0 || maxx < minx || c->kind > 1) {
+		set_why(c, "malformed BEGIN frame (rule F4)");
+		return -EPROTO;
+	}
+	rc = fs_mount_open_db(c->n->mount, c->name, &c->db);
+	if (rc < 0) {
+		set_why(c, "db=%s: cannot open it here: %s", c->name,
+			strerror(-rc));
+		return rc;
+	}
+	c->fd = rep_tmpfile(c->n);
+	if (c->fd < 0) {
+		set_why(c, "no temporary file: %s", strerror(-c->fd));
+		return c->fd;
+	}
+	c->got = 0;
+	c->in_record = true;
+	{
+		ltx_pos local = fs_db_pos(c->db);
+		ltx_pos remote = {maxx, 0};
+		note_remote(c->n, c->name, remote, local);
+	}
+	return 0;
+}
+
+static int on_data(struct cli *c, const rep_frame *f)
+{
+	int rc;
+
+	if (!c->in_record || c->got + f->len > c->len) {
+		set_why(c, "DATA outside a record or past its length");
+		return -EPROTO;
+	}
+	rc = lib_io_pwrite_full(c->fd, f->payload, f->len, (off_t)c->got);
+	if (rc < 0) {
+		set_why(c, "storing a record: %s", strerror(-rc));
+		return rc;
+	}
+	c->got += f->len;
+	atomic_fetch_add(&c->n->m.bytes_received, f->len);
+	return 0;
+}
+
+static int on_end(struct cli *c, const rep_frame *f)
+{
+	rep_node *n = c->n;
+	rep_cursor k = {f->payload, f->len, false};
+	uint64_t len = rep_get_u64(&k);
+	uint8_t hb[LTX_HEADER_SIZE];
+	ltx_header h;
+	ltx_err e;
+	char err[400];
+	int rc;
+
+	if (!c->in_record || k.bad || k.left || len != c->len ||
+	    c->got != c->len) {
+		set_why(c, "END does not match the record (%" PRIu64 " of %"
+			PRIu64 " bytes)", c->got, c->len);
+		return -EPROTO;
+	}
+	rc = fs_db_apply_ltx(c->db, c->fd, 0, c->len, err, sizeof(err));
+	if (rc < 0) {
+		atomic_fetch_add(&n->m.apply_errors, 1);
+		set_why(c, "db=%s: record rejected: %s", c->name, err);
+		drop_record(c);
+		return rc;
+	}
+	if (lib_io_pread_full(c->fd, hb, sizeof(hb), 0, NULL) == 0 &&
+	    ltx_header_decode(hb, &h, &e) == 0) {
+		double ms = (double)(lib_clock_wall_ms() - h.timestamp);
+		rep_metrics_observe_latency(&n->m, ms);
+	}
+	atomic_fetch_add(&n->m.records_applied, 1);
+	if (c->kind == 1)
+		atomic_fetch_add(&n->m.snapshots_applied, 1);
+	{
+		ltx_pos local = fs_db_pos(c->db);
+		pthread_mutex_lock(&n->mu);
+		rep_remote *r = rep_remote_get(n, c->name);
+		if (r && r->pos.txid <= local.txid) {
+			r->pos = local;
+			r->behind_since_ms = 0;
+		}
+		pthread_mutex_unlock(&n->mu);
+	}
+	drop_record(c);
+	return 0;
+}
+
+static int on_heartbeat(struct cli *c, const rep_frame *f)
+{
+	rep_cursor k = {f->payload, f->len, false};
+	uint32_t count;
+
+	(void)rep_get_u64(&k);
+	count = rep_get_u32(&k);
+	for (uint32_t i = 0; i < count && !k.bad; i++) {
+		char name[REP_NAME_MAX + 1];
+		ltx_pos p;
+		fs_db *db;
+		rep_get_str(&k, name, sizeof(name));
+		p.txid = rep_get_u64(&k);
+		p.checksum = rep_get_u64(&k);
+		if (k.bad)
+			break;
+		db = fs_mount_db(c->n->mount, name);
+		note_remote(c->n, name, p,
+			    db ? fs_db_pos(db) : (ltx_pos){0, 0});
+	}
+	if (k.bad || k.left) {
+		set_why(c, "malformed HEARTBEAT frame (rule F4)");
+		return -EPROTO;
+	}
+	return 0;
+}
+
+static int on_frame(struct cli *c, const rep_frame *f)
+{
+	rep_node *n = c->n;
+
+	if (f->type != REP_FRAME_HELLO) {
+		uint64_t epoch;
+		pthread_mutex_lock(&n->mu);
+		epoch = n->epoch;
+		pthread_mutex_unlock(&n->mu);
+		if (f->epoch < epoch) {
+			set_why(c, "frame from epoch %" PRIu64 " after epoch %"
+				PRIu64 " was seen; refusing it", f->epoch,
+				epoch);
+			return -ESTALE;
+		}
+	}
+	pthread_mutex_lock(&n->mu);
+	n->last_frame_ms = lib_clock_wall_ms();
+	pthread_mutex_unlock(&n->mu);
+	switch (f->type) {
+	case REP_FRAME_HELLO:
+		return on_hello(c, f);
+	case REP_FRAME_BEGIN:
+		return on_begin(c, f);
+	case REP_FRAME_DATA:
+		return on_data(c, f);
+	case REP_FRAME_END:
+		return on_end(c, f);
+	case REP_FRAME_HEARTBEAT:
+		return on_heartbeat(c, f);
+	case REP_FRAME_READY:
+		if (!c->got_ready)
+			log_info("caught up with the primary");
+		c->got_ready = true;
+		pthread_mutex_lock(&n->mu);
+		n->ready = true;
+		pthread_mutex_unlock(&n->mu);
+		return 0;
+	default:
+		return -EPROTO;
+	}
+}
+
+static size_t write_cb(char *data, size_t size, size_t nmemb, void *ctx)
+{
+	struct cli *c = ctx;
+	size_t n = size * nmemb, off = 0;
+
+	if (c->status != 200) {
+		size_t take = ERRBODY_MAX - c->nerr;
+		if (take > n)
+			take = n;
+		memcpy(c->errbody + c->nerr, data, take);
+		c->nerr += take;
+		c->errbody[c->nerr] = '\0';
+		return n;
+	}
+	while (off < n) {
+		rep_frame f;
+		size_t used = 0;
+		int rc = rep_parser_feed(&c->parser, (const uint8_t *)data + off,
+					 n - off, &used, &f);
+		off += used;
+		if (rc < 0) {
+			set_why(c, "%s", c->parser.err);
+			return 0;
+		}
+		if (rc == 1 && on_frame(c, &f) < 0)
+			return 0;
+	}
+	return n;
+}
+
+static size_t header_cb(char *data, size_t size, size_t nmemb, void *ctx)
+{
+	struct cli *c = ctx;
+	size_t n = size * nmemb;
+	int code;
+
+	if (n > 9 && strncmp(data, "HTTP/", 5) == 0 &&
+	    sscanf(data, "HTTP/%*s %d", &code) == 1)
+		c->status = code;
+	return n;
+}
+
+static int progress_cb(void *ctx, curl_off_t dt, curl_off_t dn, curl_off_t ut,
+		       curl_off_t un)
+{
+	struct cli *c = ctx;
+	bool stop;
+
+	pthread_mutex_lock(&c->n->mu);
+	stop = c->n->stopping;
+	pthread_mutex_unlock(&c->n->mu);
+	return stop ? 1 : 0;
+}
+
+struct url_ctx {
+	char *buf;
+	size_t len, cap;
+	bool oom;
+	CURL *curl;
+};
+
+static void url_add(struct url_ctx *u, const char *s)
+{
+	size_t n = strlen(s);
+
+	if (u->oom)
+		return;
+	if (u->len + n + 1 > u->cap) {
+		size_t cap = (u->cap + n + 1) * 2;
+		char *p = realloc(u->buf, cap);
+		if (!p) {
+			u->oom = true;
+			return;
+		}
+		u->buf = p;
+		u->cap = cap;
+	}
+	memcpy(u->buf + u->len, s, n + 1);
+	u->len += n;
+}
+
+static void url_db(void *ctx, fs_db *db)
+{
+	struct url_ctx *u = ctx;
+	ltx_pos p = fs_db_pos(db);
+	char pos[LTX_POS_STRLEN + 1], *esc;
+
+	if (p.txid == 0)
+		return;
+	ltx_pos_format(p, pos);
+	pos[LTX_POS_STRLEN] = '\0';
+	esc = curl_easy_escape(u->curl, fs_db_name(db), 0);
+	if (!esc) {
+		u->oom = true;
+		return;
+	}
+	url_add(u, "&db=");
+	url_add(u, esc);
+	url_add(u, ":");
+	url_add(u, pos);
+	curl_free(esc);
+}
+
+/* One connection; returns when it ends. */
+static void stream_once(rep_node *n, struct cli *c, CURL *curl,
+			const char *primary)
+{
+	struct url_ctx u = {NULL, 0, 0, false, curl};
+	struct curl_slist *hdrs = NULL;
+	char tmp[128], auth[600];
+	uint64_t cluster;
+	CURLcode cc;
+
+	pthread_mutex_lock(&n->mu);
+	cluster = n->cluster_id;
+	pthread_mutex_unlock(&n->mu);
+	url_add(&u, primary);
+	snprintf(tmp, sizeof(tmp), "/stream?node=%016" PRIx64, n->o.node_id);
+	url_add(&u, tmp);
+	if (cluster) {
+		snprintf(tmp, sizeof(tmp), "&cluster=%016" PRIx64, cluster);
+		url_add(&u, tmp);
+	}
+	fs_mount_foreach(n->mount, url_db, &u);
+	if (u.oom) {
+		free(u.buf);
+		set_why(c, "out of memory");
+		return;
+	}
+	if (n->o.token[0]) {
+		snprintf(auth, sizeof(auth), "Authorization: Bearer %s",
+			 n->o.token);
+		hdrs = curl_slist_append(hdrs, auth);
+	}
+	curl_easy_reset(curl);
+	curl_easy_setopt(curl, CURLOPT_URL, u.buf);
+	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(curl, CURLOPT_WRITEDATA, c);
+	curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, header_cb);
+	curl_easy_setopt(curl, CURLOPT_HEADERDATA, c);
+	curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, progress_cb);
+	curl_easy_setopt(curl, CURLOPT_XFERINFODATA, c);
+	curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
+	curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, (long)STALL_SECONDS);
+	curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(curl, CURLOPT_BUFFERSIZE, 256L * 1024);
+	cc = curl_easy_perform(curl);
+	pthread_mutex_lock(&n->mu);
+	n->connected = false;
+	n->ready = false;
+	pthread_mutex_unlock(&n->mu);
+	if (c->status == 401 || c->status == 409 || c->status == 421) {
+		c->refused = true;
+		set_why(c, "the primary answered %ld: %s", c->status,
+			c->errbody[0] ? c->errbody : "(no reason given)");
+		size_t l = strlen(c->why);
+		if (l && c->why[l - 1] == '\n')
+			c->why[l - 1] = '\0';
+	} else if (c->status && c->status != 200) {
+		set_why(c, "the primary answered %ld: %s", c->status,
+			c->errbody);
+	} else if (!c->why[0]) {
+		set_why(c, "%s", cc == CURLE_OK ? "the primary closed the stream"
+						: curl_easy_strerror(cc));
+	}
+	curl_slist_free_all(hdrs);
+	free(u.buf);
+}
+
+static void prepare_one(void *ctx, fs_db *db)
+{
+	fs_db_apply_prepare(db);
+}
+
+void *rep_client_main(void *arg)
+{
+	rep_node *n = arg;
+	struct cli c;
+	CURL *curl = curl_easy_init();
+	int backoff = BACKOFF_MIN_MS;
+	bool first = true;
+
+	memset(&c, 0, sizeof(c));
+	c.n = n;
+	c.fd = -1;
+	if (!curl || rep_parser_init(&c.parser) < 0) {
+		log_error("stream client: out of memory; not replicating");
+		curl_easy_cleanup(curl);
+		return NULL;
+	}
+	fs_mount_foreach(n->mount, prepare_one, NULL);
+	for (;;) {
+		char *primary;
+		pthread_mutex_lock(&n->mu);
+		if (n->stopping) {
+			pthread_mutex_unlock(&n->mu);
+			break;
+		}
+		primary = strdup(n->primary_url ? n->primary_url : "");
+		pthread_mutex_unlock(&n->mu);
+		if (!first)
+			atomic_fetch_add(&n->m.reconnects, 1);
+		first = false;
+		c.status = 0;
+		c.nerr = 0;
+		c.errbody[0] = '\0';
+		c.why[0] = '\0';
+		c.refused = false;
+		c.got_ready = false;
+		c.parser.nhdr = 0;
+		c.parser.need = c.parser.have = 0;
+		if (primary && primary[0])
+			stream_once(n, &c, curl, primary);
+		else
+			set_why(&c, "the primary is not known yet");
+		drop_record(&c);
+		pthread_mutex_lock(&n->mu);
+		if (!n->stopping)
+			log_warn("stream from %s ended: %s; reconnecting",
+				 primary ? primary : "?", c.why);
+		pthread_mutex_unlock(&n->mu);
+		free(primary);
+		if (c.got_ready)
+			backoff = BACKOFF_MIN_MS;
+		{
+			int wait = c.refused ? REFUSED_BACKOFF_MS : backoff;
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += wait / 1000;
+			ts.tv_nsec += (long)(wait % 1000) * 1000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_mutex_lock(&n->mu);
+			if (!n->stopping)
+				pthread_cond_timedwait(&n->cond, &n->mu, &ts);
+			pthread_mutex_unlock(&n->mu);
+		}
+		if (!c.got_ready && backoff < BACKOFF_MAX_MS)
+			backoff *= 2;
+	}
+	rep_parser_free(&c.parser);
+	curl_easy_cleanup(curl);
+	return NULL;
+}

@@ -1,0 +1,607 @@
+/*
+ * The primary's side of GET /stream: one response per replica, produced
+ * by libmicrohttpd's content reader in the connection's own thread
+ * (thread-per-connection), so it may block waiting for commits.
+ *
+ * Per-replica state machine:
+ *
+ *   HELLO --> SCAN --(a database is behind)--> RECORD --(END sent)--> SCAN
+ *               |  \--(none behind, first time)--> READY frame --> SCAN
+ *               \--(none behind)--> wait for a commit or 1 s
+ *                                     --(timeout)--> HEARTBEAT --> SCAN
+ *
+ * SCAN compares, database by database, the replica's position (from the
+ * request, then advanced by every record sent) with the database's:
+ *   equal                          nothing to send;
+ *   replica behind, and its position is a record of our log with the same
+ *   post-apply checksum           the next log record (raw bytes);
+ *   replica at 0 and the log starts at TXID 1: the first record;
+ *   otherwise (too far behind for retention, ahead, or diverged: same
+ *   TXID, other checksum)          a snapshot, with a log line naming
+ *                                  both positions when it is a divergence.
+ * A record is sent as BEGIN, DATA frames of up to 256 KiB read from the
+ * log segment (or the snapshot's temporary file), and END: memory stays
+ * bounded whatever the record's size.
+ */
+#include "node_i.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <microhttpd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fs/log.h"
+#include "lib/bytes.h"
+#include "lib/clock.h"
+#include "lib/io.h"
+#include "lib/log.h"
+
+#define MAX_SUB_DBS 4096
+
+struct sub_db {
+	char name[REP_NAME_MAX + 1];
+	ltx_pos pos;             /* what the replica has */
+	fs_log_iter *it;         /* positioned after pos.txid, or NULL */
+};
+
+struct sub {
+	rep_node *n;
+	uint64_t node;           /* the replica's node ID */
+	char peer[64];
+	struct sub_db *dbs;
+	size_t ndbs, capdbs;
+	/* Output not yet handed to libmicrohttpd. */
+	uint8_t *out;
+	size_t out_len, out_pos;
+	bool hello_sent, ready_sent;
+	/* The record being sent. */
+	bool in_record;
+	struct sub_db *cur;
+	int fd;
+	bool own_fd;             /* a snapshot's temporary file */
+	uint64_t off, left, len;
+	ltx_pos next;            /* the replica's position after it */
+	int flip_at;             /* byte of this record to corrupt, or -1 */
+	uint64_t gen;            /* commit generation last scanned */
+	uint64_t epoch;
+};
+
+static struct sub_db *sub_db_get(struct sub *s, const char *name)
+{
+	for (size_t i = 0; i < s->ndbs; i++)
+		if (strcmp(s->dbs[i].name, name) == 0)
+			return &s->dbs[i];
+	if (s->ndbs >= MAX_SUB_DBS)
+		return NULL;
+	if (s->ndbs == s->capdbs) {
+		size_t cap = s->capdbs ? s->capdbs * 2 : 16;
+		struct sub_db *p = realloc(s->dbs, cap * sizeof(*p));
+		if (!p)
+			return NULL;
+		s->dbs = p;
+		s->capdbs = cap;
+	}
+	memset(&s->dbs[s->ndbs], 0, sizeof(struct sub_db));
+	snprintf(s->dbs[s->ndbs].name, sizeof(s->dbs[0].name), "%s", name);
+	return &s->dbs[s->ndbs++];
+}
+
+static void end_record(struct sub *s)
+{
+	if (s->own_fd && s->fd >= 0)
+		close(s->fd);
+	s->fd = -1;
+	s->own_fd = false;
+	s->in_record = false;
+	s->cur = NULL;
+}
+
+static void sub_free(void *cls)
+{
+	struct sub *s = cls;
+
+	end_record(s);
+	for (size_t i = 0; i < s->ndbs; i++)
+		fs_log_iter_free(s->dbs[i].it);
+	atomic_fetch_sub(&s->n->m.replicas, 1);
+	log_info("stream to replica %016" PRIx64 " (%s) closed", s->node,
+		 s->peer);
+	free(s->dbs);
+	free(s->out);
+	free(s);
+}
+
+/* Puts one frame into the output buffer (empty before). */
+static void emit(struct sub *s, uint8_t type, const uint8_t *payload,
+		 uint32_t len)
+{
+	rep_frame_put_header(s->out, type, len, s->epoch);
+	if (len)
+		memcpy(s->out + REP_FRAME_HEADER_SIZE, payload, len);
+	s->out_len = REP_FRAME_HEADER_SIZE + len;
+	s->out_pos = 0;
+}
+
+static void emit_hello(struct sub *s)
+{
+	uint8_t buf[1024];
+	rep_writer w = {buf, 0, sizeof(buf), false};
+	rep_node *n = s->n;
+
+	pthread_mutex_lock(&n->mu);
+	rep_put_u64(&w, n->cluster_id);
+	pthread_mutex_unlock(&n->mu);
+	rep_put_u64(&w, n->o.node_id);
+	rep_put_str(&w, n->advertise);
+	emit(s, REP_FRAME_HELLO, buf, (uint32_t)w.len);
+	s->hello_sent = true;
+}
+
+struct hb_ctx {
+	rep_writer *w;
+	uint32_t count;
+};
+
+static void hb_one(void *ctx, fs_db *db)
+{
+	struct hb_ctx *h = ctx;
+	ltx_pos p = fs_db_pos(db);
+
+	if (p.txid == 0)
+		return;
+	rep_put_str(h->w, fs_db_name(db));
+	rep_put_u64(h->w, p.txid);
+	rep_put_u64(h->w, p.checksum);
+	h->count++;
+}
+
+static void emit_heartbeat(struct sub *s)
+{
+	rep_writer w = {s->out + REP_FRAME_HEADER_SIZE, 0,
+			REP_FRAME_MAX_PAYLOAD, false};
+	struct hb_ctx h = {&w, 0};
+
+	rep_put_u64(&w, (uint64_t)lib_clock_wall_ms());
+	rep_put_u32(&w, 0); /* count, filled below */
+	fs_mount_foreach(s->n->mount, hb_one, &h);
+	if (w.full) {
+		/* Too many databases for one frame: send the count only. */
+		w.len = 12;
+		h.count = 0;
+	}
+	put_be32(s->out + REP_FRAME_HEADER_SIZE + 8, h.count);
+	rep_frame_put_header(s->out, REP_FRAME_HEARTBEAT, (uint32_t)w.len,
+			     s->epoch);
+	s->out_len = REP_FRAME_HEADER_SIZE + w.len;
+	s->out_pos = 0;
+}
+
+static void emit_begin(struct sub *s, uint8_t kind, const ltx_header *h)
+{
+	uint8_t buf[512];
+	rep_writer w = {buf, 0, sizeof(buf), false};
+
+	rep_put_str(&w, s->cur->name);
+	rep_put_u64(&w, s->len);
+	rep_put_u64(&w, h->min_txid);
+	rep_put_u64(&w, h->max_txid);
+	rep_put_u8(&w, kind);
+	emit(s, REP_FRAME_BEGIN, buf, (uint32_t)w.len);
+}
+
+static void start(struct sub *s, struct sub_db *d, int fd, bool own,
+		  uint64_t off, uint64_t len, const ltx_header *h,
+		  ltx_pos next, uint8_t kind)
+{
+	int nth = atomic_fetch_add(&s->n->records_out, 1) + 1;
+
+	s->in_record = true;
+	s->cur = d;
+	s->fd = fd;
+	s->own_fd = own;
+	s->off = off;
+	s->left = s->len = len;
+	s->next = next;
+	s->flip_at = -1;
+	if (s->n->flip_record && nth == s->n->flip_record) {
+		s->flip_at = (int)(len / 2);
+		log_warn("test fault switch: flipping byte %d of record %d "
+			 "(db=%s TXID %016" PRIx64 ")", s->flip_at, nth,
+			 d->name, h->max_txid);
+	}
+	emit_begin(s, kind, h);
+	if (kind == 1)
+		atomic_fetch_add(&s->n->m.snapshots_sent, 1);
+}
+
+static int read_post(int fd, uint64_t off, uint64_t len, uint64_t *out)
+{
+	uint8_t b[8];
+	int rc = lib_io_pread_full(fd, b, 8, (off_t)(off + len - 16), NULL);
+
+	if (rc == 0)
+		*out = get_be64(b);
+	return rc;
+}
+
+static int send_snapshot(struct sub *s, struct sub_db *d, fs_db *db,
+			 const char *why)
+{
+	ltx_header h;
+	uint64_t len = 0;
+	ltx_trailer t;
+	int fd = rep_tmpfile(s->n), rc;
+	uint8_t b[16];
+
+	if (fd < 0)
+		return fd;
+	rc = fs_db_snapshot_ltx(db, fd, &h, &len);
+	if (rc < 0) {
+		close(fd);
+		return rc;
+	}
+	rc = lib_io_pread_full(fd, b, 16, (off_t)(len - 16), NULL);
+	if (rc < 0) {
+		close(fd);
+		return rc;
+	}
+	t.post_apply_checksum = get_be64(b);
+	log_info("db=%s: sending replica %016" PRIx64 " a snapshot at TXID "
+		 "%016" PRIx64 " (%" PRIu64 " bytes): %s", d->name, s->node,
+		 h.max_txid, len, why);
+	fs_log_iter_free(d->it);
+	d->it = NULL;
+	start(s, d, fd, true, 0, len, &h,
+	      (ltx_pos){h.max_txid, t.post_apply_checksum}, 1);
+	return 0;
+}
+
+/* Decides what to send this database's replica copy; 1 when a record was
+ * started, 0 when it is up to date, <0 on error. */
+static int scan_db(struct sub *s, fs_db *db)
+{
+	const char *name = fs_db_name(db);
+	struct sub_db *d = sub_db_get(s, name);
+	ltx_pos p = fs_db_pos(db);
+	fs_log *log = fs_db_log(db);
+	ltx_header h;
+	uint64_t off, len, post;
+	int fd, rc;
+
+	if (!d)
+		return 0;
+	if (d->pos.txid == p.txid && d->pos.checksum == p.checksum)
+		return 0;
+	if (p.txid == 0)
+		return 0; /* nothing here yet */
+	if (d->pos.txid > p.txid) {
+		char why[160];
+		snprintf(why, sizeof(why), "the replica is ahead (%016" PRIx64
+			 " > %016" PRIx64 ")", d->pos.txid, p.txid);
+		return send_snapshot(s, d, db, why) < 0 ? -EIO : 1;
+	}
+	if (!d->it) {
+		/* Prove the replica's position against our log first. */
+		if (d->pos.txid > 0) {
+			fs_log_iter *probe = NULL;
+			rc = fs_log_iter_open(log, d->pos.txid - 1, &probe);
+			if (rc == 0)
+				rc = fs_log_iter_next(probe, &fd, &off, &len,
+						      &h);
+			if (rc == 1 && h.max_txid == d->pos.txid)
+				rc = read_post(fd, off, len, &post);
+			else if (rc >= 0)
+				rc = -ENOENT;
+			fs_log_iter_free(probe);
+			if (rc == -ENOENT)
+				return send_snapshot(s, d, db, "its position "
+						     "is older than the records "
+						     "kept") < 0 ? -EIO : 1;
+			if (rc < 0)
+				return rc;
+			if (post != d->pos.checksum) {
+				log_warn("db=%s: replica %016" PRIx64 " diverged: "
+					 "it is at %016" PRIx64 "/%016" PRIx64
+					 ", this primary has %016" PRIx64 "/%016"
+					 PRIx64 " at that TXID", name, s->node,
+					 d->pos.txid, d->pos.checksum,
+					 d->pos.txid, post);
+				return send_snapshot(s, d, db, "diverged") < 0
+					       ? -EIO : 1;
+			}
+		}
+		rc = fs_log_iter_open(log, d->pos.txid, &d->it);
+		if (rc < 0)
+			return rc;
+	}
+	rc = fs_log_iter_next(d->it, &fd, &off, &len, &h);
+	if (rc == 1) {
+		rc = read_post(fd, off, len, &post);
+		if (rc < 0)
+			return rc;
+		start(s, d, fd, false, off, len, &h, (ltx_pos){h.max_txid, post},
+		      0);
+		return 1;
+	}
+	fs_log_iter_free(d->it);
+	d->it = NULL;
+	if (rc == -ENOENT)
+		return send_snapshot(s, d, db, "its position is older than the "
+				     "records kept") < 0 ? -EIO : 1;
+	return rc; /* 0: the log has nothing newer yet */
+}
+
+struct scan_ctx {
+	struct sub *s;
+	int rc;
+};
+
+static void scan_one(void *ctx, fs_db *db)
+{
+	struct scan_ctx *c = ctx;
+
+	if (c->rc != 0)
+		return;
+	c->rc = scan_db(c->s, db);
+}
+
+/* Produces the next frame into s->out; returns 0, or <0 to end. */
+static int produce(struct sub *s)
+{
+	rep_node *n = s->n;
+	struct scan_ctx c = {s, 0};
+
+	if (!s->hello_sent) {
+		emit_hello(s);
+		return 0;
+	}
+	if (s->in_record) {
+		if (s->left > 0) {
+			size_t want = s->left < REP_FRAME_DATA_MAX ?
+					      (size_t)s->left : REP_FRAME_DATA_MAX;
+			uint8_t *p = s->out + REP_FRAME_HEADER_SIZE;
+			int rc = lib_io_pread_full(s->fd, p, want,
+						   (off_t)s->off, NULL);
+			if (rc < 0) {
+				log_error("stream: reading db=%s record: %s",
+					  s->cur->name, strerror(-rc));
+				return rc;
+			}
+			if (s->flip_at >= 0) {
+				uint64_t done = s->len - s->left;
+				if ((uint64_t)s->flip_at >= done &&
+				    (uint64_t)s->flip_at < done + want)
+					p[(uint64_t)s->flip_at - done] ^= 0x20;
+			}
+			rep_frame_put_header(s->out, REP_FRAME_DATA,
+					     (uint32_t)want, s->epoch);
+			s->out_len = REP_FRAME_HEADER_SIZE + want;
+			s->out_pos = 0;
+			s->off += want;
+			s->left -= want;
+			atomic_fetch_add(&n->m.bytes_sent, want);
+			return 0;
+		}
+		{
+			uint8_t b[8];
+			put_be64(b, s->len);
+			emit(s, REP_FRAME_END, b, 8);
+		}
+		s->cur->pos = s->next;
+		atomic_fetch_add(&n->m.records_sent, 1);
+		end_record(s);
+		return 0;
+	}
+	for (int round = 0;; round++) {
+		uint64_t gen;
+		pthread_mutex_lock(&n->mu);
+		if (n->stopping || n->role != REP_ROLE_PRIMARY) {
+			pthread_mutex_unlock(&n->mu);
+			return -ESHUTDOWN;
+		}
+		gen = n->gen;
+		pthread_mutex_unlock(&n->mu);
+		c.rc = 0;
+		fs_mount_foreach(n->mount, scan_one, &c);
+		if (c.rc < 0)
+			return c.rc;
+		if (c.rc == 1)
+			return 0;
+		if (!s->ready_sent) {
+			emit(s, REP_FRAME_READY, NULL, 0);
+			s->ready_sent = true;
+			return 0;
+		}
+		if (round > 0) {
+			emit_heartbeat(s);
+			return 0;
+		}
+		/* Up to date: wait for a commit or the heartbeat interval. */
+		pthread_mutex_lock(&n->mu);
+		if (n->gen == gen && !n->stopping) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += REP_HEARTBEAT_MS / 1000;
+			pthread_cond_timedwait(&n->cond, &n->mu, &ts);
+		}
+		gen = n->gen != gen;
+		pthread_mutex_unlock(&n->mu);
+		if (gen)
+			round = -1; /* a commit: scan again, no heartbeat */
+	}
+}
+
+static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct sub *s = cls;
+	size_t n;
+
+	if (s->out_pos >= s->out_len) {
+		int rc = produce(s);
+		if (rc < 0)
+			return rc == -ESHUTDOWN ? MHD_CONTENT_READER_END_OF_STREAM
+						: MHD_CONTENT_READER_END_WITH_ERROR;
+	}
+	n = s->out_len - s->out_pos;
+	if (n > max)
+		n = max;
+	memcpy(buf, s->out + s->out_pos, n);
+	s->out_pos += n;
+	return (ssize_t)n;
+}
+
+struct parse_ctx {
+	struct sub *s;
+	char *err;
+	size_t errlen;
+	bool have_node;
+	uint64_t cluster;
+	bool bad;
+};
+
+static bool valid_name(const char *s, size_t n)
+{
+	if (n == 0 || n > REP_NAME_MAX || s[0] == '.')
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (s[i] == '/' || s[i] == '\0')
+			return false;
+	return true;
+}
+
+static bool parse_hex64(const char *v, uint64_t *out)
+{
+	char *end;
+
+	if (!v || strlen(v) != 16)
+		return false;
+	errno = 0;
+	*out = strtoull(v, &end, 16);
+	return errno == 0 && *end == '\0';
+}
+
+static enum MHD_Result arg(void *cls, enum MHD_ValueKind kind,
+			   const char *key, const char *value)
+{
+	struct parse_ctx *c = cls;
+
+	if (c->bad)
+		return MHD_NO;
+	if (strcmp(key, "node") == 0) {
+		if (!parse_hex64(value, &c->s->node)) {
+			snprintf(c->err, c->errlen, "node must be 16 hex "
+				 "digits, got \"%s\"", value ? value : "");
+			c->bad = true;
+		}
+		c->have_node = true;
+	} else if (strcmp(key, "cluster") == 0) {
+		if (!parse_hex64(value, &c->cluster)) {
+			snprintf(c->err, c->errlen, "cluster must be 16 hex "
+				 "digits, got \"%s\"", value ? value : "");
+			c->bad = true;
+		}
+	} else if (strcmp(key, "db") == 0) {
+		const char *colon = value ? strrchr(value, ':') : NULL;
+		ltx_pos p;
+		struct sub_db *d;
+		if (!colon || !valid_name(value, (size_t)(colon - value)) ||
+		    ltx_pos_parse(colon + 1, &p) < 0) {
+			snprintf(c->err, c->errlen, "db must be NAME:TXID/"
+				 "CHECKSUM (16 hex digits each), got \"%.*s\"",
+				 100, value ? value : "");
+			c->bad = true;
+			return MHD_NO;
+		}
+		{
+			char name[REP_NAME_MAX + 1];
+			memcpy(name, value, (size_t)(colon - value));
+			name[colon - value] = '\0';
+			d = sub_db_get(c->s, name);
+		}
+		if (!d) {
+			snprintf(c->err, c->errlen, "too many databases");
+			c->bad = true;
+			return MHD_NO;
+		}
+		d->pos = p;
+	} else {
+		snprintf(c->err, c->errlen, "unknown parameter \"%.40s\"", key);
+		c->bad = true;
+	}
+	return c->bad ? MHD_NO : MHD_YES;
+}
+
+int rep_stream_response(rep_node *n, struct MHD_Connection *conn,
+			struct MHD_Response **out, unsigned *out_status,
+			char *err, size_t errlen)
+{
+	struct sub *s = calloc(1, sizeof(*s));
+	struct parse_ctx c = {s, err, errlen, false, 0, false};
+	const union MHD_ConnectionInfo *ci;
+	uint64_t cluster;
+
+	*out = NULL;
+	if (!s)
+		return -ENOMEM;
+	s->n = n;
+	s->fd = -1;
+	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (ci && ci->client_addr)
+		rep_peer_text(ci->client_addr, s->peer, sizeof(s->peer));
+	MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, arg, &c);
+	if (!c.bad && !c.have_node) {
+		snprintf(err, errlen, "the node parameter is required");
+		c.bad = true;
+	}
+	if (c.bad) {
+		*out_status = MHD_HTTP_BAD_REQUEST;
+		goto fail;
+	}
+	pthread_mutex_lock(&n->mu);
+	cluster = n->cluster_id;
+	s->epoch = n->epoch;
+	if (n->role != REP_ROLE_PRIMARY) {
+		pthread_mutex_unlock(&n->mu);
+		snprintf(err, errlen, "this node is not the primary; the "
+			 "primary is %s", n->primary_url ? n->primary_url : "?");
+		*out_status = MHD_HTTP_MISDIRECTED_REQUEST;
+		goto fail;
+	}
+	pthread_mutex_unlock(&n->mu);
+	if (c.cluster && c.cluster != cluster) {
+		snprintf(err, errlen, "replica %016" PRIx64 " belongs to cluster "
+			 "%016" PRIx64 " but this primary's cluster is %016"
+			 PRIx64, s->node, c.cluster, cluster);
+		log_warn("refusing stream from %s: %s", s->peer, err);
+		*out_status = MHD_HTTP_CONFLICT;
+		goto fail;
+	}
+	s->out = malloc(REP_FRAME_HEADER_SIZE + REP_FRAME_MAX_PAYLOAD);
+	if (!s->out) {
+		free(s->dbs);
+		free(s);
+		return -ENOMEM;
+	}
+	*out = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024,
+						 reader, s, sub_free);
+	if (!*out) {
+		free(s->out);
+		free(s->dbs);
+		free(s);
+		return -ENOMEM;
+	}
+	atomic_fetch_add(&n->m.replicas, 1);
+	*out_status = MHD_HTTP_OK;
+	log_info("stream to replica %016" PRIx64 " (%s) opened with %zu "
+		 "database positions", s->node, s->peer, s->ndbs);
+	return 0;
+fail:
+	for (size_t i = 0; i < s->ndbs; i++)
+		fs_log_iter_free(s->dbs[i].it);
+	free(s->dbs);
+	free(s);
+	return -EINVAL;
+}
