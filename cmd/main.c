@@ -15,6 +15,10 @@ static void usage(FILE *f)
 		"  mount [-c ltxfs.yml]       mount and serve (foreground)\n"
 		"  verify [-c ltxfs.yml] [DB...]  replay each LTX log and "
 		"compare with the database\n"
+		"  export [-c F|--url U] DB OUT  copy a database out of a "
+		"node (OUT - is stdout)\n"
+		"  import [-c F|--url U] DB IN   a database file in, as the "
+		"primary's next transaction\n"
 		"  ltx dump FILE              show an LTX file's header, pages "
 		"and checksums\n"
 		"  ltx verify FILE...         check LTX files; exit 0 when all "
@@ -42,6 +46,10 @@ int main(int argc, char **argv)
 		return cmd_mount(argc - 1, argv + 1);
 	if (strcmp(argv[1], "verify") == 0)
 		return cmd_verify(argc - 1, argv + 1);
+	if (strcmp(argv[1], "export") == 0)
+		return cmd_export(argc - 1, argv + 1);
+	if (strcmp(argv[1], "import") == 0)
+		return cmd_import(argc - 1, argv + 1);
 	if (strcmp(argv[1], "ltx") == 0)
 		return cmd_ltx(argc - 1, argv + 1);
 	if (strcmp(argv[1], "config") == 0)
