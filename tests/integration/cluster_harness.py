@@ -1,0 +1,227 @@
+"""Harness for the cluster tests: N ltxfs nodes on one machine, each a
+real FUSE mount (ltxfs_harness.Node) with its HTTP API on a 127.0.0.1
+port, replicating over loopback with the static lease.
+
+    with Cluster(3) as cl:          # node 0 is the primary
+        cl.start()                  # every node mounted, replicas streaming
+        ...write through cl.primary.path("db")...
+        cl.wait_synced("db")        # each replica's -pos == the primary's
+
+Ports are picked by binding port 0 on 127.0.0.1 and closing the socket
+just before the daemon starts (a small race with other programs; a
+daemon that cannot listen fails its start with a clear message).
+Every wait is a poll with a deadline.
+"""
+
+import json
+import os
+import re
+import socket
+import time
+import urllib.error
+import urllib.request
+
+import ltxfs_harness as h
+from ltxfs_harness import TestFailure, check, wait_for
+
+HTTP_TIMEOUT = 30.0
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def http(url, method="GET", token=None, data=None, headers=None,
+         timeout=HTTP_TIMEOUT):
+    """One HTTP request; returns (status, body bytes) for any status."""
+    hdr = dict(headers or {})
+    if token is not None:
+        hdr["Authorization"] = "Bearer " + token
+    req = urllib.request.Request(url, data=data, method=method, headers=hdr)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        body = e.read()
+        e.close()
+        return e.code, body
+
+
+class ClusterNode(h.Node):
+    """A Node with an HTTP port and the lease section of its role."""
+
+    def __init__(self, name, primary_url=None, token=None, extra_yml="",
+                 log_level="info"):
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.token = token
+        lease = ("lease:\n  type: static\n  candidate: %s\n"
+                 "  hostname: %s\n  advertise-url: %s\n"
+                 % ("false" if primary_url else "true", name, self.url))
+        if primary_url:
+            lease += "  primary-url: %s\n" % primary_url
+        httpc = "http:\n  addr: 127.0.0.1:%d\n" % self.port
+        if token is not None:
+            httpc += "  token: \"%s\"\n" % token
+        super().__init__(name=name, log_level=log_level,
+                         extra_yml=lease + httpc + extra_yml)
+        self.is_primary = primary_url is None
+
+    def start(self, expect_mount=True):
+        st = super().start(expect_mount)
+        if st == "mounted":
+            wait_for(self.healthy, 10, "%s: /healthz" % self.name)
+        return st
+
+    def healthy(self):
+        try:
+            return http(self.url + "/healthz", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    def get(self, path, token=None, **kw):
+        """GET path (with this node's token unless one is given)."""
+        return http(self.url + path,
+                    token=self.token if token is None else token, **kw)
+
+    def info(self):
+        st, body = self.get("/info")
+        check(st == 200, "%s: /info answered %d: %r" % (self.name, st, body))
+        return json.loads(body)
+
+    def metrics(self):
+        """{metric name with labels: float} from /metrics."""
+        st, body = self.get("/metrics")
+        check(st == 200, "%s: /metrics answered %d" % (self.name, st))
+        out = {}
+        for line in body.decode().splitlines():
+            if not line or line.startswith("#"):
+                continue
+            k, _, v = line.rpartition(" ")
+            try:
+                out[k] = float(v)
+            except ValueError:
+                pass
+        return out
+
+    def pos_or_none(self, db):
+        try:
+            return self.pos(db)
+        except (OSError, TestFailure):
+            return None
+
+    def pid(self):
+        check(self.proc is not None, "%s: not running" % self.name)
+        return self.proc.pid
+
+    def vm_hwm_kib(self):
+        """Peak resident set (VmHWM) of the daemon, KiB."""
+        with open("/proc/%d/status" % self.pid()) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        raise TestFailure("%s: no VmHWM in /proc status" % self.name)
+
+    def log_count(self, pattern):
+        return len(re.findall(pattern, self.log_text()))
+
+    def wait_log(self, pattern, timeout, what=None, start=0):
+        """Waits until the log (from character offset start) matches
+        pattern; returns the match."""
+        def found():
+            return re.search(pattern, self.log_text()[start:])
+        return wait_for(found, timeout, what or "%s: log line /%s/"
+                        % (self.name, pattern), interval=0.05)
+
+
+class Cluster:
+    """Node 0 is the primary (lease.candidate true); the others are
+    replicas with lease.primary-url pointing at it."""
+
+    def __init__(self, n, token=None, extra_yml="", primary_yml="",
+                 replica_yml=""):
+        self.nodes = []
+        self.primary = ClusterNode("n0", token=token,
+                                   extra_yml=extra_yml + primary_yml)
+        self.nodes.append(self.primary)
+        for i in range(1, n):
+            self.add_replica(token=token, extra_yml=extra_yml + replica_yml)
+
+    @property
+    def replicas(self):
+        return self.nodes[1:]
+
+    def add_replica(self, token=None, extra_yml="", name=None):
+        r = ClusterNode(name or "n%d" % len(self.nodes),
+                        primary_url=self.primary.url, token=token,
+                        extra_yml=extra_yml)
+        self.nodes.append(r)
+        return r
+
+    def start(self, nodes=None):
+        for n in nodes if nodes is not None else self.nodes:
+            n.start()
+        for n in (nodes if nodes is not None else self.nodes):
+            if not n.is_primary:
+                self.wait_connected(n)
+
+    def wait_connected(self, r, timeout=20):
+        wait_for(lambda: r.metrics().get("ltxfs_stream_connected") == 1,
+                 timeout, "%s: stream to the primary connected" % r.name,
+                 interval=0.05)
+
+    def wait_synced(self, db, timeout=60, nodes=None):
+        """Waits until each replica's <db>-pos equals the primary's (which
+        must not change meanwhile: the writers are done). Returns the
+        seconds it took."""
+        t0 = time.monotonic()
+        want = self.primary.pos(db)
+        for r in nodes if nodes is not None else self.replicas:
+            last = []
+
+            def same():
+                p = r.pos_or_none(db)
+                last[:] = [p]
+                return p == want
+            try:
+                wait_for(same, timeout, "%s: %s-pos to reach %016x/%016x"
+                         % (r.name, db, want[0], want[1]), interval=0.05)
+            except TestFailure as e:
+                raise TestFailure("%s (last seen %s)" % (e, last))
+        return time.monotonic() - t0
+
+    def stop(self):
+        for n in reversed(self.nodes):
+            if n.running():
+                n.stop()
+
+    def close(self):
+        for n in reversed(self.nodes):
+            n.close(keep=bool(os.environ.get("LTXFS_KEEP")))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, et, ev, tb):
+        if et is not None:
+            for n in self.nodes:
+                h.print_log_tail(n)
+        self.close()
+        return False
+
+
+def file_digest(path):
+    import hashlib
+    d = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 20)
+            if not b:
+                break
+            d.update(b)
+    return d.hexdigest()
