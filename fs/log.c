@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,23 +18,40 @@
 #include "lib/io.h"
 #include "lib/log.h"
 
+#define TS_UNKNOWN INT64_MIN
+
+typedef struct fs_seg {
+	uint64_t first;        /* first record's min TXID: the name */
+	uint64_t bytes;        /* size once sealed; the last one's is end */
+	int64_t ts;            /* first record's LTX timestamp, or TS_UNKNOWN */
+} fs_seg;
+
 struct fs_log {
 	char *dir;
 	char *name;
-	pthread_mutex_t mu;    /* guards everything below */
-	uint64_t *segs;        /* first TXID of each segment, ascending */
+	pthread_mutex_t mu;    /* guards everything below but the atomics */
+	fs_seg *segs;          /* ascending by first TXID */
 	size_t nsegs, cap;
 	int fd;                /* last segment, -1 when none */
 	uint64_t end;          /* published end of the last segment */
+	int64_t active_ts;     /* segs[last].ts, kept by the appender */
 	bool readonly;         /* opened by a reader (ltxfs verify) */
 	fs_log_tail tail;
+	/* Retention (fs_log_set_retention); read by the appender. */
+	_Atomic int64_t keep_ms;       /* < 0: no age limit */
+	_Atomic uint64_t keep_bytes;   /* 0: no size cap */
+	_Atomic uint64_t roll_bytes;   /* start a segment past this size */
+	_Atomic int64_t roll_ms;       /* ... or this much younger than the
+					* active segment's first record */
+	uint64_t pruned_segments, pruned_bytes;
 };
 
 struct fs_log_iter {
 	fs_log *log;
 	uint64_t after;
 	int fd;
-	size_t seg;            /* index into log->segs */
+	uint64_t seg_first;    /* the open segment's name (its index moves
+				* when older segments are pruned) */
 	uint64_t off;
 	bool started;
 };
@@ -64,25 +82,85 @@ static void seg_path(const fs_log *log, uint64_t first, char *buf, size_t n)
 	snprintf(buf, n, "%s/%016" PRIx64 ".seg", log->dir, first);
 }
 
-static int cmp_u64(const void *a, const void *b)
+static int cmp_seg(const void *a, const void *b)
 {
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	uint64_t x = ((const fs_seg *)a)->first, y = ((const fs_seg *)b)->first;
 
 	return x < y ? -1 : x > y;
 }
 
-static int seg_push(fs_log *log, uint64_t first)
+/* mu held, or the log not yet shared. */
+static int seg_push(fs_log *log, uint64_t first, uint64_t bytes, int64_t ts)
 {
 	if (log->nsegs == log->cap) {
 		size_t cap = log->cap ? log->cap * 2 : 16;
-		uint64_t *p = realloc(log->segs, cap * sizeof(*p));
+		fs_seg *p = realloc(log->segs, cap * sizeof(*p));
 		if (!p)
 			return -ENOMEM;
 		log->segs = p;
 		log->cap = cap;
 	}
-	log->segs[log->nsegs++] = first;
+	log->segs[log->nsegs].first = first;
+	log->segs[log->nsegs].bytes = bytes;
+	log->segs[log->nsegs].ts = ts;
+	log->nsegs++;
 	return 0;
+}
+
+/* Index of the segment named first, or -1 (mu held). */
+static ssize_t seg_index(const fs_log *log, uint64_t first)
+{
+	size_t lo = 0, hi = log->nsegs;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (log->segs[mid].first < first)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < log->nsegs && log->segs[lo].first == first ? (ssize_t)lo
+								: -1;
+}
+
+/* Index of the first segment named after first; nsegs when none. */
+static size_t seg_after(const fs_log *log, uint64_t first)
+{
+	size_t lo = 0, hi = log->nsegs;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (log->segs[mid].first <= first)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Size and first record's timestamp of a segment file (no verification:
+ * only the last segment is verified on open). */
+static void seg_probe(const fs_log *log, fs_seg *sg)
+{
+	char path[PATH_MAX];
+	uint8_t buf[FS_LOG_RECORD_PREFIX + LTX_HEADER_SIZE];
+	struct stat st;
+	ltx_header h;
+	ltx_err e;
+	int fd;
+
+	sg->bytes = 0;
+	sg->ts = TS_UNKNOWN;
+	seg_path(log, sg->first, path, sizeof(path));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (fstat(fd, &st) == 0)
+		sg->bytes = (uint64_t)st.st_size;
+	if (lib_io_pread_full(fd, buf, sizeof(buf), 0, NULL) == 0 &&
+	    ltx_header_decode(buf + FS_LOG_RECORD_PREFIX, &h, &e) == 0)
+		sg->ts = h.timestamp;
+	close(fd);
 }
 
 static int list_segments(fs_log *log)
@@ -102,13 +180,15 @@ static int list_segments(fs_log *log)
 		first = strtoull(de->d_name, &end, 16);
 		if (end != de->d_name + 16)
 			continue;
-		rc = seg_push(log, first);
+		rc = seg_push(log, first, 0, TS_UNKNOWN);
 		if (rc < 0)
 			break;
 	}
 	closedir(d);
 	if (log->nsegs > 1)
-		qsort(log->segs, log->nsegs, sizeof(uint64_t), cmp_u64);
+		qsort(log->segs, log->nsegs, sizeof(fs_seg), cmp_seg);
+	for (size_t i = 0; rc == 0 && i < log->nsegs; i++)
+		seg_probe(log, &log->segs[i]);
 	return rc;
 }
 
@@ -185,7 +265,7 @@ static int recover_segment(fs_log *log, size_t idx, int fd)
 	uint64_t records = 0;
 	int rc = 0;
 
-	seg_path(log, log->segs[idx], path, sizeof(path));
+	seg_path(log, log->segs[idx].first, path, sizeof(path));
 	if (fstat(fd, &st) < 0)
 		return -errno;
 	size = (uint64_t)st.st_size;
@@ -220,11 +300,11 @@ static int recover_segment(fs_log *log, size_t idx, int fd)
 				  strerror(-rc));
 			return rc == -EBADMSG ? -EBADMSG : rc;
 		}
-		if (records == 0 && h.min_txid != log->segs[idx]) {
+		if (records == 0 && h.min_txid != log->segs[idx].first) {
 			log_error("db=%s: LTX log %s: first record has TXID "
 				  "%016" PRIx64 " but the segment is named for "
 				  "%016" PRIx64 " (rule R3)", log->name, path,
-				  h.min_txid, log->segs[idx]);
+				  h.min_txid, log->segs[idx].first);
 			return -EBADMSG;
 		}
 		if (records > 0 && !ltx_header_is_snapshot(&h) &&
@@ -254,7 +334,8 @@ static int open_last(fs_log *log)
 	int rc;
 
 	while (log->nsegs > 0) {
-		seg_path(log, log->segs[log->nsegs - 1], path, sizeof(path));
+		seg_path(log, log->segs[log->nsegs - 1].first, path,
+			 sizeof(path));
 		log->fd = open(path, (log->readonly ? O_RDONLY : O_RDWR) |
 					     O_CLOEXEC);
 		if (log->fd < 0)
@@ -263,8 +344,11 @@ static int open_last(fs_log *log)
 		rc = recover_segment(log, log->nsegs - 1, log->fd);
 		if (rc < 0)
 			return rc;
-		if (log->end > 0)
+		if (log->end > 0) {
+			log->segs[log->nsegs - 1].bytes = log->end;
+			log->active_ts = log->segs[log->nsegs - 1].ts;
 			return 0;
+		}
 		/* Nothing valid in it: drop the segment, use the one before. */
 		close(log->fd);
 		log->fd = -1;
@@ -296,6 +380,10 @@ static int fs_log_open_mode(const char *dir, const char *name, bool readonly,
 		return -ENOMEM;
 	log->fd = -1;
 	log->readonly = readonly;
+	atomic_init(&log->keep_ms, -1);
+	atomic_init(&log->keep_bytes, 0);
+	atomic_init(&log->roll_bytes, FS_LOG_SEGMENT_BYTES);
+	atomic_init(&log->roll_ms, 0);
 	pthread_mutex_init(&log->mu, NULL);
 	log->dir = strdup(dir);
 	log->name = strdup(name);
@@ -359,21 +447,73 @@ static int append_write(void *ctx, const void *buf, size_t n)
 	return rc;
 }
 
-static int start_segment(fs_log *log, uint64_t first)
+/* Whether the next record (hdr) starts a new segment. The appending
+ * thread alone changes fd, end and active_ts. */
+static bool need_segment(const fs_log *log, const ltx_header *hdr)
+{
+	int64_t roll_ms = atomic_load_explicit(&log->roll_ms,
+					       memory_order_relaxed);
+
+	if (log->fd < 0 || ltx_header_is_snapshot(hdr))
+		return true;
+	if (log->end == 0)
+		return false; /* an empty segment (a failed append): reuse */
+	if (log->end >= atomic_load_explicit(&log->roll_bytes,
+					     memory_order_relaxed))
+		return true;
+	return roll_ms > 0 && log->active_ts != TS_UNKNOWN &&
+	       hdr->timestamp > log->active_ts &&
+	       (uint64_t)hdr->timestamp - (uint64_t)log->active_ts >=
+		       (uint64_t)roll_ms;
+}
+
+static int start_segment(fs_log *log, const ltx_header *hdr)
 {
 	char path[PATH_MAX];
+	uint64_t first = hdr->min_txid;
 	int fd, rc;
 
+	pthread_mutex_lock(&log->mu);
+	if (log->nsegs > 0 && log->fd >= 0 && log->end == 0) {
+		/* The last segment is empty (a failed append): replace it,
+		 * so only the last segment is ever empty. */
+		seg_path(log, log->segs[log->nsegs - 1].first, path,
+			 sizeof(path));
+		if (unlink(path) < 0 && errno != ENOENT) {
+			rc = -errno;
+			pthread_mutex_unlock(&log->mu);
+			log_error("db=%s: cannot remove the empty LTX segment "
+				  "%s: %s", log->name, path, strerror(-rc));
+			return rc;
+		}
+		close(log->fd);
+		log->fd = -1;
+		log->nsegs--;
+	}
+	if (log->nsegs > 0 && first <= log->segs[log->nsegs - 1].first) {
+		/* Would truncate or sort before a segment that is kept. */
+		uint64_t last = log->segs[log->nsegs - 1].first;
+		pthread_mutex_unlock(&log->mu);
+		log_error("db=%s: a record starting at TXID %016" PRIx64
+			  " cannot start a segment after %016" PRIx64 ".seg "
+			  "(a snapshot needs the log reset first)", log->name,
+			  first, last);
+		return -EEXIST;
+	}
 	seg_path(log, first, path, sizeof(path));
 	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0) {
 		rc = -errno;
+		pthread_mutex_unlock(&log->mu);
 		log_error("db=%s: cannot create LTX segment %s: %s", log->name,
 			  path, strerror(-rc));
 		return rc;
 	}
-	rc = seg_push(log, first);
+	if (log->nsegs > 0)
+		log->segs[log->nsegs - 1].bytes = log->end; /* sealed */
+	rc = seg_push(log, first, 0, hdr->timestamp);
 	if (rc < 0) {
+		pthread_mutex_unlock(&log->mu);
 		close(fd);
 		unlink(path);
 		return rc;
@@ -382,6 +522,8 @@ static int start_segment(fs_log *log, uint64_t first)
 		close(log->fd);
 	log->fd = fd;
 	log->end = 0;
+	log->active_ts = hdr->timestamp;
+	pthread_mutex_unlock(&log->mu);
 	return lib_io_fsync_dir(log->dir);
 }
 
@@ -406,9 +548,8 @@ int fs_log_append_cctx(fs_log *log, const ltx_header *hdr, int zstd_level,
 
 	/* Only the appending thread changes fd/end, so they are read without
 	 * the lock here and published under it at the end. */
-	if (log->fd < 0 || log->end >= FS_LOG_SEGMENT_BYTES ||
-	    ltx_header_is_snapshot(hdr)) {
-		rc = start_segment(log, hdr->min_txid);
+	if (need_segment(log, hdr)) {
+		rc = start_segment(log, hdr);
 		if (rc < 0)
 			return rc;
 	}
@@ -447,6 +588,7 @@ int fs_log_append_cctx(fs_log *log, const ltx_header *hdr, int zstd_level,
 	}
 	pthread_mutex_lock(&log->mu);
 	log->end = a.off;
+	log->segs[log->nsegs - 1].bytes = log->end;
 	set_tail(log, hdr, &t);
 	pthread_mutex_unlock(&log->mu);
 	if (out_trailer)
@@ -482,9 +624,8 @@ int fs_log_append_raw(fs_log *log, int fd, uint64_t off, uint64_t len,
 			  hdr->max_txid, tail.pos.txid, tail.pos.checksum);
 		return -EPROTO;
 	}
-	if (log->fd < 0 || log->end >= FS_LOG_SEGMENT_BYTES ||
-	    ltx_header_is_snapshot(hdr)) {
-		rc = start_segment(log, hdr->min_txid);
+	if (need_segment(log, hdr)) {
+		rc = start_segment(log, hdr);
 		if (rc < 0)
 			return rc;
 	}
@@ -531,6 +672,7 @@ int fs_log_append_raw(fs_log *log, int fd, uint64_t off, uint64_t len,
 	}
 	pthread_mutex_lock(&log->mu);
 	log->end = start + FS_LOG_RECORD_PREFIX + len;
+	log->segs[log->nsegs - 1].bytes = log->end;
 	set_tail(log, hdr, tr);
 	pthread_mutex_unlock(&log->mu);
 	return 0;
@@ -553,12 +695,13 @@ int fs_log_reset(fs_log *log)
 		close(log->fd);
 	log->fd = -1;
 	for (size_t i = 0; i < log->nsegs; i++) {
-		seg_path(log, log->segs[i], path, sizeof(path));
+		seg_path(log, log->segs[i].first, path, sizeof(path));
 		if (unlink(path) < 0 && errno != ENOENT)
 			rc = -errno;
 	}
 	log->nsegs = 0;
 	log->end = 0;
+	log->active_ts = TS_UNKNOWN;
 	memset(&log->tail, 0, sizeof(log->tail));
 	pthread_mutex_unlock(&log->mu);
 	if (rc == 0)
@@ -589,17 +732,18 @@ void fs_log_iter_free(fs_log_iter *it)
 	free(it);
 }
 
+/* mu held. */
 static int iter_open_seg(fs_log_iter *it, size_t idx)
 {
 	char path[PATH_MAX];
 
 	if (it->fd >= 0)
 		close(it->fd);
-	seg_path(it->log, it->log->segs[idx], path, sizeof(path));
+	seg_path(it->log, it->log->segs[idx].first, path, sizeof(path));
 	it->fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (it->fd < 0)
 		return errno == ENOENT ? -ENOENT : -errno;
-	it->seg = idx;
+	it->seg_first = it->log->segs[idx].first;
 	it->off = 0;
 	return 0;
 }
@@ -614,14 +758,14 @@ int fs_log_iter_next(fs_log_iter *it, int *out_fd, uint64_t *out_off,
 	pthread_mutex_lock(&log->mu);
 	if (!it->started) {
 		size_t idx = 0;
-		if (log->nsegs == 0 || log->segs[0] > it->after + 1) {
+		if (log->nsegs == 0 || log->segs[0].first > it->after + 1) {
 			bool empty = log->nsegs == 0;
 			pthread_mutex_unlock(&log->mu);
 			return empty && it->after == log->tail.pos.txid ? 0
 									: -ENOENT;
 		}
 		for (size_t i = 0; i < log->nsegs; i++)
-			if (log->segs[i] <= it->after + 1)
+			if (log->segs[i].first <= it->after + 1)
 				idx = i;
 		rc = iter_open_seg(it, idx);
 		if (rc < 0) {
@@ -631,7 +775,10 @@ int fs_log_iter_next(fs_log_iter *it, int *out_fd, uint64_t *out_off,
 		it->started = true;
 	}
 	for (;;) {
-		bool last = it->seg + 1 >= log->nsegs;
+		/* The open segment may have been pruned since (its fd still
+		 * reads); then it is not the last one. */
+		ssize_t cur = seg_index(log, it->seg_first);
+		bool last = cur >= 0 && (size_t)cur + 1 == log->nsegs;
 		uint64_t end;
 		struct stat st;
 		if (last) {
@@ -644,11 +791,20 @@ int fs_log_iter_next(fs_log_iter *it, int *out_fd, uint64_t *out_off,
 			end = (uint64_t)st.st_size;
 		}
 		if (it->off >= end) {
+			size_t next;
 			if (last) {
 				rc = 0;
 				break;
 			}
-			rc = iter_open_seg(it, it->seg + 1);
+			next = seg_after(log, it->seg_first);
+			if (next >= log->nsegs ||
+			    log->segs[next].first > it->after + 1) {
+				/* The records that follow were pruned (or the
+				 * log was reset). */
+				rc = -ENOENT;
+				break;
+			}
+			rc = iter_open_seg(it, next);
 			if (rc < 0)
 				break;
 			continue;
@@ -666,8 +822,7 @@ int fs_log_iter_next(fs_log_iter *it, int *out_fd, uint64_t *out_off,
 					      &e) < 0) {
 				log_error("db=%s: LTX log segment %016" PRIx64
 					  " is corrupt at byte %" PRIu64,
-					  log->name, log->segs[it->seg],
-					  it->off);
+					  log->name, it->seg_first, it->off);
 				rc = -EBADMSG;
 				break;
 			}
@@ -686,4 +841,117 @@ int fs_log_iter_next(fs_log_iter *it, int *out_fd, uint64_t *out_off,
 	}
 	pthread_mutex_unlock(&log->mu);
 	return rc;
+}
+
+void fs_log_set_retention(fs_log *log, int64_t max_age_ms, uint64_t max_bytes)
+{
+	uint64_t roll = FS_LOG_SEGMENT_BYTES;
+
+	if (max_bytes > 0 && max_bytes / 4 < roll)
+		roll = max_bytes / 4 < FS_LOG_SEGMENT_MIN_BYTES
+			       ? FS_LOG_SEGMENT_MIN_BYTES : max_bytes / 4;
+	atomic_store(&log->keep_ms, max_age_ms < 0 ? -1 : max_age_ms);
+	atomic_store(&log->keep_bytes, max_bytes);
+	atomic_store(&log->roll_bytes, roll);
+	atomic_store(&log->roll_ms, max_age_ms < 0 ? 0 :
+			    max_age_ms < FS_LOG_SEGMENT_MIN_MS ?
+			    FS_LOG_SEGMENT_MIN_MS : max_age_ms);
+}
+
+/* mu held: bytes in all segments. */
+static uint64_t total_bytes(const fs_log *log)
+{
+	uint64_t t = 0;
+
+	for (size_t i = 0; i < log->nsegs; i++)
+		t += i + 1 == log->nsegs ? log->end : log->segs[i].bytes;
+	return t;
+}
+
+int fs_log_prune(fs_log *log, int64_t now_ms, fs_log_prune_result *out)
+{
+	int64_t keep_ms = atomic_load(&log->keep_ms);
+	uint64_t keep_bytes = atomic_load(&log->keep_bytes);
+	fs_log_prune_result r = {0};
+	char path[PATH_MAX];
+	size_t keep_from, drop = 0;
+	uint64_t total;
+	int rc = 0;
+
+	if (out)
+		*out = r;
+	if (log->readonly)
+		return 0;
+	pthread_mutex_lock(&log->mu);
+	total = total_bytes(log);
+	/* The segment holding the last record stays: it proves the tail.
+	 * Only the last segment can be empty (a failed append); then the
+	 * one before holds it. */
+	keep_from = log->nsegs;
+	if (keep_from > 0)
+		keep_from--;
+	if (keep_from > 0 && log->end == 0)
+		keep_from--;
+	while (drop < keep_from) {
+		/* Every record of segment i is at least as old as the first
+		 * record of segment i+1. */
+		int64_t ts = log->segs[drop + 1].ts;
+		bool old = keep_ms >= 0 && ts != TS_UNKNOWN && now_ms >= ts &&
+			   (uint64_t)now_ms - (uint64_t)ts >= (uint64_t)keep_ms;
+		bool big = keep_bytes > 0 && total > keep_bytes;
+		if (!old && !big)
+			break;
+		/* Oldest first: a crash leaves a log that starts later. */
+		seg_path(log, log->segs[drop].first, path, sizeof(path));
+		if (unlink(path) < 0 && errno != ENOENT) {
+			rc = -errno;
+			log_error("db=%s: retention: cannot remove LTX segment "
+				  "%s: %s", log->name, path, strerror(-rc));
+			break;
+		}
+		if (r.segments == 0)
+			r.from_txid = log->segs[drop].first;
+		r.segments++;
+		r.bytes += log->segs[drop].bytes;
+		total -= log->segs[drop].bytes;
+		if (old)
+			r.by_age++;
+		drop++;
+	}
+	if (drop > 0) {
+		memmove(log->segs, log->segs + drop,
+			(log->nsegs - drop) * sizeof(fs_seg));
+		log->nsegs -= drop;
+		log->pruned_segments += r.segments;
+		log->pruned_bytes += r.bytes;
+	}
+	r.first_txid = log->nsegs > 0 ? log->segs[0].first : 0;
+	r.log_bytes = total;
+	pthread_mutex_unlock(&log->mu);
+	if (drop > 0) {
+		int src = lib_io_fsync_dir(log->dir);
+		log_info("db=%s: retention removed %zu LTX segment%s (%" PRIu64
+			 " bytes, %zu by age); the log now starts at TXID %016"
+			 PRIx64 " and holds %" PRIu64 " bytes", log->name,
+			 r.segments, r.segments == 1 ? "" : "s", r.bytes,
+			 r.by_age, r.first_txid, r.log_bytes);
+		if (rc == 0)
+			rc = src;
+	}
+	if (out)
+		*out = r;
+	return rc;
+}
+
+void fs_log_get_stats(fs_log *log, fs_log_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&log->mu);
+	out->bytes = total_bytes(log);
+	out->segments = log->nsegs;
+	if (log->nsegs > 0 && (log->nsegs > 1 || log->end > 0))
+		out->first_txid = log->segs[0].first;
+	out->pruned_segments = log->pruned_segments;
+	out->pruned_bytes = log->pruned_bytes;
+	pthread_mutex_unlock(&log->mu);
 }

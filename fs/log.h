@@ -21,7 +21,14 @@
  * and the node does not serve.
  *
  * Segments roll over when they pass FS_LOG_SEGMENT_BYTES, so a bulk load
- * makes a few large files, not one file per transaction.
+ * makes a few large files, not one file per transaction; with a retention
+ * policy (fs_log_set_retention) also past a quarter of the byte cap and
+ * once the active segment's first record is older than the age limit, so
+ * whole segments can be pruned at a useful granularity.
+ *
+ * Retention (fs_log_prune) removes whole segments, oldest first, never
+ * the one holding the last record, so the log may start at any TXID: an
+ * iterator asked for records it no longer has says -ENOENT.
  *
  * Thread safety: appends come from one thread at a time (the database's
  * capture path holds the database lock); readers may iterate concurrently
@@ -32,6 +39,7 @@
 #define FS_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "ltx/decoder.h"
@@ -40,6 +48,8 @@
 #include "ltx/pos.h"
 
 #define FS_LOG_SEGMENT_BYTES (64u * 1024 * 1024)
+#define FS_LOG_SEGMENT_MIN_BYTES 4096u  /* smallest roll-over size */
+#define FS_LOG_SEGMENT_MIN_MS 1000      /* shortest roll-over age */
 #define FS_LOG_RECORD_PREFIX 4
 
 typedef struct fs_log fs_log;
@@ -92,13 +102,52 @@ int fs_log_sync(fs_log *log);
  * log, e.g. on a replica). */
 int fs_log_reset(fs_log *log);
 
+/* Retention policy: records older than max_age_ms (< 0: no age limit) and
+ * the oldest records while the log is over max_bytes (0: no cap) may be
+ * pruned. Also sets when segments roll over: past max_bytes / 4 (at least
+ * FS_LOG_SEGMENT_MIN_BYTES, at most FS_LOG_SEGMENT_BYTES) and when the
+ * active segment's first record is max_age_ms (at least
+ * FS_LOG_SEGMENT_MIN_MS) older than the record being appended. May be
+ * called from any thread, any time. */
+void fs_log_set_retention(fs_log *log, int64_t max_age_ms, uint64_t max_bytes);
+
+typedef struct fs_log_prune_result {
+	size_t segments;        /* segments removed by this call */
+	size_t by_age;          /* of which old enough (the rest: size) */
+	uint64_t bytes;         /* their bytes */
+	uint64_t from_txid;     /* first TXID removed (0: none) */
+	uint64_t first_txid;    /* the log's first segment now (0: empty) */
+	uint64_t log_bytes;     /* the log's size now */
+} fs_log_prune_result;
+
+/* Applies the retention policy at wall-clock time now_ms: removes whole
+ * segments, oldest first, while the oldest is entirely older than the age
+ * limit (its successor's first record's LTX timestamp is at least
+ * max_age_ms before now_ms) or the log is over the byte cap. Never removes
+ * the segment holding the last record. Unlinks under the log's lock, so
+ * iterators never open a removed segment; an iterator already reading one
+ * keeps its fd. Crash-safe: a crash leaves the log starting later. A
+ * read-only log is never pruned. out may be NULL. */
+int fs_log_prune(fs_log *log, int64_t now_ms, fs_log_prune_result *out);
+
+typedef struct fs_log_stats {
+	uint64_t bytes;           /* all segments */
+	uint64_t first_txid;      /* first segment's name; 0 when empty */
+	size_t segments;
+	uint64_t pruned_segments; /* removed by retention since open */
+	uint64_t pruned_bytes;
+} fs_log_stats;
+void fs_log_get_stats(fs_log *log, fs_log_stats *out);
+
 /* Iteration: records with max TXID > after_txid, in order, up to the last
  * completed append at the time of each call. */
 typedef struct fs_log_iter fs_log_iter;
 int fs_log_iter_open(fs_log *log, uint64_t after_txid, fs_log_iter **out);
 /* 1 with the next record's LTX bytes at (*out_fd, *out_off, *out_len) and
  * its header in *out_hdr; 0 at the end; -ENOENT when the records after
- * after_txid are no longer kept; other -errno. The fd stays valid until
+ * after_txid are no longer kept (the log starts later, or retention
+ * removed the segment that would come next while iterating); other
+ * -errno. The fd stays valid until
  * the next call or fs_log_iter_free. */
 int fs_log_iter_next(fs_log_iter *it, int *out_fd, uint64_t *out_off,
 		     uint64_t *out_len, ltx_header *out_hdr);

@@ -1,0 +1,486 @@
+/*
+ * Tests for fs/log.c retention: pruning by size and by age with explicit
+ * clocks (record timestamps and the 'now' given to fs_log_prune), the
+ * segment holding the last record always kept, iterators across a prune,
+ * reopening a pruned log, and a crash between two unlinks of a prune.
+ *
+ * Records are real LTX files on real files in a temporary directory:
+ * one 4 KiB page each, uncompressed (about 4.2 KB a record), chained by
+ * their checksums as the capture path chains them.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "fs/log.h"
+#include "lib/io.h"
+
+#define PS 4096
+#define T0 INT64_C(1700000000000)
+
+typedef struct env {
+	char dir[256];
+	fs_log *log;
+	uint64_t txid;      /* last appended */
+	uint64_t post;      /* its post-apply checksum */
+	int fail_next;      /* make the next fill fail */
+} env;
+
+struct fill_ctx {
+	uint64_t txid;
+	bool snapshot;
+	bool fail;
+};
+
+static int fill(void *ctx, ltx_encoder *enc, uint64_t *out_post,
+		ltx_err *err)
+{
+	struct fill_ctx *f = ctx;
+	uint8_t page[PS];
+	int rc;
+
+	if (f->fail)
+		return ltx_err_set(err, LTX_ERR_IO, 0, "injected failure");
+	for (size_t i = 0; i < sizeof(page); i++)
+		page[i] = (uint8_t)(f->txid * 131 + i * 7 + (i >> 5));
+	rc = ltx_encoder_add_page(enc, 1, page, err);
+	/* A snapshot's post-apply is computed by the encoder. */
+	*out_post = f->snapshot ? 0 : ((UINT64_C(1) << 63) | (f->txid * 977));
+	return rc;
+}
+
+/* Appends TXID e->txid + 1 with timestamp ts; returns fs_log_append's rc. */
+static int append(env *e, int64_t ts)
+{
+	struct fill_ctx f = {e->txid + 1, e->txid == 0, e->fail_next != 0};
+	ltx_header h = {0};
+	ltx_trailer t;
+	int rc;
+
+	h.page_size = PS;
+	h.commit = 1;
+	h.min_txid = h.max_txid = e->txid + 1;
+	h.timestamp = ts;
+	h.pre_apply_checksum = e->txid == 0 ? 0 : e->post;
+	e->fail_next = 0;
+	rc = fs_log_append(e->log, &h, 0, fill, &f, &t);
+	if (rc == 0) {
+		e->txid++;
+		e->post = t.post_apply_checksum;
+	}
+	return rc;
+}
+
+static int setup(void **state)
+{
+	env *e = calloc(1, sizeof(*e));
+	char tmpl[] = "/tmp/ltxfs-test-log-XXXXXX";
+
+	assert_non_null(e);
+	assert_non_null(mkdtemp(tmpl));
+	snprintf(e->dir, sizeof(e->dir), "%s/log", tmpl);
+	assert_int_equal(fs_log_open(e->dir, "t", &e->log), 0);
+	*state = e;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	env *e = *state;
+	char cmd[600];
+
+	fs_log_close(e->log);
+	/* e->dir is <tmp>/log: remove <tmp>. */
+	snprintf(cmd, sizeof(cmd), "rm -rf '%.*s'",
+		 (int)(strrchr(e->dir, '/') - e->dir), e->dir);
+	assert_int_equal(system(cmd), 0);
+	free(e);
+	return 0;
+}
+
+static void reopen(env *e)
+{
+	fs_log_close(e->log);
+	e->log = NULL;
+	assert_int_equal(fs_log_open(e->dir, "t", &e->log), 0);
+}
+
+/* Segment files in the directory and their total size. */
+static size_t count_files(const env *e, uint64_t *out_bytes,
+			  uint64_t *out_first)
+{
+	DIR *d = opendir(e->dir);
+	struct dirent *de;
+	size_t n = 0;
+	uint64_t bytes = 0, first = UINT64_MAX;
+
+	assert_non_null(d);
+	while ((de = readdir(d)) != NULL) {
+		char path[600];
+		struct stat st;
+		if (strstr(de->d_name, ".seg") == NULL)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", e->dir, de->d_name);
+		assert_int_equal(stat(path, &st), 0);
+		bytes += (uint64_t)st.st_size;
+		if (strtoull(de->d_name, NULL, 16) < first)
+			first = strtoull(de->d_name, NULL, 16);
+		n++;
+	}
+	closedir(d);
+	if (out_bytes)
+		*out_bytes = bytes;
+	if (out_first)
+		*out_first = first;
+	return n;
+}
+
+/* Iterates after 'after' to the end: every record contiguous, the last
+ * one e->txid. Returns the number of records. */
+static uint64_t check_iter(env *e, uint64_t after)
+{
+	fs_log_iter *it = NULL;
+	uint64_t n = 0, want = after + 1;
+	int fd, rc;
+	uint64_t off, len;
+	ltx_header h;
+
+	assert_int_equal(fs_log_iter_open(e->log, after, &it), 0);
+	while ((rc = fs_log_iter_next(it, &fd, &off, &len, &h)) == 1) {
+		assert_int_equal(h.min_txid, want);
+		want = h.max_txid + 1;
+		n++;
+		assert_true(n <= e->txid);
+	}
+	assert_int_equal(rc, 0);
+	assert_int_equal(want - 1, e->txid);
+	fs_log_iter_free(it);
+	return n;
+}
+
+static int iter_first_rc(env *e, uint64_t after)
+{
+	fs_log_iter *it = NULL;
+	int fd, rc;
+	uint64_t off, len;
+	ltx_header h;
+
+	assert_int_equal(fs_log_iter_open(e->log, after, &it), 0);
+	rc = fs_log_iter_next(it, &fd, &off, &len, &h);
+	fs_log_iter_free(it);
+	return rc;
+}
+
+/* ---- tests ------------------------------------------------------------- */
+
+static void test_no_policy_keeps_everything(void **state)
+{
+	env *e = *state;
+	fs_log_prune_result r;
+	fs_log_stats st;
+
+	for (int i = 0; i < 40; i++)
+		assert_int_equal(append(e, T0), 0);
+	assert_int_equal(fs_log_prune(e->log, T0 + (INT64_C(1) << 40), &r), 0);
+	assert_int_equal(r.segments, 0);
+	fs_log_get_stats(e->log, &st);
+	assert_int_equal(st.segments, 1);
+	assert_int_equal(st.first_txid, 1);
+	assert_int_equal(check_iter(e, 0), 40);
+}
+
+static void test_prune_by_size(void **state)
+{
+	env *e = *state;
+	const uint64_t cap = 64 * 1024;
+	fs_log_prune_result r;
+	fs_log_stats st;
+	uint64_t bytes, first;
+	size_t files;
+
+	/* No age limit: only the byte cap. */
+	fs_log_set_retention(e->log, -1, cap);
+	for (int i = 0; i < 60; i++)
+		assert_int_equal(append(e, T0), 0);
+	fs_log_get_stats(e->log, &st);
+	/* Rolls over at cap / 4: 4 records a segment. */
+	assert_true(st.segments >= 14);
+	assert_true(st.bytes > 3 * cap);
+	files = count_files(e, &bytes, NULL);
+	assert_int_equal(files, st.segments);
+	assert_int_equal(bytes, st.bytes);
+
+	assert_int_equal(fs_log_prune(e->log, T0, &r), 0);
+	assert_true(r.segments > 0);
+	assert_int_equal(r.by_age, 0);
+	assert_int_equal(r.from_txid, 1);
+	assert_true(r.log_bytes <= cap);
+	/* Removing one segment fewer would have left it over the cap. */
+	assert_true(r.log_bytes + cap / 4 > cap);
+	assert_true(r.first_txid > 1);
+
+	files = count_files(e, &bytes, &first);
+	fs_log_get_stats(e->log, &st);
+	assert_int_equal(files, st.segments);
+	assert_int_equal(bytes, st.bytes);
+	assert_int_equal(bytes, r.log_bytes);
+	assert_int_equal(first, r.first_txid);
+	assert_int_equal(st.first_txid, r.first_txid);
+	assert_int_equal(st.pruned_segments, r.segments);
+
+	/* What is kept iterates from its first record to the last. */
+	assert_int_equal(check_iter(e, r.first_txid - 1),
+			 e->txid - r.first_txid + 1);
+	/* Positions before it: -ENOENT (the stream sends a snapshot). */
+	assert_int_equal(iter_first_rc(e, 0), -ENOENT);
+	assert_int_equal(iter_first_rc(e, r.first_txid - 2), -ENOENT);
+	assert_int_equal(iter_first_rc(e, e->txid), 0);
+
+	/* A second pass has nothing to do. */
+	assert_int_equal(fs_log_prune(e->log, T0, &r), 0);
+	assert_int_equal(r.segments, 0);
+
+	/* Reopen: the log starts later, its tail is unchanged, appends go
+	 * on. */
+	first = st.first_txid;
+	reopen(e);
+	assert_int_equal(fs_log_get_tail(e->log).pos.txid, e->txid);
+	assert_int_equal(fs_log_get_tail(e->log).pos.checksum, e->post);
+	fs_log_get_stats(e->log, &st);
+	assert_int_equal(st.first_txid, first);
+	assert_int_equal(st.bytes, bytes);
+	assert_int_equal(iter_first_rc(e, 0), -ENOENT);
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(append(e, T0), 0);
+	assert_int_equal(check_iter(e, first - 1), e->txid - first + 1);
+}
+
+static void test_prune_by_age(void **state)
+{
+	env *e = *state;
+	const int64_t keep = 10000;
+	fs_log_prune_result r;
+	fs_log_stats st;
+
+	/* No size cap: segments roll when the active one's first record is
+	 * 10 s older than the record appended. One record a second. */
+	fs_log_set_retention(e->log, keep, 0);
+	for (int i = 0; i < 30; i++)
+		assert_int_equal(append(e, T0 + i * 1000), 0);
+	fs_log_get_stats(e->log, &st);
+	assert_int_equal(st.segments, 3); /* 1-10, 11-20, 21-30 */
+	assert_int_equal(count_files(e, NULL, NULL), 3);
+
+	/* Segment 1-10's newest record is at most as old as record 11 (T0 +
+	 * 10 s): removable from T0 + 20 s on, not a millisecond before. */
+	assert_int_equal(fs_log_prune(e->log, T0 + 20000 - 1, &r), 0);
+	assert_int_equal(r.segments, 0);
+	assert_int_equal(fs_log_prune(e->log, T0 + 20000, &r), 0);
+	assert_int_equal(r.segments, 1);
+	assert_int_equal(r.by_age, 1);
+	assert_int_equal(r.first_txid, 11);
+	assert_int_equal(check_iter(e, 10), 20);
+
+	/* Much later: everything but the segment with the last record. */
+	assert_int_equal(fs_log_prune(e->log, T0 + 1000000, &r), 0);
+	assert_int_equal(r.segments, 1);
+	assert_int_equal(r.first_txid, 21);
+	assert_int_equal(count_files(e, NULL, NULL), 1);
+	assert_int_equal(check_iter(e, 20), 10);
+	assert_int_equal(fs_log_get_tail(e->log).pos.txid, 30);
+
+	/* A clock behind the records (skew) prunes nothing by age. */
+	for (int i = 0; i < 15; i++)
+		assert_int_equal(append(e, T0 + 40000 + i * 1000), 0);
+	assert_int_equal(fs_log_prune(e->log, T0, &r), 0);
+	assert_int_equal(r.segments, 0);
+
+	reopen(e);
+	fs_log_get_stats(e->log, &st);
+	assert_int_equal(st.first_txid, 21);
+	/* Timestamps are read back from the segments on open. */
+	assert_int_equal(fs_log_prune(e->log, T0 + 1000000, &r), 0);
+	assert_int_equal(r.segments, 0); /* no policy after reopen */
+	fs_log_set_retention(e->log, keep, 0);
+	assert_int_equal(fs_log_prune(e->log, T0 + 1000000, &r), 0);
+	assert_true(r.segments >= 1);
+	assert_int_equal(check_iter(e, r.first_txid - 1),
+			 e->txid - r.first_txid + 1);
+}
+
+static void test_keep_last_record(void **state)
+{
+	env *e = *state;
+	fs_log_prune_result r;
+	fs_log_stats st;
+	uint64_t last_first;
+
+	/* Age 0 and a 1-byte cap: as little as can be kept. */
+	fs_log_set_retention(e->log, 0, 1);
+	for (int i = 0; i < 9; i++)
+		assert_int_equal(append(e, T0), 0);
+	fs_log_get_stats(e->log, &st);
+	assert_int_equal(st.segments, 9); /* rolls at 4 KiB: one each */
+	assert_int_equal(fs_log_prune(e->log, T0 + 1000, &r), 0);
+	assert_int_equal(r.segments, 8);
+	assert_int_equal(r.first_txid, 9);
+	assert_true(r.log_bytes > 1); /* over the cap, but the tail stays */
+	assert_int_equal(iter_first_rc(e, 7), -ENOENT);
+	assert_int_equal(check_iter(e, 8), 1);
+
+	/* A failed append at a roll-over leaves an empty last segment: the
+	 * one before still holds the last record and is kept. */
+	e->fail_next = 1;
+	assert_true(append(e, T0) < 0);
+	assert_int_equal(count_files(e, NULL, NULL), 2);
+	assert_int_equal(fs_log_prune(e->log, T0 + 1000, &r), 0);
+	assert_int_equal(r.segments, 0);
+	assert_int_equal(count_files(e, NULL, NULL), 2);
+	assert_int_equal(check_iter(e, 8), 1);
+	assert_int_equal(fs_log_get_tail(e->log).pos.txid, 9);
+
+	/* Reopen drops the empty segment and finds the tail. */
+	reopen(e);
+	assert_int_equal(count_files(e, NULL, NULL), 1);
+	assert_int_equal(fs_log_get_tail(e->log).pos.txid, 9);
+	assert_int_equal(fs_log_get_tail(e->log).pos.checksum, e->post);
+	fs_log_set_retention(e->log, 0, 1);
+	assert_int_equal(append(e, T0), 0);
+	assert_int_equal(append(e, T0), 0);
+	assert_int_equal(fs_log_prune(e->log, T0 + 1000, &r), 0);
+	assert_int_equal(r.segments, 2);
+	fs_log_get_stats(e->log, &st);
+	last_first = st.first_txid;
+	assert_int_equal(last_first, 11);
+	assert_int_equal(check_iter(e, 10), 1);
+
+	/* A snapshot cannot start a segment sorting before a kept one. */
+	{
+		uint64_t txid = e->txid;
+		e->txid = 0;
+		assert_int_equal(append(e, T0), -EEXIST);
+		e->txid = txid;
+	}
+	assert_int_equal(fs_log_get_tail(e->log).pos.txid, 11);
+}
+
+static void test_iterators_across_prune(void **state)
+{
+	env *e = *state;
+	fs_log_iter *a = NULL, *b = NULL;
+	fs_log_prune_result r;
+	int fd, rc;
+	uint64_t off, len, n = 0;
+	ltx_header h;
+	uint8_t buf[LTX_HEADER_SIZE];
+
+	fs_log_set_retention(e->log, -1, 64 * 1024);
+	for (int i = 0; i < 40; i++)
+		assert_int_equal(append(e, T0), 0);
+	/* a: reading the first segment when it is pruned. */
+	assert_int_equal(fs_log_iter_open(e->log, 0, &a), 0);
+	assert_int_equal(fs_log_iter_next(a, &fd, &off, &len, &h), 1);
+	assert_int_equal(h.max_txid, 1);
+	/* b: positioned at the record before the last. */
+	assert_int_equal(fs_log_iter_open(e->log, e->txid - 2, &b), 0);
+	assert_int_equal(fs_log_iter_next(b, &fd, &off, &len, &h), 1);
+
+	assert_int_equal(fs_log_prune(e->log, T0, &r), 0);
+	assert_true(r.first_txid > 5);
+
+	/* a reads on from its open fd to the end of its (removed) segment,
+	 * then says the records that follow are gone. */
+	while ((rc = fs_log_iter_next(a, &fd, &off, &len, &h)) == 1) {
+		/* The fd still reads the removed segment's bytes. */
+		assert_int_equal(lib_io_pread_full(fd, buf, sizeof(buf),
+						   (off_t)off, NULL), 0);
+		assert_memory_equal(buf, "LTX1", 4);
+		n++;
+		assert_true(n < 40);
+	}
+	assert_int_equal(rc, -ENOENT);
+	assert_int_equal(n, 3); /* records 2-4 of segment 1-4 */
+	/* b: unaffected. */
+	assert_int_equal(fs_log_iter_next(b, &fd, &off, &len, &h), 1);
+	assert_int_equal(h.max_txid, e->txid);
+	assert_int_equal(fs_log_iter_next(b, &fd, &off, &len, &h), 0);
+	assert_int_equal(append(e, T0), 0);
+	assert_int_equal(fs_log_iter_next(b, &fd, &off, &len, &h), 1);
+	assert_int_equal(h.max_txid, e->txid);
+	fs_log_iter_free(a);
+	fs_log_iter_free(b);
+}
+
+static void test_crash_mid_prune(void **state)
+{
+	env *e = *state;
+	char path[600];
+	fs_log_stats st;
+	fs_log_prune_result r;
+
+	fs_log_set_retention(e->log, -1, 16 * 1024); /* 4 KiB segments */
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(append(e, T0), 0);
+	fs_log_close(e->log);
+	e->log = NULL;
+	/* A prune that unlinked the oldest segment and crashed before the
+	 * next one: the log starts at TXID 2. */
+	snprintf(path, sizeof(path), "%s/%016x.seg", e->dir, 1);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(fs_log_open(e->dir, "t", &e->log), 0);
+	fs_log_get_stats(e->log, &st);
+	assert_int_equal(st.first_txid, 2);
+	assert_int_equal(st.segments, 5);
+	assert_int_equal(fs_log_get_tail(e->log).pos.txid, 6);
+	assert_int_equal(check_iter(e, 1), 5);
+	assert_int_equal(iter_first_rc(e, 0), -ENOENT);
+	/* The next prune finishes the job; the read-only opener (ltxfs
+	 * verify) never prunes. */
+	{
+		fs_log *ro = NULL;
+		assert_int_equal(fs_log_open_readonly(e->dir, "t", &ro), 0);
+		fs_log_set_retention(ro, 0, 1);
+		assert_int_equal(fs_log_prune(ro, T0 + 1000, &r), 0);
+		assert_int_equal(r.segments, 0);
+		fs_log_close(ro);
+	}
+	fs_log_set_retention(e->log, -1, 16 * 1024);
+	assert_int_equal(fs_log_prune(e->log, T0, &r), 0);
+	assert_int_equal(r.from_txid, 2);
+	assert_true(r.log_bytes <= 16 * 1024);
+	assert_int_equal(check_iter(e, r.first_txid - 1),
+			 e->txid - r.first_txid + 1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_no_policy_keeps_everything,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prune_by_size, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_prune_by_age, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_keep_last_record, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_iterators_across_prune,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_crash_mid_prune, setup,
+						teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
