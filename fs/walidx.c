@@ -760,10 +760,27 @@ static int init_adopt(fs_walidx *w, uint32_t db_pages)
 		goto out;
 	}
 	w->hdr = live;
-	if (live.sz_page == sz_page_field(w->page_size) &&
-	    live.mx_frame == 0) {
-		if (live.n_page != db_pages) {
-			w->hdr.n_page = db_pages;
+	if (live.mx_frame == 0) {
+		/* It counts no frame, so every reader reads the database
+		 * alone and nothing needs a restart: our page size and size
+		 * go into it. (SQLite's own recovery of an empty WAL leaves
+		 * szPage and the salts 0; its first frame, like ours, then
+		 * starts the WAL.) A stray nBackfill would make readers skip
+		 * frames (they read from nBackfill+1): cleared, with CKPT. */
+		if (shm_load32(ck(w, CK_BACKFILL)) != 0) {
+			rc = ofd_lock_wait(w->shm_fd, F_WRLCK, LK_CKPT, 1,
+					   FS_WALIDX_OPEN_TIMEOUT_MS);
+			if (rc < 0) {
+				log_error("%s: CKPT lock: %s", w->shm_path,
+					  strerror(-rc));
+				goto out;
+			}
+			shm_store32(ck(w, CK_BACKFILL), 0);
+			ofd_unlock(w->shm_fd, LK_CKPT, 1);
+		}
+		w->hdr.sz_page = sz_page_field(w->page_size);
+		w->hdr.n_page = db_pages;
+		if (!hdr_same(&live, &w->hdr)) {
 			w->hdr.change++;
 			hdr_publish(w);
 		}

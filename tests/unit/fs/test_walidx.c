@@ -51,6 +51,7 @@ enum {
 typedef struct env {
 	char dir[256];
 	char src[300], tgt[300], tgt_wal[310], tgt_shm[310];
+	int src_fd; /* SOURCE's database, open from setup to teardown */
 	bool wal_mode;
 	sqlite3 *s; /* SOURCE */
 	uint8_t *prev;
@@ -85,21 +86,109 @@ static void exec(sqlite3 *db, const char *sql)
 		fail_msg("%s: %s", sql, err ? err : sqlite3_errstr(rc));
 }
 
-static void read_path(const char *path, uint8_t **out, size_t *len)
+/* Full write to a pipe; false on error. */
+static bool pipe_write_all(int fd, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+
+	while (n > 0) {
+		ssize_t k = write(fd, b, n);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return false;
+		b += k;
+		n -= (size_t)k;
+	}
+	return true;
+}
+
+static bool pipe_read_all(int fd, void *p, size_t n)
+{
+	uint8_t *b = p;
+
+	while (n > 0) {
+		ssize_t k = read(fd, b, n);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return false;
+		b += k;
+		n -= (size_t)k;
+	}
+	return true;
+}
+
+/*
+ * LOCKS AND close(): closing ANY descriptor of a file drops every classic
+ * POSIX lock this process holds on it, so opening and closing the target
+ * database or its -shm while a SQLite connection in this process has them
+ * open silently releases that connection's SHARED, DMS and READ locks (and
+ * walidx would then see no reader). Files SQLite may hold open here are
+ * therefore read through descriptors kept open for the env's whole life
+ * (read_fd), or by a child process (read_path_child: its descriptors are
+ * its own). fs_walidx_close closes descriptors too, so no SQLite
+ * connection on TARGET may be open in this process when walidx closes.
+ */
+
+/* A file's content, read by a child process. */
+static void read_path_child(const char *path, uint8_t **out, size_t *len)
+{
+	int pfd[2], status = 0;
+	uint64_t n = 0;
+	pid_t pid;
+
+	assert_int_equal(pipe(pfd), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct stat st;
+		uint8_t buf[65536];
+		int fd = open(path, O_RDONLY);
+		uint64_t left;
+		close(pfd[0]);
+		if (fd < 0 || fstat(fd, &st) < 0)
+			_exit(1);
+		left = n = (uint64_t)st.st_size;
+		if (!pipe_write_all(pfd[1], &n, sizeof(n)))
+			_exit(2);
+		while (left > 0) {
+			ssize_t k = read(fd, buf,
+					 left < sizeof(buf) ? left : sizeof(buf));
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k <= 0 || !pipe_write_all(pfd[1], buf, (size_t)k))
+				_exit(3);
+			left -= (uint64_t)k;
+		}
+		_exit(0);
+	}
+	close(pfd[1]);
+	assert_true(pipe_read_all(pfd[0], &n, sizeof(n)));
+	*len = (size_t)n;
+	*out = malloc(*len ? *len : 1);
+	assert_non_null(*out);
+	assert_true(pipe_read_all(pfd[0], *out, *len));
+	close(pfd[0]);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* A file's content, through a descriptor that stays open. */
+static void read_fd(int fd, uint8_t **out, size_t *len)
 {
 	struct stat st;
-	int fd = open(path, O_RDONLY);
 	size_t got = 0;
 
-	assert_true(fd >= 0);
 	assert_int_equal(fstat(fd, &st), 0);
 	*len = (size_t)st.st_size;
 	*out = malloc(*len ? *len : 1);
 	assert_non_null(*out);
 	assert_int_equal(lib_io_pread_full(fd, *out, *len, 0, &got), 0);
-	close(fd);
+	assert_int_equal(got, *len);
 }
 
+/* Only for files no SQLite connection of this process has open. */
 static void write_path(const char *path, const void *p, size_t n)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -108,11 +197,11 @@ static void write_path(const char *path, const void *p, size_t n)
 	close(fd);
 }
 
-static void copy_path(const char *from, const char *to)
+static void copy_fd(int from, const char *to)
 {
 	uint8_t *b;
 	size_t n;
-	read_path(from, &b, &n);
+	read_fd(from, &b, &n);
 	write_path(to, b, n);
 	free(b);
 }
@@ -237,7 +326,7 @@ static void source_image(env *e, uint8_t **out, size_t *len)
 		assert_int_equal(sqlite3_column_int(st, 0), 0); /* not busy */
 		sqlite3_finalize(st);
 	}
-	read_path(e->src, out, len);
+	read_fd(e->src_fd, out, len);
 	assert_int_equal(*len % e->ps, 0);
 }
 
@@ -255,7 +344,7 @@ static void env_setup(env *e, uint32_t ps, bool wal_mode, uint64_t seed)
 	char sql[64];
 
 	memset(e, 0, sizeof(*e));
-	e->wal_fd = e->db_fd = -1;
+	e->wal_fd = e->db_fd = e->src_fd = -1;
 	e->ps = ps;
 	e->wal_mode = wal_mode;
 	e->rng = seed * 0x9e3779b97f4a7c15ULL + 1;
@@ -266,6 +355,8 @@ static void env_setup(env *e, uint32_t ps, bool wal_mode, uint64_t seed)
 	snprintf(e->tgt_wal, sizeof(e->tgt_wal), "%s-wal", e->tgt);
 	snprintf(e->tgt_shm, sizeof(e->tgt_shm), "%s-shm", e->tgt);
 	assert_int_equal(sqlite3_open(e->src, &e->s), SQLITE_OK);
+	e->src_fd = open(e->src, O_RDONLY); /* sqlite3_open created it */
+	assert_true(e->src_fd >= 0);
 	snprintf(sql, sizeof(sql), "PRAGMA page_size=%u", ps);
 	exec(e->s, sql);
 	exec(e->s, wal_mode ? "PRAGMA journal_mode=WAL"
@@ -309,6 +400,8 @@ static void env_teardown(env *e)
 	e->w = NULL;
 	if (e->s)
 		sqlite3_close(e->s);
+	if (e->src_fd >= 0)
+		close(e->src_fd);
 	if (e->wal_fd >= 0)
 		close(e->wal_fd);
 	if (e->db_fd >= 0)
@@ -395,7 +488,7 @@ static void assert_files_equal(env *e)
 {
 	uint8_t *t;
 	size_t n;
-	read_path(e->tgt, &t, &n);
+	read_fd(e->db_fd, &t, &n);
 	assert_int_equal(n, e->prev_len);
 	assert_memory_equal(t, e->prev, n);
 	free(t);
@@ -412,8 +505,8 @@ static void assert_wal_recovers(env *e, uint64_t want)
 	snprintf(wal, sizeof(wal), "%s-wal", db);
 	snprintf(shm, sizeof(shm), "%s-shm", db);
 	unlink(shm);
-	copy_path(e->tgt, db);
-	copy_path(e->tgt_wal, wal);
+	copy_fd(e->db_fd, db);
+	copy_fd(e->wal_fd, wal);
 	c = open_db(db);
 	assert_true(db_hash(c, NULL) == want);
 	assert_check_ok(c, "PRAGMA integrity_check");
@@ -437,7 +530,7 @@ static shm_view read_shm(const char *path)
 	shm_view v = {0};
 	uint32_t s0 = 0, s1 = 0, c0, c1;
 
-	read_path(path, &b, &n);
+	read_path_child(path, &b, &n);
 	if (n >= 136 && memcmp(b, b + 48, 48) == 0 && b[12] == 1) {
 		fs_wal_checksum(false, b, 40, &s0, &s1);
 		memcpy(&c0, b + 40, 4);
@@ -1012,7 +1105,6 @@ static void test_abort_busy_faults(void **state)
 	assert_true(fs_walidx_pending(e.w) > 0);
 	fl.l_type = F_UNLCK;
 	assert_int_equal(fcntl(fd2, F_OFD_SETLK, &fl), 0);
-	close(fd2);
 	checkpoint_full(&e);
 	h0 = source_hash(&e);
 
@@ -1107,6 +1199,7 @@ static void test_abort_busy_faults(void **state)
 	fs_walidx_get_stats(e.w, &st1);
 	assert_int_equal(st1.restarts, st0.restarts + 1);
 	sqlite3_close(r);
+	close(fd2); /* only now: see LOCKS AND close() */
 	checkpoint_full(&e);
 	assert_files_equal(&e);
 	env_teardown(&e);
@@ -1176,17 +1269,24 @@ static void test_open(void **state)
 	assert_true(db_hash(r, NULL) == source_hash(&e));
 	assert_true(target_hash(&e) == source_hash(&e));
 	checkpoint_full(&e);
+	/* r first (see LOCKS AND close()); walidx's SHARED lock keeps r's
+	 * close from checkpointing and deleting the WAL. */
+	sqlite3_close(r);
+	assert_int_equal(stat(e.tgt_wal, &s), 0);
+	assert_true(s.st_size > 0);
 	fs_walidx_close(e.w);
 	e.w = NULL;
 
-	/* The existing header counts frames (an application wrote, and
-	 * they were checkpointed): adopted and restarted, the WAL emptied. */
+	/* The existing header counts frames (an application, the first to
+	 * open, recovered the index from our WAL, wrote, and checkpointed):
+	 * adopted and restarted, the WAL emptied. */
+	r = open_db(e.tgt);
 	exec(r, "INSERT INTO kv VALUES('local', 1)");
 	exec(r, "PRAGMA wal_checkpoint(PASSIVE)");
 	v0 = read_shm(e.tgt_shm);
 	assert_true(v0.valid && v0.mx_frame > 0 && v0.backfill == v0.mx_frame);
 	free(e.prev);
-	read_path(e.tgt, &e.prev, &e.prev_len);
+	read_fd(e.db_fd, &e.prev, &e.prev_len);
 	assert_int_equal(walidx_start(&e), 0);
 	v1 = read_shm(e.tgt_shm);
 	assert_true(v1.valid);
@@ -1242,7 +1342,7 @@ static void test_rollback_header(void **state)
 	{
 		char db[320];
 		snprintf(db, sizeof(db), "%s/nowal.db", e.dir);
-		copy_path(e.tgt, db);
+		copy_fd(e.db_fd, db);
 		r = open_db(db);
 		assert_true(db_hash(r, NULL) == old);
 		assert_string_equal(text1(r, "PRAGMA journal_mode", buf,
