@@ -713,6 +713,33 @@ static int lock_dms(fs_walidx *w, bool *out_first)
 	return rc;
 }
 
+/* Empties the WAL storage once the published header counts no frame, and
+ * still under the lock that published it (WRITE, or DMS exclusively), so
+ * that no other writer can have appended frames meanwhile. */
+static int wal_empty(fs_walidx *w)
+{
+	struct stat st;
+	int rc;
+
+	if (fstat(w->wal_fd, &st) < 0) {
+		rc = -errno;
+		log_error("%s: fstat of the WAL: %s", w->shm_path,
+			  strerror(-rc));
+		return rc;
+	}
+	if (st.st_size == 0)
+		return 0;
+	rc = lib_io_ftruncate(w->wal_fd, 0);
+	if (rc < 0) {
+		log_error("%s: truncating the WAL: %s", w->shm_path,
+			  strerror(-rc));
+		return rc;
+	}
+	if (w->invalidate)
+		w->invalidate(w->ctx, 1, 0, (uint64_t)st.st_size);
+	return 0;
+}
+
 /* The first user: -shm is ours to reset. DMS held exclusively. */
 static int init_first(fs_walidx *w, uint32_t db_pages)
 {
@@ -726,6 +753,9 @@ static int init_first(fs_walidx *w, uint32_t db_pages)
 	if (rc < 0)
 		return rc;
 	hdr_fresh(w, db_pages);
+	rc = wal_empty(w);
+	if (rc < 0)
+		return rc;
 	return ofd_lock(w->shm_fd, F_RDLCK, LK_DMS, 1); /* downgrade */
 }
 
@@ -746,17 +776,23 @@ static int init_adopt(fs_walidx *w, uint32_t db_pages)
 	if (rc < 0)
 		goto out;
 	if (hdr_read_stable(w, &live) < 0) {
-		/* Like SQLite's recovery: CKPT and RECOVER too, so no
-		 * checkpointer works from the old index meanwhile. */
-		rc = ofd_lock_wait(w->shm_fd, F_WRLCK, LK_CKPT, 2,
+		/* Every lock SQLite's recovery takes: CKPT, RECOVER and
+		 * READ0..4, so that no checkpointer works from the old index
+		 * and no reader is inside a snapshot whose frames we are
+		 * about to drop (it may have begun before the header was
+		 * damaged). */
+		rc = ofd_lock_wait(w->shm_fd, F_WRLCK, LK_CKPT,
+				   LK_READ(NREADER) - LK_CKPT,
 				   FS_WALIDX_OPEN_TIMEOUT_MS);
 		if (rc < 0) {
-			log_error("%s: CKPT/RECOVER locks: %s", w->shm_path,
-				  strerror(-rc));
+			log_error("%s: CKPT, RECOVER and READ locks for an "
+				  "unreadable header: %s",
+				  w->shm_path, strerror(-rc));
 			goto out;
 		}
 		hdr_fresh(w, db_pages);
-		ofd_unlock(w->shm_fd, LK_CKPT, 2);
+		rc = wal_empty(w);
+		ofd_unlock(w->shm_fd, LK_CKPT, LK_READ(NREADER) - LK_CKPT);
 		goto out;
 	}
 	w->hdr = live;
@@ -784,6 +820,7 @@ static int init_adopt(fs_walidx *w, uint32_t db_pages)
 			w->hdr.change++;
 			hdr_publish(w);
 		}
+		rc = wal_empty(w);
 		goto out;
 	}
 	/* It counts frames of a WAL we are about to empty (or pages of
@@ -801,6 +838,7 @@ static int init_adopt(fs_walidx *w, uint32_t db_pages)
 			restart(w);
 			w->stats.restarts--; /* not a restart of ours */
 			ofd_unlock(w->shm_fd, LK_READ(1), 4);
+			rc = wal_empty(w);
 		}
 		ofd_unlock(w->shm_fd, LK_CKPT, 1);
 	}
@@ -873,21 +911,11 @@ int fs_walidx_open(const fs_walidx_files *files, uint32_t page_size,
 	rc = lock_dms(w, &first);
 	if (rc < 0)
 		goto fail;
+	/* Either way the header then counts no frame, and the WAL storage
+	 * is emptied before the lock that guards it is released. */
 	rc = first ? init_first(w, db_pages) : init_adopt(w, db_pages);
 	if (rc < 0)
 		goto fail;
-
-	/* The header now counts no frame: nobody reads the WAL. */
-	if (fstat(w->wal_fd, &st) == 0 && st.st_size > 0) {
-		rc = lib_io_ftruncate(w->wal_fd, 0);
-		if (rc < 0) {
-			log_error("%s: truncating the WAL: %s", w->shm_path,
-				  strerror(-rc));
-			goto fail;
-		}
-		if (w->invalidate)
-			w->invalidate(w->ctx, 1, 0, (uint64_t)st.st_size);
-	}
 	w->ready = true;
 	*out = w;
 	return 0;
@@ -923,7 +951,23 @@ static int wal_write_header(fs_walidx *w)
 	return 0;
 }
 
-/* Writes the pending page as frame txn_last + 1 and indexes it (R1). */
+/* R6: zeroes frame f's header, so that SQLite's recovery never takes the
+ * commit frame of a transaction we abandon. */
+static void frame_void(fs_walidx *w, uint32_t f)
+{
+	static const uint8_t zero[FS_WAL_FRAME_HDR_SIZE];
+	int rc = lib_io_pwrite_full(w->wal_fd, zero, sizeof(zero),
+				    (off_t)fs_wal_frame_offset(w->page_size,
+							       f - 1));
+
+	if (rc < 0)
+		log_error("%s: could not void the commit frame %" PRIu32
+			  " of an abandoned transaction: %s",
+			  w->shm_path, f, strerror(-rc));
+}
+
+/* Writes the pending page as frame txn_last + 1 and indexes it (R1). A
+ * commit frame that is written but cannot be indexed is voided (R6). */
 static int frame_write(fs_walidx *w, uint32_t commit)
 {
 	uint32_t f = w->txn_last + 1, s0, s1;
@@ -953,8 +997,11 @@ static int frame_write(fs_walidx *w, uint32_t commit)
 		return rc;
 	}
 	rc = index_append(w, f, get_be32(fh));
-	if (rc < 0)
+	if (rc < 0) {
+		if (commit)
+			frame_void(w, f);
 		return rc;
+	}
 	w->txn_last = f;
 	w->txn_cksum[0] = s0;
 	w->txn_cksum[1] = s1;
@@ -1124,17 +1171,8 @@ int fs_walidx_commit(fs_walidx *w, uint32_t commit_pages, bool sync)
 	txn_end(w);
 	return 0;
 
-fail_committed: {
-	/* R6: SQLite's recovery must never find this commit frame. */
-	static const uint8_t zero[FS_WAL_FRAME_HDR_SIZE];
-	int rc2 = lib_io_pwrite_full(
-		w->wal_fd, zero, sizeof(zero),
-		(off_t)fs_wal_frame_offset(w->page_size, w->txn_last - 1));
-	if (rc2 < 0)
-		log_error("%s: could not void the commit frame %" PRIu32
-			  " of an abandoned transaction: %s",
-			  w->shm_path, w->txn_last, strerror(-rc2));
-}
+fail_committed:
+	frame_void(w, w->txn_last);
 fail:
 	fs_walidx_abort(w);
 	return rc;
