@@ -101,6 +101,9 @@ struct fs_log *fs_db_log(fs_db *db);
  * line naming primary (copied). Off on the primary. */
 void fs_db_set_readonly(fs_db *db, bool readonly, const char *primary);
 bool fs_db_readonly(fs_db *db);
+/* Replica mode: an application opens the database for writing. Logs that
+ * (at most every 10 s per database), naming the primary; -EROFS. */
+int fs_db_refuse_ro_open(fs_db *db);
 
 /*
  * Applies one LTX record received from the primary: the bytes at
@@ -132,6 +135,10 @@ void fs_db_apply_prepare(fs_db *db);
 /* Lets go of the replica's WAL index and lock handles on the mount
  * (checkpointing what readers allow); reopened by the next apply. */
 void fs_db_release_apply(fs_db *db);
+
+/* A passive checkpoint of the replica's WAL, for frames that a local
+ * reader held back and has since let go of (called when idle). */
+void fs_db_apply_checkpoint(fs_db *db);
 
 /* Frames the replica's WAL holds beyond the database file (metrics). */
 uint32_t fs_db_wal_pending(fs_db *db);

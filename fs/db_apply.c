@@ -103,6 +103,26 @@ int fs_db_refuse_ro_locked(fs_db *db, enum fs_kind kind)
 	return -EROFS;
 }
 
+int fs_db_refuse_ro_open(fs_db *db)
+{
+	int64_t now;
+
+	pthread_mutex_lock(&db->mu);
+	now = lib_clock_monotonic_ns();
+	if (db->ro_logged_ms == 0 ||
+	    now - (int64_t)db->ro_logged_ms >= RO_LOG_INTERVAL_NS) {
+		db->ro_logged_ms = (uint64_t)now;
+		log_warn("db=%s: opening it for writing refused (EROFS): this "
+			 "node is a read-only replica (SQLite goes on "
+			 "read-only and fails writes with \"attempt to write a "
+			 "readonly database\"); write on the primary, %s",
+			 db->name, db->primary ? db->primary
+					       : "(not known yet)");
+	}
+	pthread_mutex_unlock(&db->mu);
+	return -EROFS;
+}
+
 void fs_db_wait_unfrozen_locked(fs_db *db, bool txn_open)
 {
 	while (db->freeze > 0 && !txn_open)
@@ -118,6 +138,16 @@ uint32_t fs_db_wal_pending(fs_db *db)
 		n = fs_walidx_pending(db->walidx);
 	pthread_mutex_unlock(&db->apply_mu);
 	return n;
+}
+
+void fs_db_apply_checkpoint(fs_db *db)
+{
+	bool done = false;
+
+	pthread_mutex_lock(&db->apply_mu);
+	if (db->walidx && fs_walidx_pending(db->walidx) > 0)
+		fs_walidx_checkpoint(db->walidx, false, &done);
+	pthread_mutex_unlock(&db->apply_mu);
 }
 
 /* --- SQLite locks through the mount --- */

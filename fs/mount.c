@@ -509,7 +509,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	    fs_db_readonly(db) && !from_self(req)) {
 		/* SQLite then opens the database read-only, and a write
 		 * fails with "attempt to write a readonly database". */
-		rc = -EROFS;
+		rc = fs_db_refuse_ro_open(db);
 	}
 	if (rc == 0 && k == FS_KIND_POS && (fi->flags & O_ACCMODE) != O_RDONLY)
 		rc = -EACCES;
@@ -518,7 +518,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	fi->keep_cache = 1;
-	if (k == FS_KIND_POS) {
+	if (k == FS_KIND_POS || (k == FS_KIND_WAL && fs_db_readonly(db))) {
+		/* A replica's -wal grows behind the kernel's back (walidx):
+		 * a cached size made stale by a getattr racing an
+		 * invalidation would end a frame read early (SQLite:
+		 * SQLITE_IOERR_SHORT_READ), so its reads go to the daemon. */
 		fi->direct_io = 1;
 		fi->keep_cache = 0;
 	}
@@ -578,6 +582,10 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		return;
 	}
 	fi->keep_cache = 1;
+	if (k == FS_KIND_WAL && fs_db_readonly(db)) {
+		fi->direct_io = 1; /* see op_open */
+		fi->keep_cache = 0;
+	}
 	count_open(m, (size_t)s, k, 1, &last);
 	if (fuse_reply_create(req, &e, fi) != 0)
 		count_open(m, (size_t)s, k, -1, &last);

@@ -260,6 +260,9 @@ static int on_heartbeat(struct cli *c, const rep_frame *f)
 		db = fs_mount_db(c->n->mount, name);
 		note_remote(c->n, name, p,
 			    db ? fs_db_pos(db) : (ltx_pos){0, 0});
+		/* Idle: checkpoint what a reader that has ended held back. */
+		if (db)
+			fs_db_apply_checkpoint(db);
 	}
 	if (k.bad || k.left) {
 		set_why(c, "malformed HEARTBEAT frame (rule F4)");
