@@ -682,11 +682,21 @@ static void test_sequential(void **state)
 
 #define NACC 64
 #define NXFER 1200
+/* The writer pauses every PAUSE_EVERY transfers (bursts, as replication
+ * brings them) until a checkpoint completes and no reader holds READ1..4;
+ * the next transaction must then restart the WAL. Reader 0 begins its
+ * long read transactions during bursts, on frames not yet backfilled
+ * (READ1..4, not READ0), so that checkpoints during bursts stop at its
+ * mark: partial checkpoints while readers read both files. */
+#define PAUSE_EVERY 100
+#define PAUSE_MS 5000
+#define RUN_MS 60000
 #define NREADERS 3
-#define LONG_HOLD_MS 400
+#define LONG_HOLD_MS 150
 
 typedef struct shared {
 	volatile int stop;
+	volatile int burst; /* the writer is between two pauses */
 	volatile int applied; /* transfers published so far */
 	volatile long iters[NREADERS];
 	volatile long holds; /* long read transactions completed */
@@ -755,7 +765,7 @@ static int reader_main(const char *path, int c, shared *sh)
 {
 	sqlite3 *db = NULL;
 	sqlite3_stmt *q = NULL;
-	int64_t last_n = -1, deadline = now_ms() + 60000;
+	int64_t last_n = -1, deadline = now_ms() + RUN_MS + 30000;
 	long it = 0;
 	int rc;
 
@@ -774,6 +784,11 @@ static int reader_main(const char *path, int c, shared *sh)
 				    -1, &q, NULL) != SQLITE_OK)
 				CHILD_FAIL(11, "prepare: %s",
 					   sqlite3_errmsg(db));
+		}
+		if (c == 0 && it % 4 == 0) {
+			int64_t w0 = now_ms();
+			while (!sh->burst && !sh->stop && now_ms() - w0 < 2000)
+				usleep(200);
 		}
 		if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
 			CHILD_FAIL(12, "BEGIN: %s", sqlite3_errmsg(db));
@@ -847,6 +862,21 @@ static int reader_main(const char *path, int c, shared *sh)
 	return 0;
 }
 
+/* Whether anyone holds one of READ1..4 (F_OFD_GETLK sees both OFD and
+ * classic locks of other owners). */
+static bool read_locks_held(int shm_fd)
+{
+	struct flock fl;
+
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_WRLCK;
+	fl.l_whence = SEEK_SET;
+	fl.l_start = 124;
+	fl.l_len = 4;
+	assert_int_equal(fcntl(shm_fd, F_OFD_GETLK, &fl), 0);
+	return fl.l_type != F_UNLCK;
+}
+
 static void source_transfer(env *e, int n)
 {
 	char sql[512];
@@ -873,6 +903,7 @@ static void test_concurrent_readers(void **state)
 	fs_walidx_stats st;
 	long done_count = 0;
 	int64_t t0;
+	int shm_fd, pauses = 0;
 
 	(void)state;
 	env_setup(&e, 4096, true, 2);
@@ -903,6 +934,7 @@ static void test_concurrent_readers(void **state)
 			/* walidx initialises -shm before readers start */
 			if (read(pipefd[0], &go, 1) != 0)
 				_exit(30);
+			if (getenv("WDEBUG")) fprintf(stderr, "reader %d pid %d\n", c, getpid());
 			_exit(reader_main(e.tgt, c, sh));
 		}
 	}
@@ -912,6 +944,9 @@ static void test_concurrent_readers(void **state)
 	assert_int_equal(walidx_start(&e), 0);
 	close(pipefd[1]); /* go */
 
+	shm_fd = open(e.tgt_shm, O_RDWR); /* no SQLite of ours has it open */
+	assert_true(shm_fd >= 0);
+	sh->burst = 1;
 	t0 = now_ms();
 	for (int n = 1; n <= NXFER; n++) {
 		bool done;
@@ -926,9 +961,43 @@ static void test_concurrent_readers(void **state)
 						    !sh->iters[1]);
 			     k++)
 				usleep(5000);
+		if (n % PAUSE_EVERY == 0) {
+			fs_walidx_stats before;
+			int64_t p0 = now_ms();
+			bool quiet = false;
+			sh->burst = 0;
+			while (!quiet && now_ms() - p0 < PAUSE_MS) {
+				assert_int_equal(fs_walidx_checkpoint(
+							 e.w, false, &done),
+						 0);
+				done_count += done;
+				quiet = done && !read_locks_held(shm_fd);
+				if (!quiet)
+					usleep(2000);
+			}
+			if (!quiet)
+				fail_msg("after %d transfers: no complete "
+					 "checkpoint with READ1..4 free in "
+					 "%d ms",
+					 n, PAUSE_MS);
+			/* From now on readers take READ0 only. */
+			fs_walidx_get_stats(e.w, &before);
+			if (n < NXFER) {
+				source_transfer(&e, ++n);
+				apply(&e, APPLY_ORDER);
+				sh->applied = n;
+				fs_walidx_get_stats(e.w, &st);
+				assert_int_equal(st.restarts,
+						 before.restarts + 1);
+				sh->burst = 1;
+			}
+			pauses++;
+		}
 	}
-	print_message("walidx: %d transfers applied in %" PRId64 " ms\n",
-		      NXFER, now_ms() - t0);
+	close(shm_fd);
+	print_message("walidx: %d transfers applied in %" PRId64 " ms, "
+		      "%d pauses\n",
+		      NXFER, now_ms() - t0, pauses);
 	sh->stop = 1;
 	for (int c = 0; c < NREADERS; c++) {
 		int status = 0;
@@ -954,15 +1023,18 @@ static void test_concurrent_readers(void **state)
 	print_message("walidx: %ld long read transactions, up to %ld commits "
 		      "during one; %ld complete checkpoints\n",
 		      sh->holds, sh->max_span, done_count);
-	assert_true(sh->holds > 0);
+	assert_true(sh->holds >= 3);
 	assert_true(sh->max_span >= 5); /* commits went on meanwhile */
 	fs_walidx_get_stats(e.w, &st);
 	print_message("walidx: %" PRIu64 " restarts, %" PRIu64
 		      " checkpoints (%" PRIu64 " complete)\n",
 		      st.restarts, st.checkpoints, st.checkpoints_done);
-	assert_true(st.restarts > 0);
-	assert_true(st.checkpoints_done > 0);
-	assert_true(done_count > 0);
+	assert_int_equal(pauses, NXFER / PAUSE_EVERY);
+	assert_true(st.restarts >= (uint64_t)pauses - 1);
+	assert_true(st.checkpoints_done >= (uint64_t)pauses);
+	/* ... and partial ones, stopped by reader 0's marks. */
+	assert_true(st.checkpoints > st.checkpoints_done);
+	assert_true(done_count >= pauses);
 	checkpoint_full(&e);
 	assert_files_equal(&e);
 	assert_true(target_hash(&e) == source_hash(&e));
