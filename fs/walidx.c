@@ -82,7 +82,8 @@
  * its descriptors):
  *   -shm  120 WRITE    exclusive for each transaction (begin..commit)
  *         121 CKPT     exclusive for each checkpoint
- *         122 RECOVER  exclusive (with CKPT) while replacing a bad header
+ *         122 RECOVER  exclusive (with CKPT and READ0..4, as SQLite's
+ *                      recovery) while replacing a bad header at open
  *         123 READ0    exclusive while backfilling (R5)
  *     124-127 READ1..4 exclusive for an instant: restart (R4), marks (R5)
  *         128 DMS      shared from open to close; exclusive only while the
@@ -93,7 +94,8 @@
  *                      checkpoints or deletes the WAL when it closes
  * Locks are only ever tried (F_OFD_SETLK); a wait is a bounded poll.
  * Order: WRITE before READ1..4 (begin); CKPT before READ1..4 and READ0
- * (checkpoint); at open DMS, then WRITE, then CKPT/RECOVER or READ1..4.
+ * (checkpoint); at open DMS, then WRITE, then CKPT (then READ1..4) or
+ * CKPT..READ4 at once.
  *
  * STATES (one object; calls are serialised by the caller):
  *   IDLE --begin--> TXN --commit/abort--> IDLE
@@ -825,9 +827,15 @@ static int init_adopt(fs_walidx *w, uint32_t db_pages)
 	}
 	/* It counts frames of a WAL we are about to empty (or pages of
 	 * another size): restart it (R4), with CKPT so that no checkpointer
-	 * is copying from the old frames. */
+	 * is copying from the old frames. With READ1..4 held no reader uses
+	 * a frame; the caller guarantees the database holds them all. */
 	rc = ofd_lock_wait(w->shm_fd, F_WRLCK, LK_CKPT, 1,
 			   FS_WALIDX_OPEN_TIMEOUT_MS);
+	if (rc == 0 && shm_load32(ck(w, CK_BACKFILL)) != live.mx_frame)
+		log_warn("%s: the wal-index counts frames %" PRIu32 "..%" PRIu32
+			 " that were never checkpointed; they are dropped",
+			 w->shm_path, shm_load32(ck(w, CK_BACKFILL)) + 1,
+			 live.mx_frame);
 	if (rc == 0) {
 		rc = ofd_lock_wait(w->shm_fd, F_WRLCK, LK_READ(1), 4,
 				   FS_WALIDX_OPEN_TIMEOUT_MS);

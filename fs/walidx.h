@@ -70,10 +70,18 @@ typedef struct fs_walidx_stats {
  * header with mxFrame 0, nPage db_pages, read marks) before downgrading to
  * shared; otherwise, holding WRITE, it adopts the existing valid header
  * (restarting it when it still counts frames of an older WAL, which needs
- * READ1..4 exclusively; or writing nPage db_pages into it) or, if the
- * header is invalid, writes a fresh one. Holds DMS shared until close.
+ * CKPT and READ1..4 exclusively; when it counts none, only writing our
+ * szPage and nPage db_pages into it, salts kept) or, if the header is
+ * invalid, writes a fresh one holding every lock SQLite's recovery takes
+ * (CKPT, RECOVER, READ0..4). The WAL storage is emptied before WRITE (or
+ * the exclusive DMS) is released. Holds DMS shared until close.
  * All locks are OFD locks (F_OFD_SETLK), so they belong to this object,
- * not the process. page_size: a power of two, 512..65536.
+ * not the process. Still, POSIX drops every classic lock a process holds
+ * on a file when it closes any descriptor of it, and fs_walidx_close (and
+ * a failing open) close descriptors of db_path and shm_path: an SQLite
+ * connection to the same database in the same process loses its SHARED,
+ * DMS and READ locks then (SQLite protects itself only from its own
+ * closes). page_size: a power of two, 512..65536.
  * Returns 0, -EINVAL, -EBUSY (a lock not had within
  * FS_WALIDX_OPEN_TIMEOUT_MS), -errno. *out is freed by fs_walidx_close. */
 int fs_walidx_open(const fs_walidx_files *files, uint32_t page_size,
