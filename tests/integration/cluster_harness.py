@@ -60,7 +60,7 @@ class ClusterNode(h.Node):
     """A Node with an HTTP port and the lease section of its role."""
 
     def __init__(self, name, primary_url=None, token=None, extra_yml="",
-                 log_level="info"):
+                 log_level="info", data_yml=""):
         self.port = free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         self.token = token
@@ -75,6 +75,14 @@ class ClusterNode(h.Node):
         super().__init__(name=name, log_level=log_level,
                          extra_yml=lease + httpc + extra_yml)
         self.is_primary = primary_url is None
+        if data_yml:
+            # More keys of the data section (e.g. "  retention: 1s\n").
+            with open(self.cfg) as f:
+                text = f.read()
+            head = "data:\n  dir: %s\n" % self.data
+            check(head in text, "config layout changed: %r" % text)
+            with open(self.cfg, "w") as f:
+                f.write(text.replace(head, head + data_yml, 1))
 
     def start(self, expect_mount=True):
         st = super().start(expect_mount)
@@ -174,10 +182,11 @@ class Cluster:
     replicas with lease.primary-url pointing at it."""
 
     def __init__(self, n, token=None, extra_yml="", primary_yml="",
-                 replica_yml=""):
+                 replica_yml="", primary_data_yml=""):
         self.nodes = []
         self.primary = ClusterNode("n0", token=token,
-                                   extra_yml=extra_yml + primary_yml)
+                                   extra_yml=extra_yml + primary_yml,
+                                   data_yml=primary_data_yml)
         self.nodes.append(self.primary)
         for i in range(1, n):
             self.add_replica(token=token, extra_yml=extra_yml + replica_yml)

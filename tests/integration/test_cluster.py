@@ -27,6 +27,7 @@ import json
 import os
 import random
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -35,7 +36,7 @@ import time
 
 import ltxfs_harness as h
 from ltxfs_harness import TestFailure, check, connect, one, wait_for
-from cluster_harness import Cluster, file_digest, http
+from cluster_harness import Cluster, ClusterNode, file_digest, http
 from workload import check_models, create_db, run_writers
 
 MODES = {"delete": "DELETE", "truncate": "TRUNCATE", "persist": "PERSIST",
@@ -251,7 +252,8 @@ def invariant(mode):
     a tight loop while the primary runs up to 10,000 random transfers
     (bounded by TIME_BUDGET seconds)."""
     jm = MODES[mode]
-    budget = float(os.environ.get("LTXFS_INVARIANT_SECONDS", "30"))
+    budget = float(os.environ.get("LTXFS_INVARIANT_SECONDS",
+                                  "15" if asan() else "25"))
     t = Timer()
     with Cluster(2) as cl, h.Procs() as procs:
         cl.start()
@@ -293,6 +295,9 @@ def invariant(mode):
         c.close()
         t.lap("%d transfers on the primary" % done)
         check(done >= 500, "only %d transfers in %.0fs" % (done, budget))
+        rp = cl.replicas[0].pos(db)[0]
+        log("  replica behind by %d transactions when the writer ended"
+            % (done - (rp - (cl.primary.pos(db)[0] - done))))
         cl.wait_synced(db)
         t.lap("replica synced")
         with open(stop, "w"):
@@ -326,7 +331,8 @@ def late_join():
     up: by records when the primary's log starts at TXID 1, otherwise by a
     snapshot; it ends identical."""
     t = Timer()
-    with Cluster(2) as cl:
+    with Cluster(2, primary_data_yml="  retention: 0s\n"
+                 "  retention-bytes: 65536\n") as cl:
         cl.primary.start()
         db = "late.db"
         simple_txns(cl.primary.path(db), 300, blob=2000)
@@ -354,6 +360,69 @@ def late_join():
         simple_txns(cl.primary.path(db), 20)
         check_identical(cl, db)
         t.lap("20 more, identical")
+        cl.stop()
+
+
+def seed_diverged(cl, r, db, n, blob):
+    """Gives replica r (not started) a copy of db with n transactions of
+    other content, made by a throwaway primary of the same cluster: at
+    equal TXIDs its checksums differ from the primary's."""
+    with open(os.path.join(cl.primary.data, "cluster.id")) as f:
+        cid = f.read()
+    other = ClusterNode("other")
+    try:
+        with open(os.path.join(other.data, "cluster.id"), "w") as f:
+            f.write(cid)
+        other.start()
+        c = connect(other.path(db))
+        c.execute("CREATE TABLE other(id INTEGER PRIMARY KEY, v BLOB)")
+        for i in range(n - 1):
+            c.execute("INSERT INTO other(v) VALUES (randomblob(?))",
+                      (blob,))
+        c.close()
+        check(other.pos(db)[0] == n, "other: TXID %d, want %d"
+              % (other.pos(db)[0], n))
+        other.stop()
+        shutil.copytree(os.path.join(other.data, "dbs"),
+                        os.path.join(r.data, "dbs"))
+        with open(os.path.join(r.data, "cluster.id"), "w") as f:
+            f.write(cid)
+    finally:
+        other.close()
+
+
+def diverged():
+    """A replica whose copy diverged from the primary's (same TXID, other
+    checksum) is sent a snapshot, with a log line naming both positions,
+    and ends identical; a replica ahead of the primary likewise."""
+    t = Timer()
+    with Cluster(3) as cl:
+        cl.primary.start()
+        db = "dv.db"
+        simple_txns(cl.primary.path(db), 5)
+        want = cl.primary.pos(db)
+        check(want[0] == 6, "primary TXID %d" % want[0])
+        r1, r2 = cl.replicas
+        seed_diverged(cl, r1, db, 6, 300)
+        seed_diverged(cl, r2, db, 9, 300)
+        t.lap("primary at TXID 6; replicas seeded at 6 and 9")
+        cl.start(cl.replicas)
+        check_identical(cl, db)
+        t.lap("both identical")
+        line = cl.primary.wait_log(r"db=dv\.db: replica [0-9a-f]+ diverged.*",
+                                   5).group(0)
+        check(("%016x/" % 6) in line and ("%016x" % want[1]) in line,
+              "the divergence line lacks the positions: %s" % line)
+        cl.primary.wait_log(r"db=dv\.db: sending replica [0-9a-f]+ a "
+                            r"snapshot .*: the replica is ahead", 5)
+        check(cl.primary.metrics().get(
+            "ltxfs_stream_snapshots_sent_total") == 2, "snapshots sent")
+        for r in cl.replicas:
+            check(r.metrics().get("ltxfs_snapshots_applied_total") == 1,
+                  "%s: snapshots applied" % r.name)
+        simple_txns(cl.primary.path(db), 10, start=5)
+        check_identical(cl, db)
+        t.lap("10 more as records, identical")
         cl.stop()
 
 
@@ -647,7 +716,7 @@ RSS_LIMIT_MIB = 100
 def asan():
     try:
         with open(os.environ["LTXFS_BIN"], "rb") as f:
-            return b"AddressSanitizer" in f.read()
+            return b"__asan_init" in f.read()
     except OSError:
         return False
 
@@ -681,12 +750,12 @@ def big_txn():
 
 
 def snapshot_1g():
-    """(slow) A 1 GiB database reaches a late-joining replica; peak RSS
-    of both daemons stays bounded."""
+    """(slow) A 1 GiB database reaches a replica as a snapshot (its copy
+    diverged at TXID 1, see seed_diverged); peak RSS of both daemons stays
+    bounded."""
     t = Timer()
     limit = RSS_LIMIT_MIB + (150 if asan() else 0)
-    small = "data-extra:\n"
-    with Cluster(2, primary_yml="") as cl:
+    with Cluster(2) as cl:
         cl.primary.start()
         db = "huge.db"
         c = connect(cl.primary.path(db))
@@ -694,21 +763,25 @@ def snapshot_1g():
         for k in range(16):
             c.execute("BEGIN")
             for i in range(64):
-                c.execute("INSERT INTO b(v) VALUES (randomblob(1000000))")
+                c.execute("INSERT INTO b(v) VALUES (randomblob(1048000))")
             c.execute("COMMIT")
         c.close()
-        t.lap("1 GiB on the primary")
+        size = os.path.getsize(cl.primary.path(db))
+        check(size > 1 << 30, "only %d bytes" % size)
+        t.lap("%.2f GiB on the primary" % (size / (1 << 30)))
         r = cl.replicas[0]
+        seed_diverged(cl, r, db, 1, 100)
         cl.start([r])
         check_identical(cl, db, timeout=600)
-        t.lap("late replica identical")
+        t.lap("replica identical (snapshot)")
+        check(r.metrics().get("ltxfs_snapshots_applied_total") == 1,
+              "no snapshot applied")
         rss = {n.name: n.vm_hwm_kib() // 1024 for n in cl.nodes}
         log("  peak RSS (VmHWM): primary %d MiB, replica %d MiB (limit %d)"
             % (rss["n0"], rss["n1"], limit))
         for n, v in rss.items():
             check(v < limit, "%s: peak RSS %d MiB >= %d MiB" % (n, v, limit))
         cl.stop()
-    del small
 
 
 # -- 7. WAL with a long reader ----------------------------------------------
@@ -811,7 +884,6 @@ def export_import():
                         data=b"x" * 1000)
         check(st == 400, "import of garbage: %d %r" % (st, body))
         check(cl.primary.pos(db)[0] == before + 1, "garbage changed -pos")
-        import shutil
         shutil.rmtree(tmp, ignore_errors=True)
         cl.stop()
 
@@ -820,6 +892,7 @@ CASES = {
     "invariant-wal": lambda: invariant("wal"),
     "invariant-delete": lambda: invariant("delete"),
     "late-join": late_join,
+    "diverged": diverged,
     "replica-restart": replica_restart,
     "primary-restart": primary_restart,
     "corrupt-transit": corrupt_transit,
