@@ -1153,6 +1153,7 @@ static void test_abort_busy_faults(void **state)
 	for (uint32_t p = 1; p <= 5; p++)
 		assert_int_equal(fs_walidx_page(e.w, p, junk), 0);
 	r = open_db(e.tgt); /* a reader during the transaction */
+	exec(r, "PRAGMA cache_size=2"); /* it reads the files, not a cache */
 	assert_true(db_hash(r, NULL) == h0);
 	fs_walidx_abort(e.w);
 	assert_true(db_hash(r, NULL) == h0);
@@ -1252,13 +1253,23 @@ static void test_abort_busy_faults(void **state)
 	}
 
 	/* A READ0 reader (it started on a fully backfilled WAL) holds back
-	 * backfilling, but not commits. */
+	 * backfilling, but neither commits nor the restart before them (it
+	 * reads the database alone), and its snapshot stays. */
 	assert_true(db_hash(r, NULL) == h0);
 	exec(r, "BEGIN; SELECT count(*) FROM t");
+	fs_walidx_get_stats(e.w, &st0);
 	workload_step(&e, 7);
 	apply(&e, APPLY_ORDER);
+	fs_walidx_get_stats(e.w, &st1);
+	assert_int_equal(st1.restarts, st0.restarts + 1);
 	assert_int_equal(fs_walidx_checkpoint(e.w, false, &done), 0);
 	assert_false(done);
+	assert_int_equal(fs_walidx_pending(e.w), read_shm(e.tgt_shm).mx_frame);
+	{
+		uint64_t h;
+		assert_int_equal(hash_tables(r, &h, NULL), SQLITE_OK);
+		assert_true(h == h0);
+	}
 	exec(r, "COMMIT");
 	checkpoint_full(&e);
 	/* A reader using the WAL (READ1..4) prevents the restart: the next
