@@ -770,7 +770,7 @@ static int reader_main(const char *path, int c, shared *sh)
 	int rc;
 
 	while (!sh->stop && now_ms() < deadline) {
-		snap a, b;
+		snap a = {0}, b = {0};
 		if (!db) {
 			if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE,
 					    NULL) != SQLITE_OK)
