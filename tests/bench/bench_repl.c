@@ -1,0 +1,930 @@
+/*
+ * Replication on 127.0.0.1 with real ltxfs daemons (issue 4), each node
+ * with its own mount and data directory, static lease:
+ *
+ *  1. lag: a writer paced at LTXFS_BENCH_LAG_RATE (1000) single-row
+ *     transactions per second, WAL + synchronous=NORMAL, for
+ *     LTXFS_BENCH_LAG_S (10) seconds on the primary; a second thread of
+ *     this process polls a replica's <db>-pos through its mount every
+ *     LTXFS_BENCH_POLL_US (100) microseconds. Lag of TXID x = first time
+ *     the replica's position is >= x minus the time the primary's commit
+ *     of x returned (one CLOCK_MONOTONIC, so no clock skew). The run
+ *     checks that each INSERT was exactly one TXID.
+ *  2. throughput: single-row INSERT transactions on a primary with two
+ *     replicas attached and on a primary with none, WAL+NORMAL and
+ *     DELETE+FULL, interleaved with native SQLite on the same disk.
+ *  3. catch-up: a fresh replica (empty data dir) of a primary that holds
+ *     a LTXFS_BENCH_CATCHUP_MB (1024) MiB database of random blobs, from
+ *     starting the daemon until its position equals the primary's; peak
+ *     RSS (VmHWM) of both daemons.
+ *
+ * Runs per measurement: LTXFS_BENCH_RUNS (default 3), medians reported.
+ * Every daemon is stopped and every mount removed at exit, after a
+ * failure or on SIGINT/SIGTERM/SIGHUP too.
+ *
+ * Needs: root, /dev/fuse, LTXFS_BIN (the ltxfs binary; meson sets it).
+ */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench_util.h"
+
+#define MAX_NODES 8
+#define MOUNT_TIMEOUT_S 20.0
+#define STOP_TIMEOUT_S 20.0
+
+typedef struct node {
+	char name[16];
+	char root[4200], mnt[4300], data[4300], cfg[4300], log[4300];
+	int port;         /* this node's HTTP port */
+	int primary_port; /* 0: this node is the primary */
+	pid_t pid;        /* -1 when not running */
+	bool used;
+} node;
+
+/* Read by the signal handler: only async-signal-safe work touches them
+ * there (kill, waitpid, nanosleep, fork, exec). */
+static node nodes[MAX_NODES];
+static int n_nodes;
+static char root[4096], native[4200];
+static bool root_created; /* by bench_dir: remove it on a signal too */
+static const char *ltxfs_bin;
+
+/* ---- processes and mounts (async-signal-safe helpers) -------------- */
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* Runs argv to completion with stdio on /dev/null; returns its status or
+ * -1. Async-signal-safe. */
+static int run_quiet(char *const argv[])
+{
+	int st = -1;
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		int fd = open("/dev/null", O_RDWR);
+		if (fd >= 0) {
+			dup2(fd, 0);
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	if (pid < 0)
+		return -1;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	return st;
+}
+
+/* Whether path is a mount point in /proc/mounts (paths here have no
+ * characters that /proc/mounts escapes). Async-signal-safe. */
+static bool is_mounted(const char *path)
+{
+	static char buf[1 << 17];
+	size_t len = 0, plen = strlen(path);
+	ssize_t r;
+	int fd = open("/proc/mounts", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return false;
+	while (len < sizeof(buf) - 1 &&
+	       (r = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
+		len += (size_t)r;
+	close(fd);
+	buf[len] = '\0';
+	for (char *p = buf; *p;) {
+		char *sp = strchr(p, ' '), *nl = strchr(p, '\n');
+		if (sp && (!nl || sp < nl) && strncmp(sp + 1, path, plen) == 0 &&
+		    sp[1 + plen] == ' ')
+			return true;
+		if (!nl)
+			break;
+		p = nl + 1;
+	}
+	return false;
+}
+
+/* SIGTERM, wait up to STOP_TIMEOUT_S, then SIGKILL; lazy unmount when the
+ * mount outlived the daemon. Returns the exit status (or -1).
+ * Async-signal-safe. */
+static int node_stop(node *n)
+{
+	int st = -1;
+
+	if (n->pid > 0) {
+		pid_t r = 0;
+		kill(n->pid, SIGTERM);
+		for (int i = 0; i < (int)(STOP_TIMEOUT_S * 100); i++) {
+			r = waitpid(n->pid, &st, WNOHANG);
+			if (r != 0)
+				break;
+			sleep_ms(10);
+		}
+		if (r == 0) {
+			kill(n->pid, SIGKILL);
+			while (waitpid(n->pid, &st, 0) < 0 && errno == EINTR)
+				;
+			st = -1;
+		}
+		n->pid = -1;
+	}
+	for (int i = 0; i < 100 && is_mounted(n->mnt); i++)
+		sleep_ms(10);
+	if (is_mounted(n->mnt)) {
+		char *fu[] = {"fusermount3", "-u", "-z", n->mnt, NULL};
+		char *um[] = {"umount", "-l", n->mnt, NULL};
+		run_quiet(fu);
+		if (is_mounted(n->mnt))
+			run_quiet(um);
+	}
+	return st;
+}
+
+/* Stops every node and removes the scratch trees. Async-signal-safe. */
+static void cleanup_all(void)
+{
+	for (int i = n_nodes - 1; i >= 0; i--)
+		if (nodes[i].used)
+			node_stop(&nodes[i]);
+	if (!getenv("LTXFS_KEEP")) {
+		for (int i = 0; i < n_nodes; i++) {
+			char *rm[] = {"rm", "-rf", nodes[i].root, NULL};
+			if (nodes[i].used)
+				run_quiet(rm);
+		}
+		if (native[0]) {
+			char *rm[] = {"rm", "-rf", native, NULL};
+			run_quiet(rm);
+		}
+	}
+	if (root_created)
+		rmdir(root);
+}
+
+static void on_signal(int sig)
+{
+	cleanup_all();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static void at_exit(void)
+{
+	cleanup_all();
+}
+
+/* ---- nodes ------------------------------------------------------------ */
+
+/* A free TCP port on 127.0.0.1 (asked from the kernel, then released). */
+static int free_port(void)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t len = sizeof(a);
+	int port, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		bench_fail("socket: %s", strerror(errno));
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&a, &len) < 0)
+		bench_fail("bind 127.0.0.1:0: %s", strerror(errno));
+	port = ntohs(a.sin_port);
+	close(fd);
+	for (int i = 0; i < n_nodes; i++)
+		if (nodes[i].port == port)
+			return free_port();
+	return port;
+}
+
+static void write_config(const node *n)
+{
+	FILE *f = fopen(n->cfg, "w");
+
+	if (!f)
+		bench_fail("cannot write %s", n->cfg);
+	fprintf(f, "fuse:\n  dir: %s\ndata:\n  dir: %s\n"
+		"http:\n  addr: 127.0.0.1:%d\n"
+		"lease:\n  type: static\n  hostname: %s\n"
+		"  advertise-url: http://127.0.0.1:%d\n",
+		n->mnt, n->data, n->port, n->name, n->port);
+	if (n->primary_port)
+		fprintf(f, "  candidate: false\n"
+			"  primary-url: http://127.0.0.1:%d\n",
+			n->primary_port);
+	else
+		fprintf(f, "  candidate: true\n");
+	fprintf(f, "log:\n  level: %s\n",
+		getenv("LTXFS_BENCH_LOG_LEVEL") ? getenv("LTXFS_BENCH_LOG_LEVEL")
+						: "info");
+	if (fclose(f) != 0)
+		bench_fail("cannot write %s", n->cfg);
+}
+
+/* A new node (not started); primary == NULL makes it a primary. */
+static node *node_new(const char *name, const node *primary)
+{
+	node *n;
+
+	if (n_nodes == MAX_NODES)
+		bench_fail("too many nodes");
+	n = &nodes[n_nodes];
+	memset(n, 0, sizeof(*n));
+	n->pid = -1;
+	snprintf(n->name, sizeof(n->name), "%s", name);
+	snprintf(n->root, sizeof(n->root), "%s/%s", root, name);
+	snprintf(n->mnt, sizeof(n->mnt), "%s/%s/mnt", root, name);
+	snprintf(n->data, sizeof(n->data), "%s/%s/data", root, name);
+	snprintf(n->cfg, sizeof(n->cfg), "%s/%s/ltxfs.yml", root, name);
+	snprintf(n->log, sizeof(n->log), "%s/%s/daemon.log", root, name);
+	n->port = free_port();
+	n->primary_port = primary ? primary->port : 0;
+	n->used = true;
+	n_nodes++;
+	if (mkdir(n->root, 0755) < 0 || mkdir(n->mnt, 0755) < 0 ||
+	    mkdir(n->data, 0755) < 0)
+		bench_fail("mkdir under %s: %s", n->root, strerror(errno));
+	write_config(n);
+	return n;
+}
+
+static void print_log_tail(const node *n)
+{
+	char cmd[4500];
+
+	fflush(stdout);
+	fprintf(stderr, "---- last lines of %s ----\n", n->log);
+	snprintf(cmd, sizeof(cmd), "tail -n 20 '%s' >&2", n->log);
+	if (system(cmd) != 0)
+		fprintf(stderr, "(no log)\n");
+}
+
+static void node_fail(const node *n, const char *what)
+	__attribute__((noreturn));
+static void node_fail(const node *n, const char *what)
+{
+	print_log_tail(n);
+	bench_fail("%s: %s", n->name, what);
+}
+
+/* Starts the daemon and waits for its mount; returns seconds taken. */
+static double node_start(node *n)
+{
+	double t0 = bench_now();
+	int st;
+
+	n->pid = fork();
+	if (n->pid < 0)
+		bench_fail("fork: %s", strerror(errno));
+	if (n->pid == 0) {
+		int fd = open(n->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		int nul = open("/dev/null", O_RDONLY);
+		setpgid(0, 0);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		if (nul >= 0)
+			dup2(nul, 0);
+		execl(ltxfs_bin, ltxfs_bin, "mount", "-c", n->cfg, (char *)NULL);
+		_exit(127);
+	}
+	while (!is_mounted(n->mnt)) {
+		if (waitpid(n->pid, &st, WNOHANG) == n->pid) {
+			n->pid = -1;
+			node_fail(n, "the daemon exited before mounting");
+		}
+		if (bench_now() - t0 > MOUNT_TIMEOUT_S)
+			node_fail(n, "the mount did not appear in time");
+		sleep_ms(2);
+	}
+	return bench_now() - t0;
+}
+
+static long node_hwm_kib(const node *n)
+{
+	char path[64], line[256];
+	long kib = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)n->pid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
+			break;
+	fclose(f);
+	return kib;
+}
+
+/* ---- positions -------------------------------------------------------- */
+
+static int pos_open(const node *n, const char *db)
+{
+	char path[4500];
+
+	snprintf(path, sizeof(path), "%s/%s-pos", n->mnt, db);
+	return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+/* TXID from an open <db>-pos; 0 on a read or format error. */
+static uint64_t pos_read_fd(int fd)
+{
+	char buf[64];
+	ssize_t r = pread(fd, buf, sizeof(buf) - 1, 0);
+	unsigned long long txid, sum;
+
+	if (r != 34)
+		return 0;
+	buf[r] = '\0';
+	if (sscanf(buf, "%16llx/%16llx", &txid, &sum) != 2)
+		return 0;
+	return txid;
+}
+
+/* Whether the mount lists name. A lookup of a name that does not exist
+ * yet would leave a cached absence in the kernel, which a replica does
+ * not drop when the database arrives later (see docs/BENCHMARKS.md), so
+ * the bench asks readdir first. */
+static bool listed(const node *n, const char *name)
+{
+	DIR *d = opendir(n->mnt);
+	struct dirent *e;
+	bool found = false;
+
+	if (!d)
+		return false;
+	while (!found && (e = readdir(d)) != NULL)
+		found = strcmp(e->d_name, name) == 0;
+	closedir(d);
+	return found;
+}
+
+/* TXID of db on n; 0 when the database does not exist there yet. */
+static uint64_t pos_txid(const node *n, const char *db)
+{
+	char pos[300];
+	int fd;
+	uint64_t txid;
+
+	snprintf(pos, sizeof(pos), "%s-pos", db);
+	if (!listed(n, pos))
+		return 0;
+	fd = pos_open(n, db);
+	if (fd < 0)
+		return 0;
+	txid = pos_read_fd(fd);
+	close(fd);
+	return txid;
+}
+
+/* Waits (<= timeout_s) until the replica's position of db reaches txid;
+ * returns the seconds waited. */
+static double wait_txid(const node *r, const char *db, uint64_t txid,
+			double timeout_s)
+{
+	double t0 = bench_now();
+
+	while (pos_txid(r, db) < txid) {
+		if (bench_now() - t0 > timeout_s) {
+			char msg[300];
+			snprintf(msg, sizeof(msg), "%s: TXID %" PRIu64
+				 " not reached in %.0f s (at %" PRIu64 ")", db,
+				 txid, timeout_s, pos_txid(r, db));
+			node_fail(r, msg);
+		}
+		sleep_ms(1);
+	}
+	return bench_now() - t0;
+}
+
+/* TXID of db on n once it has not moved for 50 ms (at most 10 s). */
+static uint64_t settled_txid(const node *n, const char *db)
+{
+	uint64_t a = pos_txid(n, db), b;
+
+	for (int i = 0; i < 200; i++) {
+		sleep_ms(50);
+		b = pos_txid(n, db);
+		if (b == a)
+			return b;
+		a = b;
+	}
+	node_fail(n, "the primary's position did not settle in 10 s");
+}
+
+/* ---- SQLite ----------------------------------------------------------- */
+
+static void check(int rc, sqlite3 *db, const char *what)
+{
+	if (rc != SQLITE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
+		bench_fail("%s: %s", what, db ? sqlite3_errmsg(db) : "?");
+}
+
+static void exec(sqlite3 *db, const char *sql)
+{
+	check(sqlite3_exec(db, sql, NULL, NULL, NULL), db, sql);
+}
+
+static sqlite3 *db_open(const char *dir, const char *name, int flags)
+{
+	char path[4500];
+	sqlite3 *db;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	check(sqlite3_open_v2(path, &db, flags, NULL), NULL, path);
+	sqlite3_busy_timeout(db, 5000);
+	return db;
+}
+
+static int64_t query_int(sqlite3 *db, const char *sql)
+{
+	sqlite3_stmt *st;
+	int64_t v;
+
+	check(sqlite3_prepare_v2(db, sql, -1, &st, NULL), db, sql);
+	if (sqlite3_step(st) != SQLITE_ROW)
+		bench_fail("%s: no row (%s)", sql, sqlite3_errmsg(db));
+	v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return v;
+}
+
+static int env_int(const char *name, int def, int min)
+{
+	const char *s = getenv(name);
+	int v = s && *s ? atoi(s) : def;
+
+	return v < min ? min : v;
+}
+
+/* Runs per measurement: LTXFS_BENCH_RUNS, default 3, at most 64. */
+static int runs(void)
+{
+	int n = env_int("LTXFS_BENCH_RUNS", 3, 1);
+
+	return n > 64 ? 64 : n;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* ---- 1. lag ----------------------------------------------------------- */
+
+struct poller {
+	int fd;
+	uint64_t base;          /* TXID before the first INSERT */
+	uint64_t end;           /* stop once this TXID is seen */
+	long poll_us;
+	double *seen;           /* seen[i]: first time TXID base+1+i was seen */
+	atomic_bool stop;
+	uint64_t polls;
+};
+
+static void *poll_main(void *arg)
+{
+	struct poller *p = arg;
+	uint64_t last = p->base;
+	struct timespec ts = {0, p->poll_us * 1000L};
+
+	while (!atomic_load(&p->stop) && last < p->end) {
+		uint64_t t = pos_read_fd(p->fd);
+		p->polls++;
+		if (t > last) {
+			double now = bench_now();
+			if (t > p->end)
+				t = p->end;
+			for (uint64_t x = last + 1; x <= t; x++)
+				p->seen[x - p->base - 1] = now;
+			last = t;
+		}
+		if (p->poll_us > 0)
+			nanosleep(&ts, NULL);
+	}
+	return NULL;
+}
+
+struct lag_result {
+	double p50, p99, max, rate;
+	int late; /* INSERTs that started > 1 ms after their slot */
+};
+
+static void lag_run(node *p, node *r, int run, struct lag_result *out)
+{
+	int rate = env_int("LTXFS_BENCH_LAG_RATE", 1000, 1);
+	int secs = env_int("LTXFS_BENCH_LAG_S", 10, 1);
+	int n = rate * secs;
+	char name[64];
+	double *commit = calloc((size_t)n, sizeof(double));
+	double *lag = calloc((size_t)n, sizeof(double));
+	struct poller pl = {.poll_us = env_int("LTXFS_BENCH_POLL_US", 100, 0)};
+	pthread_t th;
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	struct timespec start;
+	double t0, t1;
+	uint64_t end_txid;
+
+	pl.seen = calloc((size_t)n, sizeof(double));
+	if (!commit || !lag || !pl.seen)
+		bench_fail("out of memory");
+	snprintf(name, sizeof(name), "lag-%d.db", run);
+	db = db_open(p->mnt, name, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+	exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+		 "CREATE TABLE t(id INTEGER PRIMARY KEY, sent_ns INTEGER, "
+		 "v TEXT)");
+	/* The primary captures a WAL commit just after answering SQLite's
+	 * write, so its -pos may trail the commit by a moment: wait until
+	 * it holds still. */
+	pl.base = settled_txid(p, name);
+	if (pl.base == 0)
+		node_fail(p, "no -pos for the lag database");
+	wait_txid(r, name, pl.base, 30);
+	pl.end = pl.base + (uint64_t)n;
+	pl.fd = pos_open(r, name);
+	if (pl.fd < 0)
+		node_fail(r, "cannot open the -pos file");
+	check(sqlite3_prepare_v2(db, "INSERT INTO t(sent_ns, v) VALUES (?, "
+				 "'a row of about forty bytes of text..')",
+				 -1, &st, NULL), db, "prepare");
+	if (pthread_create(&th, NULL, poll_main, &pl) != 0)
+		bench_fail("pthread_create");
+	out->late = 0;
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	t0 = bench_now();
+	for (int i = 0; i < n; i++) {
+		long long ns = (long long)start.tv_nsec +
+			       (long long)i * 1000000000LL / rate;
+		struct timespec slot = {start.tv_sec + (time_t)(ns / 1000000000),
+					(long)(ns % 1000000000)};
+		struct timespec now;
+		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &slot,
+				       NULL) == EINTR)
+			;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if ((now.tv_sec - slot.tv_sec) * 1000000000LL +
+		    (now.tv_nsec - slot.tv_nsec) > 1000000)
+			out->late++;
+		sqlite3_bind_int64(st, 1, (long long)now.tv_sec * 1000000000LL +
+					      now.tv_nsec);
+		check(sqlite3_step(st), db, "insert");
+		commit[i] = bench_now();
+		sqlite3_reset(st);
+	}
+	t1 = bench_now();
+	sqlite3_finalize(st);
+	end_txid = settled_txid(p, name);
+	if (end_txid != pl.end) {
+		atomic_store(&pl.stop, true);
+		pthread_join(th, NULL);
+		bench_fail("lag: %d INSERTs moved the primary from TXID %" PRIu64
+			   " to %" PRIu64 ", not one TXID each", n, pl.base,
+			   end_txid);
+	}
+	/* The poller stops by itself at pl.end; bounded by a deadline. */
+	for (int i = 0; i < 30000 && pos_txid(r, name) < pl.end; i++)
+		sleep_ms(1);
+	sleep_ms(5);
+	atomic_store(&pl.stop, true);
+	pthread_join(th, NULL);
+	close(pl.fd);
+	for (int i = 0; i < n; i++) {
+		if (pl.seen[i] == 0)
+			node_fail(r, "the replica did not reach the primary's "
+				  "position within 30 s of the last commit");
+		lag[i] = pl.seen[i] - commit[i];
+	}
+	sqlite3_close(db);
+	{
+		/* The rows themselves, not only the position, are there. */
+		sqlite3 *rd = db_open(r->mnt, name, SQLITE_OPEN_READONLY);
+		int64_t c = query_int(rd, "SELECT count(*) FROM t");
+		sqlite3_close(rd);
+		if (c != n)
+			bench_fail("lag: replica has %" PRId64 " rows, not %d",
+				   c, n);
+	}
+	qsort(lag, (size_t)n, sizeof(double), cmp_double);
+	out->p50 = lag[n / 2] * 1e3;
+	out->p99 = lag[(int)((double)n * 0.99)] * 1e3;
+	out->max = lag[n - 1] * 1e3;
+	out->rate = n / (t1 - t0);
+	printf("  lag run %d: %d tx in %.2f s (%.0f tx/s, %d late), polls %"
+	       PRIu64 ", lag p50 %.3f ms p99 %.3f ms max %.3f ms "
+	       "(min %.3f)\n", run, n, t1 - t0, out->rate, out->late, pl.polls,
+	       out->p50, out->p99, out->max, lag[0] * 1e3);
+	fflush(stdout);
+	free(commit);
+	free(lag);
+	free(pl.seen);
+}
+
+static void bench_lag(node *p, node *r)
+{
+	int nr = runs();
+	double p50[64], p99[64], mx[64], rt[64], worst = 0;
+
+	printf("lag: %d tx/s for %d s, WAL + synchronous=NORMAL, polling "
+	       "%s's -pos every %d us\n",
+	       env_int("LTXFS_BENCH_LAG_RATE", 1000, 1),
+	       env_int("LTXFS_BENCH_LAG_S", 10, 1), r->name,
+	       env_int("LTXFS_BENCH_POLL_US", 100, 0));
+	for (int i = 0; i < nr; i++) {
+		struct lag_result res;
+		lag_run(p, r, i, &res);
+		p50[i] = res.p50;
+		p99[i] = res.p99;
+		mx[i] = res.max;
+		rt[i] = res.rate;
+		if (res.max > worst)
+			worst = res.max;
+	}
+	printf("summary: bench_repl: lag at %.0f tx/s = p50 %.3f ms, p99 %.3f "
+	       "ms, max %.3f ms (medians; worst max %.3f ms) (target p99 < 10 "
+	       "ms) %s\n", bench_median(rt, nr), bench_median(p50, nr),
+	       bench_median(p99, nr), bench_median(mx, nr), worst,
+	       bench_verdict(bench_median(p99, nr) < 10.0));
+	fflush(stdout);
+}
+
+/* ---- 2. throughput with and without replicas -------------------------- */
+
+/* n single-row INSERT transactions into a new database; tx/s. */
+static double insert_run(const char *dir, const char *name, const char *jm,
+			 const char *sync, int n)
+{
+	char sql[256];
+	sqlite3 *db = db_open(dir, name, SQLITE_OPEN_READWRITE |
+				       SQLITE_OPEN_CREATE);
+	sqlite3_stmt *st;
+	double t0, t;
+
+	snprintf(sql, sizeof(sql), "PRAGMA journal_mode=%s; PRAGMA "
+		 "synchronous=%s; CREATE TABLE t(id INTEGER PRIMARY KEY, v "
+		 "TEXT);", jm, sync);
+	exec(db, sql);
+	check(sqlite3_prepare_v2(db, "INSERT INTO t(v) VALUES (?)", -1, &st,
+				 NULL), db, "prepare");
+	t0 = bench_now();
+	for (int i = 0; i < n; i++) {
+		sqlite3_bind_text(st, 1, "a row of about forty bytes of text..",
+				  -1, SQLITE_STATIC);
+		check(sqlite3_step(st), db, "insert");
+		sqlite3_reset(st);
+	}
+	t = bench_now() - t0;
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return n / t;
+}
+
+static void bench_throughput(node *pa, node *r1, node *r2, node *pb,
+			     const char *jm, const char *sync, int n)
+{
+	int nr = runs();
+	double nat[64], rep[64], solo[64], drain[64];
+
+	for (int i = 0; i < nr; i++) {
+		char name[64], path[4500];
+		uint64_t txid;
+		double d1, d2;
+
+		snprintf(name, sizeof(name), "ins-%s-%s-%d.db", jm, sync, i);
+		nat[i] = insert_run(native, name, jm, sync, n);
+		snprintf(path, sizeof(path), "%s/%s", native, name);
+		unlink(path);
+		rep[i] = insert_run(pa->mnt, name, jm, sync, n);
+		txid = pos_txid(pa, name);
+		d1 = wait_txid(r1, name, txid, 120);
+		d2 = wait_txid(r2, name, txid, 120);
+		drain[i] = d1 > d2 ? d1 : d2;
+		solo[i] = insert_run(pb->mnt, name, jm, sync, n);
+		printf("  insert %s+%s run %d: native %.0f, 0 replicas %.0f, "
+		       "2 replicas %.0f tx/s (replicas caught up %.3f s "
+		       "after the last commit)\n", jm, sync, i, nat[i], solo[i],
+		       rep[i], drain[i]);
+		fflush(stdout);
+	}
+	{
+		double mn = bench_median(nat, nr), ms = bench_median(solo, nr);
+		double mr = bench_median(rep, nr);
+		printf("summary: bench_repl: insert %s+%s with 2 replicas = %.0f "
+		       "tx/s, 0 replicas %.0f tx/s, native %.0f tx/s; ratio "
+		       "2/0 replicas %.2f (target 0.90) %s\n", jm, sync, mr, ms,
+		       mn, mr / ms, bench_verdict(mr / ms >= 0.9));
+	}
+	fflush(stdout);
+}
+
+/* ---- 3. catch-up -------------------------------------------------------- */
+
+/* Fills db on n with about mb MiB of random blobs in DELETE journal mode,
+ * in transactions of 64 MiB; returns the database size in bytes. */
+static uint64_t prefill(node *n, const char *name, int mb)
+{
+	enum { BLOB = 64 * 1024 };
+	sqlite3 *db = db_open(n->mnt, name, SQLITE_OPEN_READWRITE |
+				     SQLITE_OPEN_CREATE);
+	sqlite3_stmt *st;
+	char *blob = malloc(BLOB);
+	uint64_t seed = 42;
+	long rows = (long)mb * (1024 * 1024 / BLOB);
+	double t0 = bench_now();
+	uint64_t bytes;
+	char path[4500];
+
+	if (!blob)
+		bench_fail("out of memory");
+	exec(db, "PRAGMA page_size=4096; PRAGMA journal_mode=DELETE; "
+		 "PRAGMA synchronous=NORMAL; "
+		 "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); BEGIN");
+	check(sqlite3_prepare_v2(db, "INSERT INTO t(v) VALUES (?)", -1, &st,
+				 NULL), db, "prepare");
+	for (long i = 0; i < rows; i++) {
+		for (size_t j = 0; j < BLOB; j += 8) {
+			uint64_t r = bench_rand(&seed);
+			memcpy(blob + j, &r, 8);
+		}
+		sqlite3_bind_blob(st, 1, blob, BLOB, SQLITE_STATIC);
+		check(sqlite3_step(st), db, "insert");
+		sqlite3_reset(st);
+		if (i % 1024 == 1023)
+			exec(db, "COMMIT; BEGIN");
+	}
+	exec(db, "COMMIT");
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	free(blob);
+	snprintf(path, sizeof(path), "%s/%s", n->mnt, name);
+	bytes = bench_file_size(path);
+	printf("catch-up: %s filled to %.1f MB (%" PRIu64 " pages, TXID %"
+	       PRIu64 ") in %.1f s\n", name, (double)bytes / 1e6,
+	       bytes / 4096, pos_txid(n, name), bench_now() - t0);
+	fflush(stdout);
+	return bytes;
+}
+
+static void bench_catchup(void)
+{
+	int mb = env_int("LTXFS_BENCH_CATCHUP_MB", 1024, 1);
+	int nr = runs();
+	const char *name = "big.db";
+	node *p = node_new("cp", NULL);
+	double rate[64], rate_m[64], secs[64];
+	long rss_r[64], rss_p = 0;
+	uint64_t bytes, txid;
+
+	node_start(p);
+	bytes = prefill(p, name, mb);
+	txid = pos_txid(p, name);
+	printf("catch-up: primary VmHWM after the fill %ld KiB\n",
+	       node_hwm_kib(p));
+	for (int i = 0; i < nr; i++) {
+		char rname[16];
+		node *r;
+		double t0, tm, t;
+
+		snprintf(rname, sizeof(rname), "cr%d", i);
+		r = node_new(rname, p);
+		t0 = bench_now();
+		tm = node_start(r);
+		while (pos_txid(r, name) < txid) {
+			if (bench_now() - t0 > 600)
+				node_fail(r, "catch-up took over 600 s");
+			if (waitpid(r->pid, NULL, WNOHANG) == r->pid) {
+				r->pid = -1;
+				node_fail(r, "the replica exited");
+			}
+			sleep_ms(2);
+		}
+		t = bench_now() - t0;
+		if (pos_txid(r, name) != txid)
+			bench_fail("catch-up: replica passed the primary");
+		{
+			char path[4500];
+			snprintf(path, sizeof(path), "%s/%s", r->mnt, name);
+			if (bench_file_size(path) != bytes)
+				bench_fail("catch-up: replica's database is "
+					   "%" PRIu64 " bytes, primary's %"
+					   PRIu64, bench_file_size(path),
+					   bytes);
+		}
+		secs[i] = t;
+		rate[i] = (double)bytes / 1e6 / t;
+		rate_m[i] = (double)bytes / 1e6 / (t - tm);
+		rss_r[i] = node_hwm_kib(r);
+		rss_p = node_hwm_kib(p);
+		printf("  catch-up run %d: %.3f s from exec (%.3f s to mount), "
+		       "%.0f MB/s (%.0f MB/s after the mount); VmHWM replica "
+		       "%ld KiB, primary %ld KiB\n", i, t, tm, rate[i],
+		       rate_m[i], rss_r[i], rss_p);
+		fflush(stdout);
+		if (node_stop(r) != 0)
+			node_fail(r, "unclean exit after SIGTERM");
+		{
+			char *rm[] = {"rm", "-rf", r->data, NULL};
+			if (!getenv("LTXFS_KEEP"))
+				run_quiet(rm);
+		}
+	}
+	{
+		double rr[64];
+		for (int i = 0; i < nr; i++)
+			rr[i] = (double)rss_r[i];
+		printf("summary: bench_repl: catch-up of %.0f MB = %.2f s, %.0f "
+		       "MB/s (%.0f MB/s after the mount) (target 150 MB/s) %s\n",
+		       (double)bytes / 1e6, bench_median(secs, nr),
+		       bench_median(rate, nr), bench_median(rate_m, nr),
+		       bench_verdict(bench_median(rate, nr) >= 150));
+		printf("summary: bench_repl: catch-up peak RSS = replica %.0f "
+		       "KiB (median), primary %ld KiB\n", bench_median(rr, nr),
+		       rss_p);
+	}
+	fflush(stdout);
+	node_stop(p);
+}
+
+int main(int argc, char **argv)
+{
+	const char *only = argc > 1 ? argv[1] : "all";
+	struct sigaction sa = {.sa_handler = on_signal};
+	node *pa, *r1, *r2, *pb;
+
+	bench_header("bench_repl");
+	if (access("/dev/fuse", R_OK | W_OK) != 0)
+		bench_fail("/dev/fuse is not usable");
+	ltxfs_bin = getenv("LTXFS_BIN");
+	if (!ltxfs_bin)
+		bench_fail("LTXFS_BIN is not set");
+	root_created = !getenv("LTXFS_BENCH_DIR") ||
+		       !*getenv("LTXFS_BENCH_DIR");
+	snprintf(root, sizeof(root), "%s", bench_dir());
+	atexit(at_exit); /* runs before bench_dir's own clean-up */
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	snprintf(native, sizeof(native), "%s/native", root);
+	if (mkdir(native, 0755) < 0)
+		bench_fail("mkdir %s: %s", native, strerror(errno));
+	printf("scratch: %s; ltxfs: %s\n", root, ltxfs_bin);
+
+	if (strcmp(only, "all") == 0 || strcmp(only, "lag") == 0 ||
+	    strcmp(only, "throughput") == 0) {
+		pa = node_new("pa", NULL);
+		node_start(pa);
+		r1 = node_new("r1", pa);
+		r2 = node_new("r2", pa);
+		node_start(r1);
+		node_start(r2);
+		if (strcmp(only, "throughput") != 0)
+			bench_lag(pa, r1);
+		if (strcmp(only, "lag") != 0) {
+			pb = node_new("pb", NULL);
+			node_start(pb);
+			bench_throughput(pa, r1, r2, pb, "wal", "normal", 3000);
+			bench_throughput(pa, r1, r2, pb, "delete", "full", 500);
+			printf("summary: bench_repl: daemon peak RSS = primary "
+			       "%ld KiB, replicas %ld / %ld KiB, lone primary "
+			       "%ld KiB\n", node_hwm_kib(pa), node_hwm_kib(r1),
+			       node_hwm_kib(r2), node_hwm_kib(pb));
+			node_stop(pb);
+		}
+		node_stop(r2);
+		node_stop(r1);
+		node_stop(pa);
+	}
+	if (strcmp(only, "all") == 0 || strcmp(only, "catchup") == 0)
+		bench_catchup();
+	else if (strcmp(only, "lag") != 0 && strcmp(only, "throughput") != 0)
+		bench_fail("usage: bench_repl [all|lag|throughput|catchup]");
+	return 0;
+}
