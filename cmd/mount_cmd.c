@@ -170,12 +170,6 @@ int cmd_mount(int argc, char **argv)
 		rc = 1;
 		goto out;
 	}
-	if (cfg.lease.type != CFG_LEASE_STATIC) {
-		fprintf(stderr, "ltxfs mount: lease.type etcd is not "
-			"available in this version; use static\n");
-		rc = 1;
-		goto out;
-	}
 	gethostname(host, sizeof(host) - 1);
 	ro.data_dir = cfg.data.dir;
 	ro.mountpoint = cfg.fuse.dir;
@@ -188,6 +182,14 @@ int cmd_mount(int argc, char **argv)
 	ro.hostname = cfg.lease.hostname[0] ? cfg.lease.hostname : host;
 	ro.retention_ms = cfg.data.retention_ms;
 	ro.retention_bytes = cfg.data.retention_bytes;
+	if (cfg.lease.type == CFG_LEASE_ETCD) {
+		ro.etcd_endpoints = cfg.lease.etcd.endpoints.items;
+		ro.etcd_nendpoints = cfg.lease.etcd.endpoints.count;
+		ro.etcd_prefix = cfg.lease.etcd.prefix;
+		ro.etcd_ttl_ms = cfg.lease.etcd.ttl_ms;
+		ro.etcd_username = cfg.lease.etcd.username;
+		ro.etcd_password = cfg.lease.etcd.password;
+	}
 	if (rep_node_new(&ro, &node) < 0) {
 		fprintf(stderr, "ltxfs mount: cannot start (see the log above)\n");
 		rc = 1;

@@ -11,6 +11,13 @@
  *
  *   (new) --candidate--> PRIMARY     accepts writes, serves /stream
  *   (new) --otherwise--> REPLICA     read-only mount, stream client runs
+ *
+ * etcd lease (lease_etcd.c moves it, any number of times):
+ *
+ *   (new) --> REPLICA (primary unknown) <--lease lost / deadline--+
+ *               --lease acquired--> PRIMARY -----------------------+
+ * The stream client thread runs all along; it idles while this node is
+ * primary or the primary is unknown.
  */
 #include "node_i.h"
 
@@ -27,6 +34,8 @@
 #include "lib/clock.h"
 #include "lib/io.h"
 #include "lib/log.h"
+#include "retention.h"
+#include "lease.h"
 
 const double rep_lat_bounds_ms[REP_LAT_BUCKETS] = {
 	0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
@@ -150,9 +159,8 @@ static char *dup_or_empty(const char *s)
 	return strdup(s ? s : "");
 }
 
-/* The one role transition (mu not held). */
-static void set_role(rep_node *n, int role, uint64_t epoch,
-		     const char *primary_url)
+void rep_node_set_role(rep_node *n, int role, uint64_t epoch,
+		       const char *primary_url)
 {
 	char *url = dup_or_empty(primary_url);
 	char *desc = dup_or_empty(primary_url);
@@ -165,6 +173,7 @@ static void set_role(rep_node *n, int role, uint64_t epoch,
 	free(n->primary_desc);
 	n->primary_url = url;
 	n->primary_desc = desc;
+	n->role_gen++;
 	pthread_cond_broadcast(&n->cond);
 	pthread_mutex_unlock(&n->mu);
 	if (n->mount)
@@ -212,6 +221,14 @@ int rep_node_new(const rep_node_opts *opts, rep_node **out)
 	if (rc < 0)
 		goto fail;
 	n->epoch = v;
+	if (opts->etcd_nendpoints > 0) {
+		rc = rep_lease_new(n, &n->lease);
+		if (rc < 0)
+			goto fail;
+		rep_node_set_role(n, REP_ROLE_REPLICA, 0, "");
+		*out = n;
+		return 0;
+	}
 	if (!opts->candidate && !n->o.primary_url[0]) {
 		log_error("lease.static: this node is not the primary "
 			  "(lease.candidate is false) but lease.primary-url is "
@@ -233,9 +250,9 @@ int rep_node_new(const rep_node_opts *opts, rep_node **out)
 		}
 		if (n->epoch < 1)
 			rep_node_see_epoch(n, 1);
-		set_role(n, REP_ROLE_PRIMARY, 1, "");
+		rep_node_set_role(n, REP_ROLE_PRIMARY, 1, "");
 	} else {
-		set_role(n, REP_ROLE_REPLICA, 0, n->o.primary_url);
+		rep_node_set_role(n, REP_ROLE_REPLICA, 0, n->o.primary_url);
 	}
 	*out = n;
 	return 0;
@@ -274,16 +291,23 @@ int rep_node_start(rep_node *n, fs_mount *m)
 	int rc;
 
 	n->mount = m;
+	rc = rep_retention_start(n);
+	if (rc < 0)
+		return rc;
 	rc = rep_server_start(n);
 	if (rc < 0)
 		return rc;
-	if (!rep_node_is_primary(n)) {
+	if (!rep_node_is_primary(n) || n->lease) {
 		rc = pthread_create(&n->client, NULL, rep_client_main, n);
 		if (rc != 0) {
 			rep_server_stop(n);
 			return -rc;
 		}
 		n->client_started = true;
+	}
+	if (n->lease && (rc = rep_lease_start(n->lease)) < 0) {
+		rep_node_stop(n);
+		return rc;
 	}
 	return 0;
 }
@@ -292,6 +316,7 @@ void rep_node_stop(rep_node *n)
 {
 	if (!n)
 		return;
+	rep_lease_stop(n->lease); /* a primary gives its lease back first */
 	pthread_mutex_lock(&n->mu);
 	n->stopping = true;
 	pthread_cond_broadcast(&n->cond);
@@ -301,6 +326,7 @@ void rep_node_stop(rep_node *n)
 		n->client_started = false;
 	}
 	rep_server_stop(n);
+	rep_retention_stop(n);
 }
 
 void rep_node_free(rep_node *n)
@@ -308,6 +334,7 @@ void rep_node_free(rep_node *n)
 	if (!n)
 		return;
 	rep_node_stop(n);
+	rep_lease_free(n->lease);
 	free((char *)n->o.data_dir);
 	free((char *)n->o.mountpoint);
 	free((char *)n->o.http_addr);

@@ -14,10 +14,11 @@
  *   rep_node_stop(n);                 // before the mount stops serving
  *   rep_node_free(n);
  *
- * Roles come from a lease. Static lease (the only one so far): the
- * configuration says whether this node is the primary (candidate) and, on
- * a replica, the primary's URL; the epoch is 1. rep_node_set_role is the
- * one transition, so other leases plug in there.
+ * Roles come from a lease. Static lease: the configuration says whether
+ * this node is the primary (candidate) and, on a replica, the primary's
+ * URL; the epoch is 1. etcd lease (etcd_nendpoints > 0, replica/lease.h):
+ * every node starts as a replica that does not know the primary yet, and
+ * the lease moves it. rep_node_set_role is the one transition.
  */
 #ifndef REPLICA_NODE_H
 #define REPLICA_NODE_H
@@ -43,6 +44,12 @@ typedef struct rep_node_opts {
 	const char *hostname;
 	int64_t retention_ms;        /* keep LTX records at least this long */
 	int64_t retention_bytes;     /* per database; 0: no size cap */
+	/* lease.type etcd (replica/lease.h); etcd_nendpoints 0: static. */
+	char *const *etcd_endpoints; /* the caller's, used during new */
+	size_t etcd_nendpoints;
+	const char *etcd_prefix;
+	int64_t etcd_ttl_ms;
+	const char *etcd_username, *etcd_password;
 } rep_node_opts;
 
 enum rep_role {

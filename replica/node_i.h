@@ -63,8 +63,12 @@ struct rep_node {
 	rep_remote *remotes;
 	size_t nremotes, capremotes;
 
+	uint64_t role_gen;       /* bumped by every rep_node_set_role */
+	struct rep_lease *lease; /* etcd lease, or NULL (static) */
+
 	pthread_t client;
 	bool client_started;
+	struct rep_retention *retention; /* retention.c's thread, or NULL */
 	rep_metrics m;
 	int flip_record;         /* test fault: corrupt the Nth record sent */
 	atomic_int records_out;  /* counts records for flip_record */
@@ -73,6 +77,11 @@ struct rep_node {
 /* node.c */
 int rep_node_set_cluster(rep_node *n, uint64_t id);
 int rep_node_see_epoch(rep_node *n, uint64_t epoch);
+/* The one role transition (mu not held): role, epoch (raised, never
+ * lowered), the primary's URL on a replica ("" unknown); switches the
+ * mount's databases read-only or writable. */
+void rep_node_set_role(rep_node *n, int role, uint64_t epoch,
+		       const char *primary_url);
 rep_remote *rep_remote_get(rep_node *n, const char *name); /* mu held */
 void rep_metrics_observe_latency(rep_metrics *m, double ms);
 /* A temporary file in the data directory, already unlinked. */

@@ -46,6 +46,8 @@ struct cli {
 	char why[400];           /* why the stream ended, when we ended it */
 	bool refused;            /* 401/409: back off longer */
 	bool got_ready;
+	uint64_t role_gen;       /* rep_node.role_gen when connecting: a
+				  * role or primary change ends the stream */
 	/* The record being received. */
 	bool in_record;
 	char name[REP_NAME_MAX + 1];
@@ -363,7 +365,7 @@ static int progress_cb(void *ctx, curl_off_t dt, curl_off_t dn, curl_off_t ut,
 	bool stop;
 
 	pthread_mutex_lock(&c->n->mu);
-	stop = c->n->stopping;
+	stop = c->n->stopping || c->n->role_gen != c->role_gen;
 	pthread_mutex_unlock(&c->n->mu);
 	return stop ? 1 : 0;
 }
@@ -516,7 +518,18 @@ void *rep_client_main(void *arg)
 			pthread_mutex_unlock(&n->mu);
 			break;
 		}
+		if (n->lease && (n->role == REP_ROLE_PRIMARY ||
+				 !n->primary_url || !n->primary_url[0])) {
+			/* etcd lease: nothing to follow now. */
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += 1;
+			pthread_cond_timedwait(&n->cond, &n->mu, &ts);
+			pthread_mutex_unlock(&n->mu);
+			continue;
+		}
 		primary = strdup(n->primary_url ? n->primary_url : "");
+		c.role_gen = n->role_gen;
 		pthread_mutex_unlock(&n->mu);
 		if (!first)
 			atomic_fetch_add(&n->m.reconnects, 1);

@@ -1,0 +1,25 @@
+/*
+ * The etcd lease (docs/PROTOCOL.md, "Lease keys in etcd"): which node is
+ * primary, in which epoch, for a node whose configuration says
+ * lease.type: etcd. Internal to replica/; the node owns it.
+ *
+ *   rep_lease_new(n, &l);       // after rep_node_new (opts hold etcd's)
+ *   rep_lease_start(l);         // once the mount serves
+ *   rep_lease_stop(l);          // clean shutdown: a primary turns
+ *                               // read-only and revokes its lease
+ *   rep_lease_free(l);
+ */
+#ifndef REPLICA_LEASE_H
+#define REPLICA_LEASE_H
+
+#include <stdint.h>
+
+struct rep_node;
+typedef struct rep_lease rep_lease;
+
+int rep_lease_new(struct rep_node *n, rep_lease **out);
+int rep_lease_start(rep_lease *l);
+void rep_lease_stop(rep_lease *l);
+void rep_lease_free(rep_lease *l);
+
+#endif

@@ -1,0 +1,579 @@
+/*
+ * The etcd lease: elects the primary, fences it, and tells replicas where
+ * it is. Keys (docs/PROTOCOL.md, "Lease keys in etcd"):
+ *
+ *   <prefix>/cluster   "%016x": the cluster ID, created if absent by the
+ *                      first candidate; a node of another cluster is
+ *                      refused (it stays a read-only replica and says so)
+ *   <prefix>/primary   {"node", "hostname", "url", "cluster"} JSON,
+ *                      attached to the primary's lease; created only if
+ *                      absent. Its create_revision is the epoch.
+ *
+ * States of this node (one thread, "lease", makes every transition but
+ * FENCE, which the watchdog thread makes; both under l->mu):
+ *
+ *   FOLLOW --key absent, candidate--> ACQUIRE --created--> PRIMARY
+ *     ^  \--key present: follow its url and epoch (watch it)
+ *     |                      ACQUIRE --someone else's--> FOLLOW
+ *     |
+ *   PRIMARY: keepalive every TTL/3. deadline = when the last successful
+ *            keepalive (or the grant) was sent + the TTL granted - a
+ *            margin, on CLOCK_BOOTTIME.
+ *     --deadline passed (etcd unreachable, or this process stopped)-->
+ *   FENCED:  read-only; keeps sending keepalives:
+ *     --keepalive answers with a TTL (the lease never lapsed: nobody
+ *       else can have the key)--> PRIMARY again, same epoch
+ *     --keepalive says the lease is gone--> FOLLOW
+ *   PRIMARY --stop--> read-only, revoke --> (end)
+ *
+ * Invariant: the mount is writable only in PRIMARY, and only before the
+ * deadline (the watchdog checks every WATCHDOG_MS; the role change to
+ * read-only happens before the deadline by MARGIN_MS at least).
+ *
+ * Each transition to PRIMARY and to FENCED/FOLLOW is appended to
+ * <data.dir>/lease.log ("<wall ms> primary epoch=E node=N" and
+ * "<wall ms> fenced epoch=E node=N reason=..."): which epoch each
+ * node's LTX records belong to, for the tests' epoch checker.
+ */
+#include "lease.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdarg.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "etcd.h"
+#include "lib/clock.h"
+#include "lib/log.h"
+#include "node_i.h"
+
+#define WATCHDOG_MS 20
+#define WATCH_MAX_MS 5000        /* re-read the key at least this often */
+#define RETRY_MS 250
+#define NS_PER_MS 1000000LL
+
+enum lstate { L_FOLLOW, L_PRIMARY, L_FENCED, L_REFUSED };
+
+struct rep_lease {
+	rep_node *n;
+	rep_etcd *etcd;
+	char *key_primary, *key_cluster;
+	int64_t ttl_s;
+	int64_t margin_ns;
+	atomic_bool stop;        /* also cancels a watch */
+	pthread_t thr, dog;
+	bool started;
+
+	pthread_mutex_t mu;      /* guards below; before rep_node.mu */
+	int state;               /* enum lstate */
+	int64_t lease_id;        /* ours, 0 none */
+	int64_t epoch;           /* of the key we hold or follow */
+	int64_t deadline_ns;     /* PRIMARY: CLOCK_BOOTTIME */
+	char *following;         /* url of the primary we follow */
+};
+
+static void lease_log(rep_lease *l, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void lease_log(rep_lease *l, const char *fmt, ...)
+{
+	char path[PATH_MAX], line[512];
+	va_list ap;
+	int len, fd;
+
+	len = snprintf(line, sizeof(line), "%" PRId64 " ", lib_clock_wall_ms());
+	va_start(ap, fmt);
+	len += vsnprintf(line + len, sizeof(line) - (size_t)len - 1, fmt, ap);
+	va_end(ap);
+	if (len > (int)sizeof(line) - 2)
+		len = (int)sizeof(line) - 2;
+	line[len++] = '\n';
+	snprintf(path, sizeof(path), "%s/lease.log", l->n->o.data_dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (fd < 0 || write(fd, line, (size_t)len) != len)
+		log_warn("cannot append to %s: %s", path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
+static void sleep_ms(rep_lease *l, int64_t ms)
+{
+	int64_t end = lib_clock_monotonic_ns() + ms * NS_PER_MS;
+
+	while (!atomic_load(&l->stop)) {
+		int64_t left = end - lib_clock_monotonic_ns();
+		struct timespec ts;
+		if (left <= 0)
+			break;
+		if (left > 50 * NS_PER_MS)
+			left = 50 * NS_PER_MS;
+		ts.tv_sec = 0;
+		ts.tv_nsec = (long)left;
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* --- transitions (l->mu held) --- */
+
+static void to_primary(rep_lease *l, int64_t deadline_ns)
+{
+	l->state = L_PRIMARY;
+	l->deadline_ns = deadline_ns;
+	free(l->following);
+	l->following = NULL;
+	rep_node_set_role(l->n, REP_ROLE_PRIMARY, (uint64_t)l->epoch, "");
+	lease_log(l, "primary epoch=%" PRId64 " node=%016" PRIx64, l->epoch,
+		  l->n->o.node_id);
+}
+
+/* PRIMARY -> FENCED (lease may still be ours) or FOLLOW (it is gone). */
+static void to_readonly(rep_lease *l, int state, const char *why)
+{
+	bool was = l->state == L_PRIMARY;
+
+	l->state = state;
+	if (state == L_FOLLOW)
+		l->lease_id = 0;
+	if (!was)
+		return;
+	rep_node_set_role(l->n, REP_ROLE_REPLICA, (uint64_t)l->epoch, "");
+	lease_log(l, "fenced epoch=%" PRId64 " node=%016" PRIx64 " reason=%s",
+		  l->epoch, l->n->o.node_id, why);
+	log_warn("epoch %" PRId64 ": no longer accepting writes: %s", l->epoch,
+		 why);
+}
+
+static void follow(rep_lease *l, int64_t epoch, const char *url)
+{
+	bool same = l->following && strcmp(l->following, url) == 0 &&
+		    l->epoch == epoch;
+
+	if (same)
+		return;
+	if (rep_node_see_epoch(l->n, (uint64_t)epoch) < 0) {
+		log_error("etcd says the primary (%s) holds epoch %" PRId64
+			  ", older than the epoch %" PRIu64 " this node has "
+			  "seen: refusing to follow it (was etcd's data "
+			  "reset?)", url, epoch, l->n->epoch);
+		return;
+	}
+	free(l->following);
+	l->following = strdup(url);
+	l->epoch = epoch;
+	l->state = L_FOLLOW;
+	rep_node_set_role(l->n, REP_ROLE_REPLICA, (uint64_t)epoch, url);
+}
+
+/* --- the watchdog: read-only at the deadline, whatever else happens --- */
+
+static void *dog_main(void *arg)
+{
+	rep_lease *l = arg;
+
+	while (!atomic_load(&l->stop)) {
+		struct timespec ts = {0, WATCHDOG_MS * NS_PER_MS};
+		pthread_mutex_lock(&l->mu);
+		if (l->state == L_PRIMARY &&
+		    lib_clock_boottime_ns() >= l->deadline_ns)
+			to_readonly(l, L_FENCED, "the lease deadline passed "
+				    "without a successful renewal");
+		pthread_mutex_unlock(&l->mu);
+		clock_nanosleep(CLOCK_BOOTTIME, 0, &ts, NULL);
+	}
+	return NULL;
+}
+
+/* --- the cluster key --- */
+
+static int parse_hex64(const char *s, uint64_t *out)
+{
+	char *end;
+
+	errno = 0;
+	*out = strtoull(s, &end, 16);
+	return errno || end == s || *end || *out == 0 ? -EBADMSG : 0;
+}
+
+/* 0 when this node belongs to the cluster in etcd (creating it when a
+ * candidate finds none), 1 to try again later, -EPROTO when refused. */
+static int check_cluster(rep_lease *l)
+{
+	rep_node *n = l->n;
+	rep_etcd_kv kv = {0};
+	uint64_t mine, theirs, had;
+	bool created;
+	char buf[32];
+	int rc;
+
+	pthread_mutex_lock(&n->mu);
+	mine = had = n->cluster_id;
+	pthread_mutex_unlock(&n->mu);
+	rc = rep_etcd_get(l->etcd, l->key_cluster, 2000, &kv, NULL);
+	if (rc < 0)
+		return 1;
+	if (!kv.found) {
+		if (!n->o.candidate)
+			return 1; /* a candidate creates it */
+		while (mine == 0)
+			if (getrandom(&mine, sizeof(mine), 0) !=
+			    (ssize_t)sizeof(mine))
+				mine = (uint64_t)lib_clock_wall_ms();
+		snprintf(buf, sizeof(buf), "%016" PRIx64, mine);
+		rc = rep_etcd_create(l->etcd, l->key_cluster, buf, 0, 2000,
+				     &created, &kv);
+		if (rc < 0 || !kv.found) {
+			rep_etcd_kv_clear(&kv);
+			return 1;
+		}
+		if (created)
+			log_info("created cluster %s in etcd (%s)", buf,
+				 l->key_cluster);
+	}
+	rc = parse_hex64(kv.value, &theirs);
+	if (rc < 0) {
+		log_error("etcd key %s holds \"%.40s\", not a cluster ID; "
+			  "refusing to take part", l->key_cluster, kv.value);
+		rep_etcd_kv_clear(&kv);
+		return -EPROTO;
+	}
+	rep_etcd_kv_clear(&kv);
+	if (mine && mine != theirs) {
+		log_error("this node belongs to cluster %016" PRIx64 " (its data "
+			  "directory says so) but etcd's %s is cluster %016"
+			  PRIx64 "; refusing to take part: this node stays "
+			  "read-only (wrong lease.etcd.prefix, or a data "
+			  "directory from another cluster)", mine,
+			  l->key_cluster, theirs);
+		return -EPROTO;
+	}
+	if (!had && rep_node_set_cluster(n, theirs) < 0)
+		return 1;
+	return 0;
+}
+
+/* --- the primary key --- */
+
+static char *primary_value(rep_lease *l)
+{
+	rep_node *n = l->n;
+	char node[32], cluster[32];
+	json_t *j;
+	char *s;
+
+	snprintf(node, sizeof(node), "%016" PRIx64, n->o.node_id);
+	pthread_mutex_lock(&n->mu);
+	snprintf(cluster, sizeof(cluster), "%016" PRIx64, n->cluster_id);
+	pthread_mutex_unlock(&n->mu);
+	j = json_pack("{ssssssss}", "node", node, "hostname", n->o.hostname,
+		      "url", n->advertise, "cluster", cluster);
+	s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	return s;
+}
+
+/* The url and node of a primary key's value; false when malformed. */
+static bool parse_primary(const rep_etcd_kv *kv, char *url, size_t cap,
+			  uint64_t *node)
+{
+	json_t *j = json_loads(kv->value, 0, NULL);
+	json_t *u = json_object_get(j, "url"), *nd = json_object_get(j, "node");
+	bool ok = json_is_string(u) && json_is_string(nd) &&
+		  strlen(json_string_value(u)) < cap &&
+		  parse_hex64(json_string_value(nd), node) == 0;
+
+	if (ok)
+		snprintf(url, cap, "%s", json_string_value(u));
+	json_decref(j);
+	return ok;
+}
+
+/* FOLLOW, key absent: grant, create-if-absent. */
+static void try_acquire(rep_lease *l)
+{
+	rep_etcd_kv kv = {0};
+	int64_t id = 0, ttl = 0, sent;
+	char *val = primary_value(l);
+	bool created = false;
+	int rc;
+
+	if (!val)
+		return;
+	sent = lib_clock_boottime_ns();
+	rc = rep_etcd_grant(l->etcd, l->ttl_s, 2000, &id, &ttl);
+	if (rc < 0) {
+		free(val);
+		return;
+	}
+	rc = rep_etcd_create(l->etcd, l->key_primary, val, id, 2000, &created,
+			     &kv);
+	free(val);
+	if (rc < 0 || !created) {
+		rep_etcd_revoke(l->etcd, id, 2000);
+		rep_etcd_kv_clear(&kv);
+		return;
+	}
+	if (rep_node_see_epoch(l->n, (uint64_t)kv.create_rev) < 0) {
+		log_error("acquired the lease at revision %" PRId64 ", older "
+			  "than the epoch %" PRIu64 " this node has seen; giving "
+			  "it back (was etcd's data reset?)", kv.create_rev,
+			  l->n->epoch);
+		rep_etcd_revoke(l->etcd, id, 2000);
+		rep_etcd_kv_clear(&kv);
+		sleep_ms(l, 5000);
+		return;
+	}
+	pthread_mutex_lock(&l->mu);
+	l->lease_id = id;
+	l->epoch = kv.create_rev;
+	if (lib_clock_boottime_ns() < sent + ttl * 1000000000LL - l->margin_ns)
+		to_primary(l, sent + ttl * 1000000000LL - l->margin_ns);
+	else
+		l->state = L_FENCED; /* too slow already: renew first */
+	pthread_mutex_unlock(&l->mu);
+	log_info("acquired the lease: epoch %" PRId64 ", TTL %" PRId64 " s",
+		 kv.create_rev, ttl);
+	rep_etcd_kv_clear(&kv);
+}
+
+struct watch_ctx {
+	int64_t create_rev;
+};
+
+static bool on_event(void *ctx, int type, const rep_etcd_kv *kv, int64_t rev)
+{
+	struct watch_ctx *w = ctx;
+
+	return type == REP_ETCD_DELETE || kv->create_rev != w->create_rev;
+}
+
+/* FOLLOW: read the key; follow it, or acquire; then watch for a change. */
+static void follow_step(rep_lease *l)
+{
+	rep_node *n = l->n;
+	rep_etcd_kv kv = {0};
+	struct watch_ctx w = {0};
+	int64_t rev = 0;
+	uint64_t node = 0;
+	char url[1024];
+	int rc = rep_etcd_get(l->etcd, l->key_primary, 2000, &kv, &rev);
+
+	if (rc < 0) {
+		sleep_ms(l, RETRY_MS);
+		return;
+	}
+	if (!kv.found) {
+		if (n->o.candidate) {
+			try_acquire(l);
+			pthread_mutex_lock(&l->mu);
+			rc = l->state == L_FOLLOW;
+			pthread_mutex_unlock(&l->mu);
+			if (!rc)
+				return;
+		}
+	} else if (!parse_primary(&kv, url, sizeof(url), &node)) {
+		log_error("etcd key %s holds \"%.80s\", not a primary's "
+			  "description; waiting for it to change",
+			  l->key_primary, kv.value);
+	} else if (node == n->o.node_id) {
+		int64_t mine;
+		pthread_mutex_lock(&l->mu);
+		mine = l->lease_id;
+		pthread_mutex_unlock(&l->mu);
+		if (kv.lease != mine) {
+			log_info("etcd names this node primary under lease %"
+				 PRId64 " of an earlier run; revoking it",
+				 kv.lease);
+			rep_etcd_revoke(l->etcd, kv.lease, 2000);
+			rep_etcd_kv_clear(&kv);
+			return;
+		}
+	} else {
+		pthread_mutex_lock(&l->mu);
+		follow(l, kv.create_rev, url);
+		pthread_mutex_unlock(&l->mu);
+	}
+	w.create_rev = kv.found ? kv.create_rev : 0;
+	rep_etcd_kv_clear(&kv);
+	rc = rep_etcd_watch(l->etcd, l->key_primary, rev + 1, WATCH_MAX_MS,
+			    on_event, &w, &l->stop);
+	if (rc < 0 && rc != -ESTALE)
+		sleep_ms(l, RETRY_MS);
+}
+
+/* PRIMARY or FENCED: renew every TTL/3; resume or step down. */
+static void primary_step(rep_lease *l)
+{
+	int64_t id, ttl = 0, sent, next;
+	int rc;
+
+	pthread_mutex_lock(&l->mu);
+	id = l->lease_id;
+	pthread_mutex_unlock(&l->mu);
+	sent = lib_clock_boottime_ns();
+	rc = rep_etcd_keepalive(l->etcd, id, l->ttl_s * 1000 / 3, &ttl);
+	pthread_mutex_lock(&l->mu);
+	if (rc == 0) {
+		int64_t dl = sent + ttl * 1000000000LL - l->margin_ns;
+		if (l->state == L_FENCED) {
+			if (lib_clock_boottime_ns() < dl) {
+				log_info("the lease of epoch %" PRId64 " is "
+					 "still ours: accepting writes again",
+					 l->epoch);
+				to_primary(l, dl);
+			}
+		} else if (dl > l->deadline_ns) {
+			l->deadline_ns = dl;
+		}
+	} else if (rc == -ENOENT) {
+		to_readonly(l, L_FOLLOW, "etcd says the lease is gone");
+		l->lease_id = 0;
+	}
+	pthread_mutex_unlock(&l->mu);
+	if (rc == -ENOENT)
+		return;
+	next = rc == 0 ? l->ttl_s * 1000 / 3 : RETRY_MS;
+	sleep_ms(l, next - (lib_clock_boottime_ns() - sent) / NS_PER_MS);
+}
+
+static void *lease_main(void *arg)
+{
+	rep_lease *l = arg;
+	int rc;
+
+	/* The cluster first: nothing else until this node is part of it. */
+	while (!atomic_load(&l->stop)) {
+		rc = check_cluster(l);
+		if (rc == 0)
+			break;
+		if (rc < 0) {
+			pthread_mutex_lock(&l->mu);
+			l->state = L_REFUSED;
+			pthread_mutex_unlock(&l->mu);
+			return NULL;
+		}
+		sleep_ms(l, RETRY_MS);
+	}
+	while (!atomic_load(&l->stop)) {
+		int st;
+		pthread_mutex_lock(&l->mu);
+		st = l->state;
+		pthread_mutex_unlock(&l->mu);
+		if (st == L_FOLLOW)
+			follow_step(l);
+		else
+			primary_step(l);
+	}
+	return NULL;
+}
+
+/* --- life cycle --- */
+
+int rep_lease_new(rep_node *n, rep_lease **out)
+{
+	rep_lease *l = calloc(1, sizeof(*l));
+	const char *prefix = n->o.etcd_prefix && n->o.etcd_prefix[0]
+				     ? n->o.etcd_prefix
+				     : "/ltxfs";
+	size_t plen = strlen(prefix);
+	int rc;
+
+	*out = NULL;
+	if (!l)
+		return -ENOMEM;
+	pthread_mutex_init(&l->mu, NULL);
+	l->n = n;
+	while (plen > 1 && prefix[plen - 1] == '/')
+		plen--;
+	l->key_primary = malloc(plen + 16);
+	l->key_cluster = malloc(plen + 16);
+	if (!l->key_primary || !l->key_cluster) {
+		rep_lease_free(l);
+		return -ENOMEM;
+	}
+	snprintf(l->key_primary, plen + 16, "%.*s/primary", (int)plen, prefix);
+	snprintf(l->key_cluster, plen + 16, "%.*s/cluster", (int)plen, prefix);
+	l->ttl_s = (n->o.etcd_ttl_ms + 999) / 1000;
+	if (l->ttl_s < 1)
+		l->ttl_s = 1;
+	/* Read-only this long before etcd could expire the lease: clock
+	 * rate differences and the time the switch itself takes. */
+	l->margin_ns = l->ttl_s * 1000000000LL / 20;
+	if (l->margin_ns < 100 * NS_PER_MS)
+		l->margin_ns = 100 * NS_PER_MS;
+	rc = rep_etcd_new(n->o.etcd_endpoints, n->o.etcd_nendpoints,
+			  n->o.etcd_username, n->o.etcd_password, &l->etcd);
+	if (rc < 0) {
+		log_error("lease.etcd: %s", rc == -EINVAL ? "no endpoints"
+							  : strerror(-rc));
+		rep_lease_free(l);
+		return rc;
+	}
+	l->state = L_FOLLOW;
+	*out = l;
+	return 0;
+}
+
+int rep_lease_start(rep_lease *l)
+{
+	int rc = pthread_create(&l->thr, NULL, lease_main, l);
+
+	if (rc != 0)
+		return -rc;
+	rc = pthread_create(&l->dog, NULL, dog_main, l);
+	if (rc != 0) {
+		atomic_store(&l->stop, true);
+		pthread_join(l->thr, NULL);
+		return -rc;
+	}
+	l->started = true;
+	return 0;
+}
+
+void rep_lease_stop(rep_lease *l)
+{
+	int64_t id = 0;
+
+	if (!l || !l->started)
+		return;
+	atomic_store(&l->stop, true);
+	pthread_join(l->thr, NULL);
+	pthread_join(l->dog, NULL);
+	l->started = false;
+	pthread_mutex_lock(&l->mu);
+	if (l->state == L_PRIMARY || l->state == L_FENCED) {
+		to_readonly(l, L_FENCED, "shutting down");
+		id = l->lease_id;
+		l->lease_id = 0;
+	}
+	pthread_mutex_unlock(&l->mu);
+	if (id) {
+		int rc = rep_etcd_revoke(l->etcd, id, 2000);
+		if (rc == 0 || rc == -ENOENT)
+			log_info("revoked the lease of epoch %" PRId64
+				 ": another node may take over", l->epoch);
+		else
+			log_warn("could not revoke the lease (%s); another "
+				 "node takes over when it expires",
+				 strerror(-rc));
+	}
+}
+
+void rep_lease_free(rep_lease *l)
+{
+	if (!l)
+		return;
+	rep_lease_stop(l);
+	rep_etcd_free(l->etcd);
+	free(l->key_primary);
+	free(l->key_cluster);
+	free(l->following);
+	pthread_mutex_destroy(&l->mu);
+	free(l);
+}
