@@ -685,10 +685,14 @@ static int replay_after(fs_db *db, uint64_t file_sum)
 	ltx_header h;
 	ltx_trailer t;
 	ltx_pos at = {0};
+	fs_log_stats ls;
 	int rc;
 
-	/* Find the last record the file matches. */
-	rc = fs_log_iter_open(db->log, 0, &it);
+	/* Find the last record the file matches (from the first record
+	 * retention kept). */
+	fs_log_get_stats(db->log, &ls);
+	rc = fs_log_iter_open(db->log, ls.first_txid > 1 ? ls.first_txid - 1
+							: 0, &it);
 	while (rc == 0 && (rc = fs_log_iter_next(it, &fd, &off, &len, &h)) == 1)
 		if ((rc = read_trailer(fd, off, len, &t)) == 0 &&
 		    t.post_apply_checksum == file_sum) {

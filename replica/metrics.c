@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fs/log.h"
 #include "lib/clock.h"
 
 static const char *role_name(int role)
@@ -198,6 +199,18 @@ static void metric_db(void *ctx, fs_db *db)
 		add(c->t, "ltxfs_replica_wal_frames_pending{db=\"%s\"} %" PRIu32
 		    "\n", name, fs_db_wal_pending(db));
 		break;
+	case 4:
+	case 5: {
+		fs_log_stats ls;
+		fs_log_get_stats(fs_db_log(db), &ls);
+		if (c->pass == 4)
+			add(c->t, "ltxfs_log_bytes{db=\"%s\"} %" PRIu64 "\n",
+			    name, ls.bytes);
+		else
+			add(c->t, "ltxfs_log_first_txid{db=\"%s\"} %" PRIu64
+			    "\n", name, ls.first_txid);
+		break;
+	}
 	}
 }
 
@@ -215,11 +228,15 @@ char *rep_metrics_text(rep_node *n)
 		"this replica has not applied",
 		"ltxfs_replica_wal_frames_pending WAL frames local readers keep "
 		"from being checkpointed",
+		"ltxfs_log_bytes Size of the database's LTX log (retention: "
+		"data.retention, data.retention-bytes)",
+		"ltxfs_log_first_txid First TXID the LTX log still has; older "
+		"positions catch up by snapshot",
 	};
 
 	if (!t.p)
 		return NULL;
-	for (c.pass = 0; c.pass < 4; c.pass++) {
+	for (c.pass = 0; c.pass < 6; c.pass++) {
 		char name[64];
 		sscanf(help[c.pass], "%63s", name);
 		add(&t, "# HELP %s\n# TYPE %s gauge\n", help[c.pass], name);

@@ -1,0 +1,283 @@
+#!/usr/bin/env python3
+"""Retention: a replica behind the primary's retention gets a snapshot.
+
+    test_retention.py [delete|wal]
+
+A primary with data.retention-bytes 64 KiB and a replica (static lease,
+HTTP on 127.0.0.1 ports). The replica catches up record by record, is
+stopped, and the primary writes well over the cap of incompressible
+rows, until its LTX log no longer has the replica's position (checked on
+disk and in /metrics). The replica restarts: the primary must send it a
+snapshot (its log line and both nodes' counters say so), the replica must
+end at the primary's position with a byte-identical database file, pass
+integrity_check, and keep following record by record afterwards. Last,
+both stop, `ltxfs verify` passes on the pruned log, and the primary
+reopens the pruned log at the same position.
+
+The 2-node setup is written here (on ltxfs_harness.Node) so this test does
+not depend on the general cluster harness.
+"""
+
+import hashlib
+import os
+import re
+import socket
+import sqlite3
+import sys
+import time
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import ltxfs_harness as h  # noqa: E402
+from ltxfs_harness import check, wait_for  # noqa: E402
+
+CAP = 64 * 1024
+DB = "ret.db"
+SYNC_TIMEOUT = 60
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def get(url, timeout=10):
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        body = e.read()
+        e.close()
+        return e.code, body
+
+
+class RNode(h.Node):
+    """A Node with an HTTP port, a static lease role and data.* keys."""
+
+    def __init__(self, name, primary_url=None, data_yml=""):
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        lease = ("lease:\n  type: static\n  candidate: %s\n"
+                 "  hostname: %s\n  advertise-url: %s\n"
+                 % ("false" if primary_url else "true", name, self.url))
+        if primary_url:
+            lease += "  primary-url: %s\n" % primary_url
+        super().__init__(name=name, log_level="debug",
+                         extra_yml=lease + "http:\n  addr: 127.0.0.1:%d\n"
+                         % self.port)
+        if data_yml:
+            # The harness writes "data:\n  dir: ...\n": add keys to it.
+            with open(self.cfg) as f:
+                cfg = f.read()
+            d = "data:\n  dir: %s\n" % self.data
+            check(cfg.count(d) == 1, "unexpected harness config:\n" + cfg)
+            with open(self.cfg, "w") as f:
+                f.write(cfg.replace(d, d + data_yml))
+
+    def start(self, expect_mount=True):
+        st = super().start(expect_mount)
+        wait_for(lambda: self.status("/healthz") == 200, 10,
+                 "%s: /healthz" % self.name)
+        return st
+
+    def status(self, path):
+        try:
+            return get(self.url + path, timeout=2)[0]
+        except OSError:
+            return None
+
+    def metrics(self):
+        st, body = get(self.url + "/metrics")
+        check(st == 200, "%s: /metrics answered %d" % (self.name, st))
+        out = {}
+        for line in body.decode().splitlines():
+            if line and not line.startswith("#"):
+                k, _, v = line.rpartition(" ")
+                out[k] = float(v)
+        return out
+
+    def metric(self, name):
+        return self.metrics().get(name)
+
+    def log_count(self, pattern):
+        return len(re.findall(pattern, self.log_text()))
+
+    def node_id(self):
+        with open(os.path.join(self.data, "node.id")) as f:
+            return f.read().strip()
+
+    def pos_or_none(self, db):
+        try:
+            return self.pos(db)
+        except (OSError, h.TestFailure):
+            return None
+
+    def log_dir(self, db):
+        return os.path.join(self.data, "dbs", db, "log")
+
+    def first_segment(self, db):
+        names = [f for f in os.listdir(self.log_dir(db))
+                 if f.endswith(".seg")]
+        return min(int(f[:16], 16) for f in names) if names else 0
+
+    def log_bytes_on_disk(self, db):
+        d = self.log_dir(db)
+        return sum(os.path.getsize(os.path.join(d, f))
+                   for f in os.listdir(d) if f.endswith(".seg"))
+
+
+def log(msg):
+    sys.stdout.write(msg + "\n")
+    sys.stdout.flush()
+
+
+def file_digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def wait_synced(p, r, what):
+    t0 = time.monotonic()
+
+    def same():
+        a, b = p.pos_or_none(DB), r.pos_or_none(DB)
+        return a is not None and a == b and a
+    at = wait_for(same, SYNC_TIMEOUT, "%s: replica at the primary's "
+                  "position (primary %s, replica %s)"
+                  % (what, p.pos_or_none(DB), r.pos_or_none(DB)),
+                  interval=0.05)
+    log("  %-40s %.2fs" % (what, time.monotonic() - t0))
+    return at
+
+
+def write_rows(conn, n, size):
+    for _ in range(n):
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO t(b) VALUES (randomblob(?))", (size,))
+        conn.execute("COMMIT")
+
+
+def run(mode):
+    p = RNode("primary", data_yml="  retention-bytes: %d\n" % CAP)
+    r = RNode("replica", primary_url=p.url)
+    p.start()
+    r.start()
+    rid = r.node_id()
+
+    c = h.connect(p.path(DB))
+    c.execute("PRAGMA journal_mode=%s" % mode)
+    c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)")
+    write_rows(c, 5, 1000)
+    at = wait_synced(p, r, "first catch-up")
+    check(p.log_count(r"sending replica %s a snapshot" % rid) == 0,
+          "primary sent a snapshot to a replica starting from nothing "
+          "while its log starts at TXID 1")
+    check(p.first_segment(DB) == 1, "primary's log pruned before it was "
+          "over the cap (first segment %x)" % p.first_segment(DB))
+
+    # The replica stops; the primary writes past its retention.
+    r.stop()
+    rtxid = at[0]
+    write_rows(c, 40, 6000)
+    ptxid = p.pos(DB)[0]
+    check(ptxid >= rtxid + 40, "primary at TXID %d, replica %d"
+          % (ptxid, rtxid))
+    label = '{db="%s"}' % DB
+    wait_for(lambda: (p.metric("ltxfs_log_first_txid" + label) or 0)
+             > rtxid + 1, 20, "primary's log pruned past TXID %d "
+             "(ltxfs_log_first_txid)" % rtxid)
+    # The writes are over: within a pass or two the log is under the cap
+    # (a pass may have run in the middle of the writes).
+    wait_for(lambda: (p.metric("ltxfs_log_bytes" + label) or CAP + 1)
+             <= CAP, 10, "primary's log under the %d-byte cap" % CAP)
+    first = p.first_segment(DB)
+    check(first > rtxid + 1, "first segment on disk %d, replica at %d"
+          % (first, rtxid))
+    lb = p.metric("ltxfs_log_bytes" + label)
+    check(lb == p.log_bytes_on_disk(DB), "ltxfs_log_bytes %s but %d bytes "
+          "of segments on disk" % (lb, p.log_bytes_on_disk(DB)))
+    # The line follows the unlinks (after the directory's fsync).
+    wait_for(lambda: p.log_count(r"db=%s: retention removed \d+ LTX "
+                                 r"segment" % re.escape(DB)) > 0, 10,
+             "the primary's retention log line")
+    sent0 = p.metric("ltxfs_stream_snapshots_sent_total")
+
+    # The replica comes back behind the log: a snapshot, then records.
+    r.start()
+    wait_synced(p, r, "catch-up after retention")
+    m = re.search(r"db=%s: sending replica %s a snapshot at TXID "
+                  r"([0-9a-f]{16}).*: its position is older than the "
+                  r"records kept" % (re.escape(DB), rid), p.log_text())
+    check(m is not None, "primary's log has no snapshot line for replica "
+          "%s" % rid)
+    check(int(m.group(1), 16) > rtxid, "snapshot at TXID %s, replica was "
+          "at %d" % (m.group(1), rtxid))
+    check(p.metric("ltxfs_stream_snapshots_sent_total") >= sent0 + 1,
+          "ltxfs_stream_snapshots_sent_total did not grow")
+    check((r.metric("ltxfs_snapshots_applied_total") or 0) >= 1,
+          "replica's ltxfs_snapshots_applied_total is 0")
+
+    write_rows(c, 5, 3000)
+    wait_synced(p, r, "records after the snapshot")
+    if mode == "delete":
+        check(file_digest(p.path(DB)) == file_digest(r.path(DB)),
+              "replica's database file differs from the primary's")
+    else:
+        # WAL: the file alone is not the database; compare contents.
+        check(h.content_digest(p.path(DB)) ==
+              h.content_digest(r.path(DB)),
+              "replica's database differs from the primary's")
+    h.integrity_ok(p.path(DB))
+    ro = sqlite3.connect("file:%s?mode=ro" % r.path(DB), uri=True,
+                         timeout=30)
+    try:
+        res = [x[0] for x in ro.execute("PRAGMA integrity_check")]
+        n_r = h.one(ro, "SELECT count(*) FROM t")
+    finally:
+        ro.close()
+    check(res == ["ok"], "replica integrity_check: %s" % res[:5])
+    check(n_r == h.one(c, "SELECT count(*) FROM t") == 50,
+          "row counts differ: replica %s" % n_r)
+    c.close()
+
+    final = p.pos(DB)
+    r.stop()
+    p.stop()
+    if mode == "delete":
+        check(file_digest(os.path.join(p.data, "dbs", DB, "database")) ==
+              file_digest(os.path.join(r.data, "dbs", DB, "database")),
+              "backing database files differ after a clean stop")
+    rc, found, out = p.verify(DB)
+    check(found.get(DB) == final, "verify on the primary: %s" % out)
+    check("after retention" in out, "verify did not say the log was "
+          "pruned: %s" % out)
+    rc, found, out = r.verify(DB)
+    check(found.get(DB) == final, "verify on the replica: %s" % out)
+
+    # The pruned log reopens at the same position.
+    p.start()
+    check(p.pos(DB) == final, "primary reopened at %s, stopped at %s"
+          % (p.pos(DB), final))
+    check(p.first_segment(DB) == first or p.first_segment(DB) > first,
+          "first segment went back after a restart")
+    h.integrity_ok(p.path(DB))
+    p.stop()
+    print("replica at %d, primary wrote to %d; log starts at %d, %d bytes "
+          "(cap %d); snapshot at %s" % (rtxid, ptxid, first, lb, CAP,
+                                        m.group(1)))
+
+
+def main():
+    mode = sys.argv[1] if len(sys.argv) > 1 else "delete"
+    check(mode in ("delete", "wal"), "mode: delete or wal, not %r" % mode)
+    run(mode)
+
+
+if __name__ == "__main__":
+    h.main(main)
