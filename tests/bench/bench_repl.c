@@ -55,6 +55,7 @@ typedef struct node {
 	int port;         /* this node's HTTP port */
 	int primary_port; /* 0: this node is the primary */
 	pid_t pid;        /* -1 when not running */
+	long retention_bytes; /* data.retention-bytes; -1: the default */
 	bool used;
 } node;
 
@@ -226,11 +227,13 @@ static void write_config(const node *n)
 
 	if (!f)
 		bench_fail("cannot write %s", n->cfg);
-	fprintf(f, "fuse:\n  dir: %s\ndata:\n  dir: %s\n"
-		"http:\n  addr: 127.0.0.1:%d\n"
+	fprintf(f, "fuse:\n  dir: %s\ndata:\n  dir: %s\n", n->mnt, n->data);
+	if (n->retention_bytes >= 0)
+		fprintf(f, "  retention-bytes: %ld\n", n->retention_bytes);
+	fprintf(f, "http:\n  addr: 127.0.0.1:%d\n"
 		"lease:\n  type: static\n  hostname: %s\n"
 		"  advertise-url: http://127.0.0.1:%d\n",
-		n->mnt, n->data, n->port, n->name, n->port);
+		n->port, n->name, n->port);
 	if (n->primary_port)
 		fprintf(f, "  candidate: false\n"
 			"  primary-url: http://127.0.0.1:%d\n",
@@ -254,6 +257,7 @@ static node *node_new(const char *name, const node *primary)
 	n = &nodes[n_nodes];
 	memset(n, 0, sizeof(*n));
 	n->pid = -1;
+	n->retention_bytes = -1;
 	snprintf(n->name, sizeof(n->name), "%s", name);
 	snprintf(n->root, sizeof(n->root), "%s/%s", root, name);
 	snprintf(n->mnt, sizeof(n->mnt), "%s/%s/mnt", root, name);
@@ -322,6 +326,22 @@ static double node_start(node *n)
 		sleep_ms(2);
 	}
 	return bench_now() - t0;
+}
+
+/* Lines of n's daemon log that contain what. */
+static int log_count(const node *n, const char *what)
+{
+	char line[2048];
+	int c = 0;
+	FILE *f = fopen(n->log, "r");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, what))
+			c++;
+	fclose(f);
+	return c;
 }
 
 static long node_hwm_kib(const node *n)
@@ -879,31 +899,29 @@ static uint64_t prefill(node *n, const char *name, int mb)
 	return bytes;
 }
 
-static void bench_catchup(void)
+/* One catch-up measurement series against primary p, which holds db
+ * (bytes long, at txid); a fresh replica each run, wiped afterwards.
+ * snapshot: whether the primary is expected to send a snapshot (its log
+ * no longer starts at TXID 1) rather than its log records. */
+static void catchup_runs(node *p, node *r, const char *db, uint64_t bytes,
+			 uint64_t txid, bool snapshot)
 {
-	int mb = env_int("LTXFS_BENCH_CATCHUP_MB", 1024, 1);
 	int nr = runs();
-	const char *name = "big.db";
-	node *p = node_new("cp", NULL);
-	double rate[64], rate_m[64], secs[64];
-	long rss_r[64], rss_p = 0;
-	uint64_t bytes, txid;
+	double rate[64], rate_m[64], secs[64], rss_r[64];
+	const char *how = snapshot ? "snapshot" : "log records";
 
-	node_start(p);
-	bytes = prefill(p, name, mb);
-	txid = pos_txid(p, name);
-	printf("catch-up: primary VmHWM after the fill %ld KiB\n",
-	       node_hwm_kib(p));
 	for (int i = 0; i < nr; i++) {
-		char rname[16];
-		node *r;
+		char *rm[] = {"rm", "-rf", r->data, r->log, NULL};
+		int snaps = log_count(p, "a snapshot at TXID");
 		double t0, tm, t;
+		char path[4500];
 
-		snprintf(rname, sizeof(rname), "cr%d", i);
-		r = node_new(rname, p);
+		run_quiet(rm);
+		if (mkdir(r->data, 0755) < 0)
+			bench_fail("mkdir %s: %s", r->data, strerror(errno));
 		t0 = bench_now();
 		tm = node_start(r);
-		while (pos_txid(r, name) < txid) {
+		while (pos_txid(r, db) < txid) {
 			if (bench_now() - t0 > 600)
 				node_fail(r, "catch-up took over 600 s");
 			if (waitpid(r->pid, NULL, WNOHANG) == r->pid) {
@@ -913,49 +931,71 @@ static void bench_catchup(void)
 			sleep_ms(2);
 		}
 		t = bench_now() - t0;
-		if (pos_txid(r, name) != txid)
+		if (pos_txid(r, db) != txid)
 			bench_fail("catch-up: replica passed the primary");
-		{
-			char path[4500];
-			snprintf(path, sizeof(path), "%s/%s", r->mnt, name);
-			if (bench_file_size(path) != bytes)
-				bench_fail("catch-up: replica's database is "
-					   "%" PRIu64 " bytes, primary's %"
-					   PRIu64, bench_file_size(path),
-					   bytes);
-		}
+		snprintf(path, sizeof(path), "%s/%s", r->mnt, db);
+		if (bench_file_size(path) != bytes)
+			bench_fail("catch-up: replica's database is %" PRIu64
+				   " bytes, primary's %" PRIu64,
+				   bench_file_size(path), bytes);
+		if ((log_count(p, "a snapshot at TXID") > snaps) != snapshot)
+			bench_fail("catch-up: expected the primary to send %s",
+				   how);
 		secs[i] = t;
 		rate[i] = (double)bytes / 1e6 / t;
 		rate_m[i] = (double)bytes / 1e6 / (t - tm);
-		rss_r[i] = node_hwm_kib(r);
-		rss_p = node_hwm_kib(p);
-		printf("  catch-up run %d: %.3f s from exec (%.3f s to mount), "
-		       "%.0f MB/s (%.0f MB/s after the mount); VmHWM replica "
-		       "%ld KiB, primary %ld KiB\n", i, t, tm, rate[i],
-		       rate_m[i], rss_r[i], rss_p);
+		rss_r[i] = (double)node_hwm_kib(r);
+		printf("  catch-up from %s, run %d: %.3f s from exec (%.3f s "
+		       "to mount), %.0f MB/s (%.0f MB/s after the mount); VmHWM "
+		       "replica %.0f KiB, primary %ld KiB\n", how, i, t, tm,
+		       rate[i], rate_m[i], rss_r[i], node_hwm_kib(p));
 		fflush(stdout);
 		if (node_stop(r) != 0)
 			node_fail(r, "unclean exit after SIGTERM");
-		{
-			char *rm[] = {"rm", "-rf", r->data, NULL};
-			if (!getenv("LTXFS_KEEP"))
-				run_quiet(rm);
-		}
 	}
-	{
-		double rr[64];
-		for (int i = 0; i < nr; i++)
-			rr[i] = (double)rss_r[i];
-		printf("summary: bench_repl: catch-up of %.0f MB = %.2f s, %.0f "
-		       "MB/s (%.0f MB/s after the mount) (target 150 MB/s) %s\n",
-		       (double)bytes / 1e6, bench_median(secs, nr),
-		       bench_median(rate, nr), bench_median(rate_m, nr),
-		       bench_verdict(bench_median(rate, nr) >= 150));
-		printf("summary: bench_repl: catch-up peak RSS = replica %.0f "
-		       "KiB (median), primary %ld KiB\n", bench_median(rr, nr),
-		       rss_p);
-	}
+	printf("summary: bench_repl: catch-up of %.0f MB from %s = %.2f s, "
+	       "%.0f MB/s (%.0f MB/s after the mount) (target 150 MB/s) %s\n",
+	       (double)bytes / 1e6, how, bench_median(secs, nr),
+	       bench_median(rate, nr), bench_median(rate_m, nr),
+	       bench_verdict(bench_median(rate, nr) >= 150));
+	printf("summary: bench_repl: catch-up from %s peak RSS = replica %.0f "
+	       "KiB (median), primary %ld KiB\n", how,
+	       bench_median(rss_r, nr), node_hwm_kib(p));
 	fflush(stdout);
+}
+
+/* A fresh replica catching up: first from the primary's log (kept whole:
+ * data.retention-bytes: 0), then, after restarting the primary with a
+ * 1-byte cap so that its log keeps only the last segment, from a
+ * snapshot. */
+static void bench_catchup(void)
+{
+	int mb = env_int("LTXFS_BENCH_CATCHUP_MB", 1024, 1);
+	const char *db = "big.db";
+	node *p = node_new("cp", NULL), *r;
+	uint64_t bytes, txid;
+
+	p->retention_bytes = 0;
+	write_config(p);
+	node_start(p);
+	r = node_new("cr", p);
+	bytes = prefill(p, db, mb);
+	txid = pos_txid(p, db);
+	printf("catch-up: primary VmHWM after the fill %ld KiB\n",
+	       node_hwm_kib(p));
+	catchup_runs(p, r, db, bytes, txid, false);
+
+	node_stop(p);
+	p->retention_bytes = 1;
+	write_config(p);
+	node_start(p);
+	for (int i = 0; i < 1000 && log_count(p, "retention removed") == 0; i++)
+		sleep_ms(10);
+	if (log_count(p, "retention removed") == 0)
+		node_fail(p, "retention did not prune the log in 10 s");
+	if (pos_txid(p, db) != txid)
+		node_fail(p, "the primary's position moved over a restart");
+	catchup_runs(p, r, db, bytes, txid, true);
 	node_stop(p);
 }
 
