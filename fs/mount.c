@@ -251,9 +251,15 @@ static void mount_inval(void *ctx, fs_db *db, enum fs_kind kind, int64_t off,
 			 fs_kind_suffix[kind]);
 		fuse_lowlevel_notify_inval_entry(m->se, FUSE_ROOT_ID, name,
 						 strlen(name));
-		if (kind == FS_KIND_DB)
+		if (kind == FS_KIND_DB) {
+			/* Its -pos appears with it: drop a cached absence. */
+			snprintf(name, sizeof(name), "%s%s", fs_db_name(db),
+				 fs_kind_suffix[FS_KIND_POS]);
+			fuse_lowlevel_notify_inval_entry(m->se, FUSE_ROOT_ID,
+							 name, strlen(name));
 			fuse_lowlevel_notify_inval_inode(
 				m->se, make_ino((size_t)s, FS_KIND_POS), -1, 0);
+		}
 		fuse_lowlevel_notify_inval_inode(m->se, make_ino((size_t)s, kind),
 						 -1, 0);
 		return;

@@ -176,6 +176,10 @@ void rep_node_set_role(rep_node *n, int role, uint64_t epoch,
 	n->role_gen++;
 	pthread_cond_broadcast(&n->cond);
 	pthread_mutex_unlock(&n->mu);
+	if (n->mount && role == REP_ROLE_PRIMARY)
+		/* The daemon's own handles in its mount (a replica's WAL
+		 * index and locks) would stand in the writers' way. */
+		fs_mount_release_apply(n->mount);
 	if (n->mount)
 		fs_mount_set_role(n->mount, role != REP_ROLE_PRIMARY, desc);
 	log_info("role: %s (epoch %" PRIu64 "%s%s)",

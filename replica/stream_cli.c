@@ -279,9 +279,15 @@ static int on_frame(struct cli *c, const rep_frame *f)
 
 	if (f->type != REP_FRAME_HELLO) {
 		uint64_t epoch;
+		bool moved;
 		pthread_mutex_lock(&n->mu);
 		epoch = n->epoch;
+		moved = n->role_gen != c->role_gen;
 		pthread_mutex_unlock(&n->mu);
+		if (moved) {
+			set_why(c, "the primary changed");
+			return -ESTALE;
+		}
 		if (f->epoch < epoch) {
 			set_why(c, "frame from epoch %" PRIu64 " after epoch %"
 				PRIu64 " was seen; refusing it", f->epoch,

@@ -1,0 +1,562 @@
+"""Leader election on etcd (suite etcd): real etcd (Debian's etcd-server,
+/usr/bin/etcd) on free 127.0.0.1 ports with its own data directory, three
+ltxfs nodes (all candidates, lease.type etcd, TTL 2 s) on real FUSE
+mounts, a writer that always writes to whichever node /info calls the
+primary and records every acknowledged commit.
+
+Cases (argv[1]):
+  failover   kill -9 of the primary under writes: a new primary accepts a
+             write within TTL + 2 s (measured, printed); the old one
+             restarts, rejoins as a replica and converges.
+  sigstop    SIGSTOP of the primary past its TTL, then SIGCONT: it is
+             read-only, no write it acknowledged is later than the new
+             primary's first, and it rejoins as a replica.
+  etcd-down  etcd stopped: the primary is read-only by its deadline; etcd
+             back: a primary is elected and writes resume.
+  shutdown   SIGTERM of the primary: another node accepts writes within
+             2 s (the lease is revoked, not left to expire).
+
+After every case, the epoch checker (check_epochs) reads every node's LTX
+log and lease.log: records with the same TXID have the same checksum on
+every node; each record was committed by its writer while it held the
+lease of some epoch (lease.log intervals), the epochs never go down along
+the TXID order, and no two epochs' writes interleave in time.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import ltxfs_harness as h
+from ltxfs_harness import TestFailure, check, wait_for
+
+TTL = 2.0
+PREFIX = "/ltxfs-it"
+DB = "etcd.db"
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def http_json(url, body=None, timeout=2.0):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data,
+                                 method="POST" if data else "GET")
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+class Etcd:
+    """One real etcd member on loopback ports, its own data directory."""
+
+    def __init__(self):
+        self.root = tempfile.mkdtemp(prefix="ltxfs-it-etcd-")
+        self.port = free_port()
+        self.peer = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.proc = None
+        self.log_path = os.path.join(self.root, "etcd.log")
+
+    def start(self):
+        check(os.access("/usr/bin/etcd", os.X_OK),
+              "/usr/bin/etcd is missing (package etcd-server)")
+        p = "http://127.0.0.1:%d" % self.peer
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            ["/usr/bin/etcd", "--data-dir", os.path.join(self.root, "d"),
+             "--name", "default",
+             "--listen-client-urls", self.url,
+             "--advertise-client-urls", self.url,
+             "--listen-peer-urls", p, "--initial-advertise-peer-urls", p,
+             "--initial-cluster", "default=" + p],
+            stdout=self._log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+
+        def up():
+            if self.proc.poll() is not None:
+                raise TestFailure("etcd exited with %s; see %s"
+                                  % (self.proc.returncode, self.log_path))
+            try:
+                http_json(self.url + "/v3/kv/range", {"key": "eA=="})
+                return True
+            except (OSError, ValueError):
+                return False
+        wait_for(up, 30, "etcd to answer on %s" % self.url, interval=0.1)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=20)
+        self.proc = None
+        if getattr(self, "_log", None):
+            self._log.close()
+            self._log = None
+
+    def close(self):
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class EtcdNode(h.Node):
+    def __init__(self, name, etcd):
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        yml = ("http:\n  addr: 127.0.0.1:%d\n"
+               "lease:\n  type: etcd\n  candidate: true\n"
+               "  advertise-url: %s\n  hostname: %s\n"
+               "  etcd:\n    endpoints: [%s]\n    prefix: %s\n"
+               "    ttl: %ds\n" % (self.port, self.url, name, etcd.url,
+                                   PREFIX, int(TTL)))
+        super().__init__(name=name, log_level="info", extra_yml=yml)
+
+    def fuse_conn(self):
+        """The FUSE connection number of this node's mount, or None."""
+        real = os.path.realpath(self.mnt)
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                parts = line.split()
+                if h._unescape_mount_path(parts[4]) == real:
+                    return parts[2].split(":")[1]
+        return None
+
+    def kill9(self, unmount=True):
+        """SIGKILL; a daemon whose exit hangs on a file it holds in its own
+        mount (the kernel flushes it through the connection nobody
+        serves any more) has its FUSE connection aborted, loudly."""
+        cid = self.fuse_conn()
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                print("WARNING: %s: exit after SIGKILL hangs on its own "
+                      "mount; aborting FUSE connection %s" % (self.name, cid))
+                if cid:
+                    with open("/sys/fs/fuse/connections/%s/abort" % cid,
+                              "w") as f:
+                        f.write("1")
+        super().kill9(unmount)
+
+    def info(self):
+        try:
+            return http_json(self.url + "/info", timeout=1.0)
+        except (OSError, ValueError):
+            return None
+
+    def role(self):
+        i = self.info() if self.running() else None
+        return i["role"] if i else None
+
+
+class Writer(threading.Thread):
+    """Writes one row per transaction to whichever node says it is
+    primary; records (id, node, ack time) for each acknowledged commit
+    and counts the failures."""
+
+    def __init__(self, nodes):
+        super().__init__(daemon=True)
+        self.nodes = nodes
+        self.stop_ev = threading.Event()
+        self.acks = []          # (id, node name, monotonic ack time)
+        self.fails = 0
+        self.lock = threading.Lock()
+        self.next_id = 1
+        self.paused = threading.Event()
+
+    def primary(self):
+        for n in self.nodes:
+            if n.running() and n.role() == "primary":
+                return n
+        return None
+
+    def run(self):
+        deadline = time.monotonic() + 600
+        conn, on = None, None
+        while not self.stop_ev.is_set() and time.monotonic() < deadline:
+            if self.paused.is_set():
+                if conn:
+                    conn.close()
+                    conn, on = None, None
+                time.sleep(0.01)
+                continue
+            if conn is None:
+                on = self.primary()
+                if on is None:
+                    time.sleep(0.02)
+                    continue
+                try:
+                    conn = h.connect(on.path(DB), timeout=1.0)
+                except sqlite3.Error:
+                    conn = None
+                    time.sleep(0.02)
+                    continue
+            i = self.next_id
+            try:
+                conn.execute("INSERT INTO t(id, v, at) VALUES(?, ?, ?)",
+                             (i, "x" * 100, on.name))
+                with self.lock:
+                    self.acks.append((i, on.name, time.monotonic()))
+                self.next_id += 1
+            except sqlite3.Error:
+                with self.lock:
+                    self.fails += 1
+                self.next_id += 1
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+                conn, on = None, None
+                time.sleep(0.01)
+        if conn:
+            conn.close()
+
+    def first_ack_after(self, t, name=None):
+        with self.lock:
+            for a in self.acks:
+                if a[2] > t and (name is None or a[1] == name):
+                    return a
+        return None
+
+
+def primaries(nodes):
+    return [n for n in nodes if n.running() and n.role() == "primary"]
+
+
+def wait_one_primary(nodes, timeout):
+    def one():
+        p = primaries(nodes)
+        return p[0] if len(p) == 1 else None
+    return wait_for(one, timeout, "exactly one primary", interval=0.05)
+
+
+def setup(nodes):
+    for n in nodes:
+        n.start()
+    p = wait_one_primary(nodes, 20)
+    c = h.connect(p.path(DB))
+    c.execute("PRAGMA journal_mode=DELETE")
+    c.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT, "
+              "at TEXT)")
+    c.close()
+    wait_synced(nodes, 30)
+    return p
+
+
+def wait_synced(nodes, timeout):
+    seen = {}
+
+    def same():
+        for n in nodes:
+            if not n.running():
+                continue
+            try:
+                seen[n.name] = n.pos(DB)
+            except (OSError, TestFailure) as e:
+                seen[n.name] = str(e)
+        return len(set(seen.values())) == 1
+    try:
+        wait_for(same, timeout, "every running node at the same position",
+                 interval=0.05)
+    except TestFailure:
+        raise TestFailure("nodes not at one position within %.0f s: %r"
+                          % (timeout, seen))
+
+
+# -- the epoch checker ----------------------------------------------------
+
+def lease_intervals(node):
+    """[(epoch, start_ms, end_ms or None)] from node's lease.log."""
+    out = []
+    path = os.path.join(node.data, "lease.log")
+    if not os.path.exists(path):
+        return out
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 3:
+                continue
+            ms = int(parts[0])
+            kv = dict(p.split("=", 1) for p in parts[2:] if "=" in p)
+            if parts[1] == "primary":
+                if out and out[-1][2] is None:
+                    out[-1] = (out[-1][0], out[-1][1], ms)
+                out.append((int(kv["epoch"]), ms, None))
+            elif parts[1] == "fenced" and out and out[-1][2] is None:
+                out[-1] = (out[-1][0], out[-1][1], ms)
+    return out
+
+
+def node_id(node):
+    with open(os.path.join(node.data, "node.id")) as f:
+        return int(f.read().strip(), 16)
+
+
+def check_epochs(nodes):
+    """The checker described in the module comment; returns a summary."""
+    by_id = {node_id(n): n for n in nodes}
+    ivals = {node_id(n): lease_intervals(n) for n in nodes}
+    post = {}                       # txid -> (checksum, node name)
+    writes = {}                     # epoch -> [(ts, txid, writer)]
+    nrec = 0
+    for n in nodes:
+        last_epoch = 0
+        for r in n.log_records(DB):
+            mn = int.from_bytes(r[16:24], "big")
+            mx = int.from_bytes(r[24:32], "big")
+            ts = int.from_bytes(r[32:40], "big", signed=True)
+            writer = int.from_bytes(r[72:80], "big")
+            cks = int.from_bytes(r[-16:-8], "big")
+            nrec += 1
+            if mx in post:
+                check(post[mx][0] == cks,
+                      "TXID %d: %s has checksum %016x, %s has %016x: two "
+                      "nodes committed different content at one TXID"
+                      % (mx, n.name, cks, post[mx][1], post[mx][0]))
+            else:
+                post[mx] = (cks, n.name)
+            if mn == 1 and mx > 1:
+                continue            # a snapshot: no single commit
+            check(writer in ivals, "TXID %d on %s: writer %016x is not a "
+                  "node of this test" % (mx, n.name, writer))
+            ep = None
+            for e, s, t in ivals[writer]:
+                if s <= ts and (t is None or ts <= t):
+                    ep = e
+            check(ep is not None, "TXID %d on %s: committed by %s at %d, "
+                  "outside any lease it held (%r)" % (
+                      mx, n.name, by_id[writer].name, ts, ivals[writer]))
+            check(ep >= last_epoch, "TXID %d on %s: epoch %d after epoch "
+                  "%d" % (mx, n.name, ep, last_epoch))
+            last_epoch = ep
+            writes.setdefault(ep, set()).add((ts, mx, writer))
+    spans = []
+    for ep, ws in writes.items():
+        check(len({w for _, _, w in ws}) == 1, "epoch %d has writes from "
+              "several nodes: %r" % (ep, sorted(ws)))
+        spans.append((ep, min(ws)[0], max(ws)[0]))
+    spans.sort()
+    for a, b in zip(spans, spans[1:]):
+        check(a[2] <= b[1], "epoch %d wrote until %d but epoch %d wrote "
+              "from %d: two primaries at once" % (a[0], a[2], b[0], b[1]))
+    return "%d records, %d TXIDs, epochs %s" % (
+        nrec, len(post), ",".join(str(s[0]) for s in spans))
+
+
+def count_rows(node):
+    c = h.connect(node.path(DB))
+    try:
+        return {r[0] for r in c.execute("SELECT id FROM t")}
+    finally:
+        c.close()
+
+
+def converge_and_check(nodes, w):
+    wait_one_primary(nodes, 20)
+    wait_synced(nodes, 60)
+    ids = None
+    for n in nodes:
+        h.integrity_ok(n.path(DB))
+        got = count_rows(n)
+        check(ids is None or got == ids, "%s has rows other nodes lack"
+              % n.name)
+        ids = got
+    lost = [a for a in w.acks if a[0] not in ids]
+    print("acknowledged writes: %d, failed attempts: %d, acknowledged but "
+          "lost to asynchronous failover: %d" % (len(w.acks), w.fails,
+                                                  len(lost)))
+    for n in nodes:
+        n.stop()
+    print("epoch checker:", check_epochs(nodes))
+
+
+# -- cases ------------------------------------------------------------------
+
+def case_failover(nodes, etcd):
+    p = setup(nodes)
+    w = Writer(nodes)
+    w.start()
+    wait_for(lambda: len(w.acks) >= 50, 30, "50 writes on the primary")
+    t0 = time.monotonic()
+    p.kill9()
+    a = wait_for(lambda: w.first_ack_after(t0), TTL + 10,
+                 "a write accepted by a new primary")
+    took = a[2] - t0
+    print("failover: kill -9 of %s to the first write accepted by %s: "
+          "%.2f s (TTL %.0f s)" % (p.name, a[1], took, TTL))
+    check(a[1] != p.name, "the write went to the killed node")
+    check(took <= TTL + 2, "failover took %.2f s > TTL + 2 s" % took)
+    wait_for(lambda: len(w.acks) >= a[0] + 20 or
+             len([x for x in w.acks if x[2] > t0]) >= 20, 30,
+             "20 writes on the new primary")
+    p.start()
+    wait_for(lambda: p.role() == "replica" and p.info().get("ready"), 30,
+             "%s to rejoin as a ready replica" % p.name)
+    wait_for(lambda: len([x for x in w.acks if x[2] > t0]) >= 40, 30,
+             "more writes")
+    w.stop_ev.set()
+    w.join(30)
+    converge_and_check(nodes, w)
+
+
+def case_sigstop(nodes, etcd):
+    p = setup(nodes)
+    w = Writer(nodes)
+    w.start()
+    wait_for(lambda: len(w.acks) >= 50, 30, "50 writes on the primary")
+    t0 = time.monotonic()
+    os.kill(p.proc.pid, signal.SIGSTOP)
+    try:
+        a = wait_for(lambda: w.first_ack_after(t0), TTL + 10,
+                     "a write accepted by a new primary")
+        check(a[1] != p.name, "a write went to the stopped node")
+        print("sigstop: %s stopped; first write on %s after %.2f s"
+              % (p.name, a[1], a[2] - t0))
+        # Keep it stopped a while past its TTL, under writes.
+        time.sleep(0.5)
+    finally:
+        os.kill(p.proc.pid, signal.SIGCONT)
+    t1 = time.monotonic()
+    wait_for(lambda: p.role() == "replica", 10,
+             "%s to be a replica after SIGCONT" % p.name)
+    # A late write straight to it fails.
+    c = h.connect(p.path(DB), timeout=1.0)
+    try:
+        c.execute("INSERT INTO t(id, v, at) VALUES(-1, 'late', 'late')")
+        raise TestFailure("a write on the resumed old primary succeeded")
+    except sqlite3.Error as e:
+        print("late write on %s failed as it should: %s" % (p.name, e))
+    finally:
+        c.close()
+    late = [x for x in w.acks if x[1] == p.name and x[2] > a[2]]
+    check(not late, "%s acknowledged %d writes after %s became primary"
+          % (p.name, len(late), a[1]))
+    wait_for(lambda: p.info() and p.info().get("ready"), 30,
+             "%s to catch up as a replica" % p.name)
+    wait_for(lambda: len([x for x in w.acks if x[2] > t1]) >= 20, 30,
+             "writes after SIGCONT")
+    w.stop_ev.set()
+    w.join(30)
+    converge_and_check(nodes, w)
+
+
+def case_etcd_down(nodes, etcd):
+    p = setup(nodes)
+    w = Writer(nodes)
+    w.start()
+    wait_for(lambda: len(w.acks) >= 30, 30, "30 writes on the primary")
+    t0 = time.monotonic()
+    etcd.stop()
+
+    def ro():
+        c = h.connect(p.path(DB), timeout=0.2)
+        try:
+            c.execute("INSERT INTO t(id, v, at) VALUES(-2, 'probe', 'x')")
+            c.execute("DELETE FROM t WHERE id = -2")
+            return False
+        except sqlite3.Error:
+            return True
+        finally:
+            c.close()
+    wait_for(ro, TTL + 2, "the primary to turn read-only without etcd",
+             interval=0.05)
+    took = time.monotonic() - t0
+    print("etcd-down: %s read-only %.2f s after etcd stopped (TTL %.0f s)"
+          % (p.name, took, TTL))
+    check(took <= TTL, "read-only only after %.2f s > TTL" % took)
+    n_before = len(w.acks)
+    time.sleep(0.5)
+    late = [x for x in w.acks if x[2] > t0 + TTL]
+    check(not late, "writes acknowledged after the deadline: %r" % late[:3])
+    etcd.start()
+    t1 = time.monotonic()
+    a = wait_for(lambda: w.first_ack_after(t1), TTL + 15,
+                 "writes to resume once etcd is back")
+    print("etcd-down: etcd back; writes resume after %.2f s on %s"
+          % (a[2] - t1, a[1]))
+    check(len(w.acks) > n_before, "no writes after etcd came back")
+    wait_for(lambda: len([x for x in w.acks if x[2] > t1]) >= 20, 30,
+             "writes after etcd came back")
+    w.stop_ev.set()
+    w.join(30)
+    converge_and_check(nodes, w)
+
+
+def case_shutdown(nodes, etcd):
+    p = setup(nodes)
+    w = Writer(nodes)
+    w.start()
+    wait_for(lambda: len(w.acks) >= 30, 30, "30 writes on the primary")
+    w.paused.set()
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    p.proc.send_signal(signal.SIGTERM)
+    w.paused.clear()
+    a = wait_for(lambda: w.first_ack_after(t0), 10,
+                 "a write on a new primary")
+    took = a[2] - t0
+    print("shutdown: SIGTERM of %s to the first write on %s: %.2f s"
+          % (p.name, a[1], took))
+    check(a[1] != p.name, "the write went to the stopping node")
+    check(took < 2.0, "handoff took %.2f s >= 2 s" % took)
+    rc = p.wait_exit(60)
+    check(rc == 0, "%s exited %d" % (p.name, rc))
+    p.start()
+    wait_for(lambda: p.role() == "replica" and p.info().get("ready"), 30,
+             "%s to rejoin as a ready replica" % p.name)
+    w.stop_ev.set()
+    w.join(30)
+    converge_and_check(nodes, w)
+
+
+CASES = {"failover": case_failover, "sigstop": case_sigstop,
+         "etcd-down": case_etcd_down, "shutdown": case_shutdown}
+
+
+def run():
+    case = sys.argv[1] if len(sys.argv) > 1 else ""
+    check(case in CASES, "usage: test_etcd.py %s" % "|".join(CASES))
+    etcd = Etcd()
+    nodes = []
+    try:
+        etcd.start()
+        nodes = [EtcdNode("n%d" % i, etcd) for i in range(3)]
+        CASES[case](nodes, etcd)
+    except BaseException:
+        for n in nodes:
+            h.print_log_tail(n, 40)
+        sys.stdout.write("---- etcd log tail ----\n")
+        try:
+            with open(etcd.log_path, "rb") as f:
+                sys.stdout.write(f.read()[-3000:].decode("utf-8",
+                                                          "replace"))
+        except OSError:
+            pass
+        raise
+    finally:
+        for n in nodes:
+            n.close()
+        etcd.close()
+
+
+if __name__ == "__main__":
+    h.main(run)
