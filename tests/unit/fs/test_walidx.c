@@ -1294,6 +1294,11 @@ static void test_abort_busy_faults(void **state)
 	}
 	assert_int_equal(fs_walidx_checkpoint(e.w, false, &done), 0);
 	assert_false(done); /* the reader's mark holds the new frames back */
+	{
+		uint64_t h;
+		assert_int_equal(hash_tables(r, &h, NULL), SQLITE_OK);
+		assert_true(h == h0); /* its frames were not overwritten */
+	}
 	exec(r, "COMMIT");
 	assert_true(db_hash(r, NULL) == source_hash(&e));
 	assert_true(h0 != source_hash(&e));
@@ -1634,6 +1639,64 @@ static void test_commit_index_fault(void **state)
 	env_teardown(&e);
 }
 
+/* ---- 9. a partial checkpoint stops at a reader's mark ------------------- */
+
+static void test_partial_checkpoint(void **state)
+{
+	env e;
+	sqlite3 *r;
+	uint64_t h1, h;
+	uint32_t mx1;
+	shm_view v;
+	bool done;
+
+	(void)state;
+	env_setup(&e, 4096, true, 10);
+	workload_schema(&e);
+	for (int i = 0; i < 3; i++)
+		workload_step(&e, i);
+	target_create(&e);
+	assert_int_equal(walidx_start(&e), 0);
+	r = open_db(e.tgt);
+	exec(r, "PRAGMA cache_size=2"); /* it reads the files, not a cache */
+	workload_step(&e, 3);
+	apply(&e, APPLY_ORDER);
+	checkpoint_full(&e);
+	/* Frames beyond nBackfill, then a reader pins them (its mark is
+	 * mxFrame now), then more frames. */
+	workload_step(&e, 4);
+	apply(&e, APPLY_ORDER);
+	h1 = source_hash(&e);
+	v = read_shm(e.tgt_shm);
+	mx1 = v.mx_frame;
+	assert_true(v.backfill < mx1);
+	exec(r, "BEGIN; SELECT count(*) FROM kv");
+	for (int i = 5; i < 8; i++) {
+		workload_step(&e, i);
+		apply(&e, APPLY_SHUFFLE);
+	}
+	assert_true(read_shm(e.tgt_shm).mx_frame > mx1);
+	/* Backfilled exactly up to the mark, not one frame further. */
+	assert_int_equal(fs_walidx_checkpoint(e.w, true, &done), 0);
+	assert_false(done);
+	v = read_shm(e.tgt_shm);
+	assert_int_equal(v.backfill, mx1);
+	assert_int_equal(fs_walidx_pending(e.w), v.mx_frame - mx1);
+	assert_int_equal(fs_walidx_checkpoint(e.w, false, &done), 0);
+	assert_false(done);
+	assert_int_equal(read_shm(e.tgt_shm).backfill, mx1);
+	/* The reader's snapshot, read from the WAL and the database. */
+	assert_int_equal(hash_tables(r, &h, NULL), SQLITE_OK);
+	assert_true(h == h1);
+	assert_true(target_hash(&e) == source_hash(&e));
+	exec(r, "COMMIT");
+	checkpoint_full(&e);
+	assert_files_equal(&e);
+	assert_true(db_hash(r, NULL) == source_hash(&e));
+	sqlite3_close(r);
+	env_teardown(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1645,6 +1708,7 @@ int main(void)
 		cmocka_unit_test(test_rollback_header),
 		cmocka_unit_test(test_open_damaged_header),
 		cmocka_unit_test(test_commit_index_fault),
+		cmocka_unit_test(test_partial_checkpoint),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
