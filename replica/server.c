@@ -212,6 +212,7 @@ static enum MHD_Result do_import(rep_node *n, struct MHD_Connection *c,
 	uint8_t magic[16];
 	fs_db *d;
 	ltx_pos p;
+	int rc;
 
 	if (!valid_db_name(db))
 		return reply_err(c, MHD_HTTP_BAD_REQUEST, "db must name a "
@@ -228,9 +229,22 @@ static enum MHD_Result do_import(rep_node *n, struct MHD_Connection *c,
 	    memcmp(magic, "SQLite format 3", 16) != 0)
 		return reply_err(c, MHD_HTTP_BAD_REQUEST, "the body is not a "
 				 "SQLite database file");
-	snprintf(src, sizeof(src), "/proc/self/fd/%d", q->fd);
+	/* SQLite resolves symlinks, so /proc/self/fd/N of the unlinked
+	 * upload would name "... (deleted)": give the upload a name. */
+	snprintf(dst, sizeof(dst), "/proc/self/fd/%d", q->fd);
+	snprintf(src, sizeof(src), "%s/.import-%d-%p", n->o.data_dir,
+		 (int)getpid(), (void *)c);
+	unlink(src);
+	if (linkat(AT_FDCWD, dst, AT_FDCWD, src, AT_SYMLINK_FOLLOW) < 0) {
+		log_warn("import into db=%s failed: naming the upload %s: %s",
+			 db, src, strerror(errno));
+		return reply_err(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+				 "storing the upload failed");
+	}
 	snprintf(dst, sizeof(dst), "%s/%s", n->o.mountpoint, db);
-	if (sqlite_copy(src, dst, true, err, sizeof(err)) < 0) {
+	rc = sqlite_copy(src, dst, true, err, sizeof(err));
+	unlink(src);
+	if (rc < 0) {
 		log_warn("import into db=%s failed: %s", db, err);
 		snprintf(body, sizeof(body), "import failed: %s", err);
 		return reply_err(c, MHD_HTTP_CONFLICT, body);
