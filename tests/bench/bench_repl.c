@@ -913,7 +913,7 @@ static void catchup_runs(node *p, node *r, const char *db, uint64_t bytes,
 	for (int i = 0; i < nr; i++) {
 		char *rm[] = {"rm", "-rf", r->data, r->log, NULL};
 		int snaps = log_count(p, "a snapshot at TXID");
-		double t0, tm, t;
+		double t0, tm, t, cpu_p0 = node_cpu_s(p), cpu_r, cpu_p;
 		char path[4500];
 
 		run_quiet(rm);
@@ -931,6 +931,8 @@ static void catchup_runs(node *p, node *r, const char *db, uint64_t bytes,
 			sleep_ms(2);
 		}
 		t = bench_now() - t0;
+		cpu_r = node_cpu_s(r);
+		cpu_p = node_cpu_s(p) - cpu_p0;
 		if (pos_txid(r, db) != txid)
 			bench_fail("catch-up: replica passed the primary");
 		snprintf(path, sizeof(path), "%s/%s", r->mnt, db);
@@ -947,8 +949,9 @@ static void catchup_runs(node *p, node *r, const char *db, uint64_t bytes,
 		rss_r[i] = (double)node_hwm_kib(r);
 		printf("  catch-up from %s, run %d: %.3f s from exec (%.3f s "
 		       "to mount), %.0f MB/s (%.0f MB/s after the mount); VmHWM "
-		       "replica %.0f KiB, primary %ld KiB\n", how, i, t, tm,
-		       rate[i], rate_m[i], rss_r[i], node_hwm_kib(p));
+		       "replica %.0f KiB, primary %ld KiB; CPU replica %.2f s, "
+		       "primary %.2f s\n", how, i, t, tm, rate[i], rate_m[i],
+		       rss_r[i], node_hwm_kib(p), cpu_r, cpu_p);
 		fflush(stdout);
 		if (node_stop(r) != 0)
 			node_fail(r, "unclean exit after SIGTERM");
