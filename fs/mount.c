@@ -524,6 +524,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	fi->keep_cache = 1;
+	/* op_flush does nothing: skip the round trip at every close. It also
+	 * lets a killed daemon exit: closing the files it opened on its own
+	 * mount (locks, a replica's WAL index) would wait for a FLUSH answer
+	 * that no thread is left to give. */
+	fi->noflush = 1;
 	if (k == FS_KIND_POS || (k == FS_KIND_WAL && fs_db_readonly(db))) {
 		/* A replica's -wal grows behind the kernel's back (walidx):
 		 * a cached size made stale by a getattr racing an
@@ -588,6 +593,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		return;
 	}
 	fi->keep_cache = 1;
+	fi->noflush = 1; /* see op_open */
 	if (k == FS_KIND_WAL && fs_db_readonly(db)) {
 		fi->direct_io = 1; /* see op_open */
 		fi->keep_cache = 0;
