@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Retention: a replica behind the primary's retention gets a snapshot.
 
-    test_retention.py [delete|wal]
+    test_retention.py [delete|wal] [bytes|age]
 
-A primary with data.retention-bytes 64 KiB and a replica (static lease,
-HTTP on 127.0.0.1 ports). The replica catches up record by record, is
-stopped, and the primary writes well over the cap of incompressible
-rows, until its LTX log no longer has the replica's position (checked on
-disk and in /metrics). The replica restarts: the primary must send it a
+A primary and a replica (static lease, HTTP on 127.0.0.1 ports). The
+replica catches up record by record and is stopped. Then, with "bytes",
+the primary (data.retention-bytes 64 KiB) writes well over the cap of
+incompressible rows; with "age" (data.retention 1500ms, no cap) it writes
+a small row every 0.2 s; until its LTX log no longer has the replica's
+position (checked on disk and in /metrics, and the log line says why). The replica restarts: the primary must send it a
 snapshot (its log line and both nodes' counters say so), the replica must
 end at the primary's position with a byte-identical database file, pass
 integrity_check, and keep following record by record afterwards. Last,
@@ -34,6 +35,7 @@ import ltxfs_harness as h  # noqa: E402
 from ltxfs_harness import check, wait_for  # noqa: E402
 
 CAP = 64 * 1024
+AGE_MS = 1500
 DB = "ret.db"
 SYNC_TIMEOUT = 60
 
@@ -163,8 +165,12 @@ def write_rows(conn, n, size):
         conn.execute("COMMIT")
 
 
-def run(mode):
-    p = RNode("primary", data_yml="  retention-bytes: %d\n" % CAP)
+def run(mode, policy):
+    if policy == "bytes":
+        p = RNode("primary", data_yml="  retention-bytes: %d\n" % CAP)
+    else:
+        p = RNode("primary", data_yml="  retention: %dms\n"
+                  "  retention-bytes: 0\n" % AGE_MS)
     r = RNode("replica", primary_url=p.url)
     p.start()
     r.start()
@@ -178,34 +184,53 @@ def run(mode):
     check(p.log_count(r"sending replica %s a snapshot" % rid) == 0,
           "primary sent a snapshot to a replica starting from nothing "
           "while its log starts at TXID 1")
-    check(p.first_segment(DB) == 1, "primary's log pruned before it was "
-          "over the cap (first segment %x)" % p.first_segment(DB))
+    check(policy == "age" or p.first_segment(DB) == 1, "primary's log "
+          "pruned under the cap (first segment %x)" % p.first_segment(DB))
 
     # The replica stops; the primary writes past its retention.
     r.stop()
     rtxid = at[0]
-    write_rows(c, 40, 6000)
-    ptxid = p.pos(DB)[0]
-    check(ptxid >= rtxid + 40, "primary at TXID %d, replica %d"
-          % (ptxid, rtxid))
     label = '{db="%s"}' % DB
-    wait_for(lambda: (p.metric("ltxfs_log_first_txid" + label) or 0)
-             > rtxid + 1, 20, "primary's log pruned past TXID %d "
-             "(ltxfs_log_first_txid)" % rtxid)
-    # The writes are over: within a pass or two the log is under the cap
-    # (a pass may have run in the middle of the writes).
-    wait_for(lambda: (p.metric("ltxfs_log_bytes" + label) or CAP + 1)
-             <= CAP, 10, "primary's log under the %d-byte cap" % CAP)
+
+    def pruned():
+        return (p.metric("ltxfs_log_first_txid" + label) or 0) > rtxid + 1
+    if policy == "bytes":
+        write_rows(c, 40, 6000)
+        wait_for(pruned, 20, "primary's log pruned past TXID %d "
+                 "(ltxfs_log_first_txid)" % rtxid)
+        # The writes are over: within a pass or two the log is under the
+        # cap (a pass may have run in the middle of the writes).
+        wait_for(lambda: (p.metric("ltxfs_log_bytes" + label) or CAP + 1)
+                 <= CAP, 10, "primary's log under the %d-byte cap" % CAP)
+        lb = p.metric("ltxfs_log_bytes" + label)
+        check(lb == p.log_bytes_on_disk(DB), "ltxfs_log_bytes %s but %d "
+              "bytes of segments on disk" % (lb, p.log_bytes_on_disk(DB)))
+    else:
+        # Small records, one every 0.2 s, until the records the replica
+        # needs are older than the age limit and gone: about twice the
+        # limit (the segment rolls at the limit, then ages out).
+        t0 = time.monotonic()
+        for i in range(int(10 * AGE_MS / 200)):
+            write_rows(c, 1, 500)
+            if pruned():
+                break
+            time.sleep(0.2)
+        check(pruned(), "primary's log not pruned by age past TXID %d "
+              "after %.1fs of writes" % (rtxid, time.monotonic() - t0))
+        log("  %-40s %.2fs" % ("pruned by age", time.monotonic() - t0))
+        lb = p.metric("ltxfs_log_bytes" + label)
+    ptxid = p.pos(DB)[0]
     first = p.first_segment(DB)
     check(first > rtxid + 1, "first segment on disk %d, replica at %d"
           % (first, rtxid))
-    lb = p.metric("ltxfs_log_bytes" + label)
-    check(lb == p.log_bytes_on_disk(DB), "ltxfs_log_bytes %s but %d bytes "
-          "of segments on disk" % (lb, p.log_bytes_on_disk(DB)))
     # The line follows the unlinks (after the directory's fsync).
-    wait_for(lambda: p.log_count(r"db=%s: retention removed \d+ LTX "
-                                 r"segment" % re.escape(DB)) > 0, 10,
-             "the primary's retention log line")
+    line = wait_for(lambda: re.search(
+        r"db=%s: retention removed \d+ LTX segments? \(\d+ bytes, (\d+) "
+        r"by age\)" % re.escape(DB), p.log_text()), 10,
+        "the primary's retention log line")
+    if policy == "age":
+        check(int(line.group(1)) > 0, "pruned, but not by age: %s"
+              % line.group(0))
     sent0 = p.metric("ltxfs_stream_snapshots_sent_total")
 
     # The replica comes back behind the log: a snapshot, then records.
@@ -242,8 +267,9 @@ def run(mode):
     finally:
         ro.close()
     check(res == ["ok"], "replica integrity_check: %s" % res[:5])
-    check(n_r == h.one(c, "SELECT count(*) FROM t") == 50,
-          "row counts differ: replica %s" % n_r)
+    n_p = h.one(c, "SELECT count(*) FROM t")
+    check(n_r == n_p, "row counts differ: replica %s, primary %s"
+          % (n_r, n_p))
     c.close()
 
     final = p.pos(DB)
@@ -268,15 +294,18 @@ def run(mode):
           "first segment went back after a restart")
     h.integrity_ok(p.path(DB))
     p.stop()
-    print("replica at %d, primary wrote to %d; log starts at %d, %d bytes "
-          "(cap %d); snapshot at %s" % (rtxid, ptxid, first, lb, CAP,
-                                        m.group(1)))
+    log("%s: replica at %d, primary wrote to %d; log starts at %d, %d "
+        "bytes; snapshot at %s" % (policy, rtxid, ptxid, first, lb,
+                                   m.group(1)))
 
 
 def main():
     mode = sys.argv[1] if len(sys.argv) > 1 else "delete"
+    policy = sys.argv[2] if len(sys.argv) > 2 else "bytes"
     check(mode in ("delete", "wal"), "mode: delete or wal, not %r" % mode)
-    run(mode)
+    check(policy in ("bytes", "age"), "policy: bytes or age, not %r"
+          % policy)
+    run(mode, policy)
 
 
 if __name__ == "__main__":
