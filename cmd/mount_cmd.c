@@ -206,6 +206,7 @@ int cmd_mount(int argc, char **argv)
 	o.readonly = !rep_node_is_primary(node);
 	o.primary = rep_node_primary_desc(node);
 	o.own_signals = true;
+	o.write_deadline_ns = rep_node_write_deadline(node);
 	sigemptyset(&st.set);
 	sigaddset(&st.set, SIGINT);
 	sigaddset(&st.set, SIGTERM);

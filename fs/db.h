@@ -10,6 +10,7 @@
 #ifndef FS_DB_H
 #define FS_DB_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -58,6 +59,10 @@ typedef struct fs_db_opts {
 	fs_inval_fn on_inval;
 	void *inval_ctx;
 	int apply_timeout_ms;   /* longest wait for local readers' locks */
+	/* A primary's lease deadline (CLOCK_BOOTTIME ns; 0: none): writes
+	 * at or after it fail with EROFS even before the node has switched
+	 * the database read-only. NULL: none. */
+	const _Atomic int64_t *write_deadline_ns;
 } fs_db_opts;
 
 /* Opens (and recovers) the database <data_dir>/dbs/<name>. Creates the

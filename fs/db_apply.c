@@ -87,10 +87,27 @@ bool fs_db_readonly(fs_db *db)
 
 int fs_db_refuse_ro_locked(fs_db *db, enum fs_kind kind)
 {
-	int64_t now;
+	int64_t now, dl;
 
-	if (!db->readonly || kind == FS_KIND_SHM)
+	if (kind == FS_KIND_SHM)
 		return 0;
+	if (!db->readonly) {
+		dl = db->opts.write_deadline_ns
+			     ? atomic_load(db->opts.write_deadline_ns)
+			     : 0;
+		if (dl == 0 || lib_clock_boottime_ns() < dl)
+			return 0;
+		now = lib_clock_monotonic_ns();
+		if (db->ro_logged_ms == 0 ||
+		    now - (int64_t)db->ro_logged_ms >= RO_LOG_INTERVAL_NS) {
+			db->ro_logged_ms = (uint64_t)now;
+			log_warn("db=%s: write to %s%s refused (EROFS): this "
+				 "primary's lease deadline has passed without "
+				 "a renewal", db->name, db->name,
+				 fs_kind_suffix[kind]);
+		}
+		return -EROFS;
+	}
 	now = lib_clock_monotonic_ns();
 	if (db->ro_logged_ms == 0 ||
 	    now - (int64_t)db->ro_logged_ms >= RO_LOG_INTERVAL_NS) {

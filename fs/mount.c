@@ -129,6 +129,7 @@ static int add_slot(fs_mount *m, const char *name, size_t *out)
 		.on_inval = mount_inval,
 		.inval_ctx = m,
 		.apply_timeout_ms = m->opts.apply_timeout_ms,
+		.write_deadline_ns = m->opts.write_deadline_ns,
 	};
 	slot *s;
 	int rc;

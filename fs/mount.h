@@ -25,6 +25,7 @@ typedef struct fs_mount_opts {
 	int apply_timeout_ms;   /* longest wait for local readers' locks */
 	bool own_signals;       /* the caller handles SIGINT/SIGTERM and
 				 * calls fs_mount_stop */
+	const _Atomic int64_t *write_deadline_ns; /* see fs_db_opts */
 } fs_mount_opts;
 
 typedef struct fs_mount fs_mount;

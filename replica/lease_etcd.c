@@ -126,6 +126,7 @@ static void to_primary(rep_lease *l, int64_t deadline_ns)
 {
 	l->state = L_PRIMARY;
 	l->deadline_ns = deadline_ns;
+	atomic_store(&l->n->write_deadline_ns, deadline_ns);
 	free(l->following);
 	l->following = NULL;
 	rep_node_set_role(l->n, REP_ROLE_PRIMARY, (uint64_t)l->epoch, "");
@@ -430,6 +431,7 @@ static void primary_step(rep_lease *l)
 			}
 		} else if (dl > l->deadline_ns) {
 			l->deadline_ns = dl;
+			atomic_store(&l->n->write_deadline_ns, dl);
 		}
 	} else if (rc == -ENOENT) {
 		to_readonly(l, L_FOLLOW, "etcd says the lease is gone");

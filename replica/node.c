@@ -275,6 +275,11 @@ bool rep_node_is_primary(rep_node *n)
 	return p;
 }
 
+const _Atomic int64_t *rep_node_write_deadline(rep_node *n)
+{
+	return &n->write_deadline_ns;
+}
+
 const char *rep_node_primary_desc(rep_node *n)
 {
 	return n->primary_desc ? n->primary_desc : "";

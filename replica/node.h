@@ -61,6 +61,9 @@ int rep_node_new(const rep_node_opts *opts, rep_node **out);
 void rep_node_free(rep_node *n);
 
 bool rep_node_is_primary(rep_node *n);
+/* The lease deadline the mount enforces on writes (fs_mount_opts); owned
+ * by n, 0 with the static lease. */
+const _Atomic int64_t *rep_node_write_deadline(rep_node *n);
 /* What a replica shows in /.primary and EROFS messages (owned by n). */
 const char *rep_node_primary_desc(rep_node *n);
 

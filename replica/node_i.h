@@ -64,6 +64,8 @@ struct rep_node {
 	size_t nremotes, capremotes;
 
 	uint64_t role_gen;       /* bumped by every rep_node_set_role */
+	_Atomic int64_t write_deadline_ns; /* etcd lease: CLOCK_BOOTTIME;
+					    * 0: none (static) */
 	struct rep_lease *lease; /* etcd lease, or NULL (static) */
 
 	pthread_t client;
