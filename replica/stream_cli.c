@@ -26,6 +26,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fs/log.h"
 #include "lib/bytes.h"
 #include "lib/clock.h"
 #include "lib/io.h"
@@ -137,6 +138,38 @@ static void note_remote(rep_node *n, const char *name, ltx_pos pos,
 	pthread_mutex_unlock(&n->mu);
 }
 
+/* A snapshot is about to replace this node's copy at local: says plainly
+ * which of its own transactions (the trailing run of records this node
+ * wrote as primary) go, since replication is asynchronous. */
+static void log_discard(struct cli *c, ltx_pos local, uint64_t snap_txid)
+{
+	fs_log_iter *it = NULL;
+	uint64_t own_from = 0, off, len;
+	ltx_header h;
+	int fd, rc;
+
+	rc = fs_log_iter_open(fs_db_log(c->db), 0, &it);
+	while (rc == 0 && (rc = fs_log_iter_next(it, &fd, &off, &len, &h)) == 1)
+		if (h.node_id != c->n->o.node_id)
+			own_from = 0;
+		else if (!own_from)
+			own_from = h.min_txid;
+	fs_log_iter_free(it);
+	if (own_from)
+		log_warn("db=%s: the primary replaces this node's copy (TXID %016"
+			 PRIx64 "/%016" PRIx64 ") with a snapshot at TXID %016"
+			 PRIx64 "; TXIDs %016" PRIx64 "..%016" PRIx64 " were "
+			 "committed here as primary and those the primary lacks "
+			 "are discarded (replication is asynchronous)", c->name,
+			 local.txid, local.checksum, snap_txid, own_from,
+			 local.txid);
+	else
+		log_info("db=%s: the primary replaces this node's copy (TXID "
+			 "%016" PRIx64 ") with a snapshot at TXID %016" PRIx64
+			 "; none of its last transactions were committed here",
+			 c->name, local.txid, snap_txid);
+}
+
 static int on_begin(struct cli *c, const rep_frame *f)
 {
 	rep_cursor k = {f->payload, f->len, false};
@@ -175,6 +208,8 @@ static int on_begin(struct cli *c, const rep_frame *f)
 		ltx_pos local = fs_db_pos(c->db);
 		ltx_pos remote = {maxx, 0};
 		note_remote(c->n, c->name, remote, local);
+		if (c->kind == 1 && local.txid > 0)
+			log_discard(c, local, maxx);
 	}
 	return 0;
 }
