@@ -25,6 +25,7 @@
  * Needs: root, /dev/fuse, LTXFS_BIN (the ltxfs binary; meson sets it).
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -383,6 +384,38 @@ static double node_cpu_s(const node *n)
 			 "%llu %llu", &ut, &st) != 2)
 		return 0;
 	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* Seconds n's threads (those alive now) spent on a CPU and waiting for
+ * one (runnable but not running), from /proc/PID/task/TID/schedstat. */
+static void node_sched(const node *n, double *run, double *wait)
+{
+	char path[64];
+	DIR *d;
+	struct dirent *e;
+
+	*run = *wait = 0;
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)n->pid);
+	d = opendir(path);
+	if (!d)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		char p2[400];
+		unsigned long long r, w;
+		FILE *f;
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(p2, sizeof(p2), "%s/%s/schedstat", path, e->d_name);
+		f = fopen(p2, "r");
+		if (!f)
+			continue;
+		if (fscanf(f, "%llu %llu", &r, &w) == 2) {
+			*run += (double)r / 1e9;
+			*wait += (double)w / 1e9;
+		}
+		fclose(f);
+	}
+	closedir(d);
 }
 
 /* ---- positions -------------------------------------------------------- */
@@ -890,6 +923,7 @@ static void catchup_runs(node *p, node *r, const char *db, uint64_t bytes,
 		char *rm[] = {"rm", "-rf", r->data, r->log, NULL};
 		int snaps = log_count(p, "a snapshot at TXID");
 		double t0, tm, t, cpu_p0 = node_cpu_s(p), cpu_r, cpu_p;
+		double run_r, wait_r;
 		char path[4500];
 
 		run_quiet(rm);
@@ -907,6 +941,7 @@ static void catchup_runs(node *p, node *r, const char *db, uint64_t bytes,
 			sleep_ms(2);
 		}
 		t = bench_now() - t0;
+		node_sched(r, &run_r, &wait_r);
 		cpu_r = node_cpu_s(r);
 		cpu_p = node_cpu_s(p) - cpu_p0;
 		if (pos_txid(r, db) != txid)
@@ -926,8 +961,10 @@ static void catchup_runs(node *p, node *r, const char *db, uint64_t bytes,
 		printf("  catch-up from %s, run %d: %.3f s from exec (%.3f s "
 		       "to mount), %.0f MB/s (%.0f MB/s after the mount); VmHWM "
 		       "replica %.0f KiB, primary %ld KiB; CPU replica %.2f s, "
-		       "primary %.2f s\n", how, i, t, tm, rate[i], rate_m[i],
-		       rss_r[i], node_hwm_kib(p), cpu_r, cpu_p);
+		       "primary %.2f s; replica threads on a CPU %.2f s, "
+		       "runnable but waiting for a CPU %.2f s\n", how, i, t, tm,
+		       rate[i], rate_m[i], rss_r[i], node_hwm_kib(p), cpu_r,
+		       cpu_p, run_r, wait_r);
 		fflush(stdout);
 		if (node_stop(r) != 0)
 			node_fail(r, "unclean exit after SIGTERM");
