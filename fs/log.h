@@ -30,10 +30,13 @@
  * the one holding the last record, so the log may start at any TXID: an
  * iterator asked for records it no longer has says -ENOENT.
  *
- * Thread safety: appends come from one thread at a time (the database's
- * capture path holds the database lock); readers may iterate concurrently
- * and see records up to the last completed append. `mu` guards the
- * segment list and the published end.
+ * Thread safety: appends (and fs_log_reset) come from one thread at a
+ * time (the database's capture or apply path holds the database lock);
+ * readers may iterate concurrently and see records up to the last
+ * completed append; fs_log_prune, fs_log_set_retention and
+ * fs_log_get_stats may run from any thread. `mu` guards the segment list
+ * (names, sizes, first timestamps) and the published end; segments are
+ * created and unlinked under it.
  */
 #ifndef FS_LOG_H
 #define FS_LOG_H
