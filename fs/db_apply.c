@@ -46,6 +46,7 @@
 #include <unistd.h>
 
 #include "db_i.h"
+#include "journal.h"
 #include "lib/clock.h"
 #include "lib/io.h"
 #include "lib/log.h"
@@ -270,6 +271,23 @@ static int lock_exclusive(fs_db *db)
 	if (rc < 0)
 		ofd_lock(db->lock_fd, F_UNLCK, SQLITE_PENDING_BYTE, 1);
 	return rc;
+}
+
+/* EXCLUSIVE only if it is free now (no wait); -EBUSY otherwise. */
+static int lock_exclusive_now(fs_db *db)
+{
+	int rc;
+
+	if (db->lock_fd < 0)
+		return 0;
+	rc = ofd_lock(db->lock_fd, F_WRLCK, SQLITE_PENDING_BYTE, 1);
+	if (rc == 0) {
+		rc = ofd_lock(db->lock_fd, F_WRLCK, SQLITE_SHARED_FIRST,
+			      SQLITE_SHARED_SIZE);
+		if (rc < 0)
+			ofd_lock(db->lock_fd, F_UNLCK, SQLITE_PENDING_BYTE, 1);
+	}
+	return rc < 0 ? -EBUSY : 0;
 }
 
 static void unlock_exclusive(fs_db *db)
@@ -571,13 +589,21 @@ static int apply_delete(struct apply *a)
 	fs_db *db = a->db;
 	char path[PATH_MAX];
 	bool locked = false;
+	bool wal = db->walidx || file_in_wal_mode(db);
 
 	if (db->walidx) {
 		fs_walidx_close(db->walidx);
 		db->walidx = NULL;
 	}
-	if (open_lock_fd(db) == 0 && lock_exclusive(db) == 0)
-		locked = true;
+	/* In WAL mode SQLite holds SHARED for as long as a connection is
+	 * open, not only inside a transaction: waiting for EXCLUSIVE would
+	 * stall the stream (every database) for the whole apply timeout and
+	 * then delete anyway. Take it only if it is free now. */
+	if (open_lock_fd(db) == 0)
+		locked = (wal ? lock_exclusive_now(db) : lock_exclusive(db)) == 0;
+	if (!locked && wal)
+		log_info("db=%s: deleting it while local connections still "
+			 "have it open", db->name);
 	pthread_mutex_lock(&db->capture_mu);
 	pthread_mutex_lock(&db->mu);
 	for (int k = FS_KIND_DB; k <= FS_KIND_SHM; k++) {
@@ -824,4 +850,77 @@ void fs_db_release_apply(fs_db *db)
 	}
 	close_lock_fd(db);
 	pthread_mutex_unlock(&db->apply_mu);
+}
+
+int fs_db_abandon_txn(fs_db *db)
+{
+	uint8_t magic[8];
+	size_t got = 0;
+	uint32_t restored = 0;
+	uint64_t sum = 0;
+	char path[PATH_MAX];
+	bool hot = false;
+	int rc;
+
+	pthread_mutex_lock(&db->mu);
+	if (db->fds[FS_KIND_JOURNAL] >= 0 &&
+	    lib_io_pread_full(db->fds[FS_KIND_JOURNAL], magic, 8, 0, &got) ==
+		    0)
+		hot = fs_journal_has_magic(magic, got);
+	pthread_mutex_unlock(&db->mu);
+	if (!hot)
+		return 0;
+	pthread_mutex_lock(&db->apply_mu);
+	rc = open_lock_fd(db);
+	if (rc == 0)
+		rc = lock_exclusive(db); /* the writer's transaction ends */
+	if (rc < 0)
+		goto out;
+	pthread_mutex_lock(&db->capture_mu);
+	pthread_mutex_lock(&db->mu);
+	if (db->fds[FS_KIND_JOURNAL] >= 0 && db->fds[FS_KIND_DB] >= 0 &&
+	    lib_io_pread_full(db->fds[FS_KIND_JOURNAL], magic, 8, 0, &got) ==
+		    0 &&
+	    fs_journal_has_magic(magic, got)) {
+		rc = fs_journal_rollback(db->fds[FS_KIND_JOURNAL],
+					 db->fds[FS_KIND_DB], &restored);
+		backing_path(db, FS_KIND_JOURNAL, path, sizeof(path));
+		close(db->fds[FS_KIND_JOURNAL]);
+		db->fds[FS_KIND_JOURNAL] = -1;
+		unlink(path);
+		db->journal_live = false;
+		db->ndirty = 0;
+		if (db->dirty_bits)
+			memset(db->dirty_bits, 0, db->ndirty_bits);
+	}
+	pthread_mutex_unlock(&db->mu);
+	pthread_mutex_unlock(&db->capture_mu);
+	if (rc == 0)
+		rc = fs_db_scan_checksum(db, &sum);
+	pthread_mutex_lock(&db->capture_mu);
+	pthread_mutex_lock(&db->mu);
+	if (rc < 0 || sum != db->pos.checksum) {
+		log_warn("db=%s: the transaction left unfinished when this node "
+			 "stopped being primary could not be rolled back cleanly "
+			 "(%s); asking the primary for a snapshot", db->name,
+			 rc < 0 ? strerror(-rc) : "checksum differs");
+		db->pos.txid = 0;
+		db->pos.checksum = 0;
+		db->need_snapshot = true;
+		fs_db_publish_locked(db);
+	} else {
+		log_warn("db=%s: rolled back the transaction left unfinished "
+			 "when this node stopped being primary (%" PRIu32
+			 " pages restored; it was never committed)", db->name,
+			 restored);
+	}
+	pthread_mutex_unlock(&db->mu);
+	pthread_mutex_unlock(&db->capture_mu);
+	inval(db, FS_KIND_JOURNAL, -1, 0);
+	inval(db, FS_KIND_DB, 0, 0);
+	unlock_exclusive(db);
+	rc = 0;
+out:
+	pthread_mutex_unlock(&db->apply_mu);
+	return rc;
 }

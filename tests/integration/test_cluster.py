@@ -698,16 +698,24 @@ def create_delete():
         for n in names:
             check_identical(cl, n)
         t.lap("3 databases created and replicated")
+        # Open connections on a replica (out of any transaction) must not
+        # hold the deletion back: a WAL-mode connection keeps SQLite's
+        # SHARED lock for as long as it is open.
+        held = [ro_connect(cl.replicas[0].path(n)) for n in ("a.db", "b.db")]
+        for c in held:
+            check(one(c, "SELECT count(*) FROM t") > 0, "no rows")
         for n in ("a.db", "b.db"):
             for suffix in ("-wal", "-shm", ""):
                 if os.path.exists(cl.primary.path(n + suffix)):
                     os.unlink(cl.primary.path(n + suffix))
         for r in cl.replicas:
             wait_for(lambda: not ({"a.db", "b.db"} & set(r.listing())),
-                     20, "%s: deleted databases gone (listing %s)"
+                     8, "%s: deleted databases gone (listing %s)"
                      % (r.name, r.listing()), interval=0.05)
             check("c.db" in r.listing(), "%s: c.db gone" % r.name)
-        t.lap("2 deleted, gone on the replicas")
+        for c in held:
+            c.close()
+        t.lap("2 deleted (connections open), gone on the replicas")
         simple_txns(cl.primary.path("a.db"), 4, mode="DELETE")
         check_identical(cl, "a.db")
         check_identical(cl, "c.db")
