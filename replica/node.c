@@ -304,12 +304,15 @@ int rep_node_start(rep_node *n, fs_mount *m)
 	if (rc < 0)
 		return rc;
 	rc = rep_server_start(n);
-	if (rc < 0)
+	if (rc < 0) {
+		rep_retention_stop(n); /* the caller frees the mount next */
 		return rc;
+	}
 	if (!rep_node_is_primary(n) || n->lease) {
 		rc = pthread_create(&n->client, NULL, rep_client_main, n);
 		if (rc != 0) {
 			rep_server_stop(n);
+			rep_retention_stop(n);
 			return -rc;
 		}
 		n->client_started = true;
