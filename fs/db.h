@@ -137,6 +137,14 @@ int fs_db_snapshot_ltx(fs_db *db, int out_fd, ltx_header *out_hdr,
  * connections (its -wal and index set up) before any record arrives. */
 void fs_db_apply_prepare(fs_db *db);
 
+/* On a node that stopped being primary: rolls back, under SQLite's
+ * EXCLUSIVE lock (waiting for the writer to give up), a rollback-journal
+ * transaction that its writes being refused left unfinished (a hot
+ * journal read-only readers could not roll back). 0 when there was none
+ * or it is done; a database that does not match its position afterwards
+ * is reset to ask the primary for a snapshot. */
+int fs_db_abandon_txn(fs_db *db);
+
 /* Lets go of the replica's WAL index and lock handles on the mount
  * (checkpointing what readers allow); reopened by the next apply. */
 void fs_db_release_apply(fs_db *db);

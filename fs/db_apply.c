@@ -46,6 +46,7 @@
 #include <unistd.h>
 
 #include "db_i.h"
+#include "journal.h"
 #include "lib/clock.h"
 #include "lib/io.h"
 #include "lib/log.h"
@@ -849,4 +850,77 @@ void fs_db_release_apply(fs_db *db)
 	}
 	close_lock_fd(db);
 	pthread_mutex_unlock(&db->apply_mu);
+}
+
+int fs_db_abandon_txn(fs_db *db)
+{
+	uint8_t magic[8];
+	size_t got = 0;
+	uint32_t restored = 0;
+	uint64_t sum = 0;
+	char path[PATH_MAX];
+	bool hot = false;
+	int rc;
+
+	pthread_mutex_lock(&db->mu);
+	if (db->fds[FS_KIND_JOURNAL] >= 0 &&
+	    lib_io_pread_full(db->fds[FS_KIND_JOURNAL], magic, 8, 0, &got) ==
+		    0)
+		hot = fs_journal_has_magic(magic, got);
+	pthread_mutex_unlock(&db->mu);
+	if (!hot)
+		return 0;
+	pthread_mutex_lock(&db->apply_mu);
+	rc = open_lock_fd(db);
+	if (rc == 0)
+		rc = lock_exclusive(db); /* the writer's transaction ends */
+	if (rc < 0)
+		goto out;
+	pthread_mutex_lock(&db->capture_mu);
+	pthread_mutex_lock(&db->mu);
+	if (db->fds[FS_KIND_JOURNAL] >= 0 && db->fds[FS_KIND_DB] >= 0 &&
+	    lib_io_pread_full(db->fds[FS_KIND_JOURNAL], magic, 8, 0, &got) ==
+		    0 &&
+	    fs_journal_has_magic(magic, got)) {
+		rc = fs_journal_rollback(db->fds[FS_KIND_JOURNAL],
+					 db->fds[FS_KIND_DB], &restored);
+		backing_path(db, FS_KIND_JOURNAL, path, sizeof(path));
+		close(db->fds[FS_KIND_JOURNAL]);
+		db->fds[FS_KIND_JOURNAL] = -1;
+		unlink(path);
+		db->journal_live = false;
+		db->ndirty = 0;
+		if (db->dirty_bits)
+			memset(db->dirty_bits, 0, db->ndirty_bits);
+	}
+	pthread_mutex_unlock(&db->mu);
+	pthread_mutex_unlock(&db->capture_mu);
+	if (rc == 0)
+		rc = fs_db_scan_checksum(db, &sum);
+	pthread_mutex_lock(&db->capture_mu);
+	pthread_mutex_lock(&db->mu);
+	if (rc < 0 || sum != db->pos.checksum) {
+		log_warn("db=%s: the transaction left unfinished when this node "
+			 "stopped being primary could not be rolled back cleanly "
+			 "(%s); asking the primary for a snapshot", db->name,
+			 rc < 0 ? strerror(-rc) : "checksum differs");
+		db->pos.txid = 0;
+		db->pos.checksum = 0;
+		db->need_snapshot = true;
+		fs_db_publish_locked(db);
+	} else {
+		log_warn("db=%s: rolled back the transaction left unfinished "
+			 "when this node stopped being primary (%" PRIu32
+			 " pages restored; it was never committed)", db->name,
+			 restored);
+	}
+	pthread_mutex_unlock(&db->mu);
+	pthread_mutex_unlock(&db->capture_mu);
+	inval(db, FS_KIND_JOURNAL, -1, 0);
+	inval(db, FS_KIND_DB, 0, 0);
+	unlock_exclusive(db);
+	rc = 0;
+out:
+	pthread_mutex_unlock(&db->apply_mu);
+	return rc;
 }

@@ -535,6 +535,13 @@ static void prepare_one(void *ctx, fs_db *db)
 	fs_db_apply_prepare(db);
 }
 
+/* A former primary: its last transaction, refused half-way, is rolled
+ * back before anything is applied on top. */
+static void abandon_one(void *ctx, fs_db *db)
+{
+	fs_db_abandon_txn(db);
+}
+
 void *rep_client_main(void *arg)
 {
 	rep_node *n = arg;
@@ -583,6 +590,7 @@ void *rep_client_main(void *arg)
 		c.got_ready = false;
 		c.parser.nhdr = 0;
 		c.parser.need = c.parser.have = 0;
+		fs_mount_foreach(n->mount, abandon_one, NULL);
 		if (primary && primary[0])
 			stream_once(n, &c, curl, primary);
 		else
