@@ -244,6 +244,13 @@ static enum MHD_Result do_import(rep_node *n, struct MHD_Connection *c,
 	snprintf(dst, sizeof(dst), "%s/%s", n->o.mountpoint, db);
 	rc = sqlite_copy(src, dst, true, err, sizeof(err));
 	unlink(src);
+	/* A WAL-mode upload leaves the -wal and -shm of its reader. */
+	for (size_t i = 0; i < 3; i++) {
+		static const char *const sfx[] = {"-wal", "-shm", "-journal"};
+		char extra[PATH_MAX + 16];
+		snprintf(extra, sizeof(extra), "%s%s", src, sfx[i]);
+		unlink(extra);
+	}
 	if (rc < 0) {
 		log_warn("import into db=%s failed: %s", db, err);
 		snprintf(body, sizeof(body), "import failed: %s", err);

@@ -237,6 +237,12 @@ def test():
               H.content_digest(primary.path("wal.db")),
               "walcopy.db on the replica differs from wal.db")
 
+        for n in (primary, replica):
+            left = [f for f in os.listdir(n.data)
+                    if f.startswith((".import", ".export"))]
+            check(not left, "%s: export/import left %s in the data "
+                  "directory" % (n.name, left))
+
         # 3. Import on the replica: 409, reason, nothing changes.
         rpos = replica.pos("app.db")
         r = ltxfs(["import", "-c", replica.cfg, "app.db", src2])
