@@ -609,13 +609,56 @@ def case_diverge(nodes, etcd):
     converge_and_check(nodes, w)
 
 
+def bench_failover(nodes, etcd):
+    """Not a test: kill -9 of the primary under writes, TRIALS times;
+    the time to the first write accepted by the new primary, median and
+    max (docs/BENCHMARKS.md)."""
+    trials = int(os.environ.get("TRIALS", "10"))
+    setup(nodes)
+    w = Writer(nodes)
+    w.start()
+    took = []
+    for i in range(trials):
+        p = wait_one_primary(nodes, 30)
+        wait_for(lambda: p.info() and len([x for x in w.acks
+                                           if x[1] == p.name]) >= 10, 30,
+                 "writes on %s" % p.name)
+        for n in nodes:
+            if n is not p:
+                wait_for(lambda: n.info() and n.info().get("ready"), 30,
+                         "%s ready" % n.name)
+        t0 = time.monotonic()
+        p.kill9()
+        a = wait_for(lambda: w.first_ack_after(t0), TTL + 20,
+                     "a write on a new primary")
+        took.append(a[2] - t0)
+        print("trial %d: %.2f s (%s -> %s)" % (i + 1, a[2] - t0, p.name,
+                                              a[1]))
+        # Rejoin without writes: a diverged node's snapshot stalls under
+        # a continuous write load (reported; not what is measured here).
+        w.paused.set()
+        p.start()
+        wait_for(lambda: p.info() and p.info().get("ready"), 60,
+                 "%s ready again" % p.name)
+        w.paused.clear()
+    w.stop_ev.set()
+    w.join(30)
+    took.sort()
+    med = (took[(len(took) - 1) // 2] + took[len(took) // 2]) / 2
+    print("failover at TTL %.0f s over %d trials: median %.2f s, max %.2f s"
+          % (TTL, len(took), med, took[-1]))
+    converge_and_check(nodes, w)
+
+
 CASES = {"failover": case_failover, "sigstop": case_sigstop,
          "etcd-down": case_etcd_down, "shutdown": case_shutdown,
-         "diverge": case_diverge}
+         "diverge": case_diverge, "bench-failover": bench_failover}
 
 
 def run():
+    global TTL
     case = sys.argv[1] if len(sys.argv) > 1 else ""
+    TTL = float(os.environ.get("TTL", TTL))
     check(case in CASES, "usage: test_etcd.py %s" % "|".join(CASES))
     etcd = Etcd()
     nodes = []
