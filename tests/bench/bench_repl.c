@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -313,6 +314,13 @@ static double node_start(node *n)
 		}
 		if (nul >= 0)
 			dup2(nul, 0);
+		/* Diagnostic: replicas that yield the CPUs to the primary
+		 * and the application (as replicas on other machines
+		 * would). */
+		if (n->primary_port && getenv("LTXFS_BENCH_REPLICA_NICE") &&
+		    setpriority(PRIO_PROCESS, 0,
+				atoi(getenv("LTXFS_BENCH_REPLICA_NICE"))) < 0)
+			_exit(126);
 		execl(ltxfs_bin, ltxfs_bin, "mount", "-c", n->cfg, (char *)NULL);
 		_exit(127);
 	}
