@@ -59,16 +59,6 @@ struct fs_log_iter {
 static int fs_log_open_mode(const char *dir, const char *name, bool readonly,
 			    fs_log **out);
 
-/* fs_log_set_default_retention: given to every log opened for writing. */
-static _Atomic int64_t default_keep_ms = -1;
-static _Atomic uint64_t default_keep_bytes = 0;
-
-void fs_log_set_default_retention(int64_t max_age_ms, uint64_t max_bytes)
-{
-	atomic_store(&default_keep_ms, max_age_ms);
-	atomic_store(&default_keep_bytes, max_bytes);
-}
-
 int fs_range_read(void *ctx, void *buf, size_t n, size_t *out_got)
 {
 	fs_range_reader *r = ctx;
@@ -407,9 +397,6 @@ static int fs_log_open_mode(const char *dir, const char *name, bool readonly,
 			  dir, strerror(-rc));
 		goto fail;
 	}
-	if (!readonly)
-		fs_log_set_retention(log, atomic_load(&default_keep_ms),
-				     atomic_load(&default_keep_bytes));
 	rc = list_segments(log);
 	if (rc == 0)
 		rc = open_last(log);

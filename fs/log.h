@@ -113,10 +113,6 @@ int fs_log_reset(fs_log *log);
  * FS_LOG_SEGMENT_MIN_MS) older than the record being appended. May be
  * called from any thread, any time. */
 void fs_log_set_retention(fs_log *log, int64_t max_age_ms, uint64_t max_bytes);
-/* The policy every log opened for writing from now on starts with (so a
- * database created and written at once rolls its segments by it before
- * anyone calls fs_log_set_retention). Process-wide; none at first. */
-void fs_log_set_default_retention(int64_t max_age_ms, uint64_t max_bytes);
 
 typedef struct fs_log_prune_result {
 	size_t segments;        /* segments removed by this call */

@@ -289,6 +289,7 @@ void rep_node_on_commit(void *ctx, fs_db *db, ltx_pos pos)
 {
 	rep_node *n = ctx;
 
+	rep_retention_on_commit(n, db);
 	pthread_mutex_lock(&n->mu);
 	n->gen++;
 	pthread_cond_broadcast(&n->cond);

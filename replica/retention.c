@@ -21,6 +21,21 @@ struct rep_retention {
 	bool stop;
 };
 
+static void set_policy(rep_node *n, fs_log *log)
+{
+	fs_log_set_retention(log, n->o.retention_ms,
+			     n->o.retention_bytes > 0 ?
+				     (uint64_t)n->o.retention_bytes : 0);
+}
+
+void rep_retention_on_commit(rep_node *n, fs_db *db)
+{
+	fs_log *log = fs_db_log(db);
+
+	if (log)
+		set_policy(n, log);
+}
+
 static void prune_one(void *ctx, fs_db *db)
 {
 	rep_node *n = ctx;
@@ -29,9 +44,7 @@ static void prune_one(void *ctx, fs_db *db)
 
 	if (!log)
 		return;
-	fs_log_set_retention(log, n->o.retention_ms,
-			     n->o.retention_bytes > 0 ?
-				     (uint64_t)n->o.retention_bytes : 0);
+	set_policy(n, log);
 	rc = fs_log_prune(log, lib_clock_wall_ms(), NULL);
 	if (rc < 0)
 		log_warn("db=%s: retention pass failed: %s (retried in %d ms)",
@@ -89,9 +102,6 @@ int rep_retention_start(rep_node *n)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&r->cond, &ca);
 	pthread_condattr_destroy(&ca);
-	fs_log_set_default_retention(n->o.retention_ms,
-				     n->o.retention_bytes > 0 ?
-					     (uint64_t)n->o.retention_bytes : 0);
 	log_info("retention: LTX records kept %" PRId64 " ms, each log capped "
 		 "at %" PRId64 " bytes (0: no cap), checked every %d ms",
 		 n->o.retention_ms, n->o.retention_bytes,

@@ -7,6 +7,7 @@
  * "Retention".
  *
  *   rep_retention_start(n);   // from rep_node_start, after the mount
+ *   rep_retention_on_commit(n, db);  // from rep_node_on_commit
  *   rep_retention_stop(n);    // from rep_node_stop
  */
 #ifndef REPLICA_RETENTION_H
@@ -21,5 +22,10 @@ struct rep_node;
 int rep_retention_start(struct rep_node *n);
 /* Stops and joins the thread; safe when it was never started. */
 void rep_retention_stop(struct rep_node *n);
+/* From rep_node_on_commit: gives db's log the policy (a few atomic
+ * stores), so a database created and written at once rolls its segments
+ * by it from its second record on, before the next pass. */
+struct fs_db;
+void rep_retention_on_commit(struct rep_node *n, struct fs_db *db);
 
 #endif

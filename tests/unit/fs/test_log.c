@@ -468,30 +468,29 @@ static void test_crash_mid_prune(void **state)
 			 e->txid - r.first_txid + 1);
 }
 
-static void test_default_policy(void **state)
+static void test_policy_after_first_record(void **state)
 {
 	env *e = *state;
 	fs_log_prune_result r;
 	fs_log_stats st;
 
-	/* A log opened after the default is set rolls by it from its first
-	 * append (a database created and written at once). */
-	fs_log_set_default_retention(-1, 16 * 1024);
-	reopen(e);
-	fs_log_set_default_retention(-1, 0);
-	for (int i = 0; i < 8; i++)
+	/* A database created and written at once: the policy arrives after
+	 * its first record (rep_retention_on_commit) and applies from the
+	 * second on. */
+	assert_int_equal(append(e, T0), 0);
+	fs_log_set_retention(e->log, -1, 16 * 1024);
+	for (int i = 0; i < 7; i++)
 		assert_int_equal(append(e, T0), 0);
 	fs_log_get_stats(e->log, &st);
 	assert_int_equal(st.segments, 8); /* 4 KiB segments: one each */
 	assert_int_equal(fs_log_prune(e->log, T0, &r), 0);
 	assert_true(r.segments >= 4);
 	assert_true(r.log_bytes <= 16 * 1024);
-	/* The read-only opener does not take the default. */
+	/* A read-only opener (ltxfs verify) never prunes. */
 	{
 		fs_log *ro = NULL;
-		fs_log_set_default_retention(0, 1);
 		assert_int_equal(fs_log_open_readonly(e->dir, "t", &ro), 0);
-		fs_log_set_default_retention(-1, 0);
+		fs_log_set_retention(ro, 0, 1);
 		assert_int_equal(fs_log_prune(ro, T0 + 1000, &r), 0);
 		assert_int_equal(r.segments, 0);
 		fs_log_close(ro);
@@ -617,8 +616,8 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_crash_mid_prune, setup,
 						teardown),
-		cmocka_unit_test_setup_teardown(test_default_policy, setup,
-						teardown),
+		cmocka_unit_test_setup_teardown(test_policy_after_first_record,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_prune, setup,
 						teardown),
 	};
