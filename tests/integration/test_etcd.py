@@ -118,15 +118,18 @@ class Etcd:
 
 
 class EtcdNode(h.Node):
-    def __init__(self, name, etcd):
+    def __init__(self, name, etcd, endpoints=None, auth=None):
         self.port = free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         yml = ("http:\n  addr: 127.0.0.1:%d\n"
                "lease:\n  type: etcd\n  candidate: true\n"
                "  advertise-url: %s\n  hostname: %s\n"
                "  etcd:\n    endpoints: [%s]\n    prefix: %s\n"
-               "    ttl: %ds\n" % (self.port, self.url, name, etcd.url,
+               "    ttl: %ds\n" % (self.port, self.url, name,
+                                   ", ".join(endpoints or [etcd.url]),
                                    PREFIX, int(TTL)))
+        if auth:
+            yml += "    username: %s\n    password: %s\n" % auth
         super().__init__(name=name, log_level="info", extra_yml=yml)
 
     def fuse_conn(self):
@@ -650,9 +653,55 @@ def bench_failover(nodes, etcd):
     converge_and_check(nodes, w)
 
 
+def case_auth(nodes, etcd):
+    """etcd with authentication on; the first endpoint listed is dead (the
+    client fails over); a node with a wrong password takes no part."""
+    def ctl(*args):
+        r = subprocess.run(["etcdctl", "--endpoints", etcd.url] +
+                           list(args), capture_output=True, text=True,
+                           timeout=30, env=dict(os.environ, ETCDCTL_API="3"))
+        check(r.returncode == 0, "etcdctl %s: %s%s" % (" ".join(args),
+                                                       r.stdout, r.stderr))
+    check(shutil.which("etcdctl") is not None,
+          "etcdctl is missing (package etcd-client)")
+    ctl("user", "add", "root:rootpw")
+    ctl("user", "add", "ltx:ltxpw")
+    ctl("role", "add", "ltx")
+    ctl("role", "grant-permission", "ltx", "--prefix=true", "readwrite",
+        PREFIX)
+    ctl("user", "grant-role", "ltx", "ltx")
+    ctl("auth", "enable")
+    dead = "http://127.0.0.1:%d" % free_port()
+    good = [EtcdNode("a%d" % i, etcd, [dead, etcd.url], ("ltx", "ltxpw"))
+            for i in range(2)]
+    bad = EtcdNode("bad", etcd, [dead, etcd.url], ("ltx", "wrong"))
+    nodes.extend(good + [bad])
+    for n in good + [bad]:
+        n.start()
+    p = wait_one_primary(good, 20)
+    c = h.connect(p.path(DB))
+    c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, at TEXT)")
+    c.close()
+    wait_synced(good, 30)
+    wait_for(lambda: "refused user" in bad.log_text(), 10,
+             "the node with a wrong password to log the refusal")
+    check(bad.role() == "replica" and not bad.info().get("cluster"),
+          "the node with a wrong password joined: %r" % bad.info())
+    print("auth: %s is primary through the second endpoint; the node with "
+          "a wrong password stays out" % p.name)
+    t0 = time.monotonic()
+    p.proc.send_signal(signal.SIGTERM)
+    q = wait_one_primary([n for n in good if n is not p], 10)
+    print("auth: handoff to %s in %.2f s" % (q.name, time.monotonic() - t0))
+    p.wait_exit(60)
+    for n in [q, bad]:
+        n.stop()
+
+
 CASES = {"failover": case_failover, "sigstop": case_sigstop,
          "etcd-down": case_etcd_down, "shutdown": case_shutdown,
-         "diverge": case_diverge, "bench-failover": bench_failover}
+         "diverge": case_diverge, "bench-failover": bench_failover,
+         "auth": case_auth}
 
 
 def run():
@@ -664,7 +713,8 @@ def run():
     nodes = []
     try:
         etcd.start()
-        nodes = [EtcdNode("n%d" % i, etcd) for i in range(3)]
+        if case != "auth":
+            nodes = [EtcdNode("n%d" % i, etcd) for i in range(3)]
         CASES[case](nodes, etcd)
     except BaseException:
         for n in nodes:
