@@ -199,6 +199,42 @@ static void at_exit(void)
 	cleanup_all();
 }
 
+/* Prints the load average and how busy the machine's CPUs were (all
+ * processes, /proc/stat) since the previous call: the machine is shared. */
+static void print_load(const char *when)
+{
+	static unsigned long long prev_busy, prev_total;
+	unsigned long long v[8] = {0}, busy, total = 0;
+	char la[128] = "?";
+	FILE *f = fopen("/proc/loadavg", "r");
+
+	if (f) {
+		if (!fgets(la, sizeof(la), f))
+			snprintf(la, sizeof(la), "?\n");
+		fclose(f);
+	}
+	f = fopen("/proc/stat", "r");
+	if (f) {
+		if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu",
+			   &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6],
+			   &v[7]) != 8)
+			memset(v, 0, sizeof(v));
+		fclose(f);
+	}
+	for (int i = 0; i < 8; i++)
+		total += v[i];
+	busy = total - v[3] - v[4]; /* minus idle and iowait */
+	if (prev_total && total > prev_total)
+		printf("machine %s: CPUs busy %.0f%% since the last mark; "
+		       "loadavg %s", when, 100.0 * (double)(busy - prev_busy) /
+		       (double)(total - prev_total), la);
+	else
+		printf("machine %s: loadavg %s", when, la);
+	prev_busy = busy;
+	prev_total = total;
+	fflush(stdout);
+}
+
 /* ---- nodes ------------------------------------------------------------ */
 
 /* A free TCP port on 127.0.0.1 (asked from the kernel, then released). */
@@ -1052,6 +1088,7 @@ int main(int argc, char **argv)
 	if (mkdir(native, 0755) < 0)
 		bench_fail("mkdir %s: %s", native, strerror(errno));
 	printf("scratch: %s; ltxfs: %s\n", root, ltxfs_bin);
+	print_load("at start");
 
 	if (strcmp(only, "all") == 0 || strcmp(only, "lag") == 0 ||
 	    strcmp(only, "throughput") == 0) {
@@ -1061,8 +1098,10 @@ int main(int argc, char **argv)
 		r2 = node_new("r2", pa);
 		node_start(r1);
 		node_start(r2);
-		if (strcmp(only, "throughput") != 0)
+		if (strcmp(only, "throughput") != 0) {
 			bench_lag(pa, r1);
+			print_load("after lag");
+		}
 		if (strcmp(only, "lag") != 0) {
 			pb = node_new("pb", NULL);
 			node_start(pb);
@@ -1073,13 +1112,16 @@ int main(int argc, char **argv)
 			       "%ld KiB\n", node_hwm_kib(pa), node_hwm_kib(r1),
 			       node_hwm_kib(r2), node_hwm_kib(pb));
 			node_stop(pb);
+			print_load("after throughput");
 		}
 		node_stop(r2);
 		node_stop(r1);
 		node_stop(pa);
 	}
-	if (strcmp(only, "all") == 0 || strcmp(only, "catchup") == 0)
+	if (strcmp(only, "all") == 0 || strcmp(only, "catchup") == 0) {
 		bench_catchup();
+		print_load("after catch-up");
+	}
 	else if (strcmp(only, "lag") != 0 && strcmp(only, "throughput") != 0)
 		bench_fail("usage: bench_repl [all|lag|throughput|catchup]");
 	return 0;
