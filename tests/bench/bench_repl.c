@@ -15,8 +15,12 @@
  *     DELETE+FULL, interleaved with native SQLite on the same disk.
  *  3. catch-up: a fresh replica (empty data dir) of a primary that holds
  *     a LTXFS_BENCH_CATCHUP_MB (1024) MiB database of random blobs, from
- *     starting the daemon until its position equals the primary's; peak
- *     RSS (VmHWM) of both daemons.
+ *     starting the daemon until its position equals the primary's, once
+ *     from the primary's log records and once from a snapshot (primary
+ *     restarted with a log cap that prunes its log); peak RSS (VmHWM)
+ *     and CPU time of both daemons.
+ *
+ * Usage: bench_repl [all|lag|throughput|catchup]
  *
  * Runs per measurement: LTXFS_BENCH_RUNS (default 3), medians reported.
  * Every daemon is stopped and every mount removed at exit, after a
