@@ -14,7 +14,8 @@
  * request, then advanced by every record sent) with the database's:
  *   equal                          nothing to send;
  *   replica behind, and its position is a record of our log with the same
- *   post-apply checksum           the next log record (raw bytes);
+ *   post-apply checksum (or, that record pruned by retention, the next
+ *   one's pre-apply checksum)      the next log record (raw bytes);
  *   replica at 0 and the log starts at TXID 1: the first record;
  *   otherwise (too far behind for retention, ahead, or diverged: same
  *   TXID, other checksum)          a snapshot, with a log line naming
@@ -259,6 +260,27 @@ static int send_snapshot(struct sub *s, struct sub_db *d, fs_db *db,
 	return 0;
 }
 
+/* Retention may have removed the record that ends at the replica's
+ * position while keeping the next one: that one's pre-apply checksum
+ * proves the position as well. -ENOENT when it is not kept either. */
+static int next_pre_apply(fs_log *log, uint64_t txid, uint64_t *out)
+{
+	fs_log_iter *it = NULL;
+	ltx_header h;
+	uint64_t off, len;
+	int fd, rc = fs_log_iter_open(log, txid, &it);
+
+	if (rc == 0)
+		rc = fs_log_iter_next(it, &fd, &off, &len, &h);
+	fs_log_iter_free(it);
+	if (rc < 0)
+		return rc;
+	if (rc == 0 || h.min_txid != txid + 1 || ltx_header_is_snapshot(&h))
+		return -ENOENT;
+	*out = h.pre_apply_checksum;
+	return 0;
+}
+
 /* Decides what to send this database's replica copy; 1 when a record was
  * started, 0 when it is up to date, <0 on error. */
 static int scan_db(struct sub *s, fs_db *db)
@@ -296,6 +318,8 @@ static int scan_db(struct sub *s, fs_db *db)
 			else if (rc >= 0)
 				rc = -ENOENT;
 			fs_log_iter_free(probe);
+			if (rc == -ENOENT)
+				rc = next_pre_apply(log, d->pos.txid, &post);
 			if (rc == -ENOENT)
 				return send_snapshot(s, d, db, "its position "
 						     "is older than the records "

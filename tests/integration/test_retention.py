@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Retention: a replica behind the primary's retention gets a snapshot.
 
-    test_retention.py [delete|wal] [bytes|age]
+    test_retention.py [delete|wal] [bytes|age|boundary]
 
 A primary and a replica (static lease, HTTP on 127.0.0.1 ports). The
 replica catches up record by record and is stopped. Then, with "bytes",
@@ -14,6 +14,10 @@ end at the primary's position with a byte-identical database file, pass
 integrity_check, and keep following record by record afterwards. Last,
 both stop, `ltxfs verify` passes on the pruned log, and the primary
 reopens the pruned log at the same position.
+
+"boundary": the replica's own record is pruned but the next one is kept;
+the next record's pre-apply checksum proves the replica's position, so it
+catches up by records, not by a snapshot.
 
 The 2-node setup is written here (on ltxfs_harness.Node) so this test does
 not depend on the general cluster harness.
@@ -311,13 +315,65 @@ def run(mode, policy):
                                    m.group(1)))
 
 
+def run_boundary(mode):
+    """The replica's record is pruned but the next one is kept: the next
+    record's pre-apply checksum proves the position, so the replica gets
+    records, not a snapshot. With an 8 KiB cap segments roll at 4 KiB, so
+    each record of a 6000-byte random row is a segment of its own and
+    only the last one is kept."""
+    p = RNode("primary", data_yml="  retention-bytes: 8192\n")
+    r = RNode("replica", primary_url=p.url)
+    p.start()
+    r.start()
+    rid = r.node_id()
+    label = '{db="%s"}' % DB
+    snap_re = r"sending replica %s a snapshot" % rid
+
+    c = h.connect(p.path(DB))
+    c.execute("PRAGMA journal_mode=%s" % mode)
+    c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)")
+    write_rows(c, 3, 6000)
+    at = wait_synced(p, r, "first catch-up")
+    wait_for(lambda: p.metric("ltxfs_log_first_txid" + label) == at[0],
+             10, "primary's log down to its last record (TXID %d)" % at[0])
+    r.stop()
+    snaps = p.log_count(snap_re)
+    write_rows(c, 1, 6000)
+    wait_for(lambda: p.metric("ltxfs_log_first_txid" + label) == at[0] + 1,
+             10, "primary's log down to TXID %d" % (at[0] + 1))
+    check(p.first_segment(DB) == at[0] + 1, "first segment %d, want %d"
+          % (p.first_segment(DB), at[0] + 1))
+
+    r.start()
+    wait_synced(p, r, "catch-up from the next record")
+    check(p.log_count(snap_re) == snaps, "the primary sent a snapshot to a "
+          "replica whose position the next record proves:\n%s"
+          % "\n".join(p.log_text().splitlines()[-5:]))
+    check((r.metric("ltxfs_records_applied_total") or 0) >= 1 and
+          (r.metric("ltxfs_snapshots_applied_total") or 0) == 0,
+          "replica did not catch up by records alone")
+    write_rows(c, 2, 6000)
+    wait_synced(p, r, "records after that")
+    if mode == "delete":
+        check(file_digest(p.path(DB)) == file_digest(r.path(DB)),
+              "replica's database file differs from the primary's")
+    c.close()
+    r.stop()
+    p.stop()
+    log("boundary: replica at %d, log started at %d; caught up by records"
+        % (at[0], at[0] + 1))
+
+
 def main():
     mode = sys.argv[1] if len(sys.argv) > 1 else "delete"
     policy = sys.argv[2] if len(sys.argv) > 2 else "bytes"
     check(mode in ("delete", "wal"), "mode: delete or wal, not %r" % mode)
-    check(policy in ("bytes", "age"), "policy: bytes or age, not %r"
-          % policy)
-    run(mode, policy)
+    check(policy in ("bytes", "age", "boundary"), "policy: bytes, age or "
+          "boundary, not %r" % policy)
+    if policy == "boundary":
+        run_boundary(mode)
+    else:
+        run(mode, policy)
 
 
 if __name__ == "__main__":
