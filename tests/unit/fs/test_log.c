@@ -499,8 +499,10 @@ static void test_policy_after_first_record(void **state)
 
 /* One appender, one pruner, one reader at once (run under ASan/UBSan in
  * CI): the reader only ever sees contiguous, readable records, and when
- * its records are pruned it is told so (-ENOENT) and starts again from the
- * first record kept, as a stream would after sending a snapshot. */
+ * its records are pruned (it waits for that after each record, reading on
+ * from the removed segment's fd) it is told so (-ENOENT) and starts again
+ * from the first record kept, as a stream would after sending a
+ * snapshot. */
 struct race {
 	env *e;
 	atomic_int done;
@@ -534,7 +536,6 @@ static void *race_reader(void *arg)
 	uint64_t after = 0;
 	unsigned rounds = 0;
 
-	/* Slower than the appender: it falls behind the retention. */
 	while (!atomic_load(&ra->done) && rounds < 3000) {
 		fs_log_iter *it = NULL;
 		int fd, rc;
@@ -554,7 +555,16 @@ static void *race_reader(void *arg)
 				ra->fail = 3;
 			after = h.max_txid;
 			ra->records++;
-			pause_us(20000);
+			/* Fall behind: wait (up to 5 s) until the next
+			 * record is pruned, then read on. */
+			for (int w = 0; w < 5000 && !atomic_load(&ra->done);
+			     w++) {
+				fs_log_stats st;
+				fs_log_get_stats(ra->e->log, &st);
+				if (st.first_txid > after + 1)
+					break;
+				pause_us(1000);
+			}
 			if (atomic_load(&ra->done))
 				break;
 		}
