@@ -233,10 +233,13 @@ class Writer(threading.Thread):
         if conn:
             conn.close()
 
-    def first_ack_after(self, t, name=None):
+    def first_ack_after(self, t, other_than=None):
+        """The first ack after t from a node other than other_than (a
+        write in flight when that node was killed may still be acked
+        just after t)."""
         with self.lock:
             for a in self.acks:
-                if a[2] > t and (name is None or a[1] == name):
+                if a[2] > t and a[1] != other_than:
                     return a
         return None
 
@@ -413,7 +416,7 @@ def case_failover(nodes, etcd):
     wait_for(lambda: len(w.acks) >= 50, 30, "50 writes on the primary")
     t0 = time.monotonic()
     p.kill9()
-    a = wait_for(lambda: w.first_ack_after(t0), TTL + 10,
+    a = wait_for(lambda: w.first_ack_after(t0, p.name), TTL + 10,
                  "a write accepted by a new primary")
     took = a[2] - t0
     print("failover: kill -9 of %s to the first write accepted by %s: "
@@ -549,7 +552,7 @@ def case_shutdown(nodes, etcd):
     t0 = time.monotonic()
     p.proc.send_signal(signal.SIGTERM)
     w.paused.clear()
-    a = wait_for(lambda: w.first_ack_after(t0), 10,
+    a = wait_for(lambda: w.first_ack_after(t0, p.name), 10,
                  "a write on a new primary")
     took = a[2] - t0
     print("shutdown: SIGTERM of %s to the first write on %s: %.2f s"
@@ -632,7 +635,7 @@ def bench_failover(nodes, etcd):
                          "%s ready" % n.name)
         t0 = time.monotonic()
         p.kill9()
-        a = wait_for(lambda: w.first_ack_after(t0), TTL + 20,
+        a = wait_for(lambda: w.first_ack_after(t0, p.name), TTL + 20,
                      "a write on a new primary")
         took.append(a[2] - t0)
         print("trial %d: %.2f s (%s -> %s)" % (i + 1, a[2] - t0, p.name,
@@ -698,10 +701,39 @@ def case_auth(nodes, etcd):
         n.stop()
 
 
+def case_other_cluster(nodes, etcd):
+    """A node whose data directory belongs to another cluster is refused:
+    it logs why, stays read-only and never takes the lease."""
+    a, b = nodes[0], nodes[1]
+    del nodes[2:]
+    with open(os.path.join(b.data, "cluster.id"), "w") as f:
+        f.write("0123456789abcdef\n")
+    a.start()
+    wait_one_primary([a], 20)
+    b.start()
+    wait_for(lambda: "refusing to take part" in b.log_text(), 10,
+             "the node of another cluster to be refused")
+    a.stop()                      # the key goes: b must not take it
+    time.sleep(TTL + 1)
+    check(b.role() == "replica", "the node of another cluster became %s"
+          % b.role())
+    try:
+        c = h.connect(b.path(DB), timeout=1.0)
+        c.execute("CREATE TABLE x(a)")
+        c.close()
+        raise TestFailure("a write on the refused node succeeded")
+    except sqlite3.Error as e:
+        print("other-cluster: write on the refused node failed: %s" % e)
+    print("other-cluster: %s" % [ln.split("  ", 1)[-1] for ln in
+                                 b.log_text().splitlines()
+                                 if "refusing to take part" in ln][0])
+    b.stop()
+
+
 CASES = {"failover": case_failover, "sigstop": case_sigstop,
          "etcd-down": case_etcd_down, "shutdown": case_shutdown,
          "diverge": case_diverge, "bench-failover": bench_failover,
-         "auth": case_auth}
+         "auth": case_auth, "other-cluster": case_other_cluster}
 
 
 def run():
