@@ -290,7 +290,7 @@ static int scan_db(struct sub *s, fs_db *db)
 	ltx_pos p = fs_db_pos(db);
 	fs_log *log = fs_db_log(db);
 	ltx_header h;
-	uint64_t off, len, post;
+	uint64_t off, len, post = 0;
 	int fd, rc;
 
 	if (!d)
