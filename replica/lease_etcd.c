@@ -58,6 +58,7 @@
 #define WATCHDOG_MS 20
 #define WATCH_MAX_MS 5000        /* re-read the key at least this often */
 #define RETRY_MS 250
+#define DRAIN_MS 1000            /* clean stop: wait for replicas */
 #define NS_PER_MS 1000000LL
 
 enum lstate { L_FOLLOW, L_PRIMARY, L_FENCED, L_REFUSED };
@@ -538,6 +539,45 @@ int rep_lease_start(rep_lease *l)
 	return 0;
 }
 
+/* A clean stop (l->mu held): no new writes, then up to DRAIN_MS for every
+ * connected replica to have received every transaction, streams still
+ * open, before the lease goes. */
+static void drain(rep_lease *l)
+{
+	rep_node *n = l->n;
+	int64_t end = lib_clock_monotonic_ns() + DRAIN_MS * NS_PER_MS;
+	int want = 0, got = 0;
+
+	if (n->mount)
+		fs_mount_set_role(n->mount, true, "");
+	pthread_mutex_lock(&n->mu);
+	n->draining = true;
+	n->drain_gen = n->gen;
+	pthread_cond_broadcast(&n->cond);
+	for (;;) {
+		struct timespec ts;
+		want = atomic_load(&n->m.replicas);
+		got = n->drained;
+		if (got >= want || lib_clock_monotonic_ns() >= end)
+			break;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 20 * NS_PER_MS;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&n->cond, &n->mu, &ts);
+	}
+	pthread_mutex_unlock(&n->mu);
+	if (got < want)
+		log_warn("stopping: %d of %d replicas confirmed every "
+			 "transaction within %d ms; the others may miss the last "
+			 "ones", got, want, DRAIN_MS);
+	else
+		log_info("stopping: every replica (%d) has every transaction",
+			 want);
+}
+
 void rep_lease_stop(rep_lease *l)
 {
 	int64_t id = 0;
@@ -549,6 +589,8 @@ void rep_lease_stop(rep_lease *l)
 	pthread_join(l->dog, NULL);
 	l->started = false;
 	pthread_mutex_lock(&l->mu);
+	if (l->state == L_PRIMARY)
+		drain(l);
 	if (l->state == L_PRIMARY || l->state == L_FENCED) {
 		to_readonly(l, L_FENCED, "shutting down");
 		id = l->lease_id;

@@ -67,6 +67,12 @@ struct rep_node {
 	_Atomic int64_t write_deadline_ns; /* etcd lease: CLOCK_BOOTTIME;
 					    * 0: none (static) */
 	struct rep_lease *lease; /* etcd lease, or NULL (static) */
+	/* A stopping primary, read-only already, waits for its replicas:
+	 * streams that found nothing to send since drain_gen count in
+	 * drained (stream_srv.c). */
+	bool draining;
+	uint64_t drain_gen;
+	int drained;
 
 	pthread_t client;
 	bool client_started;

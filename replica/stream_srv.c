@@ -68,6 +68,7 @@ struct sub {
 	int flip_at;             /* byte of this record to corrupt, or -1 */
 	uint64_t gen;            /* commit generation last scanned */
 	uint64_t epoch;
+	bool drained;            /* counted in rep_node.drained */
 };
 
 static struct sub_db *sub_db_get(struct sub *s, const char *name)
@@ -104,6 +105,11 @@ static void sub_free(void *cls)
 {
 	struct sub *s = cls;
 
+	if (s->drained) {
+		pthread_mutex_lock(&s->n->mu);
+		s->n->drained--;
+		pthread_mutex_unlock(&s->n->mu);
+	}
 	end_record(s);
 	for (size_t i = 0; i < s->ndbs; i++)
 		fs_log_iter_free(s->dbs[i].it);
@@ -434,6 +440,16 @@ static int produce(struct sub *s)
 			return c.rc;
 		if (c.rc == 1)
 			return 0;
+		/* Nothing to send since commit generation gen: a stop that
+		 * drains (rep_node.draining) counts this replica as having
+		 * everything. */
+		pthread_mutex_lock(&n->mu);
+		if (n->draining && gen >= n->drain_gen && !s->drained) {
+			s->drained = true;
+			n->drained++;
+			pthread_cond_broadcast(&n->cond);
+		}
+		pthread_mutex_unlock(&n->mu);
 		if (!s->ready_sent) {
 			emit(s, REP_FRAME_READY, NULL, 0);
 			s->ready_sent = true;
