@@ -147,15 +147,24 @@ void fs_db_wait_unfrozen_locked(fs_db *db, bool txn_open)
 		pthread_cond_wait(&db->cond, &db->mu);
 }
 
+/* Records the pending frames for fs_db_wal_pending (apply_mu held). */
+static void note_pending(fs_db *db)
+{
+	__atomic_store_n(&db->wal_pending,
+			 db->walidx ? fs_walidx_pending(db->walidx) : 0,
+			 __ATOMIC_RELAXED);
+}
+
+/* Never waits for apply_mu: an apply may hold it for as long as it waits
+ * for local readers (up to the apply timeout), and /metrics must answer
+ * meanwhile; the count as of the last apply is given then. */
 uint32_t fs_db_wal_pending(fs_db *db)
 {
-	uint32_t n = 0;
-
-	pthread_mutex_lock(&db->apply_mu);
-	if (db->walidx)
-		n = fs_walidx_pending(db->walidx);
-	pthread_mutex_unlock(&db->apply_mu);
-	return n;
+	if (pthread_mutex_trylock(&db->apply_mu) == 0) {
+		note_pending(db);
+		pthread_mutex_unlock(&db->apply_mu);
+	}
+	return __atomic_load_n(&db->wal_pending, __ATOMIC_RELAXED);
 }
 
 void fs_db_apply_checkpoint(fs_db *db)
@@ -165,6 +174,7 @@ void fs_db_apply_checkpoint(fs_db *db)
 	pthread_mutex_lock(&db->apply_mu);
 	if (db->walidx && fs_walidx_pending(db->walidx) > 0)
 		fs_walidx_checkpoint(db->walidx, false, &done);
+	note_pending(db);
 	pthread_mutex_unlock(&db->apply_mu);
 }
 
@@ -699,6 +709,7 @@ int fs_db_apply_ltx(fs_db *db, int fd, uint64_t off, uint64_t len,
 			  " (%" PRIu64 " bytes, commit %" PRIu32 ")", db->name,
 			  a.hdr.min_txid, a.hdr.max_txid, len, a.hdr.commit);
 out:
+	note_pending(db);
 	pthread_mutex_unlock(&db->apply_mu);
 	if (rc == 0 && db->opts.on_commit)
 		db->opts.on_commit(db->opts.commit_ctx, db, fs_db_pos(db));
@@ -849,6 +860,7 @@ void fs_db_release_apply(fs_db *db)
 		db->walidx = NULL;
 	}
 	close_lock_fd(db);
+	note_pending(db);
 	pthread_mutex_unlock(&db->apply_mu);
 }
 

@@ -104,6 +104,8 @@ struct fs_db {
 	pthread_mutex_t apply_mu;
 	int lock_fd;            /* the database opened through the mount */
 	struct fs_walidx *walidx;
+	uint32_t wal_pending;   /* walidx's pending frames when apply_mu was
+				 * last let go (__atomic: read without it) */
 	bool need_snapshot;     /* a record failed to apply: ask for one */
 	bool apply_unclean;     /* the WAL kept frames at close */
 };

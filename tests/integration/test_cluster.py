@@ -868,6 +868,47 @@ def wal_long_reader():
         cl.stop()
 
 
+def rollback_reader():
+    """A reader on a rollback-mode replica holds a read transaction: the
+    apply of a new commit waits for it (SQLite's EXCLUSIVE lock), the
+    reader keeps its snapshot, /metrics still answers at once and shows
+    the lag, and the apply goes through as soon as the reader ends."""
+    t = Timer()
+    with Cluster(2) as cl:
+        cl.start()
+        db = "rb.db"
+        simple_txns(cl.primary.path(db), 5, mode="DELETE")
+        check_identical(cl, db)
+        r = cl.replicas[0]
+        rc = ro_connect(r.path(db))
+        rc.execute("BEGIN")
+        n0 = one(rc, "SELECT count(*) FROM t")
+        pos0 = r.pos(db)
+        simple_txns(cl.primary.path(db), 3, start=5)
+        want = cl.primary.pos(db)
+        r.wait_log(r"db=rb\.db: apply waits for", 5)
+        t.lap("the apply waits for the reader")
+        t0 = time.monotonic()
+        m = r.metrics()
+        took = time.monotonic() - t0
+        log("  /metrics answered in %.3fs during the wait" % took)
+        check(took < 2, "/metrics took %.1fs while an apply waited" % took)
+        check(m.get('ltxfs_replication_lag_txids{db="rb.db"}', 0) >= 1,
+              "no lag shown: %s" % {k: v for k, v in m.items()
+                                    if "rb.db" in k})
+        check(r.pos(db) == pos0, "the replica moved under the reader")
+        check(one(rc, "SELECT count(*) FROM t") == n0, "snapshot changed")
+        rc.execute("COMMIT")
+        rc.close()
+        t0 = time.monotonic()
+        wait_for(lambda: r.pos(db) == want, 5, "the apply after the "
+                 "reader ended", interval=0.02)
+        t.lap("applied %.2fs after the reader ended"
+              % (time.monotonic() - t0))
+        check_identical(cl, db)
+        cl.stop()
+
+
 # -- 8. export and import ---------------------------------------------------
 
 def export_import():
@@ -941,6 +982,7 @@ CASES = {
     "big-txn": big_txn,
     "snapshot-1g": snapshot_1g,
     "wal-long-reader": wal_long_reader,
+    "rollback-reader": rollback_reader,
     "export-import": export_import,
 }
 for _m in MODES:
