@@ -12,6 +12,7 @@
 #ifndef REPLICA_LEASE_H
 #define REPLICA_LEASE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct rep_node;
@@ -21,5 +22,14 @@ int rep_lease_new(struct rep_node *n, rep_lease **out);
 int rep_lease_start(rep_lease *l);
 void rep_lease_stop(rep_lease *l);
 void rep_lease_free(rep_lease *l);
+
+/* POST /handoff on the primary: no new writes, every connected replica
+ * gets every transaction (up to 1 s), then the lease goes; with to != 0
+ * only that node may take it for one TTL (<prefix>/handoff). Returns an
+ * HTTP status and a one-line message in msg. */
+unsigned rep_lease_handoff(rep_lease *l, uint64_t to, char *msg, size_t len);
+/* POST /promote on a replica: asks the primary to hand off to this node
+ * and waits (up to 5 s) until it is primary. */
+unsigned rep_lease_promote(rep_lease *l, char *msg, size_t len);
 
 #endif

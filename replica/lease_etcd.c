@@ -50,6 +50,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
 #include "etcd.h"
 #include "lib/clock.h"
 #include "lib/log.h"
@@ -66,7 +68,7 @@ enum lstate { L_FOLLOW, L_PRIMARY, L_FENCED, L_REFUSED };
 struct rep_lease {
 	rep_node *n;
 	rep_etcd *etcd;
-	char *key_primary, *key_cluster;
+	char *key_primary, *key_cluster, *key_handoff;
 	int64_t ttl_s;
 	int64_t margin_ns;
 	atomic_bool stop;        /* also cancels a watch */
@@ -78,6 +80,7 @@ struct rep_lease {
 	int64_t lease_id;        /* ours, 0 none */
 	int64_t epoch;           /* of the key we hold or follow */
 	int64_t deadline_ns;     /* PRIMARY: CLOCK_BOOTTIME */
+	int64_t no_acquire_ns;   /* after a handoff: CLOCK_MONOTONIC */
 	char *following;         /* url of the primary we follow */
 };
 
@@ -296,6 +299,29 @@ static bool parse_primary(const rep_etcd_kv *kv, char *url, size_t cap,
 	return ok;
 }
 
+/* Key absent: false while a handoff names another node (or this node
+ * just handed off). */
+static bool may_acquire(rep_lease *l)
+{
+	rep_etcd_kv kv = {0};
+	uint64_t to = 0;
+	bool ok = true;
+
+	pthread_mutex_lock(&l->mu);
+	if (l->no_acquire_ns && lib_clock_monotonic_ns() < l->no_acquire_ns)
+		ok = false;
+	pthread_mutex_unlock(&l->mu);
+	if (!ok)
+		return false;
+	if (rep_etcd_get(l->etcd, l->key_handoff, 2000, &kv, NULL) < 0)
+		return false;
+	if (kv.found && parse_hex64(kv.value, &to) == 0 &&
+	    to != l->n->o.node_id)
+		ok = false;
+	rep_etcd_kv_clear(&kv);
+	return ok;
+}
+
 /* FOLLOW, key absent: grant, create-if-absent. */
 static void try_acquire(rep_lease *l)
 {
@@ -341,6 +367,15 @@ static void try_acquire(rep_lease *l)
 	pthread_mutex_unlock(&l->mu);
 	log_info("acquired the lease: epoch %" PRId64 ", TTL %" PRId64 " s",
 		 kv.create_rev, ttl);
+	{
+		rep_etcd_kv h = {0};
+		bool gone;
+		if (rep_etcd_get(l->etcd, l->key_handoff, 2000, &h, NULL) == 0 &&
+		    h.found)
+			rep_etcd_delete_if(l->etcd, l->key_handoff,
+					   h.create_rev, 2000, &gone);
+		rep_etcd_kv_clear(&h);
+	}
 	rep_etcd_kv_clear(&kv);
 }
 
@@ -371,7 +406,7 @@ static void follow_step(rep_lease *l)
 		return;
 	}
 	if (!kv.found) {
-		if (n->o.candidate) {
+		if (n->o.candidate && may_acquire(l)) {
 			try_acquire(l);
 			pthread_mutex_lock(&l->mu);
 			rc = l->state == L_FOLLOW;
@@ -496,12 +531,14 @@ int rep_lease_new(rep_node *n, rep_lease **out)
 		plen--;
 	l->key_primary = malloc(plen + 16);
 	l->key_cluster = malloc(plen + 16);
-	if (!l->key_primary || !l->key_cluster) {
+	l->key_handoff = malloc(plen + 16);
+	if (!l->key_primary || !l->key_cluster || !l->key_handoff) {
 		rep_lease_free(l);
 		return -ENOMEM;
 	}
 	snprintf(l->key_primary, plen + 16, "%.*s/primary", (int)plen, prefix);
 	snprintf(l->key_cluster, plen + 16, "%.*s/cluster", (int)plen, prefix);
+	snprintf(l->key_handoff, plen + 16, "%.*s/handoff", (int)plen, prefix);
 	l->ttl_s = (n->o.etcd_ttl_ms + 999) / 1000;
 	if (l->ttl_s < 1)
 		l->ttl_s = 1;
@@ -609,6 +646,136 @@ void rep_lease_stop(rep_lease *l)
 	}
 }
 
+unsigned rep_lease_handoff(rep_lease *l, uint64_t to, char *msg, size_t len)
+{
+	int64_t id, hid = 0, ttl = 0;
+	char buf[32];
+	rep_etcd_kv kv = {0};
+	bool created = false;
+	int64_t t0 = lib_clock_monotonic_ns();
+
+	if (!l) {
+		snprintf(msg, len, "handoff needs lease.type etcd");
+		return 409;
+	}
+	pthread_mutex_lock(&l->mu);
+	if (l->state != L_PRIMARY) {
+		pthread_mutex_unlock(&l->mu);
+		snprintf(msg, len, "this node is not the primary");
+		return 409;
+	}
+	if (to) {
+		/* Only `to` may take the key for one TTL. */
+		snprintf(buf, sizeof(buf), "%016" PRIx64, to);
+		if (rep_etcd_grant(l->etcd, l->ttl_s, 2000, &hid, &ttl) < 0 ||
+		    rep_etcd_create(l->etcd, l->key_handoff, buf, hid, 2000,
+				    &created, &kv) < 0 || !created) {
+			pthread_mutex_unlock(&l->mu);
+			rep_etcd_kv_clear(&kv);
+			if (hid)
+				rep_etcd_revoke(l->etcd, hid, 2000);
+			snprintf(msg, len, "etcd: cannot record the handoff "
+				 "(another one under way, or etcd unreachable)");
+			return 503;
+		}
+		rep_etcd_kv_clear(&kv);
+	}
+	drain(l);
+	id = l->lease_id;
+	to_readonly(l, L_FOLLOW, "handing off");
+	l->lease_id = 0;
+	l->no_acquire_ns = lib_clock_monotonic_ns() + l->ttl_s * 1000000000LL;
+	pthread_mutex_unlock(&l->mu);
+	rep_etcd_revoke(l->etcd, id, 2000);
+	log_info("handed the lease of epoch %" PRId64 " off%s%s after %" PRId64
+		 " ms", l->epoch, to ? " to " : "", to ? buf : "",
+		 (int64_t)((lib_clock_monotonic_ns() - t0) / NS_PER_MS));
+	snprintf(msg, len, "handed off%s%s\n", to ? " to " : "", to ? buf : "");
+	return 200;
+}
+
+struct promote_ans {
+	char body[256];
+	size_t len;
+};
+
+static size_t promote_body(char *data, size_t size, size_t nmemb, void *ctx)
+{
+	struct promote_ans *a = ctx;
+	size_t n = size * nmemb, take = sizeof(a->body) - 1 - a->len;
+
+	if (take > n)
+		take = n;
+	memcpy(a->body + a->len, data, take);
+	a->len += take;
+	a->body[a->len] = '\0';
+	return n;
+}
+
+unsigned rep_lease_promote(rep_lease *l, char *msg, size_t len)
+{
+	rep_node *n = l ? l->n : NULL;
+	struct promote_ans ans = {{0}, 0};
+	struct curl_slist *hdrs = NULL;
+	char url[1200], auth[600];
+	long status = 0;
+	CURL *c;
+
+	if (!l) {
+		snprintf(msg, len, "promote needs lease.type etcd");
+		return 409;
+	}
+	if (rep_node_is_primary(n)) {
+		snprintf(msg, len, "already the primary\n");
+		return 200;
+	}
+	if (!n->o.candidate) {
+		snprintf(msg, len, "lease.candidate is false on this node");
+		return 409;
+	}
+	pthread_mutex_lock(&n->mu);
+	snprintf(url, sizeof(url), "%s/handoff?to=%016" PRIx64,
+		 n->primary_url ? n->primary_url : "", n->o.node_id);
+	pthread_mutex_unlock(&n->mu);
+	if (strncmp(url, "/handoff", 8) == 0) {
+		snprintf(msg, len, "the primary is not known yet");
+		return 503;
+	}
+	c = curl_easy_init();
+	if (!c)
+		return 500;
+	if (n->o.token[0]) {
+		snprintf(auth, sizeof(auth), "Authorization: Bearer %s",
+			 n->o.token);
+		hdrs = curl_slist_append(hdrs, auth);
+	}
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, promote_body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &ans);
+	if (curl_easy_perform(c) == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_slist_free_all(hdrs);
+	curl_easy_cleanup(c);
+	if (status != 200) {
+		snprintf(msg, len, "the primary refused the handoff (%ld): %s",
+			 status, ans.body);
+		return 502;
+	}
+	for (int i = 0; i < 250 && !rep_node_is_primary(n); i++)
+		sleep_ms(l, 20);
+	if (!rep_node_is_primary(n)) {
+		snprintf(msg, len, "the primary handed off, but this node did "
+			 "not become primary within 5 s");
+		return 504;
+	}
+	snprintf(msg, len, "this node is the primary\n");
+	return 200;
+}
+
 void rep_lease_free(rep_lease *l)
 {
 	if (!l)
@@ -617,6 +784,7 @@ void rep_lease_free(rep_lease *l)
 	rep_etcd_free(l->etcd);
 	free(l->key_primary);
 	free(l->key_cluster);
+	free(l->key_handoff);
 	free(l->following);
 	pthread_mutex_destroy(&l->mu);
 	free(l);

@@ -16,6 +16,8 @@
  */
 #include "node_i.h"
 
+#include "lease.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -266,6 +268,35 @@ static enum MHD_Result do_import(rep_node *n, struct MHD_Connection *c,
 	return reply_text(c, MHD_HTTP_OK, "application/json", body);
 }
 
+/* POST /handoff[?to=NODE] (primary), POST /promote (replica): the etcd
+ * lease moves (replica/lease.h). */
+static enum MHD_Result do_lease_move(rep_node *n, struct MHD_Connection *c,
+				     const char *url)
+{
+	const char *to = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND,
+						     "to");
+	uint64_t node = 0;
+	char msg[600], *end;
+	unsigned st;
+
+	if (strcmp(url, "/handoff") == 0) {
+		if (to) {
+			errno = 0;
+			node = strtoull(to, &end, 16);
+			if (strlen(to) != 16 || errno || *end || node == 0)
+				return reply_err(c, MHD_HTTP_BAD_REQUEST,
+						 "to must be a node ID, 16 hex "
+						 "digits");
+		}
+		st = rep_lease_handoff(n->lease, node, msg, sizeof(msg));
+	} else {
+		st = rep_lease_promote(n->lease, msg, sizeof(msg));
+	}
+	if (st == MHD_HTTP_OK)
+		return reply_text(c, st, "text/plain; charset=utf-8", msg);
+	return reply_err(c, st, msg);
+}
+
 static enum MHD_Result handler(void *cls, struct MHD_Connection *c,
 			       const char *url, const char *method,
 			       const char *version, const char *upload,
@@ -360,7 +391,11 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c,
 				 MHD_lookup_connection_value(
 					 c, MHD_GET_ARGUMENT_KIND, "db"),
 				 q);
+	if ((strcmp(url, "/handoff") == 0 || strcmp(url, "/promote") == 0) &&
+	    post)
+		return do_lease_move(n, c, url);
 	if (strcmp(url, "/stream") == 0 || strcmp(url, "/export") == 0 ||
+	    strcmp(url, "/handoff") == 0 || strcmp(url, "/promote") == 0 ||
 	    strcmp(url, "/import") == 0 || strcmp(url, "/info") == 0 ||
 	    strcmp(url, "/metrics") == 0 || strcmp(url, "/healthz") == 0)
 		return reply_err(c, MHD_HTTP_METHOD_NOT_ALLOWED,

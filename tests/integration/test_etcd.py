@@ -729,10 +729,46 @@ def case_other_cluster(nodes, etcd):
     b.stop()
 
 
+def case_promote(nodes, etcd):
+    """POST /promote on a replica under writes: it becomes the primary,
+    the first write on it within 1 s, no acknowledged write lost, the
+    former primary a replica."""
+    p = setup(nodes)
+    q = [n for n in nodes if n is not p][0]
+    w = Writer(nodes)
+    w.start()
+    wait_for(lambda: len(w.acks) >= 30, 30, "30 writes on the primary")
+    wait_for(lambda: q.info() and q.info().get("ready"), 30,
+             "%s ready" % q.name)
+    t0 = time.monotonic()
+    req = urllib.request.Request(q.url + "/promote", data=b"",
+                                 method="POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        body = r.read().decode()
+    check(q.role() == "primary", "%s is %s after /promote (%s)"
+          % (q.name, q.role(), body.strip()))
+    a = wait_for(lambda: w.first_ack_after(t0, p.name), 10,
+                 "a write on the promoted node")
+    took = a[2] - t0
+    print("promote: POST /promote on %s to the first write on %s: %.2f s"
+          % (q.name, a[1], took))
+    check(a[1] == q.name, "the first write went to %s" % a[1])
+    check(took < 1.0, "handoff took %.2f s >= 1 s" % took)
+    wait_for(lambda: p.role() == "replica" and p.info().get("ready"), 30,
+             "%s to be a ready replica" % p.name)
+    wait_for(lambda: len([x for x in w.acks if x[2] > t0]) >= 20, 30,
+             "writes after the handoff")
+    w.stop_ev.set()
+    w.join(30)
+    lost = converge_and_check(nodes, w)
+    check(lost == 0, "the handoff lost %d acknowledged writes" % lost)
+
+
 CASES = {"failover": case_failover, "sigstop": case_sigstop,
          "etcd-down": case_etcd_down, "shutdown": case_shutdown,
          "diverge": case_diverge, "bench-failover": bench_failover,
-         "auth": case_auth, "other-cluster": case_other_cluster}
+         "auth": case_auth, "other-cluster": case_other_cluster,
+         "promote": case_promote}
 
 
 def run():
