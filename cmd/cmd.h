@@ -6,6 +6,7 @@ int cmd_export(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 int cmd_ltx(int argc, char **argv);
 int cmd_mount(int argc, char **argv);
+int cmd_promote(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 
 #endif

@@ -19,6 +19,8 @@ static void usage(FILE *f)
 		"node (OUT - is stdout)\n"
 		"  import [-c F|--url U] DB IN   a database file in, as the "
 		"primary's next transaction\n"
+		"  promote [-c F|--url U]     make this node the primary "
+		"(graceful handoff, etcd lease)\n"
 		"  ltx dump FILE              show an LTX file's header, pages "
 		"and checksums\n"
 		"  ltx verify FILE...         check LTX files; exit 0 when all "
@@ -50,6 +52,8 @@ int main(int argc, char **argv)
 		return cmd_export(argc - 1, argv + 1);
 	if (strcmp(argv[1], "import") == 0)
 		return cmd_import(argc - 1, argv + 1);
+	if (strcmp(argv[1], "promote") == 0)
+		return cmd_promote(argc - 1, argv + 1);
 	if (strcmp(argv[1], "ltx") == 0)
 		return cmd_ltx(argc - 1, argv + 1);
 	if (strcmp(argv[1], "config") == 0)

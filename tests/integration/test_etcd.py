@@ -730,7 +730,8 @@ def case_other_cluster(nodes, etcd):
 
 
 def case_promote(nodes, etcd):
-    """POST /promote on a replica under writes: it becomes the primary,
+    """`ltxfs promote` (POST /promote) on a replica under writes: it
+    becomes the primary,
     the first write on it within 1 s, no acknowledged write lost, the
     former primary a replica."""
     p = setup(nodes)
@@ -741,16 +742,16 @@ def case_promote(nodes, etcd):
     wait_for(lambda: q.info() and q.info().get("ready"), 30,
              "%s ready" % q.name)
     t0 = time.monotonic()
-    req = urllib.request.Request(q.url + "/promote", data=b"",
-                                 method="POST")
-    with urllib.request.urlopen(req, timeout=10) as r:
-        body = r.read().decode()
-    check(q.role() == "primary", "%s is %s after /promote (%s)"
-          % (q.name, q.role(), body.strip()))
+    r = subprocess.run([h.ltxfs_bin(), "promote", "-c", q.cfg],
+                       capture_output=True, text=True, timeout=30)
+    check(r.returncode == 0, "ltxfs promote: exit %d: %s%s"
+          % (r.returncode, r.stdout, r.stderr))
+    check(q.role() == "primary", "%s is %s after ltxfs promote (%s)"
+          % (q.name, q.role(), r.stdout.strip()))
     a = wait_for(lambda: w.first_ack_after(t0, p.name), 10,
                  "a write on the promoted node")
     took = a[2] - t0
-    print("promote: POST /promote on %s to the first write on %s: %.2f s"
+    print("promote: ltxfs promote on %s to the first write on %s: %.2f s"
           % (q.name, a[1], took))
     check(a[1] == q.name, "the first write went to %s" % a[1])
     check(took < 1.0, "handoff took %.2f s >= 1 s" % took)
