@@ -307,18 +307,17 @@ static bool may_acquire(rep_lease *l)
 	uint64_t to = 0;
 	bool ok = true;
 
+	if (rep_etcd_get(l->etcd, l->key_handoff, 2000, &kv, NULL) < 0)
+		return false;
+	if (kv.found && parse_hex64(kv.value, &to) == 0) {
+		rep_etcd_kv_clear(&kv);
+		return to == l->n->o.node_id; /* handed to us, or not */
+	}
+	rep_etcd_kv_clear(&kv);
 	pthread_mutex_lock(&l->mu);
 	if (l->no_acquire_ns && lib_clock_monotonic_ns() < l->no_acquire_ns)
 		ok = false;
 	pthread_mutex_unlock(&l->mu);
-	if (!ok)
-		return false;
-	if (rep_etcd_get(l->etcd, l->key_handoff, 2000, &kv, NULL) < 0)
-		return false;
-	if (kv.found && parse_hex64(kv.value, &to) == 0 &&
-	    to != l->n->o.node_id)
-		ok = false;
-	rep_etcd_kv_clear(&kv);
 	return ok;
 }
 

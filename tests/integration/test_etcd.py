@@ -641,7 +641,8 @@ def bench_failover(nodes, etcd):
                                               a[1]))
         # Rejoin without writes: a diverged node's snapshot stalls under
         # a continuous write load (reported; not what is measured here).
-        w.paused.set()
+        if not os.environ.get("BENCH_NO_PAUSE"):
+            w.paused.set()
         p.start()
         wait_for(lambda: p.info() and p.info().get("ready"), 60,
                  "%s ready again" % p.name)
@@ -765,11 +766,46 @@ def case_promote(nodes, etcd):
     check(lost == 0, "the handoff lost %d acknowledged writes" % lost)
 
 
+def bench_promote(nodes, etcd):
+    """Not a test: `ltxfs promote` of a replica under writes, TRIALS
+    times; the time to the first write accepted by it, median and max."""
+    trials = int(os.environ.get("TRIALS", "10"))
+    setup(nodes)
+    w = Writer(nodes)
+    w.start()
+    took = []
+    for i in range(trials):
+        p = wait_one_primary(nodes, 30)
+        q = [n for n in nodes if n is not p][i % 2]
+        wait_for(lambda: q.info() and q.info().get("ready"), 30,
+                 "%s ready" % q.name)
+        n0 = len(w.acks)
+        wait_for(lambda: len(w.acks) >= n0 + 10, 30, "writes")
+        t0 = time.monotonic()
+        r = subprocess.run([h.ltxfs_bin(), "promote", "-c", q.cfg],
+                           capture_output=True, text=True, timeout=30)
+        check(r.returncode == 0, "ltxfs promote: %s" % r.stderr)
+        a = wait_for(lambda: w.first_ack_after(t0, p.name), 10,
+                     "a write on %s" % q.name)
+        took.append(a[2] - t0)
+        print("trial %d: %.3f s (%s -> %s)" % (i + 1, a[2] - t0, p.name,
+                                               a[1]))
+    w.stop_ev.set()
+    w.join(30)
+    took.sort()
+    med = (took[(len(took) - 1) // 2] + took[len(took) // 2]) / 2
+    print("handoff (ltxfs promote to the first write on the new primary) "
+          "over %d trials: median %.3f s, max %.3f s"
+          % (len(took), med, took[-1]))
+    lost = converge_and_check(nodes, w)
+    check(lost == 0, "handoffs lost %d acknowledged writes" % lost)
+
+
 CASES = {"failover": case_failover, "sigstop": case_sigstop,
          "etcd-down": case_etcd_down, "shutdown": case_shutdown,
          "diverge": case_diverge, "bench-failover": bench_failover,
          "auth": case_auth, "other-cluster": case_other_cluster,
-         "promote": case_promote}
+         "promote": case_promote, "bench-promote": bench_promote}
 
 
 def run():
