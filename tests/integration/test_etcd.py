@@ -801,11 +801,68 @@ def bench_promote(nodes, etcd):
     check(lost == 0, "handoffs lost %d acknowledged writes" % lost)
 
 
+def case_chaos(nodes, etcd):
+    """Suite slow: CHAOS_SECONDS (default 300) of random kill -9, SIGSTOP
+    past the TTL and restarts of nodes every few seconds under the
+    writer; then every node converges to one integrity-checked content,
+    the epoch checker holds, and the acknowledged writes lost to
+    asynchronous failover are counted."""
+    import random
+    seconds = float(os.environ.get("CHAOS_SECONDS", "300"))
+    seed = int(os.environ.get("CHAOS_SEED", str(int(time.time()))))
+    rnd = random.Random(seed)
+    print("chaos: %.0f s, seed %d" % (seconds, seed))
+    setup(nodes)
+    w = Writer(nodes)
+    w.start()
+    end = time.monotonic() + seconds
+    actions = {"kill": 0, "stop": 0, "restart": 0}
+    while time.monotonic() < end:
+        time.sleep(rnd.uniform(1.0, 4.0))
+        up = [n for n in nodes if n.running()]
+        down = [n for n in nodes if not n.running()]
+        choice = rnd.choice(["kill", "stop", "restart", "restart"]
+                            if down else ["kill", "stop"])
+        if choice in ("kill", "stop") and len(up) < 2:
+            choice = "restart"
+        if choice == "restart" and down:
+            n = rnd.choice(down)
+            n.start()
+        elif choice == "kill":
+            n = rnd.choice(up)
+            n.kill9()
+        elif choice == "stop":
+            n = rnd.choice(up)
+            os.kill(n.proc.pid, signal.SIGSTOP)
+            try:
+                time.sleep(TTL + rnd.uniform(0.2, 1.5))
+            finally:
+                os.kill(n.proc.pid, signal.SIGCONT)
+        else:
+            continue
+        actions[choice] += 1
+        print("chaos: %6.1f s left: %s %s; acks %d" % (
+            end - time.monotonic(), choice, n.name, len(w.acks)))
+    for n in nodes:
+        if not n.running():
+            n.start()
+    wait_one_primary(nodes, 30)
+    a0 = len(w.acks)
+    wait_for(lambda: len(w.acks) >= a0 + 10, 60, "writes after the chaos")
+    w.stop_ev.set()
+    w.join(60)
+    print("chaos: %r" % actions)
+    lost = converge_and_check(nodes, w)
+    print("chaos: acknowledged writes lost to asynchronous failover: %d"
+          % lost)
+
+
 CASES = {"failover": case_failover, "sigstop": case_sigstop,
          "etcd-down": case_etcd_down, "shutdown": case_shutdown,
          "diverge": case_diverge, "bench-failover": bench_failover,
          "auth": case_auth, "other-cluster": case_other_cluster,
-         "promote": case_promote, "bench-promote": bench_promote}
+         "promote": case_promote, "bench-promote": bench_promote,
+         "chaos": case_chaos}
 
 
 def run():
