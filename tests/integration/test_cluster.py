@@ -868,6 +868,34 @@ def wal_long_reader():
         cl.stop()
 
 
+def journal_switch():
+    """The primary switches the database between WAL and rollback modes
+    while a replica keeps a connection open on it: every state replicates
+    identically and the open connection sees each new commit."""
+    t = Timer()
+    with Cluster(2) as cl:
+        cl.start()
+        db = "js.db"
+        p = cl.primary.path(db)
+        r = cl.replicas[0]
+        simple_txns(p, 10, mode="WAL")
+        check_identical(cl, db)
+        held = ro_connect(r.path(db))
+        n = one(held, "SELECT count(*) FROM t")
+        for mode in ("DELETE", "WAL", "TRUNCATE", "WAL", "PERSIST"):
+            simple_txns(p, 5, start=n, mode=mode)
+            n += 5
+            check_identical(cl, db)
+            check(is_wal(r.path(db)) == (mode == "WAL"), "%s: the replica's "
+                  "header says wal=%s" % (mode, is_wal(r.path(db))))
+            got = one(held, "SELECT count(*) FROM t")
+            check(got == n, "%s: the open connection sees %d rows, want %d"
+                  % (mode, got, n))
+            t.lap("%s: identical, the open connection sees it" % mode)
+        held.close()
+        cl.stop()
+
+
 def rollback_reader():
     """A reader on a rollback-mode replica holds a read transaction: the
     apply of a new commit waits for it (SQLite's EXCLUSIVE lock), the
@@ -983,6 +1011,7 @@ CASES = {
     "snapshot-1g": snapshot_1g,
     "wal-long-reader": wal_long_reader,
     "rollback-reader": rollback_reader,
+    "journal-switch": journal_switch,
     "export-import": export_import,
 }
 for _m in MODES:
