@@ -8,9 +8,13 @@
  *   <prefix>/primary   {"node", "hostname", "url", "cluster"} JSON,
  *                      attached to the primary's lease; created only if
  *                      absent. Its create_revision is the epoch.
+ *   <prefix>/handoff   "%016x": during a handoff to that node, attached
+ *                      to a lease of one TTL; only that node acquires
+ *                      while it exists.
  *
  * States of this node (one thread, "lease", makes every transition but
- * FENCE, which the watchdog thread makes; both under l->mu):
+ * FENCE, which the watchdog thread makes, and the handoff, which an HTTP
+ * thread makes; all under l->mu):
  *
  *   FOLLOW --key absent, candidate--> ACQUIRE --created--> PRIMARY
  *     ^  \--key present: follow its url and epoch (watch it)
@@ -24,11 +28,16 @@
  *     --keepalive answers with a TTL (the lease never lapsed: nobody
  *       else can have the key)--> PRIMARY again, same epoch
  *     --keepalive says the lease is gone--> FOLLOW
- *   PRIMARY --stop--> read-only, revoke --> (end)
+ *   PRIMARY --stop--> DRAIN --> read-only, revoke --> (end)
+ *   PRIMARY --POST /handoff--> DRAIN --> revoke --> FOLLOW (no acquiring
+ *            for one TTL unless a handoff names this node)
+ *   DRAIN:   the mount read-only, the role still primary so the streams
+ *            go on, until every connected replica found nothing more to
+ *            send (at most DRAIN_MS).
  *
  * Invariant: the mount is writable only in PRIMARY, and only before the
- * deadline (the watchdog checks every WATCHDOG_MS; the role change to
- * read-only happens before the deadline by MARGIN_MS at least).
+ * deadline: the watchdog checks every WATCHDOG_MS, and the mount's write
+ * path refuses writes at or after it (rep_node.write_deadline_ns).
  *
  * Each transition to PRIMARY and to FENCED/FOLLOW is appended to
  * <data.dir>/lease.log ("<wall ms> primary epoch=E node=N" and
