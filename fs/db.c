@@ -490,8 +490,12 @@ int fs_db_truncate(fs_db *db, enum fs_kind kind, off_t size)
 		pthread_mutex_lock(&db->mu);
 		rc = fs_db_refuse_ro_locked(db, kind);
 		if (rc == 0)
-			fs_db_wait_unfrozen_locked(db, kind == FS_KIND_DB &&
-							       journal_live(db));
+			/* Truncating the journal to 0 ends the open
+			 * transaction (TRUNCATE mode), as above. */
+			fs_db_wait_unfrozen_locked(
+				db, (kind == FS_KIND_DB ||
+				     kind == FS_KIND_JOURNAL) &&
+					    journal_live(db));
 		pthread_mutex_unlock(&db->mu);
 		if (rc < 0)
 			return rc;
@@ -598,7 +602,10 @@ int fs_db_unlink(fs_db *db, enum fs_kind kind)
 	pthread_mutex_lock(&db->mu);
 	rc = fs_db_refuse_ro_locked(db, kind);
 	if (rc == 0)
-		fs_db_wait_unfrozen_locked(db, false);
+		/* Deleting the journal ends the open transaction (DELETE
+		 * mode): a snapshot's freeze waits for exactly that. */
+		fs_db_wait_unfrozen_locked(db, kind == FS_KIND_JOURNAL &&
+						       journal_live(db));
 	pthread_mutex_unlock(&db->mu);
 	if (rc < 0)
 		return rc;

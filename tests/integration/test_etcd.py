@@ -607,9 +607,19 @@ def case_diverge(nodes, etcd):
     c.close()
     print("diverge: %s was at TXID %d with 10 unreplicated commits; %s is "
           "now at TXID %d" % (p.name, before[0], q.name, q.pos(DB)[0]))
+    # It rejoins under writes: its snapshot is taken while transactions
+    # come and go.
+    w2 = Writer(nodes)
+    w2.start()
+    wait_for(lambda: len(w2.acks) >= 10, 30, "writes on %s" % q.name)
     p.start()
     wait_for(lambda: p.role() == "replica" and p.info().get("ready"), 30,
              "%s to rejoin as a ready replica" % p.name)
+    n2 = len(w2.acks)
+    wait_for(lambda: len(w2.acks) >= n2 + 10, 30, "writes after the rejoin")
+    w2.stop_ev.set()
+    w2.join(30)
+    w.acks.extend(w2.acks)
     wait_synced(nodes, 30)
     lines = [ln for ln in p.log_text().splitlines() if "are discarded" in ln]
     check(lines, "%s did not log the discarded TXID range" % p.name)
