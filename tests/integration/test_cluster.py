@@ -896,6 +896,42 @@ def journal_switch():
         cl.stop()
 
 
+MANY_DBS = 900
+
+
+def many_dbs():
+    """MANY_DBS databases (their descriptors go past FD_SETSIZE, and a
+    replica's /stream URL naming every position past 32 KiB): both nodes
+    restart, the replica reconnects, and a later write replicates."""
+    t = Timer()
+    names = ["d%04d.db" % i for i in range(MANY_DBS)]
+    with Cluster(2) as cl:
+        cl.start()
+        for n in names:
+            c = connect(cl.primary.path(n))
+            c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+            c.close()
+        t.lap("%d databases created" % MANY_DBS)
+        r = cl.replicas[0]
+        for n in (names[0], names[-1]):
+            cl.wait_synced(n)
+        wait_for(lambda: len([x for x in r.listing() if x.endswith(".db")])
+                 == MANY_DBS, 60, "%d databases on the replica" % MANY_DBS)
+        t.lap("replicated")
+        r.stop()
+        cl.primary.stop()
+        cl.primary.start()
+        r.start()
+        cl.wait_connected(r)
+        t.lap("both restarted, the replica reconnected")
+        simple_txns(cl.primary.path(names[-1]), 3)
+        check_identical(cl, names[-1])
+        check(r.metrics().get("ltxfs_snapshots_applied_total") == 0,
+              "snapshots after the restart")
+        t.lap("a write after the restart replicated")
+        cl.stop()
+
+
 def rollback_reader():
     """A reader on a rollback-mode replica holds a read transaction: the
     apply of a new commit waits for it (SQLite's EXCLUSIVE lock), the
@@ -1012,6 +1048,7 @@ CASES = {
     "wal-long-reader": wal_long_reader,
     "rollback-reader": rollback_reader,
     "journal-switch": journal_switch,
+    "many-dbs": many_dbs,
     "export-import": export_import,
 }
 for _m in MODES:
