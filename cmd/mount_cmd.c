@@ -26,6 +26,7 @@
 #include "lib/log.h"
 #include "node_id.h"
 #include "replica/node.h"
+#include "watchdog.h"
 
 static int load_cfg(int argc, char **argv, ltxfs_cfg *cfg, int *out_next,
 		    const char *cmd)
@@ -148,9 +149,9 @@ int cmd_mount(int argc, char **argv)
 	rep_node *node = NULL;
 	struct stopper st = {0};
 	pthread_t stopper;
-	char host[256] = "";
+	char host[256] = "", real_mnt[PATH_MAX];
 	uint64_t node_id = 0;
-	int next, rc;
+	int next, rc, wd = -1;
 
 	rc = load_cfg(argc, argv, &cfg, &next, "mount");
 	if (rc != 0)
@@ -164,6 +165,10 @@ int cmd_mount(int argc, char **argv)
 		rc = 1;
 		goto out;
 	}
+	/* Before anything is opened: the watchdog must hold nothing. */
+	if (!realpath(cfg.fuse.dir, real_mnt))
+		snprintf(real_mnt, sizeof(real_mnt), "%s", cfg.fuse.dir);
+	wd = cmd_watchdog_start();
 	if (cmd_node_id_load(cfg.data.dir, &node_id) < 0) {
 		fprintf(stderr, "ltxfs mount: cannot read or create %s/node.id\n",
 			cfg.data.dir);
@@ -218,6 +223,10 @@ int cmd_mount(int argc, char **argv)
 		rc = 1;
 		goto out;
 	}
+	if (wd >= 0) {
+		cmd_watchdog_arm(wd, real_mnt);
+		wd = -1;
+	}
 	if (rep_node_start(node, m) < 0) {
 		fprintf(stderr, "ltxfs mount: cannot start (see the log above)\n");
 		fs_mount_free(m);
@@ -243,6 +252,8 @@ int cmd_mount(int argc, char **argv)
 	fs_mount_free(m);
 	log_info("stopped");
 out:
+	if (wd >= 0)
+		close(wd); /* the watchdog sees EOF and ends */
 	rep_node_free(node);
 	cfg_free(&cfg);
 	return rc;

@@ -28,7 +28,6 @@ import ltxfs_harness as h
 from ltxfs_harness import TestFailure, check, wait_for
 
 HTTP_TIMEOUT = 30.0
-KILL_GRACE = 3.0
 
 
 def free_port():
@@ -87,34 +86,8 @@ class ClusterNode(h.Node):
     def start(self, expect_mount=True):
         st = super().start(expect_mount)
         if st == "mounted":
-            self.fuse_conn = os.minor(os.stat(self.mnt).st_dev)
             wait_for(self.healthy, 10, "%s: /healthz" % self.name)
         return st
-
-    def kill9(self, unmount=True):
-        """SIGKILL. A daemon killed while one of its own threads waits on
-        a request to its own mount (it takes SQLite's locks and writes a
-        replica's WAL through the mount) cannot exit until that request
-        is answered, which nobody will: after KILL_GRACE seconds the FUSE
-        connection is aborted through fusectl, when it is mounted."""
-        p = self.proc
-        if p is not None and p.poll() is None:
-            try:
-                os.kill(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            try:
-                p.wait(timeout=KILL_GRACE)
-            except subprocess.TimeoutExpired:
-                ab = "/sys/fs/fuse/connections/%s/abort" % getattr(
-                    self, "fuse_conn", None)
-                if os.path.exists(ab):
-                    sys.stdout.write("%s: still alive %.0fs after SIGKILL; "
-                                     "aborting its FUSE connection\n"
-                                     % (self.name, KILL_GRACE))
-                    with open(ab, "w") as f:
-                        f.write("1")
-        super().kill9(unmount)
 
     def healthy(self):
         try:

@@ -32,6 +32,7 @@ import traceback
 
 MOUNT_TIMEOUT = 10.0   # daemon start to mount visible in /proc/mounts
 STOP_TIMEOUT = 60.0    # SIGTERM to exit and unmount
+KILL_EXIT_TIMEOUT = 15.0  # SIGKILL to exit (ASan exits are slow)
 POLL = 0.02
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -90,6 +91,40 @@ def is_mounted(path):
     except OSError:
         pass
     return False
+
+
+def fuse_connection(path):
+    """The FUSE connection number (minor device) of the mount at path,
+    from /proc/self/mountinfo (asks nothing of the mount), or None."""
+    real = os.path.realpath(path)
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 4 and _unescape_mount_path(parts[4]) == real:
+                    return parts[2].split(":")[1]
+    except OSError:
+        pass
+    return None
+
+
+def abort_fuse_connection(path):
+    """Aborts the FUSE connection mounted at path through fusectl (mounted
+    here if it is not). Returns whether it did."""
+    conn = fuse_connection(path)
+    if conn is None:
+        return False
+    ctl = "/sys/fs/fuse/connections"
+    if not os.path.exists(os.path.join(ctl, conn)):
+        subprocess.run(["mount", "-t", "fusectl", "none", ctl], timeout=10,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with open(os.path.join(ctl, conn, "abort"), "w") as f:
+            f.write("1")
+        sys.stdout.write("aborted FUSE connection %s of %s\n" % (conn, path))
+        return True
+    except OSError:
+        return False
 
 
 def lazy_unmount(path):
@@ -154,7 +189,7 @@ class Node:
             st = wait_for(state, MOUNT_TIMEOUT, "%s to mount %s"
                           % (self.name, self.mnt))
         except TestFailure:
-            self.kill9()
+            self.kill9(strict=False)
             raise
         if expect_mount and st != "mounted":
             rc = self.proc.returncode
@@ -172,7 +207,7 @@ class Node:
         try:
             rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.kill9()
+            self.kill9(strict=False)
             raise TestFailure("%s: daemon did not exit within %.0fs of "
                               "SIGTERM (killed)" % (self.name, timeout))
         self._reap()
@@ -187,11 +222,17 @@ class Node:
               % (self.name, rc))
         return rc
 
-    def kill9(self, unmount=True):
+    def kill9(self, unmount=True, strict=True):
         """SIGKILL the daemon, wait for it, lazily unmount the dead mount
         (unless unmount is false: then processes that still use the mount
         get ENOTCONN instead of the empty directory beneath; call
-        lazy_unmount(n.mnt) once they are gone)."""
+        lazy_unmount(n.mnt) once they are gone).
+
+        A killed daemon must exit by itself within KILL_EXIT_TIMEOUT: its
+        own files on the mount would otherwise hang its exit, which is
+        what ltxfs's exit watchdog (cmd/watchdog.c) prevents. When it does
+        not, the connection is aborted here so nothing stays hung, and
+        (strict) the test fails."""
         if self.proc is not None:
             if self.proc.poll() is None:
                 try:
@@ -199,9 +240,22 @@ class Node:
                 except ProcessLookupError:
                     pass
             try:
-                self.proc.wait(timeout=30)
+                self.proc.wait(timeout=KILL_EXIT_TIMEOUT)
             except subprocess.TimeoutExpired:
-                pass
+                abort_fuse_connection(self.mnt)
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+                self._reap()
+                if unmount:
+                    lazy_unmount(self.mnt)
+                if strict:
+                    raise TestFailure(
+                        "%s: still running %.0fs after SIGKILL (its exit "
+                        "hangs on its own mount; connection aborted by the "
+                        "test)" % (self.name, KILL_EXIT_TIMEOUT))
+                return
             self._reap()
         if unmount:
             lazy_unmount(self.mnt)
@@ -232,7 +286,7 @@ class Node:
         keep (or $LTXFS_KEEP) says otherwise."""
         try:
             if self.proc is not None:
-                self.kill9()
+                self.kill9(strict=False)
             lazy_unmount(self.mnt)
         finally:
             if self in _nodes:

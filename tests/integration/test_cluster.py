@@ -868,6 +868,43 @@ def wal_long_reader():
         cl.stop()
 
 
+def replica_kill9():
+    """kill -9 of a WAL replica while a local reader holds a read
+    transaction and the replica's -shm mapping has just been written: the
+    daemon exits by itself (its exit watchdog frees a hung exit; the
+    harness fails the test otherwise), and once restarted it resumes and
+    ends identical."""
+    t = Timer()
+    with Cluster(2) as cl:
+        cl.start()
+        db = "k9.db"
+        p = cl.primary.path(db)
+        r = cl.replicas[0]
+        simple_txns(p, 10, mode="WAL")
+        check_identical(cl, db)
+        for rnd in range(3):
+            rc = ro_connect(r.path(db))
+            rc.execute("BEGIN")
+            one(rc, "SELECT count(*) FROM t")
+            simple_txns(p, 30, start=10 + 30 * rnd, mode="WAL")
+            cl.wait_synced(db)
+            t0 = time.monotonic()
+            r.kill9()
+            log("  round %d: exited %.2fs after SIGKILL" %
+                (rnd, time.monotonic() - t0))
+            try:
+                rc.close()
+            except sqlite3.Error:
+                pass
+            r.start()
+            check_identical(cl, db)
+            ro_integrity(r.path(db))
+            t.lap("round %d: restarted and identical" % rnd)
+        stuck = r.log_text().count("ltxfs watchdog:")
+        log("  exits the watchdog had to free: %d of 3" % stuck)
+        cl.stop()
+
+
 def journal_switch():
     """The primary switches the database between WAL and rollback modes
     while a replica keeps a connection open on it: every state replicates
@@ -1046,6 +1083,7 @@ CASES = {
     "big-txn": big_txn,
     "snapshot-1g": snapshot_1g,
     "wal-long-reader": wal_long_reader,
+    "replica-kill9": replica_kill9,
     "rollback-reader": rollback_reader,
     "journal-switch": journal_switch,
     "many-dbs": many_dbs,

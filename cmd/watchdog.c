@@ -1,0 +1,264 @@
+/*
+ * The exit watchdog (cmd/watchdog.h has the why).
+ *
+ * Child states:
+ *   WAIT_ARM --(connection number read)--> WATCH
+ *   WAIT_ARM --(daemon gone, or pipe closed)--> exit
+ *   WATCH --(daemon exiting for WATCHDOG_GRACE_MS)--> abort connection
+ *         --> wait for the daemon to be gone --> exit
+ *   WATCH --(daemon gone)--> exit
+ * "Gone" is getppid() no longer being the daemon (the child was
+ * re-parented), which holds in a PID namespace too.
+ */
+#include "watchdog.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "lib/log.h"
+
+#define WATCHDOG_TICK_MS 200
+#define WATCHDOG_GRACE_MS 1000
+#define FUSECTL_DIR "/sys/fs/fuse/connections"
+/* include/linux/sched.h: the task is getting shut down. */
+#define TASK_PF_EXITING 0x00000004u
+
+/* The flags field (the 9th) of /proc/PID/stat; false when unreadable. */
+static bool proc_flags(pid_t pid, unsigned long *out)
+{
+	char path[64], buf[1024], *p;
+	ssize_t n;
+	int fd, field;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	/* The command name may hold spaces and parentheses: fields count
+	 * from the last ')'. After it: state (3), ppid, pgrp, session,
+	 * tty_nr, tpgid, flags (9). */
+	p = strrchr(buf, ')');
+	if (!p)
+		return false;
+	for (field = 2; field < 9 && p; field++)
+		p = strchr(p + 1, ' ');
+	if (!p)
+		return false;
+	*out = strtoul(p + 1, NULL, 10);
+	return true;
+}
+
+static void say(const char *msg, unsigned conn, const char *why)
+{
+	/* The child has no logger state worth trusting after fork; one
+	 * plain line on the daemon's stderr, like the daemon's own. */
+	fprintf(stderr, "ltxfs watchdog: %s (FUSE connection %u)%s%s\n", msg,
+		conn, why ? ": " : "", why ? why : "");
+	fflush(stderr);
+}
+
+static void abort_conn(unsigned conn)
+{
+	char path[128];
+	int fd, saverr;
+
+	snprintf(path, sizeof(path), FUSECTL_DIR "/%u/abort", conn);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		/* fusectl not mounted here (or the connection is gone). */
+		if (mount("fusectl", FUSECTL_DIR, "fusectl", 0, NULL) == 0 ||
+		    errno == EBUSY)
+			fd = open(path, O_WRONLY | O_CLOEXEC);
+	}
+	if (fd < 0) {
+		saverr = errno;
+		if (saverr != ENOENT)
+			say("cannot abort the stuck daemon's mount", conn,
+			    strerror(saverr));
+		return;
+	}
+	if (write(fd, "1", 1) != 1) {
+		saverr = errno;
+		say("cannot abort the stuck daemon's mount", conn,
+		    strerror(saverr));
+	} else {
+		say("the daemon is exiting but its own mount holds it; "
+		    "aborted the connection",
+		    conn, NULL);
+	}
+	close(fd);
+}
+
+static void child_main(int rfd, pid_t daemon_pid)
+{
+	char buf[32];
+	size_t got = 0;
+	unsigned conn = 0;
+	int exiting_ms = 0;
+	bool aborted = false;
+	sigset_t all;
+
+	/* Ctrl-C goes to the whole process group; the daemon handles it,
+	 * the watchdog outlives it until the daemon is gone. */
+	signal(SIGINT, SIG_IGN);
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, NULL);
+	prctl(PR_SET_NAME, "ltxfs-watchdog", 0, 0, 0);
+
+	/* WAIT_ARM */
+	for (;;) {
+		struct pollfd pfd = {.fd = rfd, .events = POLLIN};
+		ssize_t n;
+
+		if (getppid() != daemon_pid)
+			_exit(0);
+		if (poll(&pfd, 1, WATCHDOG_TICK_MS) <= 0)
+			continue;
+		n = read(rfd, buf + got, sizeof(buf) - 1 - got);
+		if (n <= 0)
+			_exit(0);
+		got += (size_t)n;
+		buf[got] = '\0';
+		if (strchr(buf, '\n')) {
+			conn = (unsigned)strtoul(buf, NULL, 10);
+			break;
+		}
+		if (got == sizeof(buf) - 1)
+			_exit(0);
+	}
+	close(rfd);
+
+	/* WATCH */
+	for (;;) {
+		unsigned long flags;
+
+		if (getppid() != daemon_pid)
+			_exit(0);
+		if (!aborted && proc_flags(daemon_pid, &flags) &&
+		    (flags & TASK_PF_EXITING)) {
+			exiting_ms += WATCHDOG_TICK_MS;
+			if (exiting_ms >= WATCHDOG_GRACE_MS) {
+				abort_conn(conn);
+				aborted = true;
+			}
+		}
+		usleep(WATCHDOG_TICK_MS * 1000);
+	}
+}
+
+int cmd_watchdog_start(void)
+{
+	int p[2], saverr;
+	pid_t daemon_pid = getpid(), pid;
+
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		saverr = errno;
+		log_warn("watchdog: pipe: %s", strerror(saverr));
+		return -saverr;
+	}
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	if (pid < 0) {
+		saverr = errno;
+		log_warn("watchdog: fork: %s", strerror(saverr));
+		close(p[0]);
+		close(p[1]);
+		return -saverr;
+	}
+	if (pid == 0) {
+		/* Keep stdin/out/err and the pipe; nothing else. */
+		if (dup2(p[0], 3) < 0)
+			_exit(0);
+		close_range(4, ~0u, 0);
+		child_main(3, daemon_pid);
+		_exit(0);
+	}
+	close(p[0]);
+	return p[1];
+}
+
+/* Unescapes a mountinfo path field (\ooo octal escapes) in place. */
+static void unescape(char *s)
+{
+	char *o = s;
+
+	for (; *s; s++, o++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '7' && s[2] >= '0' &&
+		    s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
+			*o = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 +
+				    (s[3] - '0'));
+			s += 3;
+		} else {
+			*o = *s;
+		}
+	}
+	*o = '\0';
+}
+
+/* The minor device number of the newest mount at path, from
+ * /proc/self/mountinfo: no request reaches the mount, which is not served
+ * yet when this runs. */
+static int mount_minor(const char *path, unsigned *out)
+{
+	char line[8192], mnt[PATH_MAX];
+	unsigned maj, min;
+	bool found = false;
+	FILE *f;
+
+	f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%*d %*d %u:%u %*s %4095s", &maj, &min, mnt) !=
+		    3)
+			continue;
+		unescape(mnt);
+		if (strcmp(mnt, path) == 0) {
+			*out = min;
+			found = true;
+		}
+	}
+	fclose(f);
+	return found ? 0 : -ENOENT;
+}
+
+int cmd_watchdog_arm(int fd, const char *mountpoint)
+{
+	char msg[32];
+	unsigned conn = 0;
+	int n, rc;
+
+	rc = mount_minor(mountpoint, &conn);
+	if (rc < 0) {
+		log_warn("watchdog: %s is not in /proc/self/mountinfo: %s",
+			 mountpoint, strerror(-rc));
+		goto out;
+	}
+	n = snprintf(msg, sizeof(msg), "%u\n", conn);
+	if (write(fd, msg, (size_t)n) != n) {
+		rc = errno ? -errno : -EIO;
+		log_warn("watchdog: arm: %s", strerror(-rc));
+	}
+out:
+	close(fd);
+	return rc;
+}
