@@ -69,6 +69,7 @@ struct sub {
 	uint64_t gen;            /* commit generation last scanned */
 	uint64_t epoch;
 	bool drained;            /* counted in rep_node.drained */
+	size_t rr_next;          /* SCAN starts at this slot (round robin) */
 };
 
 static struct sub_db *sub_db_get(struct sub *s, const char *name)
@@ -364,25 +365,44 @@ static int scan_db(struct sub *s, fs_db *db)
 	return rc; /* 0: the log has nothing newer yet */
 }
 
+/* One SCAN: databases from slot s->rr_next to the end, then from the
+ * start, so a database whose writer outpaces the stream cannot starve the
+ * others; the next SCAN starts after the one that got a record. */
 struct scan_ctx {
 	struct sub *s;
 	int rc;
+	size_t idx;              /* slot of the database at hand */
+	size_t lo, hi;           /* this pass takes slots lo <= idx < hi */
 };
 
 static void scan_one(void *ctx, fs_db *db)
 {
 	struct scan_ctx *c = ctx;
+	size_t i = c->idx++;
 
-	if (c->rc != 0)
+	if (c->rc != 0 || i < c->lo || i >= c->hi)
 		return;
 	c->rc = scan_db(c->s, db);
+	if (c->rc == 1)
+		c->s->rr_next = i + 1;
+}
+
+static int scan(struct sub *s)
+{
+	struct scan_ctx c = {s, 0, 0, s->rr_next, SIZE_MAX};
+
+	fs_mount_foreach(s->n->mount, scan_one, &c);
+	if (c.rc != 0 || s->rr_next == 0)
+		return c.rc;
+	c = (struct scan_ctx){s, 0, 0, 0, s->rr_next};
+	fs_mount_foreach(s->n->mount, scan_one, &c);
+	return c.rc;
 }
 
 /* Produces the next frame into s->out; returns 0, or <0 to end. */
 static int produce(struct sub *s)
 {
 	rep_node *n = s->n;
-	struct scan_ctx c = {s, 0};
 
 	if (!s->hello_sent) {
 		emit_hello(s);
@@ -427,6 +447,7 @@ static int produce(struct sub *s)
 	}
 	for (int round = 0;; round++) {
 		uint64_t gen;
+		int rc;
 		pthread_mutex_lock(&n->mu);
 		if (n->stopping || n->role != REP_ROLE_PRIMARY) {
 			pthread_mutex_unlock(&n->mu);
@@ -434,11 +455,10 @@ static int produce(struct sub *s)
 		}
 		gen = n->gen;
 		pthread_mutex_unlock(&n->mu);
-		c.rc = 0;
-		fs_mount_foreach(n->mount, scan_one, &c);
-		if (c.rc < 0)
-			return c.rc;
-		if (c.rc == 1)
+		rc = scan(s);
+		if (rc < 0)
+			return rc;
+		if (rc == 1)
 			return 0;
 		/* Nothing to send since commit generation gen: a stop that
 		 * drains (rep_node.draining) counts this replica as having

@@ -905,6 +905,71 @@ def replica_kill9():
         cl.stop()
 
 
+def hot_writer_main(path, seconds, blob):
+    """Child process: back-to-back large transactions on path for at most
+    seconds."""
+    c = sqlite3.connect(path, timeout=30, isolation_level=None)
+    c.execute("PRAGMA synchronous=OFF")
+    t0 = time.monotonic()
+    n = 0
+    while time.monotonic() - t0 < seconds and n < 100000:
+        c.execute("INSERT INTO t(v) VALUES (randomblob(?))", (blob,))
+        n += 1
+    c.close()
+
+
+def fairness():
+    """A database whose writer keeps the stream busy (large transactions,
+    back to back, in the first slot, the replica behind on it) does not
+    starve another: a single transaction on a second database reaches the
+    replica while the busy writer is still running and the replica is
+    still behind on the busy database."""
+    t = Timer()
+    with Cluster(2) as cl:
+        cl.start()
+        hot, cold = "hot.db", "cold.db"
+        hp = cl.primary.path(hot)
+        r = cl.replicas[0]
+        simple_txns(hp, 1)
+        simple_txns(cl.primary.path(cold), 1)
+        check_identical(cl, cold)
+        seconds = 6.0
+        w = subprocess.Popen([sys.executable, __file__, "_hot", hp,
+                              str(seconds), str(4 << 20)])
+        try:
+            def behind():
+                return cl.primary.pos(hot)[0] - r.pos_or_none(hot)[0]
+            t0 = time.monotonic()
+            lag = 0
+            while time.monotonic() - t0 < seconds / 2 and w.poll() is None:
+                lag = max(lag, behind())
+                if lag >= 3:
+                    break
+                time.sleep(0.01)
+            log("  replica behind on hot.db by %d transactions" % lag)
+            simple_txns(cl.primary.path(cold), 1, start=1)
+            want = cl.primary.pos(cold)
+            got_at = None
+            t1 = time.monotonic()
+            while w.poll() is None and time.monotonic() - t1 < seconds:
+                if r.pos_or_none(cold) == want:
+                    got_at = time.monotonic() - t1
+                    break
+                time.sleep(0.005)
+            log("  cold.db reached the replica after %s s (hot writer "
+                "%s)" % ("%.3f" % got_at if got_at is not None else "never",
+                         "running" if w.poll() is None else "done"))
+            check(got_at is not None, "cold.db's transaction did not "
+                  "reach the replica while hot.db's writer ran")
+        finally:
+            w.wait(timeout=seconds + 30)
+        check(w.returncode == 0, "hot writer exited %s" % w.returncode)
+        cl.wait_synced(hot)
+        cl.wait_synced(cold)
+        t.lap("both databases synced")
+        cl.stop()
+
+
 def journal_switch():
     """The primary switches the database between WAL and rollback modes
     while a replica keeps a connection open on it: every state replicates
@@ -1084,6 +1149,7 @@ CASES = {
     "snapshot-1g": snapshot_1g,
     "wal-long-reader": wal_long_reader,
     "replica-kill9": replica_kill9,
+    "fairness": fairness,
     "rollback-reader": rollback_reader,
     "journal-switch": journal_switch,
     "many-dbs": many_dbs,
@@ -1096,6 +1162,9 @@ for _m in MODES:
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "_reader":
         reader_main(*sys.argv[2:5])
+        sys.exit(0)
+    if len(sys.argv) == 5 and sys.argv[1] == "_hot":
+        hot_writer_main(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]))
         sys.exit(0)
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
         sys.stderr.write("usage: test_cluster.py CASE\ncases: %s\n"
