@@ -86,16 +86,27 @@ static enum MHD_Result reply_err(struct MHD_Connection *c, unsigned status,
 	return reply_text(c, status, "text/plain; charset=utf-8", buf);
 }
 
+/* Compares a presented token with ours in time that depends only on the
+ * lengths, so a remote caller cannot learn the token byte by byte. */
+static bool token_equal(const char *got, const char *want)
+{
+	size_t gl = strlen(got), wl = strlen(want);
+	unsigned char diff = gl != wl;
+
+	for (size_t i = 0; i < wl; i++)
+		diff |= (unsigned char)(want[i] ^ (i < gl ? got[i] : 0));
+	return diff == 0;
+}
+
 static bool authorized(rep_node *n, struct MHD_Connection *c)
 {
 	const char *h;
-	size_t tl = strlen(n->o.token);
 
-	if (tl == 0)
+	if (n->o.token[0] == '\0')
 		return true;
 	h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-	return h && strncmp(h, "Bearer ", 7) == 0 && strlen(h + 7) == tl &&
-	       memcmp(h + 7, n->o.token, tl) == 0;
+	return h && strncmp(h, "Bearer ", 7) == 0 &&
+	       token_equal(h + 7, n->o.token);
 }
 
 static bool valid_db_name(const char *s)
