@@ -383,8 +383,10 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c,
 	}
 	if (strcmp(url, "/stream") == 0 && get) {
 		struct MHD_Response *r = NULL;
-		unsigned status = MHD_HTTP_OK;
-		char err[400];
+		/* rep_stream_response sets status and err on every failure
+		 * it reports; these defaults cover one that does not. */
+		unsigned status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+		char err[400] = "cannot open the stream";
 		enum MHD_Result ret;
 		if (rep_stream_response(n, c, &r, &status, err, sizeof(err)) <
 		    0)
