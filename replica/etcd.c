@@ -92,8 +92,9 @@ int64_t rep_base64_decode(const char *in, uint8_t *out)
 		int c = in[i + 2] == '=' ? -2 : b64_val(in[i + 2]);
 		int d = in[i + 3] == '=' ? -2 : b64_val(in[i + 3]);
 		uint32_t v;
+		bool pad = c == -2 || d == -2;
 		if (a < 0 || b < 0 || c == -1 || d == -1 ||
-		    (c == -2 && d != -2) || ((c == -2 || d == -2) && i + 4 != n))
+		    (c == -2 && d != -2) || (pad && i + 4 != n))
 			return -EBADMSG;
 		v = (uint32_t)a << 18 | (uint32_t)b << 12 |
 		    (uint32_t)(c < 0 ? 0 : c) << 6 | (uint32_t)(d < 0 ? 0 : d);
@@ -389,7 +390,8 @@ static int authenticate(rep_etcd *e, size_t idx, int64_t timeout_ms)
 			pthread_mutex_unlock(&e->mu);
 			rc = tok ? 0 : -ENOMEM;
 		} else {
-			json_t *m = ans ? json_object_get(ans, "message") : NULL;
+			json_t *m = ans ? json_object_get(ans, "message")
+					: NULL;
 			log_error("etcd %s refused user \"%s\": %s",
 				  e->urls[idx], e->user,
 				  json_is_string(m) ? json_string_value(m)
@@ -485,9 +487,9 @@ static int request(rep_etcd *e, const char *path, json_t *reqj,
 			} else if (status >= 500 || status == 0) {
 				rc = -ECONNREFUSED;
 			} else {
-				log_warn("etcd %s%s: HTTP %ld, an answer that is "
-					 "not etcd's: %.200s", e->urls[idx], path,
-					 status, b.p ? b.p : "");
+				log_warn("etcd %s%s: HTTP %ld, an answer that "
+					 "is not etcd's: %.200s", e->urls[idx],
+					 path, status, b.p ? b.p : "");
 				rc = -EPROTO;
 			}
 		}
@@ -656,7 +658,8 @@ int rep_etcd_create(rep_etcd *e, const char *key, const char *value,
 		kv->len = strlen(value);
 		rc = kv->value ? 0 : -ENOMEM;
 	} else {
-		json_t *r = json_array_get(json_object_get(ans, "responses"), 0);
+		json_t *rs = json_object_get(ans, "responses");
+		json_t *r = json_array_get(rs, 0);
 		rc = first_kv(json_object_get(r, "response_range"), kv);
 		/* found == false: deleted between compare and range; the
 		 * caller tries again. */
@@ -720,13 +723,13 @@ static int watch_line(void *ctx, json_t *j)
 	get_i64(json_object_get(res, "header"), "revision", &rev);
 	evs = json_object_get(res, "events");
 	for (size_t i = 0; i < json_array_size(evs); i++) {
-		json_t *ev = json_array_get(evs, i), *t = json_object_get(ev,
-									"type");
+		json_t *ev = json_array_get(evs, i);
+		json_t *t = json_object_get(ev, "type");
 		rep_etcd_kv kv = {0};
-		int type = json_is_string(t) &&
-					   strcmp(json_string_value(t), "DELETE") == 0
-				   ? REP_ETCD_DELETE
-				   : REP_ETCD_PUT;
+		int type = REP_ETCD_PUT;
+		if (json_is_string(t) &&
+		    strcmp(json_string_value(t), "DELETE") == 0)
+			type = REP_ETCD_DELETE;
 		bool stop;
 		if (parse_kv(json_object_get(ev, "kv"), &kv) < 0)
 			return -EPROTO;

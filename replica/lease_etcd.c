@@ -259,8 +259,9 @@ static int check_cluster(rep_lease *l)
 	}
 	rep_etcd_kv_clear(&kv);
 	if (mine && mine != theirs) {
-		log_error("this node belongs to cluster %016" PRIx64 " (its data "
-			  "directory says so) but etcd's %s is cluster %016"
+		log_error("this node belongs to cluster %016" PRIx64 " (its "
+			  "data directory says so) but etcd's %s is cluster "
+			  "%016"
 			  PRIx64 "; refusing to take part: this node stays "
 			  "read-only (wrong lease.etcd.prefix, or a data "
 			  "directory from another cluster)", mine,
@@ -357,9 +358,9 @@ static void try_acquire(rep_lease *l)
 	}
 	if (rep_node_see_epoch(l->n, (uint64_t)kv.create_rev) < 0) {
 		log_error("acquired the lease at revision %" PRId64 ", older "
-			  "than the epoch %" PRIu64 " this node has seen; giving "
-			  "it back (was etcd's data reset?)", kv.create_rev,
-			  l->n->epoch);
+			  "than the epoch %" PRIu64 " this node has seen; "
+			  "giving it back (was etcd's data reset?)",
+			  kv.create_rev, l->n->epoch);
 		rep_etcd_revoke(l->etcd, id, 2000);
 		rep_etcd_kv_clear(&kv);
 		sleep_ms(l, 5000);
@@ -378,8 +379,9 @@ static void try_acquire(rep_lease *l)
 	{
 		rep_etcd_kv h = {0};
 		bool gone;
-		if (rep_etcd_get(l->etcd, l->key_handoff, 2000, &h, NULL) == 0 &&
-		    h.found)
+		int rc2 = rep_etcd_get(l->etcd, l->key_handoff, 2000, &h,
+				       NULL);
+		if (rc2 == 0 && h.found)
 			rep_etcd_delete_if(l->etcd, l->key_handoff,
 					   h.create_rev, 2000, &gone);
 		rep_etcd_kv_clear(&h);
@@ -616,8 +618,8 @@ static void drain(rep_lease *l)
 	pthread_mutex_unlock(&n->mu);
 	if (got < want)
 		log_warn("stopping: %d of %d replicas confirmed every "
-			 "transaction within %d ms; the others may miss the last "
-			 "ones", got, want, DRAIN_MS);
+			 "transaction within %d ms; the others may miss the "
+			 "last ones", got, want, DRAIN_MS);
 	else
 		log_info("stopping: every replica (%d) has every transaction",
 			 want);
@@ -683,7 +685,8 @@ unsigned rep_lease_handoff(rep_lease *l, uint64_t to, char *msg, size_t len)
 			if (hid)
 				rep_etcd_revoke(l->etcd, hid, 2000);
 			snprintf(msg, len, "etcd: cannot record the handoff "
-				 "(another one under way, or etcd unreachable)");
+				 "(another one under way, or etcd "
+				 "unreachable)");
 			return 503;
 		}
 		rep_etcd_kv_clear(&kv);
