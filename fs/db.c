@@ -449,8 +449,11 @@ int fs_db_write(fs_db *db, enum fs_kind kind, const void *buf, size_t n,
 	before = fs_db_pos(db);
 	pthread_mutex_lock(&db->mu);
 	rc = fs_db_refuse_ro_locked(db, kind);
-	if (rc == 0)
+	if (rc == 0) {
 		fs_db_wait_unfrozen_locked(db, journal_live(db));
+		/* Read-only may have come while it waited. */
+		rc = fs_db_refuse_ro_locked(db, kind);
+	}
 	pthread_mutex_unlock(&db->mu);
 	if (rc < 0)
 		return rc;
@@ -489,13 +492,15 @@ int fs_db_truncate(fs_db *db, enum fs_kind kind, off_t size)
 	if (kind != FS_KIND_SHM) {
 		pthread_mutex_lock(&db->mu);
 		rc = fs_db_refuse_ro_locked(db, kind);
-		if (rc == 0)
+		if (rc == 0) {
 			/* Truncating the journal to 0 ends the open
 			 * transaction (TRUNCATE mode), as above. */
 			fs_db_wait_unfrozen_locked(
 				db, (kind == FS_KIND_DB ||
 				     kind == FS_KIND_JOURNAL) &&
 					    journal_live(db));
+			rc = fs_db_refuse_ro_locked(db, kind);
+		}
 		pthread_mutex_unlock(&db->mu);
 		if (rc < 0)
 			return rc;
@@ -601,11 +606,13 @@ int fs_db_unlink(fs_db *db, enum fs_kind kind)
 		return -EPERM;
 	pthread_mutex_lock(&db->mu);
 	rc = fs_db_refuse_ro_locked(db, kind);
-	if (rc == 0)
+	if (rc == 0) {
 		/* Deleting the journal ends the open transaction (DELETE
 		 * mode): a snapshot's freeze waits for exactly that. */
 		fs_db_wait_unfrozen_locked(db, kind == FS_KIND_JOURNAL &&
 						       journal_live(db));
+		rc = fs_db_refuse_ro_locked(db, kind);
+	}
 	pthread_mutex_unlock(&db->mu);
 	if (rc < 0)
 		return rc;

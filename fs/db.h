@@ -130,6 +130,14 @@ int fs_db_apply_ltx(fs_db *db, int fd, uint64_t off, uint64_t len,
  * the start and while the pages are read. *out_hdr / *out_len describe it.
  * -ENOENT when the database holds no pages.
  */
+/* A graceful stop of writes (a primary handing off): hold=true holds
+ * back every new rollback-journal transaction (as a snapshot's freeze
+ * does) while the open one finishes; hold=false lets them go (to fail
+ * with EROFS once the database is read-only). Counted: pair them. */
+void fs_db_hold_txns(fs_db *db, bool hold);
+/* Whether a rollback-journal transaction is open now. */
+bool fs_db_txn_open(fs_db *db);
+
 int fs_db_snapshot_ltx(fs_db *db, int out_fd, ltx_header *out_hdr,
 		       uint64_t *out_len);
 

@@ -195,3 +195,24 @@ out:
 	free(map);
 	return rc;
 }
+
+void fs_db_hold_txns(fs_db *db, bool hold)
+{
+	if (!hold) {
+		unfreeze(db);
+		return;
+	}
+	pthread_mutex_lock(&db->mu);
+	db->freeze++;
+	pthread_mutex_unlock(&db->mu);
+}
+
+bool fs_db_txn_open(fs_db *db)
+{
+	bool open;
+
+	pthread_mutex_lock(&db->mu);
+	open = journal_open(db);
+	pthread_mutex_unlock(&db->mu);
+	return open;
+}

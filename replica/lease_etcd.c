@@ -586,6 +586,17 @@ int rep_lease_start(rep_lease *l)
 	return 0;
 }
 
+static void hold_one(void *ctx, fs_db *db)
+{
+	fs_db_hold_txns(db, *(bool *)ctx);
+}
+
+static void any_open(void *ctx, fs_db *db)
+{
+	if (fs_db_txn_open(db))
+		*(bool *)ctx = true;
+}
+
 /* A clean stop (l->mu held): no new writes, then up to DRAIN_MS for every
  * connected replica to have received every transaction, streams still
  * open, before the lease goes. */
@@ -595,8 +606,34 @@ static void drain(rep_lease *l)
 	int64_t end = lib_clock_monotonic_ns() + DRAIN_MS * NS_PER_MS;
 	int want = 0, got = 0;
 
-	if (n->mount)
+	if (n->mount) {
+		/* New transactions wait, the open ones finish (at most
+		 * DRAIN_MS / 2), then every write fails. */
+		int64_t t_end = lib_clock_monotonic_ns() +
+				DRAIN_MS / 2 * NS_PER_MS;
+		bool open = true;
+		fs_mount_foreach(n->mount, hold_one, &(bool){true});
+		while (open && lib_clock_monotonic_ns() < t_end) {
+			open = false;
+			fs_mount_foreach(n->mount, any_open, &open);
+			if (open) {
+				struct timespec ts = {0, 2 * NS_PER_MS};
+				nanosleep(&ts, NULL);
+			}
+		}
 		fs_mount_set_role(n->mount, true, "");
+		fs_mount_foreach(n->mount, hold_one, &(bool){false});
+		/* A write that passed the read-only check just before the
+		 * switch finishes (and is published) before drain_gen is
+		 * read: a barrier on every database's lock, and a moment. */
+		open = false;
+		fs_mount_foreach(n->mount, any_open, &open);
+		{
+			struct timespec ts = {0, 20 * NS_PER_MS};
+			nanosleep(&ts, NULL);
+		}
+		fs_mount_foreach(n->mount, any_open, &open);
+	}
 	pthread_mutex_lock(&n->mu);
 	n->draining = true;
 	n->drain_gen = n->gen;
