@@ -142,24 +142,6 @@ class EtcdNode(h.Node):
                     return parts[2].split(":")[1]
         return None
 
-    def kill9(self, unmount=True):
-        """SIGKILL; a daemon whose exit hangs on a file it holds in its own
-        mount (the kernel flushes it through the connection nobody
-        serves any more) has its FUSE connection aborted, loudly."""
-        cid = self.fuse_conn()
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                print("WARNING: %s: exit after SIGKILL hangs on its own "
-                      "mount; aborting FUSE connection %s" % (self.name, cid))
-                if cid:
-                    with open("/sys/fs/fuse/connections/%s/abort" % cid,
-                              "w") as f:
-                        f.write("1")
-        super().kill9(unmount)
-
     def info(self):
         try:
             return http_json(self.url + "/info", timeout=1.0)
