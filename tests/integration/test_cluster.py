@@ -247,6 +247,19 @@ def reader_main(path, seconds, stop_file):
             backwards += 1
         last_v = v
         versions.add(v)
+    if os.path.exists(stop_file):
+        # The stop file is written once the replica's -pos shows the last
+        # transfer: a read transaction begun now must see it (the loop's
+        # last read may have begun before).
+        try:
+            v = c.execute("SELECT n FROM version").fetchone()[0]
+            if v < last_v:
+                backwards += 1
+            last_v = v
+        except sqlite3.Error as e:
+            errors += 1
+            if first_err is None:
+                first_err = "final read: %s" % e
     c.close()
     print(json.dumps({"reads": reads, "broken": broken, "errors": errors,
                       "versions": len(versions), "last": last_v,
