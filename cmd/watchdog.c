@@ -12,6 +12,7 @@
  */
 #include "watchdog.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -33,14 +34,15 @@
 /* include/linux/sched.h: the task is getting shut down. */
 #define TASK_PF_EXITING 0x00000004u
 
-/* The flags field (the 9th) of /proc/PID/stat; false when unreadable. */
-static bool proc_flags(pid_t pid, unsigned long *out)
+/* The state (3rd field) and flags (9th) of /proc/PID[/task/TID]/stat;
+ * false when unreadable. */
+static bool stat_fields(const char *path, char *out_state,
+			unsigned long *out_flags)
 {
-	char path[64], buf[1024], *p;
+	char buf[1024], *p;
 	ssize_t n;
 	int fd, field;
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return false;
@@ -53,14 +55,41 @@ static bool proc_flags(pid_t pid, unsigned long *out)
 	 * from the last ')'. After it: state (3), ppid, pgrp, session,
 	 * tty_nr, tpgid, flags (9). */
 	p = strrchr(buf, ')');
-	if (!p)
+	if (!p || p[1] != ' ' || !p[2])
 		return false;
+	*out_state = p[2];
 	for (field = 2; field < 9 && p; field++)
 		p = strchr(p + 1, ' ');
 	if (!p)
 		return false;
-	*out = strtoul(p + 1, NULL, 10);
+	*out_flags = strtoul(p + 1, NULL, 10);
 	return true;
+}
+
+/* Whether any thread of pid waits uninterruptibly (state D): a daemon
+ * that is exiting and has one is stuck on a request to its own mount. */
+static bool any_task_blocked(pid_t pid)
+{
+	char path[64], tpath[384];
+	struct dirent *de;
+	bool blocked = false;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	d = opendir(path);
+	if (!d)
+		return false;
+	while (!blocked && (de = readdir(d)) != NULL) {
+		char st;
+		unsigned long fl;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(tpath, sizeof(tpath), "%s/%s/stat", path, de->d_name);
+		blocked = stat_fields(tpath, &st, &fl) && st == 'D';
+	}
+	closedir(d);
+	return blocked;
 }
 
 static void say(const char *msg, unsigned conn, const char *why)
@@ -106,7 +135,7 @@ static void abort_conn(unsigned conn)
 
 static void child_main(int rfd, pid_t daemon_pid)
 {
-	char buf[32];
+	char buf[32], path[64];
 	size_t got = 0;
 	unsigned conn = 0;
 	int exiting_ms = 0;
@@ -146,16 +175,27 @@ static void child_main(int rfd, pid_t daemon_pid)
 	}
 	close(rfd);
 
-	/* WATCH */
+	/* WATCH. The connection is aborted only while the daemon is
+	 * exiting and one of its threads is blocked: then its /dev/fuse
+	 * descriptor is still open, so the connection number cannot have
+	 * been reused by another mount. A daemon that finished exiting (a
+	 * zombie with no blocked thread) is left to its parent. */
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)daemon_pid);
 	for (;;) {
 		unsigned long flags;
+		char state;
 
 		if (getppid() != daemon_pid)
 			_exit(0);
-		if (!aborted && proc_flags(daemon_pid, &flags) &&
+		if (stat_fields(path, &state, &flags) &&
 		    (flags & TASK_PF_EXITING)) {
+			bool blocked = any_task_blocked(daemon_pid);
+
 			exiting_ms += WATCHDOG_TICK_MS;
-			if (exiting_ms >= WATCHDOG_GRACE_MS) {
+			if (!blocked && state == 'Z')
+				_exit(0);
+			if (blocked && !aborted &&
+			    exiting_ms >= WATCHDOG_GRACE_MS) {
 				abort_conn(conn);
 				aborted = true;
 			}

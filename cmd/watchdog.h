@@ -15,8 +15,10 @@
  * (it holds no descriptor of the mount or /dev/fuse, so it never keeps the
  * connection alive itself). Once mounted, cmd_watchdog_arm sends it the
  * connection number (the minor device number of the mount point). The
- * child then checks the daemon every WATCHDOG_TICK_MS: once the daemon is
- * exiting (PF_EXITING) and still there after WATCHDOG_GRACE_MS, it writes
+ * child then checks the daemon every WATCHDOG_TICK_MS: once the daemon has
+ * been exiting (PF_EXITING) for WATCHDOG_GRACE_MS and one of its threads
+ * is blocked (state D; its /dev/fuse is then still open, so the number
+ * cannot belong to a newer mount), it writes
  * 1 to /sys/fs/fuse/connections/N/abort (mounting fusectl there first if
  * needed), logs it, and ends when the daemon is gone. A clean stop
  * unmounts before exiting, so the child just sees the daemon go.
