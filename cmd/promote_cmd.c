@@ -14,6 +14,7 @@
 
 #include "cfg.h"
 #include "cmd.h"
+#include "node_url.h"
 
 struct answer {
 	char text[1024];
@@ -31,29 +32,6 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ctx)
 	a->len += take;
 	a->text[a->len] = '\0';
 	return n;
-}
-
-/* "http://HOST:PORT" from http.addr ("[HOST]:PORT", ":PORT"). */
-static int base_from_addr(const char *addr, char *out, size_t n)
-{
-	const char *colon = strrchr(addr, ':');
-	char host[300];
-	size_t hl;
-
-	if (!colon || !colon[1])
-		return -EINVAL;
-	hl = (size_t)(colon - addr);
-	if (hl >= sizeof(host))
-		return -EINVAL;
-	memcpy(host, addr, hl);
-	host[hl] = '\0';
-	if (hl == 0 || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "*") == 0)
-		snprintf(host, sizeof(host), "127.0.0.1");
-	else if (strcmp(host, "[::]") == 0 || strcmp(host, "::") == 0)
-		snprintf(host, sizeof(host), "[::1]");
-	if ((size_t)snprintf(out, n, "http://%s:%s", host, colon + 1) >= n)
-		return -ENAMETOOLONG;
-	return 0;
 }
 
 int cmd_promote(int argc, char **argv)
@@ -88,8 +66,8 @@ int cmd_promote(int argc, char **argv)
 			return 1;
 		}
 		token = strdup(cfg.http.token);
-		if (!url && base_from_addr(cfg.http.addr, base,
-					   sizeof(base)) < 0) {
+		if (!url && cmd_node_url_from_addr(cfg.http.addr, base,
+						  sizeof(base)) < 0) {
 			fprintf(stderr, "ltxfs promote: http.addr \"%s\" is not "
 				"[HOST]:PORT\n", cfg.http.addr);
 			cfg_free(&cfg);

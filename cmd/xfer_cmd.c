@@ -32,6 +32,7 @@
 
 #include "cfg.h"
 #include "cmd.h"
+#include "node_url.h"
 
 #define XFER_CONNECT_TIMEOUT_S 10L
 #define XFER_STALL_S 300L        /* no byte either way for this long */
@@ -101,29 +102,6 @@ static const char *reason(struct resp *r)
 	return *p ? p : "(no reason given)";
 }
 
-/* Makes "http://HOST:PORT" from http.addr ("[HOST]:PORT", ":PORT"). */
-static int url_from_addr(const char *addr, char *out, size_t n)
-{
-	const char *colon = strrchr(addr, ':');
-	char host[300];
-	size_t hl;
-
-	if (!colon || !colon[1])
-		return -EINVAL;
-	hl = (size_t)(colon - addr);
-	if (hl >= sizeof(host))
-		return -EINVAL;
-	memcpy(host, addr, hl);
-	host[hl] = '\0';
-	if (hl == 0 || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "*") == 0)
-		snprintf(host, sizeof(host), "127.0.0.1");
-	else if (strcmp(host, "[::]") == 0 || strcmp(host, "::") == 0)
-		snprintf(host, sizeof(host), "[::1]");
-	if ((size_t)snprintf(out, n, "http://%s:%s", host, colon + 1) >= n)
-		return -ENAMETOOLONG;
-	return 0;
-}
-
 static int usage(const char *cmd)
 {
 	fprintf(stderr, "usage: ltxfs %s [-c ltxfs.yml | --url http://HOST:"
@@ -171,8 +149,8 @@ static int parse(struct xfer *x, int argc, char **argv)
 			return 1;
 		}
 		x->token = strdup(cfg.http.token);
-		if (!url && url_from_addr(cfg.http.addr, x->base,
-					  sizeof(x->base)) < 0) {
+		if (!url && cmd_node_url_from_addr(cfg.http.addr, x->base,
+						  sizeof(x->base)) < 0) {
 			fprintf(stderr, "ltxfs %s: http.addr \"%s\" is not "
 				"[HOST]:PORT\n", x->cmd, cfg.http.addr);
 			cfg_free(&cfg);
