@@ -350,10 +350,10 @@ def invariant(mode):
 # -- 3. joining and restarts -----------------------------------------------
 
 def late_join():
-    """A replica that starts after the primary has data (and, with the
-    primary's small retention, possibly only a suffix of the log) catches
-    up: by records when the primary's log starts at TXID 1, otherwise by a
-    snapshot; it ends identical."""
+    """A replica that starts after the primary has data, and after the
+    primary's small retention has pruned the start of the log, catches up
+    by a snapshot and ends identical. (Catching up by records is
+    replica-restart's case.)"""
     t = Timer()
     with Cluster(2, primary_data_yml="  retention: 0s\n"
                  "  retention-bytes: 65536\n") as cl:
@@ -361,26 +361,34 @@ def late_join():
         db = "late.db"
         simple_txns(cl.primary.path(db), 300, blob=2000)
         t.lap("300 transactions before the replica")
+
+        def log_start():
+            # The first segment's name is not parsed: its first record's
+            # TXID is read. The pruner may remove a segment between the
+            # listing and the read; that read is retried.
+            try:
+                recs = cl.primary.log_records(db)
+            except (OSError, TestFailure):
+                return None
+            first = int.from_bytes(recs[0][24:32], "big") if recs else 0
+            return first if first > 1 else None
+        # Retention runs once a second; the replica must not start before
+        # it has pruned, or it may fetch the whole log as records.
+        first = wait_for(log_start, 15, "retention to prune late.db's log")
+        t.lap("log pruned to start at TXID %d" % first)
         r = cl.replicas[0]
         cl.start([r])
         check_identical(cl, db)
         t.lap("late replica identical")
-        recs = cl.primary.log_records(db)
-        first = int.from_bytes(recs[0][24:32], "big") if recs else None
         m = cl.primary.metrics()
         sent_snap = m.get("ltxfs_stream_snapshots_sent_total", 0)
         applied = r.metrics()
         log("  primary log starts at TXID %s; snapshots sent %d, records "
             "sent %d" % (first, sent_snap,
                          m.get("ltxfs_stream_records_sent_total", 0)))
-        if first == 1:
-            check(applied.get("ltxfs_records_applied_total") ==
-                  cl.primary.pos(db)[0], "records applied %s != TXID"
-                  % applied.get("ltxfs_records_applied_total"))
-        else:
-            check(sent_snap >= 1 and
-                  applied.get("ltxfs_snapshots_applied_total", 0) >= 1,
-                  "the log starts at %s but no snapshot was sent" % first)
+        check(sent_snap >= 1 and
+              applied.get("ltxfs_snapshots_applied_total", 0) >= 1,
+              "the log starts at %s but no snapshot was sent" % first)
         simple_txns(cl.primary.path(db), 20)
         check_identical(cl, db)
         t.lap("20 more, identical")
