@@ -13,6 +13,12 @@
  * With http.token set, every request but /healthz needs
  * "Authorization: Bearer <token>"; otherwise 401 and a log line naming the
  * peer. Errors are answered with a one-line text body saying why.
+ *
+ * libmicrohttpd calls handler() first once the headers are in, before
+ * any byte of a body: the token, and whatever else can refuse a request
+ * without its body (refuse_early), are checked then, so a refused upload
+ * is answered at once and never read (the connection closes after the
+ * answer). Only POST /import takes a body.
  */
 #include "node_i.h"
 
@@ -37,7 +43,21 @@
 #include "lib/log.h"
 
 #define SQLITE_BUSY_WAIT_MS 30000
+/*
+ * What a peer can hold before it has shown the token (docs/PROTOCOL.md,
+ * "Connection limits"). A connection that has not yet sent its request
+ * headers, or sent them without the token, is closed after
+ * PREAUTH_TIMEOUT_S without traffic; one that showed the token gets
+ * AUTHED_TIMEOUT_S. At most CONN_LIMIT connections, CONN_PER_IP_LIMIT
+ * from one address; more are closed as soon as they are accepted. Each
+ * holds at most CONN_MEMORY_LIMIT of request line and headers, resident
+ * only as far as the peer sent them.
+ */
 #define CONN_MEMORY_LIMIT (4u << 20)
+#define CONN_LIMIT 256u
+#define CONN_PER_IP_LIMIT 64u
+#define PREAUTH_TIMEOUT_S 10u
+#define AUTHED_TIMEOUT_S 120u
 
 struct req {
 	int fd;                  /* POST body, or -1 */
@@ -309,6 +329,54 @@ static enum MHD_Result do_lease_move(rep_node *n, struct MHD_Connection *c,
 	return reply_err(c, st, msg);
 }
 
+/* Whether the request announces a body (any length but 0). */
+static bool has_body(struct MHD_Connection *c)
+{
+	const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+						     "Content-Length");
+
+	if (MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+					"Transfer-Encoding"))
+		return true;
+	return cl && strspn(cl, "0 \t") != strlen(cl);
+}
+
+/*
+ * The first call, headers in and no byte of a body read yet (token
+ * already checked): everything that can refuse the request without its
+ * body does, so a refused upload is never read. do_import checks the
+ * name and the role again once the body is in (the role may change).
+ */
+static enum MHD_Result refuse_early(rep_node *n, struct MHD_Connection *c,
+				    const char *url, bool post,
+				    struct req *q)
+{
+	bool import = post && strcmp(url, "/import") == 0;
+	const char *db;
+	char body[600];
+
+	if (!import) {
+		if (!has_body(c))
+			return MHD_YES;
+		q->failed = true;
+		return reply_err(c, MHD_HTTP_CONTENT_TOO_LARGE,
+				 "this endpoint takes no request body");
+	}
+	db = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "db");
+	if (!valid_db_name(db)) {
+		q->failed = true;
+		return reply_err(c, MHD_HTTP_BAD_REQUEST, "db must name a "
+				 "database (no '/', not starting with '.')");
+	}
+	if (!rep_node_is_primary(n)) {
+		q->failed = true;
+		snprintf(body, sizeof(body), "this node is a replica; import "
+			 "on the primary, %s", rep_node_primary_desc(n));
+		return reply_err(c, MHD_HTTP_CONFLICT, body);
+	}
+	return MHD_YES;
+}
+
 static enum MHD_Result handler(void *cls, struct MHD_Connection *c,
 			       const char *url, const char *method,
 			       const char *version, const char *upload,
@@ -340,7 +408,11 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c,
 			return reply_err(c, MHD_HTTP_UNAUTHORIZED,
 					 "missing or wrong bearer token");
 		}
-		return MHD_YES;
+		if (strcmp(url, "/healthz") != 0)
+			MHD_set_connection_option(c,
+						  MHD_CONNECTION_OPTION_TIMEOUT,
+						  AUTHED_TIMEOUT_S);
+		return refuse_early(n, c, url, post, q);
 	}
 	if (q->failed && *upload_size) {
 		*upload_size = 0; /* already answered (401) */
@@ -487,7 +559,9 @@ int rep_server_start(rep_node *n)
 			(ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0),
 		0, NULL, NULL, handler, n, MHD_OPTION_SOCK_ADDR, &ss,
 		MHD_OPTION_NOTIFY_COMPLETED, completed, n,
-		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+		MHD_OPTION_CONNECTION_TIMEOUT, PREAUTH_TIMEOUT_S,
+		MHD_OPTION_CONNECTION_LIMIT, CONN_LIMIT,
+		MHD_OPTION_PER_IP_CONNECTION_LIMIT, CONN_PER_IP_LIMIT,
 		/* A replica's /stream URL names every database's position
 		 * (up to MAX_SUB_DBS of about 640 bytes each): the 32 KiB
 		 * default answered 414 from about 700 databases on. */
