@@ -160,6 +160,18 @@ static const struct cfg_key cfg_keys[] = {
 	{.name = "lease.etcd.password", .type = T_STR,
 	 .off = OFF(lease.etcd.password), .def = "", .flags = F_SECRET,
 	 .help = "etcd password."},
+	{.name = "lease.etcd.tls-ca-file", .type = T_STR,
+	 .off = OFF(lease.etcd.tls_ca_file), .def = "",
+	 .help = "PEM file of the CA(s) an https endpoint's certificate must\n"
+		 "chain to. Empty: the system's CA store. Verification of\n"
+		 "the certificate and its name is never turned off."},
+	{.name = "lease.etcd.tls-cert-file", .type = T_STR,
+	 .off = OFF(lease.etcd.tls_cert_file), .def = "",
+	 .help = "PEM client certificate for etcd (--client-cert-auth);\n"
+		 "needs lease.etcd.tls-key-file."},
+	{.name = "lease.etcd.tls-key-file", .type = T_STR,
+	 .off = OFF(lease.etcd.tls_key_file), .def = "",
+	 .help = "PEM private key of lease.etcd.tls-cert-file."},
 
 	{.name = "exec", .type = T_LIST, .off = OFF(exec), .def = NULL,
 	 .help = "Shell commands (a list, or one string) run under\n"
@@ -809,6 +821,41 @@ static bool path_within(const char *a, const char *b)
 	return b[n] == '\0' || b[n] == '/' || (n == 1 && a[0] == '/');
 }
 
+/* lease.etcd.tls-*: a client certificate needs its key and the other way
+ * round; TLS settings with an http:// endpoint would send the lease in
+ * clear text while the file says otherwise. Whether the files can be
+ * read is checked when the node starts (cmd/mount_cmd.c). */
+static int check_etcd_tls(struct loader *ld)
+{
+	const char *cert = ld->cfg->lease.etcd.tls_cert_file;
+	const char *key = ld->cfg->lease.etcd.tls_key_file;
+	const char *ca = ld->cfg->lease.etcd.tls_ca_file;
+	const cfg_strlist *eps = &ld->cfg->lease.etcd.endpoints;
+	size_t cert_line = ld->key_line[key_index("lease.etcd.tls-cert-file")];
+	size_t key_line = ld->key_line[key_index("lease.etcd.tls-key-file")];
+	size_t ca_line = ld->key_line[key_index("lease.etcd.tls-ca-file")];
+
+	if (!*cert != !*key)
+		return load_error(ld, *cert ? cert_line : key_line,
+				  "lease.etcd.tls-cert-file and "
+				  "lease.etcd.tls-key-file go together: %s is "
+				  "set but %s is empty",
+				  *cert ? "lease.etcd.tls-cert-file"
+					: "lease.etcd.tls-key-file",
+				  *cert ? "lease.etcd.tls-key-file"
+					: "lease.etcd.tls-cert-file");
+	if (!*cert && !*ca)
+		return 0;
+	for (size_t i = 0; i < eps->count; i++)
+		if (strncasecmp(eps->items[i], "https://", 8) != 0)
+			return load_error(
+				ld, *ca ? ca_line : cert_line,
+				"lease.etcd.tls-* is set but endpoint \"%s\" "
+				"of lease.etcd.endpoints is not https://",
+				eps->items[i]);
+	return 0;
+}
+
 /* Checks that need more than one key, and takes $LTXFS_TOKEN. */
 static int load_finish(struct loader *ld)
 {
@@ -816,6 +863,7 @@ static int load_finish(struct loader *ld)
 	size_t data_line = ld->key_line[key_index("data.dir")];
 	size_t fuse_line = ld->key_line[key_index("fuse.dir")];
 	const char *tok;
+	int rc;
 
 	if (path_within(ld->cfg->fuse.dir, ld->cfg->data.dir))
 		return load_error(ld, data_line ? data_line : fuse_line,
@@ -827,6 +875,9 @@ static int load_finish(struct loader *ld)
 		return load_error(ld, ld->key_line[type_i],
 				  "lease.type is etcd but "
 				  "lease.etcd.endpoints is empty");
+	rc = check_etcd_tls(ld);
+	if (rc < 0)
+		return rc;
 	tok = getenv(CFG_TOKEN_ENV);
 	if (!ld->key_line[key_index("http.token")] && tok) {
 		char *dup = strdup(tok);

@@ -68,6 +68,11 @@ typedef struct ltxfs_cfg {
 			int64_t ttl_ms; /* >= 1000 */
 			char *username;
 			char *password;
+			/* https endpoints: "" = unset; cert and key go
+			 * together (cfg_load_* checks) */
+			char *tls_ca_file;   /* "" = the system store */
+			char *tls_cert_file; /* client certificate, PEM */
+			char *tls_key_file;  /* its private key, PEM */
 		} etcd;
 	} lease;
 	cfg_strlist exec; /* shell commands run once the node is ready */

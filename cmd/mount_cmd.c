@@ -77,6 +77,32 @@ static bool is_mounted(const char *dir)
 	return found;
 }
 
+/* A file the configuration names under key ("" = unset) must be a
+ * readable regular file now, not at the first etcd request. */
+static int check_readable(const char *key, const char *path)
+{
+	struct stat st;
+	int fd, saverr;
+
+	if (!path[0])
+		return 0;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		saverr = errno;
+		fprintf(stderr, "ltxfs mount: %s %s cannot be read: %s\n", key,
+			path, strerror(saverr));
+		return -1;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		fprintf(stderr, "ltxfs mount: %s %s is not a regular file\n",
+			key, path);
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
 static int preflight(const ltxfs_cfg *cfg)
 {
 	struct stat st;
@@ -114,6 +140,14 @@ static int preflight(const ltxfs_cfg *cfg)
 	}
 	close(fd);
 	unlink(probe);
+	if (cfg->lease.type == CFG_LEASE_ETCD &&
+	    (check_readable("lease.etcd.tls-ca-file",
+			    cfg->lease.etcd.tls_ca_file) < 0 ||
+	     check_readable("lease.etcd.tls-cert-file",
+			    cfg->lease.etcd.tls_cert_file) < 0 ||
+	     check_readable("lease.etcd.tls-key-file",
+			    cfg->lease.etcd.tls_key_file) < 0))
+		return -1;
 	return 0;
 }
 
@@ -194,6 +228,9 @@ int cmd_mount(int argc, char **argv)
 		ro.etcd_ttl_ms = cfg.lease.etcd.ttl_ms;
 		ro.etcd_username = cfg.lease.etcd.username;
 		ro.etcd_password = cfg.lease.etcd.password;
+		ro.etcd_tls_ca_file = cfg.lease.etcd.tls_ca_file;
+		ro.etcd_tls_cert_file = cfg.lease.etcd.tls_cert_file;
+		ro.etcd_tls_key_file = cfg.lease.etcd.tls_key_file;
 	}
 	if (rep_node_new(&ro, &node) < 0) {
 		fprintf(stderr, "ltxfs mount: cannot start (see the log above)\n");

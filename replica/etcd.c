@@ -28,9 +28,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
+#include "lib/clock.h"
 #include "lib/log.h"
 
+#define TLS_WARN_EVERY_MS 10000
 #define ANSWER_MAX (4u << 20)    /* a bigger answer is refused */
 #define GRPC_NOT_FOUND 5
 #define GRPC_UNAUTHENTICATED 16
@@ -40,9 +43,12 @@ struct rep_etcd {
 	char **urls;
 	size_t nurls;
 	char *user, *password;
-	pthread_mutex_t mu;      /* guards cur and token */
+	char *ca, *cert, *key;   /* TLS files, NULL unset; fixed once set */
+	atomic_uint_fast64_t errors; /* failed requests, rep_etcd_errors */
+	pthread_mutex_t mu;      /* guards cur, token, tls_warned_ms */
 	size_t cur;
 	char *token;             /* NULL until authenticated */
+	int64_t tls_warned_ms;   /* last TLS failure logged, CLOCK_MONOTONIC */
 };
 
 /* --- base64 --- */
@@ -258,8 +264,93 @@ void rep_etcd_free(rep_etcd *e)
 	free(e->user);
 	free(e->password);
 	free(e->token);
+	free(e->ca);
+	free(e->cert);
+	free(e->key);
 	pthread_mutex_destroy(&e->mu);
 	free(e);
+}
+
+static int dup_path(const char *in, char **out)
+{
+	*out = NULL;
+	if (!in || !in[0])
+		return 0;
+	*out = strdup(in);
+	return *out ? 0 : -ENOMEM;
+}
+
+int rep_etcd_set_tls(rep_etcd *e, const char *ca, const char *cert,
+		     const char *key)
+{
+	bool has_cert = cert && cert[0], has_key = key && key[0];
+
+	if (has_cert != has_key)
+		return -EINVAL;
+	free(e->ca);
+	free(e->cert);
+	free(e->key);
+	if (dup_path(ca, &e->ca) < 0 || dup_path(cert, &e->cert) < 0 ||
+	    dup_path(key, &e->key) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+uint64_t rep_etcd_errors(rep_etcd *e)
+{
+	return (uint64_t)atomic_load(&e->errors);
+}
+
+static bool tls_failure(CURLcode cc)
+{
+	switch (cc) {
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CIPHER:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_ISSUER_ERROR:
+	case CURLE_SSL_CRL_BADFILE:
+	case CURLE_SSL_ENGINE_NOTFOUND:
+	case CURLE_SSL_ENGINE_SETFAILED:
+	case CURLE_SSL_ENGINE_INITFAILED:
+	case CURLE_USE_SSL_FAILED:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* A TLS failure at warn level, at most every TLS_WARN_EVERY_MS. Anything
+ * else stays at debug: an etcd that is down says so by the lease's
+ * behaviour, every 250 ms. */
+static void log_transport(rep_etcd *e, size_t idx, const char *path,
+			  CURLcode cc, const char *detail)
+{
+	bool https = strncasecmp(e->urls[idx], "https://", 8) == 0;
+	bool warn = tls_failure(cc) ||
+		    (https && (cc == CURLE_RECV_ERROR ||
+			       cc == CURLE_SEND_ERROR));
+	int64_t now = lib_clock_monotonic_ns() / 1000000;
+	const char *why = detail[0] ? detail : curl_easy_strerror(cc);
+
+	if (warn) {
+		pthread_mutex_lock(&e->mu);
+		if (e->tls_warned_ms &&
+		    now - e->tls_warned_ms < TLS_WARN_EVERY_MS)
+			warn = false;
+		else
+			e->tls_warned_ms = now;
+		pthread_mutex_unlock(&e->mu);
+	}
+	if (warn)
+		log_warn("etcd %s%s: TLS failed: %s (lease.etcd.tls-ca-file "
+			 "must hold the CA that signed etcd's certificate, "
+			 "whose names must include the endpoint's host; "
+			 "tls-cert-file and tls-key-file the client "
+			 "certificate etcd trusts)", e->urls[idx], path, why);
+	else
+		log_debug("etcd %s%s: %s", e->urls[idx], path, why);
 }
 
 /* A streaming request's state (watch): bytes are split into lines, each
@@ -317,7 +408,7 @@ static int attempt(rep_etcd *e, size_t idx, const char *path,
 {
 	CURL *c = curl_easy_init();
 	struct curl_slist *hdrs = NULL;
-	char url[1024], auth[1024];
+	char url[1024], auth[1024], detail[CURL_ERROR_SIZE] = "";
 	CURLcode cc;
 	int rc = 0;
 
@@ -337,6 +428,17 @@ static int attempt(rep_etcd *e, size_t idx, const char *path,
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
 			 (long)(timeout_ms < 2000 ? timeout_ms : 2000));
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, detail);
+	/* libcurl's defaults, stated: the certificate and the name are
+	 * always checked. */
+	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (e->ca)
+		curl_easy_setopt(c, CURLOPT_CAINFO, e->ca);
+	if (e->cert) {
+		curl_easy_setopt(c, CURLOPT_SSLCERT, e->cert);
+		curl_easy_setopt(c, CURLOPT_SSLKEY, e->key);
+	}
 	if (st) {
 		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, stream_write);
 		curl_easy_setopt(c, CURLOPT_WRITEDATA, st);
@@ -354,8 +456,7 @@ static int attempt(rep_etcd *e, size_t idx, const char *path,
 	else if (cc == CURLE_WRITE_ERROR || cc == CURLE_ABORTED_BY_CALLBACK)
 		rc = st ? 0 : -EPROTO; /* the stream ended it */
 	else if (cc != CURLE_OK) {
-		log_debug("etcd %s%s: %s", e->urls[idx], path,
-			  curl_easy_strerror(cc));
+		log_transport(e, idx, path, cc, detail);
 		rc = -ECONNREFUSED;
 	}
 	curl_slist_free_all(hdrs);
@@ -512,6 +613,8 @@ static int request(rep_etcd *e, const char *path, json_t *reqj,
 		break;
 	}
 	free(body);
+	if (rc < 0 && rc != -ENOENT && rc != -ESTALE)
+		atomic_fetch_add(&e->errors, 1);
 	return rc;
 }
 

@@ -17,9 +17,13 @@
  * sent in the Authorization header; an answer saying the token is invalid
  * re-authenticates once.
  *
+ * https endpoints are verified against lease.etcd.tls-ca-file (or the
+ * system store) and may present a client certificate (rep_etcd_set_tls).
+ *
  * Thread safety: one rep_etcd may be used from several threads (each
  * request has its own curl handle; the endpoint index and token are
- * guarded by a mutex).
+ * guarded by a mutex; the TLS settings are fixed before the first
+ * request).
  */
 #ifndef REPLICA_ETCD_H
 #define REPLICA_ETCD_H
@@ -49,6 +53,21 @@ void rep_etcd_kv_clear(rep_etcd_kv *kv);
 int rep_etcd_new(char *const *endpoints, size_t n, const char *user,
 		 const char *password, rep_etcd **out);
 void rep_etcd_free(rep_etcd *e);
+
+/* TLS for https endpoints, before the first request. ca: PEM file of the
+ * CA(s) the server's certificate must chain to (NULL or "": the system
+ * store); cert and key: a client certificate and its key (both or
+ * neither). The server's certificate and its name are always verified;
+ * nothing turns that off. A request that fails in TLS is logged at warn
+ * level with libcurl's reason (at most every 10 s). Returns 0, -EINVAL
+ * (cert without key) or -ENOMEM. */
+int rep_etcd_set_tls(rep_etcd *e, const char *ca, const char *cert,
+		     const char *key);
+
+/* Requests that failed (no endpoint answered, refused credentials, an
+ * etcd error or an answer not understood; not -ENOENT or -ESTALE) since
+ * rep_etcd_new. */
+uint64_t rep_etcd_errors(rep_etcd *e);
 
 /* Every call below returns 0, -ENOENT where said, -EACCES (refused
  * credentials), -ETIMEDOUT or -ECONNREFUSED (no endpoint answered),

@@ -12,6 +12,7 @@
 #ifndef REPLICA_LEASE_H
 #define REPLICA_LEASE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,6 +23,20 @@ int rep_lease_new(struct rep_node *n, rep_lease **out);
 int rep_lease_start(rep_lease *l);
 void rep_lease_stop(rep_lease *l);
 void rep_lease_free(rep_lease *l);
+
+/* For /metrics (replica/metrics.c): this node's view of the lease. */
+typedef struct rep_lease_stats {
+	bool primary;              /* holds the lease and accepts writes */
+	uint64_t epoch;            /* of the key held or followed; 0 none */
+	int64_t deadline_left_ns;  /* primary: until read-only; else 0 */
+	uint64_t renewals;         /* keepalives etcd answered with a TTL */
+	uint64_t renewal_failures; /* keepalives that failed or found the
+				    * lease gone */
+	uint64_t acquisitions;     /* times this node created the key */
+	uint64_t etcd_errors;      /* failed etcd requests (etcd.h) */
+} rep_lease_stats;
+
+void rep_lease_get_stats(rep_lease *l, rep_lease_stats *out);
 
 /* POST /handoff on the primary: no new writes, every connected replica
  * gets every transaction (up to 1 s), then the lease goes; with to != 0

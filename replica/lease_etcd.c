@@ -81,6 +81,8 @@ struct rep_lease {
 	int64_t ttl_s;
 	int64_t margin_ns;
 	atomic_bool stop;        /* also cancels a watch */
+	/* For /metrics (rep_lease_get_stats). */
+	atomic_uint_fast64_t renewals, renewal_failures, acquisitions;
 	pthread_t thr, dog;
 	bool started;
 
@@ -366,6 +368,7 @@ static void try_acquire(rep_lease *l)
 		sleep_ms(l, 5000);
 		return;
 	}
+	atomic_fetch_add(&l->acquisitions, 1);
 	pthread_mutex_lock(&l->mu);
 	l->lease_id = id;
 	l->epoch = kv.create_rev;
@@ -465,6 +468,7 @@ static void primary_step(rep_lease *l)
 	pthread_mutex_unlock(&l->mu);
 	sent = lib_clock_boottime_ns();
 	rc = rep_etcd_keepalive(l->etcd, id, l->ttl_s * 1000 / 3, &ttl);
+	atomic_fetch_add(rc == 0 ? &l->renewals : &l->renewal_failures, 1);
 	pthread_mutex_lock(&l->mu);
 	if (rc == 0) {
 		int64_t dl = sent + ttl * 1000000000LL - l->margin_ns;
@@ -559,9 +563,15 @@ int rep_lease_new(rep_node *n, rep_lease **out)
 		l->margin_ns = 100 * NS_PER_MS;
 	rc = rep_etcd_new(n->o.etcd_endpoints, n->o.etcd_nendpoints,
 			  n->o.etcd_username, n->o.etcd_password, &l->etcd);
+	if (rc == 0)
+		rc = rep_etcd_set_tls(l->etcd, n->o.etcd_tls_ca_file,
+				      n->o.etcd_tls_cert_file,
+				      n->o.etcd_tls_key_file);
 	if (rc < 0) {
-		log_error("lease.etcd: %s", rc == -EINVAL ? "no endpoints"
-							  : strerror(-rc));
+		log_error("lease.etcd: %s", rc != -EINVAL ? strerror(-rc)
+				: l->etcd ? "tls-cert-file and tls-key-file "
+					    "go together"
+					  : "no endpoints");
 		rep_lease_free(l);
 		return rc;
 	}
@@ -822,6 +832,23 @@ unsigned rep_lease_promote(rep_lease *l, char *msg, size_t len)
 	}
 	snprintf(msg, len, "this node is the primary\n");
 	return 200;
+}
+
+void rep_lease_get_stats(rep_lease *l, rep_lease_stats *out)
+{
+	pthread_mutex_lock(&l->mu);
+	out->primary = l->state == L_PRIMARY;
+	out->epoch = l->epoch > 0 ? (uint64_t)l->epoch : 0;
+	out->deadline_left_ns = 0;
+	if (out->primary) {
+		int64_t left = l->deadline_ns - lib_clock_boottime_ns();
+		out->deadline_left_ns = left > 0 ? left : 0;
+	}
+	pthread_mutex_unlock(&l->mu);
+	out->renewals = (uint64_t)atomic_load(&l->renewals);
+	out->renewal_failures = (uint64_t)atomic_load(&l->renewal_failures);
+	out->acquisitions = (uint64_t)atomic_load(&l->acquisitions);
+	out->etcd_errors = rep_etcd_errors(l->etcd);
 }
 
 void rep_lease_free(rep_lease *l)

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "fs/log.h"
+#include "lease.h"
 #include "lib/clock.h"
 
 static const char *role_name(int role)
@@ -214,6 +215,48 @@ static void metric_db(void *ctx, fs_db *db)
 	}
 }
 
+/* The lease as this node sees it. With the static lease: primary is the
+ * role, epoch 1, no deadline, the counters 0. */
+static void lease_metrics(rep_node *n, struct text *t)
+{
+	rep_lease_stats s = {0};
+
+	if (n->lease) {
+		rep_lease_get_stats(n->lease, &s);
+	} else {
+		s.primary = rep_node_is_primary(n);
+		s.epoch = 1;
+	}
+	add(t, "# HELP ltxfs_lease_primary 1 while this node holds the lease "
+		"and accepts writes\n# TYPE ltxfs_lease_primary gauge\n"
+		"ltxfs_lease_primary %d\n", s.primary);
+	add(t, "# HELP ltxfs_lease_epoch Epoch of the lease held or followed "
+		"(0 before one is known)\n# TYPE ltxfs_lease_epoch gauge\n"
+		"ltxfs_lease_epoch %" PRIu64 "\n", s.epoch);
+	add(t, "# HELP ltxfs_lease_deadline_seconds Primary: seconds left "
+		"until it turns read-only unless the lease is renewed (0 "
+		"otherwise)\n# TYPE ltxfs_lease_deadline_seconds gauge\n"
+		"ltxfs_lease_deadline_seconds %.3f\n",
+	    (double)s.deadline_left_ns / 1e9);
+	add(t, "# HELP ltxfs_lease_renewals_total Lease keepalives etcd "
+		"answered with a TTL\n# TYPE ltxfs_lease_renewals_total "
+		"counter\nltxfs_lease_renewals_total %" PRIu64 "\n",
+	    s.renewals);
+	add(t, "# HELP ltxfs_lease_renewal_failures_total Lease keepalives "
+		"that failed or found the lease gone\n"
+		"# TYPE ltxfs_lease_renewal_failures_total counter\n"
+		"ltxfs_lease_renewal_failures_total %" PRIu64 "\n",
+	    s.renewal_failures);
+	add(t, "# HELP ltxfs_lease_acquisitions_total Times this node "
+		"acquired the lease (created the primary key)\n"
+		"# TYPE ltxfs_lease_acquisitions_total counter\n"
+		"ltxfs_lease_acquisitions_total %" PRIu64 "\n", s.acquisitions);
+	add(t, "# HELP ltxfs_lease_etcd_errors_total etcd requests that "
+		"failed (unreachable, TLS, refused credentials, errors)\n"
+		"# TYPE ltxfs_lease_etcd_errors_total counter\n"
+		"ltxfs_lease_etcd_errors_total %" PRIu64 "\n", s.etcd_errors);
+}
+
 char *rep_metrics_text(rep_node *n)
 {
 	struct text t = {malloc(4096), 0, 4096, false};
@@ -252,6 +295,7 @@ char *rep_metrics_text(rep_node *n)
 		"is open\n# TYPE ltxfs_stream_connected gauge\n"
 		"ltxfs_stream_connected %d\n", n->connected);
 	pthread_mutex_unlock(&n->mu);
+	lease_metrics(n, &t);
 	add(&t, "# HELP ltxfs_connected_replicas Streams served now\n"
 		"# TYPE ltxfs_connected_replicas gauge\n"
 		"ltxfs_connected_replicas %d\n", atomic_load(&m->replicas));

@@ -50,6 +50,8 @@ typedef struct rep_node_opts {
 	const char *etcd_prefix;
 	int64_t etcd_ttl_ms;
 	const char *etcd_username, *etcd_password;
+	/* https endpoints (replica/etcd.h): NULL or "" unset. */
+	const char *etcd_tls_ca_file, *etcd_tls_cert_file, *etcd_tls_key_file;
 } rep_node_opts;
 
 enum rep_role {
