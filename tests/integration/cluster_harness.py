@@ -56,18 +56,15 @@ def http(url, method="GET", token=None, data=None, headers=None,
 
 
 class ClusterNode(h.Node):
-    """A Node with an HTTP port and the lease section of its role."""
+    """A Node with an HTTP port and the lease section of its role (the
+    static lease; a subclass may write another in lease_yml())."""
 
     def __init__(self, name, primary_url=None, token=None, extra_yml="",
                  log_level="info", data_yml=""):
         self.port = free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         self.token = token
-        lease = ("lease:\n  type: static\n  candidate: %s\n"
-                 "  hostname: %s\n  advertise-url: %s\n"
-                 % ("false" if primary_url else "true", name, self.url))
-        if primary_url:
-            lease += "  primary-url: %s\n" % primary_url
+        lease = self.lease_yml(name, primary_url)
         httpc = "http:\n  addr: 127.0.0.1:%d\n" % self.port
         if token is not None:
             httpc += "  token: \"%s\"\n" % token
@@ -83,10 +80,19 @@ class ClusterNode(h.Node):
             with open(self.cfg, "w") as f:
                 f.write(text.replace(head, head + data_yml, 1))
 
+    def lease_yml(self, name, primary_url):
+        lease = ("lease:\n  type: static\n  candidate: %s\n"
+                 "  hostname: %s\n  advertise-url: %s\n"
+                 % ("false" if primary_url else "true", name, self.url))
+        if primary_url:
+            lease += "  primary-url: %s\n" % primary_url
+        return lease
+
     def start(self, expect_mount=True):
         st = super().start(expect_mount)
         if st == "mounted":
-            wait_for(self.healthy, 10, "%s: /healthz" % self.name)
+            wait_for(self.healthy, h.MOUNT_TIMEOUT, "%s: /healthz"
+                     % self.name)
         return st
 
     def healthy(self):
@@ -119,6 +125,48 @@ class ClusterNode(h.Node):
             except ValueError:
                 pass
         return out
+
+    def metric(self, name, default=None):
+        """One value of /metrics (name with its labels), or default."""
+        return self.metrics().get(name, default)
+
+    def wait_metric(self, name, cond, timeout, what=None):
+        """Waits until cond(value of metric name, 0 when absent) holds;
+        returns the value. A counter that follows an event the test saw
+        (e.g. ltxfs_records_applied_total, bumped just after the -pos
+        file changes) is read this way, not once."""
+        last = []
+
+        def ok():
+            v = self.metric(name, 0)
+            last[:] = [v]
+            return (v,) if cond(v) else None
+        try:
+            return wait_for(ok, timeout, what or "%s: %s" % (self.name,
+                                                               name),
+                            interval=0.05)[0]
+        except TestFailure as e:
+            raise TestFailure("%s (last value %s)" % (e, last))
+
+    def node_id(self):
+        with open(os.path.join(self.data, "node.id")) as f:
+            return f.read().strip()
+
+    def log_dir(self, db):
+        return os.path.join(self.data, "dbs", db, "log")
+
+    def first_segment(self, db):
+        """The first TXID of db's oldest log segment on disk (0: none)."""
+        names = [f for f in os.listdir(self.log_dir(db))
+                 if f.endswith(".seg")]
+        return min(int(f[:16], 16) for f in names) if names else 0
+
+    def log_bytes_on_disk(self, db):
+        """Bytes of db's log segments (the node should be quiet: a segment
+        removed meanwhile fails the test)."""
+        d = self.log_dir(db)
+        return sum(os.path.getsize(os.path.join(d, f))
+                   for f in os.listdir(d) if f.endswith(".seg"))
 
     def pos_or_none(self, db):
         try:
@@ -182,7 +230,7 @@ class Cluster:
             if not n.is_primary:
                 self.wait_connected(n)
 
-    def wait_connected(self, r, timeout=20):
+    def wait_connected(self, r, timeout=30):
         wait_for(lambda: r.metrics().get("ltxfs_stream_connected") == 1,
                  timeout, "%s: stream to the primary connected" % r.name,
                  interval=0.05)

@@ -30,7 +30,7 @@ import tempfile
 import time
 import traceback
 
-MOUNT_TIMEOUT = 10.0   # daemon start to mount visible in /proc/mounts
+MOUNT_TIMEOUT = 30.0   # daemon start to mount visible (ASan, loaded VM)
 STOP_TIMEOUT = 60.0    # SIGTERM to exit and unmount
 KILL_EXIT_TIMEOUT = 15.0  # SIGKILL to exit (ASan exits are slow)
 POLL = 0.02
@@ -370,6 +370,25 @@ class Node:
                   % (seg, len(buf) - off))
         return recs
 
+    def log_records_live(self, db, timeout=10.0):
+        """log_records(db) of a running node: a record being appended may
+        be torn and retention may remove a segment between the listing
+        and its read; such a read is retried (bounded) and the last
+        attempt's error is raised."""
+        last = []
+
+        def attempt():
+            try:
+                return (self.log_records(db),)
+            except (OSError, TestFailure) as e:
+                last[:] = [e]
+                return None
+        try:
+            return wait_for(attempt, timeout, "%s: a whole read of %s's "
+                            "log" % (self.name, db))[0]
+        except TestFailure as e:
+            raise TestFailure("%s (last error: %s)" % (e, last))
+
     def replay_each(self, db, step):
         """Applies db's log one record at a time into a scratch database
         with `ltxfs ltx apply`, calling step(i, scratch_path) after record
@@ -426,12 +445,22 @@ def integrity_ok(path):
           % (os.path.basename(path), "; ".join(res[:10])))
 
 
-def content_digest(path):
-    """A digest of every table's rows, ordered, and the schema."""
+def ro_connect(path, timeout=30.0):
+    """A read-only connection (a replica's database refuses writers)."""
+    return sqlite3.connect("file:%s?mode=ro" % path, uri=True,
+                           timeout=timeout, isolation_level=None,
+                           check_same_thread=False)
+
+
+def content_digest(path, ro=False):
+    """A digest of every table's rows, ordered, and the schema, read in
+    one read transaction (ro: through a read-only connection, as on a
+    replica)."""
     import hashlib
     h = hashlib.sha256()
-    c = connect(path)
+    c = ro_connect(path) if ro else connect(path)
     try:
+        c.execute("BEGIN")
         tables = [r[0] for r in c.execute(
             "SELECT name FROM sqlite_schema WHERE type='table' AND "
             "name NOT LIKE 'sqlite_%' ORDER BY name")]
@@ -447,6 +476,7 @@ def content_digest(path):
                     else:
                         h.update(repr(v).encode())
                 h.update(b"\n")
+        c.execute("COMMIT")
     finally:
         c.close()
     return h.hexdigest()

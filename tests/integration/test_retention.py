@@ -19,24 +19,19 @@ reopens the pruned log at the same position.
 the next record's pre-apply checksum proves the replica's position, so it
 catches up by records, not by a snapshot.
 
-The 2-node setup is written here (on ltxfs_harness.Node) so this test does
-not depend on the general cluster harness.
+The nodes are cluster_harness.ClusterNode (static lease).
 """
 
-import hashlib
 import os
 import re
-import socket
-import sqlite3
 import sys
 import time
-import urllib.error
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import ltxfs_harness as h  # noqa: E402
 from ltxfs_harness import check, wait_for  # noqa: E402
+from cluster_harness import ClusterNode, file_digest  # noqa: E402
 
 CAP = 64 * 1024
 AGE_MS = 1500
@@ -44,108 +39,27 @@ DB = "ret.db"
 SYNC_TIMEOUT = 60
 
 
-def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
-
-
-def get(url, timeout=10):
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        body = e.read()
-        e.close()
-        return e.code, body
-
-
-class RNode(h.Node):
-    """A Node with an HTTP port, a static lease role and data.* keys."""
-
-    def __init__(self, name, primary_url=None, data_yml=""):
-        self.port = free_port()
-        self.url = "http://127.0.0.1:%d" % self.port
-        lease = ("lease:\n  type: static\n  candidate: %s\n"
-                 "  hostname: %s\n  advertise-url: %s\n"
-                 % ("false" if primary_url else "true", name, self.url))
-        if primary_url:
-            lease += "  primary-url: %s\n" % primary_url
-        super().__init__(name=name, log_level="debug",
-                         extra_yml=lease + "http:\n  addr: 127.0.0.1:%d\n"
-                         % self.port)
-        if data_yml:
-            # The harness writes "data:\n  dir: ...\n": add keys to it.
-            with open(self.cfg) as f:
-                cfg = f.read()
-            d = "data:\n  dir: %s\n" % self.data
-            check(cfg.count(d) == 1, "unexpected harness config:\n" + cfg)
-            with open(self.cfg, "w") as f:
-                f.write(cfg.replace(d, d + data_yml))
-
-    def start(self, expect_mount=True):
-        st = super().start(expect_mount)
-        wait_for(lambda: self.status("/healthz") == 200, 10,
-                 "%s: /healthz" % self.name)
-        return st
-
-    def status(self, path):
-        try:
-            return get(self.url + path, timeout=2)[0]
-        except OSError:
-            return None
-
-    def metrics(self):
-        st, body = get(self.url + "/metrics")
-        check(st == 200, "%s: /metrics answered %d" % (self.name, st))
-        out = {}
-        for line in body.decode().splitlines():
-            if line and not line.startswith("#"):
-                k, _, v = line.rpartition(" ")
-                out[k] = float(v)
-        return out
-
-    def metric(self, name):
-        return self.metrics().get(name)
-
-    def log_count(self, pattern):
-        return len(re.findall(pattern, self.log_text()))
-
-    def node_id(self):
-        with open(os.path.join(self.data, "node.id")) as f:
-            return f.read().strip()
-
-    def pos_or_none(self, db):
-        try:
-            return self.pos(db)
-        except (OSError, h.TestFailure):
-            return None
-
-    def log_dir(self, db):
-        return os.path.join(self.data, "dbs", db, "log")
-
-    def first_segment(self, db):
-        names = [f for f in os.listdir(self.log_dir(db))
-                 if f.endswith(".seg")]
-        return min(int(f[:16], 16) for f in names) if names else 0
-
-    def log_bytes_on_disk(self, db):
-        d = self.log_dir(db)
-        return sum(os.path.getsize(os.path.join(d, f))
-                   for f in os.listdir(d) if f.endswith(".seg"))
+def start_pair(mode, primary_data_yml, rows, size):
+    """A primary (with primary_data_yml in its data section) and a
+    replica, both started (debug logs); table t in journal mode `mode`
+    with `rows` rows of `size` random bytes, replicated. Returns
+    (primary, replica, replica's node ID, connection to the primary,
+    the synced position)."""
+    p = ClusterNode("primary", log_level="debug", data_yml=primary_data_yml)
+    r = ClusterNode("replica", primary_url=p.url, log_level="debug")
+    p.start()
+    r.start()
+    c = h.connect(p.path(DB))
+    c.execute("PRAGMA journal_mode=%s" % mode)
+    c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)")
+    write_rows(c, rows, size)
+    at = wait_synced(p, r, "first catch-up")
+    return p, r, r.node_id(), c, at
 
 
 def log(msg):
     sys.stdout.write(msg + "\n")
     sys.stdout.flush()
-
-
-def file_digest(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def wait_synced(p, r, what):
@@ -171,20 +85,10 @@ def write_rows(conn, n, size):
 
 def run(mode, policy):
     if policy == "bytes":
-        p = RNode("primary", data_yml="  retention-bytes: %d\n" % CAP)
+        keys = "  retention-bytes: %d\n" % CAP
     else:
-        p = RNode("primary", data_yml="  retention: %dms\n"
-                  "  retention-bytes: 0\n" % AGE_MS)
-    r = RNode("replica", primary_url=p.url)
-    p.start()
-    r.start()
-    rid = r.node_id()
-
-    c = h.connect(p.path(DB))
-    c.execute("PRAGMA journal_mode=%s" % mode)
-    c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)")
-    write_rows(c, 5, 1000)
-    at = wait_synced(p, r, "first catch-up")
+        keys = "  retention: %dms\n  retention-bytes: 0\n" % AGE_MS
+    p, r, rid, c, at = start_pair(mode, keys, 5, 1000)
     check(p.log_count(r"sending replica %s a snapshot" % rid) == 0,
           "primary sent a snapshot to a replica starting from nothing "
           "while its log starts at TXID 1")
@@ -249,8 +153,10 @@ def run(mode, policy):
           "at %d" % (m.group(1), rtxid))
     check(p.metric("ltxfs_stream_snapshots_sent_total") >= sent0 + 1,
           "ltxfs_stream_snapshots_sent_total did not grow")
-    check((r.metric("ltxfs_snapshots_applied_total") or 0) >= 1,
-          "replica's ltxfs_snapshots_applied_total is 0")
+    # The counter is bumped just after the -pos file moves: wait for it.
+    r.wait_metric("ltxfs_snapshots_applied_total", lambda v: v >= 1, 10,
+                  "replica's ltxfs_snapshots_applied_total to count the "
+                  "snapshot")
 
     write_rows(c, 5, 3000)
     wait_synced(p, r, "records after the snapshot")
@@ -260,11 +166,10 @@ def run(mode, policy):
     else:
         # WAL: the file alone is not the database; compare contents.
         check(h.content_digest(p.path(DB)) ==
-              h.content_digest(r.path(DB)),
+              h.content_digest(r.path(DB), ro=True),
               "replica's database differs from the primary's")
     h.integrity_ok(p.path(DB))
-    ro = sqlite3.connect("file:%s?mode=ro" % r.path(DB), uri=True,
-                         timeout=30)
+    ro = h.ro_connect(r.path(DB))
     try:
         res = [x[0] for x in ro.execute("PRAGMA integrity_check")]
         n_r = h.one(ro, "SELECT count(*) FROM t")
@@ -321,19 +226,10 @@ def run_boundary(mode):
     records, not a snapshot. With an 8 KiB cap segments roll at 4 KiB, so
     each record of a 6000-byte random row is a segment of its own and
     only the last one is kept."""
-    p = RNode("primary", data_yml="  retention-bytes: 8192\n")
-    r = RNode("replica", primary_url=p.url)
-    p.start()
-    r.start()
-    rid = r.node_id()
+    p, r, rid, c, at = start_pair(mode, "  retention-bytes: 8192\n", 3,
+                                  6000)
     label = '{db="%s"}' % DB
     snap_re = r"sending replica %s a snapshot" % rid
-
-    c = h.connect(p.path(DB))
-    c.execute("PRAGMA journal_mode=%s" % mode)
-    c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)")
-    write_rows(c, 3, 6000)
-    at = wait_synced(p, r, "first catch-up")
     wait_for(lambda: p.metric("ltxfs_log_first_txid" + label) == at[0],
              10, "primary's log down to its last record (TXID %d)" % at[0])
     r.stop()
@@ -349,8 +245,10 @@ def run_boundary(mode):
     check(p.log_count(snap_re) == snaps, "the primary sent a snapshot to a "
           "replica whose position the next record proves:\n%s"
           % "\n".join(p.log_text().splitlines()[-5:]))
-    check((r.metric("ltxfs_records_applied_total") or 0) >= 1 and
-          (r.metric("ltxfs_snapshots_applied_total") or 0) == 0,
+    r.wait_metric("ltxfs_records_applied_total", lambda v: v >= 1, 10,
+                  "replica's ltxfs_records_applied_total to count the "
+                  "records")
+    check((r.metric("ltxfs_snapshots_applied_total") or 0) == 0,
           "replica did not catch up by records alone")
     write_rows(c, 2, 6000)
     wait_synced(p, r, "records after that")

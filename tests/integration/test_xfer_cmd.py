@@ -14,28 +14,17 @@
     server at all a one-line connection error.
 """
 
-import json
 import os
 import re
-import socket
-import sqlite3
 import subprocess
 import tempfile
-import urllib.request
 
 import ltxfs_harness as H
 from ltxfs_harness import check
+from cluster_harness import ClusterNode, free_port
 
 TOKEN = "xfer-test-token"
 SYNC_TIMEOUT = 30.0
-
-
-def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def ltxfs(args, env_token=None, stdout=None):
@@ -66,40 +55,7 @@ def expect_fail(r, status, words, what):
         check(w in err, "%s: %r does not say %r" % (what, err, w))
 
 
-def _digest_ro(path):
-    """content_digest through a read-only connection (for replicas)."""
-    import hashlib
-    h = hashlib.sha256()
-    c = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=30)
-    try:
-        tables = [r[0] for r in c.execute(
-            "SELECT name FROM sqlite_schema WHERE type='table' AND "
-            "name NOT LIKE 'sqlite_%' ORDER BY name")]
-        for r in c.execute("SELECT type, name, tbl_name, sql FROM "
-                           "sqlite_schema ORDER BY type, name"):
-            h.update(repr(r).encode())
-        for t in tables:
-            for r in c.execute('SELECT * FROM "%s" ORDER BY 1' % t):
-                for v in r:
-                    if isinstance(v, bytes):
-                        h.update(b"B%d:" % len(v))
-                        h.update(v)
-                    else:
-                        h.update(repr(v).encode())
-                h.update(b"\n")
-    finally:
-        c.close()
-    return h.hexdigest()
-
-
-def info(url):
-    req = urllib.request.Request(url + "/info", headers={
-        "Authorization": "Bearer " + TOKEN})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
-
-
-def wait_synced(primary, replica, rurl, db):
+def wait_synced(primary, replica, db):
     """Waits until the replica's /info shows the primary's position of db,
     then checks its <db>-pos file agrees. (Polls /info, not <db>-pos: a
     lookup of a name that does not exist yet may be cached negatively.)"""
@@ -107,7 +63,7 @@ def wait_synced(primary, replica, rurl, db):
     hexpos = ("%016x" % want[0], "%016x" % want[1])
 
     def same():
-        for d in info(rurl)["databases"]:
+        for d in replica.info()["databases"]:
             if d["name"] == db and (d["txid"], d["checksum"]) == hexpos:
                 return True
         return False
@@ -133,19 +89,11 @@ def make_db(path, rows, tag):
 
 
 def test():
-    pport, rport = free_port(), free_port()
-    while rport == pport:
-        rport = free_port()
-    purl = "http://127.0.0.1:%d" % pport
-    rurl = "http://127.0.0.1:%d" % rport
     work = tempfile.mkdtemp(prefix="ltxfs-it-xfer-")
-    primary = H.Node("primary", log_level="info", extra_yml=(
-        "http:\n  addr: 127.0.0.1:%d\n  token: %s\nlease:\n"
-        "  candidate: true\n  advertise-url: %s\n" % (pport, TOKEN, purl)))
-    replica = H.Node("replica", log_level="info", extra_yml=(
-        "http:\n  addr: 127.0.0.1:%d\n  token: %s\nlease:\n"
-        "  candidate: false\n  advertise-url: %s\n  primary-url: %s\n"
-        % (rport, TOKEN, rurl, purl)))
+    # start() waits for /healthz: the replica's /info is polled below.
+    primary = ClusterNode("primary", token=TOKEN)
+    replica = ClusterNode("replica", primary_url=primary.url, token=TOKEN)
+    purl, rurl = primary.url, replica.url
     try:
         primary.start()
         replica.start()
@@ -163,8 +111,8 @@ def test():
         for i in range(30):
             c.execute("INSERT INTO w(b) VALUES (?)", (os.urandom(3000),))
         c.close()
-        wait_synced(primary, replica, rurl, "app.db")
-        wait_synced(primary, replica, rurl, "wal.db")
+        wait_synced(primary, replica, "app.db")
+        wait_synced(primary, replica, "wal.db")
 
         # 1. Export from the replica equals the primary's content.
         for db in ("app.db", "wal.db"):
@@ -207,8 +155,8 @@ def test():
         want = H.content_digest(src)
         check(H.content_digest(app) == want, "primary content after "
               "import differs from the imported file")
-        wait_synced(primary, replica, rurl, "app.db")
-        check(_digest_ro(replica.path("app.db")) == want,
+        wait_synced(primary, replica, "app.db")
+        check(H.content_digest(replica.path("app.db"), ro=True) == want,
               "replica content after import differs from the file")
         # Into a database that does not exist yet, from stdin.
         src2 = os.path.join(work, "import-new.db")
@@ -220,8 +168,8 @@ def test():
                                env=dict(os.environ, LTXFS_TOKEN=TOKEN))
         check(r.returncode == 0, "import of a new database from stdin: "
               "exit %d: %s" % (r.returncode, text(r.stderr)))
-        wait_synced(primary, replica, rurl, "fresh.db")
-        check(_digest_ro(replica.path("fresh.db")) ==
+        wait_synced(primary, replica, "fresh.db")
+        check(H.content_digest(replica.path("fresh.db"), ro=True) ==
               H.content_digest(src2), "fresh.db on the replica differs")
 
         # A WAL-mode file (the export of wal.db) into a new name.
@@ -232,8 +180,8 @@ def test():
         r = ltxfs(["import", "-c", primary.cfg, "walcopy.db", walsrc])
         check(r.returncode == 0, "import of a WAL-mode file: exit %d: %s"
               % (r.returncode, text(r.stderr)))
-        wait_synced(primary, replica, rurl, "walcopy.db")
-        check(_digest_ro(replica.path("walcopy.db")) ==
+        wait_synced(primary, replica, "walcopy.db")
+        check(H.content_digest(replica.path("walcopy.db"), ro=True) ==
               H.content_digest(primary.path("wal.db")),
               "walcopy.db on the replica differs from wal.db")
 
