@@ -321,6 +321,34 @@ static bool tls_failure(CURLcode cc)
 	}
 }
 
+static const char *tls_hint(rep_etcd *e, CURLcode cc)
+{
+	switch (cc) {
+	case CURLE_PEER_FAILED_VERIFICATION:
+		return e->ca ? "lease.etcd.tls-ca-file must hold the CA that "
+			       "signed etcd's certificate, and the certificate "
+			       "must name the endpoint's host"
+			     : "the system's CA store does not vouch for "
+			       "etcd's certificate: set lease.etcd.tls-ca-file "
+			       "to etcd's CA";
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CACERT_BADFILE:
+		return "check lease.etcd.tls-ca-file, tls-cert-file and "
+		       "tls-key-file: PEM files, the key matching the "
+		       "certificate";
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+		return e->cert ? "etcd closed the connection at the handshake: "
+				 "does it trust the CA of lease.etcd."
+				 "tls-cert-file?"
+			       : "etcd closed the connection at the handshake: "
+				 "does it want a client certificate "
+				 "(lease.etcd.tls-cert-file, tls-key-file)?";
+	default:
+		return "lease.etcd.tls-ca-file, tls-cert-file, tls-key-file";
+	}
+}
+
 /* A TLS failure at warn level, at most every TLS_WARN_EVERY_MS. Anything
  * else stays at debug: an etcd that is down says so by the lease's
  * behaviour, every 250 ms. */
@@ -332,7 +360,7 @@ static void log_transport(rep_etcd *e, size_t idx, const char *path,
 		    (https && (cc == CURLE_RECV_ERROR ||
 			       cc == CURLE_SEND_ERROR));
 	int64_t now = lib_clock_monotonic_ns() / 1000000;
-	const char *why = detail[0] ? detail : curl_easy_strerror(cc);
+	const char *what = curl_easy_strerror(cc);
 
 	if (warn) {
 		pthread_mutex_lock(&e->mu);
@@ -344,13 +372,12 @@ static void log_transport(rep_etcd *e, size_t idx, const char *path,
 		pthread_mutex_unlock(&e->mu);
 	}
 	if (warn)
-		log_warn("etcd %s%s: TLS failed: %s (lease.etcd.tls-ca-file "
-			 "must hold the CA that signed etcd's certificate, "
-			 "whose names must include the endpoint's host; "
-			 "tls-cert-file and tls-key-file the client "
-			 "certificate etcd trusts)", e->urls[idx], path, why);
+		log_warn("etcd %s%s: TLS failed: %s%s%s (%s)", e->urls[idx],
+			 path, what, detail[0] ? ": " : "", detail,
+			 tls_hint(e, cc));
 	else
-		log_debug("etcd %s%s: %s", e->urls[idx], path, why);
+		log_debug("etcd %s%s: %s%s%s", e->urls[idx], path, what,
+			  detail[0] ? ": " : "", detail);
 }
 
 /* A streaming request's state (watch): bytes are split into lines, each
