@@ -450,7 +450,12 @@ int fs_db_write(fs_db *db, enum fs_kind kind, const void *buf, size_t n,
 	pthread_mutex_lock(&db->mu);
 	rc = fs_db_refuse_ro_locked(db, kind);
 	if (rc == 0) {
-		fs_db_wait_unfrozen_locked(db, journal_live(db));
+		/* A journal write may start a transaction; a database
+		 * write with no journal is a WAL checkpoint. */
+		if (kind == FS_KIND_JOURNAL)
+			fs_db_wait_unfrozen_locked(db, journal_live(db));
+		else
+			fs_db_wait_snapshot_locked(db, journal_live(db));
 		/* Read-only may have come while it waited. */
 		rc = fs_db_refuse_ro_locked(db, kind);
 	}
@@ -495,10 +500,13 @@ int fs_db_truncate(fs_db *db, enum fs_kind kind, off_t size)
 		if (rc == 0) {
 			/* Truncating the journal to 0 ends the open
 			 * transaction (TRUNCATE mode), as above. */
-			fs_db_wait_unfrozen_locked(
-				db, (kind == FS_KIND_DB ||
+			bool live = (kind == FS_KIND_DB ||
 				     kind == FS_KIND_JOURNAL) &&
-					    journal_live(db));
+				    journal_live(db);
+			if (kind == FS_KIND_JOURNAL)
+				fs_db_wait_unfrozen_locked(db, live);
+			else
+				fs_db_wait_snapshot_locked(db, live);
 			rc = fs_db_refuse_ro_locked(db, kind);
 		}
 		pthread_mutex_unlock(&db->mu);

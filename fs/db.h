@@ -123,6 +123,18 @@ int fs_db_refuse_ro_open(fs_db *db);
 int fs_db_apply_ltx(fs_db *db, int fd, uint64_t off, uint64_t len,
 		    char *errbuf, size_t errlen);
 
+/* A graceful stop of writes (a primary handing off). hold=true holds
+ * back every new transaction while the open ones finish: rollback-journal
+ * ones as a snapshot's freeze does; WAL ones by taking SQLite's WAL write
+ * lock through the mount (as a writing SQLite connection would, so the
+ * application's new write transactions wait in their busy handler).
+ * hold=false lets them go, to fail with EROFS once the database is
+ * read-only. Pair them; one holder at a time. */
+void fs_db_hold_txns(fs_db *db, bool hold);
+/* Whether a transaction is still open. While held, each call also tries
+ * again for the WAL write lock: false once it is ours. */
+bool fs_db_txn_open(fs_db *db);
+
 /*
  * Writes an LTX snapshot of the database as of its current position to
  * out_fd (from offset 0), consistent even while applications write: new
@@ -130,14 +142,6 @@ int fs_db_apply_ltx(fs_db *db, int fd, uint64_t off, uint64_t len,
  * the start and while the pages are read. *out_hdr / *out_len describe it.
  * -ENOENT when the database holds no pages.
  */
-/* A graceful stop of writes (a primary handing off): hold=true holds
- * back every new rollback-journal transaction (as a snapshot's freeze
- * does) while the open one finishes; hold=false lets them go (to fail
- * with EROFS once the database is read-only). Counted: pair them. */
-void fs_db_hold_txns(fs_db *db, bool hold);
-/* Whether a rollback-journal transaction is open now. */
-bool fs_db_txn_open(fs_db *db);
-
 int fs_db_snapshot_ltx(fs_db *db, int out_fd, ltx_header *out_hdr,
 		       uint64_t *out_len);
 

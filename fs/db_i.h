@@ -96,6 +96,7 @@ struct fs_db {
 	/* Snapshot freeze (guarded by mu): while > 0, nothing may start a
 	 * transaction, checkpoint or restart the WAL. */
 	int freeze;
+	int holds;              /* of freeze: handoff holds (mu) */
 	uint64_t cap_wal_end;   /* capture_mu: end of the last captured WAL
 				 * transaction in the current WAL, 0: none */
 
@@ -108,6 +109,13 @@ struct fs_db {
 				 * last let go (__atomic: read without it) */
 	bool need_snapshot;     /* a record failed to apply: ask for one */
 	bool apply_unclean;     /* the WAL kept frames at close */
+
+	/* Handoff (fs_db_hold_txns; one caller at a time, no lock): the
+	 * -shm opened through the mount, and whether it holds SQLite's WAL
+	 * write lock, which keeps new WAL write transactions out. */
+	int hold_fd;
+	bool hold_locked;
+	bool hold_waited;       /* said in the log that it waits */
 };
 
 /* db_capture.c */
@@ -125,9 +133,14 @@ int fs_db_scan_checksum(fs_db *db, uint64_t *out);
 /* EROFS (with a rate-limited log line) when the node is a replica; mu
  * held. */
 int fs_db_refuse_ro_locked(fs_db *db, enum fs_kind kind);
-/* Waits while a snapshot freeze is on and no transaction is open; mu
- * held. */
+/* Waits while a snapshot freeze or a handoff hold is on and no
+ * transaction is open; mu held. For what may start a rollback-journal
+ * transaction. */
 void fs_db_wait_unfrozen_locked(fs_db *db, bool txn_open);
+/* The same for a snapshot freeze only (db_snapshot.c): for checkpoints
+ * and WAL restarts, which a handoff must not hold back (the WAL writer it
+ * waits for may be the one doing them). */
+void fs_db_wait_snapshot_locked(fs_db *db, bool txn_open);
 /* Replica start-up: brings the database file to the log's position from
  * the log itself, or resets both (a snapshot follows). */
 int fs_db_replica_recover(fs_db *db, bool clean);

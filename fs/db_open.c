@@ -250,6 +250,7 @@ int fs_db_open(const char *data_dir, const char *name, const fs_db_opts *opts,
 	pthread_mutex_init(&db->apply_mu, NULL);
 	pthread_cond_init(&db->cond, NULL);
 	db->lock_fd = -1;
+	db->hold_fd = -1;
 	db->opts = *opts;
 	db->name = strdup(name);
 	if (asprintf(&db->dir, "%s/dbs/%s", data_dir, name) < 0)

@@ -16,7 +16,10 @@
 #include "db.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -52,6 +55,12 @@ static bool journal_open(fs_db *db)
 
 	return db->fds[FS_KIND_JOURNAL] >= 0 &&
 	       fstat(db->fds[FS_KIND_JOURNAL], &st) == 0 && st.st_size > 0;
+}
+
+void fs_db_wait_snapshot_locked(fs_db *db, bool txn_open)
+{
+	while (db->freeze > db->holds && !txn_open)
+		pthread_cond_wait(&db->cond, &db->mu);
 }
 
 static void unfreeze(fs_db *db)
@@ -196,15 +205,66 @@ out:
 	return rc;
 }
 
+/* SQLite's WAL write lock: byte 120 of the -shm, held by the one writer
+ * for its write transaction (SQLITE.md, "POSIX locks on -shm"). */
+#define SHM_WRITE_LOCK 120
+
+/* Opens <mount>/<name>-shm for the WAL write lock. None (no -shm: no
+ * SQLite connection has the database open in WAL mode, so no WAL
+ * transaction can be in flight) is not an error. */
+static void hold_wal_open(fs_db *db)
+{
+	char path[PATH_MAX];
+	int n;
+
+	if (!db->opts.mountpoint || !fs_db_has(db, FS_KIND_SHM))
+		return;
+	n = snprintf(path, sizeof(path), "%s/%s-shm", db->opts.mountpoint,
+		     db->name);
+	if (n < 0 || (size_t)n >= sizeof(path))
+		return;
+	db->hold_fd = open(path, O_RDWR | O_CLOEXEC);
+	if (db->hold_fd < 0 && errno != ENOENT)
+		log_warn("db=%s: handoff: cannot open %s (%s): WAL write "
+			 "transactions are not waited for", db->name, path,
+			 strerror(errno));
+}
+
 void fs_db_hold_txns(fs_db *db, bool hold)
 {
 	if (!hold) {
+		if (db->hold_waited && fs_db_txn_open(db))
+			log_warn("db=%s: handoff: a write transaction is still "
+				 "open; it fails, as this node no longer "
+				 "accepts writes", db->name);
+		else if (db->hold_waited)
+			log_info("db=%s: handoff: the open write transaction "
+				 "finished", db->name);
+		if (db->hold_fd >= 0) {
+			if (db->hold_locked)
+				(void)lib_io_ofd_trylock(db->hold_fd, F_UNLCK,
+							 SHM_WRITE_LOCK, 1);
+			close(db->hold_fd);
+		}
+		db->hold_fd = -1;
+		db->hold_locked = false;
+		db->hold_waited = false;
+		pthread_mutex_lock(&db->mu);
+		db->holds--;
+		pthread_mutex_unlock(&db->mu);
 		unfreeze(db);
 		return;
 	}
 	pthread_mutex_lock(&db->mu);
 	db->freeze++;
+	db->holds++;
 	pthread_mutex_unlock(&db->mu);
+	hold_wal_open(db);
+	if (fs_db_txn_open(db)) {
+		db->hold_waited = true;
+		log_info("db=%s: handoff: new write transactions wait; waiting "
+			 "for the open one to finish", db->name);
+	}
 }
 
 bool fs_db_txn_open(fs_db *db)
@@ -214,5 +274,15 @@ bool fs_db_txn_open(fs_db *db)
 	pthread_mutex_lock(&db->mu);
 	open = journal_open(db);
 	pthread_mutex_unlock(&db->mu);
+	if (db->hold_fd >= 0 && !db->hold_locked) {
+		int rc = lib_io_ofd_trylock(db->hold_fd, F_WRLCK,
+					    SHM_WRITE_LOCK, 1);
+		if (rc == 0)
+			db->hold_locked = true;
+		else if (rc != -EBUSY)
+			log_warn("db=%s: handoff: WAL write lock: %s",
+				 db->name, strerror(-rc));
+		open = open || rc == -EBUSY;
+	}
 	return open;
 }

@@ -289,7 +289,7 @@ int fs_db_wal_write(fs_db *db, const void *buf, size_t n, off_t off)
 		goto out;
 	}
 	if (off < FS_WAL_HDR_SIZE)
-		fs_db_wait_unfrozen_locked(db, false); /* a WAL restart */
+		fs_db_wait_snapshot_locked(db, false); /* a WAL restart */
 	/* Anything that could touch queued frames waits for the queue. */
 	if ((uint64_t)off < db->wal_txn_start || off == 0)
 		fs_db_drain_locked(db);

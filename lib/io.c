@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 static const struct lib_io_table default_table = {
@@ -179,4 +180,20 @@ int lib_io_write_file_atomic(const char *dir, const char *name,
 	else
 		unlink(tmp);
 	return rc;
+}
+
+int lib_io_ofd_trylock(int fd, short type, off_t start, off_t len)
+{
+	struct flock fl;
+
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = type;
+	fl.l_whence = SEEK_SET;
+	fl.l_start = start;
+	fl.l_len = len;
+	if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
+		return 0;
+	if (errno == EAGAIN || errno == EACCES || errno == EINTR)
+		return -EBUSY;
+	return -errno;
 }

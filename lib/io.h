@@ -51,4 +51,11 @@ int lib_io_fsync_dir(const char *dir);
 int lib_io_write_file_atomic(const char *dir, const char *name,
 			     const void *buf, size_t n);
 
+/* One try at an open-file-description lock (F_OFD_SETLK) of type F_RDLCK,
+ * F_WRLCK or F_UNLCK on bytes [start, start+len): these conflict with
+ * SQLite's fcntl locks on the same file. 0, -EBUSY (another holds a
+ * conflicting lock) or -errno. Not part of the fault table: locks are not
+ * durable state. */
+int lib_io_ofd_trylock(int fd, short type, off_t start, off_t len);
+
 #endif
