@@ -329,6 +329,35 @@ static enum MHD_Result do_lease_move(rep_node *n, struct MHD_Connection *c,
 	return reply_err(c, st, msg);
 }
 
+/* 0 when some endpoint answers this path and method, else the status
+ * that says why not (404, 405). */
+static unsigned route_status(const char *url, bool get, bool post)
+{
+	static const struct {
+		const char *path;
+		bool get, post;
+	} routes[] = {
+		{"/healthz", true, false}, {"/info", true, false},
+		{"/metrics", true, false}, {"/stream", true, false},
+		{"/export", true, false},  {"/import", false, true},
+		{"/handoff", false, true}, {"/promote", false, true},
+	};
+
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+		if (strcmp(url, routes[i].path) == 0)
+			return (get && routes[i].get) ||
+					       (post && routes[i].post)
+				       ? 0
+				       : MHD_HTTP_METHOD_NOT_ALLOWED;
+	return MHD_HTTP_NOT_FOUND;
+}
+
+static enum MHD_Result reply_route(struct MHD_Connection *c, unsigned st)
+{
+	return reply_err(c, st, st == MHD_HTTP_NOT_FOUND ? "no such endpoint"
+							 : "method not allowed");
+}
+
 /* Whether the request announces a body (any length but 0). */
 static bool has_body(struct MHD_Connection *c)
 {
@@ -348,17 +377,21 @@ static bool has_body(struct MHD_Connection *c)
  * name and the role again once the body is in (the role may change).
  */
 static enum MHD_Result refuse_early(rep_node *n, struct MHD_Connection *c,
-				    const char *url, bool post,
+				    const char *url, bool get, bool post,
 				    struct req *q)
 {
 	bool import = post && strcmp(url, "/import") == 0;
 	const char *db;
 	char body[600];
+	unsigned st;
 
 	if (!import) {
 		if (!has_body(c))
 			return MHD_YES;
 		q->failed = true;
+		st = route_status(url, get, post);
+		if (st)
+			return reply_route(c, st);
 		return reply_err(c, MHD_HTTP_CONTENT_TOO_LARGE,
 				 "this endpoint takes no request body");
 	}
@@ -386,6 +419,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c,
 	struct req *q = *con_cls;
 	bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
 	bool post = strcmp(method, "POST") == 0;
+	unsigned st;
 
 	if (!q) {
 		q = calloc(1, sizeof(*q));
@@ -412,7 +446,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c,
 			MHD_set_connection_option(c,
 						  MHD_CONNECTION_OPTION_TIMEOUT,
 						  AUTHED_TIMEOUT_S);
-		return refuse_early(n, c, url, post, q);
+		return refuse_early(n, c, url, get, post, q);
 	}
 	if (q->failed && *upload_size) {
 		*upload_size = 0; /* already answered (401) */
@@ -480,13 +514,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c,
 	if ((strcmp(url, "/handoff") == 0 || strcmp(url, "/promote") == 0) &&
 	    post)
 		return do_lease_move(n, c, url);
-	if (strcmp(url, "/stream") == 0 || strcmp(url, "/export") == 0 ||
-	    strcmp(url, "/handoff") == 0 || strcmp(url, "/promote") == 0 ||
-	    strcmp(url, "/import") == 0 || strcmp(url, "/info") == 0 ||
-	    strcmp(url, "/metrics") == 0 || strcmp(url, "/healthz") == 0)
-		return reply_err(c, MHD_HTTP_METHOD_NOT_ALLOWED,
-				 "method not allowed");
-	return reply_err(c, MHD_HTTP_NOT_FOUND, "no such endpoint");
+	st = route_status(url, get, post);
+	return reply_route(c, st ? st : MHD_HTTP_NOT_FOUND);
 }
 
 static void completed(void *cls, struct MHD_Connection *c, void **con_cls,

@@ -10,8 +10,8 @@ Cases (argv[1]):
           an import on a replica gets 409 and a bad db name 400, both
           before the body; a real import still works.
   stream  GET /stream with a wrong token and a 64 MiB body: 401 before
-          the body; with the right token and a body: 413 before it; with
-          the right token and another cluster's ID: 409.
+          the body; with the right token and a body: 413 before it (405
+          for POST); with the right token and another cluster's ID: 409.
   idle    120 idle or half-sent connections from 127.0.0.1: the server
           keeps at most 64 of them (per-address limit), /info from
           127.0.0.2 is served meanwhile, the ones kept are closed after
@@ -188,6 +188,9 @@ def case_stream():
                             "GET /stream, right token, a body", 413)
         check("takes no request body" in text, "413 without the reason: %r"
               % text)
+        early_answer(p, head_of("POST", "/stream?node=%s" % node, TOKEN,
+                                cl_len),
+                     "POST /stream, right token, a body", 405)
         info = p.info()
         other = "%016x" % (int(info["cluster"], 16) ^ 1)
         st, body = p.get("/stream?node=%s&cluster=%s" % (node, other),
