@@ -8,7 +8,8 @@ Cases (argv[1]):
           daemon's peak RSS (VmHWM) does not grow by the body's size;
           the same with chunked transfer encoding; with the right token,
           an import on a replica gets 409 and a bad db name 400, both
-          before the body; a real import still works.
+          before the body, and `ltxfs import` (libcurl) shows those
+          answers; a real import still works.
   stream  GET /stream with a wrong token and a 64 MiB body: 401 before
           the body; with the right token and a body: 413 before it (405
           for POST); with the right token and another cluster's ID: 409.
@@ -26,6 +27,7 @@ import os
 import select
 import socket
 import sqlite3
+import subprocess
 import sys
 import time
 
@@ -158,6 +160,28 @@ def case_import():
               "%r" % text)
         early_answer(p, head_of("POST", "/import?db=.hidden", TOKEN, cl_len),
                      "POST /import, bad db name", 400)
+        # libcurl (ltxfs import) sends "Expect: 100-continue": it gets the
+        # refusal, not a broken pipe, and sends no body.
+        big = os.path.join(p.root, "big.bin")
+        with open(big, "wb") as f:
+            f.truncate(BODY)
+        for node, token, want in ((r, TOKEN, "HTTP 409: this node is a "
+                                   "replica"),
+                                  (p, "wrong", "HTTP 401: missing or wrong "
+                                   "bearer token")):
+            t0 = time.monotonic()
+            res = subprocess.run([h.ltxfs_bin(), "import", "--url", node.url,
+                                  "big.db", big], capture_output=True,
+                                 text=True, timeout=60,
+                                 env=dict(os.environ, LTXFS_TOKEN=token))
+            took = time.monotonic() - t0
+            print("import: ltxfs import of %d MiB to %s: exit %d in %.2f s: "
+                  "%s" % (BODY >> 20, node.name, res.returncode, took,
+                          res.stderr.strip()))
+            check(res.returncode == 1 and want in res.stderr,
+                  "ltxfs import to %s: exit %d, %r (want %r)"
+                  % (node.name, res.returncode, res.stderr, want))
+        os.unlink(big)
         # An import that should pass still does, and replicates.
         data = small_db(os.path.join(p.root, "small.db"))
         st, body = ch.http(p.url + "/import?db=small.db", method="POST",
