@@ -39,6 +39,7 @@ struct ltx_decoder {
 	ltx_header hdr;
 	ltx_err err;
 	ZSTD_DCtx *zd;          /* NULL when uncompressed */
+	ZSTD_DCtx *zd_keep;     /* the context, kept across resets */
 	bool frame_done;        /* zstd reported the end of its frame */
 	uint8_t *in;            /* IN_BUF_SIZE bytes */
 	size_t in_pos, in_len;
@@ -215,11 +216,39 @@ int ltx_decoder_new(ltx_read_fn fn, void *ctx, const char *name,
 	return 0;
 }
 
+int ltx_decoder_reset(ltx_decoder *dec, ltx_read_fn fn, void *ctx,
+		      const char *name)
+{
+	if (name && strcmp(name, dec->name) != 0) {
+		char *n = strdup(name);
+		if (!n)
+			return -ENOMEM;
+		free(dec->name);
+		dec->name = n;
+	}
+	dec->read_fn = fn;
+	dec->ctx = ctx;
+	dec->state = DEC_NEW;
+	memset(&dec->hdr, 0, sizeof(dec->hdr));
+	memset(&dec->err, 0, sizeof(dec->err));
+	dec->zd = NULL;
+	dec->frame_done = false;
+	dec->in_pos = dec->in_len = 0;
+	dec->src_eof = false;
+	dec->src_read = 0;
+	dec->logical = 0;
+	dec->file_crc = 0;
+	dec->db_checksum = LTX_CHECKSUM_EMPTY;
+	dec->last_pgno = 0;
+	dec->lock_pgno = 0;
+	return 0;
+}
+
 void ltx_decoder_free(ltx_decoder *dec)
 {
 	if (!dec)
 		return;
-	ZSTD_freeDCtx(dec->zd);
+	ZSTD_freeDCtx(dec->zd_keep);
 	free(dec->in);
 	free(dec->name);
 	free(dec);
@@ -275,10 +304,16 @@ int ltx_decoder_read_header(ltx_decoder *dec, ltx_header *out)
 	dec->logical = LTX_HEADER_SIZE;
 	dec->lock_pgno = ltx_lock_pgno(dec->hdr.page_size);
 	if (dec->hdr.flags & LTX_FLAG_COMPRESS_ZSTD) {
-		dec->zd = ZSTD_createDCtx();
-		if (!dec->zd)
+		if (!dec->zd_keep)
+			dec->zd_keep = ZSTD_createDCtx();
+		else if (ZSTD_isError(ZSTD_DCtx_reset(dec->zd_keep,
+						      ZSTD_reset_session_only)))
+			return fail(dec, LTX_ERR_COMPRESSED, LTX_HEADER_SIZE,
+				    "resetting the zstd context");
+		if (!dec->zd_keep)
 			return fail(dec, LTX_ERR_NOMEM, LTX_HEADER_SIZE,
 				    "zstd context");
+		dec->zd = dec->zd_keep;
 	}
 	dec->state = DEC_PAGES;
 	if (out)

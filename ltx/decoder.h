@@ -40,6 +40,11 @@ typedef struct ltx_decoder ltx_decoder;
 int ltx_decoder_new(ltx_read_fn fn, void *ctx, const char *name,
 		    ltx_decoder **out);
 void ltx_decoder_free(ltx_decoder *dec);
+/* Starts the decoder afresh on another input (any state, a failed one
+ * too), keeping its input buffer and zstd context, so a stream of
+ * records costs no allocation per record. name NULL keeps the name. */
+int ltx_decoder_reset(ltx_decoder *dec, ltx_read_fn fn, void *ctx,
+		      const char *name);
 
 int ltx_decoder_read_header(ltx_decoder *dec, ltx_header *out);
 /* Returns 1 with a page in *out_pgno/buf (page_size bytes), 0 at the end
