@@ -45,6 +45,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "db_apply.h"
 #include "db_i.h"
 #include "journal.h"
 #include "lib/clock.h"
@@ -324,7 +325,33 @@ struct apply {
 	uint32_t old_commit;
 	uint32_t old_ps;
 	uint64_t min_off, max_end; /* database bytes written (rollback) */
+	ltx_decoder **cache;    /* the caller's decoder, reused; may be NULL */
+	int p1_mode;            /* page 1 written: 2 WAL mode, 1 not; 0 none */
 };
+
+/* A decoder over fd's bytes [off, off+len): the caller's cached one reset
+ * (no allocation, its zstd context kept), else a new one (which becomes
+ * the cached one when cache is not NULL). Release with decoder_done. */
+static int decoder_get(ltx_decoder **cache, fs_range_reader *rr,
+		       const char *src, ltx_decoder **out)
+{
+	int rc;
+
+	if (cache && *cache) {
+		*out = *cache;
+		return ltx_decoder_reset(*cache, fs_range_read, rr, src);
+	}
+	rc = ltx_decoder_new(fs_range_read, rr, src, out);
+	if (rc == 0 && cache)
+		*cache = *out;
+	return rc;
+}
+
+static void decoder_done(ltx_decoder **cache, ltx_decoder *dec)
+{
+	if (!cache || *cache != dec)
+		ltx_decoder_free(dec);
+}
 
 static void backing_path(const fs_db *db, enum fs_kind k, char *buf, size_t n)
 {
@@ -428,6 +455,8 @@ static int apply_pages(struct apply *a, ltx_decoder *dec, uint8_t *page)
 
 	while ((rc = ltx_decoder_next_page(dec, &pgno, page)) == 1) {
 		uint64_t old = 0, now = ltx_checksum_page(pgno, page, ps);
+		if (pgno == 1)
+			a->p1_mode = page[18] == 2 && page[19] == 2 ? 2 : 1;
 		rc = old_sum(a, pgno, &old);
 		if (rc < 0)
 			return rc;
@@ -485,7 +514,7 @@ static int apply_record(struct apply *a)
 	page = malloc(a->hdr.page_size);
 	if (!page)
 		return -ENOMEM;
-	rc = ltx_decoder_new(fs_range_read, &rr, a->src, &dec);
+	rc = decoder_get(a->cache, &rr, a->src, &dec);
 	if (rc == 0)
 		rc = ltx_decoder_read_header(dec, &h);
 	if (rc < 0)
@@ -588,7 +617,7 @@ static int apply_record(struct apply *a)
 out:
 	if (rc < 0 && locked)
 		unlock_exclusive(db);
-	ltx_decoder_free(dec);
+	decoder_done(a->cache, dec);
 	free(page);
 	return rc;
 }
@@ -644,33 +673,37 @@ static int apply_delete(struct apply *a)
 	return 0;
 }
 
-static int verify_record(fs_db *db, int fd, uint64_t off, uint64_t len,
-			 ltx_header *hdr, ltx_trailer *tr, char *errbuf,
-			 size_t errlen)
+static int verify_record(ltx_decoder **cache, int fd, uint64_t off,
+			 uint64_t len, ltx_header *hdr, ltx_trailer *tr,
+			 char *errbuf, size_t errlen)
 {
 	fs_range_reader rr = {fd, off, off + len};
 	ltx_decoder *dec = NULL;
-	int rc = ltx_decoder_new(fs_range_read, &rr, "record", &dec);
+	int rc = decoder_get(cache, &rr, "record", &dec);
 
-	if (rc < 0)
+	if (rc < 0) {
+		snprintf(errbuf, errlen, "no decoder: %s", strerror(-rc));
+		decoder_done(cache, dec);
 		return rc;
+	}
 	rc = ltx_decoder_verify(dec, hdr, tr, NULL);
 	if (rc < 0)
 		snprintf(errbuf, errlen, "%s", ltx_decoder_err(dec)->msg);
-	ltx_decoder_free(dec);
+	decoder_done(cache, dec);
 	return rc;
 }
 
-int fs_db_apply_ltx(fs_db *db, int fd, uint64_t off, uint64_t len,
-		    char *errbuf, size_t errlen)
+static int apply_one(fs_db *db, int fd, uint64_t off, uint64_t len,
+		     ltx_decoder **cache, char *errbuf, size_t errlen)
 {
 	struct apply a = {.db = db, .src = "record", .fd = fd, .off = off,
-			  .len = len};
+			  .len = len, .cache = cache};
 	ltx_pos pos;
 	int rc;
 
 	snprintf(errbuf, errlen, "ok");
-	rc = verify_record(db, fd, off, len, &a.hdr, &a.tr, errbuf, errlen);
+	rc = verify_record(cache, fd, off, len, &a.hdr, &a.tr, errbuf,
+			   errlen);
 	if (rc < 0) {
 		log_warn("db=%s: rejected a record: %s", db->name, errbuf);
 		return rc == -EBADMSG ? -EBADMSG : rc;
@@ -713,6 +746,225 @@ out:
 	pthread_mutex_unlock(&db->apply_mu);
 	if (rc == 0 && db->opts.on_commit)
 		db->opts.on_commit(db->opts.commit_ctx, db, fs_db_pos(db));
+	return rc;
+}
+
+int fs_db_apply_ltx(fs_db *db, int fd, uint64_t off, uint64_t len,
+		    char *errbuf, size_t errlen)
+{
+	return apply_one(db, fd, off, len, NULL, errbuf, errlen);
+}
+
+/* --- applying a run of records in one WAL transaction --- */
+
+/* Verifies records (every LTX rule, the file checksum) and takes the
+ * longest prefix that can share one WAL transaction: ordinary records
+ * (no snapshot, no delete, this page size), each starting where the one
+ * before ends, the first at the database's position. apply_mu held.
+ * Returns how many; a[] gets their headers and trailers. */
+static size_t run_prefix(fs_db *db, int fd, const fs_apply_rec *recs,
+			 size_t n, ltx_decoder **cache, struct apply *a)
+{
+	char err[256];
+	ltx_pos pos;
+	size_t m;
+
+	pthread_mutex_lock(&db->capture_mu);
+	pos = db->pos;
+	pthread_mutex_unlock(&db->capture_mu);
+	for (m = 0; m < n; m++) {
+		a[m] = (struct apply){.db = db, .src = "record", .fd = fd,
+				      .off = recs[m].off, .len = recs[m].len,
+				      .cache = cache, .wal = true};
+		if (verify_record(cache, fd, recs[m].off, recs[m].len,
+				  &a[m].hdr, &a[m].tr, err, sizeof(err)) < 0)
+			break; /* apply_one rejects it, with the reason */
+		if (ltx_header_is_snapshot(&a[m].hdr) || a[m].hdr.commit == 0 ||
+		    a[m].hdr.page_size != db->page_size ||
+		    a[m].hdr.min_txid != pos.txid + 1 ||
+		    a[m].hdr.pre_apply_checksum != pos.checksum)
+			break;
+		pos.txid = a[m].hdr.max_txid;
+		pos.checksum = a[m].tr.post_apply_checksum;
+	}
+	return m;
+}
+
+/* Writes the pages of a[0..m) as one WAL transaction (apply_mu held, the
+ * records verified and in the local log): each record's running database
+ * checksum must equal its post-apply checksum; the transaction is
+ * published once, with the last record's size, so local readers see the
+ * state before the run or after it. */
+static int apply_run_pages(fs_db *db, struct apply *a, size_t m)
+{
+	fs_range_reader rr;
+	ltx_decoder *dec = NULL;
+	uint8_t *page = malloc(db->page_size);
+	uint32_t commit0 = db->commit;
+	uint64_t sum = db->pos.checksum;
+	size_t bad = m;
+	int rc;
+
+	if (!page)
+		return -ENOMEM;
+	rc = fs_walidx_begin(db->walidx, db->opts.apply_timeout_ms > 0 ?
+					       db->opts.apply_timeout_ms :
+					       DEFAULT_APPLY_TIMEOUT_MS);
+	for (size_t i = 0; rc == 0 && i < m; i++) {
+		ltx_header h;
+		rr = (fs_range_reader){a[i].fd, a[i].off, a[i].off + a[i].len};
+		rc = decoder_get(a[i].cache, &rr, a[i].src, &dec);
+		if (rc == 0)
+			rc = ltx_decoder_read_header(dec, &h);
+		if (rc == 0) {
+			a[i].old_commit = db->commit;
+			a[i].old_ps = db->page_size;
+			a[i].full = false;
+			a[i].sum = sum;
+			rc = apply_pages(&a[i], dec, page);
+		}
+		decoder_done(a[i].cache, dec);
+		dec = NULL;
+		if (rc < 0)
+			break;
+		db->commit = a[i].hdr.commit;
+		sum = a[i].sum;
+		if (sum != a[i].tr.post_apply_checksum) {
+			bad = i;
+			rc = -EBADMSG;
+		}
+	}
+	if (rc == 0)
+		rc = fs_walidx_commit(db->walidx, a[m - 1].hdr.commit, false);
+	else
+		fs_walidx_abort(db->walidx); /* no-op when begin failed */
+	free(page);
+	if (rc < 0 && bad == m) {
+		/* As for one record: the position stays, nothing of the run
+		 * is published. */
+		db->commit = commit0;
+		log_error("db=%s: applying TXIDs %016" PRIx64 "-%016" PRIx64
+			  ": %s", db->name, a[0].hdr.min_txid,
+			  a[m - 1].hdr.max_txid, strerror(-rc));
+		return rc;
+	}
+	if (rc < 0) {
+		db->commit = commit0;
+		log_error("db=%s: after applying TXID %016" PRIx64 " the "
+			  "database checksum is %016" PRIx64 " but the "
+			  "primary's is %016" PRIx64 ": the local copy was "
+			  "damaged; asking for a snapshot", db->name,
+			  a[bad].hdr.max_txid, sum,
+			  a[bad].tr.post_apply_checksum);
+	}
+	pthread_mutex_lock(&db->capture_mu);
+	pthread_mutex_lock(&db->mu);
+	if (rc == 0) {
+		db->pos.txid = a[m - 1].hdr.max_txid;
+		db->pos.checksum = a[m - 1].tr.post_apply_checksum;
+	} else {
+		db->pos.txid = 0;
+		db->pos.checksum = 0;
+		db->need_snapshot = true;
+	}
+	fs_db_publish_locked(db);
+	pthread_mutex_unlock(&db->mu);
+	pthread_mutex_unlock(&db->capture_mu);
+	return rc;
+}
+
+/* After a run of m records: checkpoint now when the WAL holds
+ * FS_APPLY_CKPT_FRAMES frames, or when the database has left WAL mode on
+ * the primary (readers in rollback mode read the database file alone). */
+static bool ckpt_due(fs_db *db, const struct apply *a, size_t m)
+{
+	if (fs_walidx_pending(db->walidx) >= FS_APPLY_CKPT_FRAMES)
+		return true;
+	for (size_t i = m; i-- > 0;)
+		if (a[i].p1_mode)
+			return a[i].p1_mode != 2;
+	return !file_in_wal_mode(db);
+}
+
+/* Applies what it can of recs as one run; *out_k = records applied (0:
+ * recs[0] needs apply_one). */
+static int apply_run(fs_db *db, int fd, const fs_apply_rec *recs, size_t n,
+		     ltx_decoder **cache, size_t *out_k, char *errbuf,
+		     size_t errlen)
+{
+	struct apply *a;
+	size_t m = 0;
+	int rc = 0;
+
+	*out_k = 0;
+	if (n > FS_APPLY_RUN_MAX)
+		n = FS_APPLY_RUN_MAX;
+	a = malloc(n * sizeof(*a));
+	if (!a)
+		return 0; /* apply_one then */
+	pthread_mutex_lock(&db->apply_mu);
+	if (db->walidx && db->opts.mountpoint && db->commit > 0 &&
+	    db->fds[FS_KIND_DB] >= 0)
+		m = run_prefix(db, fd, recs, n, cache, a);
+	for (size_t i = 0; i < m; i++) {
+		rc = fs_log_append_raw(db->log, fd, a[i].off, a[i].len,
+				       &a[i].hdr, &a[i].tr);
+		if (rc < 0) {
+			snprintf(errbuf, errlen, "appending to the local "
+				 "log: %s", strerror(-rc));
+			m = i;
+			break;
+		}
+	}
+	if (m > 0) {
+		int rc2 = apply_run_pages(db, a, m);
+		if (rc2 < 0) {
+			snprintf(errbuf, errlen, "applying TXIDs %016" PRIx64
+				 "-%016" PRIx64 ": %s", a[0].hdr.min_txid,
+				 a[m - 1].hdr.max_txid, strerror(-rc2));
+			rc = rc2;
+		} else {
+			*out_k = m;
+			log_debug("db=%s: applied TXID %016" PRIx64 "-%016"
+				  PRIx64 " (%zu records in one WAL "
+				  "transaction, commit %" PRIu32 ")",
+				  db->name, a[0].hdr.min_txid,
+				  a[m - 1].hdr.max_txid, m,
+				  a[m - 1].hdr.commit);
+		}
+	}
+	if (*out_k > 0 && ckpt_due(db, a, *out_k)) {
+		bool done = false;
+		fs_walidx_checkpoint(db->walidx, false, &done);
+	}
+	note_pending(db);
+	pthread_mutex_unlock(&db->apply_mu);
+	free(a);
+	if (*out_k > 0 && db->opts.on_commit)
+		db->opts.on_commit(db->opts.commit_ctx, db, fs_db_pos(db));
+	return rc;
+}
+
+int fs_db_apply_batch(fs_db *db, int fd, const fs_apply_rec *recs, size_t n,
+		      ltx_decoder **cache, size_t *out_done, char *errbuf,
+		      size_t errlen)
+{
+	size_t i = 0;
+	int rc = 0;
+
+	snprintf(errbuf, errlen, "ok");
+	while (i < n && rc == 0) {
+		size_t k = 0;
+		rc = apply_run(db, fd, recs + i, n - i, cache, &k, errbuf,
+			       errlen);
+		if (rc == 0 && k == 0) {
+			rc = apply_one(db, fd, recs[i].off, recs[i].len, cache,
+				       errbuf, errlen);
+			k = rc == 0;
+		}
+		i += k;
+	}
+	*out_done = i;
 	return rc;
 }
 

@@ -1,0 +1,44 @@
+/*
+ * Applying records on a replica several at a time (fs/db_apply.c).
+ *
+ * fs_db_apply_batch applies records stored in one file, in order, as
+ * fs_db_apply_ltx would one by one (every record verified whole, its
+ * position checked, appended to the local log, its post-apply checksum
+ * proved), but a run of ordinary records of a database in WAL mode here
+ * shares one WAL transaction: SQLite's WRITE lock is taken once, the
+ * wal-index header is published once (local readers see the state before
+ * the run or after it, each a committed transaction's state), the -pos
+ * file is published once, and the WAL is checkpointed only once it holds
+ * FS_APPLY_CKPT_FRAMES frames (or when the stream is idle, through
+ * fs_db_apply_checkpoint). Snapshots, deletes, page size changes and
+ * databases in rollback mode go one by one.
+ */
+#ifndef FS_DB_APPLY_H
+#define FS_DB_APPLY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "db.h"
+#include "ltx/decoder.h"
+
+/* Records per WAL transaction at most. */
+#define FS_APPLY_RUN_MAX 256
+/* WAL frames pending before a run is followed by a checkpoint. */
+#define FS_APPLY_CKPT_FRAMES 1000
+
+typedef struct fs_apply_rec {
+	uint64_t off, len;     /* the record's bytes in the file */
+} fs_apply_rec;
+
+/* Applies recs[0..n) of fd in order. cache (may be NULL): a decoder kept
+ * by the caller across calls (created here when *cache is NULL; the
+ * caller frees it with ltx_decoder_free), so records cost no zstd context
+ * each. *out_done: how many were applied (all of them when 0 is
+ * returned); on failure errbuf says why the next one was not, as
+ * fs_db_apply_ltx would. */
+int fs_db_apply_batch(fs_db *db, int fd, const fs_apply_rec *recs, size_t n,
+		      ltx_decoder **cache, size_t *out_done, char *errbuf,
+		      size_t errlen);
+
+#endif
