@@ -23,6 +23,11 @@
  * A record is sent as BEGIN, DATA frames of up to 256 KiB read from the
  * log segment (or the snapshot's temporary file), and END: memory stays
  * bounded whatever the record's size.
+ *
+ * Each call of the content reader fills libmicrohttpd's buffer with as
+ * many frames as are ready (it waits for a commit only when it has
+ * nothing to hand over), so records committed while the previous ones
+ * were being sent leave in one write.
  */
 #include "node_i.h"
 
@@ -32,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fs/log.h"
@@ -41,6 +47,12 @@
 #include "lib/log.h"
 
 #define MAX_SUB_DBS 4096
+/* A commit that comes less than this after the previous wake-up for one
+ * is sent at that wake-up + BATCH_WINDOW_NS, with whatever else was
+ * committed meanwhile: at most one wake-up (and one write, one apply
+ * cycle on the replica) per window while commits come faster; no delay
+ * when they come slower. */
+#define BATCH_WINDOW_NS (1000 * 1000)
 
 struct sub_db {
 	char name[REP_NAME_MAX + 1];
@@ -70,6 +82,9 @@ struct sub {
 	uint64_t epoch;
 	bool drained;            /* counted in rep_node.drained */
 	size_t rr_next;          /* SCAN starts at this slot (round robin) */
+	bool post_known;         /* next.checksum read from the record */
+	int err;                 /* an error to report on the next call */
+	int64_t woke_ns;         /* last wake-up for a commit (monotonic) */
 };
 
 static struct sub_db *sub_db_get(struct sub *s, const char *name)
@@ -213,6 +228,7 @@ static void start(struct sub *s, struct sub_db *d, int fd, bool own,
 	s->off = off;
 	s->left = s->len = len;
 	s->next = next;
+	s->post_known = kind == 1;
 	s->flip_at = -1;
 	if (s->n->flip_record && nth == s->n->flip_record) {
 		s->flip_at = (int)(len / 2);
@@ -350,10 +366,9 @@ static int scan_db(struct sub *s, fs_db *db)
 	}
 	rc = fs_log_iter_next(d->it, &fd, &off, &len, &h);
 	if (rc == 1) {
-		rc = read_post(fd, off, len, &post);
-		if (rc < 0)
-			return rc;
-		start(s, d, fd, false, off, len, &h, (ltx_pos){h.max_txid, post},
+		/* The post-apply checksum comes with the record's last
+		 * bytes (produce). */
+		start(s, d, fd, false, off, len, &h, (ltx_pos){h.max_txid, 0},
 		      0);
 		return 1;
 	}
@@ -399,8 +414,43 @@ static int scan(struct sub *s)
 	return c.rc;
 }
 
-/* Produces the next frame into s->out; returns 0, or <0 to end. */
-static int produce(struct sub *s)
+/* BATCH_WINDOW_NS, or $LTXFS_STREAM_WINDOW_US (a diagnostic for
+ * benchmarks; 0 sends every commit at once). */
+static int64_t window;
+static pthread_once_t window_once = PTHREAD_ONCE_INIT;
+
+static void window_init(void)
+{
+	const char *e = getenv("LTXFS_STREAM_WINDOW_US");
+
+	window = e && *e ? atoll(e) * 1000 : BATCH_WINDOW_NS;
+	if (window < 0)
+		window = 0;
+}
+
+static int64_t window_ns(void)
+{
+	pthread_once(&window_once, window_init);
+	return window;
+}
+
+/* Woken by a commit: waits out the rest of the window since the last
+ * such wake-up (BATCH_WINDOW_NS). */
+static void coalesce(struct sub *s)
+{
+	int64_t now = lib_clock_monotonic_ns(), due = s->woke_ns + window_ns();
+
+	if (s->woke_ns && now < due) {
+		struct timespec ts = {0, (long)(due - now)};
+		nanosleep(&ts, NULL);
+		now = due;
+	}
+	s->woke_ns = now;
+}
+
+/* Produces the next frame into s->out; returns 0, <0 to end, or -EAGAIN
+ * when it would have to wait for a commit and may not (may_wait false). */
+static int produce(struct sub *s, bool may_wait)
 {
 	rep_node *n = s->n;
 
@@ -420,6 +470,12 @@ static int produce(struct sub *s)
 					  s->cur->name, strerror(-rc));
 				return rc;
 			}
+			if (!s->post_known && want == s->left && want >= 16) {
+				/* The trailer's post-apply checksum, before
+				 * any test fault touches the bytes. */
+				s->next.checksum = get_be64(p + want - 16);
+				s->post_known = true;
+			}
 			if (s->flip_at >= 0) {
 				uint64_t done = s->len - s->left;
 				if ((uint64_t)s->flip_at >= done &&
@@ -434,6 +490,17 @@ static int produce(struct sub *s)
 			s->left -= want;
 			atomic_fetch_add(&n->m.bytes_sent, want);
 			return 0;
+		}
+		if (!s->post_known) {
+			/* The last DATA frame held less than the trailer. */
+			int rc = read_post(s->fd, s->off - s->len, s->len,
+					   &s->next.checksum);
+			if (rc < 0) {
+				log_error("stream: reading db=%s record: %s",
+					  s->cur->name, strerror(-rc));
+				return rc;
+			}
+			s->post_known = true;
 		}
 		{
 			uint8_t b[8];
@@ -475,6 +542,8 @@ static int produce(struct sub *s)
 			s->ready_sent = true;
 			return 0;
 		}
+		if (!may_wait)
+			return -EAGAIN;
 		if (round > 0) {
 			emit_heartbeat(s);
 			return 0;
@@ -489,28 +558,41 @@ static int produce(struct sub *s)
 		}
 		gen = n->gen != gen;
 		pthread_mutex_unlock(&n->mu);
-		if (gen)
+		if (gen) {
 			round = -1; /* a commit: scan again, no heartbeat */
+			coalesce(s);
+		}
 	}
 }
 
 static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
 	struct sub *s = cls;
-	size_t n;
+	size_t done = 0;
 
-	if (s->out_pos >= s->out_len) {
-		int rc = produce(s);
-		if (rc < 0)
-			return rc == -ESHUTDOWN ? MHD_CONTENT_READER_END_OF_STREAM
-						: MHD_CONTENT_READER_END_WITH_ERROR;
+	while (done < max) {
+		size_t n;
+		if (s->out_pos >= s->out_len) {
+			int rc = s->err ? s->err : produce(s, done == 0);
+			if (rc == -EAGAIN)
+				break;
+			if (rc < 0 && done > 0) {
+				s->err = rc; /* after what is ready */
+				break;
+			}
+			if (rc < 0)
+				return rc == -ESHUTDOWN
+					       ? MHD_CONTENT_READER_END_OF_STREAM
+					       : MHD_CONTENT_READER_END_WITH_ERROR;
+		}
+		n = s->out_len - s->out_pos;
+		if (n > max - done)
+			n = max - done;
+		memcpy(buf + done, s->out + s->out_pos, n);
+		s->out_pos += n;
+		done += n;
 	}
-	n = s->out_len - s->out_pos;
-	if (n > max)
-		n = max;
-	memcpy(buf, s->out + s->out_pos, n);
-	s->out_pos += n;
-	return (ssize_t)n;
+	return (ssize_t)done;
 }
 
 struct parse_ctx {
