@@ -343,12 +343,13 @@ static unsigned route_status(const char *url, bool get, bool post)
 		{"/handoff", false, true}, {"/promote", false, true},
 	};
 
-	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
-		if (strcmp(url, routes[i].path) == 0)
-			return (get && routes[i].get) ||
-					       (post && routes[i].post)
-				       ? 0
-				       : MHD_HTTP_METHOD_NOT_ALLOWED;
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+		if (strcmp(url, routes[i].path) != 0)
+			continue;
+		if ((get && routes[i].get) || (post && routes[i].post))
+			return 0;
+		return MHD_HTTP_METHOD_NOT_ALLOWED;
+	}
 	return MHD_HTTP_NOT_FOUND;
 }
 
