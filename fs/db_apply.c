@@ -447,38 +447,90 @@ static int old_sum(struct apply *a, uint32_t pgno, uint64_t *out)
 	return fs_db_cksum_get(db, pgno, out);
 }
 
+/* Rollback style: runs of consecutive pages go to the database file in
+ * one pwrite of up to RUN_BYTES. */
+#define RUN_BYTES (256u * 1024)
+
+struct run {
+	uint8_t *buf;
+	uint32_t max, n;         /* pages it holds at most, and now */
+	uint32_t first;          /* page number of buf's first page */
+};
+
+static int run_flush(struct apply *a, struct run *r)
+{
+	uint32_t ps = a->hdr.page_size;
+	uint64_t o = (uint64_t)(r->first - 1) * ps, len = (uint64_t)r->n * ps;
+	int rc;
+
+	if (r->n == 0)
+		return 0;
+	rc = lib_io_pwrite_full(a->db->fds[FS_KIND_DB], r->buf, (size_t)len,
+				(off_t)o);
+	if (o < a->min_off)
+		a->min_off = o;
+	if (o + len > a->max_end)
+		a->max_end = o + len;
+	r->n = 0;
+	return rc;
+}
+
 static int apply_pages(struct apply *a, ltx_decoder *dec, uint8_t *page)
 {
 	fs_db *db = a->db;
 	uint32_t ps = a->hdr.page_size, pgno;
+	struct run r = {NULL, 0, 0, 0};
 	int rc;
 
-	while ((rc = ltx_decoder_next_page(dec, &pgno, page)) == 1) {
-		uint64_t old = 0, now = ltx_checksum_page(pgno, page, ps);
+	if (!a->wal) {
+		r.max = RUN_BYTES / ps ? RUN_BYTES / ps : 1;
+		r.buf = malloc((size_t)r.max * ps);
+		if (!r.buf)
+			return -ENOMEM;
+	}
+	for (;;) {
+		uint8_t *p = a->wal ? page : r.buf + (size_t)r.n * ps;
+		uint64_t old = 0, now;
+		rc = ltx_decoder_next_page(dec, &pgno, p);
+		if (rc != 1)
+			break;
+		now = ltx_checksum_page(pgno, p, ps);
 		if (pgno == 1)
-			a->p1_mode = page[18] == 2 && page[19] == 2 ? 2 : 1;
+			a->p1_mode = p[18] == 2 && p[19] == 2 ? 2 : 1;
 		rc = old_sum(a, pgno, &old);
 		if (rc < 0)
-			return rc;
+			break;
 		if (old)
 			a->sum = ltx_checksum_xor(a->sum, old);
 		a->sum = ltx_checksum_xor(a->sum, now);
 		if (a->wal) {
-			rc = fs_walidx_page(db->walidx, pgno, page);
+			rc = fs_walidx_page(db->walidx, pgno, p);
+		} else if (r.n > 0 && pgno != r.first + r.n) {
+			/* Not next to the run (the page just decoded is in
+			 * the slot after it): write the run, start anew. */
+			uint32_t held = r.n;
+			rc = run_flush(a, &r);
+			memcpy(r.buf, r.buf + (size_t)held * ps, ps);
+			r.first = pgno;
+			r.n = 1;
+			if (rc == 0 && r.n == r.max)
+				rc = run_flush(a, &r);
 		} else {
-			uint64_t o = (uint64_t)(pgno - 1) * ps;
-			rc = lib_io_pwrite_full(db->fds[FS_KIND_DB], page, ps,
-						(off_t)o);
-			if (o < a->min_off)
-				a->min_off = o;
-			if (o + ps > a->max_end)
-				a->max_end = o + ps;
+			if (r.n++ == 0)
+				r.first = pgno;
+			if (r.n == r.max)
+				rc = run_flush(a, &r);
 		}
 		if (rc == 0)
 			rc = fs_db_cksum_set(db, pgno, now);
 		if (rc < 0)
-			return rc;
+			break;
 	}
+	if (rc == 0 && !a->wal)
+		rc = run_flush(a, &r);
+	free(r.buf);
+	if (rc < 0 && ltx_decoder_err(dec)->kind == LTX_OK)
+		return rc;
 	if (rc < 0) {
 		log_error("db=%s: %s: %s", db->name, a->src,
 			  ltx_decoder_err(dec)->msg);
