@@ -47,7 +47,7 @@
 #define ERRBODY_MAX 512
 #define BATCH_MAX FS_APPLY_RUN_MAX
 #define BATCH_BYTES (16u << 20)        /* apply once this much waits */
-#define SCRATCH_KEEP (64u << 20)       /* larger: truncated after use */
+#define SCRATCH_KEEP (4u << 20)        /* larger: truncated after use */
 
 struct cli {
 	rep_node *n;
