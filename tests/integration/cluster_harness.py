@@ -69,7 +69,7 @@ class ClusterNode(h.Node):
         if token is not None:
             httpc += "  token: \"%s\"\n" % token
         super().__init__(name=name, log_level=log_level,
-                         extra_yml=lease + httpc + extra_yml)
+                         extra_yml=httpc + lease + extra_yml)
         self.is_primary = primary_url is None
         if data_yml:
             # More keys of the data section (e.g. "  retention: 1s\n").
@@ -188,14 +188,6 @@ class ClusterNode(h.Node):
 
     def log_count(self, pattern):
         return len(re.findall(pattern, self.log_text()))
-
-    def wait_log(self, pattern, timeout, what=None, start=0):
-        """Waits until the log (from character offset start) matches
-        pattern; returns the match."""
-        def found():
-            return re.search(pattern, self.log_text()[start:])
-        return wait_for(found, timeout, what or "%s: log line /%s/"
-                        % (self.name, pattern), interval=0.05)
 
 
 class Cluster:

@@ -323,6 +323,15 @@ class Node:
         except OSError:
             return ""
 
+    def wait_log(self, pattern, timeout, what=None, start=0):
+        """Waits until the log (from character offset start) matches the
+        regular expression pattern; returns the match. (A line may be
+        logged after the reply the test saw, e.g. at a FUSE release.)"""
+        def found():
+            return re.search(pattern, self.log_text()[start:])
+        return wait_for(found, timeout, what or "%s: log line /%s/"
+                        % (self.name, pattern), interval=0.05)
+
     def log_tail(self, n=40):
         return "\n".join(self.log_text().splitlines()[-n:])
 
@@ -435,8 +444,10 @@ def one(conn, sql, args=()):
     return row[0] if row else None
 
 
-def integrity_ok(path):
-    c = connect(path)
+def integrity_ok(path, ro=False):
+    """PRAGMA integrity_check is ok (ro: through a read-only
+    connection, as on a replica)."""
+    c = ro_connect(path) if ro else connect(path)
     try:
         res = [r[0] for r in c.execute("PRAGMA integrity_check")]
     finally:

@@ -20,6 +20,7 @@ One meson test per subcommand:
 
 import errno
 import os
+import re
 import sqlite3
 import sys
 
@@ -82,10 +83,9 @@ def t_namespace():
         ls = n.listing()
         h.check(ls == ["a.db", "a.db-pos"], "the mount lists %s" % ls)
         check_unchanged(n, "a.db", before, "refused namespace operations")
-        log = n.log_text()
         for what in ('mkdir "dir"', 'rename "a.db"', 'symlink "l.db"',
                      'link "hard.db"', '".hidden"'):
-            h.check(what in log, "no log line for %s" % what)
+            n.wait_log(re.escape(what), 10, "no log line for %s" % what)
         stop_and_verify(n)
 
 
@@ -125,9 +125,8 @@ def t_non_sqlite():
                 h.check(os.stat(n.path(name)).st_size == 0,
                         "%s has size %d" % (name,
                                             os.stat(n.path(name)).st_size))
-        log = n.log_text()
-        h.check("db=x.txt" in log and "only SQLite databases" in log,
-                "no log line naming x.txt")
+        n.wait_log(r"db=x\.txt", 10, "no log line naming x.txt")
+        n.wait_log(r"only SQLite databases", 10, "no log line naming x.txt")
         # A database's header overwritten with junk.
         create_db(n.path("a.db"), 4096, "DELETE")
         fill(n.path("a.db"), 20)
@@ -175,11 +174,10 @@ def t_journal_off():
             finally:
                 os.close(fd)
             check_unchanged(n, db, before, "a write with no journal")
-            lines = [l for l in n.log_text().splitlines()
-                     if "db=%s" % db in l and "journal_mode=OFF" in l]
-            h.check(lines, "no log line names %s and journal_mode=OFF"
-                    % db)
-            print("  %s: %s" % (mode, lines[0]))
+            line = n.wait_log(r"[^\n]*db=%s[^\n]*journal_mode=OFF[^\n]*"
+                              % re.escape(db), 10, "no log line names %s "
+                              "and journal_mode=OFF" % db).group(0)
+            print("  %s: %s" % (mode, line))
             # The database is fine for a normal connection afterwards.
             fill(n.path(db), 2)
             h.check(n.pos(db)[0] == before[0][0] + 2,
@@ -219,8 +217,8 @@ def t_unaligned():
             finally:
                 os.close(fd)
             check_unchanged(n, db, before, "unaligned writes")
-            h.check("not aligned to the page size" in n.log_text(),
-                    "no log line about the unaligned write")
+            n.wait_log(r"not aligned to the page size", 10,
+                       "no log line about the unaligned write")
         stop_and_verify(n)
 
 

@@ -64,12 +64,7 @@ ro_connect = h.ro_connect
 
 
 def ro_integrity(path):
-    c = ro_connect(path)
-    try:
-        res = [r[0] for r in c.execute("PRAGMA integrity_check")]
-    finally:
-        c.close()
-    check(res == ["ok"], "%s: integrity_check: %s" % (path, res[:5]))
+    h.integrity_ok(path, ro=True)
 
 
 def ro_digest(path):
@@ -147,6 +142,24 @@ def simple_txns(path, n, start=0, blob=64, mode=None):
                       (blob + (start + i) % 97,))
     finally:
         c.close()
+
+
+def start_synced(cl, db, n, mode=None):
+    """Starts every node of cl, commits n transactions on db (simple_txns)
+    and waits until the replicas are identical. Returns the first
+    replica."""
+    cl.start()
+    simple_txns(cl.primary.path(db), n, mode=mode)
+    check_identical(cl, db)
+    return cl.replicas[0] if cl.replicas else None
+
+
+def hold_reader(r, db):
+    """A read-only connection to db on replica r inside a read
+    transaction that has read table t; returns it and t's row count."""
+    rc = ro_connect(r.path(db))
+    rc.execute("BEGIN")
+    return rc, one(rc, "SELECT count(*) FROM t")
 
 
 # -- 1. identical ----------------------------------------------------------
@@ -492,10 +505,8 @@ def primary_restart():
     replicas reconnect and resume without a snapshot."""
     t = Timer()
     with Cluster(3) as cl:
-        cl.start()
         db = "p.db"
-        simple_txns(cl.primary.path(db), 40, mode="WAL")
-        check_identical(cl, db)
+        start_synced(cl, db, 40, mode="WAL")
         t.lap("40 txns, identical")
         cl.primary.stop()
         t.lap("primary stopped")
@@ -564,10 +575,8 @@ def bad_token():
     a wrong token is refused, the right one replicates."""
     t = Timer()
     with Cluster(2, token=TOKEN) as cl:
-        cl.start()
         db = "tok.db"
-        simple_txns(cl.primary.path(db), 5)
-        check_identical(cl, db)
+        start_synced(cl, db, 5)
         t.lap("replication with the token")
         p = cl.primary
         for path in ("/info", "/metrics", "/stream?node=0000000000000001",
@@ -602,10 +611,8 @@ def other_cluster():
     with a message naming both cluster IDs, and gets nothing."""
     t = Timer()
     with Cluster(2) as cl:
-        cl.start()
         db = "oc.db"
-        simple_txns(cl.primary.path(db), 5)
-        check_identical(cl, db)
+        start_synced(cl, db, 5)
         with open(os.path.join(cl.primary.data, "cluster.id")) as f:
             mine = f.read().strip()
         other = "%016x" % (int(mine, 16) ^ 0x5a5a5a5a00000001)
@@ -670,11 +677,8 @@ def replica_write():
     has a line naming the primary."""
     t = Timer()
     with Cluster(2) as cl:
-        cl.start()
         db = "rw.db"
-        simple_txns(cl.primary.path(db), 3)
-        check_identical(cl, db)
-        r = cl.replicas[0]
+        r = start_synced(cl, db, 3)
         mark = len(r.log_text())
         c = connect(r.path(db))
         try:
@@ -838,14 +842,9 @@ def wal_long_reader():
     replica identical."""
     t = Timer()
     with Cluster(2) as cl:
-        cl.start()
         db = "lr.db"
-        simple_txns(cl.primary.path(db), 10, mode="WAL")
-        check_identical(cl, db)
-        r = cl.replicas[0]
-        rc = ro_connect(r.path(db))
-        rc.execute("BEGIN")
-        n0 = one(rc, "SELECT count(*) FROM t")
+        r = start_synced(cl, db, 10, mode="WAL")
+        rc, n0 = hold_reader(r, db)
         d0 = one(rc, "SELECT sum(length(v)) FROM t")
         pos0 = r.pos(db)
         t.lap("reader holds a snapshot at %d rows" % n0)
@@ -884,12 +883,9 @@ def replica_kill9():
     ends identical."""
     t = Timer()
     with Cluster(2) as cl:
-        cl.start()
         db = "k9.db"
+        r = start_synced(cl, db, 10, mode="WAL")
         p = cl.primary.path(db)
-        r = cl.replicas[0]
-        simple_txns(p, 10, mode="WAL")
-        check_identical(cl, db)
         for rnd in range(3):
             rc = ro_connect(r.path(db))
             rc.execute("BEGIN")
@@ -997,12 +993,9 @@ def journal_switch():
     identically and the open connection sees each new commit."""
     t = Timer()
     with Cluster(2) as cl:
-        cl.start()
         db = "js.db"
+        r = start_synced(cl, db, 10, mode="WAL")
         p = cl.primary.path(db)
-        r = cl.replicas[0]
-        simple_txns(p, 10, mode="WAL")
-        check_identical(cl, db)
         held = ro_connect(r.path(db))
         n = one(held, "SELECT count(*) FROM t")
         for mode in ("DELETE", "WAL", "TRUNCATE", "WAL", "PERSIST"):
@@ -1062,14 +1055,9 @@ def rollback_reader():
     the lag, and the apply goes through as soon as the reader ends."""
     t = Timer()
     with Cluster(2) as cl:
-        cl.start()
         db = "rb.db"
-        simple_txns(cl.primary.path(db), 5, mode="DELETE")
-        check_identical(cl, db)
-        r = cl.replicas[0]
-        rc = ro_connect(r.path(db))
-        rc.execute("BEGIN")
-        n0 = one(rc, "SELECT count(*) FROM t")
+        r = start_synced(cl, db, 5, mode="DELETE")
+        rc, n0 = hold_reader(r, db)
         pos0 = r.pos(db)
         simple_txns(cl.primary.path(db), 3, start=5)
         want = cl.primary.pos(db)
@@ -1104,11 +1092,8 @@ def export_import():
     on a replica it is refused naming the primary."""
     t = Timer()
     with Cluster(2) as cl:
-        cl.start()
         db = "ex.db"
-        simple_txns(cl.primary.path(db), 30, mode="WAL")
-        check_identical(cl, db)
-        r = cl.replicas[0]
+        r = start_synced(cl, db, 30, mode="WAL")
         st, body = r.get("/export?db=" + db)
         check(st == 200, "export from the replica: %d %r" % (st, body[:200]))
         tmp = tempfile.mkdtemp(prefix="ltxfs-it-export-")

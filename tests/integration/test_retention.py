@@ -83,6 +83,21 @@ def write_rows(conn, n, size):
         conn.execute("COMMIT")
 
 
+def write_and_compare(p, r, c, mode, rows, size, what):
+    """rows more rows through c; once the replica has them, its database
+    equals the primary's: the file byte for byte in rollback mode, the
+    content in WAL mode (where the file alone is not the database)."""
+    write_rows(c, rows, size)
+    wait_synced(p, r, what)
+    if mode == "delete":
+        check(file_digest(p.path(DB)) == file_digest(r.path(DB)),
+              "replica's database file differs from the primary's")
+    else:
+        check(h.content_digest(p.path(DB)) ==
+              h.content_digest(r.path(DB), ro=True),
+              "replica's database differs from the primary's")
+
+
 def run(mode, policy):
     if policy == "bytes":
         keys = "  retention-bytes: %d\n" % CAP
@@ -158,16 +173,7 @@ def run(mode, policy):
                   "replica's ltxfs_snapshots_applied_total to count the "
                   "snapshot")
 
-    write_rows(c, 5, 3000)
-    wait_synced(p, r, "records after the snapshot")
-    if mode == "delete":
-        check(file_digest(p.path(DB)) == file_digest(r.path(DB)),
-              "replica's database file differs from the primary's")
-    else:
-        # WAL: the file alone is not the database; compare contents.
-        check(h.content_digest(p.path(DB)) ==
-              h.content_digest(r.path(DB), ro=True),
-              "replica's database differs from the primary's")
+    write_and_compare(p, r, c, mode, 5, 3000, "records after the snapshot")
     h.integrity_ok(p.path(DB))
     ro = h.ro_connect(r.path(DB))
     try:
@@ -250,11 +256,7 @@ def run_boundary(mode):
                   "records")
     check((r.metric("ltxfs_snapshots_applied_total") or 0) == 0,
           "replica did not catch up by records alone")
-    write_rows(c, 2, 6000)
-    wait_synced(p, r, "records after that")
-    if mode == "delete":
-        check(file_digest(p.path(DB)) == file_digest(r.path(DB)),
-              "replica's database file differs from the primary's")
+    write_and_compare(p, r, c, mode, 2, 6000, "records after that")
     c.close()
     r.stop()
     p.stop()
