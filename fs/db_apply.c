@@ -181,18 +181,6 @@ void fs_db_apply_checkpoint(fs_db *db)
 
 /* --- SQLite locks through the mount --- */
 
-static int ofd_lock(int fd, short type, off_t start, off_t len)
-{
-	struct flock fl = {
-		.l_type = type,
-		.l_whence = SEEK_SET,
-		.l_start = start,
-		.l_len = len,
-	};
-
-	return fcntl(fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
-}
-
 /* Polls for a lock, as SQLite's busy handler would, up to the apply
  * timeout; says so in the log while it waits. */
 static int ofd_lock_wait(fs_db *db, int fd, short type, off_t start, off_t len,
@@ -206,8 +194,8 @@ static int ofd_lock_wait(fs_db *db, int fd, short type, off_t start, off_t len,
 
 	for (;;) {
 		int64_t ms;
-		rc = ofd_lock(fd, type, start, len);
-		if (rc != -EAGAIN && rc != -EACCES)
+		rc = lib_io_ofd_trylock(fd, type, start, len);
+		if (rc != -EBUSY)
 			return rc;
 		ms = (lib_clock_monotonic_ns() - t0) / 1000000;
 		if (ms >= timeout) {
@@ -280,7 +268,8 @@ static int lock_exclusive(fs_db *db)
 				   SQLITE_SHARED_FIRST, SQLITE_SHARED_SIZE,
 				   "the EXCLUSIVE lock");
 	if (rc < 0)
-		ofd_lock(db->lock_fd, F_UNLCK, SQLITE_PENDING_BYTE, 1);
+		lib_io_ofd_trylock(db->lock_fd, F_UNLCK, SQLITE_PENDING_BYTE,
+				   1);
 	return rc;
 }
 
@@ -291,12 +280,14 @@ static int lock_exclusive_now(fs_db *db)
 
 	if (db->lock_fd < 0)
 		return 0;
-	rc = ofd_lock(db->lock_fd, F_WRLCK, SQLITE_PENDING_BYTE, 1);
+	rc = lib_io_ofd_trylock(db->lock_fd, F_WRLCK, SQLITE_PENDING_BYTE, 1);
 	if (rc == 0) {
-		rc = ofd_lock(db->lock_fd, F_WRLCK, SQLITE_SHARED_FIRST,
-			      SQLITE_SHARED_SIZE);
+		rc = lib_io_ofd_trylock(db->lock_fd, F_WRLCK,
+					SQLITE_SHARED_FIRST,
+					SQLITE_SHARED_SIZE);
 		if (rc < 0)
-			ofd_lock(db->lock_fd, F_UNLCK, SQLITE_PENDING_BYTE, 1);
+			lib_io_ofd_trylock(db->lock_fd, F_UNLCK,
+					   SQLITE_PENDING_BYTE, 1);
 	}
 	return rc < 0 ? -EBUSY : 0;
 }
@@ -305,8 +296,9 @@ static void unlock_exclusive(fs_db *db)
 {
 	if (db->lock_fd < 0)
 		return;
-	ofd_lock(db->lock_fd, F_UNLCK, SQLITE_SHARED_FIRST, SQLITE_SHARED_SIZE);
-	ofd_lock(db->lock_fd, F_UNLCK, SQLITE_PENDING_BYTE, 1);
+	lib_io_ofd_trylock(db->lock_fd, F_UNLCK, SQLITE_SHARED_FIRST,
+			   SQLITE_SHARED_SIZE);
+	lib_io_ofd_trylock(db->lock_fd, F_UNLCK, SQLITE_PENDING_BYTE, 1);
 }
 
 /* --- applying pages --- */

@@ -237,26 +237,9 @@ static void shm_store16(uint8_t *p, uint16_t v)
 
 /* --- locks ------------------------------------------------------------ */
 
-/* One try. 0, -EBUSY (held by someone else) or -errno. */
-static int ofd_lock(int fd, short type, off_t start, off_t len)
-{
-	struct flock fl;
-
-	memset(&fl, 0, sizeof(fl));
-	fl.l_type = type;
-	fl.l_whence = SEEK_SET;
-	fl.l_start = start;
-	fl.l_len = len;
-	if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
-		return 0;
-	if (errno == EAGAIN || errno == EACCES || errno == EINTR)
-		return -EBUSY;
-	return -errno;
-}
-
 static void ofd_unlock(int fd, off_t start, off_t len)
 {
-	(void)ofd_lock(fd, F_UNLCK, start, len);
+	(void)lib_io_ofd_trylock(fd, F_UNLCK, start, len);
 }
 
 static void sleep_us(int64_t us)
@@ -274,7 +257,7 @@ static int ofd_lock_wait(int fd, short type, off_t start, off_t len,
 	int64_t nap = 50;
 
 	for (;;) {
-		int rc = ofd_lock(fd, type, start, len);
+		int rc = lib_io_ofd_trylock(fd, type, start, len);
 		int64_t left;
 		if (rc != -EBUSY)
 			return rc;
@@ -674,8 +657,8 @@ static int lock_db_shared(fs_walidx *w, const char *path)
 				   FS_WALIDX_OPEN_TIMEOUT_MS);
 		if (rc < 0)
 			break;
-		rc = ofd_lock(w->lock_fd, F_RDLCK, DB_SHARED_FIRST,
-			      DB_SHARED_SIZE);
+		rc = lib_io_ofd_trylock(w->lock_fd, F_RDLCK, DB_SHARED_FIRST,
+					DB_SHARED_SIZE);
 		ofd_unlock(w->lock_fd, DB_PENDING, 1);
 		if (rc != -EBUSY || lib_clock_monotonic_ns() > deadline)
 			break;
@@ -695,13 +678,13 @@ static int lock_dms(fs_walidx *w, bool *out_first)
 	int rc;
 
 	for (;;) {
-		rc = ofd_lock(w->shm_fd, F_WRLCK, LK_DMS, 1);
+		rc = lib_io_ofd_trylock(w->shm_fd, F_WRLCK, LK_DMS, 1);
 		if (rc == 0) {
 			*out_first = true;
 			return 0;
 		}
 		if (rc == -EBUSY)
-			rc = ofd_lock(w->shm_fd, F_RDLCK, LK_DMS, 1);
+			rc = lib_io_ofd_trylock(w->shm_fd, F_RDLCK, LK_DMS, 1);
 		if (rc == 0) {
 			*out_first = false;
 			return 0;
@@ -758,7 +741,8 @@ static int init_first(fs_walidx *w, uint32_t db_pages)
 	rc = wal_empty(w);
 	if (rc < 0)
 		return rc;
-	return ofd_lock(w->shm_fd, F_RDLCK, LK_DMS, 1); /* downgrade */
+	/* downgrade */
+	return lib_io_ofd_trylock(w->shm_fd, F_RDLCK, LK_DMS, 1);
 }
 
 /* Not the first user: under WRITE, adopt the header, restart it, or
@@ -1042,7 +1026,7 @@ int fs_walidx_begin(fs_walidx *w, int timeout_ms)
 	}
 	if (w->hdr.mx_frame > 0 &&
 	    shm_load32(ck(w, CK_BACKFILL)) == w->hdr.mx_frame &&
-	    ofd_lock(w->shm_fd, F_WRLCK, LK_READ(1), 4) == 0) {
+	    lib_io_ofd_trylock(w->shm_fd, F_WRLCK, LK_READ(1), 4) == 0) {
 		restart(w);
 		ofd_unlock(w->shm_fd, LK_READ(1), 4);
 	}
@@ -1300,7 +1284,7 @@ int fs_walidx_checkpoint(fs_walidx *w, bool sync, bool *out_done)
 		log_error("%s: checkpoint inside a transaction", w->shm_path);
 		return -EINVAL;
 	}
-	rc = ofd_lock(w->shm_fd, F_WRLCK, LK_CKPT, 1);
+	rc = lib_io_ofd_trylock(w->shm_fd, F_WRLCK, LK_CKPT, 1);
 	if (rc == -EBUSY)
 		return 0;
 	if (rc < 0) {
@@ -1324,7 +1308,8 @@ int fs_walidx_checkpoint(fs_walidx *w, bool sync, bool *out_done)
 		uint32_t y = shm_load32(ck(w, CK_MARK(i)));
 		if (safe <= y)
 			continue;
-		if (ofd_lock(w->shm_fd, F_WRLCK, LK_READ(i), 1) == 0) {
+		if (lib_io_ofd_trylock(w->shm_fd, F_WRLCK, LK_READ(i), 1) ==
+		    0) {
 			shm_store32(ck(w, CK_MARK(i)),
 				    i == 1 ? safe : MARK_UNUSED);
 			ofd_unlock(w->shm_fd, LK_READ(i), 1);
@@ -1334,7 +1319,7 @@ int fs_walidx_checkpoint(fs_walidx *w, bool sync, bool *out_done)
 	}
 	if (nb >= safe)
 		goto out;
-	if (ofd_lock(w->shm_fd, F_WRLCK, LK_READ(0), 1) < 0)
+	if (lib_io_ofd_trylock(w->shm_fd, F_WRLCK, LK_READ(0), 1) < 0)
 		goto out; /* a reader reads the database alone */
 	shm_store32(ck(w, CK_ATTEMPTED), safe);
 	if (sync) {
