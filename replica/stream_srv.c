@@ -580,10 +580,10 @@ static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)
 				s->err = rc; /* after what is ready */
 				break;
 			}
+			if (rc == -ESHUTDOWN)
+				return MHD_CONTENT_READER_END_OF_STREAM;
 			if (rc < 0)
-				return rc == -ESHUTDOWN
-					       ? MHD_CONTENT_READER_END_OF_STREAM
-					       : MHD_CONTENT_READER_END_WITH_ERROR;
+				return MHD_CONTENT_READER_END_WITH_ERROR;
 		}
 		n = s->out_len - s->out_pos;
 		if (n > max - done)
