@@ -731,6 +731,79 @@ static void test_truncation_offsets(void **state)
 	tu_buf_free(&f);
 }
 
+/* ltx_decoder_reset: one decoder decodes file after file, compressed or
+ * not, whatever state the last one left it in (done, half-read, failed),
+ * with the same results as a fresh decoder. */
+static void decode_with(ltx_decoder *dec, const tu_buf *f, int want_rc,
+			uint64_t *out_sum)
+{
+	ltx_mem_reader m = {f->data, f->len, 0};
+	ltx_header h;
+	ltx_trailer t;
+	uint64_t pages = 0;
+	int rc;
+
+	assert_int_equal(ltx_decoder_reset(dec, ltx_read_from_mem, &m, NULL),
+			 0);
+	assert_int_equal(ltx_decoder_err(dec)->kind, LTX_OK);
+	assert_int_equal(ltx_decoder_bytes_read(dec), 0);
+	rc = ltx_decoder_verify(dec, &h, &t, &pages);
+	if (want_rc == 0) {
+		assert_int_equal(rc, 0);
+		assert_int_equal(pages, 2);
+		assert_int_equal(ltx_decoder_bytes_read(dec), f->len);
+		*out_sum = t.post_apply_checksum;
+	} else {
+		assert_true(rc < 0);
+		assert_int_not_equal(ltx_decoder_err(dec)->kind, LTX_OK);
+	}
+}
+
+static void test_reset(void **state)
+{
+	tu_buf f[4] = {TU_BUF_INIT, TU_BUF_INIT, TU_BUF_INIT, TU_BUF_INIT};
+	tu_buf bad = TU_BUF_INIT;
+	ltx_mem_reader m0;
+	ltx_decoder *dec = NULL;
+	ltx_header h;
+	uint8_t page[512];
+	uint32_t pgno;
+	uint64_t sum[4], again;
+
+	(void)state;
+	for (int i = 0; i < 4; i++) {
+		tu_decoded d;
+		small_file(i & 1, i >> 1, &f[i]);
+		assert_int_equal(tu_decode(f[i].data, f[i].len, &d), 0);
+		sum[i] = d.tr.post_apply_checksum;
+	}
+	m0 = (ltx_mem_reader){f[1].data, f[1].len, 0};
+	assert_int_equal(ltx_decoder_new(ltx_read_from_mem, &m0, "r", &dec),
+			 0);
+	/* Stopped half-way through a compressed file. */
+	assert_int_equal(ltx_decoder_read_header(dec, &h), 0);
+	assert_int_equal(ltx_decoder_next_page(dec, &pgno, page), 1);
+	for (int round = 0; round < 3; round++)
+		for (int i = 0; i < 4; i++) {
+			decode_with(dec, &f[i], 0, &again);
+			assert_true(again == sum[i]);
+		}
+	/* After a failure (a flipped byte in the compressed block), the
+	 * next file decodes. */
+	tu_buf_append(&bad, f[1].data, f[1].len);
+	bad.data[LTX_HEADER_SIZE + 8] ^= 0x10;
+	decode_with(dec, &bad, -1, NULL);
+	decode_with(dec, &f[1], 0, &again);
+	assert_true(again == sum[1]);
+	decode_with(dec, &bad, -1, NULL);
+	decode_with(dec, &f[0], 0, &again);
+	assert_true(again == sum[0]);
+	ltx_decoder_free(dec);
+	tu_buf_free(&bad);
+	for (int i = 0; i < 4; i++)
+		tu_buf_free(&f[i]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -749,6 +822,7 @@ int main(void)
 		cmocka_unit_test(test_read_failure),
 		cmocka_unit_test(test_large_files),
 		cmocka_unit_test(test_truncation_offsets),
+		cmocka_unit_test(test_reset),
 	};
 
 	return cmocka_run_group_tests_name("ltx/decoder", tests, NULL, NULL);
