@@ -426,6 +426,8 @@ static void window_init(void)
 	window = e && *e ? atoll(e) * 1000 : BATCH_WINDOW_NS;
 	if (window < 0)
 		window = 0;
+	if (window > 100 * 1000 * 1000)
+		window = 100 * 1000 * 1000; /* 100 ms at most */
 }
 
 static int64_t window_ns(void)
