@@ -4,11 +4,15 @@
  * Child states:
  *   WAIT_ARM --(connection number read)--> WATCH
  *   WAIT_ARM --(daemon gone, or pipe closed)--> exit
- *   WATCH --(daemon exiting for WATCHDOG_GRACE_MS)--> abort connection
- *         --> wait for the daemon to be gone --> exit
+ *   WATCH --(daemon exiting for WATCHDOG_GRACE_MS, a thread blocked)-->
+ *         abort connection --> wait for the daemon to be gone --> exit
  *   WATCH --(daemon gone)--> exit
- * "Gone" is getppid() no longer being the daemon (the child was
- * re-parented), which holds in a PID namespace too.
+ * "Gone" is every thread of the daemon having exited: its pidfd (opened
+ * right after fork, while the daemon is surely alive) polls readable.
+ * Not getppid(): the child is re-parented as soon as the thread that
+ * forked it exits while every other thread is exiting too, which is
+ * exactly when another thread may still be stuck on the mount. Without
+ * pidfd_open (Linux < 5.3) getppid() is the fallback.
  */
 #include "watchdog.h"
 
@@ -24,6 +28,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "lib/log.h"
@@ -133,6 +138,17 @@ static void abort_conn(unsigned conn)
 	close(fd);
 }
 
+/* Whether the daemon has exited: every thread gone (pidfd >= 0), or
+ * this child re-parented (the fallback). */
+static bool daemon_gone(int pidfd, pid_t daemon_pid)
+{
+	struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
+
+	if (pidfd < 0)
+		return getppid() != daemon_pid;
+	return poll(&pfd, 1, 0) != 0;
+}
+
 static void child_main(int rfd, pid_t daemon_pid)
 {
 	char buf[32], path[64];
@@ -141,6 +157,7 @@ static void child_main(int rfd, pid_t daemon_pid)
 	int exiting_ms = 0;
 	bool aborted = false;
 	sigset_t all;
+	int pidfd;
 
 	/* Ctrl-C goes to the whole process group; the daemon handles it,
 	 * the watchdog outlives it until the daemon is gone. */
@@ -151,13 +168,18 @@ static void child_main(int rfd, pid_t daemon_pid)
 	sigemptyset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, NULL);
 	prctl(PR_SET_NAME, "ltxfs-watchdog", 0, 0, 0);
+	/* The daemon is the parent: alive until getppid() says otherwise,
+	 * so a pidfd opened now cannot name another process. */
+	pidfd = (int)syscall(SYS_pidfd_open, daemon_pid, 0);
+	if (pidfd >= 0 && getppid() != daemon_pid)
+		_exit(0);
 
 	/* WAIT_ARM */
 	for (;;) {
 		struct pollfd pfd = {.fd = rfd, .events = POLLIN};
 		ssize_t n;
 
-		if (getppid() != daemon_pid)
+		if (daemon_gone(pidfd, daemon_pid))
 			_exit(0);
 		if (poll(&pfd, 1, WATCHDOG_TICK_MS) <= 0)
 			continue;
@@ -178,24 +200,24 @@ static void child_main(int rfd, pid_t daemon_pid)
 	/* WATCH. The connection is aborted only while the daemon is
 	 * exiting and one of its threads is blocked: then its /dev/fuse
 	 * descriptor is still open, so the connection number cannot have
-	 * been reused by another mount. A daemon that finished exiting (a
-	 * zombie with no blocked thread) is left to its parent. */
+	 * been reused by another mount. The thread group leader may be a
+	 * zombie already while another thread is still on its way out (and
+	 * may block only later): the watch goes on until every thread is
+	 * gone. The daemon is not reaped before that (it is not this
+	 * child's to reap), so its PID in /proc is still its own. */
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)daemon_pid);
 	for (;;) {
 		unsigned long flags;
 		char state;
 
-		if (getppid() != daemon_pid)
+		if (daemon_gone(pidfd, daemon_pid))
 			_exit(0);
 		if (stat_fields(path, &state, &flags) &&
 		    (flags & TASK_PF_EXITING)) {
-			bool blocked = any_task_blocked(daemon_pid);
-
 			exiting_ms += WATCHDOG_TICK_MS;
-			if (!blocked && state == 'Z')
-				_exit(0);
-			if (blocked && !aborted &&
-			    exiting_ms >= WATCHDOG_GRACE_MS) {
+			if (!aborted && exiting_ms >= WATCHDOG_GRACE_MS &&
+			    any_task_blocked(daemon_pid) &&
+			    !daemon_gone(pidfd, daemon_pid)) {
 				abort_conn(conn);
 				aborted = true;
 			}
