@@ -57,7 +57,11 @@ def http(url, method="GET", token=None, data=None, headers=None,
 
 class ClusterNode(h.Node):
     """A Node with an HTTP port and the lease section of its role (the
-    static lease; a subclass may write another in lease_yml())."""
+    static lease; a subclass may write another in lease_yml()). Its
+    pos() reads -pos as it is (a replica's database may be locked for a
+    reader); settled_pos() is for the primary's final position."""
+
+    settle_pos = False
 
     def __init__(self, name, primary_url=None, token=None, extra_yml="",
                  log_level="info", data_yml=""):
@@ -232,7 +236,7 @@ class Cluster:
         must not change meanwhile: the writers are done). Returns the
         seconds it took."""
         t0 = time.monotonic()
-        want = self.primary.pos(db)
+        want = self.primary.settled_pos(db)
         for r in nodes if nodes is not None else self.replicas:
             last = []
 

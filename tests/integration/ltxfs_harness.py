@@ -308,8 +308,38 @@ class Node:
     def path(self, name):
         return os.path.join(self.mnt, name)
 
+    # pos() settles first (see settle()); a cluster's nodes turn this
+    # off, as a replica may hold its database's locks for a reader.
+    settle_pos = True
+
+    def settle(self, db):
+        """Makes db's -pos show every commit SQLite has returned from.
+        In WAL mode the daemon answers the commit's write first and
+        records it just after (fs/mount.c: "record it now, off the
+        caller's path"), so a -pos read right after COMMIT may still
+        show the transaction before. An fsync of the database file
+        waits for those records (fs/db.c, lock_for_db_op) and changes
+        nothing else once the first load is over."""
+        fd = os.open(self.path(db), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def settled_pos(self, db):
+        """pos(db) after settle(db): the position of the last commit."""
+        self.settle(db)
+        return self.raw_pos(db)
+
     def pos(self, db):
-        """(txid, checksum) from the mount's <db>-pos file."""
+        """(txid, checksum) from the mount's <db>-pos file (settled first
+        unless settle_pos is off)."""
+        if self.settle_pos:
+            self.settle(db)
+        return self.raw_pos(db)
+
+    def raw_pos(self, db):
+        """(txid, checksum) from the mount's <db>-pos file as it is."""
         with open(self.path(db + "-pos")) as f:
             text = f.read()
         m = re.fullmatch(r"([0-9a-f]{16})/([0-9a-f]{16})\n", text)

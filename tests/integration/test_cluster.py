@@ -98,7 +98,7 @@ def check_identical(cl, db, nodes=None, timeout=60):
     ppath = cl.primary.path(db)
     wal = is_wal(ppath)
     if wal:
-        before = cl.primary.pos(db)
+        before = cl.primary.settled_pos(db)
         checkpoint_primary(cl, db)
         check(cl.primary.pos(db) == before, "a checkpoint changed the "
               "primary's position %s -> %s" % (before, cl.primary.pos(db)))

@@ -303,9 +303,20 @@ def setup(nodes):
 
 
 def wait_synced(nodes, timeout):
+    """Waits until every running node shows one position. The writes
+    must be over; the primary's last WAL commit is settled first (it
+    shows in -pos just after COMMIT returns; ltxfs_harness.Node.settle),
+    so the replicas are not compared with the one before it."""
     seen = {}
+    for n in nodes:
+        if n.running() and n.role() == "primary":
+            try:
+                n.settle(DB)
+            except OSError:
+                pass
 
     def same():
+        seen.clear()
         for n in nodes:
             if not n.running():
                 continue

@@ -64,10 +64,12 @@ def log(msg):
 
 def wait_synced(p, r, what):
     t0 = time.monotonic()
+    # The writes are done: the primary's last commit (a WAL commit shows
+    # in -pos just after COMMIT returns) is the target.
+    want = p.settled_pos(DB)
 
     def same():
-        a, b = p.pos_or_none(DB), r.pos_or_none(DB)
-        return a is not None and a == b and a
+        return r.pos_or_none(DB) == want and want
     at = wait_for(same, SYNC_TIMEOUT, "%s: replica at the primary's "
                   "position (primary %s, replica %s)"
                   % (what, p.pos_or_none(DB), r.pos_or_none(DB)),

@@ -59,7 +59,7 @@ def wait_synced(primary, replica, db):
     """Waits until the replica's /info shows the primary's position of db,
     then checks its <db>-pos file agrees. (Polls /info, not <db>-pos: a
     lookup of a name that does not exist yet may be cached negatively.)"""
-    want = primary.pos(db)
+    want = primary.settled_pos(db)
     hexpos = ("%016x" % want[0], "%016x" % want[1])
 
     def same():
