@@ -124,12 +124,14 @@ int fs_db_apply_ltx(fs_db *db, int fd, uint64_t off, uint64_t len,
 		    char *errbuf, size_t errlen);
 
 /* A graceful stop of writes (a primary handing off). hold=true holds
- * back every new transaction while the open ones finish: rollback-journal
- * ones as a snapshot's freeze does; WAL ones by taking SQLite's WAL write
- * lock through the mount (as a writing SQLite connection would, so the
- * application's new write transactions wait in their busy handler).
- * hold=false lets them go, to fail with EROFS once the database is
- * read-only. Pair them; one holder at a time. */
+ * back every new transaction while the open one finishes: a new rollback
+ * journal waits, as under a snapshot's freeze; in WAL mode, the daemon
+ * takes SQLite's WAL write lock through the mount once the open
+ * transaction lets it go (new writers wait in their busy handler), and a
+ * writer that got the lock first is a new transaction: its first write
+ * waits. hold=false captures what committed meanwhile and lets the held
+ * writes go, to fail with EROFS once the database is read-only. Pair
+ * them; one holder at a time. */
 void fs_db_hold_txns(fs_db *db, bool hold);
 /* Whether a transaction is still open. While held, each call also tries
  * again for the WAL write lock: false once it is ours. */

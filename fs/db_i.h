@@ -97,6 +97,8 @@ struct fs_db {
 	 * transaction, checkpoint or restart the WAL. */
 	int freeze;
 	int holds;              /* of freeze: handoff holds (mu) */
+	bool hold_commit_seen;  /* mu: a WAL transaction committed during
+				 * the hold; the next one is a new one */
 	uint64_t cap_wal_end;   /* capture_mu: end of the last captured WAL
 				 * transaction in the current WAL, 0: none */
 
@@ -141,6 +143,10 @@ void fs_db_wait_unfrozen_locked(fs_db *db, bool txn_open);
  * and WAL restarts, which a handoff must not hold back (the WAL writer it
  * waits for may be the one doing them). */
 void fs_db_wait_snapshot_locked(fs_db *db, bool txn_open);
+/* A WAL write at off while a handoff holds (db_snapshot.c; mu held):
+ * the first write of a new WAL transaction, once the one open when the
+ * hold began has committed, waits for the hold to end. */
+void fs_db_wait_hold_wal_locked(fs_db *db, uint64_t off);
 /* Replica start-up: brings the database file to the log's position from
  * the log itself, or resets both (a snapshot follows). */
 int fs_db_replica_recover(fs_db *db, bool clean);

@@ -63,6 +63,18 @@ void fs_db_wait_snapshot_locked(fs_db *db, bool txn_open)
 		pthread_cond_wait(&db->cond, &db->mu);
 }
 
+void fs_db_wait_hold_wal_locked(fs_db *db, uint64_t off)
+{
+	/* A transaction's first write: a new WAL header, or the first frame
+	 * header after the last commit with nothing of its own written. */
+	bool first = off == 0 || (off == db->wal_txn_start &&
+				  db->wal_valid == db->wal_txn_start &&
+				  db->nframes == 0);
+
+	while (first && db->holds > 0 && db->hold_commit_seen)
+		pthread_cond_wait(&db->cond, &db->mu);
+}
+
 static void unfreeze(fs_db *db)
 {
 	pthread_mutex_lock(&db->mu);
@@ -250,7 +262,11 @@ void fs_db_hold_txns(fs_db *db, bool hold)
 		db->hold_locked = false;
 		db->hold_waited = false;
 		pthread_mutex_lock(&db->mu);
+		/* WAL commits that arrived during the hold are captured (and
+		 * announced to the streams) before the caller moves on. */
+		fs_db_drain_locked(db);
 		db->holds--;
+		db->hold_commit_seen = false;
 		pthread_mutex_unlock(&db->mu);
 		unfreeze(db);
 		return;
@@ -258,6 +274,7 @@ void fs_db_hold_txns(fs_db *db, bool hold)
 	pthread_mutex_lock(&db->mu);
 	db->freeze++;
 	db->holds++;
+	db->hold_commit_seen = false;
 	pthread_mutex_unlock(&db->mu);
 	hold_wal_open(db);
 	if (fs_db_txn_open(db)) {
@@ -269,10 +286,11 @@ void fs_db_hold_txns(fs_db *db, bool hold)
 
 bool fs_db_txn_open(fs_db *db)
 {
-	bool open;
+	bool open, committed;
 
 	pthread_mutex_lock(&db->mu);
 	open = journal_open(db);
+	committed = db->hold_commit_seen;
 	pthread_mutex_unlock(&db->mu);
 	if (db->hold_fd >= 0 && !db->hold_locked) {
 		int rc = lib_io_ofd_trylock(db->hold_fd, F_WRLCK,
@@ -282,7 +300,9 @@ bool fs_db_txn_open(fs_db *db)
 		else if (rc != -EBUSY)
 			log_warn("db=%s: handoff: WAL write lock: %s",
 				 db->name, strerror(-rc));
-		open = open || rc == -EBUSY;
+		/* Taken by another writer after the open transaction
+		 * committed: a new transaction, held at its first write. */
+		open = open || (rc == -EBUSY && !committed);
 	}
 	return open;
 }

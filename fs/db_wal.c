@@ -199,6 +199,8 @@ static int advance(fs_db *db, const uint8_t *wbuf, uint64_t woff, size_t wn)
 			enqueue(db, t);
 			db->nframes = 0;
 			db->wal_txn_start = db->wal_valid;
+			if (db->holds > 0)
+				db->hold_commit_seen = true;
 		}
 	}
 	return 0;
@@ -287,6 +289,12 @@ int fs_db_wal_write(fs_db *db, const void *buf, size_t n, off_t off)
 	if (db->capture_err) {
 		rc = db->capture_err;
 		goto out;
+	}
+	if (db->holds > 0) {
+		fs_db_wait_hold_wal_locked(db, (uint64_t)off);
+		rc = fs_db_refuse_ro_locked(db, FS_KIND_WAL);
+		if (rc < 0)
+			goto out;
 	}
 	if (off < FS_WAL_HDR_SIZE)
 		fs_db_wait_snapshot_locked(db, false); /* a WAL restart */
