@@ -1376,6 +1376,18 @@ void fs_walidx_close(fs_walidx *w)
 		bool done;
 		(void)fs_walidx_checkpoint(w, true, &done);
 	}
+	/* The regions map the -shm through this daemon's own mount. munmap
+	 * writes the file's dirty pages back (fuse_vma_close) while holding
+	 * the process's mmap lock for writing, and a FUSE thread of this
+	 * process receiving that write may need the same lock to fill its
+	 * buffer: a deadlock. msync writes them back first without holding
+	 * it, so munmap finds them clean. A page some reader dirties in
+	 * between still takes that path (docs/STORAGE.md, "The daemon's own
+	 * mappings"). */
+	for (uint32_t r = 0; r < w->nregion; r++)
+		if (w->region[r] && msync(w->region[r], IDX_REGION, MS_SYNC) < 0)
+			log_warn("%s: msync region %" PRIu32 ": %s", w->shm_path,
+				 r, strerror(errno));
 	for (uint32_t r = 0; r < w->nregion; r++)
 		if (w->region[r])
 			munmap(w->region[r], IDX_REGION);
