@@ -23,6 +23,14 @@
  * Usage: bench_repl [all|lag|throughput|catchup]
  *
  * Runs per measurement: LTXFS_BENCH_RUNS (default 3), medians reported.
+ *
+ * LTXFS_BENCH_PIN=1 (needs CPUs 0 and 1): this process (the application,
+ * and the native SQLite baseline) and every primary daemon run on CPU 0
+ * only, every replica daemon on CPU 1 only, in all parts and in both the
+ * 0-replica and the 2-replica throughput runs: the primary side has the
+ * same CPU either way and the replicas' apply work is off it, the
+ * closest one machine gets to replicas on other hosts. Unset or 0: no
+ * pinning (the scheduler places everything).
  * Every daemon is stopped and every mount removed at exit, after a
  * failure or on SIGINT/SIGTERM/SIGHUP too.
  *
@@ -35,6 +43,7 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -71,6 +80,7 @@ static int n_nodes;
 static char root[4096], native[4200];
 static bool root_created; /* by bench_dir: remove it on a signal too */
 static const char *ltxfs_bin;
+static bool pin; /* LTXFS_BENCH_PIN: primaries and us on CPU 0, replicas 1 */
 
 /* ---- processes and mounts (async-signal-safe helpers) -------------- */
 
@@ -335,6 +345,68 @@ static void node_fail(const node *n, const char *what)
 	bench_fail("%s: %s", n->name, what);
 }
 
+/* With LTXFS_BENCH_PIN: fails unless every thread of n's daemon may run
+ * on its CPU only (processes it forks inherit the mask). */
+static void check_pinned(const node *n)
+{
+	int want = n->primary_port ? 1 : 0, threads = 0;
+	char path[64];
+	DIR *d;
+	struct dirent *e;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)n->pid);
+	d = opendir(path);
+	if (!d)
+		node_fail(n, "cannot list the daemon's threads");
+	while ((e = readdir(d)) != NULL) {
+		cpu_set_t set;
+		if (e->d_name[0] == '.')
+			continue;
+		CPU_ZERO(&set);
+		if (sched_getaffinity(atoi(e->d_name), sizeof(set), &set) < 0)
+			continue; /* the thread is gone */
+		threads++;
+		if (CPU_COUNT(&set) != 1 || !CPU_ISSET(want, &set)) {
+			closedir(d);
+			node_fail(n, "a daemon thread is not pinned to its "
+				  "CPU");
+		}
+	}
+	closedir(d);
+	if (threads == 0)
+		node_fail(n, "no daemon thread to check the pinning of");
+}
+
+/* LTXFS_BENCH_PIN: refuses without CPUs 0 and 1, then pins this process
+ * (its only thread so far; later threads inherit) to CPU 0. */
+static void pin_setup(void)
+{
+	const char *s = getenv("LTXFS_BENCH_PIN");
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	cpu_set_t set;
+
+	pin = s && *s && strcmp(s, "0") != 0;
+	if (!pin)
+		return;
+	CPU_ZERO(&set);
+	if (ncpu < 2 || sched_getaffinity(0, sizeof(set), &set) < 0 ||
+	    !CPU_ISSET(0, &set) || !CPU_ISSET(1, &set))
+		bench_fail("LTXFS_BENCH_PIN=1 needs CPUs 0 and 1 online and "
+			   "allowed to this process (%ld CPUs online, %d "
+			   "allowed): it puts the application and the primary "
+			   "on CPU 0 and the replicas on CPU 1; run without "
+			   "LTXFS_BENCH_PIN on this machine", ncpu,
+			   CPU_COUNT(&set));
+	CPU_ZERO(&set);
+	CPU_SET(0, &set);
+	if (sched_setaffinity(0, sizeof(set), &set) < 0)
+		bench_fail("sched_setaffinity(CPU 0): %s", strerror(errno));
+	printf("pinning: on (LTXFS_BENCH_PIN): application (this process, "
+	       "also native SQLite) and primary daemons on CPU 0, replica "
+	       "daemons on CPU 1; other processes of the machine are not "
+	       "pinned\n");
+}
+
 /* Starts the daemon and waits for its mount; returns seconds taken. */
 static double node_start(node *n)
 {
@@ -354,6 +426,19 @@ static double node_start(node *n)
 		}
 		if (nul >= 0)
 			dup2(nul, 0);
+		if (pin) {
+			cpu_set_t set;
+			CPU_ZERO(&set);
+			CPU_SET(n->primary_port ? 1 : 0, &set);
+			if (sched_setaffinity(0, sizeof(set), &set) < 0) {
+				static const char m[] = "bench_repl: "
+					"sched_setaffinity failed\n";
+				if (write(2, m, sizeof(m) - 1) < 0) {
+					/* nowhere else to say it */
+				}
+				_exit(125);
+			}
+		}
 		/* Diagnostic: replicas that yield the CPUs to the primary
 		 * and the application (as replicas on other machines
 		 * would). */
@@ -373,6 +458,8 @@ static double node_start(node *n)
 			node_fail(n, "the mount did not appear in time");
 		sleep_ms(2);
 	}
+	if (pin)
+		check_pinned(n);
 	return bench_now() - t0;
 }
 
@@ -1092,6 +1179,7 @@ int main(int argc, char **argv)
 	if (mkdir(native, 0755) < 0)
 		bench_fail("mkdir %s: %s", native, strerror(errno));
 	printf("scratch: %s; ltxfs: %s\n", root, ltxfs_bin);
+	pin_setup();
 	print_load("at start");
 
 	if (strcmp(only, "all") == 0 || strcmp(only, "lag") == 0 ||
