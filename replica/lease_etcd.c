@@ -260,13 +260,15 @@ static int check_cluster(rep_lease *l)
 		return -EPROTO;
 	}
 	rep_etcd_kv_clear(&kv);
-	if (mine && mine != theirs) {
+	/* Only an ID this node already had can conflict: one it made up
+	 * just now and lost the race to create is simply not used. */
+	if (had && had != theirs) {
 		log_error("this node belongs to cluster %016" PRIx64 " (its "
 			  "data directory says so) but etcd's %s is cluster "
 			  "%016"
 			  PRIx64 "; refusing to take part: this node stays "
 			  "read-only (wrong lease.etcd.prefix, or a data "
-			  "directory from another cluster)", mine,
+			  "directory from another cluster)", had,
 			  l->key_cluster, theirs);
 		return -EPROTO;
 	}
