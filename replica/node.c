@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lib/clock.h"
@@ -36,6 +37,11 @@
 #include "lib/log.h"
 #include "retention.h"
 #include "lease.h"
+
+#define NS_PER_MS 1000000LL
+/* How long a replica that became primary goes on applying the former
+ * primary's stream (finish_stream_locked). */
+#define FINISH_STREAM_MS 500
 
 const double rep_lat_bounds_ms[REP_LAT_BUCKETS] = {
 	0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
@@ -159,6 +165,36 @@ static char *dup_or_empty(const char *s)
 	return strdup(s ? s : "");
 }
 
+/* A replica becoming primary (n->mu held): what the former primary sent
+ * before it let the lease go (a handoff or a clean stop sends everything,
+ * then closes the stream) is applied before this node takes writes, or
+ * its replicas, ahead of it, would be overwritten by its snapshot. The
+ * stream client goes on until the stream ends or FINISH_STREAM_MS pass
+ * (a former primary that is stopped or cut off sends nothing more), and
+ * applies nothing after that (stream_cli.c, write_cb). */
+static void finish_stream_locked(rep_node *n)
+{
+	int64_t t0 = lib_clock_monotonic_ns();
+	bool waited = n->in_stream;
+
+	while (n->in_stream &&
+	       (lib_clock_monotonic_ns() < n->finish_until_ns || n->in_cb)) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 10 * NS_PER_MS;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&n->cond, &n->mu, &ts);
+	}
+	if (waited)
+		log_info("%s the former primary's stream before taking writes "
+			 "(%" PRId64 " ms)",
+			 n->in_stream ? "stopped reading" : "finished",
+			 (int64_t)((lib_clock_monotonic_ns() - t0) / NS_PER_MS));
+}
+
 void rep_node_set_role(rep_node *n, int role, uint64_t epoch,
 		       const char *primary_url)
 {
@@ -166,6 +202,9 @@ void rep_node_set_role(rep_node *n, int role, uint64_t epoch,
 	char *desc = dup_or_empty(primary_url);
 
 	pthread_mutex_lock(&n->mu);
+	if (role == REP_ROLE_PRIMARY && n->role != REP_ROLE_PRIMARY)
+		n->finish_until_ns = lib_clock_monotonic_ns() +
+				     FINISH_STREAM_MS * NS_PER_MS;
 	n->role = role;
 	if (epoch > n->epoch)
 		n->epoch = epoch;
@@ -175,6 +214,8 @@ void rep_node_set_role(rep_node *n, int role, uint64_t epoch,
 	n->primary_desc = desc;
 	n->role_gen++;
 	pthread_cond_broadcast(&n->cond);
+	if (role == REP_ROLE_PRIMARY)
+		finish_stream_locked(n);
 	pthread_mutex_unlock(&n->mu);
 	if (n->mount && role == REP_ROLE_PRIMARY)
 		/* The daemon's own handles in its mount (a replica's WAL

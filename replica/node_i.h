@@ -64,6 +64,13 @@ struct rep_node {
 	size_t nremotes, capremotes;
 
 	uint64_t role_gen;       /* bumped by every rep_node_set_role */
+	/* A replica becoming primary finishes the stream it is reading (the
+	 * former primary's last transactions, sent before it let the lease
+	 * go) until the stream ends or finish_until_ns (CLOCK_MONOTONIC)
+	 * passes, before it accepts writes (node.c, stream_cli.c). */
+	bool in_stream;          /* the client is inside a stream */
+	bool in_cb;              /* ... and handling data it received */
+	int64_t finish_until_ns;
 	_Atomic int64_t write_deadline_ns; /* etcd lease: CLOCK_BOOTTIME;
 					    * 0: none (static) */
 	struct rep_lease *lease; /* etcd lease, or NULL (static) */

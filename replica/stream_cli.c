@@ -60,6 +60,7 @@ struct cli {
 	bool got_ready;
 	uint64_t role_gen;       /* rep_node.role_gen when connecting: a
 				  * role or primary change ends the stream */
+	uint64_t hello_epoch;    /* the epoch this stream's HELLO carried */
 	/* The record being received, at offset off of the scratch file. */
 	bool in_record;
 	char name[REP_NAME_MAX + 1];
@@ -166,6 +167,7 @@ static int on_hello(struct cli *c, const rep_frame *f)
 		c->refused = true;
 		return -ESTALE;
 	}
+	c->hello_epoch = f->epoch;
 	pthread_mutex_lock(&n->mu);
 	mine = n->cluster_id;
 	n->primary_node = node;
@@ -375,6 +377,18 @@ static int on_heartbeat(struct cli *c, const rep_frame *f)
 	return 0;
 }
 
+/* Whether this node became primary while reading the stream and may
+ * still finish it (n->mu held): what the former primary sent before it
+ * let the lease go is committed history older than this node's epoch. */
+static bool finishing_locked(const struct cli *c, const rep_frame *f)
+{
+	const rep_node *n = c->n;
+
+	return n->role == REP_ROLE_PRIMARY && c->hello_epoch &&
+	       (!f || f->epoch == c->hello_epoch) &&
+	       lib_clock_monotonic_ns() < n->finish_until_ns;
+}
+
 static int on_frame(struct cli *c, const rep_frame *f)
 {
 	rep_node *n = c->n;
@@ -385,6 +399,8 @@ static int on_frame(struct cli *c, const rep_frame *f)
 		pthread_mutex_lock(&n->mu);
 		epoch = n->epoch;
 		moved = n->role_gen != c->role_gen;
+		if (moved && finishing_locked(c, f))
+			moved = false, epoch = f->epoch;
 		pthread_mutex_unlock(&n->mu);
 		if (moved) {
 			set_why(c, "the primary changed");
@@ -431,10 +447,36 @@ static int on_frame(struct cli *c, const rep_frame *f)
 	}
 }
 
+static size_t take_data(struct cli *c, char *data, size_t n);
+
+/* Data from the primary. Once this node has become primary and the time
+ * to finish the stream is over, nothing more is applied: checked on entry
+ * under n->mu, and rep_node_set_role waits for a call under way (in_cb). */
 static size_t write_cb(char *data, size_t size, size_t nmemb, void *ctx)
 {
 	struct cli *c = ctx;
-	size_t n = size * nmemb, off = 0;
+	rep_node *n = c->n;
+	size_t got;
+
+	pthread_mutex_lock(&n->mu);
+	if (n->role_gen != c->role_gen && !finishing_locked(c, NULL)) {
+		pthread_mutex_unlock(&n->mu);
+		set_why(c, "the primary changed");
+		return 0;
+	}
+	n->in_cb = true;
+	pthread_mutex_unlock(&n->mu);
+	got = take_data(c, data, size * nmemb);
+	pthread_mutex_lock(&n->mu);
+	n->in_cb = false;
+	pthread_cond_broadcast(&n->cond);
+	pthread_mutex_unlock(&n->mu);
+	return got;
+}
+
+static size_t take_data(struct cli *c, char *data, size_t n)
+{
+	size_t off = 0;
 
 	if (c->status != 200) {
 		size_t take = ERRBODY_MAX - c->nerr;
@@ -483,7 +525,8 @@ static int progress_cb(void *ctx, curl_off_t dt, curl_off_t dn, curl_off_t ut,
 	bool stop;
 
 	pthread_mutex_lock(&c->n->mu);
-	stop = c->n->stopping || c->n->role_gen != c->role_gen;
+	stop = c->n->stopping || (c->n->role_gen != c->role_gen &&
+				  !finishing_locked(c, NULL));
 	pthread_mutex_unlock(&c->n->mu);
 	return stop ? 1 : 0;
 }
@@ -668,11 +711,19 @@ void *rep_client_main(void *arg)
 		c.parser.nhdr = 0;
 		c.parser.need = c.parser.have = 0;
 		fs_mount_foreach(n->mount, abandon_one, NULL);
+		c.hello_epoch = 0;
+		pthread_mutex_lock(&n->mu);
+		n->in_stream = true;
+		pthread_mutex_unlock(&n->mu);
 		if (primary && primary[0])
 			stream_once(n, &c, curl, primary);
 		else
 			set_why(&c, "the primary is not known yet");
 		drop_record(&c);
+		pthread_mutex_lock(&n->mu);
+		n->in_stream = false;
+		pthread_cond_broadcast(&n->cond);
+		pthread_mutex_unlock(&n->mu);
 		pthread_mutex_lock(&n->mu);
 		if (!n->stopping)
 			log_warn("stream from %s ended: %s; reconnecting",
