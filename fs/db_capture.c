@@ -229,7 +229,7 @@ int fs_db_capture(fs_db *db, const fs_page_src *pages, size_t n,
 	c.n = n;
 	c.commit = commit;
 	c.page_size = page_size;
-	c.full = db->pos.txid == 0 ||
+	c.full = db->pos.txid == 0 || db->capture_full ||
 		 (db->page_size != 0 && db->page_size != page_size);
 	if (db->page_size == 0)
 		db->page_size = page_size;
@@ -273,6 +273,7 @@ int fs_db_capture(fs_db *db, const fs_page_src *pages, size_t n,
 	}
 	for (uint32_t p = commit + 1; p < db->ncksums && p <= db->commit; p++)
 		db->cksums[p] = 0;
+	db->capture_full = false;
 	db->pos.txid = h.max_txid;
 	db->pos.checksum = t.post_apply_checksum;
 	db->commit = commit;

@@ -118,6 +118,10 @@ struct fs_db {
 	int hold_fd;
 	bool hold_locked;
 	bool hold_waited;       /* said in the log that it waits */
+
+	/* Recovery (db_open.c): the next capture records every page (a
+	 * database the log cannot describe as a change of its last state). */
+	bool capture_full;
 };
 
 /* db_capture.c */

@@ -86,6 +86,44 @@ static int write_marker(fs_db *db)
 					LTX_POS_STRLEN + 1);
 }
 
+/*
+ * After a hot journal's playback the database is SQLite's last committed
+ * state, but not always byte for byte: SQLite does not journal a page it
+ * reuses from the freelist (its old content is garbage to SQLite), so
+ * such a page keeps what the interrupted transaction wrote. The log's
+ * checksum then differs although nothing committed is missing. The
+ * database as it now is gets recorded as the next transaction, with
+ * every page (replicas apply it like any other), instead of refusing to
+ * serve a database that SQLite finds consistent.
+ */
+static int record_rollback(fs_db *db)
+{
+	uint64_t sum;
+	uint32_t pages;
+	ltx_err err = {0};
+	int rc;
+
+	if (db->pos.txid == 0 || db->page_size == 0)
+		return 0;
+	rc = ltx_dbfile_checksum(db->fds[FS_KIND_DB], db->page_size, &pages,
+				 &sum, &err);
+	if (rc < 0) {
+		log_error("db=%s: checksum scan: %s", db->name, err.msg);
+		return rc;
+	}
+	if (sum == db->pos.checksum)
+		return 0;
+	log_warn("db=%s: after the playback the database differs from its "
+		 "log at TXID %016" PRIx64 " in pages SQLite does not restore "
+		 "(reused free pages): recording all %" PRIu32 " pages as "
+		 "TXID %016" PRIx64, db->name, db->pos.txid, pages,
+		 db->pos.txid + 1);
+	db->capture_full = true;
+	rc = fs_db_capture(db, NULL, 0, pages, db->page_size, 0, 0, 0, 0);
+	db->capture_full = false;
+	return rc;
+}
+
 static int recover_journal(fs_db *db)
 {
 	uint8_t magic[8];
@@ -119,6 +157,9 @@ static int recover_journal(fs_db *db)
 		}
 		log_warn("db=%s: rolled back a hot journal left by a crash "
 			 "(%" PRIu32 " pages restored)", db->name, restored);
+		rc = record_rollback(db);
+		if (rc < 0)
+			return rc;
 	}
 	snprintf(path, sizeof(path), "%s/%s", db->dir,
 		 fs_kind_backing[FS_KIND_JOURNAL]);
