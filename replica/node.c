@@ -202,9 +202,16 @@ void rep_node_set_role(rep_node *n, int role, uint64_t epoch,
 	char *desc = dup_or_empty(primary_url);
 
 	pthread_mutex_lock(&n->mu);
-	if (role == REP_ROLE_PRIMARY && n->role != REP_ROLE_PRIMARY)
+	if (role == REP_ROLE_PRIMARY && n->role != REP_ROLE_PRIMARY) {
+		/* Not primary (for /info, /promote, writes) until done. */
 		n->finish_until_ns = lib_clock_monotonic_ns() +
 				     FINISH_STREAM_MS * NS_PER_MS;
+		n->promoting = true;
+		n->role_gen++;
+		pthread_cond_broadcast(&n->cond);
+		finish_stream_locked(n);
+		n->promoting = false;
+	}
 	n->role = role;
 	if (epoch > n->epoch)
 		n->epoch = epoch;
@@ -214,8 +221,6 @@ void rep_node_set_role(rep_node *n, int role, uint64_t epoch,
 	n->primary_desc = desc;
 	n->role_gen++;
 	pthread_cond_broadcast(&n->cond);
-	if (role == REP_ROLE_PRIMARY)
-		finish_stream_locked(n);
 	pthread_mutex_unlock(&n->mu);
 	if (n->mount && role == REP_ROLE_PRIMARY)
 		/* The daemon's own handles in its mount (a replica's WAL

@@ -70,6 +70,7 @@ struct rep_node {
 	 * passes, before it accepts writes (node.c, stream_cli.c). */
 	bool in_stream;          /* the client is inside a stream */
 	bool in_cb;              /* ... and handling data it received */
+	bool promoting;          /* finishing it: not primary yet */
 	int64_t finish_until_ns;
 	_Atomic int64_t write_deadline_ns; /* etcd lease: CLOCK_BOOTTIME;
 					    * 0: none (static) */

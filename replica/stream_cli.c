@@ -384,7 +384,7 @@ static bool finishing_locked(const struct cli *c, const rep_frame *f)
 {
 	const rep_node *n = c->n;
 
-	return n->role == REP_ROLE_PRIMARY && c->hello_epoch &&
+	return n->promoting && c->hello_epoch &&
 	       (!f || f->epoch == c->hello_epoch) &&
 	       lib_clock_monotonic_ns() < n->finish_until_ns;
 }
