@@ -262,9 +262,12 @@ static int recover(fs_db *db)
 		}
 		clean = true;
 	}
-	if (!clean) {
-		log_info("db=%s: last stop was not clean: checking the database "
-			 "against its log", db->name);
+	if (!clean && db->pos.txid && db->commit) {
+		/* Only a database with committed pages has anything to
+		 * check: a new one, a deleted one or an empty name has not. */
+		log_info("db=%s: last stop was not clean: checking its %" PRIu32
+			 " pages against its log at TXID %016" PRIx64, db->name,
+			 db->commit, db->pos.txid);
 		rc = verify_full(db);
 		if (rc < 0)
 			return rc;

@@ -16,6 +16,8 @@
 """
 
 import os
+import re
+import sqlite3
 import subprocess
 import sys
 
@@ -252,8 +254,49 @@ def t_rm():
         n.stop()
 
 
+def t_startup_log():
+    """The start-up log says what is true: a new database, a deleted one
+    and an empty non-database name are not 'checked against the log';
+    after a kill -9 only a database with committed pages is, once."""
+    check_re = re.compile(r"db=(\S+): last stop was not clean")
+    with h.Node("n", log_level="info") as n:
+        n.start()
+        start = len(n.log_text())
+        c = sqlite3.connect(n.path("a.db"))
+        c.execute("CREATE TABLE t(x)")
+        c.execute("INSERT INTO t VALUES (1)")
+        c.commit()
+        c.close()
+        c = sqlite3.connect(n.path("gone.db"))
+        c.execute("CREATE TABLE t(x)")
+        c.commit()
+        c.close()
+        os.unlink(n.path("gone.db"))
+        open(n.path("empty.txt"), "w").close()
+        n.settle("a.db")
+        created = check_re.findall(n.log_text()[start:])
+        h.check(not created, "new databases were 'checked against their "
+                "log' as if a stop had not been clean: %s" % created)
+        n.stop()
+        start = len(n.log_text())
+        n.start()
+        n.stop()
+        clean = check_re.findall(n.log_text()[start:])
+        h.check(not clean, "a clean restart checked %s" % clean)
+        n.start()
+        start = len(n.log_text())
+        n.kill9()
+        n.start()
+        h.integrity_ok(n.path("a.db"))
+        after = check_re.findall(n.log_text()[start:])
+        h.check(after == ["a.db"], "after kill -9 the start-up checked %s; "
+                "expected only a.db (gone.db is deleted, empty.txt holds "
+                "nothing)" % after)
+        n.stop()
+
+
 TESTS = {"vacuum-into": t_vacuum_into, "shrink": t_shrink,
-         "multi": t_multi, "rm": t_rm}
+         "multi": t_multi, "rm": t_rm, "startup-log": t_startup_log}
 
 if __name__ == "__main__":
     h.main(TESTS[sys.argv[1]])
