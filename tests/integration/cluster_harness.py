@@ -17,7 +17,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,18 +24,9 @@ import urllib.error
 import urllib.request
 
 import ltxfs_harness as h
-from ltxfs_harness import TestFailure, check, wait_for
+from ltxfs_harness import TestFailure, check, free_port, wait_for
 
 HTTP_TIMEOUT = 30.0
-
-
-def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
 
 
 def http(url, method="GET", token=None, data=None, headers=None,

@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -74,6 +75,16 @@ def wait_for(cond, timeout, what, interval=POLL):
             raise TestFailure("timed out after %.1fs waiting for %s"
                               % (timeout, what))
         time.sleep(interval)
+
+
+def free_port():
+    """A TCP port free on 127.0.0.1 just now (bound to 0, then closed)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
 
 
 def _unescape_mount_path(p):
@@ -151,6 +162,10 @@ class Node:
         self.log_path = os.path.join(self.root, "daemon.log")
         os.mkdir(self.mnt)
         os.mkdir(self.data)
+        if not re.search(r"(?m)^http:", extra_yml):
+            # Its own port, so tests can run side by side (20202 is the
+            # default and may be taken).
+            extra_yml += "http:\n  addr: 127.0.0.1:%d\n" % free_port()
         with open(self.cfg, "w") as f:
             f.write("fuse:\n  dir: %s\ndata:\n  dir: %s\nlog:\n"
                     "  level: %s\n%s" % (self.mnt, self.data, log_level,
