@@ -25,6 +25,7 @@
 #include "fs/verify.h"
 #include "lib/log.h"
 #include "node_id.h"
+#include "owner.h"
 #include "replica/node.h"
 #include "watchdog.h"
 
@@ -56,27 +57,6 @@ static int load_cfg(int argc, char **argv, ltxfs_cfg *cfg, int *out_next,
 	return 0;
 }
 
-static bool is_mounted(const char *dir)
-{
-	char real[PATH_MAX], line[8192];
-	FILE *f;
-	bool found = false;
-
-	if (!realpath(dir, real))
-		return false;
-	f = fopen("/proc/self/mounts", "r");
-	if (!f)
-		return false;
-	while (fgets(line, sizeof(line), f)) {
-		char dev[4096], mnt[4096];
-		if (sscanf(line, "%4095s %4095s", dev, mnt) == 2 &&
-		    strcmp(mnt, real) == 0)
-			found = true;
-	}
-	fclose(f);
-	return found;
-}
-
 /* A file the configuration names under key ("" = unset) must be a
  * readable regular file now, not at the first etcd request. */
 static int check_readable(const char *key, const char *path)
@@ -105,7 +85,6 @@ static int check_readable(const char *key, const char *path)
 
 static int preflight(const ltxfs_cfg *cfg)
 {
-	struct stat st;
 	char probe[PATH_MAX];
 	int fd;
 
@@ -113,17 +92,6 @@ static int preflight(const ltxfs_cfg *cfg)
 		fprintf(stderr, "ltxfs mount: /dev/fuse is missing or not "
 			"accessible (%s); load the fuse module or run the "
 			"container with --device /dev/fuse\n", strerror(errno));
-		return -1;
-	}
-	if (stat(cfg->fuse.dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-		fprintf(stderr, "ltxfs mount: mount point %s is missing or not "
-			"a directory; create it first\n", cfg->fuse.dir);
-		return -1;
-	}
-	if (is_mounted(cfg->fuse.dir)) {
-		fprintf(stderr, "ltxfs mount: %s is already mounted; unmount "
-			"it first (fusermount3 -u %s)\n", cfg->fuse.dir,
-			cfg->fuse.dir);
 		return -1;
 	}
 	if (mkdir(cfg->data.dir, 0755) < 0 && errno != EEXIST) {
@@ -183,9 +151,9 @@ int cmd_mount(int argc, char **argv)
 	rep_node *node = NULL;
 	struct stopper st = {0};
 	pthread_t stopper;
-	char host[256] = "", real_mnt[PATH_MAX];
+	char host[256] = "", real_mnt[PATH_MAX], what[PATH_MAX + 8];
 	uint64_t node_id = 0;
-	int next, rc, wd = -1;
+	int next, rc, wd = -1, data_lock = -1, mnt_lock = -1;
 
 	rc = load_cfg(argc, argv, &cfg, &next, "mount");
 	if (rc != 0)
@@ -200,9 +168,15 @@ int cmd_mount(int argc, char **argv)
 		goto out;
 	}
 	/* Before anything is opened: the watchdog must hold nothing. */
-	if (!realpath(cfg.fuse.dir, real_mnt))
-		snprintf(real_mnt, sizeof(real_mnt), "%s", cfg.fuse.dir);
 	wd = cmd_watchdog_start();
+	snprintf(what, sizeof(what), "mount %s", cfg.fuse.dir);
+	if (cmd_owner_lock_data("ltxfs mount", cfg.data.dir, what,
+				&data_lock) < 0 ||
+	    cmd_owner_claim_mount("ltxfs mount", cfg.fuse.dir, real_mnt,
+				  &mnt_lock) < 0) {
+		rc = 1;
+		goto out;
+	}
 	if (cmd_node_id_load(cfg.data.dir, &node_id) < 0) {
 		fprintf(stderr, "ltxfs mount: cannot read or create %s/node.id\n",
 			cfg.data.dir);
@@ -237,7 +211,7 @@ int cmd_mount(int argc, char **argv)
 		rc = 1;
 		goto out;
 	}
-	o.mountpoint = cfg.fuse.dir;
+	o.mountpoint = real_mnt;
 	o.data_dir = cfg.data.dir;
 	o.allow_other = cfg.fuse.allow_other;
 	o.debug = cfg.fuse.debug;
@@ -293,6 +267,11 @@ out:
 		close(wd); /* the watchdog sees EOF and ends */
 	rep_node_free(node);
 	cfg_free(&cfg);
+	/* Last: the mount point and the data directory are free now. */
+	if (mnt_lock >= 0)
+		close(mnt_lock);
+	if (data_lock >= 0)
+		close(data_lock);
 	return rc;
 }
 

@@ -32,45 +32,11 @@
 #include <unistd.h>
 
 #include "lib/log.h"
+#include "procfs.h"
 
 #define WATCHDOG_TICK_MS 200
 #define WATCHDOG_GRACE_MS 1000
 #define FUSECTL_DIR "/sys/fs/fuse/connections"
-/* include/linux/sched.h: the task is getting shut down. */
-#define TASK_PF_EXITING 0x00000004u
-
-/* The state (3rd field) and flags (9th) of /proc/PID[/task/TID]/stat;
- * false when unreadable. */
-static bool stat_fields(const char *path, char *out_state,
-			unsigned long *out_flags)
-{
-	char buf[1024], *p;
-	ssize_t n;
-	int fd, field;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return false;
-	buf[n] = '\0';
-	/* The command name may hold spaces and parentheses: fields count
-	 * from the last ')'. After it: state (3), ppid, pgrp, session,
-	 * tty_nr, tpgid, flags (9). */
-	p = strrchr(buf, ')');
-	if (!p || p[1] != ' ' || !p[2])
-		return false;
-	*out_state = p[2];
-	for (field = 2; field < 9 && p; field++)
-		p = strchr(p + 1, ' ');
-	if (!p)
-		return false;
-	*out_flags = strtoul(p + 1, NULL, 10);
-	return true;
-}
-
 /* Whether any thread of pid waits uninterruptibly (state D): a daemon
  * that is exiting and has one is stuck on a request to its own mount. */
 static bool any_task_blocked(pid_t pid)
@@ -91,7 +57,7 @@ static bool any_task_blocked(pid_t pid)
 		if (de->d_name[0] == '.')
 			continue;
 		snprintf(tpath, sizeof(tpath), "%s/%s/stat", path, de->d_name);
-		blocked = stat_fields(tpath, &st, &fl) && st == 'D';
+		blocked = cmd_procfs_stat(tpath, &st, &fl) && st == 'D';
 	}
 	closedir(d);
 	return blocked;
@@ -151,7 +117,7 @@ static bool daemon_gone(int pidfd, pid_t daemon_pid)
 
 static void child_main(int rfd, pid_t daemon_pid)
 {
-	char buf[32], path[64];
+	char buf[32];
 	size_t got = 0;
 	unsigned conn = 0;
 	int exiting_ms = 0;
@@ -205,15 +171,10 @@ static void child_main(int rfd, pid_t daemon_pid)
 	 * may block only later): the watch goes on until every thread is
 	 * gone. The daemon is not reaped before that (it is not this
 	 * child's to reap), so its PID in /proc is still its own. */
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)daemon_pid);
 	for (;;) {
-		unsigned long flags;
-		char state;
-
 		if (daemon_gone(pidfd, daemon_pid))
 			_exit(0);
-		if (stat_fields(path, &state, &flags) &&
-		    (flags & TASK_PF_EXITING)) {
+		if (cmd_procfs_exiting(daemon_pid)) {
 			exiting_ms += WATCHDOG_TICK_MS;
 			if (!aborted && exiting_ms >= WATCHDOG_GRACE_MS &&
 			    any_task_blocked(daemon_pid) &&
@@ -258,63 +219,20 @@ int cmd_watchdog_start(void)
 	return p[1];
 }
 
-/* Unescapes a mountinfo path field (\ooo octal escapes) in place. */
-static void unescape(char *s)
-{
-	char *o = s;
-
-	for (; *s; s++, o++) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '7' && s[2] >= '0' &&
-		    s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
-			*o = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 +
-				    (s[3] - '0'));
-			s += 3;
-		} else {
-			*o = *s;
-		}
-	}
-	*o = '\0';
-}
-
-/* The minor device number of the newest mount at path, from
- * /proc/self/mountinfo: no request reaches the mount, which is not served
- * yet when this runs. */
-static int mount_minor(const char *path, unsigned *out)
-{
-	char line[8192], mnt[PATH_MAX];
-	unsigned maj, min;
-	bool found = false;
-	FILE *f;
-
-	f = fopen("/proc/self/mountinfo", "re");
-	if (!f)
-		return -errno;
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%*d %*d %u:%u %*s %4095s", &maj, &min, mnt) !=
-		    3)
-			continue;
-		unescape(mnt);
-		if (strcmp(mnt, path) == 0) {
-			*out = min;
-			found = true;
-		}
-	}
-	fclose(f);
-	return found ? 0 : -ENOENT;
-}
-
 int cmd_watchdog_arm(int fd, const char *mountpoint)
 {
+	cmd_mount_entry me;
 	char msg[32];
 	unsigned conn = 0;
 	int n, rc;
 
-	rc = mount_minor(mountpoint, &conn);
+	rc = cmd_procfs_mount_at(mountpoint, &me);
 	if (rc < 0) {
 		log_warn("watchdog: %s is not in /proc/self/mountinfo: %s",
 			 mountpoint, strerror(-rc));
 		goto out;
 	}
+	conn = me.minor;
 	n = snprintf(msg, sizeof(msg), "%u\n", conn);
 	if (write(fd, msg, (size_t)n) != n) {
 		rc = errno ? -errno : -EIO;

@@ -1,0 +1,188 @@
+/*
+ * Reading /proc (cmd/procfs.h).
+ *
+ * /proc/self/mountinfo, one line per mount (proc(5)):
+ *   ID PARENT MAJ:MIN ROOT MOUNT_POINT OPTIONS [OPTIONAL...] - FSTYPE SRC SOPTS
+ *   paths escape space, tab, newline and backslash as \ooo (octal).
+ * /proc/locks, one line per lock (or waiter, marked "->"):
+ *   N: [->] FLOCK|POSIX|OFDLCK ADVISORY|MANDATORY READ|WRITE PID MJ:MN:INO ...
+ *   MJ and MN are hex, INO decimal; OFD locks show PID -1.
+ */
+#include "procfs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+/* include/linux/sched.h: the task is getting shut down. */
+#define TASK_PF_EXITING 0x00000004u
+
+/* Unescapes a mountinfo path field (\ooo octal escapes) in place. */
+static void unescape(char *s)
+{
+	char *o = s;
+
+	for (; *s; s++, o++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '7' && s[2] >= '0' &&
+		    s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
+			*o = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 +
+				    (s[3] - '0'));
+			s += 3;
+		} else {
+			*o = *s;
+		}
+	}
+	*o = '\0';
+}
+
+/* The file system type of a mountinfo line: the field after " - ". */
+static void line_fstype(const char *line, char *out, size_t n)
+{
+	const char *p = strstr(line, " - ");
+	size_t len = 0;
+
+	out[0] = '\0';
+	if (!p)
+		return;
+	p += 3;
+	while (p[len] && p[len] != ' ' && len + 1 < n)
+		len++;
+	memcpy(out, p, len);
+	out[len] = '\0';
+}
+
+int cmd_procfs_mount_at(const char *path, cmd_mount_entry *out)
+{
+	char line[8192], mnt[PATH_MAX];
+	unsigned maj, min;
+	bool found = false;
+	FILE *f;
+
+	f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%*d %*d %u:%u %*s %4095s", &maj, &min, mnt) !=
+		    3)
+			continue;
+		unescape(mnt);
+		if (strcmp(mnt, path) != 0)
+			continue;
+		/* Later lines are newer mounts stacked on the same path. */
+		out->major = maj;
+		out->minor = min;
+		line_fstype(line, out->fstype, sizeof(out->fstype));
+		found = true;
+	}
+	fclose(f);
+	return found ? 0 : -ENOENT;
+}
+
+int cmd_procfs_mount_path(const char *path, char *out)
+{
+	char dir[PATH_MAX], real[PATH_MAX];
+	const char *base;
+	struct stat st;
+	char *slash;
+
+	if (strlen(path) >= sizeof(dir))
+		return -ENAMETOOLONG;
+	strcpy(dir, path);
+	while (strlen(dir) > 1 && dir[strlen(dir) - 1] == '/')
+		dir[strlen(dir) - 1] = '\0';
+	if (lstat(dir, &st) == 0 && S_ISLNK(st.st_mode))
+		return realpath(dir, out) ? 0 : -errno;
+	slash = strrchr(dir, '/');
+	if (!slash) {
+		base = dir;
+		if (!realpath(".", real))
+			return -errno;
+	} else {
+		*slash = '\0';
+		base = slash + 1;
+		if (!realpath(dir[0] ? dir : "/", real))
+			return -errno;
+	}
+	if (strcmp(base, ".") == 0 || strcmp(base, "..") == 0 || !base[0])
+		return realpath(path, out) ? 0 : -errno;
+	if ((size_t)snprintf(out, PATH_MAX, "%s/%s",
+			     strcmp(real, "/") == 0 ? "" : real,
+			     base) >= PATH_MAX)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+bool cmd_procfs_stat(const char *path, char *out_state,
+		     unsigned long *out_flags)
+{
+	char buf[1024], *p;
+	ssize_t n;
+	int fd, field;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	/* The command name may hold spaces and parentheses: fields count
+	 * from the last ')'. After it: state (3), ppid, pgrp, session,
+	 * tty_nr, tpgid, flags (9). */
+	p = strrchr(buf, ')');
+	if (!p || p[1] != ' ' || !p[2])
+		return false;
+	*out_state = p[2];
+	for (field = 2; field < 9 && p; field++)
+		p = strchr(p + 1, ' ');
+	if (!p)
+		return false;
+	*out_flags = strtoul(p + 1, NULL, 10);
+	return true;
+}
+
+bool cmd_procfs_exiting(pid_t pid)
+{
+	char path[64], state;
+	unsigned long flags;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if (!cmd_procfs_stat(path, &state, &flags))
+		return false;
+	return state == 'Z' || state == 'X' || (flags & TASK_PF_EXITING);
+}
+
+pid_t cmd_procfs_flock_holder(dev_t dev, ino_t ino)
+{
+	char line[512], type[16], *p;
+	unsigned mj, mn;
+	unsigned long long lino;
+	long pid;
+	pid_t found = 0;
+	FILE *f;
+
+	f = fopen("/proc/locks", "re");
+	if (!f)
+		return 0;
+	while (!found && fgets(line, sizeof(line), f)) {
+		p = strchr(line, ':');
+		if (!p || strstr(line, "->"))
+			continue; /* waiters do not hold */
+		if (sscanf(p + 1, " %15s %*s %*s %ld %x:%x:%llu", type, &pid,
+			   &mj, &mn, &lino) != 5)
+			continue;
+		if (strcmp(type, "FLOCK") == 0 && pid > 0 &&
+		    mj == major(dev) && mn == minor(dev) &&
+		    lino == (unsigned long long)ino)
+			found = (pid_t)pid;
+	}
+	fclose(f);
+	return found;
+}
