@@ -1,0 +1,417 @@
+#!/usr/bin/env python3
+"""Soak: faults a production node meets, cycle after cycle, against a
+writer with an invariant. Not part of CI (it runs for as long as asked).
+
+    LTXFS_BIN=build/cmd/ltxfs python3 tests/soak/soak.py --cycles 500
+
+A primary and a replica (static lease) on loopback; the primary's data
+directory is a small tmpfs the script mounts (and always unmounts), so
+that a disk can really fill. A writer thread runs bank transfers in two
+databases (wal.db in WAL mode, del.db in DELETE mode): each transaction
+moves an amount between two of ten accounts (the total never changes) and
+inserts its sequence number into a ledger. A sequence number is
+"acknowledged" when COMMIT returned; it is appended to acked.txt outside
+the mount at once. The writer reconnects after any error; a failed COMMIT
+is not acknowledged (it may or may not be there).
+
+Each cycle applies one fault, round-robin:
+    kill9-primary   SIGKILL the primary, start it again as a supervisor
+                    would (onto its dead mount)
+    kill9-replica   SIGKILL the replica, start it again
+    stop-replica    SIGSTOP the replica 2-8 s while the writer goes on
+    stop-primary    SIGSTOP the primary 1-3 s
+    disk-full       fill the primary's disk; writes must fail ("database or
+                    disk is full") and reads work; free it: writes resume
+                    without a restart
+    restart         SIGTERM and start again, primary or replica in turn
+then pauses the writer and checks, with deadlines:
+    - every acknowledged sequence number is in the primary's ledger, the
+      total is unchanged, integrity_check is ok;
+    - the replica reaches the primary's position and has the same content;
+    - the writer commits again after the fault (not wedged).
+A cycle whose checks do not finish within their deadline counts as
+wedged; the run stops at the first wedged or lost write, keeping the logs
+(--keep). Figures go to stdout and, with --json FILE, to a file.
+"""
+
+import argparse
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+
+import ltxfs_harness as h  # noqa: E402
+from cluster_harness import Cluster  # noqa: E402
+from ltxfs_harness import TestFailure, check, wait_for  # noqa: E402
+
+ACCOUNTS = 10
+START_BALANCE = 1000
+DBS = (("wal.db", "WAL"), ("del.db", "DELETE"))
+RECOVER_TIMEOUT = 90.0   # a fault's end to writes and sync again
+TMPFS_SIZE = "96m"
+
+FAULTS = ["kill9-primary", "kill9-replica", "stop-replica", "stop-primary",
+          "disk-full", "restart"]
+
+
+class Wedged(Exception):
+    pass
+
+
+def create(path, mode):
+    c = h.connect(path)
+    c.execute("PRAGMA journal_mode=%s" % mode)
+    c.execute("CREATE TABLE IF NOT EXISTS acct(id INTEGER PRIMARY KEY, "
+              "bal INTEGER NOT NULL)")
+    c.execute("CREATE TABLE IF NOT EXISTS ledger(seq INTEGER PRIMARY KEY, "
+              "pad BLOB)")
+    c.execute("BEGIN")
+    if h.one(c, "SELECT count(*) FROM acct") == 0:
+        for i in range(ACCOUNTS):
+            c.execute("INSERT INTO acct VALUES(?, ?)", (i, START_BALANCE))
+    c.execute("COMMIT")
+    c.close()
+
+
+class Writer(threading.Thread):
+    """Transfers in both databases, reconnecting after any error."""
+
+    def __init__(self, node, acked_path, rate):
+        super().__init__(daemon=True)
+        self.node = node
+        self.acked_path = acked_path
+        self.rate = rate
+        self.acked = {db: set() for db, _ in DBS}
+        self.seq = 0
+        self.errors = {}
+        self.full_errors = 0
+        self.mu = threading.Lock()
+        self.run_flag = threading.Event()
+        self.paused = threading.Event()
+        self.quit = False
+        self.conns = {}
+        self.last_ack = time.monotonic()
+
+    def _conn(self, db):
+        c = self.conns.get(db)
+        if c is None:
+            c = sqlite3.connect(self.node.path(db), timeout=5.0,
+                                isolation_level=None,
+                                check_same_thread=False)
+            self.conns[db] = c
+        return c
+
+    def _drop(self, db):
+        c = self.conns.pop(db, None)
+        if c is not None:
+            try:
+                c.close()
+            except sqlite3.Error:
+                pass
+
+    def _one(self, db, f):
+        with self.mu:
+            self.seq += 1
+            seq = self.seq
+        a, b = random.sample(range(ACCOUNTS), 2)
+        amt = random.randint(1, 50)
+        try:
+            c = self._conn(db)
+            c.execute("BEGIN IMMEDIATE")
+            c.execute("UPDATE acct SET bal = bal - ? WHERE id = ?", (amt, a))
+            c.execute("UPDATE acct SET bal = bal + ? WHERE id = ?", (amt, b))
+            c.execute("INSERT INTO ledger VALUES(?, randomblob(?))",
+                      (seq, random.randint(10, 600)))
+            c.execute("COMMIT")
+        except (sqlite3.Error, OSError) as e:
+            msg = str(e)
+            self.errors[msg] = self.errors.get(msg, 0) + 1
+            if "full" in msg:
+                self.full_errors += 1
+            self._drop(db)
+            return False
+        f.write("%s %d\n" % (db, seq))
+        f.flush()
+        with self.mu:
+            self.acked[db].add(seq)
+            self.last_ack = time.monotonic()
+        return True
+
+    def run(self):
+        with open(self.acked_path, "a") as f:
+            i = 0
+            while not self.quit:
+                if not self.run_flag.is_set():
+                    for db, _ in DBS:
+                        self._drop(db)
+                    self.paused.set()
+                    self.run_flag.wait(1.0)
+                    continue
+                self.paused.clear()
+                db = DBS[i % len(DBS)][0]
+                i += 1
+                if not self._one(db, f):
+                    time.sleep(0.05)
+                time.sleep(1.0 / self.rate)
+        for db, _ in DBS:
+            self._drop(db)
+
+    def pause(self):
+        self.run_flag.clear()
+        if not self.paused.wait(RECOVER_TIMEOUT):
+            raise Wedged("the writer did not pause within %.0fs (a "
+                         "statement hangs)" % RECOVER_TIMEOUT)
+
+    def resume(self):
+        self.run_flag.set()
+
+    def acks(self):
+        with self.mu:
+            return sum(len(s) for s in self.acked.values())
+
+
+def start_supervised(n):
+    """Starts n's daemon as a supervisor would after a crash: onto a mount
+    point that may still hold its dead mount (no unmount by the test)."""
+    n._log = open(n.log_path, "ab")
+    n.starts += 1
+    n._log.write(b"==== soak: start #%d ====\n" % n.starts)
+    n._log.flush()
+    n.proc = subprocess.Popen([h.ltxfs_bin(), "mount", "-c", n.cfg],
+                              stdin=subprocess.DEVNULL, stdout=n._log,
+                              stderr=subprocess.STDOUT, cwd=n.root,
+                              start_new_session=True)
+
+    def up():
+        if n.proc.poll() is not None:
+            raise Wedged("%s exited %s at start:\n%s"
+                         % (n.name, n.proc.returncode, n.log_tail(10)))
+        return n.healthy()
+    try:
+        wait_for(up, RECOVER_TIMEOUT, "%s to serve again" % n.name)
+    except TestFailure as e:
+        raise Wedged(str(e))
+
+
+def kill9(n):
+    os.kill(n.proc.pid, signal.SIGKILL)
+    try:
+        n.proc.wait(timeout=h.KILL_EXIT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise Wedged("%s still running %.0fs after SIGKILL"
+                     % (n.name, h.KILL_EXIT_TIMEOUT))
+    n._reap()
+
+
+def fill_disk(path):
+    """Writes a filler file until the file system is full; returns its
+    path."""
+    filler = os.path.join(path, "filler")
+    st = os.statvfs(path)
+    print("  disk-full: %d of %d KiB free before the filler"
+          % (st.f_bavail * st.f_frsize // 1024,
+             st.f_blocks * st.f_frsize // 1024))
+    with open(filler, "wb", buffering=0) as f:
+        chunk = b"\0" * (1 << 20)
+        for _ in range(4096):
+            try:
+                f.write(chunk)
+                f.flush()
+            except OSError:
+                break
+        try:
+            for _ in range(256):
+                f.write(b"\0" * 4096)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def check_state(cl, w, cycle, fault):
+    """Pauses the writer, checks every acknowledged write and the
+    invariant on the primary, the replica's convergence, then resumes."""
+    p, r = cl.primary, cl.replicas[0]
+    w.pause()
+    lost = 0
+    for db, _ in DBS:
+        try:
+            c = h.connect(p.path(db), timeout=30)
+            seqs = {row[0] for row in c.execute("SELECT seq FROM ledger")}
+            total = h.one(c, "SELECT sum(bal) FROM acct")
+            c.close()
+        except sqlite3.Error as e:
+            raise Wedged("cycle %d (%s): reading %s on the primary: %s"
+                         % (cycle, fault, db, e))
+        missing = w.acked[db] - seqs
+        lost += len(missing)
+        if missing:
+            print("LOST cycle %d (%s): %s is missing %d acknowledged: %s"
+                  % (cycle, fault, db, len(missing), sorted(missing)[:20]))
+        check(total == ACCOUNTS * START_BALANCE, "cycle %d: %s total %s"
+              % (cycle, db, total))
+        h.integrity_ok(p.path(db))
+        try:
+            cl.wait_synced(db, timeout=RECOVER_TIMEOUT)
+        except TestFailure as e:
+            raise Wedged("cycle %d (%s): %s" % (cycle, fault, e))
+        check(h.content_digest(r.path(db), ro=True) ==
+              h.content_digest(p.path(db)),
+              "cycle %d: %s differs on the replica at the same position"
+              % (cycle, db))
+    before = w.acks()
+    w.resume()
+    try:
+        wait_for(lambda: w.acks() > before, RECOVER_TIMEOUT,
+                 "cycle %d (%s): a write acknowledged after the fault"
+                 % (cycle, fault))
+    except TestFailure as e:
+        raise Wedged("%s; writer errors: %s" % (e, w.errors))
+    return lost
+
+
+def do_fault(cl, w, fault, tmpfs, cycle):
+    p, r = cl.primary, cl.replicas[0]
+    if fault == "kill9-primary":
+        time.sleep(random.uniform(0.2, 1.0))
+        kill9(p)
+        start_supervised(p)
+    elif fault == "kill9-replica":
+        time.sleep(random.uniform(0.2, 1.0))
+        kill9(r)
+        start_supervised(r)
+    elif fault == "stop-replica":
+        os.kill(r.proc.pid, signal.SIGSTOP)
+        time.sleep(random.uniform(2, 8))
+        os.kill(r.proc.pid, signal.SIGCONT)
+    elif fault == "stop-primary":
+        os.kill(p.proc.pid, signal.SIGSTOP)
+        time.sleep(random.uniform(1, 3))
+        os.kill(p.proc.pid, signal.SIGCONT)
+    elif fault == "disk-full":
+        full0 = w.full_errors
+        filler = fill_disk(tmpfs)
+        try:
+            wait_for(lambda: w.full_errors > full0, RECOVER_TIMEOUT,
+                     "cycle %d: a write refused as 'disk is full'" % cycle)
+            # Reads keep working meanwhile.
+            for db, _ in DBS:
+                c = h.connect(p.path(db), timeout=10)
+                h.one(c, "SELECT count(*) FROM ledger")
+                c.close()
+            time.sleep(random.uniform(1, 4))
+        finally:
+            os.unlink(filler)
+    elif fault == "restart":
+        n = p if cycle % 2 == 0 else r
+        n.stop()
+        n.start()
+        if n is r:
+            cl.wait_connected(r, timeout=RECOVER_TIMEOUT)
+    else:
+        raise ValueError(fault)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cycles", type=int, default=50)
+    ap.add_argument("--rate", type=float, default=100.0,
+                    help="writer transactions per second, at most")
+    ap.add_argument("--faults", default=",".join(FAULTS))
+    ap.add_argument("--json", help="write the figures to this file")
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the directories after a failure")
+    a = ap.parse_args()
+    faults = a.faults.split(",")
+    for f in faults:
+        check(f in FAULTS, "unknown fault %s" % f)
+    seed = a.seed if a.seed is not None else int(time.time())
+    random.seed(seed)
+    h.skip_unless_fuse()
+    if a.keep:
+        os.environ["LTXFS_KEEP"] = "1"
+    t0 = time.monotonic()
+    counts = {f: 0 for f in faults}
+    lost = wedged = 0
+    failure = None
+    w = None
+    with Cluster(2, primary_data_yml="  retention: 60s\n") as cl:
+        p = cl.primary
+        tmpfs = p.data
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + TMPFS_SIZE,
+                        "tmpfs", tmpfs], check=True)
+        try:
+            cl.start()
+            for db, mode in DBS:
+                create(p.path(db), mode)
+            w = Writer(p, os.path.join(p.root, "acked.txt"), a.rate)
+            w.start()
+            w.resume()
+            cycle = 0
+            for cycle in range(a.cycles):
+                fault = faults[cycle % len(faults)]
+                try:
+                    do_fault(cl, w, fault, tmpfs, cycle)
+                    n = check_state(cl, w, cycle, fault)
+                except Wedged as e:
+                    wedged += 1
+                    failure = "wedged: %s" % e
+                    break
+                except TestFailure as e:
+                    failure = "cycle %d (%s): %s" % (cycle, fault, e)
+                    break
+                counts[fault] += 1
+                lost += n
+                if n:
+                    failure = "lost %d acknowledged writes" % n
+                    break
+                if cycle % 10 == 9:
+                    print("cycle %d: %d acknowledged, %d lost, %.0fs"
+                          % (cycle + 1, w.acks(), lost,
+                             time.monotonic() - t0))
+                    sys.stdout.flush()
+        finally:
+            if w is not None:
+                w.quit = True
+                w.run_flag.set()
+                w.join(timeout=RECOVER_TIMEOUT)
+            if failure:
+                for n in cl.nodes:
+                    h.print_log_tail(n, 40)
+            if failure is None:
+                cl.stop()
+            for n in cl.nodes:
+                if n.running():
+                    n.kill9(strict=False)
+            h.lazy_unmount(p.mnt)
+            subprocess.run(["umount", "-l", tmpfs])
+    figures = {
+        "seed": seed,
+        "cycles": sum(counts.values()),
+        "faults": counts,
+        "acknowledged": w.acks() if w else 0,
+        "lost": lost,
+        "wedged": wedged,
+        "writer_errors": sum(w.errors.values()) if w else 0,
+        "disk_full_refusals": w.full_errors if w else 0,
+        "seconds": round(time.monotonic() - t0, 1),
+        "failure": failure,
+    }
+    print(json.dumps(figures, indent=2))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(figures, f, indent=2)
+    sys.exit(1 if failure else 0)
+
+
+if __name__ == "__main__":
+    main()
