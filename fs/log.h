@@ -17,8 +17,9 @@
  *   R3 a segment's name is its first record's min TXID.
  * A record that fails R1 and reaches the end of the last segment is a torn
  * tail from a crash: it is cut off, with a log line. Any other failure is
- * corruption: open fails with a message naming segment, offset and rule,
- * and the node does not serve.
+ * corruption: open fails (-EBADMSG) with a message naming segment, offset
+ * and rule, and the node takes that database out of service (fs/mount.c;
+ * a replica heals it, a primary waits for `ltxfs repair`).
  *
  * Segments roll over when they pass FS_LOG_SEGMENT_BYTES, so a bulk load
  * makes a few large files, not one file per transaction; with a retention
@@ -54,6 +55,7 @@
 #define FS_LOG_SEGMENT_MIN_BYTES 4096u  /* smallest roll-over size */
 #define FS_LOG_SEGMENT_MIN_MS 1000      /* shortest roll-over age */
 #define FS_LOG_RECORD_PREFIX 4
+#define FS_LOG_WHY_MAX 512               /* fs_log_open's reason */
 
 typedef struct fs_log fs_log;
 
@@ -68,12 +70,38 @@ typedef struct fs_log_tail {
 } fs_log_tail;
 
 /* Opens (creating) the log in dir, recovers a torn tail, verifies the last
- * segment. name is used in messages. */
-int fs_log_open(const char *dir, const char *name, fs_log **out);
+ * segment. name is used in messages. On failure why (may be NULL) gets
+ * one line: for a corrupt log (-EBADMSG) the segment, the byte offset of
+ * the record and the rule it breaks. */
+int fs_log_open(const char *dir, const char *name, fs_log **out, char *why,
+		size_t whylen);
 /* Opens for reading only (another process may be appending): a torn or
  * growing tail is not cut, only not read. */
 int fs_log_open_readonly(const char *dir, const char *name, fs_log **out);
 void fs_log_close(fs_log *log);
+
+/* Moves the log directory dir (closed) aside, to <as>.damaged-<UTC time,
+ * %Y%m%dT%H%M%SZ> (as: dir itself, or the log dir whose damaged copy dir
+ * now is), so that a new log can start there; any older
+ * <as>.damaged-* is removed first (only the latest damaged copy is kept,
+ * for inspection). out (may be NULL) gets the new path. Logs nothing. */
+int fs_log_set_aside(const char *dir, const char *as, char *out,
+		     size_t outlen);
+
+/* What fs_log_check_all found. */
+typedef struct fs_log_check {
+	bool damaged;            /* a record breaks R1-R3 (not a torn tail) */
+	char why[FS_LOG_WHY_MAX]; /* the first: segment, byte offset, rule */
+	uint64_t records;        /* records that follow the rules */
+	ltx_pos last;            /* the last of them: max TXID, post-apply */
+	uint64_t max_txid;       /* highest TXID of those and of the segment
+				  * names: no node can be past it */
+} fs_log_check;
+/* Reads every record of every segment of the log in dir (not opened,
+ * nothing changed) and checks rules R1-R3; a torn tail of the last
+ * segment is not damage (opening cuts it). A bad record is skipped by its
+ * length when that stays inside the segment. 0 with out filled. */
+int fs_log_check_all(const char *dir, const char *name, fs_log_check *out);
 
 fs_log_tail fs_log_get_tail(fs_log *log);
 
