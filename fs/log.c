@@ -40,6 +40,9 @@ struct fs_log {
 	bool readonly;         /* opened by a reader (ltxfs verify) */
 	fs_log_tail tail;
 	char why[FS_LOG_WHY_MAX]; /* what open found corrupt, "" if nothing */
+	uint64_t trusted_from;  /* records from this TXID on were verified at
+				 * open or appended here; older ones are
+				 * verified when an iterator reads them */
 	/* Retention (fs_log_set_retention); read by the appender. */
 	_Atomic int64_t keep_ms;       /* < 0: no age limit */
 	_Atomic uint64_t keep_bytes;   /* 0: no size cap */
@@ -57,6 +60,7 @@ struct fs_log_iter {
 				* when older segments are pruned) */
 	uint64_t off;
 	bool started;
+	bool headers_only;     /* fs_log_iter_headers_only: no verify_old */
 };
 
 static int fs_log_open_mode(const char *dir, const char *name, bool readonly,
@@ -376,6 +380,9 @@ static int open_last(fs_log *log)
 		if (log->end > 0) {
 			log->segs[log->nsegs - 1].bytes = log->end;
 			log->active_ts = log->segs[log->nsegs - 1].ts;
+			/* ltxfs verify checks every record itself. */
+			log->trusted_from = log->readonly ? 0 :
+					    log->segs[log->nsegs - 1].first;
 			return 0;
 		}
 		/* Nothing valid in it: drop the segment, use the one before. */
@@ -735,6 +742,7 @@ int fs_log_reset(fs_log *log)
 	log->nsegs = 0;
 	log->end = 0;
 	log->active_ts = TS_UNKNOWN;
+	log->trusted_from = 0;
 	memset(&log->tail, 0, sizeof(log->tail));
 	pthread_mutex_unlock(&log->mu);
 	if (rc == 0)
@@ -754,6 +762,11 @@ int fs_log_iter_open(fs_log *log, uint64_t after_txid, fs_log_iter **out)
 	it->fd = -1;
 	*out = it;
 	return 0;
+}
+
+void fs_log_iter_headers_only(fs_log_iter *it)
+{
+	it->headers_only = true;
 }
 
 void fs_log_iter_free(fs_log_iter *it)
@@ -781,11 +794,39 @@ static int iter_open_seg(fs_log_iter *it, size_t idx)
 	return 0;
 }
 
+/* A record of a segment older than the one verified at open, read whole
+ * for the first time by this iterator (without the log's lock: the fd is
+ * the iterator's): 1, or -EBADMSG logged with segment, offset and rule. */
+static int verify_old(fs_log_iter *it, uint64_t off)
+{
+	fs_log *log = it->log;
+	char err[300];
+	ltx_header h;
+	ltx_trailer t;
+	uint64_t len;
+	struct stat st;
+	bool torn;
+	int rc;
+
+	if (fstat(it->fd, &st) < 0)
+		return -errno;
+	rc = check_record(it->fd, off, (uint64_t)st.st_size, &len, &h, &t,
+			  &torn, err, sizeof(err));
+	if (rc == -EBADMSG)
+		log_error("db=%s: LTX log segment %016" PRIx64 ".seg is corrupt "
+			  "at byte %" PRIu64 " (rule R1): %s (in %s; found "
+			  "reading it, ltxfs verify reports it)", log->name,
+			  it->seg_first, off, err, log->dir);
+	return rc < 0 ? rc : 1;
+}
+
 int fs_log_iter_next(fs_log_iter *it, int *out_fd, uint64_t *out_off,
 		     uint64_t *out_len, ltx_header *out_hdr)
 {
 	fs_log *log = it->log;
 	uint8_t buf[FS_LOG_RECORD_PREFIX + LTX_HEADER_SIZE];
+	uint64_t rec_off = 0;
+	bool unverified = false;
 	int rc;
 
 	pthread_mutex_lock(&log->mu);
@@ -862,17 +903,21 @@ int fs_log_iter_next(fs_log_iter *it, int *out_fd, uint64_t *out_off,
 			*out_fd = it->fd;
 			*out_off = it->off + FS_LOG_RECORD_PREFIX;
 			*out_len = len;
+			rec_off = it->off;
 			it->off += FS_LOG_RECORD_PREFIX + len;
 			if (h.max_txid <= it->after)
 				continue;
 			if (out_hdr)
 				*out_hdr = h;
 			it->after = h.max_txid;
+			unverified = h.min_txid < log->trusted_from;
 			rc = 1;
 			break;
 		}
 	}
 	pthread_mutex_unlock(&log->mu);
+	if (rc == 1 && unverified && !it->headers_only)
+		rc = verify_old(it, rec_off);
 	return rc;
 }
 

@@ -9,7 +9,8 @@
  *     0    4 length L of the LTX file that follows (big-endian)
  *     4    L LTX file (shared/LTX.md), zstd-compressed page block or not
  *
- * Rules checked on open (the last segment) and on every read:
+ * Rules checked on open (the last segment), by iterators reading an older
+ * segment, and by fs_log_check_all (every segment):
  *   R1 every record is a valid LTX file (its file checksum proves it);
  *   R2 records are contiguous: min TXID = previous max TXID + 1 and
  *      pre-apply checksum = previous post-apply checksum (a snapshot
@@ -177,11 +178,17 @@ int fs_log_iter_open(fs_log *log, uint64_t after_txid, fs_log_iter **out);
 /* 1 with the next record's LTX bytes at (*out_fd, *out_off, *out_len) and
  * its header in *out_hdr; 0 at the end; -ENOENT when the records after
  * after_txid are no longer kept (the log starts later, or retention
- * removed the segment that would come next while iterating); other
- * -errno. The fd stays valid until
- * the next call or fs_log_iter_free. */
+ * removed the segment that would come next while iterating); -EBADMSG
+ * (logged: segment, offset, rule) for a corrupt record of a segment
+ * older than the one open verified (a record from that segment on was
+ * verified at open or appended since; older ones are verified here,
+ * outside the log's lock, as they are read); other -errno. The fd stays
+ * valid until the next call or fs_log_iter_free. */
 int fs_log_iter_next(fs_log_iter *it, int *out_fd, uint64_t *out_off,
 		     uint64_t *out_len, ltx_header *out_hdr);
+/* For a caller that reads only the headers: records of older segments
+ * are not verified (no -EBADMSG; the bytes may be corrupt). */
+void fs_log_iter_headers_only(fs_log_iter *it);
 void fs_log_iter_free(fs_log_iter *it);
 
 /* A read callback over a byte range of a file (for ltx_decoder). */

@@ -229,6 +229,8 @@ static void log_discard(struct cli *c, ltx_pos local, uint64_t snap_txid)
 	int fd, rc;
 
 	rc = fs_log_iter_open(fs_db_log(c->db), 0, &it);
+	if (rc == 0)
+		fs_log_iter_headers_only(it);
 	while (rc == 0 && (rc = fs_log_iter_next(it, &fd, &off, &len, &h)) == 1)
 		if (h.node_id != c->n->o.node_id)
 			own_from = 0;

@@ -861,6 +861,63 @@ def primary_corrupt_db():
         cl.stop()
 
 
+def primary_corrupt_old_segment():
+    """A record in an older segment of the primary's log (start-up checks
+    only the last segment) is corrupt, and a replica that was stopped
+    needs it: the primary finds it when it reads the record to send
+    (logged with segment, offset and rule) and sends a snapshot instead;
+    the replica converges and the other database replicates."""
+    t = Timer()
+    with Cluster(2, primary_data_yml="  retention-bytes: 4194304\n") as cl:
+        db, other = "x.db", "a.db"
+        p = cl.primary
+        r = start_synced(cl, db, 5, mode="DELETE")
+        simple_txns(p.path(other), 5)
+        check_identical(cl, other)
+        r.stop()
+        simple_txns(p.path(db), 60, start=5, blob=20000)
+        check(len(p.segments(db)) >= 2, "one segment: %s"
+              % p.segments(db))
+        t.lap("replica stopped; 60 more in %s, %d segments"
+              % (db, len(p.segments(db))))
+        p.stop()
+        seg = p.segments(db)[0]
+        with open(seg, "rb") as f:
+            buf = bytearray(f.read())
+        recs, off = [], 0
+        while off + 4 <= len(buf):
+            n = int.from_bytes(buf[off:off + 4], "big")
+            recs.append((off, n))
+            off += 4 + n
+        roff, rlen = recs[len(recs) // 2]
+        check(len(recs) > 10, "only %d records in %s" % (len(recs), seg))
+        for i in range(4):
+            buf[roff + 4 + rlen // 2 + i] ^= 0xFF
+        with open(seg, "wb") as f:
+            f.write(buf)
+        log("  flipped 4 bytes of record %d of %d in %s (byte %d)"
+            % (len(recs) // 2 + 1, len(recs), os.path.basename(seg), roff))
+        mark = len(p.log_text())
+        p.start()
+        cl.start([r])
+        check_identical(cl, db)
+        line = p.wait_log(r"db=x\.db: .*%s.*byte %d.*rule R1.*" % (
+            re.escape(os.path.basename(seg)), roff), 10,
+            start=mark).group(0)
+        log("  log: %s" % line)
+        check(p.metric("ltxfs_stream_snapshots_sent_total", 0) >= 1,
+              "no snapshot sent")
+        check(r.metric("ltxfs_apply_errors_total", 0) == 0,
+              "the replica rejected records")
+        t.lap("the replica got a snapshot, identical")
+        simple_txns(p.path(other), 5, start=5)
+        simple_txns(p.path(db), 5, start=65)
+        check_identical(cl, other)
+        check_identical(cl, db)
+        t.lap("5 more in each, identical")
+        cl.stop()
+
+
 TOKEN = "t0ken-for-tests"
 
 
@@ -1445,6 +1502,7 @@ CASES = {
     "replica-corrupt-log": replica_corrupt_log,
     "primary-corrupt-log": primary_corrupt_log,
     "primary-corrupt-db": primary_corrupt_db,
+    "primary-corrupt-old-segment": primary_corrupt_old_segment,
     "bad-token": bad_token,
     "other-cluster": other_cluster,
     "bad-stream": bad_stream,
