@@ -15,6 +15,8 @@ static void usage(FILE *f)
 		"  mount [-c ltxfs.yml]       mount and serve (foreground)\n"
 		"  verify [-c ltxfs.yml] [DB...]  replay each LTX log and "
 		"compare with the database\n"
+		"  repair [-c ltxfs.yml] DB   a new LTX log for a database "
+		"whose log is damaged (node stopped)\n"
 		"  export [-c F|--url U] DB OUT  copy a database out of a "
 		"node (OUT - is stdout)\n"
 		"  import [-c F|--url U] DB IN   a database file in, as the "
@@ -48,6 +50,8 @@ int main(int argc, char **argv)
 		return cmd_mount(argc - 1, argv + 1);
 	if (strcmp(argv[1], "verify") == 0)
 		return cmd_verify(argc - 1, argv + 1);
+	if (strcmp(argv[1], "repair") == 0)
+		return cmd_repair(argc - 1, argv + 1);
 	if (strcmp(argv[1], "export") == 0)
 		return cmd_export(argc - 1, argv + 1);
 	if (strcmp(argv[1], "import") == 0)

@@ -1,5 +1,6 @@
 /*
- * `ltxfs mount` and `ltxfs verify`.
+ * `ltxfs mount` and `ltxfs verify` (and what `ltxfs repair` shares with
+ * them: cmd.h).
  *
  * mount: loads the config, checks that it can work (a one-line reason
  * otherwise), mounts and serves in the foreground until SIGINT/SIGTERM,
@@ -29,8 +30,8 @@
 #include "replica/node.h"
 #include "watchdog.h"
 
-static int load_cfg(int argc, char **argv, ltxfs_cfg *cfg, int *out_next,
-		    const char *cmd)
+int cmd_load_cfg(int argc, char **argv, ltxfs_cfg *cfg, int *out_next,
+		 const char *cmd)
 {
 	const char *path = NULL, *used = NULL;
 	char err[512];
@@ -42,7 +43,8 @@ static int load_cfg(int argc, char **argv, ltxfs_cfg *cfg, int *out_next,
 			path = argv[++i];
 		else if (argv[i][0] == '-') {
 			fprintf(stderr, "usage: ltxfs %s [-c ltxfs.yml]%s\n",
-				cmd, strcmp(cmd, "verify") == 0 ? " [DB...]" : "");
+				cmd, strcmp(cmd, "verify") == 0 ? " [DB...]" :
+				strcmp(cmd, "repair") == 0 ? " DB" : "");
 			return 2;
 		} else
 			break;
@@ -155,7 +157,7 @@ int cmd_mount(int argc, char **argv)
 	uint64_t node_id = 0;
 	int next, rc, wd = -1, data_lock = -1, mnt_lock = -1;
 
-	rc = load_cfg(argc, argv, &cfg, &next, "mount");
+	rc = cmd_load_cfg(argc, argv, &cfg, &next, "mount");
 	if (rc != 0)
 		goto out;
 	if (next != argc) {
@@ -290,7 +292,7 @@ int cmd_verify(int argc, char **argv)
 	char path[PATH_MAX];
 	int next, rc, bad = 0, n = 0;
 
-	rc = load_cfg(argc, argv, &cfg, &next, "verify");
+	rc = cmd_load_cfg(argc, argv, &cfg, &next, "verify");
 	if (rc != 0)
 		goto out;
 	if (next < argc) {

@@ -158,8 +158,8 @@ int cmd_owner_lock_data(const char *cmd, const char *data_dir,
 	if (rc == -EBUSY) {
 		describe_holder(fd, local_holder(fd), who, sizeof(who));
 		fprintf(stderr, "%s: data directory %s is in use by %s; one "
-			"daemon per data directory: stop that one first, or "
-			"give this one another data.dir\n", cmd, data_dir, who);
+			"process per data directory: stop that one first\n",
+			cmd, data_dir, who);
 		goto fail;
 	}
 	if (rc < 0) {

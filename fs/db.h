@@ -66,9 +66,17 @@ typedef struct fs_db_opts {
 } fs_db_opts;
 
 /* Opens (and recovers) the database <data_dir>/dbs/<name>. Creates the
- * directory when absent. */
+ * directory when absent. On failure why (may be NULL) gets one line;
+ * -EBADMSG means damage (its LTX log is corrupt: segment, byte offset
+ * and rule; or the database does not match its log). */
 int fs_db_open(const char *data_dir, const char *name, const fs_db_opts *opts,
-	       fs_db **out);
+	       fs_db **out, char *why, size_t whylen);
+/* A replica's copy that cannot be trusted (its log is damaged), not open:
+ * moves its LTX log aside (fs_log_set_aside; aside gets where) and
+ * removes its files, so the name opens as a new, empty database that the
+ * primary fills from the start. */
+int fs_db_discard(const char *data_dir, const char *name, char *aside,
+		  size_t asidelen);
 /* Drains pending captures, makes everything durable and, when clean,
  * records that the state on disk can be trusted at the next start. */
 void fs_db_close(fs_db *db);

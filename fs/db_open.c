@@ -171,7 +171,7 @@ static int recover_journal(fs_db *db)
 }
 
 /* Checks the whole database against the log, filling every checksum. */
-static int verify_full(fs_db *db)
+static int verify_full(fs_db *db, char *why, size_t whylen)
 {
 	uint8_t *buf = NULL;
 	uint64_t sum = LTX_CHECKSUM_EMPTY;
@@ -197,17 +197,17 @@ static int verify_full(fs_db *db)
 	if (rc < 0)
 		return rc;
 	if (sum != db->pos.checksum) {
-		log_error("db=%s: the database's checksum %016" PRIx64 " does "
-			  "not match its LTX log at %016" PRIx64 "/%016" PRIx64
-			  "; refusing to serve it (run `ltxfs verify`, or "
-			  "restore it from a replica)", db->name, sum,
-			  db->pos.txid, db->pos.checksum);
+		snprintf(why, whylen, "the database's checksum %016" PRIx64
+			 " does not match its LTX log at %016" PRIx64 "/%016"
+			 PRIx64, sum, db->pos.txid, db->pos.checksum);
+		log_error("db=%s: %s; refusing to serve it (run `ltxfs verify`, "
+			  "or restore it from a replica)", db->name, why);
 		return -EBADMSG;
 	}
 	return 0;
 }
 
-static int recover(fs_db *db)
+static int recover(fs_db *db, char *why, size_t whylen)
 {
 	fs_log_tail tail = fs_log_get_tail(db->log);
 	ltx_pos marker = {0};
@@ -234,7 +234,7 @@ static int recover(fs_db *db)
 	if (db->opts.readonly) {
 		rc = fs_db_replica_recover(db, clean);
 		if (rc == 0 && !clean && db->pos.txid)
-			rc = verify_full(db);
+			rc = verify_full(db, why, whylen);
 		if (rc < 0)
 			return rc;
 		db->pub_pos = db->pos;
@@ -268,7 +268,7 @@ static int recover(fs_db *db)
 		log_info("db=%s: last stop was not clean: checking its %" PRIu32
 			 " pages against its log at TXID %016" PRIx64, db->name,
 			 db->commit, db->pos.txid);
-		rc = verify_full(db);
+		rc = verify_full(db, why, whylen);
 		if (rc < 0)
 			return rc;
 	}
@@ -277,9 +277,9 @@ static int recover(fs_db *db)
 }
 
 int fs_db_open(const char *data_dir, const char *name, const fs_db_opts *opts,
-	       fs_db **out)
+	       fs_db **out, char *why, size_t whylen)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX], reason[FS_LOG_WHY_MAX] = "";
 	fs_db *db = calloc(1, sizeof(*db));
 	int rc;
 
@@ -313,7 +313,7 @@ int fs_db_open(const char *data_dir, const char *name, const fs_db_opts *opts,
 		goto fail;
 	}
 	snprintf(path, sizeof(path), "%s/log", db->dir);
-	rc = fs_log_open(path, name, &db->log);
+	rc = fs_log_open(path, name, &db->log, reason, sizeof(reason));
 	if (rc < 0)
 		goto fail;
 	for (int k = 0; k <= FS_KIND_SHM; k++) {
@@ -321,16 +321,47 @@ int fs_db_open(const char *data_dir, const char *name, const fs_db_opts *opts,
 		if (rc < 0)
 			goto fail;
 	}
-	rc = recover(db);
+	rc = recover(db, reason, sizeof(reason));
 	if (rc < 0)
 		goto fail;
 	db->opened = true;
 	*out = db;
 	return 0;
 fail:
-	log_error("db=%s: cannot open: %s", name, strerror(-rc));
+	if (!reason[0])
+		snprintf(reason, sizeof(reason), "%s", strerror(-rc));
+	if (rc != -EBADMSG) /* damage is logged where it is found */
+		log_error("db=%s: cannot open: %s", name, reason);
+	if (why && whylen)
+		snprintf(why, whylen, "%s", reason);
 	fs_db_close(db);
 	return rc;
+}
+
+int fs_db_discard(const char *data_dir, const char *name, char *aside,
+		  size_t asidelen)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 16];
+	static const char *const files[] = {"database", "journal", "wal",
+					    "shm", "clean"};
+	struct stat st;
+	int rc;
+
+	snprintf(dir, sizeof(dir), "%s/dbs/%s", data_dir, name);
+	if (aside && asidelen)
+		aside[0] = '\0';
+	snprintf(path, sizeof(path), "%s/log", dir);
+	if (stat(path, &st) == 0) {
+		rc = fs_log_set_aside(path, path, aside, asidelen);
+		if (rc < 0)
+			return rc;
+	}
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+		if (unlink(path) < 0 && errno != ENOENT)
+			return -errno; /* the caller logs it */
+	}
+	return lib_io_fsync_dir(dir);
 }
 
 void fs_db_close(fs_db *db)

@@ -7,11 +7,13 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lib/bytes.h"
@@ -37,6 +39,10 @@ struct fs_log {
 	int64_t active_ts;     /* segs[last].ts, kept by the appender */
 	bool readonly;         /* opened by a reader (ltxfs verify) */
 	fs_log_tail tail;
+	char why[FS_LOG_WHY_MAX]; /* what open found corrupt, "" if nothing */
+	uint64_t trusted_from;  /* records from this TXID on were verified at
+				 * open or appended here; older ones are
+				 * verified when an iterator reads them */
 	/* Retention (fs_log_set_retention); read by the appender. */
 	_Atomic int64_t keep_ms;       /* < 0: no age limit */
 	_Atomic uint64_t keep_bytes;   /* 0: no size cap */
@@ -54,10 +60,11 @@ struct fs_log_iter {
 				* when older segments are pruned) */
 	uint64_t off;
 	bool started;
+	bool headers_only;     /* fs_log_iter_headers_only: no verify_old */
 };
 
 static int fs_log_open_mode(const char *dir, const char *name, bool readonly,
-			    fs_log **out);
+			    fs_log **out, char *why, size_t whylen);
 
 int fs_range_read(void *ctx, void *buf, size_t n, size_t *out_got)
 {
@@ -256,6 +263,24 @@ static void set_tail(fs_log *log, const ltx_header *h, const ltx_trailer *t)
 	log->tail.wal_salt2 = h->wal_salt2;
 }
 
+/* Records what is corrupt (log->why): segment, byte offset, rule, and
+ * the detail. */
+static void set_why(fs_log *log, size_t idx, uint64_t off, const char *rule,
+		    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void set_why(fs_log *log, size_t idx, uint64_t off, const char *rule,
+		    const char *fmt, ...)
+{
+	char detail[FS_LOG_WHY_MAX - 112];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(detail, sizeof(detail), fmt, ap);
+	va_end(ap);
+	snprintf(log->why, sizeof(log->why), "LTX log segment %016" PRIx64
+		 ".seg is corrupt at byte %" PRIu64 " (rule %s): %s",
+		 log->segs[idx].first, off, rule, detail);
+}
+
 /* Walks and verifies the whole segment, cutting a torn tail. */
 static int recover_segment(fs_log *log, size_t idx, int fd)
 {
@@ -292,37 +317,45 @@ static int recover_segment(fs_log *log, size_t idx, int fd)
 			size = off;
 			break;
 		}
-		if (rc < 0) {
-			log_error("db=%s: LTX log %s is corrupt at byte %" PRIu64
-				  " (rule R1, record %" PRIu64 "): %s; refusing "
-				  "to serve this database", log->name, path, off,
-				  records + 1, rc == -EBADMSG ? err :
+		if (rc < 0 && rc != -EBADMSG) {
+			log_error("db=%s: LTX log %s: reading the record at byte "
+				  "%" PRIu64 ": %s", log->name, path, off,
 				  strerror(-rc));
-			return rc == -EBADMSG ? -EBADMSG : rc;
+			return rc;
+		}
+		if (rc < 0) {
+			set_why(log, idx, off, "R1", "record %" PRIu64 ": %s",
+				records + 1, err);
+			break;
 		}
 		if (records == 0 && h.min_txid != log->segs[idx].first) {
-			log_error("db=%s: LTX log %s: first record has TXID "
-				  "%016" PRIx64 " but the segment is named for "
-				  "%016" PRIx64 " (rule R3)", log->name, path,
-				  h.min_txid, log->segs[idx].first);
-			return -EBADMSG;
+			rc = -EBADMSG;
+			set_why(log, idx, off, "R3", "its first record has TXID "
+				"%016" PRIx64 " but the segment is named for %016"
+				PRIx64, h.min_txid, log->segs[idx].first);
+			break;
 		}
 		if (records > 0 && !ltx_header_is_snapshot(&h) &&
 		    (h.min_txid != prev_txid + 1 ||
 		     h.pre_apply_checksum != prev_sum)) {
-			log_error("db=%s: LTX log %s: record at byte %" PRIu64
-				  " starts at %016" PRIx64 "/%016" PRIx64
-				  " but the previous one ends at %016" PRIx64
-				  "/%016" PRIx64 " (rule R2)", log->name, path,
-				  off, h.min_txid - 1, h.pre_apply_checksum,
-				  prev_txid, prev_sum);
-			return -EBADMSG;
+			rc = -EBADMSG;
+			set_why(log, idx, off, "R2", "record %" PRIu64 " starts "
+				"at %016" PRIx64 "/%016" PRIx64 " but the one "
+				"before ends at %016" PRIx64 "/%016" PRIx64,
+				records + 1, h.min_txid - 1,
+				h.pre_apply_checksum, prev_txid, prev_sum);
+			break;
 		}
 		prev_txid = h.max_txid;
 		prev_sum = t.post_apply_checksum;
 		set_tail(log, &h, &t);
 		records++;
 		off += FS_LOG_RECORD_PREFIX + len;
+	}
+	if (rc == -EBADMSG) {
+		log_error("db=%s: %s (in %s); refusing to serve this database",
+			  log->name, log->why, log->dir);
+		return rc;
 	}
 	log->end = size;
 	return 0;
@@ -347,6 +380,9 @@ static int open_last(fs_log *log)
 		if (log->end > 0) {
 			log->segs[log->nsegs - 1].bytes = log->end;
 			log->active_ts = log->segs[log->nsegs - 1].ts;
+			/* ltxfs verify checks every record itself. */
+			log->trusted_from = log->readonly ? 0 :
+					    log->segs[log->nsegs - 1].first;
 			return 0;
 		}
 		/* Nothing valid in it: drop the segment, use the one before. */
@@ -359,18 +395,19 @@ static int open_last(fs_log *log)
 	return 0;
 }
 
-int fs_log_open(const char *dir, const char *name, fs_log **out)
+int fs_log_open(const char *dir, const char *name, fs_log **out, char *why,
+		size_t whylen)
 {
-	return fs_log_open_mode(dir, name, false, out);
+	return fs_log_open_mode(dir, name, false, out, why, whylen);
 }
 
 int fs_log_open_readonly(const char *dir, const char *name, fs_log **out)
 {
-	return fs_log_open_mode(dir, name, true, out);
+	return fs_log_open_mode(dir, name, true, out, NULL, 0);
 }
 
 static int fs_log_open_mode(const char *dir, const char *name, bool readonly,
-			    fs_log **out)
+			    fs_log **out, char *why, size_t whylen)
 {
 	fs_log *log = calloc(1, sizeof(*log));
 	int rc;
@@ -405,6 +442,9 @@ static int fs_log_open_mode(const char *dir, const char *name, bool readonly,
 	*out = log;
 	return 0;
 fail:
+	if (why && whylen)
+		snprintf(why, whylen, "%s", log->why[0] ? log->why
+					    : strerror(-rc));
 	fs_log_close(log);
 	return rc;
 }
@@ -702,6 +742,7 @@ int fs_log_reset(fs_log *log)
 	log->nsegs = 0;
 	log->end = 0;
 	log->active_ts = TS_UNKNOWN;
+	log->trusted_from = 0;
 	memset(&log->tail, 0, sizeof(log->tail));
 	pthread_mutex_unlock(&log->mu);
 	if (rc == 0)
@@ -721,6 +762,11 @@ int fs_log_iter_open(fs_log *log, uint64_t after_txid, fs_log_iter **out)
 	it->fd = -1;
 	*out = it;
 	return 0;
+}
+
+void fs_log_iter_headers_only(fs_log_iter *it)
+{
+	it->headers_only = true;
 }
 
 void fs_log_iter_free(fs_log_iter *it)
@@ -748,11 +794,39 @@ static int iter_open_seg(fs_log_iter *it, size_t idx)
 	return 0;
 }
 
+/* A record of a segment older than the one verified at open, read whole
+ * for the first time by this iterator (without the log's lock: the fd is
+ * the iterator's): 1, or -EBADMSG logged with segment, offset and rule. */
+static int verify_old(fs_log_iter *it, uint64_t off)
+{
+	fs_log *log = it->log;
+	char err[300];
+	ltx_header h;
+	ltx_trailer t;
+	uint64_t len;
+	struct stat st;
+	bool torn;
+	int rc;
+
+	if (fstat(it->fd, &st) < 0)
+		return -errno;
+	rc = check_record(it->fd, off, (uint64_t)st.st_size, &len, &h, &t,
+			  &torn, err, sizeof(err));
+	if (rc == -EBADMSG)
+		log_error("db=%s: LTX log segment %016" PRIx64 ".seg is corrupt "
+			  "at byte %" PRIu64 " (rule R1): %s (in %s; found "
+			  "reading it, ltxfs verify reports it)", log->name,
+			  it->seg_first, off, err, log->dir);
+	return rc < 0 ? rc : 1;
+}
+
 int fs_log_iter_next(fs_log_iter *it, int *out_fd, uint64_t *out_off,
 		     uint64_t *out_len, ltx_header *out_hdr)
 {
 	fs_log *log = it->log;
 	uint8_t buf[FS_LOG_RECORD_PREFIX + LTX_HEADER_SIZE];
+	uint64_t rec_off = 0;
+	bool unverified = false;
 	int rc;
 
 	pthread_mutex_lock(&log->mu);
@@ -829,17 +903,21 @@ int fs_log_iter_next(fs_log_iter *it, int *out_fd, uint64_t *out_off,
 			*out_fd = it->fd;
 			*out_off = it->off + FS_LOG_RECORD_PREFIX;
 			*out_len = len;
+			rec_off = it->off;
 			it->off += FS_LOG_RECORD_PREFIX + len;
 			if (h.max_txid <= it->after)
 				continue;
 			if (out_hdr)
 				*out_hdr = h;
 			it->after = h.max_txid;
+			unverified = h.min_txid < log->trusted_from;
 			rc = 1;
 			break;
 		}
 	}
 	pthread_mutex_unlock(&log->mu);
+	if (rc == 1 && unverified && !it->headers_only)
+		rc = verify_old(it, rec_off);
 	return rc;
 }
 
@@ -954,4 +1032,160 @@ void fs_log_get_stats(fs_log *log, fs_log_stats *out)
 	out->pruned_segments = log->pruned_segments;
 	out->pruned_bytes = log->pruned_bytes;
 	pthread_mutex_unlock(&log->mu);
+}
+
+/* Removes a directory of plain files (an older damaged log). */
+static int remove_flat_dir(const char *path)
+{
+	struct dirent *de;
+	DIR *d = opendir(path);
+	int rc = 0;
+
+	if (!d)
+		return -errno;
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (unlinkat(dirfd(d), de->d_name, 0) < 0 && rc == 0)
+			rc = -errno;
+	}
+	closedir(d);
+	if (rmdir(path) < 0 && rc == 0)
+		rc = -errno;
+	return rc;
+}
+
+int fs_log_set_aside(const char *dir, const char *as, char *out,
+		     size_t outlen)
+{
+	char parent[PATH_MAX], path[PATH_MAX + 256], to[PATH_MAX + 32];
+	char stamp[32];
+	const char *base;
+	struct dirent *de;
+	struct tm tm;
+	time_t now = time(NULL);
+	size_t blen;
+	DIR *d;
+	int rc;
+
+	snprintf(parent, sizeof(parent), "%s", as);
+	base = strrchr(parent, '/');
+	if (!base || base == parent)
+		return -EINVAL;
+	parent[base - parent] = '\0';
+	base = as + (base - parent) + 1;
+	blen = strlen(base);
+	d = opendir(parent);
+	if (!d)
+		return -errno;
+	/* Only the latest damaged copy is kept. */
+	while ((de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, base, blen) != 0 ||
+		    strncmp(de->d_name + blen, ".damaged-", 9) != 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", parent, de->d_name);
+		rc = remove_flat_dir(path);
+		if (rc < 0)
+			log_warn("cannot remove the older damaged LTX log %s: "
+				 "%s", path, strerror(-rc));
+	}
+	closedir(d);
+	gmtime_r(&now, &tm);
+	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+	snprintf(to, sizeof(to), "%s.damaged-%s", as, stamp);
+	if (rename(dir, to) < 0)
+		return -errno; /* the caller logs it (rate-limited) */
+	if (out && outlen)
+		snprintf(out, outlen, "%s", to);
+	return lib_io_fsync_dir(parent);
+}
+
+int fs_log_check_all(const char *dir, const char *name, fs_log_check *out)
+{
+	fs_log *log = calloc(1, sizeof(*log));
+	uint64_t prev_txid = 0, prev_sum = 0;
+	bool prev_known = false;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (!log)
+		return -ENOMEM;
+	log->fd = -1;
+	log->readonly = true;
+	pthread_mutex_init(&log->mu, NULL);
+	log->dir = strdup(dir);
+	log->name = strdup(name);
+	rc = log->dir && log->name ? list_segments(log) : -ENOMEM;
+	for (size_t i = 0; rc == 0 && i < log->nsegs; i++) {
+		char path[PATH_MAX], err[300];
+		uint64_t off = 0, size, n = 0;
+		struct stat st;
+		int fd;
+		if (log->segs[i].first > out->max_txid)
+			out->max_txid = log->segs[i].first;
+		seg_path(log, log->segs[i].first, path, sizeof(path));
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || fstat(fd, &st) < 0) {
+			rc = -errno;
+			if (fd >= 0)
+				close(fd);
+			break;
+		}
+		size = (uint64_t)st.st_size;
+		while (off < size) {
+			ltx_header h;
+			ltx_trailer t;
+			uint64_t len = 0;
+			bool torn, bad = false;
+			rc = check_record(fd, off, size, &len, &h, &t, &torn, err,
+					  sizeof(err));
+			if (rc == -EBADMSG && torn && i + 1 == log->nsegs) {
+				rc = 0; /* an unfinished append: opening cuts it */
+				break;
+			}
+			if (rc < 0 && rc != -EBADMSG)
+				break;
+			if (rc == -EBADMSG) {
+				bad = true;
+				if (!log->why[0])
+					set_why(log, i, off, "R1", "record %" PRIu64
+						": %s", n + 1, err);
+			} else if (n == 0 && h.min_txid != log->segs[i].first) {
+				bad = true;
+				if (!log->why[0])
+					set_why(log, i, off, "R3", "its first "
+						"record has TXID %016" PRIx64,
+						h.min_txid);
+			} else if (prev_known && !ltx_header_is_snapshot(&h) &&
+				   (h.min_txid != prev_txid + 1 ||
+				    h.pre_apply_checksum != prev_sum)) {
+				bad = true;
+				if (!log->why[0])
+					set_why(log, i, off, "R2", "record %"
+						PRIu64 " does not follow %016"
+						PRIx64 "/%016" PRIx64, n + 1,
+						prev_txid, prev_sum);
+			}
+			rc = 0;
+			n++;
+			if (bad && torn)
+				break; /* no record boundary after it */
+			off += FS_LOG_RECORD_PREFIX + len;
+			prev_known = !bad;
+			if (bad)
+				continue;
+			out->records++;
+			prev_txid = h.max_txid;
+			prev_sum = t.post_apply_checksum;
+			out->last.txid = h.max_txid;
+			out->last.checksum = t.post_apply_checksum;
+			if (h.max_txid > out->max_txid)
+				out->max_txid = h.max_txid;
+		}
+		close(fd);
+	}
+	out->damaged = log->why[0] != '\0';
+	snprintf(out->why, sizeof(out->why), "%s", log->why);
+	fs_log_close(log);
+	return rc;
 }

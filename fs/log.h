@@ -9,7 +9,8 @@
  *     0    4 length L of the LTX file that follows (big-endian)
  *     4    L LTX file (shared/LTX.md), zstd-compressed page block or not
  *
- * Rules checked on open (the last segment) and on every read:
+ * Rules checked on open (the last segment), by iterators reading an older
+ * segment, and by fs_log_check_all (every segment):
  *   R1 every record is a valid LTX file (its file checksum proves it);
  *   R2 records are contiguous: min TXID = previous max TXID + 1 and
  *      pre-apply checksum = previous post-apply checksum (a snapshot
@@ -17,8 +18,9 @@
  *   R3 a segment's name is its first record's min TXID.
  * A record that fails R1 and reaches the end of the last segment is a torn
  * tail from a crash: it is cut off, with a log line. Any other failure is
- * corruption: open fails with a message naming segment, offset and rule,
- * and the node does not serve.
+ * corruption: open fails (-EBADMSG) with a message naming segment, offset
+ * and rule, and the node takes that database out of service (fs/mount.c;
+ * a replica heals it, a primary waits for `ltxfs repair`).
  *
  * Segments roll over when they pass FS_LOG_SEGMENT_BYTES, so a bulk load
  * makes a few large files, not one file per transaction; with a retention
@@ -54,6 +56,7 @@
 #define FS_LOG_SEGMENT_MIN_BYTES 4096u  /* smallest roll-over size */
 #define FS_LOG_SEGMENT_MIN_MS 1000      /* shortest roll-over age */
 #define FS_LOG_RECORD_PREFIX 4
+#define FS_LOG_WHY_MAX 512               /* fs_log_open's reason */
 
 typedef struct fs_log fs_log;
 
@@ -68,12 +71,38 @@ typedef struct fs_log_tail {
 } fs_log_tail;
 
 /* Opens (creating) the log in dir, recovers a torn tail, verifies the last
- * segment. name is used in messages. */
-int fs_log_open(const char *dir, const char *name, fs_log **out);
+ * segment. name is used in messages. On failure why (may be NULL) gets
+ * one line: for a corrupt log (-EBADMSG) the segment, the byte offset of
+ * the record and the rule it breaks. */
+int fs_log_open(const char *dir, const char *name, fs_log **out, char *why,
+		size_t whylen);
 /* Opens for reading only (another process may be appending): a torn or
  * growing tail is not cut, only not read. */
 int fs_log_open_readonly(const char *dir, const char *name, fs_log **out);
 void fs_log_close(fs_log *log);
+
+/* Moves the log directory dir (closed) aside, to <as>.damaged-<UTC time,
+ * %Y%m%dT%H%M%SZ> (as: dir itself, or the log dir whose damaged copy dir
+ * now is), so that a new log can start there; any older
+ * <as>.damaged-* is removed first (only the latest damaged copy is kept,
+ * for inspection). out (may be NULL) gets the new path. Logs nothing. */
+int fs_log_set_aside(const char *dir, const char *as, char *out,
+		     size_t outlen);
+
+/* What fs_log_check_all found. */
+typedef struct fs_log_check {
+	bool damaged;            /* a record breaks R1-R3 (not a torn tail) */
+	char why[FS_LOG_WHY_MAX]; /* the first: segment, byte offset, rule */
+	uint64_t records;        /* records that follow the rules */
+	ltx_pos last;            /* the last of them: max TXID, post-apply */
+	uint64_t max_txid;       /* highest TXID of those and of the segment
+				  * names: no node can be past it */
+} fs_log_check;
+/* Reads every record of every segment of the log in dir (not opened,
+ * nothing changed) and checks rules R1-R3; a torn tail of the last
+ * segment is not damage (opening cuts it). A bad record is skipped by its
+ * length when that stays inside the segment. 0 with out filled. */
+int fs_log_check_all(const char *dir, const char *name, fs_log_check *out);
 
 fs_log_tail fs_log_get_tail(fs_log *log);
 
@@ -149,11 +178,17 @@ int fs_log_iter_open(fs_log *log, uint64_t after_txid, fs_log_iter **out);
 /* 1 with the next record's LTX bytes at (*out_fd, *out_off, *out_len) and
  * its header in *out_hdr; 0 at the end; -ENOENT when the records after
  * after_txid are no longer kept (the log starts later, or retention
- * removed the segment that would come next while iterating); other
- * -errno. The fd stays valid until
- * the next call or fs_log_iter_free. */
+ * removed the segment that would come next while iterating); -EBADMSG
+ * (logged: segment, offset, rule) for a corrupt record of a segment
+ * older than the one open verified (a record from that segment on was
+ * verified at open or appended since; older ones are verified here,
+ * outside the log's lock, as they are read); other -errno. The fd stays
+ * valid until the next call or fs_log_iter_free. */
 int fs_log_iter_next(fs_log_iter *it, int *out_fd, uint64_t *out_off,
 		     uint64_t *out_len, ltx_header *out_hdr);
+/* For a caller that reads only the headers: records of older segments
+ * are not verified (no -EBADMSG; the bytes may be corrupt). */
+void fs_log_iter_headers_only(fs_log_iter *it);
 void fs_log_iter_free(fs_log_iter *it);
 
 /* A read callback over a byte range of a file (for ltx_decoder). */

@@ -11,6 +11,10 @@
  * POSIX locks are left to the kernel (no getlk/setlk handlers), which
  * costs no round trip; the daemon takes SQLite's locks through the mount
  * when it needs them.
+ *
+ * A database that cannot be opened for damage (fs_db_open: -EBADMSG) is
+ * out of service: kept in dmg with the reason, its names answer EBADMSG,
+ * the others are served. See struct damaged.
  */
 #define FUSE_USE_VERSION 312
 
@@ -20,6 +24,7 @@
 #include <fuse_lowlevel.h>
 #include <inttypes.h>
 #include <dirent.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,13 +33,16 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "lib/clock.h"
 #include "lib/log.h"
+#include "log.h"
 
 #define FS_INO_BASE 16
 #define FS_INO_PRIMARY 2
 #define FS_PRIMARY_NAME ".primary"
 #define FS_CACHE_SECONDS 3600.0
 #define FS_NAME_MAX 200
+#define FS_HEAL_LOG_NS (10LL * 1000 * 1000 * 1000)
 
 typedef struct slot {
 	char *name;
@@ -42,15 +50,30 @@ typedef struct slot {
 	int opens[FS_KIND_COUNT];
 } slot;
 
+/* A database this node does not serve: opening it found damage (its LTX
+ * log is corrupt, or the database does not match it). Its name and
+ * companions answer EBADMSG. A replica heals it when the primary sends
+ * it a record (fs_mount_open_db); a primary keeps it out of service
+ * until `ltxfs repair` (docs/STORAGE.md). */
+typedef struct damaged {
+	char *name;
+	char reason[FS_LOG_WHY_MAX + 200];
+	int64_t logged_ns;      /* last failed heal logged (monotonic) */
+	bool discarded;         /* healing: its log is aside already, only
+				 * opening the new copy failed */
+} damaged;
+
 struct fs_mount {
 	fs_mount_opts opts;
 	char *mountpoint;
 	char *data_dir;
 	struct fuse_session *se;
 	bool mounted;
-	pthread_mutex_t mu;     /* guards slots, nslots, opens, role */
+	pthread_mutex_t mu;     /* guards slots, nslots, opens, role, dmg */
 	slot *slots;
 	size_t nslots, cap;
+	damaged *dmg;           /* databases out of service */
+	size_t ndmg, capdmg;
 	bool readonly;
 	char *primary;          /* content of /.primary without "\n" */
 };
@@ -117,6 +140,71 @@ static ssize_t find_slot(fs_mount *m, const char *name)
 	return -1;
 }
 
+/* Finds a damaged database by name (mu held); -1 when absent. */
+static ssize_t find_damaged(fs_mount *m, const char *name)
+{
+	for (size_t i = 0; i < m->ndmg; i++)
+		if (strcmp(m->dmg[i].name, name) == 0)
+			return (ssize_t)i;
+	return -1;
+}
+
+/* Says, once per database and role, what happens to a database out of
+ * service and what to do (mu held). */
+static void explain_damaged(fs_mount *m, const damaged *d)
+{
+	if (m->readonly)
+		log_error("db=%s: out of service: %s. The other databases are "
+			  "served; opening this one fails with EBADMSG until "
+			  "this replica has moved the damaged log aside and "
+			  "taken a fresh snapshot from the primary, as soon as "
+			  "the primary sends it", d->name, d->reason);
+	else
+		log_error("db=%s: out of service on this primary: %s. The other "
+			  "databases are served; opening this one fails with "
+			  "EBADMSG. To repair it: stop this node, run `ltxfs "
+			  "repair [-c ltxfs.yml] %s` (it checks the database, "
+			  "moves the damaged log aside and starts a new one; "
+			  "docs/STORAGE.md), start the node again", d->name,
+			  d->reason, d->name);
+}
+
+/* Records name as out of service, or updates its reason (mu held). */
+static int add_damaged(fs_mount *m, const char *name, const char *reason)
+{
+	ssize_t i = find_damaged(m, name);
+	damaged *d;
+
+	if (i >= 0) {
+		snprintf(m->dmg[i].reason, sizeof(m->dmg[i].reason), "%s",
+			 reason);
+		return 0;
+	}
+	if (m->ndmg == m->capdmg) {
+		size_t cap = m->capdmg ? m->capdmg * 2 : 4;
+		damaged *p = realloc(m->dmg, cap * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		m->dmg = p;
+		m->capdmg = cap;
+	}
+	d = &m->dmg[m->ndmg];
+	memset(d, 0, sizeof(*d));
+	d->name = strdup(name);
+	if (!d->name)
+		return -ENOMEM;
+	snprintf(d->reason, sizeof(d->reason), "%s", reason);
+	m->ndmg++;
+	explain_damaged(m, d);
+	return 0;
+}
+
+static void drop_damaged(fs_mount *m, size_t i)
+{
+	free(m->dmg[i].name);
+	m->dmg[i] = m->dmg[--m->ndmg];
+}
+
 static int add_slot(fs_mount *m, const char *name, size_t *out)
 {
 	fs_db_opts o = {
@@ -131,7 +219,9 @@ static int add_slot(fs_mount *m, const char *name, size_t *out)
 		.apply_timeout_ms = m->opts.apply_timeout_ms,
 		.write_deadline_ns = m->opts.write_deadline_ns,
 	};
+	char why[FS_LOG_WHY_MAX];
 	slot *s;
+	ssize_t i;
 	int rc;
 
 	if (m->nslots == m->cap) {
@@ -147,15 +237,64 @@ static int add_slot(fs_mount *m, const char *name, size_t *out)
 	s->name = strdup(name);
 	if (!s->name)
 		return -ENOMEM;
-	rc = fs_db_open(m->data_dir, name, &o, &s->db);
+	rc = fs_db_open(m->data_dir, name, &o, &s->db, why, sizeof(why));
 	if (rc < 0) {
 		free(s->name);
+		/* Damage takes this database alone out of service. */
+		if (rc == -EBADMSG && add_damaged(m, name, why) < 0)
+			return -ENOMEM;
 		return rc;
 	}
 	if (m->readonly)
 		fs_db_set_readonly(s->db, true, m->primary);
 	*out = m->nslots++;
+	if ((i = find_damaged(m, name)) >= 0)
+		drop_damaged(m, (size_t)i);
 	return 0;
+}
+
+/* A replica's damaged copy, not open: moves its log aside and removes
+ * its files (fs_db_discard), so the primary's next record for it starts
+ * a new copy. Failures are logged here at most every 10 s. */
+static int heal(fs_mount *m, const char *name)
+{
+	char aside[PATH_MAX], reason[sizeof(((damaged *)0)->reason)] = "";
+	bool done = false;
+	ssize_t i;
+	int rc;
+
+	pthread_mutex_lock(&m->mu);
+	i = find_damaged(m, name);
+	if (i >= 0) {
+		snprintf(reason, sizeof(reason), "%s", m->dmg[i].reason);
+		done = m->dmg[i].discarded;
+	}
+	pthread_mutex_unlock(&m->mu);
+	if (done)
+		return 0; /* do not replace the damaged copy kept aside */
+	rc = fs_db_discard(m->data_dir, name, aside, sizeof(aside));
+	pthread_mutex_lock(&m->mu);
+	i = find_damaged(m, name);
+	if (rc == 0) {
+		if (i >= 0)
+			m->dmg[i].discarded = true;
+		pthread_mutex_unlock(&m->mu);
+		log_warn("db=%s: healing a damaged copy (%s): its LTX log is "
+			 "moved aside to %s for inspection, its files are "
+			 "removed, and it is re-snapshotted from the primary",
+			 name, reason, aside[0] ? aside : "(none)");
+		return 0;
+	}
+	if (i >= 0 && lib_clock_monotonic_ns() - m->dmg[i].logged_ns >=
+			      FS_HEAL_LOG_NS) {
+		m->dmg[i].logged_ns = lib_clock_monotonic_ns();
+		log_error("db=%s: cannot heal the damaged copy (%s): moving its "
+			  "LTX log aside failed: %s; still out of service, tried "
+			  "again at the primary's next record for it", name,
+			  reason, strerror(-rc));
+	}
+	pthread_mutex_unlock(&m->mu);
+	return rc;
 }
 
 int fs_mount_open_db(fs_mount *m, const char *name, fs_db **out)
@@ -164,12 +303,27 @@ int fs_mount_open_db(fs_mount *m, const char *name, fs_db **out)
 	enum fs_kind k;
 	ssize_t s;
 	size_t idx;
+	bool is_damaged, readonly;
 	int rc = 0;
 
 	*out = NULL;
 	if (parse_name(name, base, &k) < 0 || k != FS_KIND_DB ||
 	    strcmp(base, name) != 0)
 		return -EINVAL;
+	pthread_mutex_lock(&m->mu);
+	s = find_slot(m, name);
+	is_damaged = s < 0 && find_damaged(m, name) >= 0;
+	readonly = m->readonly;
+	pthread_mutex_unlock(&m->mu);
+	if (is_damaged && !readonly)
+		return -EBADMSG; /* a primary's: `ltxfs repair` */
+	if (is_damaged) {
+		/* Outside mu: removing files must not hold up lookups. Only
+		 * the stream thread opens databases by name here. */
+		rc = heal(m, name);
+		if (rc < 0)
+			return rc;
+	}
 	pthread_mutex_lock(&m->mu);
 	s = find_slot(m, name);
 	if (s < 0) {
@@ -180,6 +334,30 @@ int fs_mount_open_db(fs_mount *m, const char *name, fs_db **out)
 		*out = m->slots[s].db;
 	pthread_mutex_unlock(&m->mu);
 	return rc;
+}
+
+void fs_mount_foreach_out_of_service(fs_mount *m, fs_mount_oos_fn fn,
+				     void *ctx)
+{
+	damaged *copy;
+	size_t n;
+
+	pthread_mutex_lock(&m->mu);
+	n = m->ndmg;
+	copy = malloc((n ? n : 1) * sizeof(*copy));
+	for (size_t i = 0; copy && i < n; i++) {
+		copy[i] = m->dmg[i];
+		copy[i].name = strdup(m->dmg[i].name);
+	}
+	pthread_mutex_unlock(&m->mu);
+	if (!copy)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		if (copy[i].name)
+			fn(ctx, copy[i].name, copy[i].reason);
+		free(copy[i].name);
+	}
+	free(copy);
 }
 
 void fs_mount_foreach(fs_mount *m, fs_mount_each_fn fn, void *ctx)
@@ -203,8 +381,10 @@ void fs_mount_foreach(fs_mount *m, fs_mount_each_fn fn, void *ctx)
 void fs_mount_set_role(fs_mount *m, bool readonly, const char *primary)
 {
 	char *p = strdup(primary ? primary : "");
+	bool changed;
 
 	pthread_mutex_lock(&m->mu);
+	changed = m->readonly != readonly;
 	m->readonly = readonly;
 	if (p) {
 		free(m->primary);
@@ -212,6 +392,8 @@ void fs_mount_set_role(fs_mount *m, bool readonly, const char *primary)
 	}
 	for (size_t i = 0; i < m->nslots; i++)
 		fs_db_set_readonly(m->slots[i].db, readonly, m->primary);
+	for (size_t i = 0; changed && i < m->ndmg; i++)
+		explain_damaged(m, &m->dmg[i]); /* what to do changed */
 	pthread_mutex_unlock(&m->mu);
 	if (m->mounted) {
 		fuse_lowlevel_notify_inval_entry(m->se, FUSE_ROOT_ID,
@@ -354,6 +536,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	enum fs_kind k;
 	ssize_t s;
 	fs_db *db = NULL;
+	bool bad = false;
 	int rc;
 
 	if (parent == FUSE_ROOT_ID && strcmp(name, FS_PRIMARY_NAME) == 0) {
@@ -374,7 +557,13 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	s = find_slot(m, base);
 	if (s >= 0)
 		db = m->slots[s].db;
+	else if (find_damaged(m, base) >= 0)
+		bad = true; /* out of service: not cached, unlike absence */
 	pthread_mutex_unlock(&m->mu);
+	if (bad) {
+		fuse_reply_err(req, EBADMSG);
+		return;
+	}
 	rc = db ? entry_for(db, (size_t)s, k, &e) : -ENOENT;
 	if (rc == -ENOENT) {
 		/* Cache the absence: files only appear through this kernel. */
@@ -567,7 +756,13 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	pthread_mutex_lock(&m->mu);
 	s = find_slot(m, base);
 	if (s < 0) {
-		if (k != FS_KIND_DB)
+		ssize_t d = find_damaged(m, base);
+		if (d >= 0) {
+			log_warn("refusing to create \"%s\" (EBADMSG): database "
+				 "%s is out of service: %s", name, base,
+				 m->dmg[d].reason);
+			rc = -EBADMSG;
+		} else if (k != FS_KIND_DB)
 			rc = -ENOENT;
 		else if (m->readonly) {
 			log_warn("refusing to create database \"%s\" (EROFS): "
@@ -907,13 +1102,8 @@ static int open_existing(fs_mount *m)
 		    || k != FS_KIND_DB)
 			continue;
 		rc = add_slot(m, de->d_name, &idx);
-		if (rc == -EBADMSG) {
-			/* Its log or file is corrupt (logged where found):
-			 * serve the others, never this one. */
-			log_error("db=%s: not served until repaired; the other "
-				  "databases are", de->d_name);
-			rc = 0;
-		}
+		if (rc == -EBADMSG)
+			rc = 0; /* out of service alone (add_slot) */
 	}
 	closedir(d);
 	return rc;
@@ -1016,6 +1206,9 @@ void fs_mount_free(fs_mount *m)
 		fs_db_close(m->slots[i].db);
 		free(m->slots[i].name);
 	}
+	for (size_t i = 0; i < m->ndmg; i++)
+		free(m->dmg[i].name);
+	free(m->dmg);
 	pthread_mutex_destroy(&m->mu);
 	free(m->primary);
 	free(m->slots);

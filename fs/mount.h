@@ -42,8 +42,18 @@ void fs_mount_free(fs_mount *m);
 /* Database lookup for the node (replica/): NULL when absent. */
 fs_db *fs_mount_db(fs_mount *m, const char *name);
 /* The database named name, opened (and created empty) when absent: a
- * replica's copy of a database the primary has. */
+ * replica's copy of a database the primary has. A replica's copy that is
+ * out of service (damaged) is healed first: its log moved aside, its
+ * files removed, so it opens empty for the primary to fill. -EBADMSG for
+ * a database out of service on a primary; other -errno. */
 int fs_mount_open_db(fs_mount *m, const char *name, fs_db **out);
+/* Databases out of service (their LTX log is damaged, or the database
+ * does not match it; their names answer EBADMSG): fn gets each name and
+ * a one-line reason, without locks held. */
+typedef void (*fs_mount_oos_fn)(void *ctx, const char *name,
+				const char *reason);
+void fs_mount_foreach_out_of_service(fs_mount *m, fs_mount_oos_fn fn,
+				     void *ctx);
 /* Calls fn for every database, in creation order, without locks held. */
 typedef void (*fs_mount_each_fn)(void *ctx, fs_db *db);
 void fs_mount_foreach(fs_mount *m, fs_mount_each_fn fn, void *ctx);

@@ -12,116 +12,11 @@
 
 #include "lib/bytes.h"
 #include "lib/io.h"
+#include "livedb.h"
 #include "log.h"
 #include "ltx/checksum.h"
 #include "ltx/dbfile.h"
 #include "wal.h"
-
-/* The live database: the file, with the WAL's committed frames on top. */
-typedef struct live_db {
-	int db_fd, wal_fd;
-	uint32_t page_size;
-	uint32_t pages;
-	uint64_t *frame_off;    /* per page: WAL offset of its page, or 0 */
-	uint32_t nframe_off;
-} live_db;
-
-static int live_scan_wal(live_db *l)
-{
-	uint8_t hdr[FS_WAL_HDR_SIZE];
-	fs_wal_hdr h;
-	uint8_t *frame = NULL;
-	uint64_t *pending = NULL;
-	uint32_t *pending_pg = NULL;
-	size_t npending = 0, cap = 0;
-	struct stat st;
-	uint32_t s0, s1;
-	int rc;
-
-	if (l->wal_fd < 0 || fstat(l->wal_fd, &st) < 0 ||
-	    st.st_size < FS_WAL_HDR_SIZE)
-		return 0;
-	rc = lib_io_pread_full(l->wal_fd, hdr, sizeof(hdr), 0, NULL);
-	if (rc < 0 || fs_wal_hdr_parse(hdr, &h) < 0)
-		return rc;
-	if (l->page_size && h.page_size != l->page_size)
-		return 0;
-	l->page_size = h.page_size;
-	frame = malloc(FS_WAL_FRAME_HDR_SIZE + h.page_size);
-	if (!frame)
-		return -ENOMEM;
-	s0 = h.cksum1;
-	s1 = h.cksum2;
-	for (uint64_t i = 0;; i++) {
-		uint64_t off = fs_wal_frame_offset(h.page_size, i);
-		uint32_t pgno, commit;
-		if (off + FS_WAL_FRAME_HDR_SIZE + h.page_size >
-		    (uint64_t)st.st_size)
-			break;
-		rc = lib_io_pread_full(l->wal_fd, frame,
-				       FS_WAL_FRAME_HDR_SIZE + h.page_size,
-				       (off_t)off, NULL);
-		if (rc < 0)
-			goto out;
-		if (!fs_wal_frame_check(&h, frame, frame + FS_WAL_FRAME_HDR_SIZE,
-					&s0, &s1, &pgno, &commit))
-			break;
-		if (npending == cap) {
-			size_t c = cap ? cap * 2 : 64;
-			uint64_t *a = realloc(pending, c * sizeof(*a));
-			uint32_t *b = a ? realloc(pending_pg, c * sizeof(*b))
-					: NULL;
-			if (a)
-				pending = a;
-			if (!a || !b) {
-				rc = -ENOMEM;
-				goto out;
-			}
-			pending_pg = b;
-			cap = c;
-		}
-		pending[npending] = off + FS_WAL_FRAME_HDR_SIZE;
-		pending_pg[npending++] = pgno;
-		if (commit == 0)
-			continue;
-		for (size_t j = 0; j < npending; j++) {
-			uint32_t p = pending_pg[j];
-			if (p >= l->nframe_off) {
-				uint32_t n = l->nframe_off ? l->nframe_off : 64;
-				uint64_t *a;
-				while (n <= p)
-					n *= 2;
-				a = realloc(l->frame_off, n * sizeof(*a));
-				if (!a) {
-					rc = -ENOMEM;
-					goto out;
-				}
-				memset(a + l->nframe_off, 0,
-				       (n - l->nframe_off) * sizeof(*a));
-				l->frame_off = a;
-				l->nframe_off = n;
-			}
-			l->frame_off[p] = pending[j];
-		}
-		npending = 0;
-		l->pages = commit;
-	}
-	rc = 0;
-out:
-	free(frame);
-	free(pending);
-	free(pending_pg);
-	return rc;
-}
-
-static int live_read(live_db *l, uint32_t pgno, uint8_t *buf)
-{
-	if (pgno < l->nframe_off && l->frame_off[pgno])
-		return lib_io_pread_full(l->wal_fd, buf, l->page_size,
-					 (off_t)l->frame_off[pgno], NULL);
-	return lib_io_pread_full(l->db_fd, buf, l->page_size,
-				 (off_t)(pgno - 1) * l->page_size, NULL);
-}
 
 /* A log that retention has pruned (it starts after TXID 1) cannot be
  * replayed: every record kept is verified (file checksum, and each one
@@ -254,13 +149,12 @@ int fs_verify_db(const char *data_dir, const char *name, char *msg,
 		 size_t msglen)
 {
 	char dir[PATH_MAX - 32], path[PATH_MAX];
-	live_db l = {.db_fd = -1, .wal_fd = -1};
+	fs_live_db l = {.db_fd = -1, .wal_fd = -1};
 	uint8_t *a = NULL, *b = NULL;
 	uint64_t txid = 0, sum = 0, live_sum = LTX_CHECKSUM_EMPTY, first = 0;
 	uint32_t replay_pages = 0, lock, commit = 0;
 	struct stat st;
 	int scratch = -1, rc;
-	ltx_err err = {0};
 
 	if ((size_t)snprintf(dir, sizeof(dir), "%s/dbs/%s", data_dir, name) >=
 	    sizeof(dir)) {
@@ -280,27 +174,7 @@ int fs_verify_db(const char *data_dir, const char *name, char *msg,
 		    msglen);
 	if (rc < 0)
 		goto out;
-	snprintf(path, sizeof(path), "%s/database", dir);
-	l.db_fd = open(path, O_RDONLY | O_CLOEXEC);
-	snprintf(path, sizeof(path), "%s/wal", dir);
-	l.wal_fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (l.db_fd >= 0 && fstat(l.db_fd, &st) == 0 && st.st_size >= 100 &&
-	    ltx_dbfile_page_size(l.db_fd, &l.page_size, &err) < 0) {
-		snprintf(msg, msglen, "live database: %s", err.msg);
-		rc = -EBADMSG;
-		goto out;
-	}
-	if (l.db_fd >= 0 && l.page_size) {
-		uint8_t h[100];
-		l.pages = (uint32_t)((uint64_t)st.st_size / l.page_size);
-		/* SQLite cuts a shrunk file only after the commit; pages past
-		 * the header's valid page count are not the database's. */
-		if (lib_io_pread_full(l.db_fd, h, sizeof(h), 0, NULL) == 0 &&
-		    get_be32(h + 92) == get_be32(h + 24) &&
-		    get_be32(h + 28) != 0 && get_be32(h + 28) < l.pages)
-			l.pages = get_be32(h + 28);
-	}
-	rc = live_scan_wal(&l);
+	rc = fs_live_open(dir, false, &l, msg, msglen);
 	if (rc < 0)
 		goto out;
 	if (fstat(scratch, &st) < 0) {
@@ -328,7 +202,7 @@ int fs_verify_db(const char *data_dir, const char *name, char *msg,
 	for (uint32_t p = 1; p <= l.pages; p++) {
 		if (p == lock)
 			continue;
-		rc = live_read(&l, p, a);
+		rc = fs_live_read(&l, p, a);
 		if (rc == 0 && first > 1) {
 			live_sum = ltx_checksum_xor(
 				live_sum, ltx_checksum_page(p, a, l.page_size));
@@ -370,11 +244,7 @@ int fs_verify_db(const char *data_dir, const char *name, char *msg,
 out:
 	free(a);
 	free(b);
-	free(l.frame_off);
-	if (l.db_fd >= 0)
-		close(l.db_fd);
-	if (l.wal_fd >= 0)
-		close(l.wal_fd);
+	fs_live_close(&l);
 	close(scratch);
 	return rc;
 }

@@ -77,6 +77,18 @@ static void info_db(void *ctx, fs_db *db)
 		json_array_append_new(c->arr, o);
 }
 
+/* A database this node does not serve (fs_mount_foreach_out_of_service):
+ * no position, a state and the reason. */
+static void info_oos(void *ctx, const char *name, const char *reason)
+{
+	struct info_ctx *c = ctx;
+	json_t *o = json_pack("{s:s, s:s, s:s}", "name", name, "state",
+			      "out-of-service", "reason", reason);
+
+	if (o)
+		json_array_append_new(c->arr, o);
+}
+
 char *rep_info_json(rep_node *n)
 {
 	struct info_ctx c = {n, json_array(), lib_clock_wall_ms()};
@@ -91,6 +103,7 @@ char *rep_info_json(rep_node *n)
 	if (!c.arr)
 		return NULL;
 	fs_mount_foreach(n->mount, info_db, &c);
+	fs_mount_foreach_out_of_service(n->mount, info_oos, &c);
 	pthread_mutex_lock(&n->mu);
 	hex(node, n->o.node_id);
 	hex(cluster, n->cluster_id);
@@ -215,6 +228,32 @@ static void metric_db(void *ctx, fs_db *db)
 	}
 }
 
+/* ltxfs_db_out_of_service: 0 for every database served (those with a
+ * main file and TXID > 0, as the other db gauges), 1 for each out of
+ * service. */
+static void oos_served(void *ctx, fs_db *db)
+{
+	struct text *t = ctx;
+
+	if (fs_db_pos(db).txid == 0 || !fs_db_has(db, FS_KIND_DB))
+		return;
+	add(t, "ltxfs_db_out_of_service{db=\"%s\"} 0\n", fs_db_name(db));
+}
+
+static void oos_damaged(void *ctx, const char *name, const char *reason)
+{
+	add(ctx, "ltxfs_db_out_of_service{db=\"%s\"} 1\n", name);
+}
+
+static void oos_metrics(rep_node *n, struct text *t)
+{
+	add(t, "# HELP ltxfs_db_out_of_service 1 while the database is not "
+		"served (its LTX log is damaged; /info says why)\n"
+		"# TYPE ltxfs_db_out_of_service gauge\n");
+	fs_mount_foreach(n->mount, oos_served, t);
+	fs_mount_foreach_out_of_service(n->mount, oos_damaged, t);
+}
+
 /* The lease as this node sees it. With the static lease: primary is the
  * role, epoch 1, no deadline, the counters 0. */
 static void lease_metrics(rep_node *n, struct text *t)
@@ -285,6 +324,7 @@ char *rep_metrics_text(rep_node *n)
 		add(&t, "# HELP %s\n# TYPE %s gauge\n", help[c.pass], name);
 		fs_mount_foreach(n->mount, metric_db, &c);
 	}
+	oos_metrics(n, &t);
 	pthread_mutex_lock(&n->mu);
 	add(&t, "# HELP ltxfs_primary 1 when this node is the primary\n"
 		"# TYPE ltxfs_primary gauge\nltxfs_primary %d\n",

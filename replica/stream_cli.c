@@ -21,6 +21,11 @@
  * fewer lock cycles per record. A rejected record (bad file checksum,
  * wrong position) closes the stream: the next connection starts from
  * the position the replica really has.
+ *
+ * A database out of service here (its LTX log is damaged) is healed when
+ * the primary's first record for it arrives (fs_mount_open_db); while it
+ * cannot be opened, its records are read and dropped and the other
+ * databases go on (a BEGIN of it does not end the stream).
  */
 #include "node_i.h"
 
@@ -63,6 +68,9 @@ struct cli {
 	uint64_t hello_epoch;    /* the epoch this stream's HELLO carried */
 	/* The record being received, at offset off of the scratch file. */
 	bool in_record;
+	bool skip;               /* ... of a database that cannot be opened
+				  * here (out of service): read, dropped */
+	char skipped[REP_NAME_MAX + 1]; /* the last one said in the log */
 	char name[REP_NAME_MAX + 1];
 	fs_db *db;
 	uint64_t off, len, got;
@@ -97,6 +105,7 @@ static void set_why(struct cli *c, const char *fmt, ...)
 static void drop_record(struct cli *c)
 {
 	c->in_record = false;
+	c->skip = false;
 	c->db = NULL;
 	c->nbat = 0;
 	c->bat_db = NULL;
@@ -220,6 +229,8 @@ static void log_discard(struct cli *c, ltx_pos local, uint64_t snap_txid)
 	int fd, rc;
 
 	rc = fs_log_iter_open(fs_db_log(c->db), 0, &it);
+	if (rc == 0)
+		fs_log_iter_headers_only(it);
 	while (rc == 0 && (rc = fs_log_iter_next(it, &fd, &off, &len, &h)) == 1)
 		if (h.node_id != c->n->o.node_id)
 			own_from = 0;
@@ -264,15 +275,36 @@ static int on_begin(struct cli *c, const rep_frame *f)
 	}
 	rc = fs_mount_open_db(c->n->mount, c->name, &c->db);
 	if (rc < 0) {
-		set_why(c, "db=%s: cannot open it here: %s", c->name,
-			strerror(-rc));
-		return rc;
+		/* That database alone is out of service here (damaged and
+		 * not healed yet, or it cannot be created): its records are
+		 * read and dropped, the others go on. The next connection
+		 * asks for it from the start again. */
+		if (strcmp(c->skipped, c->name) != 0)
+			log_error("db=%s: cannot open it here (%s): the records "
+				  "the primary sends for it are dropped; the "
+				  "other databases go on", c->name,
+				  strerror(-rc));
+		memcpy(c->skipped, c->name, sizeof(c->name));
+		c->db = NULL;
+		c->skip = true;
+		c->in_record = true;
+		c->got = 0;
+		return 0;
 	}
 	if (c->nbat > 0 &&
 	    (c->db != c->bat_db || c->kind == 1 || c->nbat >= BATCH_MAX ||
 	     c->scratch_end >= BATCH_BYTES) &&
 	    (rc = flush(c)) < 0)
 		return rc;
+	if (minx != 1 && (c->nbat == 0 || c->bat_db != c->db) &&
+	    fs_db_pos(c->db).txid == 0) {
+		/* A new copy (a healed one too) starts with a snapshot: ask
+		 * again without a position for it. */
+		set_why(c, "db=%s: this node has no copy yet and the primary "
+			"sent TXIDs %016" PRIx64 "-%016" PRIx64 "; reconnecting "
+			"to receive it from the start", c->name, minx, maxx);
+		return -ESTALE;
+	}
 	if (c->scratch < 0) {
 		c->scratch = rep_tmpfile(c->n);
 		if (c->scratch < 0) {
@@ -304,6 +336,11 @@ static int on_data(struct cli *c, const rep_frame *f)
 		set_why(c, "DATA outside a record or past its length");
 		return -EPROTO;
 	}
+	if (c->skip) {
+		c->got += f->len;
+		atomic_fetch_add(&c->n->m.bytes_received, f->len);
+		return 0;
+	}
 	if (c->got == 0 && f->len >= LTX_HEADER_SIZE) {
 		ltx_header h;
 		ltx_err e;
@@ -331,6 +368,11 @@ static int on_end(struct cli *c, const rep_frame *f)
 		set_why(c, "END does not match the record (%" PRIu64 " of %"
 			PRIu64 " bytes)", c->got, c->len);
 		return -EPROTO;
+	}
+	if (c->skip) {
+		c->in_record = false;
+		c->skip = false;
+		return 0;
 	}
 	c->bat[c->nbat] = (fs_apply_rec){c->off, c->len};
 	c->bat_ts[c->nbat] = c->ts;
@@ -708,6 +750,7 @@ void *rep_client_main(void *arg)
 		c.why[0] = '\0';
 		c.refused = false;
 		c.got_ready = false;
+		c.skipped[0] = '\0';
 		c.parser.nhdr = 0;
 		c.parser.need = c.parser.have = 0;
 		fs_mount_foreach(n->mount, abandon_one, NULL);

@@ -18,7 +18,8 @@
  *   one's pre-apply checksum)      the next log record (raw bytes);
  *   replica at 0 and the log starts at TXID 1: the first record;
  *   otherwise (too far behind for retention, ahead, or diverged: same
- *   TXID, other checksum)          a snapshot, with a log line naming
+ *   TXID, other checksum; or a record it needs is corrupt in an older
+ *   segment of our log)            a snapshot, with a log line naming
  *                                  both positions when it is a divergence.
  * A record is sent as BEGIN, DATA frames of up to 256 KiB read from the
  * log segment (or the snapshot's temporary file), and END: memory stays
@@ -53,6 +54,9 @@
  * cycle on the replica) per window while commits come faster; no delay
  * when they come slower. */
 #define BATCH_WINDOW_NS (1000 * 1000)
+/* Why a snapshot replaces records an iterator found corrupt (fs/log.h). */
+#define DAMAGED "a record it needs is damaged in this primary's LTX log " \
+	"(logged above)"
 
 struct sub_db {
 	char name[REP_NAME_MAX + 1];
@@ -347,6 +351,9 @@ static int scan_db(struct sub *s, fs_db *db)
 				return send_snapshot(s, d, db, "its position "
 						     "is older than the records "
 						     "kept") < 0 ? -EIO : 1;
+			if (rc == -EBADMSG)
+				return send_snapshot(s, d, db, DAMAGED) < 0
+					       ? -EIO : 1;
 			if (rc < 0)
 				return rc;
 			if (post != d->pos.checksum) {
@@ -377,6 +384,8 @@ static int scan_db(struct sub *s, fs_db *db)
 	if (rc == -ENOENT)
 		return send_snapshot(s, d, db, "its position is older than the "
 				     "records kept") < 0 ? -EIO : 1;
+	if (rc == -EBADMSG)
+		return send_snapshot(s, d, db, DAMAGED) < 0 ? -EIO : 1;
 	return rc; /* 0: the log has nothing newer yet */
 }
 

@@ -566,6 +566,360 @@ def corrupt_transit():
         cl.stop()
 
 
+def flip_record(node, db):
+    """Flips 4 bytes in the middle of a record in the middle of db's last
+    LTX segment (the one checked at start; far from its tail, so it
+    cannot pass for a torn append). The node must be stopped. Returns
+    (segment file name, byte offset of the record)."""
+    seg = node.segments(db)[-1]
+    with open(seg, "rb") as f:
+        buf = bytearray(f.read())
+    recs, off = [], 0
+    while off + 4 <= len(buf):
+        n = int.from_bytes(buf[off:off + 4], "big")
+        recs.append((off, n))
+        off += 4 + n
+    check(len(recs) >= 5, "only %d records in %s" % (len(recs), seg))
+    roff, rlen = recs[len(recs) // 2]
+    at = roff + 4 + rlen // 2
+    for i in range(4):
+        buf[at + i] ^= 0xFF
+    with open(seg, "wb") as f:
+        f.write(buf)
+    log("  %s: flipped 4 bytes of record %d of %d in %s (record at byte "
+        "%d)" % (node.name, len(recs) // 2 + 1, len(recs),
+                 os.path.basename(seg), roff))
+    return os.path.basename(seg), roff
+
+
+def db_info(node, db):
+    """db's entry in node's /info, or None."""
+    for d in node.info()["databases"]:
+        if d["name"] == db:
+            return d
+    return None
+
+
+def oos_metric(node, db):
+    return 'ltxfs_db_out_of_service{db="%s"}' % db
+
+
+def expect_refused(path):
+    """Opening path (a database out of service) fails with EBADMSG, and
+    so does SQLite."""
+    import errno
+    h.expect_oserror(errno.EBADMSG, os.open, path, os.O_RDONLY)
+    try:
+        c = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=5)
+        try:
+            c.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            c.close()
+        raise TestFailure("SQLite read %s, out of service" % path)
+    except sqlite3.Error as e:
+        log("  SQLite on %s: %s" % (os.path.basename(path), e))
+
+
+def replica_corrupt_log():
+    """A replica's LTX log of one database is corrupt (bytes flipped in a
+    record in the middle of its last segment, found at start). That
+    database alone is out of service (/info, /metrics, a log line naming
+    segment, offset and rule); the others go on replicating, also while
+    it cannot heal (a bind mount on its log directory makes moving the
+    log aside fail); then it heals from the primary: the damaged log
+    kept aside, position and content equal to the primary's. A second
+    corrupt one (y.db, WAL mode) heals at once, at the primary's first
+    record for it."""
+    t = Timer()
+    dbs = {"a.db": "DELETE", "b.db": "WAL", "x.db": "DELETE",
+           "y.db": "WAL"}
+    bad = "x.db"
+    with Cluster(2) as cl:
+        cl.start()
+        for db, mode in dbs.items():
+            simple_txns(cl.primary.path(db), 20, mode=mode)
+            check_identical(cl, db)
+        r = cl.replicas[0]
+        t.lap("4 databases, 20 txns each, identical")
+        r.stop()
+        seg, roff = flip_record(r, bad)
+        flip_record(r, "y.db")
+        logdir = r.log_dir(bad)
+        subprocess.run(["mount", "--bind", logdir, logdir], check=True,
+                       timeout=30)
+        try:
+            mark = len(r.log_text())
+            r.start()
+            cl.wait_connected(r)
+            t.lap("replica restarted with x.db's and y.db's logs corrupt")
+            r.wait_log(r"db=y\.db: healing a damaged copy .*rule R1.*"
+                       r"re-snapshotted", 30, start=mark)
+            check_identical(cl, "y.db")
+            t.lap("y.db healed at once, identical")
+            # The others replicate while x.db cannot be healed.
+            for i, db in enumerate(("a.db", "b.db", "y.db")):
+                simple_txns(cl.primary.path(db), 10, start=20)
+                check_identical(cl, db)
+            t.lap("a.db, b.db, y.db: 10 more each, identical")
+            d = wait_for(lambda: (lambda e: e if e and e.get("state") ==
+                                  "out-of-service" else None)(
+                                      db_info(r, bad)), 15,
+                         "%s: /info says %s is out of service"
+                         % (r.name, bad))
+            log("  /info: %s" % json.dumps(d))
+            check(seg in d.get("reason", "") and "R1" in d["reason"],
+                  "/info reason lacks the segment or rule: %r" % d)
+            check(r.metric(oos_metric(r, bad)) == 1, "metric: %s"
+                  % r.metric(oos_metric(r, bad)))
+            for db in ("a.db", "b.db", "y.db"):
+                check(r.metric(oos_metric(r, db)) == 0, "%s: %s" % (
+                    db, r.metric(oos_metric(r, db))))
+            line = r.wait_log(r"db=x\.db: .*%s.*byte %d.*rule R1.*"
+                              % (re.escape(seg), roff), 10,
+                              start=mark).group(0)
+            log("  log: %s" % line)
+            expect_refused(r.path(bad))
+            m = r.metrics()
+            check(m.get("ltxfs_apply_errors_total", 0) == 0,
+                  "apply errors: %s" % m.get("ltxfs_apply_errors_total"))
+        finally:
+            subprocess.run(["umount", logdir], timeout=30)
+        t.lap("out of service, reported; the others replicated")
+        # x.db heals at the primary's next record for it.
+        simple_txns(cl.primary.path(bad), 5, start=20)
+        line = r.wait_log(r"db=x\.db: healing a damaged copy.*re-snapshotted.*",
+                          30, start=mark).group(0)
+        log("  log: %s" % line)
+        check_identical(cl, bad)
+        r.wait_metric(oos_metric(r, bad), lambda v: v == 0, 10)
+        check(db_info(r, bad).get("state", "ok") != "out-of-service",
+              "still out of service: %r" % db_info(r, bad))
+        aside = [f for f in os.listdir(os.path.join(r.data, "dbs", bad))
+                 if f.startswith("log.damaged-")]
+        check(len(aside) == 1, "damaged log kept aside: %s" % aside)
+        check(seg in os.listdir(os.path.join(r.data, "dbs", bad,
+                                             aside[0])),
+              "%s lacks %s" % (aside[0], seg))
+        t.lap("healed from the primary; damaged log in %s" % aside[0])
+        for db in dbs:
+            simple_txns(cl.primary.path(db), 5, start=40)
+            check_identical(cl, db)
+        t.lap("5 more in each, identical")
+        cl.stop()
+
+
+def run_repair(node, db):
+    """`ltxfs repair -c CFG DB`: (exit code, output)."""
+    p = subprocess.run([h.ltxfs_bin(), "repair", "-c", node.cfg, db],
+                       capture_output=True, text=True, timeout=120)
+    return p.returncode, p.stdout + p.stderr
+
+
+WAL_LEFTOVER = r"""
+import os, sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("PRAGMA wal_autocheckpoint=0")
+for i in range(int(sys.argv[2])):
+    c.execute("INSERT INTO t(v) VALUES (randomblob(3000))")
+os._exit(0)  # no close: no checkpoint, the frames stay in the WAL
+"""
+
+
+def primary_corrupt_log():
+    """The primary's LTX log of one database (WAL mode, its last
+    transactions still in the WAL) is corrupt: that database alone is
+    out of service there (opening it fails with EBADMSG; /info, /metrics
+    and a log line that says to run `ltxfs repair`), the others are
+    written and replicate, the replica keeps its copy. `ltxfs repair`
+    refuses while the node runs and for an intact log, then gives it a
+    new log from the database file (WAL included); the primary serves it
+    at a higher TXID with the same content and the replica converges by
+    a snapshot."""
+    t = Timer()
+    dbs = {"a.db": "DELETE", "b.db": "WAL", "x.db": "WAL"}
+    bad = "x.db"
+    with Cluster(2) as cl:
+        cl.start()
+        p, r = cl.primary, cl.replicas[0]
+        for db, mode in dbs.items():
+            simple_txns(p.path(db), 20, mode=mode)
+            check_identical(cl, db)
+        subprocess.run([sys.executable, "-c", WAL_LEFTOVER, p.path(bad),
+                        "5"], check=True, timeout=60)
+        pos = p.settled_pos(bad)
+        cl.wait_synced(bad)
+        want = ro_digest(p.path(bad))
+        check(os.path.getsize(os.path.join(p.data, "dbs", bad, "wal")) > 0,
+              "no transactions left in %s's WAL" % bad)
+        t.lap("3 databases identical; x.db's last 5 in its WAL")
+        p.stop()
+        seg, roff = flip_record(p, bad)
+        mark = len(p.log_text())
+        p.start()
+        cl.wait_connected(r)
+        d = db_info(p, bad)
+        log("  /info: %s" % json.dumps(d))
+        check(d and d.get("state") == "out-of-service" and
+              seg in d.get("reason", "") and "R1" in d["reason"],
+              "/info: %r" % d)
+        check(p.metric(oos_metric(p, bad)) == 1, "metric %s"
+              % p.metric(oos_metric(p, bad)))
+        line = p.wait_log(r"db=x\.db: out of service on this primary: .*"
+                          r"%s.*byte %d.*rule R1.*ltxfs repair.*"
+                          % (re.escape(seg), roff), 10, start=mark).group(0)
+        log("  log: %s" % line)
+        expect_refused(p.path(bad))
+        import errno
+        h.expect_oserror(errno.EBADMSG, os.open, p.path(bad),
+                         os.O_RDWR | os.O_CREAT, 0o644)
+        check(r.pos(bad) == pos and ro_digest(r.path(bad)) == want,
+              "the replica's copy of %s changed" % bad)
+        for db in ("a.db", "b.db"):
+            simple_txns(p.path(db), 10, start=20)
+            check_identical(cl, db)
+        t.lap("out of service on the primary; a.db, b.db written, identical")
+        rc, out = run_repair(p, bad)
+        check(rc == 1 and re.search(r"data directory .* is in use by ltxfs "
+                                    r"PID %d" % p.pid(), out),
+              "repair while running: "
+              "exit %d: %s" % (rc, out))
+        p.stop()
+        rc, out = run_repair(p, "a.db")
+        check(rc == 1 and "not damaged" in out, "repair of an intact log: "
+              "exit %d: %s" % (rc, out))
+        rc, out = run_repair(p, bad)
+        log("  ltxfs repair %s: exit %d\n    %s"
+            % (bad, rc, out.strip().replace("\n", "\n    ")))
+        check(rc == 0, "repair failed")
+        dd = os.path.join(p.data, "dbs", bad)
+        aside = [f for f in os.listdir(dd) if f.startswith("log.damaged-")]
+        check(len(aside) == 1 and seg in os.listdir(os.path.join(dd,
+                                                                 aside[0])),
+              "damaged log kept aside: %s" % aside)
+        check(not os.path.exists(os.path.join(dd, "wal")), "WAL left")
+        t.lap("repair refused twice, then done")
+        p.start()
+        cl.wait_connected(r)
+        now = p.settled_pos(bad)
+        check(now[0] == pos[0] + 1, "repaired at TXID %d, want %d"
+              % (now[0], pos[0] + 1))
+        check(ro_digest(p.path(bad)) == want, "content changed")
+        h.integrity_ok(p.path(bad))
+        check(p.metric(oos_metric(p, bad)) == 0, "still out of service")
+        check_identical(cl, bad)
+        check(p.metric("ltxfs_stream_snapshots_sent_total", 0) >= 1,
+              "no snapshot sent")
+        t.lap("served again at TXID %d; the replica identical" % now[0])
+        for db in dbs:
+            simple_txns(p.path(db), 5, start=40)
+            check_identical(cl, db)
+        t.lap("5 more in each, identical")
+        cl.stop()
+        p.verify()
+
+
+def primary_corrupt_db():
+    """The primary's LTX log of a database is damaged and so is its file
+    (a page overwritten): `ltxfs repair` refuses (PRAGMA integrity_check),
+    and the procedure of docs/STORAGE.md takes the replica's copy
+    instead: export from the replica, the database's directory moved out
+    of the primary's data directory, import on the primary; the replica
+    converges (a snapshot) and replication goes on."""
+    t = Timer()
+    with Cluster(2) as cl:
+        db = "x.db"
+        r = start_synced(cl, db, 20, mode="DELETE")
+        p = cl.primary
+        want = ro_digest(r.path(db))
+        p.stop()
+        flip_record(p, db)
+        with open(os.path.join(p.data, "dbs", db, "database"), "r+b") as f:
+            f.seek(4096)
+            f.write(bytes(range(256)) * 16)
+        rc, out = run_repair(p, db)
+        log("  ltxfs repair: exit %d: %s" % (rc, out.strip().splitlines()[-1]))
+        check(rc == 1 and "integrity_check" in out, "repair of a damaged "
+              "file: exit %d: %s" % (rc, out))
+        t.lap("log and file damaged; repair refused")
+        copy = os.path.join(p.root, "copy.db")
+        e = subprocess.run([h.ltxfs_bin(), "export", "--url", r.url, db,
+                            copy], capture_output=True, text=True,
+                           timeout=60)
+        check(e.returncode == 0, "export: %s%s" % (e.stdout, e.stderr))
+        shutil.move(os.path.join(p.data, "dbs", db),
+                    os.path.join(p.root, "damaged-" + db))
+        p.start()
+        cl.wait_connected(r)
+        i = subprocess.run([h.ltxfs_bin(), "import", "-c", p.cfg, db, copy],
+                           capture_output=True, text=True, timeout=60)
+        check(i.returncode == 0, "import: %s%s" % (i.stdout, i.stderr))
+        check(ro_digest(p.path(db)) == want, "the primary's content is not "
+              "the replica's copy")
+        check_identical(cl, db)
+        t.lap("the replica's copy exported, imported, identical")
+        simple_txns(p.path(db), 5, start=20)
+        check_identical(cl, db)
+        t.lap("5 more, identical")
+        cl.stop()
+
+
+def primary_corrupt_old_segment():
+    """A record in an older segment of the primary's log (start-up checks
+    only the last segment) is corrupt, and a replica that was stopped
+    needs it: the primary finds it when it reads the record to send
+    (logged with segment, offset and rule) and sends a snapshot instead;
+    the replica converges and the other database replicates."""
+    t = Timer()
+    with Cluster(2, primary_data_yml="  retention-bytes: 4194304\n") as cl:
+        db, other = "x.db", "a.db"
+        p = cl.primary
+        r = start_synced(cl, db, 5, mode="DELETE")
+        simple_txns(p.path(other), 5)
+        check_identical(cl, other)
+        r.stop()
+        simple_txns(p.path(db), 60, start=5, blob=20000)
+        check(len(p.segments(db)) >= 2, "one segment: %s"
+              % p.segments(db))
+        t.lap("replica stopped; 60 more in %s, %d segments"
+              % (db, len(p.segments(db))))
+        p.stop()
+        seg = p.segments(db)[0]
+        with open(seg, "rb") as f:
+            buf = bytearray(f.read())
+        recs, off = [], 0
+        while off + 4 <= len(buf):
+            n = int.from_bytes(buf[off:off + 4], "big")
+            recs.append((off, n))
+            off += 4 + n
+        roff, rlen = recs[len(recs) // 2]
+        check(len(recs) > 10, "only %d records in %s" % (len(recs), seg))
+        for i in range(4):
+            buf[roff + 4 + rlen // 2 + i] ^= 0xFF
+        with open(seg, "wb") as f:
+            f.write(buf)
+        log("  flipped 4 bytes of record %d of %d in %s (byte %d)"
+            % (len(recs) // 2 + 1, len(recs), os.path.basename(seg), roff))
+        mark = len(p.log_text())
+        p.start()
+        cl.start([r])
+        check_identical(cl, db)
+        line = p.wait_log(r"db=x\.db: .*%s.*byte %d.*rule R1.*" % (
+            re.escape(os.path.basename(seg)), roff), 10,
+            start=mark).group(0)
+        log("  log: %s" % line)
+        check(p.metric("ltxfs_stream_snapshots_sent_total", 0) >= 1,
+              "no snapshot sent")
+        check(r.metric("ltxfs_apply_errors_total", 0) == 0,
+              "the replica rejected records")
+        t.lap("the replica got a snapshot, identical")
+        simple_txns(p.path(other), 5, start=5)
+        simple_txns(p.path(db), 5, start=65)
+        check_identical(cl, other)
+        check_identical(cl, db)
+        t.lap("5 more in each, identical")
+        cl.stop()
+
+
 TOKEN = "t0ken-for-tests"
 
 
@@ -1147,6 +1501,10 @@ CASES = {
     "replica-restart": replica_restart,
     "primary-restart": primary_restart,
     "corrupt-transit": corrupt_transit,
+    "replica-corrupt-log": replica_corrupt_log,
+    "primary-corrupt-log": primary_corrupt_log,
+    "primary-corrupt-db": primary_corrupt_db,
+    "primary-corrupt-old-segment": primary_corrupt_old_segment,
     "bad-token": bad_token,
     "other-cluster": other_cluster,
     "bad-stream": bad_stream,

@@ -3,6 +3,8 @@
  * clocks (record timestamps and the 'now' given to fs_log_prune), the
  * segment holding the last record always kept, iterators across a prune,
  * reopening a pruned log, and a crash between two unlinks of a prune.
+ * Damage: what open says of a corrupt record (segment, offset, rule), the
+ * whole-log check (fs_log_check_all) and moving a log aside.
  *
  * Records are real LTX files on real files in a temporary directory:
  * one 4 KiB page each, uncompressed (about 4.2 KB a record), chained by
@@ -95,7 +97,7 @@ static int setup(void **state)
 	assert_non_null(e);
 	assert_non_null(mkdtemp(tmpl));
 	snprintf(e->dir, sizeof(e->dir), "%s/log", tmpl);
-	assert_int_equal(fs_log_open(e->dir, "t", &e->log), 0);
+	assert_int_equal(fs_log_open(e->dir, "t", &e->log, NULL, 0), 0);
 	*state = e;
 	return 0;
 }
@@ -118,7 +120,7 @@ static void reopen(env *e)
 {
 	fs_log_close(e->log);
 	e->log = NULL;
-	assert_int_equal(fs_log_open(e->dir, "t", &e->log), 0);
+	assert_int_equal(fs_log_open(e->dir, "t", &e->log, NULL, 0), 0);
 }
 
 /* Segment files in the directory and their total size. */
@@ -443,7 +445,7 @@ static void test_crash_mid_prune(void **state)
 	 * next one: the log starts at TXID 2. */
 	snprintf(path, sizeof(path), "%s/%016x.seg", e->dir, 1);
 	assert_int_equal(unlink(path), 0);
-	assert_int_equal(fs_log_open(e->dir, "t", &e->log), 0);
+	assert_int_equal(fs_log_open(e->dir, "t", &e->log, NULL, 0), 0);
 	fs_log_get_stats(e->log, &st);
 	assert_int_equal(st.first_txid, 2);
 	assert_int_equal(st.segments, 5);
@@ -611,6 +613,201 @@ static void test_concurrent_prune(void **state)
 	       "%" PRIu64 " times after a prune\n", ra.records, ra.restarts);
 }
 
+
+/* ---- damage ------------------------------------------------------------ */
+
+/* Byte offset of record n (1-based) of segment file name in e->dir. */
+static uint64_t record_off(const env *e, const char *name, int n)
+{
+	char path[600];
+	uint8_t pfx[4];
+	uint64_t off = 0;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", e->dir, name);
+	fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	for (int i = 1; i < n; i++) {
+		assert_int_equal(pread(fd, pfx, 4, (off_t)off), 4);
+		off += 4 + ((uint64_t)pfx[0] << 24 | (uint64_t)pfx[1] << 16 |
+			    (uint64_t)pfx[2] << 8 | pfx[3]);
+	}
+	close(fd);
+	return off;
+}
+
+/* Flips a byte in the middle of record n of segment file name. */
+static uint64_t flip(const env *e, const char *name, int n)
+{
+	char path[600];
+	uint64_t off = record_off(e, name, n);
+	uint8_t b;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", e->dir, name);
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &b, 1, (off_t)(off + 2000)), 1);
+	b ^= 0xFF;
+	assert_int_equal(pwrite(fd, &b, 1, (off_t)(off + 2000)), 1);
+	close(fd);
+	return off;
+}
+
+static void test_corrupt_why(void **state)
+{
+	env *e = *state;
+	char why[FS_LOG_WHY_MAX], want[200];
+	fs_log_check c;
+	fs_log *log = NULL;
+	uint64_t off;
+
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(append(e, T0), 0);
+	fs_log_close(e->log);
+	e->log = NULL;
+	off = flip(e, "0000000000000001.seg", 5);
+	assert_int_equal(fs_log_open(e->dir, "t", &log, why, sizeof(why)),
+			 -EBADMSG);
+	assert_null(log);
+	snprintf(want, sizeof(want), "LTX log segment 0000000000000001.seg is "
+		 "corrupt at byte %" PRIu64 " (rule R1): record 5: ", off);
+	assert_true(strncmp(why, want, strlen(want)) == 0);
+	/* The whole-log check finds the same, and every other record. */
+	assert_int_equal(fs_log_check_all(e->dir, "t", &c), 0);
+	assert_true(c.damaged);
+	assert_true(strncmp(c.why, want, strlen(want)) == 0);
+	assert_int_equal(c.records, 9);
+	assert_int_equal(c.max_txid, 10);
+	assert_int_equal(c.last.txid, 10);
+	assert_int_equal(c.last.checksum, e->post);
+	/* Nothing was changed: the byte back, the log opens. */
+	flip(e, "0000000000000001.seg", 5);
+	assert_int_equal(fs_log_open(e->dir, "t", &e->log, why, sizeof(why)),
+			 0);
+	assert_int_equal(fs_log_get_tail(e->log).pos.txid, 10);
+}
+
+static void test_check_all(void **state)
+{
+	env *e = *state;
+	char path[600];
+	fs_log_check c;
+	uint8_t junk[100] = {0, 0, 1, 0};
+	int fd;
+
+	/* Segments of about 4 records: damage in the first is not seen by
+	 * open (it checks the last), but by the whole-log check. */
+	fs_log_set_retention(e->log, -1, 16 * FS_LOG_SEGMENT_MIN_BYTES);
+	for (int i = 0; i < 12; i++)
+		assert_int_equal(append(e, T0), 0);
+	assert_true(count_files(e, NULL, NULL) >= 3);
+	assert_int_equal(fs_log_check_all(e->dir, "t", &c), 0);
+	assert_false(c.damaged);
+	assert_int_equal(c.records, 12);
+	assert_int_equal(c.max_txid, 12);
+	/* A torn tail (a record running past the end) is not damage. */
+	fs_log_close(e->log);
+	e->log = NULL;
+	{
+		uint64_t last = 0;
+		DIR *d = opendir(e->dir);
+		struct dirent *de;
+		while ((de = readdir(d)) != NULL)
+			if (strstr(de->d_name, ".seg") &&
+			    strtoull(de->d_name, NULL, 16) > last)
+				last = strtoull(de->d_name, NULL, 16);
+		closedir(d);
+		snprintf(path, sizeof(path), "%s/%016" PRIx64 ".seg", e->dir,
+			 last);
+	}
+	fd = open(path, O_WRONLY | O_APPEND);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+	close(fd);
+	assert_int_equal(fs_log_check_all(e->dir, "t", &c), 0);
+	assert_false(c.damaged);
+	assert_int_equal(c.records, 12);
+	flip(e, "0000000000000001.seg", 2);
+	assert_int_equal(fs_log_open(e->dir, "t", &e->log, NULL, 0), 0);
+	fs_log_close(e->log);
+	e->log = NULL;
+	assert_int_equal(fs_log_check_all(e->dir, "t", &c), 0);
+	assert_true(c.damaged);
+	assert_non_null(strstr(c.why, "segment 0000000000000001.seg"));
+	assert_non_null(strstr(c.why, "(rule R1): record 2:"));
+	assert_int_equal(c.records, 11);
+	assert_int_equal(c.max_txid, 12);
+	reopen(e);
+}
+
+/* A corrupt record of an older segment (not checked by open) is found
+ * by an iterator that reads it; records of the last one are not
+ * re-verified; a headers-only iterator does not check. */
+static void test_iter_verifies_old(void **state)
+{
+	env *e = *state;
+	fs_log_iter *it = NULL;
+	uint64_t off, len, n = 0;
+	ltx_header h;
+	int fd, rc;
+
+	fs_log_set_retention(e->log, -1, 16 * FS_LOG_SEGMENT_MIN_BYTES);
+	for (int i = 0; i < 12; i++)
+		assert_int_equal(append(e, T0), 0);
+	fs_log_close(e->log);
+	e->log = NULL;
+	flip(e, "0000000000000001.seg", 3);
+	assert_int_equal(fs_log_open(e->dir, "t", &e->log, NULL, 0), 0);
+	assert_int_equal(fs_log_iter_open(e->log, 0, &it), 0);
+	while ((rc = fs_log_iter_next(it, &fd, &off, &len, &h)) == 1)
+		n++;
+	assert_int_equal(rc, -EBADMSG);
+	assert_int_equal(n, 2);
+	fs_log_iter_free(it);
+	assert_int_equal(check_iter(e, 3), 9);
+	assert_int_equal(fs_log_iter_open(e->log, 0, &it), 0);
+	fs_log_iter_headers_only(it);
+	for (n = 0; (rc = fs_log_iter_next(it, &fd, &off, &len, &h)) == 1;)
+		n++;
+	assert_int_equal(rc, 0);
+	assert_int_equal(n, 12);
+	fs_log_iter_free(it);
+}
+
+static void test_set_aside(void **state)
+{
+	env *e = *state;
+	char first[700], second[700], path[800];
+	struct stat st;
+
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(append(e, T0), 0);
+	fs_log_close(e->log);
+	e->log = NULL;
+	assert_int_equal(fs_log_set_aside(e->dir, e->dir, first,
+					  sizeof(first)), 0);
+	assert_int_equal(stat(e->dir, &st), -1);
+	snprintf(path, sizeof(path), "%s/0000000000000001.seg", first);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(strncmp(first, e->dir, strlen(e->dir)), 0);
+	assert_int_equal(strncmp(first + strlen(e->dir), ".damaged-", 9), 0);
+	/* A new log there, damaged again a second later: only the latest
+	 * damaged copy is kept. */
+	assert_int_equal(fs_log_open(e->dir, "t", &e->log, NULL, 0), 0);
+	e->txid = 0;
+	assert_int_equal(append(e, T0), 0);
+	fs_log_close(e->log);
+	e->log = NULL;
+	sleep(1);
+	assert_int_equal(fs_log_set_aside(e->dir, e->dir, second,
+					  sizeof(second)), 0);
+	assert_string_not_equal(first, second);
+	assert_int_equal(stat(first, &st), -1);
+	assert_int_equal(stat(second, &st), 0);
+	assert_int_equal(fs_log_open(e->dir, "t", &e->log, NULL, 0), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -629,6 +826,14 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_policy_after_first_record,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_prune, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_corrupt_why, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_check_all, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_iter_verifies_old, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_set_aside, setup,
 						teardown),
 	};
 
