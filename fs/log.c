@@ -634,8 +634,14 @@ int fs_log_append_cctx(fs_log *log, const ltx_header *hdr, int zstd_level,
 		*out_trailer = t;
 	return 0;
 fail:
-	log_error("db=%s: appending TXID %016" PRIx64 " to the LTX log: %s",
-		  log->name, hdr->max_txid, err.msg);
+	/* A full disk is the caller's to report (once, not at each retry:
+	 * fs/db_capture.c, "capture blocked: disk full"). */
+	if (rc == -ENOSPC || rc == -EDQUOT)
+		log_debug("db=%s: appending TXID %016" PRIx64 " to the LTX "
+			  "log: %s", log->name, hdr->max_txid, err.msg);
+	else
+		log_error("db=%s: appending TXID %016" PRIx64 " to the LTX "
+			  "log: %s", log->name, hdr->max_txid, err.msg);
 	/* Cut the partial record so nothing half-written remains. */
 	cut_failed(log, start);
 	return rc;
