@@ -24,8 +24,17 @@ Cases (argv[1]):
           replica has every acknowledged write and nothing of the failed
           one. A database file copied in (no journal) whose record does
           not fit is recorded once the space is back, with no write.
+  import  POST /import of a database larger than the disk: with
+          Content-Length, 507 before the body; chunked, 507 as soon as
+          the upload is over, with the space released at once (statvfs);
+          `ltxfs import` shows the 507; an upload that fits whose copy
+          into the mount does not: 507, the copy rolled back and the
+          space free before the answer; http.max-import-size: 413 before
+          the body, or once a chunked body passes it; the node goes on
+          working (writes, replication, `ltxfs verify`).
 """
 
+import http.client
 import os
 import sqlite3
 import subprocess
@@ -355,7 +364,157 @@ def delete():
             "transaction on neither")
 
 
-CASES = {"wal": wal, "delete": delete}
+# -- import ---------------------------------------------------------------
+
+def make_big_db(path, size):
+    if os.path.exists(path):
+        os.unlink(path)
+    c = sqlite3.connect(path, isolation_level=None)
+    c.execute("CREATE TABLE big(id INTEGER PRIMARY KEY, v BLOB)")
+    c.execute("BEGIN")
+    for i in range(size // 8000 + 1):
+        c.execute("INSERT INTO big(v) VALUES (randomblob(8000))")
+    c.execute("COMMIT")
+    c.close()
+
+
+def post_import(node, db, path, chunked, timeout=30.0):
+    """POST /import; returns (status, body, seconds from the end of the
+    upload to the answer). Sends the body without waiting for 100
+    Continue; an answer before the body is read is taken too."""
+    conn = http.client.HTTPConnection("127.0.0.1", node.port,
+                                      timeout=timeout)
+    size = os.path.getsize(path)
+    t_end = None
+    try:
+        conn.putrequest("POST", "/import?db=%s" % db)
+        if chunked:
+            conn.putheader("Transfer-Encoding", "chunked")
+        else:
+            conn.putheader("Content-Length", str(size))
+        conn.endheaders()
+        try:
+            with open(path, "rb") as f:
+                while True:
+                    b = f.read(1 << 16)
+                    if not b:
+                        break
+                    conn.send(b"%x\r\n%s\r\n" % (len(b), b) if chunked
+                              else b)
+            if chunked:
+                conn.send(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        t_end = time.monotonic()
+        r = conn.getresponse()
+        body = r.read().decode("utf-8", "replace")
+        return r.status, body, time.monotonic() - t_end
+    finally:
+        conn.close()
+
+
+def import_full():
+    db = "app.db"
+    with ch.Cluster(2, primary_yml="") as cl, \
+            SmallDisk(cl.primary.data) as disk:
+        p = cl.primary
+        cl.start()
+        c = h.connect(p.path(db))
+        c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+        acked = []
+        for i in range(1, 21):
+            c.execute("INSERT INTO t(id, v) VALUES (?, randomblob(500))",
+                      (i,))
+            acked.append(i)
+        wait_replica_has(cl, db, acked)
+        big = os.path.join(p.root, "big.db")
+        make_big_db(big, 24 << 20)
+        free0 = disk.free()
+        log("%d bytes free; importing %d bytes" % (free0,
+                                                  os.path.getsize(big)))
+
+        # With Content-Length: refused before the body.
+        st, body, _ = post_import(p, "imp.db", big, chunked=False)
+        log("Content-Length: %d %s" % (st, body.strip()))
+        check(st == 507, "import larger than the disk: %d %r" % (st, body))
+        check("space" in body, "507 without a reason: %r" % body)
+
+        # Chunked: the disk fills while it arrives.
+        st, body, dt = post_import(p, "imp.db", big, chunked=True)
+        log("chunked: %d %s (%.2fs after the upload)" % (st, body.strip(),
+                                                       dt))
+        check(st == 507, "chunked import larger than the disk: %d %r"
+              % (st, body))
+        check(dt < 5.0, "the answer took %.1fs after the upload" % dt)
+        free1 = disk.free()
+        check(free1 >= free0 - (1 << 20), "space not released: %d bytes "
+              "free, %d before" % (free1, free0))
+
+        # `ltxfs import` (libcurl, Expect: 100-continue) shows the 507.
+        r = subprocess.run([h.ltxfs_bin(), "import", "--url", p.url,
+                            "imp.db", big], capture_output=True, text=True,
+                           timeout=60)
+        log("ltxfs import: exit %d: %s" % (r.returncode, r.stderr.strip()))
+        check(r.returncode == 1 and "HTTP 507" in r.stderr and
+              "free space" in r.stderr, "ltxfs import of a database "
+              "larger than the disk: exit %d, %r" % (r.returncode,
+                                                     r.stderr))
+
+        # The upload fits, its copy into the mount does not.
+        mid = os.path.join(p.root, "mid.db")
+        make_big_db(mid, free0 * 5 // 8)
+        st, body, _ = post_import(p, "imp2.db", mid, chunked=False)
+        log("upload fits, copy does not: %d %s" % (st, body.strip()))
+        check(st == 507 and "database or disk is full" in body,
+              "import whose copy fills the disk: %d %r" % (st, body))
+        free2 = disk.free()
+        check(free2 >= free0 - (1 << 20), "space not released: %d bytes "
+              "free, %d before" % (free2, free0))
+
+        # The node goes on working.
+        for i in range(21, 41):
+            c.execute("INSERT INTO t(id, v) VALUES (?, randomblob(500))",
+                      (i,))
+            acked.append(i)
+        wait_replica_has(cl, db, acked)
+        c.close()
+        cl.stop()
+        p.verify()
+
+        # http.max-import-size: 413.
+        with open(p.cfg) as f:
+            text = f.read()
+        check("http:\n" in text, "config layout: %r" % text)
+        with open(p.cfg, "w") as f:
+            f.write(text.replace("http:\n", "http:\n  max-import-size: "
+                                 "1048576\n", 1))
+        cl.start()
+        small = os.path.join(p.root, "small.db")
+        make_big_db(small, 2 << 20)
+        for chunked in (False, True):
+            st, body, _ = post_import(p, "imp.db", small, chunked=chunked)
+            log("max-import-size, chunked=%s: %d %s" % (chunked, st,
+                                                       body.strip()))
+            check(st == 413, "import over http.max-import-size: %d %r"
+                  % (st, body))
+            check("max-import-size" in body, "413 without the key: %r"
+                  % body)
+        tiny = os.path.join(p.root, "tiny.db")
+        make_big_db(tiny, 100 << 10)
+        st, body, _ = post_import(p, "imp.db", tiny, chunked=False)
+        check(st == 200, "a small import: %d %r" % (st, body))
+        cl.wait_synced("imp.db")
+        c = h.connect(p.path(db))
+        c.execute("INSERT INTO t(id, v) VALUES (41, randomblob(500))")
+        acked.append(41)
+        c.close()
+        wait_replica_has(cl, db, acked)
+        cl.stop()
+        p.verify()
+        log("ok")
+
+
+CASES = {"wal": wal, "delete": delete, "import": import_full}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
