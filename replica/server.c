@@ -159,7 +159,7 @@ static int busy_handler(void *ctx, int count)
 	return 1;
 }
 
-/* A copy that failed part way (SQLITE_FULL) leaves dst with a hot
+/* A copy that failed part way (SQLITE_FULL, say) leaves dst with a hot
  * journal, which SQLite rolls back at the next read: read it now, so the
  * space the copy took is given back at once. */
 static void rollback_dst(const char *dst)
@@ -184,6 +184,7 @@ static int sqlite_copy(const char *src, const char *dst, bool src_ro,
 {
 	sqlite3 *s = NULL, *d = NULL;
 	sqlite3_backup *b;
+	bool started = false, copied = false;
 	int rc;
 
 	rc = sqlite3_open_v2(src, &s, src_ro ? SQLITE_OPEN_READONLY :
@@ -204,6 +205,7 @@ static int sqlite_copy(const char *src, const char *dst, bool src_ro,
 		rc = SQLITE_ERROR;
 		goto out;
 	}
+	started = true;
 	for (int tries = 0; tries < SQLITE_BUSY_WAIT_MS / 10; tries++) {
 		rc = sqlite3_backup_step(b, -1);
 		if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
@@ -211,18 +213,19 @@ static int sqlite_copy(const char *src, const char *dst, bool src_ro,
 		usleep(10000);
 	}
 	sqlite3_backup_finish(b);
-	if (rc == SQLITE_DONE)
+	copied = rc == SQLITE_DONE;
+	if (copied)
 		rc = SQLITE_OK;
 	else
 		snprintf(err, errlen, "%s", sqlite3_errstr(rc));
 out:
 	sqlite3_close(s);
 	sqlite3_close(d);
-	if (rc == SQLITE_FULL) {
+	if (rc == SQLITE_OK)
+		return 0;
+	if (started && !copied)
 		rollback_dst(dst);
-		return -ENOSPC;
-	}
-	return rc == SQLITE_OK ? 0 : -EIO;
+	return rc == SQLITE_FULL ? -ENOSPC : -EIO;
 }
 
 static enum MHD_Result do_export(rep_node *n, struct MHD_Connection *c,
