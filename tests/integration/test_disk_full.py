@@ -24,6 +24,10 @@ Cases (argv[1]):
           replica has every acknowledged write and nothing of the failed
           one. A database file copied in (no journal) whose record does
           not fit is recorded once the space is back, with no write.
+  delete-freelist  The same with a transaction that reused free pages
+          (not journaled): reads fail with "disk I/O error" while even
+          the rollback's record does not fit, never see the failed
+          transaction, and work again once there is space (no restart).
   import  POST /import of a database larger than the disk: with
           Content-Length, 507 before the body; chunked, 507 as soon as
           the upload is over, with the space released at once (statvfs);
@@ -364,6 +368,79 @@ def delete():
             "transaction on neither")
 
 
+def delete_freelist():
+    """The failed transaction reused free pages, which SQLite does not
+    journal: its rollback leaves them changed, and that change must be
+    recorded too. While even that does not fit, reads fail with "disk I/O
+    error" (docs/STORAGE.md, "A full disk"); they never see the failed
+    transaction, and once there is space the next read completes the
+    rollback, with no restart; primary and replica end identical."""
+    db = "app.db"
+    with ch.Cluster(2) as cl, SmallDisk(cl.primary.data) as disk:
+        p = cl.primary
+        cl.start()
+        pid = p.pid()
+        c = h.connect(p.path(db))
+        c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+        c.execute("BEGIN")
+        for i in range(1, 301):
+            c.execute("INSERT INTO t(id, v) VALUES (?, randomblob(900))",
+                      (i,))
+        c.execute("COMMIT")
+        c.execute("DELETE FROM t WHERE id > 100")
+        check(h.one(c, "PRAGMA freelist_count") > 40, "a freelist")
+        acked = {i: None for i in range(1, 101)}
+        wait_replica_has(cl, db, acked)
+        before = h.content_digest(p.path(db))
+
+        failed = None
+        for leave in range(4 << 10, 200 << 10, 4 << 10):
+            disk.fill(leave=leave)
+            try:
+                c.execute("BEGIN")
+                c.execute("INSERT INTO t SELECT id + 1000, "
+                          "randomblob(900) FROM t WHERE id <= 40")
+                c.execute("COMMIT")
+            except sqlite3.OperationalError as e:
+                failed = str(e)
+            else:
+                raise TestFailure("the commit fit on a full disk (%d bytes "
+                                  "left)" % leave)
+            if "database or disk is full" not in failed:
+                break
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            disk.unfill()
+            failed = None
+        check(failed is not None, "no leave size made the log refuse")
+        log("COMMIT failed with %r" % failed)
+        try:
+            n = h.one(c, "SELECT count(*) FROM t")
+            check(n == 100, "read %d rows, not the 100 committed" % n)
+            log("read while full: %d rows" % n)
+        except sqlite3.OperationalError as e:
+            check("disk I/O error" in str(e), "read while full: %s" % e)
+            log("read while full: %s (the rollback's record does not fit)"
+                % e)
+        disk.unfill()
+        check(h.one(c, "SELECT count(*) FROM t") == 100, "read after the "
+              "space came back")
+        check(h.content_digest(p.path(db)) == before,
+              "the failed transaction is not rolled back")
+        wait_state(p, db, "ok")
+        c.execute("INSERT INTO t(id, v) VALUES (500, randomblob(900))")
+        acked[500] = None
+        c.close()
+        check(p.pid() == pid, "the primary restarted")
+        wait_replica_has(cl, db, acked)
+        check(h.content_digest(p.path(db)) ==
+              h.content_digest(cl.replicas[0].path(db), ro=True),
+              "replica content differs from the primary's")
+        cl.stop()
+        p.verify()
+        log("ok")
+
+
 # -- import ---------------------------------------------------------------
 
 def make_big_db(path, size):
@@ -514,7 +591,8 @@ def import_full():
         log("ok")
 
 
-CASES = {"wal": wal, "delete": delete, "import": import_full}
+CASES = {"wal": wal, "delete": delete, "delete-freelist": delete_freelist,
+         "import": import_full}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
