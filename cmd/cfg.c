@@ -124,6 +124,12 @@ static const struct cfg_key cfg_keys[] = {
 	 .help = "Cluster token; requests must carry \"Authorization: Bearer\n"
 		 "TOKEN\". Empty: no authentication. When this key is absent\n"
 		 "the token is taken from $LTXFS_TOKEN."},
+	{.name = "http.max-import-size", .type = T_I64,
+	 .off = OFF(http.max_import_size), .def = "0", .min = 0,
+	 .max = INT64_MAX,
+	 .help = "Largest database POST /import (ltxfs import) takes, in\n"
+		 "bytes; larger ones get 413. 0: no cap but the data\n"
+		 "directory's free space."},
 
 	{.name = "lease.type", .type = T_ENUM, .off = OFF(lease.type),
 	 .def = "static", .names = lease_type_names, .parse = parse_lease_type,

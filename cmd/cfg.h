@@ -55,6 +55,7 @@ typedef struct ltxfs_cfg {
 	struct {
 		char *addr;  /* listen address, "[host]:port" */
 		char *token; /* cluster bearer token; "" = no auth */
+		int64_t max_import_size; /* POST /import bodies; 0 = no cap */
 	} http;
 	struct {
 		int type; /* enum cfg_lease_type */

@@ -191,6 +191,7 @@ int cmd_mount(int argc, char **argv)
 	ro.node_id = node_id;
 	ro.http_addr = cfg.http.addr;
 	ro.token = cfg.http.token;
+	ro.max_import_size = cfg.http.max_import_size;
 	ro.candidate = cfg.lease.candidate;
 	ro.advertise_url = cfg.lease.advertise_url;
 	ro.primary_url = cfg.lease.primary_url;

@@ -17,6 +17,12 @@
  * transaction; recovery sees the database checksum equals the log's and
  * completes the commit instead of rolling back.
  *
+ * A full disk: when the log refuses the record (ENOSPC), the journal
+ * operation fails with ENOSPC and is not done, so SQLite rolls the
+ * transaction back from the journal at the next access (the commit was
+ * never acknowledged). The dirty set is kept, so the rollback's end
+ * records whatever it did not restore. docs/STORAGE.md, "A full disk".
+ *
  * A database write with no journal is refused (journal_mode=OFF and
  * MEMORY cannot be captured), except into a database that holds no
  * committed pages yet (VACUUM INTO, a first bulk load): that is captured
@@ -240,6 +246,13 @@ static int db_commit_pages(fs_db *db, uint32_t ps, uint32_t *out)
 	return 0;
 }
 
+static bool db_is_empty(fs_db *db)
+{
+	struct stat st;
+
+	return fstat(db->fds[FS_KIND_DB], &st) == 0 && st.st_size == 0;
+}
+
 /* Reads the page size from the database file's header. */
 static int db_header_page_size(fs_db *db, uint32_t *out)
 {
@@ -262,6 +275,15 @@ static int end_txn(fs_db *db, const char *why)
 
 	if (db->ndirty == 0 || db->fds[FS_KIND_DB] < 0)
 		goto out_clear;
+	if (db->pos.txid == 0 && db_is_empty(db)) {
+		/* A new database's first transaction rolled back to no
+		 * page at all: nothing to record. */
+		log_debug("db=%s: %s: still empty (rolled back)", db->name,
+			  why);
+		fs_db_unfull_locked(db, false, "the transaction that could not "
+				    "be recorded was rolled back");
+		goto out_clear;
+	}
 	rc = db_header_page_size(db, &ps);
 	if (rc < 0) {
 		log_error("db=%s: %s: the database file has no valid header; "
@@ -305,12 +327,24 @@ static int end_txn(fs_db *db, const char *why)
 	    db->pos.txid) {
 		log_debug("db=%s: %s: no page changed (rolled back)", db->name,
 			  why);
+		fs_db_unfull_locked(db, false, "the transaction that could not "
+				    "be recorded was rolled back");
 		goto out_clear;
 	}
 	rc = fs_db_capture(db, pages, n, commit, ps, 0, 0, 0, 0);
 	if (rc == 0) {
 		db->cap_wal_end = 0;
 		fs_db_publish_locked(db);
+		fs_db_unfull_locked(db, false, "a rollback-journal transaction "
+				    "is in the LTX log");
+	} else if (fs_db_rc_full(rc)) {
+		/* The journal operation fails, so SQLite rolls the
+		 * transaction back; its pages stay dirty, so whatever the
+		 * rollback does not restore (free pages SQLite reuses
+		 * without journaling them) is recorded when it ends. */
+		fs_db_full_locked(db, false, db->pos.txid + 1, why);
+		rc = -ENOSPC;
+		goto out_keep;
 	}
 	if (rc < 0 && !db->capture_err) {
 		log_error("db=%s: capturing the transaction failed (%s); "
@@ -321,6 +355,7 @@ static int end_txn(fs_db *db, const char *why)
 out_clear:
 	dirty_clear(db);
 	db->unjournaled = false;
+out_keep:
 	free(pages);
 	free(buf);
 	return rc;
@@ -336,14 +371,20 @@ static void notify(fs_db *db, ltx_pos before)
 
 /* Locks for a database-file operation: drains WAL captures first (a
  * checkpoint must not change pages the capture thread still reads), then
- * capture_mu and mu. */
-static void lock_for_db_op(fs_db *db)
+ * capture_mu and mu. Returns the drain's result: -ENOSPC while a WAL
+ * transaction waits for space in the log (the locks are taken all the
+ * same); then anything that would change the database file, the WAL's
+ * frames or its existence must fail. */
+static int lock_for_db_op(fs_db *db)
 {
+	int rc;
+
 	pthread_mutex_lock(&db->mu);
-	fs_db_drain_locked(db);
+	rc = fs_db_drain_locked(db);
 	pthread_mutex_unlock(&db->mu);
 	pthread_mutex_lock(&db->capture_mu);
 	pthread_mutex_lock(&db->mu);
+	return rc;
 }
 
 static void unlock_db_op(fs_db *db)
@@ -431,7 +472,7 @@ int fs_db_write(fs_db *db, enum fs_kind kind, const void *buf, size_t n,
 		off_t off)
 {
 	ltx_pos before;
-	int fd, rc;
+	int fd, rc, drained;
 
 	switch (kind) {
 	case FS_KIND_WAL:
@@ -462,9 +503,11 @@ int fs_db_write(fs_db *db, enum fs_kind kind, const void *buf, size_t n,
 	pthread_mutex_unlock(&db->mu);
 	if (rc < 0)
 		return rc;
-	lock_for_db_op(db);
+	drained = lock_for_db_op(db);
 	if (db->capture_err) {
 		rc = -EIO;
+	} else if (drained < 0) {
+		rc = drained; /* a checkpoint while the log is full */
 	} else if (db->fds[kind] < 0) {
 		rc = -ENOENT;
 	} else if (kind == FS_KIND_DB) {
@@ -490,7 +533,7 @@ int fs_db_write(fs_db *db, enum fs_kind kind, const void *buf, size_t n,
 int fs_db_truncate(fs_db *db, enum fs_kind kind, off_t size)
 {
 	ltx_pos before = fs_db_pos(db);
-	int rc = 0;
+	int rc = 0, drained;
 
 	if (kind == FS_KIND_POS)
 		return -EPERM;
@@ -513,13 +556,17 @@ int fs_db_truncate(fs_db *db, enum fs_kind kind, off_t size)
 		if (rc < 0)
 			return rc;
 	}
-	lock_for_db_op(db);
+	drained = lock_for_db_op(db);
 	if (db->fds[kind] < 0) {
 		rc = -ENOENT;
 		goto out;
 	}
 	if (db->capture_err && kind != FS_KIND_SHM) {
 		rc = -EIO;
+		goto out;
+	}
+	if (drained < 0 && kind != FS_KIND_SHM) {
+		rc = drained;
 		goto out;
 	}
 	switch (kind) {
@@ -575,7 +622,9 @@ int fs_db_fsync(fs_db *db, enum fs_kind kind, bool datasync)
 	if (kind == FS_KIND_POS)
 		return 0;
 	if (kind == FS_KIND_DB) {
-		lock_for_db_op(db);
+		/* Waits for the WAL's captures, but the file's data is
+		 * made durable even while a full disk keeps them out. */
+		(void)lock_for_db_op(db);
 		if (db->unjournaled && !journal_live(db))
 			rc = end_txn(db, "first load synced");
 		unlock_db_op(db);
@@ -597,7 +646,7 @@ void fs_db_release(fs_db *db, enum fs_kind kind)
 
 	if (kind != FS_KIND_DB || fs_db_readonly(db))
 		return;
-	lock_for_db_op(db);
+	(void)lock_for_db_op(db);
 	if (db->unjournaled && !journal_live(db))
 		end_txn(db, "first load closed");
 	unlock_db_op(db);
@@ -608,7 +657,7 @@ int fs_db_unlink(fs_db *db, enum fs_kind kind)
 {
 	ltx_pos before = fs_db_pos(db);
 	char path[PATH_MAX];
-	int rc = 0;
+	int rc = 0, drained;
 
 	if (kind == FS_KIND_POS)
 		return -EPERM;
@@ -624,9 +673,13 @@ int fs_db_unlink(fs_db *db, enum fs_kind kind)
 	pthread_mutex_unlock(&db->mu);
 	if (rc < 0)
 		return rc;
-	lock_for_db_op(db);
+	drained = lock_for_db_op(db);
 	if (db->fds[kind] < 0) {
 		rc = -ENOENT;
+		goto out;
+	}
+	if (drained < 0 && kind != FS_KIND_SHM) {
+		rc = drained;
 		goto out;
 	}
 	if (kind == FS_KIND_JOURNAL)
@@ -655,9 +708,57 @@ out:
 	return rc;
 }
 
-void fs_db_drain(fs_db *db)
+int fs_db_drain(fs_db *db)
 {
+	int rc;
+
 	pthread_mutex_lock(&db->mu);
-	fs_db_drain_locked(db);
+	rc = fs_db_drain_locked(db);
 	pthread_mutex_unlock(&db->mu);
+	return rc;
+}
+
+void fs_db_capture_retry(fs_db *db)
+{
+	ltx_pos before = fs_db_pos(db);
+	bool first_load;
+
+	fs_db_wal_retry(db);
+	/* A first load (no journal) that a full disk kept out of the log
+	 * is recorded at its next fsync or close, or here. A transaction
+	 * with a journal is not retried: SQLite rolls it back. */
+	pthread_mutex_lock(&db->mu);
+	first_load = db->journal_full && db->unjournaled &&
+		     fs_db_full_retry_due_locked(db);
+	pthread_mutex_unlock(&db->mu);
+	if (!first_load || fs_db_readonly(db))
+		return;
+	(void)lock_for_db_op(db);
+	if (db->journal_full && db->unjournaled && !journal_live(db))
+		(void)end_txn(db, "first load, tried again");
+	unlock_db_op(db);
+	notify(db, before);
+}
+
+bool fs_db_capture_blocked(fs_db *db, char *reason, size_t n)
+{
+	bool blocked;
+
+	pthread_mutex_lock(&db->mu);
+	blocked = db->wal_full || db->journal_full;
+	pthread_mutex_unlock(&db->mu);
+	if (reason && n)
+		snprintf(reason, n, "%s", blocked ? "capture blocked: disk full"
+						  : "");
+	return blocked;
+}
+
+uint64_t fs_db_capture_full_total(fs_db *db)
+{
+	uint64_t v;
+
+	pthread_mutex_lock(&db->mu);
+	v = db->full_total;
+	pthread_mutex_unlock(&db->mu);
+	return v;
 }

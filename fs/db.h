@@ -102,8 +102,22 @@ void fs_db_release(fs_db *db, enum fs_kind kind);
 /* Captures WAL transactions queued by fs_db_write; called by the FUSE
  * adapter after it has answered the write. */
 void fs_db_capture_pending(fs_db *db);
-/* Waits until every committed transaction is in the log. */
-void fs_db_drain(fs_db *db);
+/* Waits until every committed transaction is in the log: 0, or -ENOSPC
+ * while a full disk keeps a WAL transaction out of it. */
+int fs_db_drain(fs_db *db);
+
+/* --- A full disk (docs/STORAGE.md, "A full disk") --- */
+
+/* Tries again a WAL capture that a full disk blocked (at most every
+ * 100 ms; writes try too). The node calls it once a second. */
+void fs_db_capture_retry(fs_db *db);
+/* Whether capture is blocked by a full disk: a committed WAL transaction
+ * waits for space in the log, or a rollback-journal transaction could
+ * not be recorded and none has ended since. reason (may be NULL) gets
+ * "capture blocked: disk full". */
+bool fs_db_capture_blocked(fs_db *db, char *reason, size_t n);
+/* Capture attempts refused for a full disk since the database opened. */
+uint64_t fs_db_capture_full_total(fs_db *db);
 
 /* --- Replication (fs/db_apply.c) --- */
 

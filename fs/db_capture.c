@@ -214,6 +214,59 @@ void fs_db_publish_locked(fs_db *db)
 	pthread_cond_broadcast(&db->cond);
 }
 
+bool fs_db_rc_full(int rc)
+{
+	return rc == -ENOSPC || rc == -EDQUOT;
+}
+
+void fs_db_full_locked(fs_db *db, bool wal, uint64_t txid, const char *what)
+{
+	bool was = db->wal_full || db->journal_full;
+
+	db->full_total++;
+	db->full_fails++;
+	db->full_try_ns = lib_clock_monotonic_ns();
+	if (wal && !db->wal_full)
+		log_warn("db=%s: capture blocked: disk full: WAL transaction "
+			 "TXID %016" PRIx64 " is committed (in the WAL) but "
+			 "not in the LTX log yet; until it is, writes, "
+			 "checkpoints and WAL restarts fail with ENOSPC (tried "
+			 "again every second and at each write)", db->name,
+			 txid);
+	else if (!wal && !was)
+		log_warn("db=%s: capture blocked: disk full: the transaction "
+			 "ending now (%s) cannot be recorded as TXID %016"
+			 PRIx64 "; the operation that ends it fails with ENOSPC "
+			 "(SQLite rolls a journaled transaction back)",
+			 db->name, what, txid);
+	if (wal)
+		db->wal_full = true;
+	else
+		db->journal_full = true;
+}
+
+void fs_db_unfull_locked(fs_db *db, bool wal, const char *how)
+{
+	bool *flag = wal ? &db->wal_full : &db->journal_full;
+
+	if (!*flag)
+		return;
+	*flag = false;
+	if (db->wal_full || db->journal_full)
+		return;
+	log_info("db=%s: capture resumed: %s (%" PRIu64 " capture "
+		 "attempt(s) refused for a full disk)", db->name, how,
+		 db->full_fails);
+	db->full_fails = 0;
+}
+
+bool fs_db_full_retry_due_locked(fs_db *db)
+{
+	return (!db->wal_full && !db->journal_full) ||
+	       lib_clock_monotonic_ns() - db->full_try_ns >=
+		       (int64_t)FS_DB_FULL_RETRY_MS * 1000000;
+}
+
 int fs_db_capture(fs_db *db, const fs_page_src *pages, size_t n,
 		  uint32_t commit, uint32_t page_size, uint64_t wal_off,
 		  uint64_t wal_size, uint32_t salt1, uint32_t salt2)
@@ -256,16 +309,16 @@ int fs_db_capture(fs_db *db, const fs_page_src *pages, size_t n,
 	h.wal_salt1 = wal_off ? salt1 : 0;
 	h.wal_salt2 = wal_off ? salt2 : 0;
 	h.node_id = db->opts.node_id;
-	if (c.full && db->cksums) {
-		/* A full record replaces every checksum. */
-		memset(db->cksums, 0, (size_t)db->ncksums * sizeof(uint64_t));
-	}
 	if (!db->zstd_cctx && h.flags)
 		db->zstd_cctx = ZSTD_createCCtx();
 	rc = fs_log_append_cctx(db->log, &h, db->opts.zstd_level,
 				db->zstd_cctx, fill, &c, &t);
 	if (rc < 0)
-		goto out;
+		goto out; /* nothing changed: the capture can be tried again */
+	if (c.full && db->cksums) {
+		/* A full record replaces every checksum. */
+		memset(db->cksums, 0, (size_t)db->ncksums * sizeof(uint64_t));
+	}
 	for (size_t i = 0; i < c.nstaged; i++) {
 		rc = fs_db_cksum_set(db, c.staged_pgno[i], c.staged[i]);
 		if (rc < 0)

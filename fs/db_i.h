@@ -87,7 +87,20 @@ struct fs_db {
 	fs_wal_txn *q_head, *q_tail;
 	bool capturing;         /* a thread is capturing the queue */
 	bool opened;            /* recovery done; close writes the marker */
-	int capture_err;        /* sticky: capture failed, writes refused */
+	int capture_err;        /* sticky: capture failed (not for a full
+				 * disk), writes refused */
+
+	/* A full disk (mu; docs/STORAGE.md, "A full disk"). wal_full: the
+	 * queue's head could not go into the log; it stays queued and is
+	 * retried, and until it is in, WAL writes, checkpoints and WAL
+	 * restarts fail with ENOSPC. journal_full: a rollback-journal
+	 * transaction could not be recorded (its journal operation failed,
+	 * so SQLite rolls it back) and none has ended cleanly since. */
+	bool wal_full;
+	bool journal_full;
+	int64_t full_try_ns;    /* last failed attempt, CLOCK_MONOTONIC */
+	uint64_t full_fails;    /* failed attempts of this episode */
+	uint64_t full_total;    /* captures refused for a full disk, ever */
 
 	/* Replica (guarded by mu). */
 	bool readonly;
@@ -133,6 +146,20 @@ int fs_db_capture(fs_db *db, const fs_page_src *pages, size_t n,
 int fs_db_capture_delete(fs_db *db);
 /* Makes pos visible to readers of -pos and fs_db_pos; mu held. */
 void fs_db_publish_locked(fs_db *db);
+/* A full disk: whether rc says so (ENOSPC, EDQUOT). */
+bool fs_db_rc_full(int rc);
+/* A capture of TXID txid failed for a full disk: counts it and, at the
+ * first failure of an episode, logs "capture blocked: disk full" (what
+ * says what was being captured); mu held. wal: the WAL queue's (retried)
+ * rather than a rollback-journal transaction's. */
+void fs_db_full_locked(fs_db *db, bool wal, uint64_t txid, const char *what);
+/* A capture went into the log (or, for the journal, a rollback left
+ * nothing to record): ends the episode with "capture resumed"; mu held. */
+void fs_db_unfull_locked(fs_db *db, bool wal, const char *how);
+/* Whether a capture a full disk blocked may be tried again now (at most
+ * every FS_DB_FULL_RETRY_MS); mu held. */
+bool fs_db_full_retry_due_locked(fs_db *db);
+#define FS_DB_FULL_RETRY_MS 100
 int fs_db_scan_checksum(fs_db *db, uint64_t *out);
 
 /* db_apply.c */
@@ -159,6 +186,11 @@ int fs_db_replica_recover(fs_db *db, bool clean);
 int fs_db_wal_write(fs_db *db, const void *buf, size_t n, off_t off);
 int fs_db_wal_reset(fs_db *db, off_t new_size);
 int fs_db_wal_recover(fs_db *db, bool trusted);
-void fs_db_drain_locked(fs_db *db);
+/* Captures the WAL queue (waiting for a thread already capturing it);
+ * mu held. 0 once it is empty (or capture_err stopped it); -ENOSPC
+ * while its head waits for disk space (tried again first when due). */
+int fs_db_drain_locked(fs_db *db);
+/* fs_db_capture_retry's WAL part. */
+void fs_db_wal_retry(fs_db *db);
 
 #endif

@@ -373,7 +373,11 @@ void fs_db_close(fs_db *db)
 	if (db->opened) {
 		fs_db_release_apply(db);
 		pthread_mutex_lock(&db->mu);
-		fs_db_drain_locked(db);
+		if (fs_db_drain_locked(db) < 0)
+			log_warn("db=%s: closing with WAL transactions that a "
+				 "full disk keeps out of the LTX log; they stay "
+				 "in the WAL and are captured at the next start",
+				 db->name);
 		pthread_mutex_unlock(&db->mu);
 		clean = !db->capture_err && !db->q_head && !db->apply_unclean;
 		for (int k = 0; k <= FS_KIND_WAL; k++)

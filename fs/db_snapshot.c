@@ -142,7 +142,10 @@ int fs_db_snapshot_ltx(fs_db *db, int out_fd, ltx_header *out_hdr,
 		}
 		pthread_cond_timedwait(&db->cond, &db->mu, &ts);
 	}
-	fs_db_drain_locked(db);
+	/* While a full disk keeps WAL transactions out of the log, the
+	 * snapshot is of the last one in it: checkpoints wait too, so the
+	 * database file and the WAL up to cap_wal_end still hold it. */
+	(void)fs_db_drain_locked(db);
 	pthread_mutex_unlock(&db->mu);
 	pthread_mutex_lock(&db->capture_mu);
 	pthread_mutex_lock(&db->mu);
@@ -263,8 +266,10 @@ void fs_db_hold_txns(fs_db *db, bool hold)
 		db->hold_waited = false;
 		pthread_mutex_lock(&db->mu);
 		/* WAL commits that arrived during the hold are captured (and
-		 * announced to the streams) before the caller moves on. */
-		fs_db_drain_locked(db);
+		 * announced to the streams) before the caller moves on (not
+		 * while a full disk blocks capture: the handoff is refused
+		 * then, replica/lease_etcd.c). */
+		(void)fs_db_drain_locked(db);
 		db->holds--;
 		db->hold_commit_seen = false;
 		pthread_mutex_unlock(&db->mu);

@@ -13,6 +13,13 @@
  * (a checkpoint), which would change the pages the capture reads.
  * Whoever waits for the queue captures it itself when nobody else is.
  *
+ * A full disk (the log refuses the head with ENOSPC): the head stays
+ * queued (wal_full) and its frames stay safe, since everything above
+ * fails with ENOSPC instead of waiting, and so does every new WAL write
+ * (SQLite: SQLITE_FULL). It is tried again at each such write and by
+ * fs_db_capture_retry (the node's 1 s pass), at most every
+ * FS_DB_FULL_RETRY_MS; the first success resumes everything.
+ *
  * Tracker states (under db->mu):
  *   NO_HEADER  wal_hdr_ok false: nothing valid; frames ignored
  *   OPEN       wal_hdr_ok: frames [32, wal_valid) checked; those from
@@ -37,25 +44,37 @@ static uint64_t frame_size(const fs_db *db)
 
 static int capture_txn(fs_db *db, fs_wal_txn *t);
 
-/* Captures queued transactions until the queue is empty; mu held (it is
- * released around each capture). Only one thread captures at a time. */
+/* Captures queued transactions until the queue is empty or its head
+ * meets a full disk; mu held (it is released around each capture). Only
+ * one thread captures at a time. A transaction leaves the queue only
+ * once it is in the log (or capture failed for good): the head that met
+ * a full disk stays, its frames safe in the WAL, for the next try. */
 static void process_queue_locked(fs_db *db)
 {
 	db->capturing = true;
 	while (db->q_head && !db->capture_err) {
 		fs_wal_txn *t = db->q_head;
+		uint64_t txid = db->pub_pos.txid + 1;
 		int rc;
-		db->q_head = t->next;
-		if (!db->q_head)
-			db->q_tail = NULL;
 		pthread_mutex_unlock(&db->mu);
 		rc = capture_txn(db, t);
-		free(t);
 		if (rc == 0 && db->opts.on_commit)
 			db->opts.on_commit(db->opts.commit_ctx, db,
 					   fs_db_pos(db));
 		pthread_mutex_lock(&db->mu);
-		if (rc < 0 && !db->capture_err) {
+		if (fs_db_rc_full(rc)) {
+			fs_db_full_locked(db, true, txid, "WAL");
+			break;
+		}
+		db->q_head = t->next;
+		if (!db->q_head)
+			db->q_tail = NULL;
+		free(t);
+		if (rc == 0) {
+			fs_db_unfull_locked(db, true, "the WAL transactions "
+					    "waiting for space are in the LTX "
+					    "log");
+		} else if (!db->capture_err) {
 			log_error("db=%s: capturing a WAL transaction failed "
 				  "(%s); refusing further writes until restart",
 				  db->name, strerror(-rc));
@@ -66,20 +85,36 @@ static void process_queue_locked(fs_db *db)
 	pthread_cond_broadcast(&db->cond);
 }
 
-void fs_db_drain_locked(fs_db *db)
+int fs_db_drain_locked(fs_db *db)
 {
+	bool tried = false;
+
 	while (!db->capture_err && (db->q_head || db->capturing)) {
-		if (db->capturing)
+		if (db->capturing) {
 			pthread_cond_wait(&db->cond, &db->mu);
-		else
+		} else if (db->wal_full &&
+			   (tried || !fs_db_full_retry_due_locked(db))) {
+			return -ENOSPC;
+		} else {
+			tried = true;
 			process_queue_locked(db);
+		}
 	}
+	return 0;
 }
 
 void fs_db_capture_pending(fs_db *db)
 {
 	pthread_mutex_lock(&db->mu);
-	if (!db->capturing)
+	if (!db->capturing && fs_db_full_retry_due_locked(db))
+		process_queue_locked(db);
+	pthread_mutex_unlock(&db->mu);
+}
+
+void fs_db_wal_retry(fs_db *db)
+{
+	pthread_mutex_lock(&db->mu);
+	if (db->wal_full && !db->capturing && fs_db_full_retry_due_locked(db))
 		process_queue_locked(db);
 	pthread_mutex_unlock(&db->mu);
 }
@@ -290,6 +325,13 @@ int fs_db_wal_write(fs_db *db, const void *buf, size_t n, off_t off)
 		rc = db->capture_err;
 		goto out;
 	}
+	/* The log is full: no new frame until the queue is in it (one
+	 * more try first, when due). A transaction under way fails with
+	 * SQLITE_FULL; SQLite rolls it back. */
+	if (db->wal_full && fs_db_drain_locked(db) < 0) {
+		rc = -ENOSPC;
+		goto out;
+	}
 	if (db->holds > 0) {
 		fs_db_wait_hold_wal_locked(db, (uint64_t)off);
 		rc = fs_db_refuse_ro_locked(db, FS_KIND_WAL);
@@ -299,8 +341,11 @@ int fs_db_wal_write(fs_db *db, const void *buf, size_t n, off_t off)
 	if (off < FS_WAL_HDR_SIZE)
 		fs_db_wait_snapshot_locked(db, false); /* a WAL restart */
 	/* Anything that could touch queued frames waits for the queue. */
-	if ((uint64_t)off < db->wal_txn_start || off == 0)
-		fs_db_drain_locked(db);
+	if (((uint64_t)off < db->wal_txn_start || off == 0) &&
+	    fs_db_drain_locked(db) < 0) {
+		rc = -ENOSPC;
+		goto out;
+	}
 	rc = lib_io_pwrite_full(db->fds[FS_KIND_WAL], buf, n, off);
 	if (rc < 0)
 		goto out;
@@ -414,6 +459,7 @@ int fs_db_wal_recover(fs_db *db, bool trusted)
 							t->pages[i].pgno, pg,
 							t->page_size));
 			}
+			db->cap_wal_end = t->wal_off + t->wal_size;
 		} else {
 			log_warn("db=%s: capturing WAL transaction at WAL "
 				 "offset %" PRIu64 " committed before the "
@@ -421,6 +467,19 @@ int fs_db_wal_recover(fs_db *db, bool trusted)
 			rc = fs_db_capture(db, t->pages, t->n, t->commit,
 					   t->page_size, t->wal_off,
 					   t->wal_size, t->salt1, t->salt2);
+			if (fs_db_rc_full(rc)) {
+				/* Served all the same: this one and those
+				 * after it wait in the queue for space. */
+				t->next = db->q_head;
+				db->q_head = t;
+				if (!db->q_tail)
+					db->q_tail = t;
+				fs_db_full_locked(db, true, db->pos.txid + 1,
+						  "WAL");
+				return 0;
+			}
+			if (rc == 0)
+				db->cap_wal_end = t->wal_off + t->wal_size;
 		}
 		free(t);
 		if (rc < 0)

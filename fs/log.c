@@ -38,6 +38,8 @@ struct fs_log {
 	uint64_t end;          /* published end of the last segment */
 	int64_t active_ts;     /* segs[last].ts, kept by the appender */
 	bool readonly;         /* opened by a reader (ltxfs verify) */
+	bool cut_pending;      /* appender: a failed append's bytes past end
+				* could not be cut off yet */
 	fs_log_tail tail;
 	char why[FS_LOG_WHY_MAX]; /* what open found corrupt, "" if nothing */
 	uint64_t trusted_from;  /* records from this TXID on were verified at
@@ -487,6 +489,40 @@ static int append_write(void *ctx, const void *buf, size_t n)
 	return rc;
 }
 
+/* A failed append whose cut failed too left bytes past end: cut them
+ * before anything is written after them (or the segment sealed with
+ * them), so a segment never holds garbage between records. */
+static int cut_leftover(fs_log *log, const ltx_header *hdr)
+{
+	int rc;
+
+	if (!log->cut_pending || log->fd < 0)
+		return 0;
+	rc = lib_io_ftruncate(log->fd, (off_t)log->end);
+	if (rc < 0) {
+		log_error("db=%s: cannot append TXID %016" PRIx64 ": the bytes "
+			  "of a failed append past byte %" PRIu64 " still "
+			  "cannot be cut off: %s", log->name, hdr->max_txid,
+			  log->end, strerror(-rc));
+		return rc;
+	}
+	log->cut_pending = false;
+	return 0;
+}
+
+/* Cuts a failed append back to start (the published end). */
+static void cut_failed(fs_log *log, uint64_t start)
+{
+	int rc = lib_io_ftruncate(log->fd, (off_t)start);
+
+	if (rc < 0) {
+		log->cut_pending = true;
+		log_error("db=%s: cutting a failed append at byte %" PRIu64
+			  " failed too (%s); the next append cuts it first",
+			  log->name, start, strerror(-rc));
+	}
+}
+
 /* Whether the next record (hdr) starts a new segment. The appending
  * thread alone changes fd, end and active_ts. */
 static bool need_segment(const fs_log *log, const ltx_header *hdr)
@@ -588,6 +624,9 @@ int fs_log_append_cctx(fs_log *log, const ltx_header *hdr, int zstd_level,
 
 	/* Only the appending thread changes fd/end, so they are read without
 	 * the lock here and published under it at the end. */
+	rc = cut_leftover(log, hdr);
+	if (rc < 0)
+		return rc;
 	if (need_segment(log, hdr)) {
 		rc = start_segment(log, hdr);
 		if (rc < 0)
@@ -635,13 +674,16 @@ int fs_log_append_cctx(fs_log *log, const ltx_header *hdr, int zstd_level,
 		*out_trailer = t;
 	return 0;
 fail:
-	log_error("db=%s: appending TXID %016" PRIx64 " to the LTX log: %s",
-		  log->name, hdr->max_txid, err.msg);
+	/* A full disk is the caller's to report (once, not at each retry:
+	 * fs/db_capture.c, "capture blocked: disk full"). */
+	if (rc == -ENOSPC || rc == -EDQUOT)
+		log_debug("db=%s: appending TXID %016" PRIx64 " to the LTX "
+			  "log: %s", log->name, hdr->max_txid, err.msg);
+	else
+		log_error("db=%s: appending TXID %016" PRIx64 " to the LTX "
+			  "log: %s", log->name, hdr->max_txid, err.msg);
 	/* Cut the partial record so nothing half-written remains. */
-	if (lib_io_ftruncate(log->fd, (off_t)start) < 0)
-		log_error("db=%s: cutting a failed append at byte %" PRIu64
-			  " failed too; the next start will cut it", log->name,
-			  start);
+	cut_failed(log, start);
 	return rc;
 }
 
@@ -664,6 +706,9 @@ int fs_log_append_raw(fs_log *log, int fd, uint64_t off, uint64_t len,
 			  hdr->max_txid, tail.pos.txid, tail.pos.checksum);
 		return -EPROTO;
 	}
+	rc = cut_leftover(log, hdr);
+	if (rc < 0)
+		return rc;
 	if (need_segment(log, hdr)) {
 		rc = start_segment(log, hdr);
 		if (rc < 0)
@@ -705,9 +750,7 @@ int fs_log_append_raw(fs_log *log, int fd, uint64_t off, uint64_t len,
 	if (rc < 0) {
 		log_error("db=%s: appending TXID %016" PRIx64 " to the LTX "
 			  "log: %s", log->name, hdr->max_txid, strerror(-rc));
-		if (lib_io_ftruncate(log->fd, (off_t)start) < 0)
-			log_error("db=%s: cutting a failed append failed too",
-				  log->name);
+		cut_failed(log, start);
 		return rc;
 	}
 	pthread_mutex_lock(&log->mu);
@@ -741,6 +784,7 @@ int fs_log_reset(fs_log *log)
 	}
 	log->nsegs = 0;
 	log->end = 0;
+	log->cut_pending = false;
 	log->active_ts = TS_UNKNOWN;
 	log->trusted_from = 0;
 	memset(&log->tail, 0, sizeof(log->tail));

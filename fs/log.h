@@ -108,7 +108,10 @@ fs_log_tail fs_log_get_tail(fs_log *log);
 
 /* Appends one record: the encoder is created with hdr and handed to
  * fill(), which adds the pages and says the post-apply checksum. On
- * failure the segment is cut back, so nothing half-written remains. */
+ * failure (-ENOSPC on a full disk) the segment is cut back to its last
+ * whole record, so nothing half-written remains and the same record can
+ * be appended again; should the cut fail too, the next append cuts
+ * first and fails (with the cut's error) while it cannot. */
 typedef int (*fs_log_fill_fn)(void *ctx, ltx_encoder *enc,
 			      uint64_t *out_post_apply, ltx_err *err);
 int fs_log_append(fs_log *log, const ltx_header *hdr, int zstd_level,

@@ -705,6 +705,18 @@ void rep_lease_stop(rep_lease *l)
 	}
 }
 
+struct blocked_db {
+	char name[REP_NAME_MAX + 1];
+};
+
+static void find_blocked(void *ctx, fs_db *db)
+{
+	struct blocked_db *b = ctx;
+
+	if (!b->name[0] && fs_db_capture_blocked(db, NULL, 0))
+		snprintf(b->name, sizeof(b->name), "%s", fs_db_name(db));
+}
+
 unsigned rep_lease_handoff(rep_lease *l, uint64_t to, char *msg, size_t len)
 {
 	int64_t id, hid = 0, ttl = 0;
@@ -722,6 +734,21 @@ unsigned rep_lease_handoff(rep_lease *l, uint64_t to, char *msg, size_t len)
 		pthread_mutex_unlock(&l->mu);
 		snprintf(msg, len, "this node is not the primary");
 		return 409;
+	}
+	if (l->n->mount) {
+		/* A transaction a full disk keeps out of the log would not
+		 * reach the new primary (docs/STORAGE.md, "A full disk"). */
+		struct blocked_db b = {""};
+		fs_mount_foreach(l->n->mount, find_blocked, &b);
+		if (b.name[0]) {
+			pthread_mutex_unlock(&l->mu);
+			log_warn("handoff refused: db=%s: capture blocked: "
+				 "disk full (503)", b.name);
+			snprintf(msg, len, "db=%s: capture blocked: disk full; "
+				 "a handoff now would lose its committed "
+				 "transactions", b.name);
+			return 503;
+		}
 	}
 	if (to) {
 		/* Only `to` may take the key for one TTL. */

@@ -54,6 +54,19 @@ static void lag_of(rep_node *n, const char *name, ltx_pos local,
 	}
 }
 
+/* "state" and, when not ok, "reason" of one database (a full disk that
+ * blocks capture; docs/PROTOCOL.md, GET /info). */
+static void info_capture_state(json_t *o, fs_db *db)
+{
+	char reason[64];
+	bool blocked = fs_db_capture_blocked(db, reason, sizeof(reason));
+
+	json_object_set_new(o, "state", json_string(blocked ?
+						    "capture-blocked" : "ok"));
+	if (blocked)
+		json_object_set_new(o, "reason", json_string(reason));
+}
+
 static void info_db(void *ctx, fs_db *db)
 {
 	struct info_ctx *c = ctx;
@@ -63,7 +76,10 @@ static void info_db(void *ctx, fs_db *db)
 	uint64_t lag_tx;
 	json_t *o;
 
-	if (p.txid == 0 || !fs_db_has(db, FS_KIND_DB))
+	/* A new database is listed once it has a TXID, or when a full disk
+	 * keeps its first one out of the log. */
+	if (!fs_db_has(db, FS_KIND_DB) ||
+	    (p.txid == 0 && !fs_db_capture_blocked(db, NULL, 0)))
 		return;
 	pthread_mutex_lock(&c->n->mu);
 	lag_of(c->n, fs_db_name(db), p, c->now, &lag_ms, &lag_tx, &pp);
@@ -73,8 +89,10 @@ static void info_db(void *ctx, fs_db *db)
 	o = json_pack("{s:s, s:s, s:s, s:I, s:I}", "name", fs_db_name(db),
 		      "txid", a, "checksum", b, "lag_ms", (json_int_t)lag_ms,
 		      "lag_txids", (json_int_t)lag_tx);
-	if (o)
+	if (o) {
+		info_capture_state(o, db);
 		json_array_append_new(c->arr, o);
+	}
 }
 
 /* A database this node does not serve (fs_mount_foreach_out_of_service):
@@ -254,6 +272,44 @@ static void oos_metrics(rep_node *n, struct text *t)
 	fs_mount_foreach_out_of_service(n->mount, oos_damaged, t);
 }
 
+struct capture_ctx {
+	struct text *t;
+	bool counter;
+};
+
+static void capture_db(void *ctx, fs_db *db)
+{
+	struct capture_ctx *c = ctx;
+	const char *name = fs_db_name(db);
+
+	if (!fs_db_has(db, FS_KIND_DB) ||
+	    (fs_db_pos(db).txid == 0 && !fs_db_capture_blocked(db, NULL, 0)))
+		return;
+	if (c->counter)
+		add(c->t, "ltxfs_db_capture_disk_full_total{db=\"%s\"} %"
+		    PRIu64 "\n", name, fs_db_capture_full_total(db));
+	else
+		add(c->t, "ltxfs_db_capture_blocked{db=\"%s\"} %d\n", name,
+		    fs_db_capture_blocked(db, NULL, 0));
+}
+
+/* Capture blocked by a full disk, per database (docs/STORAGE.md, "A
+ * full disk"). */
+static void capture_metrics(rep_node *n, struct text *t)
+{
+	struct capture_ctx c = {t, false};
+
+	add(t, "# HELP ltxfs_db_capture_blocked 1 while a full disk keeps "
+		"committed transactions out of the database's LTX log\n"
+		"# TYPE ltxfs_db_capture_blocked gauge\n");
+	fs_mount_foreach(n->mount, capture_db, &c);
+	c.counter = true;
+	add(t, "# HELP ltxfs_db_capture_disk_full_total Capture attempts "
+		"the LTX log refused for a full disk (the first and each "
+		"retry)\n# TYPE ltxfs_db_capture_disk_full_total counter\n");
+	fs_mount_foreach(n->mount, capture_db, &c);
+}
+
 /* The lease as this node sees it. With the static lease: primary is the
  * role, epoch 1, no deadline, the counters 0. */
 static void lease_metrics(rep_node *n, struct text *t)
@@ -325,6 +381,7 @@ char *rep_metrics_text(rep_node *n)
 		fs_mount_foreach(n->mount, metric_db, &c);
 	}
 	oos_metrics(n, &t);
+	capture_metrics(n, &t);
 	pthread_mutex_lock(&n->mu);
 	add(&t, "# HELP ltxfs_primary 1 when this node is the primary\n"
 		"# TYPE ltxfs_primary gauge\nltxfs_primary %d\n",

@@ -38,6 +38,7 @@ typedef struct rep_node_opts {
 	uint64_t node_id;
 	const char *http_addr;       /* "[host]:port", "host:port", ":port" */
 	const char *token;           /* "": no authentication */
+	int64_t max_import_size;     /* POST /import body; 0: no cap */
 	bool candidate;              /* static lease: this node is primary */
 	const char *advertise_url;   /* this node's URL for others */
 	const char *primary_url;     /* static lease, replica: the primary */

@@ -52,8 +52,15 @@ static void prune_one(void *ctx, fs_db *db)
 			 REP_RETENTION_INTERVAL_MS);
 }
 
+static void retry_one(void *ctx, fs_db *db)
+{
+	(void)ctx;
+	fs_db_capture_retry(db);
+}
+
 static void pass(rep_node *n)
 {
+	fs_mount_foreach(n->mount, retry_one, n);
 	fs_mount_foreach(n->mount, prune_one, n);
 }
 

@@ -4,7 +4,10 @@
  * database's log at start and every REP_RETENTION_INTERVAL_MS, on the
  * primary and on replicas alike, off the commit path. The rules are
  * fs_log_prune's (fs/log.h); the choices are in docs/STORAGE.md,
- * "Retention".
+ * "Retention". The same pass tries again every WAL capture that a full
+ * disk blocked (fs_db_capture_retry; docs/STORAGE.md, "A full disk"), so
+ * capture resumes within a second of space coming back even when no
+ * application writes.
  *
  *   rep_retention_start(n);   // from rep_node_start, after the mount
  *   rep_retention_on_commit(n, db);  // from rep_node_on_commit

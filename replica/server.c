@@ -32,11 +32,13 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <sqlite3.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "lib/io.h"
@@ -61,8 +63,13 @@
 
 struct req {
 	int fd;                  /* POST body, or -1 */
-	uint64_t size;
-	bool failed;
+	uint64_t size;           /* body bytes received */
+	bool failed;             /* answered already (refused early) */
+	/* The upload failed while it arrived (the data directory full,
+	 * http.max-import-size passed): its file is gone, the rest of the
+	 * body is read and dropped, and this is the answer at its end. */
+	unsigned status;
+	char why[300];
 };
 
 void rep_peer_text(const struct sockaddr *sa, char *buf, size_t n)
@@ -152,13 +159,32 @@ static int busy_handler(void *ctx, int count)
 	return 1;
 }
 
+/* A copy that failed part way (SQLITE_FULL, say) leaves dst with a hot
+ * journal, which SQLite rolls back at the next read: read it now, so the
+ * space the copy took is given back at once. */
+static void rollback_dst(const char *dst)
+{
+	sqlite3 *d = NULL;
+
+	if (sqlite3_open_v2(dst, &d, SQLITE_OPEN_READWRITE, NULL) ==
+	    SQLITE_OK) {
+		sqlite3_busy_handler(d, busy_handler, NULL);
+		(void)sqlite3_exec(d, "SELECT count(*) FROM sqlite_schema",
+				   NULL, NULL, NULL);
+	}
+	sqlite3_close(d);
+}
+
 /* Copies src into dst with SQLite's backup API (consistent: it reads in
- * one read transaction and writes in one write transaction). */
+ * one read transaction and writes in one write transaction). -ENOSPC
+ * when the disk filled (dst is rolled back), -EIO for other failures;
+ * err says why. */
 static int sqlite_copy(const char *src, const char *dst, bool src_ro,
 		       char *err, size_t errlen)
 {
 	sqlite3 *s = NULL, *d = NULL;
 	sqlite3_backup *b;
+	bool started = false, copied = false;
 	int rc;
 
 	rc = sqlite3_open_v2(src, &s, src_ro ? SQLITE_OPEN_READONLY :
@@ -179,6 +205,7 @@ static int sqlite_copy(const char *src, const char *dst, bool src_ro,
 		rc = SQLITE_ERROR;
 		goto out;
 	}
+	started = true;
 	for (int tries = 0; tries < SQLITE_BUSY_WAIT_MS / 10; tries++) {
 		rc = sqlite3_backup_step(b, -1);
 		if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
@@ -186,14 +213,19 @@ static int sqlite_copy(const char *src, const char *dst, bool src_ro,
 		usleep(10000);
 	}
 	sqlite3_backup_finish(b);
-	if (rc == SQLITE_DONE)
+	copied = rc == SQLITE_DONE;
+	if (copied)
 		rc = SQLITE_OK;
 	else
 		snprintf(err, errlen, "%s", sqlite3_errstr(rc));
 out:
 	sqlite3_close(s);
 	sqlite3_close(d);
-	return rc == SQLITE_OK ? 0 : -EIO;
+	if (rc == SQLITE_OK)
+		return 0;
+	if (started && !copied)
+		rollback_dst(dst);
+	return rc == SQLITE_FULL ? -ENOSPC : -EIO;
 }
 
 static enum MHD_Result do_export(rep_node *n, struct MHD_Connection *c,
@@ -216,7 +248,10 @@ static enum MHD_Result do_export(rep_node *n, struct MHD_Connection *c,
 		 (int)getpid(), (void *)c);
 	unlink(dst);
 	if (sqlite_copy(src, dst, true, err, sizeof(err)) < 0) {
+		char jrnl[PATH_MAX + 16];
+		snprintf(jrnl, sizeof(jrnl), "%s-journal", dst);
 		unlink(dst);
+		unlink(jrnl);
 		log_warn("export of db=%s failed: %s", db, err);
 		return reply_err(c, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
 	}
@@ -239,6 +274,72 @@ static enum MHD_Result do_export(rep_node *n, struct MHD_Connection *c,
 	return ret;
 }
 
+/* The upload of q fails with status: its file is closed at once (the
+ * space it took is free again), the rest of the body is dropped. */
+__attribute__((format(printf, 3, 4)))
+static void fail_upload(struct req *q, unsigned status, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (q->fd >= 0)
+		close(q->fd);
+	q->fd = -1;
+	q->status = status;
+	va_start(ap, fmt);
+	vsnprintf(q->why, sizeof(q->why), fmt, ap);
+	va_end(ap);
+}
+
+/* One piece of a POST /import body. */
+static void store_upload(rep_node *n, struct req *q, const char *db,
+			 const char *data, size_t len)
+{
+	uint64_t off = q->size;
+	int rc;
+
+	q->size += len;
+	if (q->status)
+		return; /* failed: dropped */
+	if (n->o.max_import_size > 0 &&
+	    q->size > (uint64_t)n->o.max_import_size) {
+		log_warn("import into db=%s refused: the upload passed "
+			 "http.max-import-size (%" PRId64 " bytes) (413)",
+			 db ? db : "?", n->o.max_import_size);
+		fail_upload(q, MHD_HTTP_CONTENT_TOO_LARGE, "the upload is "
+			    "larger than http.max-import-size (%" PRId64
+			    " bytes)", n->o.max_import_size);
+		return;
+	}
+	if (q->fd < 0) {
+		q->fd = rep_tmpfile(n);
+		if (q->fd < 0) {
+			rc = q->fd;
+			fail_upload(q, rc == -ENOSPC || rc == -EDQUOT ?
+					       MHD_HTTP_INSUFFICIENT_STORAGE :
+					       MHD_HTTP_INTERNAL_SERVER_ERROR,
+				    "storing the upload failed: %s",
+				    strerror(-rc));
+			return;
+		}
+	}
+	rc = lib_io_pwrite_full(q->fd, data, len, (off_t)off);
+	if (rc == -ENOSPC || rc == -EDQUOT) {
+		log_warn("import into db=%s failed: the data directory %s is "
+			 "full after %" PRIu64 " bytes of the upload; its "
+			 "space is released, the rest of the body dropped "
+			 "(507)", db ? db : "?", n->o.data_dir, off);
+		fail_upload(q, MHD_HTTP_INSUFFICIENT_STORAGE, "the data "
+			    "directory has no space left for the upload (full "
+			    "after %" PRIu64 " bytes)", off);
+	} else if (rc < 0) {
+		log_warn("import into db=%s failed: storing the upload in %s: "
+			 "%s (500)", db ? db : "?", n->o.data_dir,
+			 strerror(-rc));
+		fail_upload(q, MHD_HTTP_INTERNAL_SERVER_ERROR, "storing the "
+			    "upload failed: %s", strerror(-rc));
+	}
+}
+
 static enum MHD_Result do_import(rep_node *n, struct MHD_Connection *c,
 				 const char *db, struct req *q)
 {
@@ -246,6 +347,7 @@ static enum MHD_Result do_import(rep_node *n, struct MHD_Connection *c,
 	uint8_t magic[16];
 	fs_db *d;
 	ltx_pos p;
+	bool existed;
 	int rc;
 
 	if (!valid_db_name(db))
@@ -256,9 +358,11 @@ static enum MHD_Result do_import(rep_node *n, struct MHD_Connection *c,
 			 "on the primary, %s", rep_node_primary_desc(n));
 		return reply_err(c, MHD_HTTP_CONFLICT, body);
 	}
-	if (q->failed || q->fd < 0)
-		return reply_err(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
-				 "storing the upload failed");
+	if (q->status)
+		return reply_err(c, q->status, q->why);
+	if (q->fd < 0)
+		return reply_err(c, MHD_HTTP_BAD_REQUEST, "the body is not a "
+				 "SQLite database file");
 	if (q->size < 512 || lib_io_pread_full(q->fd, magic, 16, 0, NULL) < 0 ||
 	    memcmp(magic, "SQLite format 3", 16) != 0)
 		return reply_err(c, MHD_HTTP_BAD_REQUEST, "the body is not a "
@@ -276,8 +380,12 @@ static enum MHD_Result do_import(rep_node *n, struct MHD_Connection *c,
 				 "storing the upload failed");
 	}
 	snprintf(dst, sizeof(dst), "%s/%s", n->o.mountpoint, db);
+	d = fs_mount_db(n->mount, db);
+	existed = d && fs_db_has(d, FS_KIND_DB);
 	rc = sqlite_copy(src, dst, true, err, sizeof(err));
 	unlink(src);
+	if (rc < 0 && !existed)
+		unlink(dst); /* rolled back to nothing: not created */
 	/* A WAL-mode upload leaves the -wal and -shm of its reader. */
 	for (size_t i = 0; i < 3; i++) {
 		static const char *const sfx[] = {"-wal", "-shm", "-journal"};
@@ -288,7 +396,9 @@ static enum MHD_Result do_import(rep_node *n, struct MHD_Connection *c,
 	if (rc < 0) {
 		log_warn("import into db=%s failed: %s", db, err);
 		snprintf(body, sizeof(body), "import failed: %s", err);
-		return reply_err(c, MHD_HTTP_CONFLICT, body);
+		return reply_err(c, rc == -ENOSPC ?
+					    MHD_HTTP_INSUFFICIENT_STORAGE :
+					    MHD_HTTP_CONFLICT, body);
 	}
 	d = fs_mount_db(n->mount, db);
 	p = d ? fs_db_pos(d) : (ltx_pos){0, 0};
@@ -371,6 +481,53 @@ static bool has_body(struct MHD_Connection *c)
 	return cl && strspn(cl, "0 \t") != strlen(cl);
 }
 
+/* An import whose Content-Length says it is over http.max-import-size
+ * (413) or larger than the data directory's free space (507) is refused
+ * before its body. A chunked one is checked as it arrives. */
+static enum MHD_Result refuse_import_size(rep_node *n,
+					  struct MHD_Connection *c,
+					  const char *db, struct req *q)
+{
+	const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+						     "Content-Length");
+	unsigned long long len;
+	struct statvfs vfs;
+	uint64_t avail;
+	char body[300], *end;
+
+	if (!cl || MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+					       "Transfer-Encoding"))
+		return MHD_YES;
+	errno = 0;
+	len = strtoull(cl, &end, 10);
+	if (errno || end == cl)
+		return MHD_YES; /* libmicrohttpd answers a bad one */
+	if (n->o.max_import_size > 0 && len > (uint64_t)n->o.max_import_size) {
+		q->failed = true;
+		log_warn("import into db=%s refused: %llu bytes are more than "
+			 "http.max-import-size (%" PRId64 " bytes) (413)", db,
+			 len, n->o.max_import_size);
+		snprintf(body, sizeof(body), "the upload (%llu bytes) is larger "
+			 "than http.max-import-size (%" PRId64 " bytes)", len,
+			 n->o.max_import_size);
+		return reply_err(c, MHD_HTTP_CONTENT_TOO_LARGE, body);
+	}
+	if (statvfs(n->o.data_dir, &vfs) < 0)
+		return MHD_YES;
+	avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+	if (len > avail) {
+		q->failed = true;
+		log_warn("import into db=%s refused: %llu bytes do not fit in "
+			 "the free space of %s (%" PRIu64 " bytes) (507)", db,
+			 len, n->o.data_dir, avail);
+		snprintf(body, sizeof(body), "the upload (%llu bytes) does not "
+			 "fit in the data directory's free space (%" PRIu64
+			 " bytes)", len, avail);
+		return reply_err(c, MHD_HTTP_INSUFFICIENT_STORAGE, body);
+	}
+	return MHD_YES;
+}
+
 /*
  * The first call, headers in and no byte of a body read yet (token
  * already checked): everything that can refuse the request without its
@@ -408,7 +565,7 @@ static enum MHD_Result refuse_early(rep_node *n, struct MHD_Connection *c,
 			 "on the primary, %s", rep_node_primary_desc(n));
 		return reply_err(c, MHD_HTTP_CONFLICT, body);
 	}
-	return MHD_YES;
+	return refuse_import_size(n, c, db, q);
 }
 
 static enum MHD_Result handler(void *cls, struct MHD_Connection *c,
@@ -454,21 +611,14 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c,
 		return MHD_YES;
 	}
 	if (post && *upload_size) {
-		if (q->fd < 0 && !q->failed) {
-			q->fd = rep_tmpfile(n);
-			if (q->fd < 0)
-				q->failed = true;
-		}
-		if (!q->failed &&
-		    lib_io_pwrite_full(q->fd, upload, *upload_size,
-				       (off_t)q->size) < 0)
-			q->failed = true;
-		q->size += *upload_size;
+		store_upload(n, q, MHD_lookup_connection_value(
+					   c, MHD_GET_ARGUMENT_KIND, "db"),
+			     upload, *upload_size);
 		*upload_size = 0;
 		return MHD_YES;
 	}
 	if (q->failed)
-		return MHD_YES;
+		return MHD_YES; /* answered already */
 	if (strcmp(url, "/healthz") == 0 && get)
 		return reply_text(c, MHD_HTTP_OK, "text/plain", "ok\n");
 	if (strcmp(url, "/info") == 0 && get) {
@@ -507,11 +657,17 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c,
 	if (strcmp(url, "/export") == 0 && get)
 		return do_export(n, c, MHD_lookup_connection_value(
 					       c, MHD_GET_ARGUMENT_KIND, "db"));
-	if (strcmp(url, "/import") == 0 && post)
-		return do_import(n, c,
-				 MHD_lookup_connection_value(
-					 c, MHD_GET_ARGUMENT_KIND, "db"),
-				 q);
+	if (strcmp(url, "/import") == 0 && post) {
+		enum MHD_Result r = do_import(
+			n, c, MHD_lookup_connection_value(
+				      c, MHD_GET_ARGUMENT_KIND, "db"), q);
+		/* The answer goes out once this returns: the upload's space
+		 * is free by then, not only when the connection ends. */
+		if (q->fd >= 0)
+			close(q->fd);
+		q->fd = -1;
+		return r;
+	}
 	if ((strcmp(url, "/handoff") == 0 || strcmp(url, "/promote") == 0) &&
 	    post)
 		return do_lease_move(n, c, url);

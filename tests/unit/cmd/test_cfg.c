@@ -83,6 +83,7 @@ static void check_defaults(const ltxfs_cfg *c)
 	assert_int_equal(c->data.zstd_level, 1);
 	assert_string_equal(c->http.addr, ":20202");
 	assert_string_equal(c->http.token, "");
+	assert_int_equal(c->http.max_import_size, 0);
 	assert_int_equal(c->lease.type, CFG_LEASE_STATIC);
 	assert_true(c->lease.candidate);
 	assert_string_equal(c->lease.advertise_url, "");
@@ -125,6 +126,7 @@ static const char full_yaml[] =
 	"http:\n"
 	"  addr: \"127.0.0.1:8080\"\n"
 	"  token: s3cret\n"
+	"  max-import-size: 1073741824\n"
 	"lease:\n"
 	"  type: etcd\n"
 	"  candidate: false\n"
@@ -158,6 +160,7 @@ static void check_full(const ltxfs_cfg *c)
 	assert_int_equal(c->data.zstd_level, 19);
 	assert_string_equal(c->http.addr, "127.0.0.1:8080");
 	assert_string_equal(c->http.token, "s3cret");
+	assert_int_equal(c->http.max_import_size, 1073741824);
 	assert_int_equal(c->lease.type, CFG_LEASE_ETCD);
 	assert_false(c->lease.candidate);
 	assert_string_equal(c->lease.advertise_url, "http://node1:20202");

@@ -2,7 +2,10 @@
  * Tests for fs/log.c retention: pruning by size and by age with explicit
  * clocks (record timestamps and the 'now' given to fs_log_prune), the
  * segment holding the last record always kept, iterators across a prune,
- * reopening a pruned log, and a crash between two unlinks of a prune.
+ * reopening a pruned log, and a crash between two unlinks of a prune;
+ * appends that meet a full disk (ENOSPC injected through lib/io's
+ * table): the partial record is cut off, the next append succeeds and
+ * the log reopens cleanly.
  * Damage: what open says of a corrupt record (segment, offset, rule), the
  * whole-log check (fs_log_check_all) and moving a log aside.
  *
@@ -808,6 +811,148 @@ static void test_set_aside(void **state)
 	assert_int_equal(fs_log_open(e->dir, "t", &e->log, NULL, 0), 0);
 }
 
+/* ---- a full disk (lib/io fault table) ---------------------------------- */
+
+/* pwrite on the log: the first `budget` bytes are written (a write
+ * crossing the budget is short), then ENOSPC; budget < 0: no limit.
+ * ftruncate fails with ENOSPC while trunc_fail > 0 (counted down). */
+static struct {
+	long long budget;
+	int trunc_fail;
+	int truncs;
+} disk;
+
+static ssize_t full_pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+	if (disk.budget >= 0 && (long long)n > disk.budget)
+		n = (size_t)disk.budget;
+	if (n == 0) {
+		errno = ENOSPC;
+		return -1;
+	}
+	if (disk.budget >= 0)
+		disk.budget -= (long long)n;
+	return pwrite(fd, buf, n, off);
+}
+
+static int full_ftruncate(int fd, off_t len)
+{
+	disk.truncs++;
+	if (disk.trunc_fail > 0) {
+		disk.trunc_fail--;
+		errno = ENOSPC;
+		return -1;
+	}
+	return ftruncate(fd, len);
+}
+
+static void disk_full(long long budget, int trunc_fail)
+{
+	disk.budget = budget;
+	disk.trunc_fail = trunc_fail;
+	disk.truncs = 0;
+	lib_io.pwrite = full_pwrite;
+	lib_io.ftruncate = full_ftruncate;
+}
+
+/* The single segment's size. */
+static uint64_t seg_bytes(const env *e)
+{
+	uint64_t bytes = 0;
+
+	assert_int_equal(count_files(e, &bytes, NULL), 1);
+	return bytes;
+}
+
+/* ENOSPC at every point of an append (the length prefix, the header,
+ * the middle of the page, the trailer, the final length): the call says
+ * ENOSPC, the segment is cut back to its last whole record, the tail is
+ * unchanged, and once there is space the next append succeeds, every
+ * record reads back and the log reopens with the right tail. */
+static void test_append_enospc(void **state)
+{
+	env *e = *state;
+	uint64_t good, rec = 0;
+	long long budgets[] = {0, 2, 4, 60, 100, 2000, 4100, -2};
+
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(append(e, T0), 0);
+	good = seg_bytes(e);
+	for (size_t b = 0; b < sizeof(budgets) / sizeof(budgets[0]); b++) {
+		long long budget = budgets[b];
+		if (budget == -2) {
+			/* Everything but the final 4-byte length. */
+			assert_int_equal(append(e, T0), 0);
+			rec = seg_bytes(e) - good;
+			good += rec;
+			budget = (long long)rec - 1;
+		}
+		disk_full(budget, 0);
+		assert_int_equal(append(e, T0), -ENOSPC);
+		lib_io_reset();
+		assert_int_equal(seg_bytes(e), good);
+		assert_int_equal(fs_log_get_tail(e->log).pos.txid, e->txid);
+		assert_int_equal(append(e, T0), 0);
+		good = seg_bytes(e);
+		assert_int_equal(check_iter(e, 0), e->txid);
+	}
+	reopen(e);
+	assert_int_equal(fs_log_get_tail(e->log).pos.txid, e->txid);
+	assert_int_equal(fs_log_get_tail(e->log).pos.checksum, e->post);
+	assert_int_equal(seg_bytes(e), good);
+	assert_int_equal(check_iter(e, 0), e->txid);
+	assert_int_equal(append(e, T0), 0);
+	assert_int_equal(check_iter(e, 0), e->txid);
+}
+
+/* The cut itself fails (a filesystem that needs space to truncate): the
+ * half-written bytes stay past the end until the next append cuts them
+ * first; an append that cannot cut them fails rather than write a
+ * record in front of garbage; the log reopens cleanly. */
+static void test_append_enospc_cut_fails(void **state)
+{
+	env *e = *state;
+	uint64_t good;
+
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(append(e, T0), 0);
+	good = seg_bytes(e);
+	disk_full(3000, 2);
+	assert_int_equal(append(e, T0), -ENOSPC);
+	assert_true(seg_bytes(e) > good); /* the cut failed */
+	/* Space is back for writes, not yet for the cut. */
+	disk.budget = -1;
+	assert_int_equal(append(e, T0), -ENOSPC);
+	assert_int_equal(fs_log_get_tail(e->log).pos.txid, e->txid);
+	assert_int_equal(append(e, T0), 0);
+	lib_io_reset();
+	assert_int_equal(seg_bytes(e) > good, true);
+	assert_int_equal(check_iter(e, 0), e->txid);
+	good = seg_bytes(e);
+	reopen(e);
+	assert_int_equal(seg_bytes(e), good);
+	assert_int_equal(fs_log_get_tail(e->log).pos.txid, e->txid);
+	assert_int_equal(check_iter(e, 0), e->txid);
+}
+
+/* A first record (a new segment) that meets a full disk leaves at most
+ * an empty segment, which the next append reuses. */
+static void test_first_append_enospc(void **state)
+{
+	env *e = *state;
+
+	disk_full(10, 0);
+	assert_int_equal(append(e, T0), -ENOSPC);
+	lib_io_reset();
+	assert_int_equal(fs_log_get_tail(e->log).pos.txid, 0);
+	assert_int_equal(append(e, T0), 0);
+	assert_int_equal(append(e, T0), 0);
+	assert_int_equal(count_files(e, NULL, NULL), 1);
+	reopen(e);
+	assert_int_equal(fs_log_get_tail(e->log).pos.txid, 2);
+	assert_int_equal(check_iter(e, 0), 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -834,6 +979,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_iter_verifies_old, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_set_aside, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_append_enospc, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_append_enospc_cut_fails,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_first_append_enospc, setup,
 						teardown),
 	};
 
