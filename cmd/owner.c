@@ -37,6 +37,7 @@
 #define OWNER_POLL_MS 50
 #define OWNER_MAX_DEAD_MOUNTS 8  /* dead mounts stacked on one path */
 #define OWNER_PROBE_MS 2000      /* longest wait for a mount to answer */
+#define OWNER_HIDDEN_NAMES 5     /* files beneath the mount named */
 #define FUSE_FSTYPE "fuse.ltxfs"
 
 static void sleep_ms(int ms)
@@ -334,6 +335,44 @@ static int clear_dead_mounts(const char *cmd, const char *path)
 	return -EBUSY;
 }
 
+/* Files in the directory beneath the mount are hidden while it is
+ * mounted and are not replicated: an application that wrote them while
+ * no ltxfs was mounted (a start before the node's, a crash loop) lost
+ * those writes to everyone else. Said once, loudly, naming a few. */
+static void warn_hidden_files(const char *path, int dirfd)
+{
+	char names[512] = "";
+	struct dirent *de;
+	size_t used = 0;
+	int fd, n = 0;
+	DIR *d;
+
+	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (n++ < OWNER_HIDDEN_NAMES && used < sizeof(names))
+			used += (size_t)snprintf(names + used,
+						 sizeof(names) - used, "%s%s",
+						 used ? ", " : "", de->d_name);
+	}
+	closedir(d);
+	if (n > 0)
+		log_warn("mount point %s holds %d file%s of its own (%s%s): "
+			 "written there while ltxfs was not mounted, they are "
+			 "hidden by the mount and not replicated; move them "
+			 "away, and start applications only once the node "
+			 "serves", path, n, n == 1 ? "" : "s", names,
+			 n > OWNER_HIDDEN_NAMES ? ", ..." : "");
+}
+
 int cmd_owner_claim_mount(const char *cmd, const char *mountpoint,
 			  char *real, int *out_fd)
 {
@@ -393,6 +432,7 @@ int cmd_owner_claim_mount(const char *cmd, const char *mountpoint,
 		rc = -EBUSY;
 		goto fail;
 	}
+	warn_hidden_files(real, fd);
 	*out_fd = fd;
 	return 0;
 fail:

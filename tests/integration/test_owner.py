@@ -13,6 +13,8 @@ restart after kill -9 clears the dead mount. One meson test per case:
     dead-mount   kill -9 leaves a dead mount (ENOTCONN); starting the node
                  again clears it (a warn line) and serves every
                  acknowledged write, five times over
+    hidden-files a database an application wrote into the bare mount
+                 point while ltxfs was down: the start warns, naming it
 """
 
 import errno
@@ -229,8 +231,24 @@ def t_dead_mount():
         n.verify()
 
 
+def t_hidden_files():
+    with h.Node("owner", log_level="info") as n:
+        c = h.connect(os.path.join(n.mnt, "app.db"))
+        c.execute("CREATE TABLE t(x)")
+        c.execute("INSERT INTO t VALUES (1)")
+        c.close()
+        n.start()
+        n.wait_log(r"warn +mount point \S+ holds 1 file of its own "
+                   r"\(app\.db\): written there while ltxfs was not "
+                   r"mounted", 10)
+        h.check(n.listing() == [], "the mount shows %s" % n.listing())
+        n.stop()
+        h.check(os.listdir(n.mnt) == ["app.db"], "the hidden file is gone: "
+                "%s" % os.listdir(n.mnt))
+
+
 TESTS = {"data-dir": t_data_dir, "mount-point": t_mount_point,
-         "dead-mount": t_dead_mount}
+         "dead-mount": t_dead_mount, "hidden-files": t_hidden_files}
 
 if __name__ == "__main__":
     h.main(TESTS[sys.argv[1]])

@@ -6,13 +6,15 @@ writer with an invariant. Not part of CI (it runs for as long as asked).
 
 A primary and a replica (static lease) on loopback; the primary's data
 directory is a small tmpfs the script mounts (and always unmounts), so
-that a disk can really fill. A writer thread runs bank transfers in two
+that a disk can really fill. A writer process runs bank transfers in two
 databases (wal.db in WAL mode, del.db in DELETE mode): each transaction
 moves an amount between two of ten accounts (the total never changes) and
 inserts its sequence number into a ledger. A sequence number is
 "acknowledged" when COMMIT returned; it is appended to acked.txt outside
 the mount at once. The writer reconnects after any error; a failed COMMIT
-is not acknowledged (it may or may not be there).
+is not acknowledged (it may or may not be there). A writer that dies (a
+WAL connection's -shm mapping on a mount whose daemon was killed gets
+SIGBUS) is started again and counted, as a supervisor would.
 
 Each cycle applies one fault, round-robin:
     kill9-primary   SIGKILL the primary, start it again as a supervisor
@@ -81,101 +83,149 @@ def create(path, mode):
     c.close()
 
 
-class Writer(threading.Thread):
-    """Transfers in both databases, reconnecting after any error."""
+WRITER_SRC = r"""
+import random, sqlite3, sys, time
+mnt, out, rate, seq0, accounts = (sys.argv[1], sys.argv[2],
+                                  float(sys.argv[3]), int(sys.argv[4]),
+                                  int(sys.argv[5]))
+dbs = sys.argv[6:]
+f = open(out, "a", buffering=1)
+conns = {}
+seq = seq0
+i = 0
+while True:
+    db = dbs[i % len(dbs)]
+    i += 1
+    seq += 1
+    a, b = random.sample(range(accounts), 2)
+    amt = random.randint(1, 50)
+    try:
+        c = conns.get(db)
+        if c is None:
+            c = conns[db] = sqlite3.connect(mnt + "/" + db, timeout=5.0,
+                                            isolation_level=None)
+        c.execute("BEGIN IMMEDIATE")
+        c.execute("UPDATE acct SET bal = bal - ? WHERE id = ?", (amt, a))
+        c.execute("UPDATE acct SET bal = bal + ? WHERE id = ?", (amt, b))
+        c.execute("INSERT INTO ledger VALUES(?, randomblob(?))",
+                  (seq, random.randint(10, 600)))
+        c.execute("COMMIT")
+    except (sqlite3.Error, OSError) as e:
+        f.write("E %s %s\n" % ("full" if "full" in str(e) else "other",
+                               str(e).replace("\n", " ")))
+        c = conns.pop(db, None)
+        try:
+            c and c.close()
+        except sqlite3.Error:
+            pass
+        time.sleep(0.05)
+        continue
+    f.write("A %s %d\n" % (db, seq))
+    time.sleep(1.0 / rate)
+"""
 
-    def __init__(self, node, acked_path, rate):
-        super().__init__(daemon=True)
+
+class Writer:
+    """The application: a child process running transfers in both
+    databases through the mount, reconnecting after any error. A commit
+    is acknowledged when its "A db seq" line is in the ack file (written
+    right after COMMIT returned, before anything else). The child may die
+    (SIGBUS: a WAL connection's -shm mapping on a mount whose daemon was
+    killed); it is started again and counted, as a supervisor would."""
+
+    def __init__(self, node, root, rate):
         self.node = node
-        self.acked_path = acked_path
+        self.ack_path = os.path.join(root, "acked.txt")
+        self.src = os.path.join(root, "writer.py")
+        with open(self.src, "w") as f:
+            f.write(WRITER_SRC)
         self.rate = rate
+        self.proc = None
         self.acked = {db: set() for db, _ in DBS}
-        self.seq = 0
         self.errors = {}
         self.full_errors = 0
+        self.crashes = 0
+        self.off = 0
+        self.next_seq = 0
         self.mu = threading.Lock()
-        self.run_flag = threading.Event()
-        self.paused = threading.Event()
+        self.running = False
         self.quit = False
-        self.conns = {}
-        self.last_ack = time.monotonic()
+        self.mon = threading.Thread(target=self._monitor, daemon=True)
+        self.mon.start()
 
-    def _conn(self, db):
-        c = self.conns.get(db)
-        if c is None:
-            c = sqlite3.connect(self.node.path(db), timeout=5.0,
-                                isolation_level=None,
-                                check_same_thread=False)
-            self.conns[db] = c
-        return c
+    def _spawn(self):
+        self.next_seq += 10000000  # each child numbers from its own base
+        self.proc = subprocess.Popen(
+            [sys.executable, self.src, self.node.mnt, self.ack_path,
+             str(self.rate), str(self.next_seq), str(ACCOUNTS)] +
+            [db for db, _ in DBS], stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
 
-    def _drop(self, db):
-        c = self.conns.pop(db, None)
-        if c is not None:
-            try:
-                c.close()
-            except sqlite3.Error:
-                pass
-
-    def _one(self, db, f):
-        with self.mu:
-            self.seq += 1
-            seq = self.seq
-        a, b = random.sample(range(ACCOUNTS), 2)
-        amt = random.randint(1, 50)
+    def _read(self):
         try:
-            c = self._conn(db)
-            c.execute("BEGIN IMMEDIATE")
-            c.execute("UPDATE acct SET bal = bal - ? WHERE id = ?", (amt, a))
-            c.execute("UPDATE acct SET bal = bal + ? WHERE id = ?", (amt, b))
-            c.execute("INSERT INTO ledger VALUES(?, randomblob(?))",
-                      (seq, random.randint(10, 600)))
-            c.execute("COMMIT")
-        except (sqlite3.Error, OSError) as e:
-            msg = str(e)
-            self.errors[msg] = self.errors.get(msg, 0) + 1
-            if "full" in msg:
-                self.full_errors += 1
-            self._drop(db)
-            return False
-        f.write("%s %d\n" % (db, seq))
-        f.flush()
-        with self.mu:
-            self.acked[db].add(seq)
-            self.last_ack = time.monotonic()
-        return True
+            with open(self.ack_path) as f:
+                f.seek(self.off)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        end = data.rfind("\n") + 1
+        self.off += len(data[:end].encode())
+        for line in data[:end].splitlines():
+            parts = line.split(" ", 2)
+            if parts[0] == "A":
+                self.acked[parts[1]].add(int(parts[2]))
+            elif parts[0] == "E":
+                msg = parts[2] if len(parts) > 2 else ""
+                self.errors[msg] = self.errors.get(msg, 0) + 1
+                if parts[1] == "full":
+                    self.full_errors += 1
 
-    def run(self):
-        with open(self.acked_path, "a") as f:
-            i = 0
-            while not self.quit:
-                if not self.run_flag.is_set():
-                    for db, _ in DBS:
-                        self._drop(db)
-                    self.paused.set()
-                    self.run_flag.wait(1.0)
-                    continue
-                self.paused.clear()
-                db = DBS[i % len(DBS)][0]
-                i += 1
-                if not self._one(db, f):
-                    time.sleep(0.05)
-                time.sleep(1.0 / self.rate)
-        for db, _ in DBS:
-            self._drop(db)
-
-    def pause(self):
-        self.run_flag.clear()
-        if not self.paused.wait(RECOVER_TIMEOUT):
-            raise Wedged("the writer did not pause within %.0fs (a "
-                         "statement hangs)" % RECOVER_TIMEOUT)
+    def _monitor(self):
+        while not self.quit:
+            with self.mu:
+                self._read()
+                if self.running and self.proc is not None and \
+                        self.proc.poll() is not None:
+                    self.crashes += 1
+                    self._spawn()
+            time.sleep(0.05)
 
     def resume(self):
-        self.run_flag.set()
+        with self.mu:
+            self.running = True
+            if self.proc is None:
+                self._spawn()
+
+    def pause(self):
+        with self.mu:
+            self.running = False
+            if self.proc is not None:
+                if self.proc.poll() is None:
+                    self.proc.kill()
+                try:
+                    self.proc.wait(timeout=RECOVER_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    raise Wedged("the writer did not die within %.0fs of "
+                                 "SIGKILL (stuck on the mount)"
+                                 % RECOVER_TIMEOUT)
+                self.proc = None
+            self._read()
+
+    def stop(self):
+        self.pause()
+        self.quit = True
+        self.mon.join(timeout=5)
 
     def acks(self):
         with self.mu:
+            self._read()
             return sum(len(s) for s in self.acked.values())
+
+    def full(self):
+        with self.mu:
+            self._read()
+            return self.full_errors
 
 
 def start_supervised(n):
@@ -297,10 +347,10 @@ def do_fault(cl, w, fault, tmpfs, cycle):
         time.sleep(random.uniform(1, 3))
         os.kill(p.proc.pid, signal.SIGCONT)
     elif fault == "disk-full":
-        full0 = w.full_errors
+        full0 = w.full()
         filler = fill_disk(tmpfs)
         try:
-            wait_for(lambda: w.full_errors > full0, RECOVER_TIMEOUT,
+            wait_for(lambda: w.full() > full0, RECOVER_TIMEOUT,
                      "cycle %d: a write refused as 'disk is full'" % cycle)
             # Reads keep working meanwhile.
             for db, _ in DBS:
@@ -353,8 +403,7 @@ def main():
             cl.start()
             for db, mode in DBS:
                 create(p.path(db), mode)
-            w = Writer(p, os.path.join(p.root, "acked.txt"), a.rate)
-            w.start()
+            w = Writer(p, p.root, a.rate)
             w.resume()
             cycle = 0
             for cycle in range(a.cycles):
@@ -381,9 +430,10 @@ def main():
                     sys.stdout.flush()
         finally:
             if w is not None:
-                w.quit = True
-                w.run_flag.set()
-                w.join(timeout=RECOVER_TIMEOUT)
+                try:
+                    w.stop()
+                except Wedged as e:
+                    failure = failure or "wedged: %s" % e
             if failure:
                 for n in cl.nodes:
                     h.print_log_tail(n, 40)
@@ -402,7 +452,11 @@ def main():
         "lost": lost,
         "wedged": wedged,
         "writer_errors": sum(w.errors.values()) if w else 0,
+        "writer_error_kinds": dict(sorted(w.errors.items(),
+                                          key=lambda kv: -kv[1])[:8])
+        if w else {},
         "disk_full_refusals": w.full_errors if w else 0,
+        "writer_crashes": w.crashes if w else 0,
         "seconds": round(time.monotonic() - t0, 1),
         "failure": failure,
     }
