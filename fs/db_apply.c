@@ -15,6 +15,8 @@
  *        drop the kernel's cached pages, release. Readers wait at most as
  *        long as the longest read transaction already open when the apply
  *        began (PENDING stops new ones); we wait at most apply_timeout_ms.
+ *        The lock is taken before step 3, so a wait that ends without it
+ *        leaves the log and the database as they were.
  *      - WAL style (the database is in WAL mode here): ltxfs is the one
  *        WAL writer for local readers (fs/walidx.h): the pages become
  *        frames in the replica's own WAL, published by a new wal-index
@@ -181,13 +183,18 @@ void fs_db_apply_checkpoint(fs_db *db)
 
 /* --- SQLite locks through the mount --- */
 
+static int apply_timeout_ms(const fs_db *db)
+{
+	return db->opts.apply_timeout_ms > 0 ? db->opts.apply_timeout_ms
+					     : DEFAULT_APPLY_TIMEOUT_MS;
+}
+
 /* Polls for a lock, as SQLite's busy handler would, up to the apply
  * timeout; says so in the log while it waits. */
 static int ofd_lock_wait(fs_db *db, int fd, short type, off_t start, off_t len,
 			 const char *what)
 {
-	int timeout = db->opts.apply_timeout_ms > 0 ? db->opts.apply_timeout_ms
-						    : DEFAULT_APPLY_TIMEOUT_MS;
+	int timeout = apply_timeout_ms(db);
 	int64_t t0 = lib_clock_monotonic_ns(), next_log = 1000;
 	useconds_t nap = 100;
 	int rc;
@@ -312,6 +319,7 @@ struct apply {
 	ltx_trailer tr;
 	bool offline;           /* start-up: nothing mounted, no readers */
 	bool wal;               /* WAL style */
+	bool locked;            /* rollback style: SQLite's EXCLUSIVE held */
 	bool full;              /* every page replaced: checksum afresh */
 	uint64_t sum;           /* running database checksum */
 	uint32_t old_commit;
@@ -544,6 +552,55 @@ static int apply_pages(struct apply *a, ltx_decoder *dec, uint8_t *page)
 	return ltx_decoder_finish(dec, NULL);
 }
 
+/* Whether a record is applied WAL style (the database file exists). */
+static bool wal_style(fs_db *db, const struct apply *a)
+{
+	return !a->offline &&
+	       (db->walidx || (db->opts.mountpoint && db->commit > 0 &&
+			       a->hdr.page_size == db->page_size &&
+			       file_in_wal_mode(db)));
+}
+
+/* A record applied rollback style takes SQLite's EXCLUSIVE lock before
+ * anything of it is written, the local log included: a wait for local
+ * readers that ends without the lock (-EBUSY past the apply timeout)
+ * leaves everything as it was. apply_mu held. */
+static int lock_for_record(struct apply *a)
+{
+	fs_db *db = a->db;
+	int rc;
+
+	if (a->hdr.commit == 0 || a->offline)
+		return 0; /* a delete locks as it can (apply_delete) */
+	rc = ensure_backing(db, FS_KIND_DB);
+	if (rc < 0 || wal_style(db, a))
+		return rc;
+	rc = open_lock_fd(db);
+	if (rc == 0)
+		rc = lock_exclusive(db);
+	a->locked = rc == 0;
+	return rc;
+}
+
+/* errbuf for a lock_for_record failure. */
+static void lock_failed(const fs_db *db, int rc, char *errbuf, size_t errlen)
+{
+	if (rc == -EBUSY)
+		snprintf(errbuf, errlen, "local readers held the database "
+			 "for the whole apply timeout (%d ms)",
+			 apply_timeout_ms(db));
+	else
+		snprintf(errbuf, errlen, "taking SQLite's lock: %s",
+			 strerror(-rc));
+}
+
+static void unlock_record(struct apply *a)
+{
+	if (a->locked)
+		unlock_exclusive(a->db);
+	a->locked = false;
+}
+
 /* Applies the pages of a verified record (apply_mu held). */
 static int apply_record(struct apply *a)
 {
@@ -552,7 +609,6 @@ static int apply_record(struct apply *a)
 	ltx_decoder *dec = NULL;
 	uint8_t *page = NULL;
 	ltx_header h;
-	bool locked = false;
 	int rc;
 
 	page = malloc(a->hdr.page_size);
@@ -566,26 +622,19 @@ static int apply_record(struct apply *a)
 	rc = ensure_backing(db, FS_KIND_DB);
 	if (rc < 0)
 		goto out;
-	a->wal = !a->offline &&
-		 (db->walidx || (db->opts.mountpoint && db->commit > 0 &&
-				 a->hdr.page_size == db->page_size &&
-				 file_in_wal_mode(db)));
+	a->wal = wal_style(db, a);
 	if (a->wal) {
+		unlock_record(a); /* none: decided as lock_for_record did */
 		rc = open_walidx(db);
 		if (rc == 0)
 			rc = fs_walidx_begin(db->walidx,
-					     db->opts.apply_timeout_ms > 0 ?
-						     db->opts.apply_timeout_ms :
-						     DEFAULT_APPLY_TIMEOUT_MS);
+					     apply_timeout_ms(db));
 		if (rc < 0)
 			goto out;
-	} else if (!a->offline) {
-		rc = open_lock_fd(db);
-		if (rc == 0)
-			rc = lock_exclusive(db);
+	} else if (!a->offline && !a->locked) {
+		rc = lock_for_record(a);
 		if (rc < 0)
 			goto out;
-		locked = true;
 	}
 	/* No capture runs on a replica: apply_mu guards the checksums,
 	 * commit and page size here. capture_mu is not held while walidx
@@ -645,8 +694,7 @@ static int apply_record(struct apply *a)
 						0 : a->min_off),
 		      a->max_end > a->min_off ?
 			      (int64_t)(a->max_end - a->min_off) : 0);
-	if (locked)
-		unlock_exclusive(db);
+	unlock_record(a);
 	if (rc == 0 && a->wal) {
 		bool done = false;
 		fs_walidx_checkpoint(db->walidx, false, &done);
@@ -659,8 +707,7 @@ static int apply_record(struct apply *a)
 				 "retried with the next record", db->name);
 	}
 out:
-	if (rc < 0 && locked)
-		unlock_exclusive(db);
+	unlock_record(a);
 	decoder_done(a->cache, dec);
 	free(page);
 	return rc;
@@ -768,6 +815,11 @@ static int apply_one(fs_db *db, int fd, uint64_t off, uint64_t len,
 		rc = -ESTALE;
 		goto out;
 	}
+	rc = lock_for_record(&a);
+	if (rc < 0) {
+		lock_failed(db, rc, errbuf, errlen);
+		goto out;
+	}
 	if (ltx_header_is_snapshot(&a.hdr))
 		rc = fs_log_reset(db->log);
 	if (rc == 0)
@@ -786,6 +838,7 @@ static int apply_one(fs_db *db, int fd, uint64_t off, uint64_t len,
 			  " (%" PRIu64 " bytes, commit %" PRIu32 ")", db->name,
 			  a.hdr.min_txid, a.hdr.max_txid, len, a.hdr.commit);
 out:
+	unlock_record(&a);
 	note_pending(db);
 	pthread_mutex_unlock(&db->apply_mu);
 	if (rc == 0 && db->opts.on_commit)
@@ -851,9 +904,7 @@ static int apply_run_pages(fs_db *db, struct apply *a, size_t m)
 
 	if (!page)
 		return -ENOMEM;
-	rc = fs_walidx_begin(db->walidx, db->opts.apply_timeout_ms > 0 ?
-					       db->opts.apply_timeout_ms :
-					       DEFAULT_APPLY_TIMEOUT_MS);
+	rc = fs_walidx_begin(db->walidx, apply_timeout_ms(db));
 	for (size_t i = 0; rc == 0 && i < m; i++) {
 		ltx_header h;
 		rr = (fs_range_reader){a[i].fd, a[i].off, a[i].off + a[i].len};

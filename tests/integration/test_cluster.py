@@ -1083,6 +1083,37 @@ def rollback_reader():
         check_identical(cl, db)
         cl.stop()
 
+def reader_timeout():
+    """A reader on a rollback-mode replica holds its read transaction past
+    the apply timeout (30 s): the replica gives up on the record (logged,
+    counted, the stream reconnects) without keeping any of it, and once
+    the reader ends it applies it and converges. (The record used to be
+    in the local log already: every later try was refused, "does not
+    follow the log's last position", until a restart.)"""
+    t = Timer()
+    with Cluster(2) as cl:
+        db = "to.db"
+        r = start_synced(cl, db, 5, mode="DELETE")
+        rc, n0 = hold_reader(r, db)
+        pos0 = r.pos(db)
+        simple_txns(cl.primary.path(db), 3, start=5)
+        want = cl.primary.pos(db)
+        r.wait_log(r"db=to\.db: gave up waiting", 60)
+        t.lap("the apply gave up on the reader")
+        check(r.pos(db) == pos0, "the replica moved under the reader")
+        check(one(rc, "SELECT count(*) FROM t") == n0, "snapshot changed")
+        rc.execute("COMMIT")
+        rc.close()
+        t0 = time.monotonic()
+        wait_for(lambda: r.pos(db) == want, 30, "the apply after the "
+                 "reader ended", interval=0.02)
+        t.lap("applied %.2fs after the reader ended"
+              % (time.monotonic() - t0))
+        check(r.log_count(r"does not follow") == 0,
+              "the replica's log kept a record it did not apply")
+        check_identical(cl, db)
+        cl.stop()
+
 
 # -- 8. export and import ---------------------------------------------------
 
@@ -1158,6 +1189,7 @@ CASES = {
     "replica-kill9": replica_kill9,
     "fairness": fairness,
     "rollback-reader": rollback_reader,
+    "reader-timeout": reader_timeout,
     "journal-switch": journal_switch,
     "many-dbs": many_dbs,
     "export-import": export_import,
