@@ -9,11 +9,12 @@
  *          --> CONNECTING.   A 401 or 409 (wrong token, other cluster)
  *          backs off 5 s and says so in the log each time.
  *
- * Each record arrives as BEGIN, DATA..., END; its bytes go to one
- * unlinked temporary file kept for the thread's life (bounded memory for
- * any size; records are written one after the other and the file is
- * reused from its start once they are applied). Complete records are
- * applied when the bytes curl handed over are used up, or before any
+ * Each record arrives as BEGIN, DATA..., END; its bytes go to the scratch
+ * file (scratch.c: one unlinked temporary file kept for the thread's
+ * life, bounded memory for any size; records one after the other, the
+ * file reused from its start once they are applied, the record being
+ * received kept whole). Complete records are queued there and applied
+ * when the bytes curl handed over are used up, or before any
  * other frame, a record of another database, a snapshot, or BATCH_MAX
  * records / BATCH_BYTES bytes: fs_db_apply_batch verifies every one and
  * applies consecutive WAL records in one lock cycle and one published
@@ -34,6 +35,7 @@
 #include <unistd.h>
 
 #include "fs/db_apply.h"
+#include "scratch.h"
 #include "fs/log.h"
 #include "lib/bytes.h"
 #include "lib/clock.h"
@@ -47,7 +49,6 @@
 #define ERRBODY_MAX 512
 #define BATCH_MAX FS_APPLY_RUN_MAX
 #define BATCH_BYTES (16u << 20)        /* apply once this much waits */
-#define SCRATCH_KEEP (4u << 20)        /* larger: truncated after use */
 
 struct cli {
 	rep_node *n;
@@ -61,24 +62,17 @@ struct cli {
 	uint64_t role_gen;       /* rep_node.role_gen when connecting: a
 				  * role or primary change ends the stream */
 	uint64_t hello_epoch;    /* the epoch this stream's HELLO carried */
-	/* The record being received, at offset off of the scratch file. */
+	/* The record being received (its bytes: sc). */
 	bool in_record;
 	char name[REP_NAME_MAX + 1];
 	fs_db *db;
-	uint64_t off, len, got;
 	int64_t ts;              /* its LTX timestamp (ms), 0 unknown */
 	uint8_t kind;
-	/* Complete records not applied yet, all of database bat_db. */
-	int scratch;             /* the temporary file, or -1 */
-	uint64_t scratch_end;    /* bytes in use (pending records) */
-	uint64_t scratch_hi;     /* the file's size */
+	/* Complete records not applied yet, all of one database. */
+	rep_scratch *sc;         /* NULL until the first record */
+	uint64_t scratch_keep;   /* REP_SCRATCH_KEEP, or for tests
+				  * $LTXFS_TEST_SCRATCH_KEEP */
 	ltx_decoder *dec;        /* reused by every apply */
-	fs_db *bat_db;
-	char bat_name[REP_NAME_MAX + 1];
-	uint8_t bat_kind;
-	size_t nbat;
-	fs_apply_rec bat[BATCH_MAX];
-	int64_t bat_ts[BATCH_MAX];
 };
 
 static void set_why(struct cli *c, const char *fmt, ...)
@@ -92,59 +86,78 @@ static void set_why(struct cli *c, const char *fmt, ...)
 	va_end(ap);
 }
 
+static size_t queued(const struct cli *c)
+{
+	return c->sc ? rep_scratch_count(c->sc) : 0;
+}
+
 /* Forgets the record being received and those not applied yet (the
  * next connection asks from the position the replica has). */
 static void drop_record(struct cli *c)
 {
 	c->in_record = false;
 	c->db = NULL;
-	c->nbat = 0;
-	c->bat_db = NULL;
-	c->scratch_end = 0;
+	if (c->sc)
+		rep_scratch_clear(c->sc);
+}
+
+/* Records 0..done of the queue (all of db) were applied: counted, and
+ * the primary's position known to be reached when it is. */
+static void applied(struct cli *c, fs_db *db, size_t done)
+{
+	rep_node *n = c->n;
+	int64_t now = lib_clock_wall_ms();
+	ltx_pos local;
+	rep_remote *r;
+
+	for (size_t i = 0; i < done; i++) {
+		rep_scratch_rec *q = rep_scratch_rec_at(c->sc, i);
+		q->done = true;
+		if (q->ts)
+			rep_metrics_observe_latency(&n->m,
+						    (double)(now - q->ts));
+		if (q->kind == 1)
+			atomic_fetch_add(&n->m.snapshots_applied, 1);
+	}
+	atomic_fetch_add(&n->m.records_applied, done);
+	local = fs_db_pos(db);
+	pthread_mutex_lock(&n->mu);
+	r = rep_remote_get(n, fs_db_name(db));
+	if (r && r->pos.txid <= local.txid) {
+		r->pos = local;
+		r->behind_since_ms = 0;
+	}
+	pthread_mutex_unlock(&n->mu);
 }
 
 /* Applies the complete records waiting; 0, or <0 with c->why set. */
 static int flush(struct cli *c)
 {
-	rep_node *n = c->n;
-	size_t done = 0;
+	size_t n = queued(c), done = 0;
+	fs_apply_rec recs[BATCH_MAX];
 	char err[400];
+	fs_db *db;
 	int rc;
 
-	if (c->nbat == 0)
+	if (n == 0)
 		return 0;
-	rc = fs_db_apply_batch(c->bat_db, c->scratch, c->bat, c->nbat,
-			       &c->dec, &done, err, sizeof(err));
-	if (done > 0) {
-		int64_t now = lib_clock_wall_ms();
-		for (size_t i = 0; i < done; i++)
-			if (c->bat_ts[i])
-				rep_metrics_observe_latency(
-					&n->m, (double)(now - c->bat_ts[i]));
-		atomic_fetch_add(&n->m.records_applied, done);
-		if (c->bat_kind == 1)
-			atomic_fetch_add(&n->m.snapshots_applied, done);
-		ltx_pos local = fs_db_pos(c->bat_db);
-		pthread_mutex_lock(&n->mu);
-		rep_remote *r = rep_remote_get(n, c->bat_name);
-		if (r && r->pos.txid <= local.txid) {
-			r->pos = local;
-			r->behind_since_ms = 0;
-		}
-		pthread_mutex_unlock(&n->mu);
+	db = rep_scratch_rec_at(c->sc, 0)->db;
+	for (size_t i = 0; i < n; i++) {
+		rep_scratch_rec *q = rep_scratch_rec_at(c->sc, i);
+		recs[i] = (fs_apply_rec){q->off, q->len};
 	}
+	rc = fs_db_apply_batch(db, rep_scratch_fd(c->sc), recs, n, &c->dec,
+			       &done, err, sizeof(err));
+	if (done > 0)
+		applied(c, db, done);
 	if (rc < 0) {
-		atomic_fetch_add(&n->m.apply_errors, 1);
-		set_why(c, "db=%s: record rejected: %s", c->bat_name, err);
+		atomic_fetch_add(&c->n->m.apply_errors, 1);
+		set_why(c, "db=%s: record rejected: %s", fs_db_name(db), err);
+		return rc;
 	}
-	c->nbat = 0;
-	c->bat_db = NULL;
-	c->scratch_end = 0;
-	if (c->scratch_hi > SCRATCH_KEEP && c->scratch >= 0) {
-		/* A big record passed: give the disk space back. */
-		if (lib_io_ftruncate(c->scratch, 0) == 0)
-			c->scratch_hi = 0;
-	}
+	rc = rep_scratch_settle(c->sc);
+	if (rc < 0)
+		set_why(c, "scratch file: %s", strerror(-rc));
 	return rc;
 }
 
@@ -241,10 +254,30 @@ static void log_discard(struct cli *c, ltx_pos local, uint64_t snap_txid)
 			 c->name, local.txid, snap_txid);
 }
 
+/* The scratch file, made at the first record. */
+static int ensure_scratch(struct cli *c)
+{
+	int fd, rc;
+
+	if (c->sc)
+		return 0;
+	fd = rep_tmpfile(c->n);
+	if (fd < 0) {
+		set_why(c, "no temporary file: %s", strerror(-fd));
+		return fd;
+	}
+	rc = rep_scratch_new(fd, c->scratch_keep, &c->sc);
+	if (rc < 0) {
+		close(fd);
+		set_why(c, "out of memory");
+	}
+	return rc;
+}
+
 static int on_begin(struct cli *c, const rep_frame *f)
 {
 	rep_cursor k = {f->payload, f->len, false};
-	uint64_t minx, maxx;
+	uint64_t minx, maxx, len;
 	int rc;
 
 	if (c->in_record) {
@@ -252,12 +285,12 @@ static int on_begin(struct cli *c, const rep_frame *f)
 		return -EPROTO;
 	}
 	rep_get_str(&k, c->name, sizeof(c->name));
-	c->len = rep_get_u64(&k);
+	len = rep_get_u64(&k);
 	minx = rep_get_u64(&k);
 	maxx = rep_get_u64(&k);
 	c->kind = rep_get_u8(&k);
 	if (k.bad || k.left || !c->name[0] || c->name[0] == '.' ||
-	    strchr(c->name, '/') || c->len < LTX_HEADER_SIZE ||
+	    strchr(c->name, '/') || len < LTX_HEADER_SIZE ||
 	    minx == 0 || maxx < minx || c->kind > 1) {
 		set_why(c, "malformed BEGIN frame (rule F4)");
 		return -EPROTO;
@@ -268,22 +301,16 @@ static int on_begin(struct cli *c, const rep_frame *f)
 			strerror(-rc));
 		return rc;
 	}
-	if (c->nbat > 0 &&
-	    (c->db != c->bat_db || c->kind == 1 || c->nbat >= BATCH_MAX ||
-	     c->scratch_end >= BATCH_BYTES) &&
+	if (queued(c) > 0 &&
+	    (c->db != rep_scratch_rec_at(c->sc, 0)->db || c->kind == 1 ||
+	     queued(c) >= BATCH_MAX ||
+	     rep_scratch_queued_bytes(c->sc) >= BATCH_BYTES) &&
 	    (rc = flush(c)) < 0)
 		return rc;
-	if (c->scratch < 0) {
-		c->scratch = rep_tmpfile(c->n);
-		if (c->scratch < 0) {
-			rc = c->scratch;
-			set_why(c, "no temporary file: %s", strerror(-rc));
-			return rc;
-		}
-		c->scratch_hi = 0;
-	}
-	c->off = c->scratch_end;
-	c->got = 0;
+	rc = ensure_scratch(c);
+	if (rc < 0)
+		return rc;
+	rep_scratch_begin(c->sc, len);
 	c->ts = 0;
 	c->in_record = true;
 	{
@@ -298,25 +325,29 @@ static int on_begin(struct cli *c, const rep_frame *f)
 
 static int on_data(struct cli *c, const rep_frame *f)
 {
+	uint64_t len, got;
 	int rc;
 
-	if (!c->in_record || c->got + f->len > c->len) {
+	if (!c->in_record) {
 		set_why(c, "DATA outside a record or past its length");
 		return -EPROTO;
 	}
-	if (c->got == 0 && f->len >= LTX_HEADER_SIZE) {
+	rep_scratch_receiving(c->sc, &len, &got);
+	if (got == 0 && f->len >= LTX_HEADER_SIZE) {
 		ltx_header h;
 		ltx_err e;
 		if (ltx_header_decode(f->payload, &h, &e) == 0)
 			c->ts = h.timestamp;
 	}
-	rc = lib_io_pwrite_full(c->scratch, f->payload, f->len,
-				(off_t)(c->off + c->got));
+	rc = rep_scratch_write(c->sc, f->payload, f->len);
+	if (rc == -EPROTO) {
+		set_why(c, "DATA outside a record or past its length");
+		return rc;
+	}
 	if (rc < 0) {
 		set_why(c, "storing a record: %s", strerror(-rc));
 		return rc;
 	}
-	c->got += f->len;
 	atomic_fetch_add(&c->n->m.bytes_received, f->len);
 	return 0;
 }
@@ -324,23 +355,21 @@ static int on_data(struct cli *c, const rep_frame *f)
 static int on_end(struct cli *c, const rep_frame *f)
 {
 	rep_cursor k = {f->payload, f->len, false};
-	uint64_t len = rep_get_u64(&k);
+	uint64_t len = rep_get_u64(&k), want = 0, got = 0;
+	int rc;
 
-	if (!c->in_record || k.bad || k.left || len != c->len ||
-	    c->got != c->len) {
+	if (c->in_record)
+		rep_scratch_receiving(c->sc, &want, &got);
+	if (!c->in_record || k.bad || k.left || len != want || got != want) {
 		set_why(c, "END does not match the record (%" PRIu64 " of %"
-			PRIu64 " bytes)", c->got, c->len);
+			PRIu64 " bytes)", got, want);
 		return -EPROTO;
 	}
-	c->bat[c->nbat] = (fs_apply_rec){c->off, c->len};
-	c->bat_ts[c->nbat] = c->ts;
-	c->nbat++;
-	c->bat_db = c->db;
-	c->bat_kind = c->kind;
-	memcpy(c->bat_name, c->name, sizeof(c->name));
-	c->scratch_end = c->off + c->len;
-	if (c->scratch_end > c->scratch_hi)
-		c->scratch_hi = c->scratch_end;
+	rc = rep_scratch_end(c->sc, c->db, c->kind, c->ts);
+	if (rc < 0) {
+		set_why(c, "queueing a record: %s", strerror(-rc));
+		return rc;
+	}
 	c->in_record = false;
 	c->db = NULL;
 	/* A snapshot replaces the database: applied at once, alone. */
@@ -662,6 +691,26 @@ static void abandon_one(void *ctx, fs_db *db)
 	fs_db_abandon_txn(db);
 }
 
+/* REP_SCRATCH_KEEP; a test may make it smaller, down to 0 (the space is
+ * given back after every batch). */
+static uint64_t scratch_keep(void)
+{
+	const char *e = getenv("LTXFS_TEST_SCRATCH_KEEP");
+	char *end;
+	unsigned long long v;
+
+	if (!e || !*e)
+		return REP_SCRATCH_KEEP;
+	errno = 0;
+	v = strtoull(e, &end, 10);
+	if (errno || *end || v > REP_SCRATCH_KEEP) {
+		log_warn("LTXFS_TEST_SCRATCH_KEEP=\"%s\" is not a size up to "
+			 "%u bytes; ignored", e, REP_SCRATCH_KEEP);
+		return REP_SCRATCH_KEEP;
+	}
+	return v;
+}
+
 void *rep_client_main(void *arg)
 {
 	rep_node *n = arg;
@@ -672,7 +721,7 @@ void *rep_client_main(void *arg)
 
 	memset(&c, 0, sizeof(c));
 	c.n = n;
-	c.scratch = -1;
+	c.scratch_keep = scratch_keep();
 	if (!curl || rep_parser_init(&c.parser) < 0) {
 		log_error("stream client: out of memory; not replicating");
 		curl_easy_cleanup(curl);
@@ -752,8 +801,7 @@ void *rep_client_main(void *arg)
 	}
 	rep_parser_free(&c.parser);
 	ltx_decoder_free(c.dec);
-	if (c.scratch >= 0)
-		close(c.scratch);
+	rep_scratch_free(c.sc);
 	curl_easy_cleanup(curl);
 	return NULL;
 }
