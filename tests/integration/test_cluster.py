@@ -1084,6 +1084,7 @@ def rollback_reader():
         check_identical(cl, db)
         cl.stop()
 
+
 def reader_timeout():
     """A reader on a rollback-mode replica holds its read transaction past
     the apply timeout (30 s): the replica gives up on the record (logged,
@@ -1112,6 +1113,67 @@ def reader_timeout():
               % (time.monotonic() - t0))
         check(r.log_count(r"does not follow") == 0,
               "the replica's log kept a record it did not apply")
+        check_identical(cl, db)
+        cl.stop()
+
+
+LAG_TXNS = 400
+
+
+def lag_txids(r, db):
+    return r.metric('ltxfs_replication_lag_txids{db="%s"}' % db, 0)
+
+
+def lag_reader(mode):
+    """A reader on the replica holds a read transaction while the primary
+    commits LAG_TXNS transactions. In rollback mode the apply waits for
+    the reader (SQLite's EXCLUSIVE lock): lag_txids (/metrics and /info)
+    must reach the real gap, the primary's TXID minus the replica's,
+    while it waits, and fall to 0 once the reader ends. In WAL mode the
+    apply does not wait: the replica catches up under the reader, lag 0,
+    and the reader keeps its snapshot."""
+    t = Timer()
+    with Cluster(2) as cl:
+        db = "lag.db"
+        r = start_synced(cl, db, 5, mode=MODES[mode])
+        rc, n0 = hold_reader(r, db)
+        pos0 = r.pos(db)
+        simple_txns(cl.primary.path(db), LAG_TXNS, start=5)
+        want = cl.primary.pos(db)
+        t.lap("%d commits while the reader holds" % LAG_TXNS)
+        if mode == "wal":
+            cl.wait_synced(db)
+            check(lag_txids(r, db) == 0, "lag %d after the replica caught "
+                  "up under a WAL reader" % lag_txids(r, db))
+        else:
+            gap = want[0] - pos0[0]
+            last = []
+
+            def lag_is_gap():
+                last[:] = [lag_txids(r, db)]
+                return last[0] == gap
+            try:
+                wait_for(lag_is_gap, 20, "lag_txids to reach the gap of "
+                         "%d while the apply waits" % gap, interval=0.05)
+            except TestFailure as e:
+                raise TestFailure("%s (last value %s)" % (e, last))
+            info = [d for d in r.info()["databases"] if d["name"] == db]
+            check(info and info[0]["lag_txids"] == gap and
+                  info[0]["lag_ms"] > 0, "/info while the apply waits: %s"
+                  % info)
+            check(r.pos(db) == pos0, "the replica moved under the reader")
+            t.lap("lag_txids %d (the real gap) while the apply waits"
+                  % gap)
+        check(one(rc, "SELECT count(*) FROM t") == n0, "snapshot changed")
+        rc.execute("COMMIT")
+        rc.close()
+        wait_for(lambda: r.pos(db) == want, 30, "the apply after the "
+                 "reader ended", interval=0.02)
+        wait_for(lambda: lag_txids(r, db) == 0, 10, "lag_txids back to 0",
+                 interval=0.05)
+        t.lap("applied, lag_txids 0")
+        check(r.metric("ltxfs_stream_reconnects_total", 0) == 0,
+              "the replica reconnected")
         check_identical(cl, db)
         cl.stop()
 
@@ -1298,6 +1360,8 @@ CASES = {
     "many-dbs": many_dbs,
     "export-import": export_import,
     "sigstop-catchup": sigstop_catchup,
+    "lag-reader-delete": lambda: lag_reader("delete"),
+    "lag-reader-wal": lambda: lag_reader("wal"),
 }
 for _m in MODES:
     CASES["identical-" + _m] = (lambda m: lambda: identical(m))(_m)
