@@ -15,6 +15,11 @@
  *        drop the kernel's cached pages, release. Readers wait at most as
  *        long as the longest read transaction already open when the apply
  *        began (PENDING stops new ones); we wait at most apply_timeout_ms.
+ *        The lock is taken before step 3, so a wait that ends without it
+ *        leaves the log and the database as they were. A caller that
+ *        must not block (FS_APPLY_NOWAIT) gets -EAGAIN instead of the
+ *        wait: PENDING stays taken, and its next try goes on with the
+ *        same wait (same start, same timeout).
  *      - WAL style (the database is in WAL mode here): ltxfs is the one
  *        WAL writer for local readers (fs/walidx.h): the pages become
  *        frames in the replica's own WAL, published by a new wal-index
@@ -181,41 +186,6 @@ void fs_db_apply_checkpoint(fs_db *db)
 
 /* --- SQLite locks through the mount --- */
 
-/* Polls for a lock, as SQLite's busy handler would, up to the apply
- * timeout; says so in the log while it waits. */
-static int ofd_lock_wait(fs_db *db, int fd, short type, off_t start, off_t len,
-			 const char *what)
-{
-	int timeout = db->opts.apply_timeout_ms > 0 ? db->opts.apply_timeout_ms
-						    : DEFAULT_APPLY_TIMEOUT_MS;
-	int64_t t0 = lib_clock_monotonic_ns(), next_log = 1000;
-	useconds_t nap = 100;
-	int rc;
-
-	for (;;) {
-		int64_t ms;
-		rc = lib_io_ofd_trylock(fd, type, start, len);
-		if (rc != -EBUSY)
-			return rc;
-		ms = (lib_clock_monotonic_ns() - t0) / 1000000;
-		if (ms >= timeout) {
-			log_warn("db=%s: gave up waiting %d ms for %s held by "
-				 "local readers; the apply is retried", db->name,
-				 timeout, what);
-			return -EBUSY;
-		}
-		if (ms >= next_log) {
-			log_info("db=%s: apply waits for %s: a local reader "
-				 "has held a read transaction for %" PRId64
-				 " ms", db->name, what, ms);
-			next_log += 5000;
-		}
-		usleep(nap);
-		if (nap < 2000)
-			nap *= 2;
-	}
-}
-
 static void mount_path(const fs_db *db, enum fs_kind k, char *buf, size_t n)
 {
 	snprintf(buf, n, "%s/%s%s", db->opts.mountpoint, db->name,
@@ -249,24 +219,74 @@ static int open_lock_fd(fs_db *db)
 static void close_lock_fd(fs_db *db)
 {
 	if (db->lock_fd >= 0)
-		close(db->lock_fd);
+		close(db->lock_fd); /* its locks go with it */
 	db->lock_fd = -1;
+	db->wait_since_ns = 0;
 }
 
-/* SQLite's EXCLUSIVE lock: PENDING (no new readers), then the SHARED
- * range (the readers inside a transaction have left). */
-static int lock_exclusive(fs_db *db)
+static int apply_timeout_ms(const fs_db *db)
 {
+	return db->opts.apply_timeout_ms > 0 ? db->opts.apply_timeout_ms
+					     : DEFAULT_APPLY_TIMEOUT_MS;
+}
+
+/* One try for SQLite's EXCLUSIVE lock: PENDING (no new readers), then
+ * the SHARED range (the readers inside a transaction have left). *what
+ * names the lock that was busy. */
+static int try_exclusive(fs_db *db, const char **what)
+{
+	int rc;
+
+	*what = "the PENDING lock";
+	rc = lib_io_ofd_trylock(db->lock_fd, F_WRLCK, SQLITE_PENDING_BYTE, 1);
+	if (rc == 0) {
+		*what = "the EXCLUSIVE lock";
+		rc = lib_io_ofd_trylock(db->lock_fd, F_WRLCK,
+					SQLITE_SHARED_FIRST,
+					SQLITE_SHARED_SIZE);
+	}
+	return rc;
+}
+
+/* SQLite's EXCLUSIVE lock, polled as SQLite's busy handler would, up to
+ * the apply timeout counted from the first try (db->wait_since_ns, kept
+ * across nowait calls); says so in the log while it waits. nowait: one
+ * try, -EAGAIN while readers hold it, PENDING kept. -EBUSY, PENDING let
+ * go, once the timeout has passed. apply_mu held. */
+static int lock_exclusive(fs_db *db, bool nowait)
+{
+	useconds_t nap = 100;
+	const char *what;
 	int rc;
 
 	if (db->lock_fd < 0)
 		return 0;
-	rc = ofd_lock_wait(db, db->lock_fd, F_WRLCK, SQLITE_PENDING_BYTE, 1,
-			   "the PENDING lock");
-	if (rc == 0)
-		rc = ofd_lock_wait(db, db->lock_fd, F_WRLCK,
-				   SQLITE_SHARED_FIRST, SQLITE_SHARED_SIZE,
-				   "the EXCLUSIVE lock");
+	while ((rc = try_exclusive(db, &what)) == -EBUSY) {
+		int64_t now = lib_clock_monotonic_ns(), ms;
+		if (!db->wait_since_ns) {
+			db->wait_since_ns = now;
+			db->wait_log_ms = 1000;
+		}
+		ms = (now - db->wait_since_ns) / 1000000;
+		if (ms >= apply_timeout_ms(db)) {
+			log_warn("db=%s: gave up waiting %d ms for %s held by "
+				 "local readers; the apply is retried",
+				 db->name, apply_timeout_ms(db), what);
+			break;
+		}
+		if (ms >= db->wait_log_ms) {
+			log_info("db=%s: apply waits for %s: a local reader "
+				 "has held a read transaction for %" PRId64
+				 " ms", db->name, what, ms);
+			db->wait_log_ms += 5000;
+		}
+		if (nowait)
+			return -EAGAIN;
+		usleep(nap);
+		if (nap < 2000)
+			nap *= 2;
+	}
+	db->wait_since_ns = 0;
 	if (rc < 0)
 		lib_io_ofd_trylock(db->lock_fd, F_UNLCK, SQLITE_PENDING_BYTE,
 				   1);
@@ -294,11 +314,20 @@ static int lock_exclusive_now(fs_db *db)
 
 static void unlock_exclusive(fs_db *db)
 {
+	db->wait_since_ns = 0;
 	if (db->lock_fd < 0)
 		return;
 	lib_io_ofd_trylock(db->lock_fd, F_UNLCK, SQLITE_SHARED_FIRST,
 			   SQLITE_SHARED_SIZE);
 	lib_io_ofd_trylock(db->lock_fd, F_UNLCK, SQLITE_PENDING_BYTE, 1);
+}
+
+void fs_db_apply_cancel_wait(fs_db *db)
+{
+	pthread_mutex_lock(&db->apply_mu);
+	if (db->wait_since_ns)
+		unlock_exclusive(db);
+	pthread_mutex_unlock(&db->apply_mu);
 }
 
 /* --- applying pages --- */
@@ -312,6 +341,7 @@ struct apply {
 	ltx_trailer tr;
 	bool offline;           /* start-up: nothing mounted, no readers */
 	bool wal;               /* WAL style */
+	bool locked;            /* rollback style: SQLite's EXCLUSIVE held */
 	bool full;              /* every page replaced: checksum afresh */
 	uint64_t sum;           /* running database checksum */
 	uint32_t old_commit;
@@ -544,6 +574,57 @@ static int apply_pages(struct apply *a, ltx_decoder *dec, uint8_t *page)
 	return ltx_decoder_finish(dec, NULL);
 }
 
+/* Whether a record is applied WAL style (the database file exists). */
+static bool wal_style(fs_db *db, const struct apply *a)
+{
+	return !a->offline &&
+	       (db->walidx || (db->opts.mountpoint && db->commit > 0 &&
+			       a->hdr.page_size == db->page_size &&
+			       file_in_wal_mode(db)));
+}
+
+/* A record applied rollback style takes SQLite's EXCLUSIVE lock before
+ * anything of it is written, the local log included: a wait for local
+ * readers that ends without the lock (-EAGAIN with nowait, -EBUSY past
+ * the apply timeout) leaves everything as it was. apply_mu held. */
+static int lock_for_record(struct apply *a, bool nowait)
+{
+	fs_db *db = a->db;
+	int rc;
+
+	if (a->hdr.commit == 0 || a->offline)
+		return 0; /* a delete locks as it can (apply_delete) */
+	rc = ensure_backing(db, FS_KIND_DB);
+	if (rc < 0 || wal_style(db, a))
+		return rc;
+	rc = open_lock_fd(db);
+	if (rc == 0)
+		rc = lock_exclusive(db, nowait);
+	a->locked = rc == 0;
+	return rc;
+}
+
+/* errbuf for a lock_for_record failure. */
+static void lock_failed(const fs_db *db, int rc, char *errbuf, size_t errlen)
+{
+	if (rc == -EAGAIN)
+		snprintf(errbuf, errlen, "waiting for local readers");
+	else if (rc == -EBUSY)
+		snprintf(errbuf, errlen, "local readers held the database "
+			 "for the whole apply timeout (%d ms)",
+			 apply_timeout_ms(db));
+	else
+		snprintf(errbuf, errlen, "taking SQLite's lock: %s",
+			 strerror(-rc));
+}
+
+static void unlock_record(struct apply *a)
+{
+	if (a->locked)
+		unlock_exclusive(a->db);
+	a->locked = false;
+}
+
 /* Applies the pages of a verified record (apply_mu held). */
 static int apply_record(struct apply *a)
 {
@@ -552,7 +633,6 @@ static int apply_record(struct apply *a)
 	ltx_decoder *dec = NULL;
 	uint8_t *page = NULL;
 	ltx_header h;
-	bool locked = false;
 	int rc;
 
 	page = malloc(a->hdr.page_size);
@@ -566,26 +646,19 @@ static int apply_record(struct apply *a)
 	rc = ensure_backing(db, FS_KIND_DB);
 	if (rc < 0)
 		goto out;
-	a->wal = !a->offline &&
-		 (db->walidx || (db->opts.mountpoint && db->commit > 0 &&
-				 a->hdr.page_size == db->page_size &&
-				 file_in_wal_mode(db)));
+	a->wal = wal_style(db, a);
 	if (a->wal) {
+		unlock_record(a); /* none: decided as lock_for_record did */
 		rc = open_walidx(db);
 		if (rc == 0)
 			rc = fs_walidx_begin(db->walidx,
-					     db->opts.apply_timeout_ms > 0 ?
-						     db->opts.apply_timeout_ms :
-						     DEFAULT_APPLY_TIMEOUT_MS);
+					     apply_timeout_ms(db));
 		if (rc < 0)
 			goto out;
-	} else if (!a->offline) {
-		rc = open_lock_fd(db);
-		if (rc == 0)
-			rc = lock_exclusive(db);
+	} else if (!a->offline && !a->locked) {
+		rc = lock_for_record(a, false);
 		if (rc < 0)
 			goto out;
-		locked = true;
 	}
 	/* No capture runs on a replica: apply_mu guards the checksums,
 	 * commit and page size here. capture_mu is not held while walidx
@@ -645,8 +718,7 @@ static int apply_record(struct apply *a)
 						0 : a->min_off),
 		      a->max_end > a->min_off ?
 			      (int64_t)(a->max_end - a->min_off) : 0);
-	if (locked)
-		unlock_exclusive(db);
+	unlock_record(a);
 	if (rc == 0 && a->wal) {
 		bool done = false;
 		fs_walidx_checkpoint(db->walidx, false, &done);
@@ -659,8 +731,7 @@ static int apply_record(struct apply *a)
 				 "retried with the next record", db->name);
 	}
 out:
-	if (rc < 0 && locked)
-		unlock_exclusive(db);
+	unlock_record(a);
 	decoder_done(a->cache, dec);
 	free(page);
 	return rc;
@@ -683,7 +754,8 @@ static int apply_delete(struct apply *a)
 	 * stall the stream (every database) for the whole apply timeout and
 	 * then delete anyway. Take it only if it is free now. */
 	if (open_lock_fd(db) == 0)
-		locked = (wal ? lock_exclusive_now(db) : lock_exclusive(db)) == 0;
+		locked = (wal ? lock_exclusive_now(db)
+			      : lock_exclusive(db, false)) == 0;
 	if (!locked && wal)
 		log_info("db=%s: deleting it while local connections still "
 			 "have it open", db->name);
@@ -738,7 +810,8 @@ static int verify_record(ltx_decoder **cache, int fd, uint64_t off,
 }
 
 static int apply_one(fs_db *db, int fd, uint64_t off, uint64_t len,
-		     ltx_decoder **cache, char *errbuf, size_t errlen)
+		     ltx_decoder **cache, bool nowait, char *errbuf,
+		     size_t errlen)
 {
 	struct apply a = {.db = db, .src = "record", .fd = fd, .off = off,
 			  .len = len, .cache = cache};
@@ -746,13 +819,23 @@ static int apply_one(fs_db *db, int fd, uint64_t off, uint64_t len,
 	int rc;
 
 	snprintf(errbuf, errlen, "ok");
+	pthread_mutex_lock(&db->apply_mu);
+	if (nowait && db->wait_since_ns) {
+		/* The last try of this record (the first not applied) waits
+		 * for readers: nothing to verify until it has the lock. */
+		rc = lock_exclusive(db, true);
+		if (rc < 0) {
+			lock_failed(db, rc, errbuf, errlen);
+			goto out;
+		}
+		a.locked = true;
+	}
 	rc = verify_record(cache, fd, off, len, &a.hdr, &a.tr, errbuf,
 			   errlen);
 	if (rc < 0) {
 		log_warn("db=%s: rejected a record: %s", db->name, errbuf);
-		return rc == -EBADMSG ? -EBADMSG : rc;
+		goto out;
 	}
-	pthread_mutex_lock(&db->apply_mu);
 	pthread_mutex_lock(&db->capture_mu);
 	pos = db->pos;
 	pthread_mutex_unlock(&db->capture_mu);
@@ -766,6 +849,10 @@ static int apply_one(fs_db *db, int fd, uint64_t off, uint64_t len,
 			 a.hdr.pre_apply_checksum, pos.txid, pos.checksum);
 		log_warn("db=%s: %s", db->name, errbuf);
 		rc = -ESTALE;
+		goto out;
+	}
+	if (!a.locked && (rc = lock_for_record(&a, nowait)) < 0) {
+		lock_failed(db, rc, errbuf, errlen);
 		goto out;
 	}
 	if (ltx_header_is_snapshot(&a.hdr))
@@ -786,6 +873,7 @@ static int apply_one(fs_db *db, int fd, uint64_t off, uint64_t len,
 			  " (%" PRIu64 " bytes, commit %" PRIu32 ")", db->name,
 			  a.hdr.min_txid, a.hdr.max_txid, len, a.hdr.commit);
 out:
+	unlock_record(&a);
 	note_pending(db);
 	pthread_mutex_unlock(&db->apply_mu);
 	if (rc == 0 && db->opts.on_commit)
@@ -796,7 +884,7 @@ out:
 int fs_db_apply_ltx(fs_db *db, int fd, uint64_t off, uint64_t len,
 		    char *errbuf, size_t errlen)
 {
-	return apply_one(db, fd, off, len, NULL, errbuf, errlen);
+	return apply_one(db, fd, off, len, NULL, false, errbuf, errlen);
 }
 
 /* --- applying a run of records in one WAL transaction --- */
@@ -851,9 +939,7 @@ static int apply_run_pages(fs_db *db, struct apply *a, size_t m)
 
 	if (!page)
 		return -ENOMEM;
-	rc = fs_walidx_begin(db->walidx, db->opts.apply_timeout_ms > 0 ?
-					       db->opts.apply_timeout_ms :
-					       DEFAULT_APPLY_TIMEOUT_MS);
+	rc = fs_walidx_begin(db->walidx, apply_timeout_ms(db));
 	for (size_t i = 0; rc == 0 && i < m; i++) {
 		ltx_header h;
 		rr = (fs_range_reader){a[i].fd, a[i].off, a[i].off + a[i].len};
@@ -990,8 +1076,8 @@ static int apply_run(fs_db *db, int fd, const fs_apply_rec *recs, size_t n,
 }
 
 int fs_db_apply_batch(fs_db *db, int fd, const fs_apply_rec *recs, size_t n,
-		      ltx_decoder **cache, size_t *out_done, char *errbuf,
-		      size_t errlen)
+		      unsigned flags, ltx_decoder **cache, size_t *out_done,
+		      char *errbuf, size_t errlen)
 {
 	size_t i = 0;
 	int rc = 0;
@@ -1003,7 +1089,8 @@ int fs_db_apply_batch(fs_db *db, int fd, const fs_apply_rec *recs, size_t n,
 			       errlen);
 		if (rc == 0 && k == 0) {
 			rc = apply_one(db, fd, recs[i].off, recs[i].len, cache,
-				       errbuf, errlen);
+				       (flags & FS_APPLY_NOWAIT) != 0, errbuf,
+				       errlen);
 			k = rc == 0;
 		}
 		i += k;
@@ -1181,7 +1268,7 @@ int fs_db_abandon_txn(fs_db *db)
 	pthread_mutex_lock(&db->apply_mu);
 	rc = open_lock_fd(db);
 	if (rc == 0)
-		rc = lock_exclusive(db); /* the writer's transaction ends */
+		rc = lock_exclusive(db, false); /* the writer's txn ends */
 	if (rc < 0)
 		goto out;
 	pthread_mutex_lock(&db->capture_mu);

@@ -31,14 +31,27 @@ typedef struct fs_apply_rec {
 	uint64_t off, len;     /* the record's bytes in the file */
 } fs_apply_rec;
 
+/* fs_db_apply_batch flags. NOWAIT: a record applied rollback style that
+ * would wait for local readers (SQLite's EXCLUSIVE lock) is not waited
+ * for: -EAGAIN, nothing of it written, and SQLite's PENDING lock kept (no
+ * new reader starts) until a later call goes on with the same wait (the
+ * apply timeout counts from its first try: -EBUSY past it, PENDING let
+ * go) or fs_db_apply_cancel_wait. Records applied WAL style never wait
+ * for readers. */
+#define FS_APPLY_NOWAIT 1u
+
 /* Applies recs[0..n) of fd in order. cache (may be NULL): a decoder kept
  * by the caller across calls (created here when *cache is NULL; the
  * caller frees it with ltx_decoder_free), so records cost no zstd context
  * each. *out_done: how many were applied (all of them when 0 is
  * returned); on failure errbuf says why the next one was not, as
- * fs_db_apply_ltx would. */
+ * fs_db_apply_ltx would (-EAGAIN: see FS_APPLY_NOWAIT). */
 int fs_db_apply_batch(fs_db *db, int fd, const fs_apply_rec *recs, size_t n,
-		      ltx_decoder **cache, size_t *out_done, char *errbuf,
-		      size_t errlen);
+		      unsigned flags, ltx_decoder **cache, size_t *out_done,
+		      char *errbuf, size_t errlen);
+
+/* Ends the wait of a NOWAIT apply that got -EAGAIN (lets SQLite's PENDING
+ * lock go); nothing when there is none. */
+void fs_db_apply_cancel_wait(fs_db *db);
 
 #endif

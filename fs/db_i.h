@@ -122,6 +122,10 @@ struct fs_db {
 	struct fs_walidx *walidx;
 	uint32_t wal_pending;   /* walidx's pending frames when apply_mu was
 				 * last let go (__atomic: read without it) */
+	int64_t wait_since_ns;  /* a rollback-style apply waits for local
+				 * readers (SQLite's PENDING lock held)
+				 * since then, CLOCK_MONOTONIC; 0: none */
+	int64_t wait_log_ms;    /* next "apply waits" log line at this wait */
 	bool need_snapshot;     /* a record failed to apply: ask for one */
 	bool apply_unclean;     /* the WAL kept frames at close */
 

@@ -171,7 +171,8 @@ static char *dup_or_empty(const char *s)
  * its replicas, ahead of it, would be overwritten by its snapshot. The
  * stream client goes on until the stream ends or FINISH_STREAM_MS pass
  * (a former primary that is stopped or cut off sends nothing more), and
- * applies nothing after that (stream_cli.c, write_cb). */
+ * takes nothing new after that (stream_apply.c, rep_cli_enter); records
+ * it has received are applied first (rep_node.in_cb). */
 static void finish_stream_locked(rep_node *n)
 {
 	int64_t t0 = lib_clock_monotonic_ns();

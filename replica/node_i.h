@@ -1,6 +1,7 @@
 /*
  * Internals of replica/, shared by node.c, server.c, stream_srv.c,
- * stream_cli.c and metrics.c.
+ * the stream client (stream_cli.c, stream_frames.c, stream_apply.c) and
+ * metrics.c.
  *
  * Lock order (replica/): rep_node.mu, then any fs/ lock (fs/db_i.h).
  * Nothing is called into fs/ that applies or snapshots with mu held.
@@ -69,7 +70,9 @@ struct rep_node {
 	 * go) until the stream ends or finish_until_ns (CLOCK_MONOTONIC)
 	 * passes, before it accepts writes (node.c, stream_cli.c). */
 	bool in_stream;          /* the client is inside a stream */
-	bool in_cb;              /* ... and handling data it received */
+	bool in_cb;              /* ... and handling data it received, or
+				  * holding records received that wait to
+				  * be applied (stream_apply.c) */
 	bool promoting;          /* finishing it: not primary yet */
 	int64_t finish_until_ns;
 	_Atomic int64_t write_deadline_ns; /* etcd lease: CLOCK_BOOTTIME;

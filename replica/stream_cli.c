@@ -9,89 +9,53 @@
  *          --> CONNECTING.   A 401 or 409 (wrong token, other cluster)
  *          backs off 5 s and says so in the log each time.
  *
- * Each record arrives as BEGIN, DATA..., END; its bytes go to one
- * unlinked temporary file kept for the thread's life (bounded memory for
- * any size; records are written one after the other and the file is
- * reused from its start once they are applied). Complete records are
- * applied when the bytes curl handed over are used up, or before any
- * other frame, a record of another database, a snapshot, or BATCH_MAX
- * records / BATCH_BYTES bytes: fs_db_apply_batch verifies every one and
- * applies consecutive WAL records in one lock cycle and one published
- * WAL transaction. The more records wait (the busier the CPUs), the
- * fewer lock cycles per record. A rejected record (bad file checksum,
- * wrong position) closes the stream: the next connection starts from
- * the position the replica really has.
+ * Each record arrives as BEGIN, DATA..., END; its bytes go to the scratch
+ * file (scratch.c: one unlinked temporary file for the thread's life,
+ * bounded memory for any size). Complete records are queued there and
+ * applied when the bytes libcurl handed over are used up, before any
+ * other frame, before a snapshot's BEGIN, or once FLUSH_RECORDS /
+ * FLUSH_BYTES wait: fs_db_apply_batch verifies every one and applies
+ * consecutive WAL records of a database in one lock cycle and one
+ * published WAL transaction. The more records wait (the busier the
+ * CPUs), the fewer lock cycles per record.
+ *
+ * An apply never blocks the stream while it waits for a local reader (a
+ * database in rollback mode, whose reader holds SQLite's SHARED lock):
+ * the database's records stay queued (FS_APPLY_NOWAIT keeps SQLite's
+ * PENDING lock, so no new reader starts), the stream goes on being read
+ * (other databases applied, positions learned from BEGIN and HEARTBEAT,
+ * so lag_txids counts what arrived), and the apply is tried again every
+ * RETRY_MS, up to the apply timeout. Past QUEUE_RECORDS / QUEUE_BYTES
+ * queued, the stream waits for the reader too. A rejected record (bad
+ * file checksum, wrong position, readers past the timeout) closes the
+ * stream: the next connection starts from the position the replica
+ * really has. Records completely received when a stream ends otherwise
+ * are applied first (waiting for readers), unless the node stops or
+ * follows another primary.
  *
  * A database out of service here (its LTX log is damaged) is healed when
  * the primary's first record for it arrives (fs_mount_open_db); while it
  * cannot be opened, its records are read and dropped and the other
  * databases go on (a BEGIN of it does not end the stream).
  */
-#include "node_i.h"
+#include "stream_cli_i.h"
 
-#include <curl/curl.h>
-#include <stdarg.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "fs/db_apply.h"
-#include "fs/log.h"
-#include "lib/bytes.h"
 #include "lib/clock.h"
-#include "lib/io.h"
 #include "lib/log.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
 #define REFUSED_BACKOFF_MS 5000
 #define STALL_SECONDS 5         /* no byte for this long: reconnect */
-#define ERRBODY_MAX 512
-#define BATCH_MAX FS_APPLY_RUN_MAX
-#define BATCH_BYTES (16u << 20)        /* apply once this much waits */
-#define SCRATCH_KEEP (4u << 20)        /* larger: truncated after use */
 
-struct cli {
-	rep_node *n;
-	rep_parser parser;
-	long status;
-	char errbody[ERRBODY_MAX + 1];
-	size_t nerr;
-	char why[400];           /* why the stream ended, when we ended it */
-	bool refused;            /* 401/409: back off longer */
-	bool got_ready;
-	uint64_t role_gen;       /* rep_node.role_gen when connecting: a
-				  * role or primary change ends the stream */
-	uint64_t hello_epoch;    /* the epoch this stream's HELLO carried */
-	/* The record being received, at offset off of the scratch file. */
-	bool in_record;
-	bool skip;               /* ... of a database that cannot be opened
-				  * here (out of service): read, dropped */
-	char skipped[REP_NAME_MAX + 1]; /* the last one said in the log */
-	char name[REP_NAME_MAX + 1];
-	fs_db *db;
-	uint64_t off, len, got;
-	int64_t ts;              /* its LTX timestamp (ms), 0 unknown */
-	uint8_t kind;
-	/* Complete records not applied yet, all of database bat_db. */
-	int scratch;             /* the temporary file, or -1 */
-	uint64_t scratch_end;    /* bytes in use (pending records) */
-	uint64_t scratch_hi;     /* the file's size */
-	ltx_decoder *dec;        /* reused by every apply */
-	fs_db *bat_db;
-	char bat_name[REP_NAME_MAX + 1];
-	uint8_t bat_kind;
-	size_t nbat;
-	fs_apply_rec bat[BATCH_MAX];
-	int64_t bat_ts[BATCH_MAX];
-};
-
-static void set_why(struct cli *c, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-static void set_why(struct cli *c, const char *fmt, ...)
+void rep_cli_why(struct rep_cli *c, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -100,423 +64,7 @@ static void set_why(struct cli *c, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Forgets the record being received and those not applied yet (the
- * next connection asks from the position the replica has). */
-static void drop_record(struct cli *c)
-{
-	c->in_record = false;
-	c->skip = false;
-	c->db = NULL;
-	c->nbat = 0;
-	c->bat_db = NULL;
-	c->scratch_end = 0;
-}
-
-/* Applies the complete records waiting; 0, or <0 with c->why set. */
-static int flush(struct cli *c)
-{
-	rep_node *n = c->n;
-	size_t done = 0;
-	char err[400];
-	int rc;
-
-	if (c->nbat == 0)
-		return 0;
-	rc = fs_db_apply_batch(c->bat_db, c->scratch, c->bat, c->nbat,
-			       &c->dec, &done, err, sizeof(err));
-	if (done > 0) {
-		int64_t now = lib_clock_wall_ms();
-		for (size_t i = 0; i < done; i++)
-			if (c->bat_ts[i])
-				rep_metrics_observe_latency(
-					&n->m, (double)(now - c->bat_ts[i]));
-		atomic_fetch_add(&n->m.records_applied, done);
-		if (c->bat_kind == 1)
-			atomic_fetch_add(&n->m.snapshots_applied, done);
-		ltx_pos local = fs_db_pos(c->bat_db);
-		pthread_mutex_lock(&n->mu);
-		rep_remote *r = rep_remote_get(n, c->bat_name);
-		if (r && r->pos.txid <= local.txid) {
-			r->pos = local;
-			r->behind_since_ms = 0;
-		}
-		pthread_mutex_unlock(&n->mu);
-	}
-	if (rc < 0) {
-		atomic_fetch_add(&n->m.apply_errors, 1);
-		set_why(c, "db=%s: record rejected: %s", c->bat_name, err);
-	}
-	c->nbat = 0;
-	c->bat_db = NULL;
-	c->scratch_end = 0;
-	if (c->scratch_hi > SCRATCH_KEEP && c->scratch >= 0) {
-		/* A big record passed: give the disk space back. */
-		if (lib_io_ftruncate(c->scratch, 0) == 0)
-			c->scratch_hi = 0;
-	}
-	return rc;
-}
-
-static int on_hello(struct cli *c, const rep_frame *f)
-{
-	rep_node *n = c->n;
-	rep_cursor k = {f->payload, f->len, false};
-	uint64_t cluster = rep_get_u64(&k), node = rep_get_u64(&k), mine;
-	char url[1024];
-
-	rep_get_str(&k, url, sizeof(url));
-	if (k.bad || k.left) {
-		set_why(c, "malformed HELLO frame (rule F4)");
-		return -EPROTO;
-	}
-	if (rep_node_see_epoch(n, f->epoch) < 0) {
-		set_why(c, "the primary's epoch %" PRIu64 " is older than the "
-			"%" PRIu64 " this node has seen; refusing it", f->epoch,
-			n->epoch);
-		c->refused = true;
-		return -ESTALE;
-	}
-	c->hello_epoch = f->epoch;
-	pthread_mutex_lock(&n->mu);
-	mine = n->cluster_id;
-	n->primary_node = node;
-	pthread_mutex_unlock(&n->mu);
-	if (mine && cluster != mine) {
-		set_why(c, "the primary belongs to cluster %016" PRIx64 " but "
-			"this node belongs to cluster %016" PRIx64 "; refusing "
-			"it (wrong lease.primary-url, or a data directory "
-			"from another cluster)", cluster, mine);
-		c->refused = true;
-		return -EPROTO;
-	}
-	if (!mine && cluster && rep_node_set_cluster(n, cluster) < 0)
-		return -EIO;
-	log_info("streaming from primary %016" PRIx64 " (%s), epoch %" PRIu64,
-		 node, url, f->epoch);
-	pthread_mutex_lock(&n->mu);
-	n->connected = true;
-	pthread_mutex_unlock(&n->mu);
-	return 0;
-}
-
-static void note_remote(rep_node *n, const char *name, ltx_pos pos,
-			ltx_pos local)
-{
-	rep_remote *r;
-
-	pthread_mutex_lock(&n->mu);
-	r = rep_remote_get(n, name);
-	if (r) {
-		r->pos = pos;
-		if (pos.txid > local.txid) {
-			if (!r->behind_since_ms)
-				r->behind_since_ms = lib_clock_wall_ms();
-		} else {
-			r->behind_since_ms = 0;
-		}
-	}
-	pthread_mutex_unlock(&n->mu);
-}
-
-/* A snapshot is about to replace this node's copy at local: says plainly
- * which of its own transactions (the trailing run of records this node
- * wrote as primary) go, since replication is asynchronous. */
-static void log_discard(struct cli *c, ltx_pos local, uint64_t snap_txid)
-{
-	fs_log_iter *it = NULL;
-	uint64_t own_from = 0, off, len;
-	ltx_header h;
-	int fd, rc;
-
-	rc = fs_log_iter_open(fs_db_log(c->db), 0, &it);
-	if (rc == 0)
-		fs_log_iter_headers_only(it);
-	while (rc == 0 && (rc = fs_log_iter_next(it, &fd, &off, &len, &h)) == 1)
-		if (h.node_id != c->n->o.node_id)
-			own_from = 0;
-		else if (!own_from)
-			own_from = h.min_txid;
-	fs_log_iter_free(it);
-	if (own_from)
-		log_warn("db=%s: the primary replaces this node's copy (TXID %016"
-			 PRIx64 "/%016" PRIx64 ") with a snapshot at TXID %016"
-			 PRIx64 "; TXIDs %016" PRIx64 "..%016" PRIx64 " were "
-			 "committed here as primary and those the primary lacks "
-			 "are discarded (replication is asynchronous)", c->name,
-			 local.txid, local.checksum, snap_txid, own_from,
-			 local.txid);
-	else
-		log_info("db=%s: the primary replaces this node's copy (TXID "
-			 "%016" PRIx64 ") with a snapshot at TXID %016" PRIx64
-			 "; none of its last transactions were committed here",
-			 c->name, local.txid, snap_txid);
-}
-
-static int on_begin(struct cli *c, const rep_frame *f)
-{
-	rep_cursor k = {f->payload, f->len, false};
-	uint64_t minx, maxx;
-	int rc;
-
-	if (c->in_record) {
-		set_why(c, "BEGIN inside a record");
-		return -EPROTO;
-	}
-	rep_get_str(&k, c->name, sizeof(c->name));
-	c->len = rep_get_u64(&k);
-	minx = rep_get_u64(&k);
-	maxx = rep_get_u64(&k);
-	c->kind = rep_get_u8(&k);
-	if (k.bad || k.left || !c->name[0] || c->name[0] == '.' ||
-	    strchr(c->name, '/') || c->len < LTX_HEADER_SIZE ||
-	    minx == 0 || maxx < minx || c->kind > 1) {
-		set_why(c, "malformed BEGIN frame (rule F4)");
-		return -EPROTO;
-	}
-	rc = fs_mount_open_db(c->n->mount, c->name, &c->db);
-	if (rc < 0) {
-		/* That database alone is out of service here (damaged and
-		 * not healed yet, or it cannot be created): its records are
-		 * read and dropped, the others go on. The next connection
-		 * asks for it from the start again. */
-		if (strcmp(c->skipped, c->name) != 0)
-			log_error("db=%s: cannot open it here (%s): the records "
-				  "the primary sends for it are dropped; the "
-				  "other databases go on", c->name,
-				  strerror(-rc));
-		memcpy(c->skipped, c->name, sizeof(c->name));
-		c->db = NULL;
-		c->skip = true;
-		c->in_record = true;
-		c->got = 0;
-		return 0;
-	}
-	if (c->nbat > 0 &&
-	    (c->db != c->bat_db || c->kind == 1 || c->nbat >= BATCH_MAX ||
-	     c->scratch_end >= BATCH_BYTES) &&
-	    (rc = flush(c)) < 0)
-		return rc;
-	if (minx != 1 && (c->nbat == 0 || c->bat_db != c->db) &&
-	    fs_db_pos(c->db).txid == 0) {
-		/* A new copy (a healed one too) starts with a snapshot: ask
-		 * again without a position for it. */
-		set_why(c, "db=%s: this node has no copy yet and the primary "
-			"sent TXIDs %016" PRIx64 "-%016" PRIx64 "; reconnecting "
-			"to receive it from the start", c->name, minx, maxx);
-		return -ESTALE;
-	}
-	if (c->scratch < 0) {
-		c->scratch = rep_tmpfile(c->n);
-		if (c->scratch < 0) {
-			rc = c->scratch;
-			set_why(c, "no temporary file: %s", strerror(-rc));
-			return rc;
-		}
-		c->scratch_hi = 0;
-	}
-	c->off = c->scratch_end;
-	c->got = 0;
-	c->ts = 0;
-	c->in_record = true;
-	{
-		ltx_pos local = fs_db_pos(c->db);
-		ltx_pos remote = {maxx, 0};
-		note_remote(c->n, c->name, remote, local);
-		if (c->kind == 1 && local.txid > 0)
-			log_discard(c, local, maxx);
-	}
-	return 0;
-}
-
-static int on_data(struct cli *c, const rep_frame *f)
-{
-	int rc;
-
-	if (!c->in_record || c->got + f->len > c->len) {
-		set_why(c, "DATA outside a record or past its length");
-		return -EPROTO;
-	}
-	if (c->skip) {
-		c->got += f->len;
-		atomic_fetch_add(&c->n->m.bytes_received, f->len);
-		return 0;
-	}
-	if (c->got == 0 && f->len >= LTX_HEADER_SIZE) {
-		ltx_header h;
-		ltx_err e;
-		if (ltx_header_decode(f->payload, &h, &e) == 0)
-			c->ts = h.timestamp;
-	}
-	rc = lib_io_pwrite_full(c->scratch, f->payload, f->len,
-				(off_t)(c->off + c->got));
-	if (rc < 0) {
-		set_why(c, "storing a record: %s", strerror(-rc));
-		return rc;
-	}
-	c->got += f->len;
-	atomic_fetch_add(&c->n->m.bytes_received, f->len);
-	return 0;
-}
-
-static int on_end(struct cli *c, const rep_frame *f)
-{
-	rep_cursor k = {f->payload, f->len, false};
-	uint64_t len = rep_get_u64(&k);
-
-	if (!c->in_record || k.bad || k.left || len != c->len ||
-	    c->got != c->len) {
-		set_why(c, "END does not match the record (%" PRIu64 " of %"
-			PRIu64 " bytes)", c->got, c->len);
-		return -EPROTO;
-	}
-	if (c->skip) {
-		c->in_record = false;
-		c->skip = false;
-		return 0;
-	}
-	c->bat[c->nbat] = (fs_apply_rec){c->off, c->len};
-	c->bat_ts[c->nbat] = c->ts;
-	c->nbat++;
-	c->bat_db = c->db;
-	c->bat_kind = c->kind;
-	memcpy(c->bat_name, c->name, sizeof(c->name));
-	c->scratch_end = c->off + c->len;
-	if (c->scratch_end > c->scratch_hi)
-		c->scratch_hi = c->scratch_end;
-	c->in_record = false;
-	c->db = NULL;
-	/* A snapshot replaces the database: applied at once, alone. */
-	return c->kind == 1 ? flush(c) : 0;
-}
-
-static int on_heartbeat(struct cli *c, const rep_frame *f)
-{
-	rep_cursor k = {f->payload, f->len, false};
-	uint32_t count;
-
-	(void)rep_get_u64(&k);
-	count = rep_get_u32(&k);
-	for (uint32_t i = 0; i < count && !k.bad; i++) {
-		char name[REP_NAME_MAX + 1];
-		ltx_pos p;
-		fs_db *db;
-		rep_get_str(&k, name, sizeof(name));
-		p.txid = rep_get_u64(&k);
-		p.checksum = rep_get_u64(&k);
-		if (k.bad)
-			break;
-		db = fs_mount_db(c->n->mount, name);
-		note_remote(c->n, name, p,
-			    db ? fs_db_pos(db) : (ltx_pos){0, 0});
-		/* Idle: checkpoint what a reader that has ended held back. */
-		if (db)
-			fs_db_apply_checkpoint(db);
-	}
-	if (k.bad || k.left) {
-		set_why(c, "malformed HEARTBEAT frame (rule F4)");
-		return -EPROTO;
-	}
-	return 0;
-}
-
-/* Whether this node became primary while reading the stream and may
- * still finish it (n->mu held): what the former primary sent before it
- * let the lease go is committed history older than this node's epoch. */
-static bool finishing_locked(const struct cli *c, const rep_frame *f)
-{
-	const rep_node *n = c->n;
-
-	return n->promoting && c->hello_epoch &&
-	       (!f || f->epoch == c->hello_epoch) &&
-	       lib_clock_monotonic_ns() < n->finish_until_ns;
-}
-
-static int on_frame(struct cli *c, const rep_frame *f)
-{
-	rep_node *n = c->n;
-
-	if (f->type != REP_FRAME_HELLO) {
-		uint64_t epoch;
-		bool moved;
-		pthread_mutex_lock(&n->mu);
-		epoch = n->epoch;
-		moved = n->role_gen != c->role_gen;
-		if (moved && finishing_locked(c, f))
-			moved = false, epoch = f->epoch;
-		pthread_mutex_unlock(&n->mu);
-		if (moved) {
-			set_why(c, "the primary changed");
-			return -ESTALE;
-		}
-		if (f->epoch < epoch) {
-			set_why(c, "frame from epoch %" PRIu64 " after epoch %"
-				PRIu64 " was seen; refusing it", f->epoch,
-				epoch);
-			return -ESTALE;
-		}
-	}
-	pthread_mutex_lock(&n->mu);
-	n->last_frame_ms = lib_clock_wall_ms();
-	pthread_mutex_unlock(&n->mu);
-	/* Records received are applied before any news about them. */
-	if (f->type != REP_FRAME_BEGIN && f->type != REP_FRAME_DATA &&
-	    f->type != REP_FRAME_END) {
-		int rc = flush(c);
-		if (rc < 0)
-			return rc;
-	}
-	switch (f->type) {
-	case REP_FRAME_HELLO:
-		return on_hello(c, f);
-	case REP_FRAME_BEGIN:
-		return on_begin(c, f);
-	case REP_FRAME_DATA:
-		return on_data(c, f);
-	case REP_FRAME_END:
-		return on_end(c, f);
-	case REP_FRAME_HEARTBEAT:
-		return on_heartbeat(c, f);
-	case REP_FRAME_READY:
-		if (!c->got_ready)
-			log_info("caught up with the primary");
-		c->got_ready = true;
-		pthread_mutex_lock(&n->mu);
-		n->ready = true;
-		pthread_mutex_unlock(&n->mu);
-		return 0;
-	default:
-		return -EPROTO;
-	}
-}
-
-static size_t take_data(struct cli *c, char *data, size_t n);
-
-/* Data from the primary. Once this node has become primary and the time
- * to finish the stream is over, nothing more is applied: checked on entry
- * under n->mu, and rep_node_set_role waits for a call under way (in_cb). */
-static size_t write_cb(char *data, size_t size, size_t nmemb, void *ctx)
-{
-	struct cli *c = ctx;
-	rep_node *n = c->n;
-	size_t got;
-
-	pthread_mutex_lock(&n->mu);
-	if (n->role_gen != c->role_gen && !finishing_locked(c, NULL)) {
-		pthread_mutex_unlock(&n->mu);
-		set_why(c, "the primary changed");
-		return 0;
-	}
-	n->in_cb = true;
-	pthread_mutex_unlock(&n->mu);
-	got = take_data(c, data, size * nmemb);
-	pthread_mutex_lock(&n->mu);
-	n->in_cb = false;
-	pthread_cond_broadcast(&n->cond);
-	pthread_mutex_unlock(&n->mu);
-	return got;
-}
-
-static size_t take_data(struct cli *c, char *data, size_t n)
+static size_t take_data(struct rep_cli *c, char *data, size_t n)
 {
 	size_t off = 0;
 
@@ -536,21 +84,39 @@ static size_t take_data(struct cli *c, char *data, size_t n)
 					 n - off, &used, &f);
 		off += used;
 		if (rc < 0) {
-			set_why(c, "%s", c->parser.err);
+			rep_cli_why(c, "%s", c->parser.err);
 			return 0;
 		}
-		if (rc == 1 && on_frame(c, &f) < 0)
+		if (rc == 1 && rep_cli_on_frame(c, &f) < 0)
 			return 0;
 	}
 	/* Everything curl had is parsed: apply what is complete. */
-	if (flush(c) < 0)
+	if (rep_cli_apply(c, false) < 0)
 		return 0;
 	return n;
 }
 
+/* Data from the primary. Once this node has become primary and the time
+ * to finish the stream is over, nothing more is taken: checked on entry
+ * under n->mu, and rep_node_set_role waits for a call under way and for
+ * the records it queued (in_cb). */
+static size_t write_cb(char *data, size_t size, size_t nmemb, void *ctx)
+{
+	struct rep_cli *c = ctx;
+	size_t got;
+
+	if (!rep_cli_enter(c, true)) {
+		rep_cli_why(c, "the primary changed");
+		return 0;
+	}
+	got = take_data(c, data, size * nmemb);
+	rep_cli_leave(c);
+	return got;
+}
+
 static size_t header_cb(char *data, size_t size, size_t nmemb, void *ctx)
 {
-	struct cli *c = ctx;
+	struct rep_cli *c = ctx;
 	size_t n = size * nmemb;
 	int code;
 
@@ -563,12 +129,12 @@ static size_t header_cb(char *data, size_t size, size_t nmemb, void *ctx)
 static int progress_cb(void *ctx, curl_off_t dt, curl_off_t dn, curl_off_t ut,
 		       curl_off_t un)
 {
-	struct cli *c = ctx;
+	struct rep_cli *c = ctx;
 	bool stop;
 
 	pthread_mutex_lock(&c->n->mu);
 	stop = c->n->stopping || (c->n->role_gen != c->role_gen &&
-				  !finishing_locked(c, NULL));
+				  !rep_cli_finishing_locked(c, NULL));
 	pthread_mutex_unlock(&c->n->mu);
 	return stop ? 1 : 0;
 }
@@ -622,8 +188,45 @@ static void url_db(void *ctx, fs_db *db)
 	curl_free(esc);
 }
 
+/* How long to wait for the socket: until a waiting apply is due. */
+static int poll_ms(const struct rep_cli *c)
+{
+	int64_t left;
+
+	if (!c->nwaiting)
+		return 1000;
+	left = (c->retry_ns - lib_clock_monotonic_ns()) / NS_PER_MS;
+	return left < 1 ? 1 : left > RETRY_MS ? RETRY_MS : (int)left;
+}
+
+/* Runs the transfer, trying waiting applies again between reads. */
+static CURLcode perform(struct rep_cli *c, CURL *curl)
+{
+	CURLcode cc = CURLE_OK;
+	CURLMcode mc;
+	CURLMsg *msg;
+	int running = 1, left;
+
+	mc = curl_multi_add_handle(c->multi, curl);
+	while (mc == CURLM_OK && running) {
+		mc = curl_multi_perform(c->multi, &running);
+		if (mc != CURLM_OK || !running)
+			break;
+		if (rep_cli_retry(c) < 0)
+			break;
+		mc = curl_multi_poll(c->multi, NULL, 0, poll_ms(c), NULL);
+	}
+	if (mc != CURLM_OK && !c->why[0])
+		rep_cli_why(c, "%s", curl_multi_strerror(mc));
+	while ((msg = curl_multi_info_read(c->multi, &left)))
+		if (msg->msg == CURLMSG_DONE)
+			cc = msg->data.result;
+	curl_multi_remove_handle(c->multi, curl);
+	return cc;
+}
+
 /* One connection; returns when it ends. */
-static void stream_once(rep_node *n, struct cli *c, CURL *curl,
+static void stream_once(rep_node *n, struct rep_cli *c, CURL *curl,
 			const char *primary)
 {
 	struct url_ctx u = {NULL, 0, 0, false, curl};
@@ -645,7 +248,7 @@ static void stream_once(rep_node *n, struct cli *c, CURL *curl,
 	fs_mount_foreach(n->mount, url_db, &u);
 	if (u.oom) {
 		free(u.buf);
-		set_why(c, "out of memory");
+		rep_cli_why(c, "out of memory");
 		return;
 	}
 	if (n->o.token[0]) {
@@ -669,24 +272,25 @@ static void stream_once(rep_node *n, struct cli *c, CURL *curl,
 	curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, (long)STALL_SECONDS);
 	curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(curl, CURLOPT_BUFFERSIZE, 256L * 1024);
-	cc = curl_easy_perform(curl);
+	cc = perform(c, curl);
 	pthread_mutex_lock(&n->mu);
 	n->connected = false;
 	n->ready = false;
 	pthread_mutex_unlock(&n->mu);
 	if (c->status == 401 || c->status == 409 || c->status == 421) {
 		c->refused = true;
-		set_why(c, "the primary answered %ld: %s", c->status,
+		rep_cli_why(c, "the primary answered %ld: %s", c->status,
 			c->errbody[0] ? c->errbody : "(no reason given)");
 		size_t l = strlen(c->why);
 		if (l && c->why[l - 1] == '\n')
 			c->why[l - 1] = '\0';
 	} else if (c->status && c->status != 200) {
-		set_why(c, "the primary answered %ld: %s", c->status,
+		rep_cli_why(c, "the primary answered %ld: %s", c->status,
 			c->errbody);
 	} else if (!c->why[0]) {
-		set_why(c, "%s", cc == CURLE_OK ? "the primary closed the stream"
-						: curl_easy_strerror(cc));
+		rep_cli_why(c, "%s", cc == CURLE_OK
+					     ? "the primary closed the stream"
+					     : curl_easy_strerror(cc));
 	}
 	curl_slist_free_all(hdrs);
 	free(u.buf);
@@ -704,19 +308,41 @@ static void abandon_one(void *ctx, fs_db *db)
 	fs_db_abandon_txn(db);
 }
 
+/* REP_SCRATCH_KEEP; a test may make it smaller, down to 0 (the space is
+ * given back after every batch). */
+static uint64_t scratch_keep(void)
+{
+	const char *e = getenv("LTXFS_TEST_SCRATCH_KEEP");
+	char *end;
+	unsigned long long v;
+
+	if (!e || !*e)
+		return REP_SCRATCH_KEEP;
+	errno = 0;
+	v = strtoull(e, &end, 10);
+	if (errno || *end || v > REP_SCRATCH_KEEP) {
+		log_warn("LTXFS_TEST_SCRATCH_KEEP=\"%s\" is not a size up to "
+			 "%u bytes; ignored", e, REP_SCRATCH_KEEP);
+		return REP_SCRATCH_KEEP;
+	}
+	return v;
+}
+
 void *rep_client_main(void *arg)
 {
 	rep_node *n = arg;
-	struct cli c;
+	struct rep_cli c;
 	CURL *curl = curl_easy_init();
 	int backoff = BACKOFF_MIN_MS;
 	bool first = true;
 
 	memset(&c, 0, sizeof(c));
 	c.n = n;
-	c.scratch = -1;
-	if (!curl || rep_parser_init(&c.parser) < 0) {
+	c.scratch_keep = scratch_keep();
+	c.multi = curl_multi_init();
+	if (!curl || !c.multi || rep_parser_init(&c.parser) < 0) {
 		log_error("stream client: out of memory; not replicating");
+		curl_multi_cleanup(c.multi);
 		curl_easy_cleanup(curl);
 		return NULL;
 	}
@@ -751,6 +377,8 @@ void *rep_client_main(void *arg)
 		c.refused = false;
 		c.got_ready = false;
 		c.skipped[0] = '\0';
+		c.told_ready = false;
+		c.failed = false;
 		c.parser.nhdr = 0;
 		c.parser.need = c.parser.have = 0;
 		fs_mount_foreach(n->mount, abandon_one, NULL);
@@ -761,8 +389,9 @@ void *rep_client_main(void *arg)
 		if (primary && primary[0])
 			stream_once(n, &c, curl, primary);
 		else
-			set_why(&c, "the primary is not known yet");
-		drop_record(&c);
+			rep_cli_why(&c, "the primary is not known yet");
+		rep_cli_finish(&c);
+		rep_cli_drop(&c);
 		pthread_mutex_lock(&n->mu);
 		n->in_stream = false;
 		pthread_cond_broadcast(&n->cond);
@@ -795,8 +424,8 @@ void *rep_client_main(void *arg)
 	}
 	rep_parser_free(&c.parser);
 	ltx_decoder_free(c.dec);
-	if (c.scratch >= 0)
-		close(c.scratch);
+	rep_scratch_free(c.sc);
+	curl_multi_cleanup(c.multi);
 	curl_easy_cleanup(curl);
 	return NULL;
 }

@@ -28,6 +28,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -1438,6 +1439,202 @@ def rollback_reader():
         cl.stop()
 
 
+def reader_timeout():
+    """A reader on a rollback-mode replica holds its read transaction past
+    the apply timeout (30 s): the replica gives up on the record (logged,
+    counted, the stream reconnects) without keeping any of it, and once
+    the reader ends it applies it and converges. (The record used to be
+    in the local log already: every later try was refused, "does not
+    follow the log's last position", until a restart.)"""
+    t = Timer()
+    with Cluster(2) as cl:
+        db = "to.db"
+        r = start_synced(cl, db, 5, mode="DELETE")
+        rc, n0 = hold_reader(r, db)
+        pos0 = r.pos(db)
+        simple_txns(cl.primary.path(db), 3, start=5)
+        want = cl.primary.pos(db)
+        r.wait_log(r"db=to\.db: gave up waiting", 60)
+        t.lap("the apply gave up on the reader")
+        check(r.pos(db) == pos0, "the replica moved under the reader")
+        check(one(rc, "SELECT count(*) FROM t") == n0, "snapshot changed")
+        rc.execute("COMMIT")
+        rc.close()
+        t0 = time.monotonic()
+        wait_for(lambda: r.pos(db) == want, 30, "the apply after the "
+                 "reader ended", interval=0.02)
+        t.lap("applied %.2fs after the reader ended"
+              % (time.monotonic() - t0))
+        check(r.log_count(r"does not follow") == 0,
+              "the replica's log kept a record it did not apply")
+        check_identical(cl, db)
+        cl.stop()
+
+
+LAG_TXNS = 400
+
+
+def lag_txids(r, db):
+    return r.metric('ltxfs_replication_lag_txids{db="%s"}' % db, 0)
+
+
+def lag_reader(mode):
+    """A reader on the replica holds a read transaction while the primary
+    commits LAG_TXNS transactions. In rollback mode the apply waits for
+    the reader (SQLite's EXCLUSIVE lock): lag_txids (/metrics and /info)
+    must reach the real gap, the primary's TXID minus the replica's,
+    while it waits, and fall to 0 once the reader ends. In WAL mode the
+    apply does not wait: the replica catches up under the reader, lag 0,
+    and the reader keeps its snapshot."""
+    t = Timer()
+    with Cluster(2) as cl:
+        db = "lag.db"
+        r = start_synced(cl, db, 5, mode=MODES[mode])
+        rc, n0 = hold_reader(r, db)
+        pos0 = r.pos(db)
+        simple_txns(cl.primary.path(db), LAG_TXNS, start=5)
+        want = cl.primary.pos(db)
+        t.lap("%d commits while the reader holds" % LAG_TXNS)
+        if mode == "wal":
+            cl.wait_synced(db)
+            check(lag_txids(r, db) == 0, "lag %d after the replica caught "
+                  "up under a WAL reader" % lag_txids(r, db))
+        else:
+            gap = want[0] - pos0[0]
+            last = []
+
+            def lag_is_gap():
+                last[:] = [lag_txids(r, db)]
+                return last[0] == gap
+            try:
+                wait_for(lag_is_gap, 20, "lag_txids to reach the gap of "
+                         "%d while the apply waits" % gap, interval=0.05)
+            except TestFailure as e:
+                raise TestFailure("%s (last value %s)" % (e, last))
+            info = [d for d in r.info()["databases"] if d["name"] == db]
+            check(info and info[0]["lag_txids"] == gap and
+                  info[0]["lag_ms"] > 0, "/info while the apply waits: %s"
+                  % info)
+            check(r.pos(db) == pos0, "the replica moved under the reader")
+            t.lap("lag_txids %d (the real gap) while the apply waits"
+                  % gap)
+        check(one(rc, "SELECT count(*) FROM t") == n0, "snapshot changed")
+        rc.execute("COMMIT")
+        rc.close()
+        wait_for(lambda: r.pos(db) == want, 30, "the apply after the "
+                 "reader ended", interval=0.02)
+        wait_for(lambda: lag_txids(r, db) == 0, 10, "lag_txids back to 0",
+                 interval=0.05)
+        t.lap("applied, lag_txids 0")
+        check(r.metric("ltxfs_stream_reconnects_total", 0) == 0,
+              "the replica reconnected")
+        check_identical(cl, db)
+        cl.stop()
+
+
+# -- a replica that was stopped catches up ---------------------------------
+
+SIGSTOP_DBS = 60
+SIGSTOP_CYCLES = 2
+HOT_TXNS = 2000
+FILL_BLOB = 64 * 1024
+FILL_ROUNDS = 40
+
+
+def tiny_txns(path, n):
+    """n one-row updates (synchronous off): records of about 300 bytes,
+    dozens to each 16 KiB chunk of a catch-up."""
+    c = connect(path)
+    try:
+        c.execute("PRAGMA synchronous=OFF")
+        c.execute("CREATE TABLE IF NOT EXISTS k(id INTEGER PRIMARY KEY, "
+                  "n INTEGER)")
+        c.execute("INSERT OR IGNORE INTO k VALUES (1, 0)")
+        for _ in range(n):
+            c.execute("UPDATE k SET n = n + 1 WHERE id = 1")
+    finally:
+        c.close()
+
+
+def fill_stream(cl, names, start):
+    """Commits FILL_BLOB rows to each of names, round after round, until
+    the primary stops sending (the stopped replica's socket buffers are
+    full: what commits next waits in the primary's log). Returns the
+    rounds it took."""
+    p = cl.primary
+    for rnd in range(FILL_ROUNDS):
+        sent0 = p.metric("ltxfs_stream_records_sent_total", 0)
+        for n in names:
+            simple_txns(p.path(n), 1, start=start + rnd, blob=FILL_BLOB)
+        if p.metric("ltxfs_stream_records_sent_total", 0) - sent0 == 0:
+            return rnd + 1
+    raise TestFailure("the primary went on sending to a stopped replica "
+                      "after %d rounds of %d commits" % (FILL_ROUNDS,
+                                                         len(names)))
+
+
+def sigstop_catchup():
+    """SIGSTOP_CYCLES times, the replica is SIGSTOPped while the primary
+    commits to SIGSTOP_DBS databases until the stream backs up, then
+    HOT_TXNS small transactions to hot.db, then SIGCONT: it catches up
+    without rejecting a record or reconnecting, and every database
+    reaches the primary's position. The tail of the catch-up is hot.db
+    alone, read from the primary's log as fast as the stream takes it:
+    every libcurl callback is a full chunk of dozens of its records and
+    ends inside one. LTXFS_TEST_SCRATCH_KEEP=0 makes the replica give its
+    scratch file's space back after every batch (not only past 4 MiB):
+    the truncation once cut the record still being received when its
+    DATA had come but not its END ("bad magic at byte 0", a reconnect),
+    a few times per cycle here."""
+    t = Timer()
+    names = ["s%02d.db" % i for i in range(SIGSTOP_DBS)]
+    hot = "hot.db"
+    with Cluster(2) as cl:
+        os.environ["LTXFS_TEST_SCRATCH_KEEP"] = "0"
+        try:
+            cl.start()
+        finally:
+            del os.environ["LTXFS_TEST_SCRATCH_KEEP"]
+        r = cl.replicas[0]
+        for n in names:
+            simple_txns(cl.primary.path(n), 1)
+        tiny_txns(cl.primary.path(hot), 1)
+        for n in names + [hot]:
+            cl.wait_synced(n)
+        t.lap("%d databases replicated" % (len(names) + 1))
+        before = r.metrics()
+        for cycle in range(SIGSTOP_CYCLES):
+            os.kill(r.pid(), signal.SIGSTOP)
+            try:
+                rounds = fill_stream(cl, names, 1 + FILL_ROUNDS * cycle)
+                tiny_txns(cl.primary.path(hot), HOT_TXNS)
+                t.lap("cycle %d: %d rounds to back up, then %d commits"
+                      % (cycle, rounds, HOT_TXNS))
+            finally:
+                os.kill(r.pid(), signal.SIGCONT)
+            for n in names + [hot]:
+                cl.wait_synced(n, timeout=60)
+            t.lap("cycle %d: caught up after SIGCONT" % cycle)
+            rejected = r.log_count(r"rejected a record|record rejected")
+            check(rejected == 0, "the replica rejected %d record(s) while "
+                  "catching up (cycle %d)" % (rejected, cycle))
+        after = r.metrics()
+        for k in ("ltxfs_stream_reconnects_total",
+                  "ltxfs_apply_errors_total"):
+            log("  %s: %d during the catch-ups"
+                % (k, after.get(k, 0) - before.get(k, 0)))
+        check(after.get("ltxfs_apply_errors_total", 0) ==
+              before.get("ltxfs_apply_errors_total", 0),
+              "apply errors while catching up")
+        check(after.get("ltxfs_stream_reconnects_total", 0) ==
+              before.get("ltxfs_stream_reconnects_total", 0),
+              "the replica reconnected while catching up")
+        check_identical(cl, hot)
+        check_identical(cl, names[0])
+        t.lap("identical")
+        cl.stop()
+
+
 # -- 8. export and import ---------------------------------------------------
 
 def export_import():
@@ -1516,9 +1713,13 @@ CASES = {
     "replica-kill9": replica_kill9,
     "fairness": fairness,
     "rollback-reader": rollback_reader,
+    "reader-timeout": reader_timeout,
     "journal-switch": journal_switch,
     "many-dbs": many_dbs,
     "export-import": export_import,
+    "sigstop-catchup": sigstop_catchup,
+    "lag-reader-delete": lambda: lag_reader("delete"),
+    "lag-reader-wal": lambda: lag_reader("wal"),
 }
 for _m in MODES:
     CASES["identical-" + _m] = (lambda m: lambda: identical(m))(_m)
