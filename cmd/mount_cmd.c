@@ -155,7 +155,7 @@ int cmd_mount(int argc, char **argv)
 	pthread_t stopper;
 	char host[256] = "", real_mnt[PATH_MAX], what[PATH_MAX + 8];
 	uint64_t node_id = 0;
-	int next, rc, wd = -1, data_lock = -1, mnt_lock = -1;
+	int next, rc, wd = -1, data_lock = -1, mnt_lock[2] = {-1, -1};
 
 	rc = cmd_load_cfg(argc, argv, &cfg, &next, "mount");
 	if (rc != 0)
@@ -175,7 +175,7 @@ int cmd_mount(int argc, char **argv)
 	if (cmd_owner_lock_data("ltxfs mount", cfg.data.dir, what,
 				&data_lock) < 0 ||
 	    cmd_owner_claim_mount("ltxfs mount", cfg.fuse.dir, real_mnt,
-				  &mnt_lock) < 0) {
+				  mnt_lock) < 0) {
 		rc = 1;
 		goto out;
 	}
@@ -271,8 +271,9 @@ out:
 	rep_node_free(node);
 	cfg_free(&cfg);
 	/* Last: the mount point and the data directory are free now. */
-	if (mnt_lock >= 0)
-		close(mnt_lock);
+	for (int i = 0; i < 2; i++)
+		if (mnt_lock[i] >= 0)
+			close(mnt_lock[i]);
 	if (data_lock >= 0)
 		close(data_lock);
 	return rc;

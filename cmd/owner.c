@@ -23,6 +23,7 @@
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -38,6 +39,7 @@
 #define OWNER_MAX_DEAD_MOUNTS 8  /* dead mounts stacked on one path */
 #define OWNER_PROBE_MS 2000      /* longest wait for a mount to answer */
 #define OWNER_HIDDEN_NAMES 5     /* files beneath the mount named */
+#define OWNER_GUARD_SOURCE "ltxfs-guard"
 #define FUSE_FSTYPE "fuse.ltxfs"
 
 static void sleep_ms(int ms)
@@ -208,6 +210,17 @@ static int lazy_unmount(const char *path)
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EPERM;
 }
 
+/* The holder of a flock on the guard at path (any inode of it: it has
+ * one directory), 0 when none. */
+static pid_t guard_holder(const char *path)
+{
+	cmd_mount_entry g;
+
+	if (cmd_procfs_mount_at_source(path, OWNER_GUARD_SOURCE, &g) < 0)
+		return 0;
+	return cmd_procfs_flock_holder(makedev(g.major, g.minor), 0);
+}
+
 /* The holder of the flock on the directory beneath a mount at path: its
  * inode is the parent directory's entry (readdir's d_ino is not crossed
  * by mounts), on the parent's device. 0 when unknown. */
@@ -234,7 +247,7 @@ static pid_t mount_holder(const char *path)
 		if (strcmp(de->d_name, base) == 0)
 			pid = cmd_procfs_flock_holder(st.st_dev, de->d_ino);
 	closedir(d);
-	return pid;
+	return pid ? pid : guard_holder(path);
 }
 
 /* One line: path is mounted; holder is the serving daemon if known. */
@@ -373,14 +386,74 @@ static void warn_hidden_files(const char *path, int dirfd)
 			 n > OWNER_HIDDEN_NAMES ? ", ..." : "");
 }
 
+/* A flock on the directory at path now (the guard's root, or the bare
+ * directory); -EBUSY after a line naming the holder. */
+static int lock_dir(const char *cmd, const char *path, int *out_fd)
+{
+	int fd, rc, saverr;
+
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		saverr = errno;
+		fprintf(stderr, "%s: mount point %s: %s\n", cmd, path,
+			strerror(saverr));
+		return -saverr;
+	}
+	rc = flock_or_wait_exiting(fd);
+	if (rc == -EBUSY)
+		fprintf(stderr, "%s: mount point %s is being mounted by ltxfs "
+			"PID %d; one daemon per mount point\n", cmd, path,
+			(int)local_holder(fd));
+	else if (rc < 0)
+		fprintf(stderr, "%s: cannot lock mount point %s: %s\n", cmd,
+			path, strerror(-rc));
+	if (rc < 0) {
+		close(fd);
+		return rc;
+	}
+	*out_fd = fd;
+	return 0;
+}
+
+/* Whether the newest mount at path is a guard (and which, in *me). */
+static bool guard_on_top(const char *path, cmd_mount_entry *me)
+{
+	return cmd_procfs_mount_at(path, me) == 0 &&
+	       strcmp(me->source, OWNER_GUARD_SOURCE) == 0;
+}
+
+/* Puts the read-only guard at path, and locks its root (gfd). 0; -EBUSY
+ * when another daemon locked it first; 1 when no guard can be mounted
+ * here (no privilege): the daemon goes on without. */
+static int put_guard(const char *cmd, const char *path, int *gfd)
+{
+	int saverr;
+
+	if (mount(OWNER_GUARD_SOURCE, path, "tmpfs",
+		  MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+		  "size=4k,nr_inodes=4,mode=0755") < 0) {
+		saverr = errno;
+		log_warn("mount point %s: no read-only guard beneath the mount "
+			 "(%s): while no ltxfs serves it, applications that "
+			 "write there write to the bare directory", path,
+			 strerror(saverr));
+		return 1;
+	}
+	log_info("mount point %s: a read-only guard (tmpfs %s) stays beneath "
+		 "the mount, so writes fail with EROFS whenever no ltxfs "
+		 "serves it", path, OWNER_GUARD_SOURCE);
+	return lock_dir(cmd, path, gfd);
+}
+
 int cmd_owner_claim_mount(const char *cmd, const char *mountpoint,
-			  char *real, int *out_fd)
+			  char *real, int out_fd[2])
 {
 	cmd_mount_entry me;
 	struct stat st;
-	int fd = -1, rc, saverr;
+	int fd = -1, gfd = -1, rc, saverr;
+	bool guarded;
 
-	*out_fd = -1;
+	out_fd[0] = out_fd[1] = -1;
 	rc = cmd_procfs_mount_path(mountpoint, real);
 	if (rc < 0) {
 		fprintf(stderr, "%s: mount point %s: %s; create it first\n", cmd,
@@ -401,41 +474,35 @@ int cmd_owner_claim_mount(const char *cmd, const char *mountpoint,
 			real);
 		return -ENOTDIR;
 	}
-	if (cmd_procfs_mount_at(real, &me) == 0) {
+	guarded = guard_on_top(real, &me);
+	if (!guarded && cmd_procfs_mount_at(real, &me) == 0) {
 		refuse_mounted(cmd, real, &me, mount_holder(real));
 		return -EBUSY;
 	}
-	fd = open(real, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0) {
-		saverr = errno;
-		fprintf(stderr, "%s: mount point %s: %s\n", cmd, real,
-			strerror(saverr));
-		return -saverr;
-	}
-	rc = flock_or_wait_exiting(fd);
-	if (rc == -EBUSY) {
-		pid_t pid = local_holder(fd);
-		fprintf(stderr, "%s: mount point %s is being mounted by ltxfs "
-			"PID %d; one daemon per mount point\n", cmd, real,
-			(int)pid);
-		goto fail;
-	}
-	if (rc < 0) {
-		fprintf(stderr, "%s: cannot lock mount point %s: %s\n", cmd, real,
-			strerror(-rc));
-		goto fail;
+	rc = lock_dir(cmd, real, &fd);
+	if (rc < 0)
+		return rc;
+	if (!guarded) {
+		warn_hidden_files(real, fd);
+		rc = put_guard(cmd, real, &gfd);
+		if (rc < 0)
+			goto fail;
+		guarded = rc == 0;
 	}
 	/* Mounted between the check and the lock (by something that does
 	 * not take the lock, as ltxfs does). */
-	if (cmd_procfs_mount_at(real, &me) == 0) {
+	if (guarded ? !guard_on_top(real, &me) :
+		      cmd_procfs_mount_at(real, &me) == 0) {
 		refuse_mounted(cmd, real, &me, 0);
 		rc = -EBUSY;
 		goto fail;
 	}
-	warn_hidden_files(real, fd);
-	*out_fd = fd;
+	out_fd[0] = fd;
+	out_fd[1] = gfd;
 	return 0;
 fail:
+	if (gfd >= 0)
+		close(gfd);
 	close(fd);
 	return rc;
 }

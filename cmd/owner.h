@@ -20,6 +20,17 @@
  * by a daemon that was killed (ENOTCONN) is unmounted lazily with a log
  * line; a live one is refused naming its daemon's PID (from /proc/locks);
  * any other mount there is refused.
+ *
+ * Guard: before its first mount on a directory, the daemon mounts an
+ * empty read-only tmpfs named "ltxfs-guard" there and mounts FUSE on top
+ * of it. The guard stays after the daemon stops or dies, so whenever no
+ * ltxfs serves the mount point, an application writing there gets EROFS
+ * instead of writing to the bare directory, where the mount would hide
+ * its writes (a connection opened before a stop opens its -wal by path
+ * after it: committed there, the writes were acknowledged and lost). The
+ * next daemon finds the guard and mounts on it. `umount DIR` removes it
+ * once no daemon runs. Without the privilege to mount (fusermount3), the
+ * daemon says so and goes on without.
  */
 #ifndef CMD_OWNER_H
 #define CMD_OWNER_H
@@ -36,10 +47,13 @@ int cmd_owner_lock_data(const char *cmd, const char *data_dir,
 			const char *what, int *out_fd);
 
 /* Claims the mount point for this process: clears a dead ltxfs mount
- * there, refuses a live mount, locks the directory. real gets the
- * absolute path (PATH_MAX bytes) to mount on and to give the watchdog.
- * Returns 0, or -EBUSY / -errno after printing one line on stderr. */
+ * there, refuses a live mount, locks the directory, puts the read-only
+ * guard beneath the mount when there is none (and locks it). real gets
+ * the absolute path (PATH_MAX bytes) to mount on and to give the
+ * watchdog; out_fd the descriptors holding the locks (-1 when unused),
+ * kept for the process's life. Returns 0, or -EBUSY / -errno after
+ * printing one line on stderr. */
 int cmd_owner_claim_mount(const char *cmd, const char *mountpoint,
-			  char *real, int *out_fd);
+			  char *real, int out_fd[2]);
 
 #endif

@@ -41,25 +41,36 @@ static void unescape(char *s)
 	*o = '\0';
 }
 
-/* The file system type of a mountinfo line: the field after " - ". */
-static void line_fstype(const char *line, char *out, size_t n)
+/* The n-th field after " - " of a mountinfo line (0: the file system
+ * type, 1: the source), unescaped. */
+static void line_tail_field(const char *line, int n, char *out, size_t len)
 {
 	const char *p = strstr(line, " - ");
-	size_t len = 0;
+	size_t k = 0;
 
 	out[0] = '\0';
 	if (!p)
 		return;
 	p += 3;
-	while (p[len] && p[len] != ' ' && len + 1 < n)
-		len++;
-	memcpy(out, p, len);
-	out[len] = '\0';
+	for (; n > 0 && p; n--) {
+		p = strchr(p, ' ');
+		if (p)
+			p++;
+	}
+	if (!p)
+		return;
+	while (p[k] && p[k] != ' ' && p[k] != '\n' && k + 1 < len)
+		k++;
+	memcpy(out, p, k);
+	out[k] = '\0';
+	unescape(out);
 }
 
-int cmd_procfs_mount_at(const char *path, cmd_mount_entry *out)
+/* The newest mount at path (whose source is source, unless NULL). */
+static int mount_at(const char *path, const char *source,
+		    cmd_mount_entry *out)
 {
-	char line[8192], mnt[PATH_MAX];
+	char line[8192], mnt[PATH_MAX], src[sizeof(out->source)];
 	unsigned maj, min;
 	bool found = false;
 	FILE *f;
@@ -74,14 +85,29 @@ int cmd_procfs_mount_at(const char *path, cmd_mount_entry *out)
 		unescape(mnt);
 		if (strcmp(mnt, path) != 0)
 			continue;
+		line_tail_field(line, 1, src, sizeof(src));
+		if (source && strcmp(src, source) != 0)
+			continue;
 		/* Later lines are newer mounts stacked on the same path. */
 		out->major = maj;
 		out->minor = min;
-		line_fstype(line, out->fstype, sizeof(out->fstype));
+		line_tail_field(line, 0, out->fstype, sizeof(out->fstype));
+		memcpy(out->source, src, sizeof(src));
 		found = true;
 	}
 	fclose(f);
 	return found ? 0 : -ENOENT;
+}
+
+int cmd_procfs_mount_at(const char *path, cmd_mount_entry *out)
+{
+	return mount_at(path, NULL, out);
+}
+
+int cmd_procfs_mount_at_source(const char *path, const char *source,
+			       cmd_mount_entry *out)
+{
+	return mount_at(path, source, out);
 }
 
 int cmd_procfs_mount_path(const char *path, char *out)
@@ -180,7 +206,7 @@ pid_t cmd_procfs_flock_holder(dev_t dev, ino_t ino)
 			continue;
 		if (strcmp(type, "FLOCK") == 0 && pid > 0 &&
 		    mj == major(dev) && mn == minor(dev) &&
-		    lino == (unsigned long long)ino)
+		    (ino == 0 || lino == (unsigned long long)ino))
 			found = (pid_t)pid;
 	}
 	fclose(f);

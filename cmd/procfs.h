@@ -12,12 +12,17 @@
 typedef struct cmd_mount_entry {
 	unsigned major, minor;  /* the mount's device (FUSE: connection) */
 	char fstype[64];        /* "fuse.ltxfs", "tmpfs", ... */
+	char source[64];        /* "ltxfs", "ltxfs-guard", "/dev/vda" ... */
 } cmd_mount_entry;
 
 /* The newest mount whose mount point is exactly path (absolute, no
  * symlinks) in /proc/self/mountinfo. 0 and *out, -ENOENT when path is
  * not a mount point, or -errno. */
 int cmd_procfs_mount_at(const char *path, cmd_mount_entry *out);
+/* The same for the newest mount at path whose source is source (beneath
+ * other mounts or not). */
+int cmd_procfs_mount_at_source(const char *path, const char *source,
+			       cmd_mount_entry *out);
 
 /* path made absolute without asking the file system about its last
  * component: realpath() of its parent directory, then the last name
@@ -35,7 +40,8 @@ bool cmd_procfs_stat(const char *path, char *out_state,
 bool cmd_procfs_exiting(pid_t pid);
 
 /* The PID holding a flock() on the inode ino of device dev (as from
- * stat: st_dev, st_ino), from /proc/locks; 0 when none is listed. */
+ * stat: st_dev, st_ino; ino 0: any inode of dev), from /proc/locks; 0
+ * when none is listed. */
 pid_t cmd_procfs_flock_holder(dev_t dev, ino_t ino);
 
 #endif

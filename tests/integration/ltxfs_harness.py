@@ -91,17 +91,29 @@ def _unescape_mount_path(p):
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), p)
 
 
-def is_mounted(path):
+def mounts_at(path):
+    """(source, type) of every mount at path, oldest first."""
     real = os.path.realpath(path)
+    out = []
     try:
         with open("/proc/mounts") as f:
             for line in f:
                 parts = line.split()
-                if len(parts) >= 2 and _unescape_mount_path(parts[1]) == real:
-                    return True
+                if len(parts) >= 3 and _unescape_mount_path(parts[1]) == real:
+                    out.append((parts[0], parts[2]))
     except OSError:
         pass
-    return False
+    return out
+
+
+def is_mounted(path):
+    """Whether an ltxfs FUSE mount is at path (the read-only guard that
+    ltxfs leaves beneath it, cmd/owner.h, does not count)."""
+    return any(t == "fuse.ltxfs" for _, t in mounts_at(path))
+
+
+def has_guard(path):
+    return any(src == "ltxfs-guard" for src, _ in mounts_at(path))
 
 
 def fuse_connection(path):
@@ -136,6 +148,22 @@ def abort_fuse_connection(path):
         return True
     except OSError:
         return False
+
+
+def unmount_all(path):
+    """Lazily unmounts everything at path (ltxfs and its guard), bounded,
+    so the directory can be removed."""
+    for _ in range(8):
+        if not mounts_at(path):
+            return
+        if is_mounted(path):
+            lazy_unmount(path)
+        else:
+            subprocess.run(["umount", "-l", path], timeout=30,
+                           stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    check(not mounts_at(path), "%s: mounts left: %s" % (path,
+                                                      mounts_at(path)))
 
 
 def lazy_unmount(path):
@@ -302,7 +330,7 @@ class Node:
         try:
             if self.proc is not None:
                 self.kill9(strict=False)
-            lazy_unmount(self.mnt)
+            unmount_all(self.mnt)
         finally:
             if self in _nodes:
                 _nodes.remove(self)

@@ -15,11 +15,17 @@ restart after kill -9 clears the dead mount. One meson test per case:
                  acknowledged write, five times over
     hidden-files a database an application wrote into the bare mount
                  point while ltxfs was down: the start warns, naming it
+    guard        while no ltxfs serves the mount point (after a clean
+                 stop, after kill -9, between a dead mount and the next
+                 start), creating or writing a file there fails with EROFS,
+                 and a connection opened before a stop cannot commit
+                 anywhere; the next start mounts on the guard
 """
 
 import errno
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -132,12 +138,12 @@ def t_mount_point():
             h.check(len(live) == 1, "%d daemons still run, expected 1"
                     % len(live))
             winner = live[0]
-            with open("/proc/self/mountinfo") as f:
-                mounts = [l for l in f
-                          if h._unescape_mount_path(l.split()[4]) ==
-                          os.path.realpath(mnt)]
-            h.check(len(mounts) == 1, "%d mounts stacked on %s:\n%s"
-                    % (len(mounts), mnt, "".join(mounts)))
+            mounts = h.mounts_at(mnt)
+            fuse = [m for m in mounts if m[1] == "fuse.ltxfs"]
+            guards = [m for m in mounts if m[0] == "ltxfs-guard"]
+            h.check(len(fuse) == 1 and len(guards) == 1 and
+                    len(mounts) == 2, "mounts stacked on %s: %s (expected "
+                    "one ltxfs on one guard)" % (mnt, mounts))
             for p, log in zip(procs, logs):
                 if p is winner:
                     continue
@@ -173,7 +179,7 @@ def t_mount_point():
                     p.wait(timeout=h.KILL_EXIT_TIMEOUT)
             for log in logs:
                 log.close()
-            h.lazy_unmount(mnt)
+            h.unmount_all(mnt)
 
 
 def t_dead_mount():
@@ -243,11 +249,64 @@ def t_hidden_files():
                    r"mounted", 10)
         h.check(n.listing() == [], "the mount shows %s" % n.listing())
         n.stop()
+        # The read-only guard stays: the bare directory is still hidden,
+        # and nothing can be written there while ltxfs is down.
+        h.check(h.has_guard(n.mnt), "no guard after the stop: %s"
+                % h.mounts_at(n.mnt))
+        h.check(os.listdir(n.mnt) == [], "the guard shows %s"
+                % os.listdir(n.mnt))
+        h.unmount_all(n.mnt)
         h.check(os.listdir(n.mnt) == ["app.db"], "the hidden file is gone: "
                 "%s" % os.listdir(n.mnt))
 
 
-TESTS = {"data-dir": t_data_dir, "mount-point": t_mount_point,
+def t_guard():
+    with h.Node("owner", log_level="info") as n:
+        n.start()
+        c = h.connect(n.path("a.db"))
+        c.execute("PRAGMA journal_mode=WAL")
+        c.close()
+        write_rows(n, "a.db", 1, 5)
+        c = h.connect(n.path("a.db"))
+        c.close()
+        acked = list(range(1, 6)) + write_rows(n, "a.db", 6, 5)
+        # A connection opened before the stop: its -wal and -shm are
+        # opened by path, after it.
+        stale = sqlite3.connect(n.path("a.db"), isolation_level=None)
+        n.stop()
+        h.check(h.has_guard(n.mnt), "no guard after a clean stop: %s"
+                % h.mounts_at(n.mnt))
+        for name in ("a.db-wal", "new.db"):
+            h.expect_oserror(errno.EROFS, os.open,
+                             os.path.join(n.mnt, name),
+                             os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            stale.execute("BEGIN IMMEDIATE")
+            stale.execute("INSERT INTO t VALUES (1000)")
+            stale.execute("COMMIT")
+            committed = True
+        except sqlite3.Error:
+            committed = False
+        h.check(not committed, "a connection opened before the stop "
+                "committed after it (into the bare directory?)")
+        stale.close()
+        h.check(os.listdir(n.mnt) == [], "files beneath: %s"
+                % os.listdir(n.mnt))
+        n.start()
+        h.check(rows(n, "a.db") == acked and len(h.mounts_at(n.mnt)) == 2,
+                "after the restart on the guard: rows %s, mounts %s"
+                % (rows(n, "a.db"), h.mounts_at(n.mnt)))
+        n.kill9(unmount=True)  # the harness clears the dead mount
+        h.check(h.has_guard(n.mnt) and not h.is_mounted(n.mnt),
+                "after kill -9 and unmount: %s" % h.mounts_at(n.mnt))
+        h.expect_oserror(errno.EROFS, os.open, n.path("a.db"),
+                         os.O_RDWR | os.O_CREAT, 0o644)
+        n.start()
+        h.check(rows(n, "a.db") == acked, "rows after kill -9")
+        n.stop()
+
+
+TESTS = {"guard": t_guard, "data-dir": t_data_dir, "mount-point": t_mount_point,
          "dead-mount": t_dead_mount, "hidden-files": t_hidden_files}
 
 if __name__ == "__main__":

@@ -442,7 +442,10 @@ def main():
             for n in cl.nodes:
                 if n.running():
                     n.kill9(strict=False)
-            h.lazy_unmount(p.mnt)
+            h.unmount_all(p.mnt)
+            if failure:
+                # Keep the primary's data (on the tmpfs) for inspection.
+                subprocess.run(["cp", "-a", tmpfs, p.root + "/data-kept"])
             subprocess.run(["umount", "-l", tmpfs])
     figures = {
         "seed": seed,
