@@ -925,6 +925,15 @@ def own_mappings(pid, mnt):
     return out
 
 
+def shm_bytes(path):
+    """A -shm's content without what readers write (aReadMark[1..4]) and
+    the lock bytes (120..127)."""
+    with open(path, "rb") as f:
+        b = bytearray(f.read())
+    b[104:128] = bytes(24)
+    return bytes(b)
+
+
 def spin_reader_main(path, stop_file):
     """(child process) Read transactions on table t in a loop until
     stop_file exists; each must see a row count no smaller than the one
@@ -979,12 +988,15 @@ def wal_own_mappings():
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
         p = connect(cl.primary.path(db))
+        base = cl.primary.settled_pos(db)[0]
         seen = []
         for i in range(300):
+            # One TXID per INSERT (the primary records it just after the
+            # commit returns).
             p.execute("INSERT INTO t(v) VALUES (randomblob(100))")
-            want = cl.primary.pos(db)
-            wait_for(lambda: r.pos_or_none(db) == want, 30,
-                     "%s: TXID %d applied" % (r.name, want[0]),
+            want = base + i + 1
+            wait_for(lambda: (r.pos_or_none(db) or (0, 0))[0] >= want, 30,
+                     "%s: TXID %d applied" % (r.name, want),
                      interval=0.002)
             seen += own_mappings(r.pid(), r.mnt)
             if seen:
@@ -992,7 +1004,7 @@ def wal_own_mappings():
         p.close()
         t.lap("%d transactions applied one by one" % (i + 1))
         check(not seen, "the replica's daemon maps files of its own mount "
-              "after TXID %d: %s" % (cl.primary.pos(db)[0], seen[:4]))
+              "after TXID %d: %s" % (want, seen[:4]))
         check(os.path.exists(r.path(db) + "-shm"), "no -shm on the replica")
         cl.wait_synced(db)
         with open(stop, "w"):
@@ -1009,6 +1021,31 @@ def wal_own_mappings():
         check(not own_mappings(r.pid(), r.mnt), "mappings once synced")
         check_identical(cl, db)
         t.lap("identical")
+        # What readers see of -shm is in its storage too: with no reader
+        # left, the kernel drops the file's cached pages, and a new reader
+        # and the next transactions find the same state there.
+        shm = r.path(db) + "-shm"
+        backing = os.path.join(r.data, "dbs", db, "shm")
+        check(shm_bytes(shm) == shm_bytes(backing), "the -shm read through "
+              "the mount differs from its storage (%s)" % backing)
+        fd = os.open(shm, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+        c = ro_connect(r.path(db))
+        check(one(c, "SELECT count(*) FROM t") == 310, "after the -shm's "
+              "pages were dropped: %d rows" % one(c, "SELECT count(*) FROM t"))
+        c.close()
+        simple_txns(cl.primary.path(db), 5)
+        cl.wait_synced(db)
+        c = ro_connect(r.path(db))
+        check(one(c, "SELECT count(*) FROM t") == 315, "5 more transactions "
+              "after the -shm's pages were dropped")
+        c.close()
+        check(r.log_count("changed by another process|was damaged") == 0,
+              "the replica found its wal-index header changed")
+        t.lap("-shm's storage holds what readers saw")
         cl.stop()
 
 
