@@ -41,6 +41,7 @@
 
 #include "db_i.h"
 #include "journal.h"
+#include "walidx.h"
 #include "lib/bytes.h"
 #include "lib/io.h"
 #include "lib/log.h"
@@ -468,10 +469,29 @@ static int db_write(fs_db *db, const uint8_t *buf, size_t n, off_t off)
 	return lib_io_pwrite_full(db->fds[FS_KIND_DB], buf, n, off);
 }
 
+/* A write to -shm through the mount while walidx owns its storage: a
+ * local reader's dirty page written back. Only the bytes readers own are
+ * taken; the page's other bytes may be older than what walidx stored
+ * since (fs/walidx.c, ACCESS). */
+static int shm_write_readers(int fd, const void *buf, size_t n, off_t off)
+{
+	uint64_t start = (uint64_t)off, lo = start, hi = start + n;
+
+	if (lo < FS_WALIDX_READER_OFF)
+		lo = FS_WALIDX_READER_OFF;
+	if (hi > FS_WALIDX_READER_OFF + FS_WALIDX_READER_LEN)
+		hi = FS_WALIDX_READER_OFF + FS_WALIDX_READER_LEN;
+	if (lo >= hi)
+		return 0;
+	return lib_io_pwrite_full(fd, (const uint8_t *)buf + (lo - start),
+				  (size_t)(hi - lo), (off_t)lo);
+}
+
 int fs_db_write(fs_db *db, enum fs_kind kind, const void *buf, size_t n,
 		off_t off)
 {
 	ltx_pos before;
+	bool owned;
 	int fd, rc, drained;
 
 	switch (kind) {
@@ -480,8 +500,12 @@ int fs_db_write(fs_db *db, enum fs_kind kind, const void *buf, size_t n,
 	case FS_KIND_SHM:
 		pthread_mutex_lock(&db->mu);
 		fd = db->fds[FS_KIND_SHM];
+		owned = db->shm_owned;
 		pthread_mutex_unlock(&db->mu);
-		return fd < 0 ? -ENOENT : lib_io_pwrite_full(fd, buf, n, off);
+		if (fd < 0)
+			return -ENOENT;
+		return owned ? shm_write_readers(fd, buf, n, off)
+			     : lib_io_pwrite_full(fd, buf, n, off);
 	case FS_KIND_POS:
 		return -EPERM;
 	default:

@@ -49,6 +49,14 @@ typedef void (*fs_commit_fn)(void *ctx, fs_db *db, ltx_pos pos);
 typedef void (*fs_inval_fn)(void *ctx, fs_db *db, enum fs_kind kind,
 			    int64_t off, int64_t len);
 
+/* Puts len bytes at off of kind's content into the kernel's page cache of
+ * the file (the pages local readers map), as if written through the
+ * mount, without a request to the daemon; the caller has written them to
+ * the backing file first. 0 or -errno. Never called with a database lock
+ * held. */
+typedef int (*fs_store_fn)(void *ctx, fs_db *db, enum fs_kind kind,
+			   uint64_t off, const void *buf, size_t len);
+
 typedef struct fs_db_opts {
 	int zstd_level;      /* 0: uncompressed LTX */
 	uint64_t node_id;
@@ -57,7 +65,8 @@ typedef struct fs_db_opts {
 	bool readonly;       /* opened on a replica (recovery differs) */
 	const char *mountpoint; /* where local readers see it; NULL: none */
 	fs_inval_fn on_inval;
-	void *inval_ctx;
+	fs_store_fn on_store;
+	void *inval_ctx;     /* for on_inval and on_store */
 	int apply_timeout_ms;   /* longest wait for local readers' locks */
 	/* A primary's lease deadline (CLOCK_BOOTTIME ns; 0: none): writes
 	 * at or after it fail with EROFS even before the node has switched

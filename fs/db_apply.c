@@ -426,6 +426,42 @@ static void walidx_inval(void *ctx, int which, uint64_t off, uint64_t len)
 	      (int64_t)len);
 }
 
+/* -shm's storage, then the pages readers map (fs/walidx.c, ACCESS). */
+static int walidx_store(void *ctx, uint64_t off, const void *buf, size_t n)
+{
+	fs_db *db = ctx;
+	int fd, rc;
+
+	pthread_mutex_lock(&db->mu);
+	fd = db->fds[FS_KIND_SHM];
+	pthread_mutex_unlock(&db->mu);
+	rc = fd < 0 ? -ENOENT : lib_io_pwrite_full(fd, buf, n, (off_t)off);
+	if (rc < 0) {
+		log_error("db=%s: writing %zu bytes at %" PRIu64 " of the "
+			  "-shm's storage: %s", db->name, n, off,
+			  strerror(-rc));
+		return rc;
+	}
+	return db->opts.on_store(db->opts.inval_ctx, db, FS_KIND_SHM, off,
+				 buf, n); /* it logs */
+}
+
+static void set_shm_owned(fs_db *db, bool owned)
+{
+	pthread_mutex_lock(&db->mu);
+	db->shm_owned = owned;
+	pthread_mutex_unlock(&db->mu);
+}
+
+/* Closes walidx (it waits for readers' pages in flight to -shm's storage
+ * first), then lets writes through the mount reach all of -shm again. */
+static void close_walidx(fs_db *db)
+{
+	fs_walidx_close(db->walidx);
+	db->walidx = NULL;
+	set_shm_owned(db, false);
+}
+
 static int open_walidx(fs_db *db)
 {
 	char dbp[PATH_MAX], shmp[PATH_MAX];
@@ -452,10 +488,17 @@ static int open_walidx(fs_db *db)
 	f.wal_fd = db->fds[FS_KIND_WAL];
 	f.db_fd = db->fds[FS_KIND_DB];
 	f.invalidate = walidx_inval;
+	if (db->opts.on_store)
+		f.shm_store = walidx_store;
 	f.ctx = db;
 	if (f.wal_fd < 0 || f.db_fd < 0)
 		return -ENOENT;
-	return fs_walidx_open(&f, db->page_size, db->commit, &db->walidx);
+	if (f.shm_store)
+		set_shm_owned(db, true); /* walidx.h, shm_store */
+	rc = fs_walidx_open(&f, db->page_size, db->commit, &db->walidx);
+	if (rc < 0)
+		set_shm_owned(db, false);
+	return rc;
 }
 
 static int old_sum(struct apply *a, uint32_t pgno, uint64_t *out)
@@ -745,10 +788,8 @@ static int apply_delete(struct apply *a)
 	bool locked = false;
 	bool wal = db->walidx || file_in_wal_mode(db);
 
-	if (db->walidx) {
-		fs_walidx_close(db->walidx);
-		db->walidx = NULL;
-	}
+	if (db->walidx)
+		close_walidx(db);
 	/* In WAL mode SQLite holds SHARED for as long as a connection is
 	 * open, not only inside a transaction: waiting for EXCLUSIVE would
 	 * stall the stream (every database) for the whole apply timeout and
@@ -1239,8 +1280,7 @@ void fs_db_release_apply(fs_db *db)
 				 fs_walidx_pending(db->walidx));
 			db->apply_unclean = true;
 		}
-		fs_walidx_close(db->walidx);
-		db->walidx = NULL;
+		close_walidx(db);
 	}
 	close_lock_fd(db);
 	note_pending(db);

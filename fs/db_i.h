@@ -104,6 +104,10 @@ struct fs_db {
 
 	/* Replica (guarded by mu). */
 	bool readonly;
+	/* walidx writes -shm's storage itself (fs/walidx.h, shm_store): a
+	 * write through the mount (a reader's page written back) keeps only
+	 * the bytes readers own. */
+	bool shm_owned;
 	char *primary;          /* named in EROFS log lines */
 	uint64_t ro_logged_ms;  /* last EROFS log line (rate limit) */
 	/* Snapshot freeze (guarded by mu): while > 0, nothing may start a

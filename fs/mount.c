@@ -80,6 +80,8 @@ struct fs_mount {
 
 static void mount_inval(void *ctx, fs_db *db, enum fs_kind kind, int64_t off,
 			int64_t len);
+static int mount_store(void *ctx, fs_db *db, enum fs_kind kind, uint64_t off,
+		       const void *buf, size_t len);
 
 static fs_mount *req_mount(fuse_req_t req)
 {
@@ -215,6 +217,7 @@ static int add_slot(fs_mount *m, const char *name, size_t *out)
 		.readonly = m->readonly,
 		.mountpoint = m->mountpoint,
 		.on_inval = mount_inval,
+		.on_store = mount_store,
 		.inval_ctx = m,
 		.apply_timeout_ms = m->opts.apply_timeout_ms,
 		.write_deadline_ns = m->opts.write_deadline_ns,
@@ -451,6 +454,33 @@ static void mount_inval(void *ctx, fs_db *db, enum fs_kind kind, int64_t off,
 					 len);
 }
 
+static int mount_store(void *ctx, fs_db *db, enum fs_kind kind, uint64_t off,
+		       const void *buf, size_t len)
+{
+	fs_mount *m = ctx;
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(len);
+	ssize_t s = -1;
+	int rc;
+
+	if (!m->mounted)
+		return -ENOTCONN;
+	pthread_mutex_lock(&m->mu);
+	for (size_t i = 0; i < m->nslots; i++)
+		if (m->slots[i].db == db)
+			s = (ssize_t)i;
+	pthread_mutex_unlock(&m->mu);
+	if (s < 0)
+		return -ENOENT;
+	bv.buf[0].mem = (void *)buf;
+	rc = fuse_lowlevel_notify_store(m->se, make_ino((size_t)s, kind),
+					(off_t)off, &bv, 0);
+	if (rc < 0)
+		log_error("db=%s: storing %zu bytes at %" PRIu64 " of %s%s "
+			  "into the page cache: %s", fs_db_name(db), len, off,
+			  fs_db_name(db), fs_kind_suffix[kind], strerror(-rc));
+	return rc;
+}
+
 /* The text of /.primary, or -ENOENT when this node is not a replica. */
 static int primary_text(fs_mount *m, char *buf, size_t n, size_t *out_len)
 {
@@ -522,8 +552,10 @@ static int entry_for(fs_db *db, size_t s, enum fs_kind k,
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	/* Our own writes change the backing files' mtimes; they must not
-	 * make the kernel drop cached pages. */
+	 * make the kernel drop cached pages. Writes come to us when they are
+	 * made (no writeback cache): capture relies on it. */
 	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 	if (conn->capable & FUSE_CAP_ASYNC_READ)
 		conn->want |= FUSE_CAP_ASYNC_READ;
 }
@@ -713,6 +745,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, -rc);
 		return;
 	}
+	/* Every file, -shm included, goes through the page cache and keeps
+	 * it across opens: local readers map a replica's -shm, and its WAL
+	 * index writer (fs/walidx.c, ACCESS) reads these same pages with
+	 * pread and stores into them (mount_store), so -shm must never be
+	 * direct_io (its reads and writes would bypass those pages). */
 	fi->keep_cache = 1;
 	/* op_flush does nothing: skip the round trip at every close. It also
 	 * lets a killed daemon exit: closing the files it opened on its own

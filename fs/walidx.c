@@ -5,7 +5,7 @@
  * readers of the ordinary library expect it; nothing is ours but the
  * choice of who writes. WAL file format: fs/wal.h and shared/SQLITE.md.
  *
- * WAL-INDEX (<db>-shm), native byte order, mapped in 32 KiB regions.
+ * WAL-INDEX (<db>-shm), native byte order, in 32 KiB regions.
  *
  * Region 0 starts with a 136-byte header:
  *   off size field
@@ -48,22 +48,81 @@
  * lie further along its probe chain, and a reader ignores slots whose
  * frame exceeds its mxFrame.
  *
+ * ACCESS. Readers map -shm through the mount, so the kernel's page cache
+ * of that file is the memory they share. We never map it: unmapping a
+ * file of our own mount would write its dirty pages back through FUSE to
+ * this very process while it holds its memory-map lock, which the FUSE
+ * thread that must take the write may need (docs/STORAGE.md, "The
+ * daemon's own mappings"). We read it with pread through the mount (the
+ * mount opens -shm with keep_cache, never direct_io, so a pread is
+ * served from those pages), and we write it in one of two ways:
+ *  - shm_store (the daemon, walidx.h): the bytes go to -shm's storage,
+ *    then into those page-cache pages in place (FUSE_NOTIFY_STORE), with
+ *    no request through the mount. The storage must never end older than
+ *    the pages it would refill after an eviction: a page a reader dirtied
+ *    may be on its way to the storage carrying bytes older than ours, so
+ *    while we own -shm the caller takes only the read marks from writes
+ *    through the mount, and fs_walidx_close first waits for the
+ *    write-backs in flight (fdatasync through the mount). At open we
+ *    write the header and the checkpoint fields we own even when they
+ *    stay as they are;
+ *  - pwrite through the mount (no shm_store; tests on plain files): the
+ *    kernel copies the bytes into the same pages, waits for write-back
+ *    in flight, then has them written to the storage. Through FUSE each
+ *    pwrite is a round trip to the daemon, which is why the daemon uses
+ *    shm_store (docs/BENCHMARKS.md, "WAL apply").
+ * Either way one write is one kernel copy into the pages:
+ *  - its stores have no order among themselves, but two writes separated
+ *    by a full fence reach readers in program order (the second copy
+ *    starts after the first call returned);
+ *  - the kernel copies an aligned word with one store in practice, not by
+ *    contract: its x86-64 and arm64 copy routines move 8-byte-aligned
+ *    data in words of 8 bytes or more, or with the CPU's string move (rep
+ *    movsb, where the CPU has fast short moves). On the development
+ *    machine (AMD EPYC, rep movsb) a 2-byte pwrite was never seen torn by
+ *    a reader of the mapping in 1.2e9 reads across 7e5 writes. Readers
+ *    act on single words of the index (hash slots, nBackfill) without a
+ *    lock, as SQLite's writer stores them atomically; the header copies
+ *    they check as a whole (SQLite's writer copies them with memcpy).
+ *    Hence W2.
+ * The index entries (aPgno and aHash) are written by us alone, so we keep
+ * our own copy of each region (read once; readers never change it) and
+ * write the changed words from it, rewriting unchanged bytes between them
+ * with the values they already hold. The header and the checkpoint record
+ * are read from the file each time (readers write the read marks).
+ *  W1 Publishing is three steps, each one or more writes, in this order
+ *     with a full fence between steps: the transaction's index entries,
+ *     header copy 2, header copy 1 (R1, R2).
+ *  W2 Every write covers whole 8-byte-aligned words from an 8-byte-aligned
+ *     buffer (growing the file, past its end, aside), and no byte another
+ *     process may change meanwhile; the read marks, which readers write
+ *     under their own lock, are written one 4-byte word at a time (a
+ *     reader reads a mark without a lock only to choose one, and checks it
+ *     again once it holds the mark's lock, which excludes a writer).
+ *  W3 A failed index write changes no published state (it covers frames
+ *     beyond mxFrame); a failed header write is undone by publishing the
+ *     previous header again (readers meanwhile see two differing copies
+ *     and wait: recovery needs WRITE, which we hold).
+ *
  * Rules the writer keeps (numbered; the code cites them):
- *  R1 A frame is written to the WAL, and its aPgno/aHash entry added
- *     (aPgno first, then the slot with an atomic store), before any header
- *     counting it is published. The first entry of a region (k == 0)
- *     clears the whole region first: its old entries all belong to frames
- *     no reader uses.
+ *  R1 A frame is written to the WAL, and its aPgno/aHash entry written,
+ *     before any header counting it is published (W1). The first entry
+ *     of a region (k == 0) clears the whole region first: its old entries
+ *     all belong to frames no reader uses.
  *  R2 A header is published by writing copy 2, a full barrier, then copy 1;
  *     only while holding WRITE (or DMS exclusively, before anyone can
  *     read). The storage and the invalidate callback are done first.
  *  R3 Frames at or below the published mxFrame are never overwritten,
  *     except after a restart.
- *  R4 Restart (mxFrame 0, salt-1 + 1, new salt-2, nBackfill 0,
- *     aReadMark[1] 0, aReadMark[2..4] unused, then frame 1 onwards
- *     overwrites the WAL) only when nBackfill == mxFrame and READ1..4 are
- *     held exclusively: then every reader holds READ0 and reads only the
- *     database.
+ *  R4 Restart (nBackfill 0, aReadMark[1] 0, aReadMark[2..4] unused, then
+ *     the header with mxFrame 0, salt-1 + 1, new salt-2, then frame 1
+ *     onwards overwrites the WAL) only when nBackfill == mxFrame and
+ *     READ1..4 are held exclusively: then every reader holds READ0 and
+ *     reads only the database, and a reader starting meanwhile retries
+ *     until READ1..4 are free. (SQLite writes the header first; with
+ *     READ1..4 held either order is safe, and this one leaves a consistent
+ *     state, the old header over a reset record, if the header's write
+ *     fails.)
  *  R5 A checkpoint backfills only frames up to mxSafeFrame: for each mark
  *     i in 1..4 below it, READ(i) is taken exclusively for an instant and
  *     the mark raised (1) or cleared (2..4); if a reader holds it, the safe
@@ -99,11 +158,12 @@
  *
  * STATES (one object; calls are serialised by the caller):
  *   IDLE --begin--> TXN --commit/abort--> IDLE
- *   IDLE: no WRITE lock; hdr equals the published header (as far as we
- *         know: begin and checkpoint re-read it, since a reader may have
- *         run a checkpoint or recovery of its own in between).
+ *   IDLE: no WRITE lock; hdr and backfill equal the published header
+ *         and nBackfill (as far as we know: begin and checkpoint re-read
+ *         them, since a reader may have run a recovery in between).
  *   TXN:  WRITE held; frames hdr.mx_frame+1 .. txn_last are written and
- *         indexed; one more page may be pending in frame[]; txn_rc is the
+ *         indexed in our copy of the index (written to -shm at commit,
+ *         W1); one more page may be pending in frame[]; txn_rc is the
  *         first error (then only abort or a failing commit remain).
  */
 #include "walidx.h"
@@ -113,7 +173,6 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -136,6 +195,7 @@
 #define HT_MUL 383u
 #define HT_HASH_OFF (4u * HT_NPAGE)
 
+#define CK_OFF 96u /* the checkpoint record */
 #define CK_BACKFILL 96u
 #define CK_MARK(i) (100u + 4u * (unsigned)(i))
 #define CK_ATTEMPTED 128u
@@ -158,6 +218,10 @@ _Static_assert(IDX_REGION == 2u * HT_NSLOT + 4u * HT_NPAGE,
 	       "a region is the page array plus the hash table");
 _Static_assert(CK_MARK(NREADER) == LK_WRITE, "lock bytes follow the marks");
 _Static_assert(CK_UNUSED + 4u == IDX_HDR_TOTAL, "136-byte index header");
+_Static_assert(FS_WALIDX_READER_OFF == CK_MARK(1) &&
+		       FS_WALIDX_READER_LEN == CK_MARK(NREADER) - CK_MARK(1),
+	       "readers own aReadMark[1..4]");
+_Static_assert(IDX_HDR_TOTAL % 8u == 0, "the index starts on a word");
 
 #define HOST_BIG_ENDIAN (__BYTE_ORDER__ == __ORDER_BIG_ENDIAN__)
 
@@ -174,18 +238,34 @@ typedef struct idx_hdr {
 	uint32_t cksum[2];
 } idx_hdr;
 
+#define IDX_WORDS (IDX_REGION / 8u)
+/* Changed words closer than this are written in one span. */
+#define IDX_GAP_WORDS 32u
+
+/* Our copy of one region's index entries (ACCESS): b is NULL until the
+ * region is first used; dirty has a bit per 8-byte word not yet written
+ * to -shm, all within words [lo, hi). Region 0's first IDX_HDR_TOTAL
+ * bytes are not kept. */
+typedef struct idx_region {
+	uint8_t *b;
+	uint64_t dirty[IDX_WORDS / 64];
+	uint32_t lo, hi;
+} idx_region;
+
 struct fs_walidx {
 	int wal_fd; /* caller's */
 	int db_fd;  /* caller's */
 	void (*invalidate)(void *ctx, int which, uint64_t off, uint64_t len);
+	int (*shm_store)(void *ctx, uint64_t off, const void *buf, size_t n);
 	void *ctx;
 	char *shm_path; /* for messages */
-	int shm_fd;     /* ours: mapped, holds the -shm locks */
+	int shm_fd;     /* ours: pread (ACCESS), holds the -shm locks */
 	int lock_fd;    /* ours: db_path, holds SHARED */
 	uint32_t page_size;
-	uint8_t **region; /* mapped regions (NULL: not yet) */
+	idx_region *region;
 	uint32_t nregion;
 	idx_hdr hdr;       /* see STATES */
+	uint32_t backfill; /* nBackfill as last read or written by us */
 	uint32_t ckpt_seq; /* the WAL header's checkpoint sequence */
 	/* TXN state */
 	bool in_txn;
@@ -199,40 +279,90 @@ struct fs_walidx {
 	fs_walidx_stats stats;
 };
 
-/* --- native-order access to the mapping ------------------------------ */
+/* --- native-order values --------------------------------------------- */
 
-static uint32_t shm_get32(const uint8_t *p)
+static uint32_t get_ne32(const uint8_t *p)
 {
 	uint32_t v;
 	memcpy(&v, p, sizeof(v));
 	return v;
 }
 
-static void shm_put32(uint8_t *p, uint32_t v)
+static void put_ne32(uint8_t *p, uint32_t v)
 {
 	memcpy(p, &v, sizeof(v));
 }
 
-static uint32_t shm_load32(const uint8_t *p)
+static uint16_t get_ne16(const uint8_t *p)
 {
-	return __atomic_load_n((const uint32_t *)(const void *)p,
-			       __ATOMIC_ACQUIRE);
+	uint16_t v;
+	memcpy(&v, p, sizeof(v));
+	return v;
 }
 
-static void shm_store32(uint8_t *p, uint32_t v)
+static void put_ne16(uint8_t *p, uint16_t v)
 {
-	__atomic_store_n((uint32_t *)(void *)p, v, __ATOMIC_RELEASE);
+	memcpy(p, &v, sizeof(v));
 }
 
-static uint16_t shm_load16(const uint8_t *p)
+/* --- the -shm file (ACCESS) ------------------------------------------- */
+
+static int shm_read(fs_walidx *w, void *buf, size_t n, uint64_t off)
 {
-	return __atomic_load_n((const uint16_t *)(const void *)p,
-			       __ATOMIC_ACQUIRE);
+	int rc = lib_io_pread_full(w->shm_fd, buf, n, (off_t)off, NULL);
+
+	if (rc == -ENODATA)
+		rc = -EIO;
+	if (rc < 0)
+		log_error("%s: reading %zu bytes at %" PRIu64 ": %s",
+			  w->shm_path, n, off, strerror(-rc));
+	return rc;
 }
 
-static void shm_store16(uint8_t *p, uint16_t v)
+static int shm_write(fs_walidx *w, const void *buf, size_t n, uint64_t off)
 {
-	__atomic_store_n((uint16_t *)(void *)p, v, __ATOMIC_RELEASE);
+	int rc;
+
+	if (w->shm_store)
+		return w->shm_store(w->ctx, off, buf, n); /* it logs */
+	rc = lib_io_pwrite_full(w->shm_fd, buf, n, (off_t)off);
+	if (rc < 0)
+		log_error("%s: writing %zu bytes at %" PRIu64 ": %s",
+			  w->shm_path, n, off, strerror(-rc));
+	return rc;
+}
+
+/* A 32-bit field of the checkpoint record, as the file has it now (read
+ * with the aligned 8-byte word that holds it, W2). */
+static int ck_get(fs_walidx *w, uint32_t off, uint32_t *out)
+{
+	_Alignas(8) uint8_t b[8];
+	uint32_t word = off & ~7u;
+	int rc = shm_read(w, b, sizeof(b), word);
+
+	if (rc == 0)
+		*out = get_ne32(b + (off - word));
+	return rc;
+}
+
+/* Sets field off of the checkpoint record to v. nBackfill and
+ * nBackfillAttempted are written with the other half of their 8-byte word
+ * (aReadMark[0], unused: only SQLite's recovery writes those, and it is
+ * excluded by the locks we hold then); a read mark alone (W2). */
+static int ck_put(fs_walidx *w, uint32_t off, uint32_t v)
+{
+	_Alignas(8) uint8_t b[8];
+	int rc;
+
+	if (off != CK_BACKFILL && off != CK_ATTEMPTED) {
+		put_ne32(b, v);
+		return shm_write(w, b, 4, off);
+	}
+	rc = shm_read(w, b, sizeof(b), off);
+	if (rc < 0)
+		return rc;
+	put_ne32(b, v);
+	return shm_write(w, b, sizeof(b), off);
 }
 
 /* --- locks ------------------------------------------------------------ */
@@ -274,21 +404,19 @@ static int ofd_lock_wait(int fd, short type, off_t start, off_t len,
 
 static void hdr_encode(const idx_hdr *h, uint8_t *b)
 {
-	uint32_t zero = 0;
-
-	shm_put32(b, IDX_VERSION);
-	shm_put32(b + 4, zero);
-	shm_put32(b + 8, h->change);
+	put_ne32(b, IDX_VERSION);
+	put_ne32(b + 4, 0);
+	put_ne32(b + 8, h->change);
 	b[12] = h->is_init;
 	b[13] = h->big_end_cksum;
-	memcpy(b + 14, &h->sz_page, 2);
-	shm_put32(b + 16, h->mx_frame);
-	shm_put32(b + 20, h->n_page);
-	shm_put32(b + 24, h->frame_cksum[0]);
-	shm_put32(b + 28, h->frame_cksum[1]);
+	put_ne16(b + 14, h->sz_page);
+	put_ne32(b + 16, h->mx_frame);
+	put_ne32(b + 20, h->n_page);
+	put_ne32(b + 24, h->frame_cksum[0]);
+	put_ne32(b + 28, h->frame_cksum[1]);
 	memcpy(b + 32, h->salt, 8);
-	shm_put32(b + 40, h->cksum[0]);
-	shm_put32(b + 44, h->cksum[1]);
+	put_ne32(b + 40, h->cksum[0]);
+	put_ne32(b + 44, h->cksum[1]);
 }
 
 static void hdr_cksum(const uint8_t *b, uint32_t *out)
@@ -297,32 +425,39 @@ static void hdr_cksum(const uint8_t *b, uint32_t *out)
 	fs_wal_checksum(HOST_BIG_ENDIAN, b, IDX_CKSUM_SPAN, &out[0], &out[1]);
 }
 
-/* Reads the published header: 0, -EAGAIN (the copies differ: a write in
- * progress) or -EBADMSG (not initialised, bad checksum or version). */
-static int hdr_read(fs_walidx *w, idx_hdr *out)
+/* Reads the published header, and nBackfill (*out_nb, even when the
+ * header is bad): 0, -EAGAIN (the copies differ: a write in progress),
+ * -EBADMSG (not initialised, bad checksum or version) or -errno. Both
+ * copies come in one read, in no particular order, unlike a reader's
+ * (copy 1, a fence, copy 2): only while we hold WRITE or CKPT, when no
+ * one else writes the header or nBackfill (SQLite's recovery, the only
+ * other writer of a replica's header, takes both first). */
+static int hdr_read(fs_walidx *w, idx_hdr *out, uint32_t *out_nb)
 {
-	uint8_t a[IDX_HDR_SIZE], b[IDX_HDR_SIZE];
-	const uint8_t *base = w->region[0];
+	uint8_t buf[CK_BACKFILL + 4];
+	const uint8_t *a = buf, *b = buf + IDX_HDR_SIZE;
 	uint32_t ck[2];
+	int rc;
 
-	memcpy(a, base, IDX_HDR_SIZE);
-	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	memcpy(b, base + IDX_HDR_SIZE, IDX_HDR_SIZE);
+	rc = shm_read(w, buf, sizeof(buf), 0);
+	if (rc < 0)
+		return rc;
+	*out_nb = get_ne32(buf + CK_BACKFILL);
 	if (memcmp(a, b, IDX_HDR_SIZE) != 0)
 		return -EAGAIN;
 	memset(out, 0, sizeof(*out));
-	out->change = shm_get32(a + 8);
+	out->change = get_ne32(a + 8);
 	out->is_init = a[12];
 	out->big_end_cksum = a[13];
-	memcpy(&out->sz_page, a + 14, 2);
-	out->mx_frame = shm_get32(a + 16);
-	out->n_page = shm_get32(a + 20);
-	out->frame_cksum[0] = shm_get32(a + 24);
-	out->frame_cksum[1] = shm_get32(a + 28);
+	out->sz_page = get_ne16(a + 14);
+	out->mx_frame = get_ne32(a + 16);
+	out->n_page = get_ne32(a + 20);
+	out->frame_cksum[0] = get_ne32(a + 24);
+	out->frame_cksum[1] = get_ne32(a + 28);
 	memcpy(out->salt, a + 32, 8);
-	out->cksum[0] = shm_get32(a + 40);
-	out->cksum[1] = shm_get32(a + 44);
-	if (!out->is_init || shm_get32(a) != IDX_VERSION)
+	out->cksum[0] = get_ne32(a + 40);
+	out->cksum[1] = get_ne32(a + 44);
+	if (!out->is_init || get_ne32(a) != IDX_VERSION)
 		return -EBADMSG;
 	hdr_cksum(a, ck);
 	if (ck[0] != out->cksum[0] || ck[1] != out->cksum[1])
@@ -331,14 +466,14 @@ static int hdr_read(fs_walidx *w, idx_hdr *out)
 }
 
 /* hdr_read, retried while a write is in progress elsewhere. */
-static int hdr_read_stable(fs_walidx *w, idx_hdr *out)
+static int hdr_read_stable(fs_walidx *w, idx_hdr *out, uint32_t *out_nb)
 {
 	int rc = -EAGAIN;
 
 	for (int i = 0; i < 100 && rc == -EAGAIN; i++) {
 		if (i)
 			sleep_us(100);
-		rc = hdr_read(w, out);
+		rc = hdr_read(w, out, out_nb);
 	}
 	return rc == -EAGAIN ? -EBADMSG : rc;
 }
@@ -353,11 +488,12 @@ static bool hdr_same(const idx_hdr *a, const idx_hdr *b)
 	       a->big_end_cksum == b->big_end_cksum;
 }
 
-/* Publishes w->hdr (R2). */
-static void hdr_publish(fs_walidx *w)
+/* Publishes w->hdr (R2, W1): copy 2, a full fence, copy 1. The fence
+ * before copy 2 orders it after the index entries' writes. */
+static int hdr_publish(fs_walidx *w)
 {
-	uint8_t b[IDX_HDR_SIZE];
-	uint8_t *base = w->region[0];
+	_Alignas(8) uint8_t b[IDX_HDR_SIZE];
+	int rc;
 
 	w->hdr.is_init = 1;
 	w->hdr.big_end_cksum = 0;
@@ -365,10 +501,28 @@ static void hdr_publish(fs_walidx *w)
 	hdr_cksum(b, w->hdr.cksum);
 	hdr_encode(&w->hdr, b);
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	memcpy(base + IDX_HDR_SIZE, b, IDX_HDR_SIZE);
+	rc = shm_write(w, b, IDX_HDR_SIZE, IDX_HDR_SIZE);
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	memcpy(base, b, IDX_HDR_SIZE);
+	if (rc == 0)
+		rc = shm_write(w, b, IDX_HDR_SIZE, 0);
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	return rc;
+}
+
+/* Publishes w->hdr; if that fails, publishes prev again and keeps it as
+ * w->hdr (W3). */
+static int hdr_publish_or_undo(fs_walidx *w, const idx_hdr *prev)
+{
+	int rc = hdr_publish(w);
+
+	if (rc < 0) {
+		w->hdr = *prev;
+		if (hdr_publish(w) < 0)
+			log_error("%s: the wal-index header stays damaged "
+				  "until the next transaction writes it again",
+				  w->shm_path);
+	}
+	return rc;
 }
 
 static uint16_t sz_page_field(uint32_t ps)
@@ -394,19 +548,39 @@ static void random_bytes(uint8_t *p, size_t n)
 
 /* --- regions ------------------------------------------------------------ */
 
-/* Maps region r, growing -shm to hold it when grow (only while holding
- * WRITE or DMS exclusively, as SQLite does). */
-static int region_map(fs_walidx *w, uint32_t r, bool grow)
+/* Extends -shm from size to need bytes with zeros: every block is
+ * allocated now, so a full file system is an error here. */
+static int shm_grow(fs_walidx *w, uint64_t size, uint64_t need)
 {
-	uint64_t need = ((uint64_t)r + 1) * IDX_REGION;
-	struct stat st;
-	void *p;
+	uint8_t *zero = calloc(1, IDX_REGION);
+	int rc = zero ? 0 : -ENOMEM;
 
-	if (r < w->nregion && w->region[r])
+	while (rc == 0 && size < need) {
+		size_t n = need - size < IDX_REGION ? (size_t)(need - size)
+						    : IDX_REGION;
+		rc = shm_write(w, zero, n, size);
+		size += n;
+	}
+	free(zero);
+	return rc;
+}
+
+/* Loads our copy of region r at its first use (ACCESS), growing -shm to
+ * hold the region first when grow (only while holding WRITE or DMS
+ * exclusively, as SQLite does). */
+static int region_load(fs_walidx *w, uint32_t r, bool grow)
+{
+	uint64_t base = (uint64_t)r * IDX_REGION, need = base + IDX_REGION;
+	uint32_t skip = r == 0 ? IDX_HDR_TOTAL : 0;
+	struct stat st;
+	uint8_t *b;
+	int rc;
+
+	if (r < w->nregion && w->region[r].b)
 		return 0;
 	if (r >= w->nregion) {
 		uint32_t n = r + 8;
-		uint8_t **a = realloc(w->region, n * sizeof(*a));
+		idx_region *a = realloc(w->region, n * sizeof(*a));
 		if (!a)
 			return -ENOMEM;
 		memset(a + w->nregion, 0, (n - w->nregion) * sizeof(*a));
@@ -414,42 +588,66 @@ static int region_map(fs_walidx *w, uint32_t r, bool grow)
 		w->nregion = n;
 	}
 	if (fstat(w->shm_fd, &st) < 0) {
-		int rc = -errno;
+		rc = -errno;
 		log_error("%s: fstat: %s", w->shm_path, strerror(-rc));
 		return rc;
 	}
 	if ((uint64_t)st.st_size < need) {
-		static const uint8_t zero = 0;
 		if (!grow) {
 			log_error("%s: region %" PRIu32 " is past the end of "
 				  "the file (%jd bytes)",
 				  w->shm_path, r, (intmax_t)st.st_size);
 			return -EIO;
 		}
-		/* Allocate every block now (a write at the end of each), so
-		 * a full file system is an error here, not a SIGBUS later. */
-		for (uint64_t off = (uint64_t)st.st_size / 4096 * 4096;
-		     off < need; off += 4096) {
-			int rc = lib_io_pwrite_full(w->shm_fd, &zero, 1,
-						    (off_t)(off + 4095));
-			if (rc < 0) {
-				log_error("%s: growing to %" PRIu64
-					  " bytes: %s",
-					  w->shm_path, need, strerror(-rc));
-				return rc;
-			}
-		}
+		rc = shm_grow(w, (uint64_t)st.st_size, need);
+		if (rc < 0)
+			return rc;
 	}
-	p = mmap(NULL, IDX_REGION, PROT_READ | PROT_WRITE, MAP_SHARED,
-		 w->shm_fd, (off_t)r * IDX_REGION);
-	if (p == MAP_FAILED) {
-		int rc = -errno;
-		log_error("%s: mmap region %" PRIu32 ": %s", w->shm_path, r,
-			  strerror(-rc));
+	b = malloc(IDX_REGION);
+	if (!b)
+		return -ENOMEM;
+	memset(b, 0, skip);
+	rc = shm_read(w, b + skip, IDX_REGION - skip, base + skip);
+	if (rc < 0) {
+		free(b);
 		return rc;
 	}
-	w->region[r] = p;
+	memset(&w->region[r], 0, sizeof(w->region[r]));
+	w->region[r].b = b;
 	return 0;
+}
+
+/* Forgets our copies: another process rewrote the index. */
+static void regions_drop(fs_walidx *w)
+{
+	for (uint32_t r = 0; r < w->nregion; r++) {
+		free(w->region[r].b);
+		memset(&w->region[r], 0, sizeof(w->region[r]));
+	}
+}
+
+/* Bytes [off, off+len) of our copy of region r are to be written. */
+static void region_dirty(fs_walidx *w, uint32_t r, uint32_t off,
+			 uint32_t len)
+{
+	idx_region *g = &w->region[r];
+	uint32_t first = off / 8, end = (off + len + 7) / 8;
+
+	for (uint32_t i = first; i < end; i++)
+		g->dirty[i / 64] |= (uint64_t)1 << (i % 64);
+	if (g->lo >= g->hi) {
+		g->lo = first;
+		g->hi = end;
+	}
+	if (first < g->lo)
+		g->lo = first;
+	if (end > g->hi)
+		g->hi = end;
+}
+
+static bool word_dirty(const idx_region *g, uint32_t i)
+{
+	return (g->dirty[i / 64] >> (i % 64)) & 1;
 }
 
 static uint32_t frame_region(uint32_t frame)
@@ -462,14 +660,15 @@ static uint32_t region_zero(uint32_t r)
 	return r == 0 ? 0 : HT_NPAGE_ONE + (r - 1) * HT_NPAGE;
 }
 
-static uint8_t *region_pgnos(fs_walidx *w, uint32_t r)
+/* Offset of aPgno[k] in region r. */
+static uint32_t pgno_off(uint32_t r, uint32_t k)
 {
-	return w->region[r] + (r == 0 ? IDX_HDR_TOTAL : 0);
+	return (r == 0 ? IDX_HDR_TOTAL : 0) + 4 * k;
 }
 
-static uint8_t *region_slots(fs_walidx *w, uint32_t r)
+static uint32_t slot_off(uint32_t key)
 {
-	return w->region[r] + HT_HASH_OFF;
+	return HT_HASH_OFF + 2 * key;
 }
 
 static uint32_t hash_slot(uint32_t pgno)
@@ -477,46 +676,98 @@ static uint32_t hash_slot(uint32_t pgno)
 	return (pgno * HT_MUL) & (HT_NSLOT - 1);
 }
 
+/* Writes the changed words of region r, in spans of whole 8-byte words
+ * (W2), changed words closer than IDX_GAP_WORDS in one. */
+static int region_flush(fs_walidx *w, uint32_t r)
+{
+	idx_region *g = &w->region[r];
+
+	for (uint32_t i = g->lo; i < g->hi;) {
+		uint32_t start, end;
+		int rc;
+		if (!word_dirty(g, i)) {
+			i++;
+			continue;
+		}
+		start = i;
+		end = i + 1;
+		for (i = end; i < g->hi && i - end < IDX_GAP_WORDS; i++)
+			if (word_dirty(g, i))
+				end = i + 1;
+		rc = shm_write(w, g->b + 8 * start, 8 * (size_t)(end - start),
+			       (uint64_t)r * IDX_REGION + 8 * start);
+		if (rc < 0)
+			return rc;
+		i = end;
+	}
+	memset(g->dirty, 0, sizeof(g->dirty));
+	g->lo = g->hi = 0;
+	return 0;
+}
+
+/* Writes the index entries changed since the last flush (W1): they count
+ * only frames beyond the published mxFrame, so a failure changes nothing
+ * readers use. */
+static int index_flush(fs_walidx *w)
+{
+	for (uint32_t r = 0; r < w->nregion; r++) {
+		int rc = w->region[r].b ? region_flush(w, r) : 0;
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
 /* Removes the entries of frames after last from last's region (R6); later
  * regions are cleared when their first entry is added (R1). */
 static void index_truncate(fs_walidx *w, uint32_t last)
 {
-	uint32_t r, limit;
-	uint8_t *pg, *slots;
+	uint32_t r, limit, n, end;
+	uint8_t *b;
 
 	if (last == 0)
 		return;
 	r = frame_region(last);
-	if (r >= w->nregion || !w->region[r])
+	if (r >= w->nregion || !w->region[r].b)
 		return;
+	b = w->region[r].b;
 	limit = last - region_zero(r);
-	pg = region_pgnos(w, r);
-	slots = region_slots(w, r);
 	for (uint32_t i = 0; i < HT_NSLOT; i++)
-		if (shm_load16(slots + 2 * i) > limit)
-			shm_store16(slots + 2 * i, 0);
-	memset(pg + 4 * (size_t)limit, 0, (size_t)(slots - pg) - 4 * limit);
+		if (get_ne16(b + slot_off(i)) > limit) {
+			put_ne16(b + slot_off(i), 0);
+			region_dirty(w, r, slot_off(i), 2);
+		}
+	n = r == 0 ? HT_NPAGE_ONE : HT_NPAGE;
+	for (end = n; end > limit && get_ne32(b + pgno_off(r, end - 1)) == 0;
+	     end--)
+		;
+	if (end > limit) {
+		memset(b + pgno_off(r, limit), 0, 4 * (size_t)(end - limit));
+		region_dirty(w, r, pgno_off(r, limit), 4 * (end - limit));
+	}
 }
 
-/* Adds frame -> pgno to the index (R1). WRITE held. */
+/* Adds frame -> pgno to our copy of the index (R1; written by
+ * index_flush). WRITE held. */
 static int index_append(fs_walidx *w, uint32_t frame, uint32_t pgno)
 {
 	uint32_t r = frame_region(frame), idx, key, left;
-	uint8_t *pg, *slots;
+	uint8_t *b;
 	int rc;
 
-	rc = region_map(w, r, true);
+	rc = region_load(w, r, true);
 	if (rc < 0)
 		return rc;
-	pg = region_pgnos(w, r);
-	slots = region_slots(w, r);
+	b = w->region[r].b;
 	idx = frame - region_zero(r);
-	if (idx == 1)
-		memset(pg, 0, IDX_REGION - (size_t)(pg - w->region[r]));
-	if (shm_get32(pg + 4 * (size_t)(idx - 1)) != 0)
+	if (idx == 1) {
+		memset(b + pgno_off(r, 0), 0, IDX_REGION - pgno_off(r, 0));
+		region_dirty(w, r, pgno_off(r, 0), IDX_REGION - pgno_off(r, 0));
+	}
+	if (get_ne32(b + pgno_off(r, idx - 1)) != 0)
 		index_truncate(w, frame - 1); /* an older abandoned writer */
 	left = idx;
-	for (key = hash_slot(pgno); shm_load16(slots + 2 * key) != 0;
+	for (key = hash_slot(pgno); get_ne16(b + slot_off(key)) != 0;
 	     key = (key + 1) & (HT_NSLOT - 1)) {
 		if (left-- == 0) {
 			log_error("%s: hash table of region %" PRIu32
@@ -524,8 +775,10 @@ static int index_append(fs_walidx *w, uint32_t frame, uint32_t pgno)
 			return -EIO;
 		}
 	}
-	shm_put32(pg + 4 * (size_t)(idx - 1), pgno);
-	shm_store16(slots + 2 * key, (uint16_t)idx);
+	put_ne32(b + pgno_off(r, idx - 1), pgno);
+	put_ne16(b + slot_off(key), (uint16_t)idx);
+	region_dirty(w, r, pgno_off(r, idx - 1), 4);
+	region_dirty(w, r, slot_off(key), 2);
 	return 0;
 }
 
@@ -538,19 +791,18 @@ static int index_find(fs_walidx *w, uint32_t pgno, uint32_t max,
 		return 0;
 	for (int64_t r = frame_region(max); r >= 0; r--) {
 		uint32_t zero = region_zero((uint32_t)r), best = 0, key, h;
-		uint8_t *pg, *slots;
-		int rc = region_map(w, (uint32_t)r, false);
+		uint8_t *b;
+		int rc = region_load(w, (uint32_t)r, false);
 		if (rc < 0)
 			return rc;
-		pg = region_pgnos(w, (uint32_t)r);
-		slots = region_slots(w, (uint32_t)r);
+		b = w->region[r].b;
 		key = hash_slot(pgno);
 		for (uint32_t n = 0;
-		     n < HT_NSLOT && (h = shm_load16(slots + 2 * key)) != 0;
+		     n < HT_NSLOT && (h = get_ne16(b + slot_off(key))) != 0;
 		     n++, key = (key + 1) & (HT_NSLOT - 1)) {
 			uint32_t f = zero + h;
 			if (f <= max && f > best &&
-			    shm_get32(pg + 4 * (size_t)(h - 1)) == pgno)
+			    get_ne32(b + pgno_off((uint32_t)r, h - 1)) == pgno)
 				best = f;
 		}
 		if (best) {
@@ -563,56 +815,81 @@ static int index_find(fs_walidx *w, uint32_t pgno, uint32_t max,
 
 /* --- the checkpoint record (bytes 96..135) ------------------------------- */
 
-static uint8_t *ck(fs_walidx *w, uint32_t off)
+/* After a restart or a fresh header: nothing backfilled, mark 1 at 0, the
+ * others unused; with unused, bytes 132..135 zeroed too. One write of
+ * the record as read (the lock bytes 120..127 keep their content). Only
+ * while holding READ1..4 exclusively, or locks that imply it, so no
+ * reader writes a mark meanwhile (W2). */
+static int ckpt_reset(fs_walidx *w, bool unused)
 {
-	return w->region[0] + off;
-}
+	_Alignas(8) uint8_t b[IDX_HDR_TOTAL - CK_OFF];
+	int rc = shm_read(w, b, sizeof(b), CK_OFF);
 
-/* After a restart or a fresh header: nothing backfilled, mark 1 at 0. */
-static void ckpt_reset(fs_walidx *w)
-{
-	shm_store32(ck(w, CK_BACKFILL), 0);
-	shm_store32(ck(w, CK_ATTEMPTED), 0);
-	shm_store32(ck(w, CK_MARK(0)), 0);
-	shm_store32(ck(w, CK_MARK(1)), 0);
+	if (rc < 0)
+		return rc;
+	put_ne32(b + (CK_BACKFILL - CK_OFF), 0);
+	put_ne32(b + (CK_ATTEMPTED - CK_OFF), 0);
+	put_ne32(b + (CK_MARK(0) - CK_OFF), 0);
+	put_ne32(b + (CK_MARK(1) - CK_OFF), 0);
 	for (int i = 2; i < NREADER; i++)
-		shm_store32(ck(w, CK_MARK(i)), MARK_UNUSED);
+		put_ne32(b + (CK_MARK(i) - CK_OFF), MARK_UNUSED);
+	if (unused)
+		put_ne32(b + (CK_UNUSED - CK_OFF), 0);
+	return shm_write(w, b, sizeof(b), CK_OFF);
 }
 
-/* R4; WRITE and READ1..4 held. */
-static void restart(fs_walidx *w)
+/* R4; WRITE and READ1..4 held. published: the header readers see now (it
+ * is w->hdr again if this fails, W3). */
+static int restart(fs_walidx *w, const idx_hdr *published)
 {
+	int rc = ckpt_reset(w, false);
+
+	if (rc < 0) {
+		w->hdr = *published;
+		return rc;
+	}
 	put_be32(w->hdr.salt, get_be32(w->hdr.salt) + 1);
 	random_bytes(w->hdr.salt + 4, 4);
 	w->hdr.mx_frame = 0;
 	w->hdr.frame_cksum[0] = w->hdr.frame_cksum[1] = 0;
+	w->backfill = 0;
+	rc = hdr_publish_or_undo(w, published);
+	if (rc < 0)
+		return rc;
 	w->ckpt_seq++;
-	hdr_publish(w);
-	ckpt_reset(w);
 	w->stats.restarts++;
+	return 0;
 }
 
-/* A fresh header (mxFrame 0, nPage n_page, new salts), published, and the
- * checkpoint record reset. */
-static void hdr_fresh(fs_walidx *w, uint32_t n_page)
+/* A fresh header (mxFrame 0, nPage n_page, new salts), after the
+ * checkpoint record is reset. Only while no reader can use -shm (DMS or
+ * every lock of SQLite's recovery held exclusively). */
+static int hdr_fresh(fs_walidx *w, uint32_t n_page)
 {
+	int rc = ckpt_reset(w, true);
+
+	if (rc < 0)
+		return rc;
+	w->backfill = 0;
 	memset(&w->hdr, 0, sizeof(w->hdr));
 	w->hdr.sz_page = sz_page_field(w->page_size);
 	w->hdr.n_page = n_page;
 	random_bytes(w->hdr.salt, 8);
-	hdr_publish(w);
-	ckpt_reset(w);
-	shm_store32(ck(w, CK_UNUSED), 0);
+	return hdr_publish(w);
 }
 
-/* Re-reads the published header into w->hdr (WRITE or CKPT held): a
- * reader may have checkpointed, restarted or recovered meanwhile.
- * have_write: an unreadable header is then replaced by ours. */
+/* Re-reads the published header into w->hdr, and nBackfill (WRITE or
+ * CKPT held): a reader may have recovered meanwhile. have_write: an
+ * unreadable header is then replaced by ours. */
 static int hdr_refresh(fs_walidx *w, bool have_write)
 {
 	idx_hdr live;
-	int rc = hdr_read_stable(w, &live);
+	uint32_t nb = 0;
+	int rc = hdr_read_stable(w, &live, &nb);
 
+	if (rc < 0 && rc != -EBADMSG)
+		return rc;
+	w->backfill = nb;
 	if (rc < 0) {
 		if (!have_write) {
 			log_warn("%s: the wal-index header is unreadable; "
@@ -623,8 +900,7 @@ static int hdr_refresh(fs_walidx *w, bool have_write)
 		log_warn("%s: the wal-index header was damaged; writing "
 			 "ours again (mxFrame %" PRIu32 ")",
 			 w->shm_path, w->hdr.mx_frame);
-		hdr_publish(w);
-		return 0;
+		return hdr_publish(w);
 	}
 	if (live.sz_page != w->hdr.sz_page) {
 		log_error("%s: another process changed the page size in the "
@@ -638,6 +914,7 @@ static int hdr_refresh(fs_walidx *w, bool have_write)
 			 "); adopting it",
 			 w->shm_path, w->hdr.mx_frame, live.mx_frame);
 		w->hdr = live;
+		regions_drop(w); /* its index may differ from ours too */
 	}
 	return 0;
 }
@@ -734,11 +1011,11 @@ static int init_first(fs_walidx *w, uint32_t db_pages)
 		log_error("%s: truncating: %s", w->shm_path, strerror(-rc));
 		return rc;
 	}
-	rc = region_map(w, 0, true);
-	if (rc < 0)
-		return rc;
-	hdr_fresh(w, db_pages);
-	rc = wal_empty(w);
+	rc = region_load(w, 0, true);
+	if (rc == 0)
+		rc = hdr_fresh(w, db_pages);
+	if (rc == 0)
+		rc = wal_empty(w);
 	if (rc < 0)
 		return rc;
 	/* downgrade */
@@ -750,6 +1027,7 @@ static int init_first(fs_walidx *w, uint32_t db_pages)
 static int init_adopt(fs_walidx *w, uint32_t db_pages)
 {
 	idx_hdr live;
+	uint32_t nb = 0;
 	int rc;
 
 	rc = ofd_lock_wait(w->shm_fd, F_WRLCK, LK_WRITE, 1,
@@ -758,10 +1036,12 @@ static int init_adopt(fs_walidx *w, uint32_t db_pages)
 		log_error("%s: WRITE lock: %s", w->shm_path, strerror(-rc));
 		return rc;
 	}
-	rc = region_map(w, 0, true);
-	if (rc < 0)
+	rc = region_load(w, 0, true);
+	if (rc == 0)
+		rc = hdr_read_stable(w, &live, &nb);
+	if (rc < 0 && rc != -EBADMSG)
 		goto out;
-	if (hdr_read_stable(w, &live) < 0) {
+	if (rc == -EBADMSG) {
 		/* Every lock SQLite's recovery takes: CKPT, RECOVER and
 		 * READ0..4, so that no checkpointer works from the old index
 		 * and no reader is inside a snapshot whose frames we are
@@ -776,37 +1056,43 @@ static int init_adopt(fs_walidx *w, uint32_t db_pages)
 				  w->shm_path, strerror(-rc));
 			goto out;
 		}
-		hdr_fresh(w, db_pages);
-		rc = wal_empty(w);
+		rc = hdr_fresh(w, db_pages);
+		if (rc == 0)
+			rc = wal_empty(w);
 		ofd_unlock(w->shm_fd, LK_CKPT, LK_READ(NREADER) - LK_CKPT);
 		goto out;
 	}
 	w->hdr = live;
+	w->backfill = nb;
 	if (live.mx_frame == 0) {
 		/* It counts no frame, so every reader reads the database
 		 * alone and nothing needs a restart: our page size and size
 		 * go into it. (SQLite's own recovery of an empty WAL leaves
 		 * szPage and the salts 0; its first frame, like ours, then
 		 * starts the WAL.) A stray nBackfill would make readers skip
-		 * frames (they read from nBackfill+1): cleared, with CKPT. */
-		if (shm_load32(ck(w, CK_BACKFILL)) != 0) {
-			rc = ofd_lock_wait(w->shm_fd, F_WRLCK, LK_CKPT, 1,
-					   FS_WALIDX_OPEN_TIMEOUT_MS);
-			if (rc < 0) {
-				log_error("%s: CKPT lock: %s", w->shm_path,
-					  strerror(-rc));
-				goto out;
-			}
-			shm_store32(ck(w, CK_BACKFILL), 0);
-			ofd_unlock(w->shm_fd, LK_CKPT, 1);
+		 * frames (they read from nBackfill+1): cleared, with CKPT.
+		 * The header and nBackfill are written even when they stay
+		 * as they are, so that -shm's storage holds them as stored
+		 * (walidx.h, shm_store). */
+		rc = ofd_lock_wait(w->shm_fd, F_WRLCK, LK_CKPT, 1,
+				   FS_WALIDX_OPEN_TIMEOUT_MS);
+		if (rc < 0) {
+			log_error("%s: CKPT lock: %s", w->shm_path,
+				  strerror(-rc));
+			goto out;
 		}
+		rc = ck_put(w, CK_BACKFILL, 0);
+		ofd_unlock(w->shm_fd, LK_CKPT, 1);
+		if (rc < 0)
+			goto out;
+		w->backfill = 0;
 		w->hdr.sz_page = sz_page_field(w->page_size);
 		w->hdr.n_page = db_pages;
-		if (!hdr_same(&live, &w->hdr)) {
+		if (!hdr_same(&live, &w->hdr))
 			w->hdr.change++;
-			hdr_publish(w);
-		}
-		rc = wal_empty(w);
+		rc = hdr_publish_or_undo(w, &live);
+		if (rc == 0)
+			rc = wal_empty(w);
 		goto out;
 	}
 	/* It counts frames of a WAL we are about to empty (or pages of
@@ -815,29 +1101,30 @@ static int init_adopt(fs_walidx *w, uint32_t db_pages)
 	 * a frame; the caller guarantees the database holds them all. */
 	rc = ofd_lock_wait(w->shm_fd, F_WRLCK, LK_CKPT, 1,
 			   FS_WALIDX_OPEN_TIMEOUT_MS);
-	if (rc == 0 && shm_load32(ck(w, CK_BACKFILL)) != live.mx_frame)
-		log_warn("%s: the wal-index counts frames %" PRIu32 "..%" PRIu32
-			 " that were never checkpointed; they are dropped",
-			 w->shm_path, shm_load32(ck(w, CK_BACKFILL)) + 1,
-			 live.mx_frame);
-	if (rc == 0) {
+	if (rc == 0)
 		rc = ofd_lock_wait(w->shm_fd, F_WRLCK, LK_READ(1), 4,
 				   FS_WALIDX_OPEN_TIMEOUT_MS);
-		if (rc == 0) {
-			w->hdr.sz_page = sz_page_field(w->page_size);
-			w->hdr.n_page = db_pages;
-			w->hdr.change++;
-			restart(w);
-			w->stats.restarts--; /* not a restart of ours */
-			ofd_unlock(w->shm_fd, LK_READ(1), 4);
-			rc = wal_empty(w);
-		}
-		ofd_unlock(w->shm_fd, LK_CKPT, 1);
-	}
-	if (rc < 0)
+	if (rc < 0) {
 		log_error("%s: readers still use the %" PRIu32 " frames of "
 			  "the previous WAL: %s",
 			  w->shm_path, live.mx_frame, strerror(-rc));
+		ofd_unlock(w->shm_fd, LK_CKPT, 1);
+		goto out;
+	}
+	if (nb != live.mx_frame)
+		log_warn("%s: the wal-index counts frames %" PRIu32 "..%" PRIu32
+			 " that were never checkpointed; they are dropped",
+			 w->shm_path, nb + 1, live.mx_frame);
+	w->hdr.sz_page = sz_page_field(w->page_size);
+	w->hdr.n_page = db_pages;
+	w->hdr.change++;
+	rc = restart(w, &live);
+	if (rc == 0)
+		w->stats.restarts--; /* not a restart of ours */
+	ofd_unlock(w->shm_fd, LK_READ(1), 4);
+	if (rc == 0)
+		rc = wal_empty(w);
+	ofd_unlock(w->shm_fd, LK_CKPT, 1);
 out:
 	ofd_unlock(w->shm_fd, LK_WRITE, 1);
 	return rc;
@@ -860,11 +1147,6 @@ int fs_walidx_open(const fs_walidx_files *files, uint32_t page_size,
 			  page_size);
 		return -EINVAL;
 	}
-	if (sysconf(_SC_PAGESIZE) > (long)IDX_REGION) {
-		log_error("%s: memory pages over 32 KiB are not supported",
-			  files->shm_path);
-		return -ENOTSUP;
-	}
 	w = calloc(1, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
@@ -872,6 +1154,7 @@ int fs_walidx_open(const fs_walidx_files *files, uint32_t page_size,
 	w->wal_fd = files->wal_fd;
 	w->db_fd = files->db_fd;
 	w->invalidate = files->invalidate;
+	w->shm_store = files->shm_store;
 	w->ctx = files->ctx;
 	w->page_size = page_size;
 	w->shm_path = strdup(files->shm_path);
@@ -1020,15 +1303,15 @@ int fs_walidx_begin(fs_walidx *w, int timeout_ms)
 		return rc;
 	}
 	rc = hdr_refresh(w, true);
+	if (rc == 0 && w->hdr.mx_frame > 0 && w->backfill == w->hdr.mx_frame &&
+	    lib_io_ofd_trylock(w->shm_fd, F_WRLCK, LK_READ(1), 4) == 0) {
+		idx_hdr published = w->hdr;
+		rc = restart(w, &published);
+		ofd_unlock(w->shm_fd, LK_READ(1), 4);
+	}
 	if (rc < 0) {
 		ofd_unlock(w->shm_fd, LK_WRITE, 1);
 		return rc;
-	}
-	if (w->hdr.mx_frame > 0 &&
-	    shm_load32(ck(w, CK_BACKFILL)) == w->hdr.mx_frame &&
-	    lib_io_ofd_trylock(w->shm_fd, F_WRLCK, LK_READ(1), 4) == 0) {
-		restart(w);
-		ofd_unlock(w->shm_fd, LK_READ(1), 4);
 	}
 	w->in_txn = true;
 	w->txn_rc = 0;
@@ -1111,6 +1394,7 @@ void fs_walidx_abort(fs_walidx *w)
 int fs_walidx_commit(fs_walidx *w, uint32_t commit_pages, bool sync)
 {
 	uint64_t start, end;
+	idx_hdr prev;
 	int rc;
 
 	if (!w->in_txn) {
@@ -1153,12 +1437,18 @@ int fs_walidx_commit(fs_walidx *w, uint32_t commit_pages, bool sync)
 	end = fs_wal_frame_offset(w->page_size, w->txn_last);
 	if (w->invalidate)
 		w->invalidate(w->ctx, 1, start, end - start);
+	rc = index_flush(w);
+	if (rc < 0)
+		goto fail_committed;
+	prev = w->hdr;
 	w->hdr.mx_frame = w->txn_last;
 	w->hdr.n_page = commit_pages;
 	w->hdr.change++;
 	w->hdr.frame_cksum[0] = w->txn_cksum[0];
 	w->hdr.frame_cksum[1] = w->txn_cksum[1];
-	hdr_publish(w);
+	rc = hdr_publish_or_undo(w, &prev);
+	if (rc < 0)
+		goto fail_committed;
 	w->stats.commits++;
 	txn_end(w);
 	return 0;
@@ -1198,11 +1488,11 @@ static int backfill(fs_walidx *w, uint32_t from, uint32_t to,
 		return -ENOMEM;
 	for (uint32_t f = from + 1; f <= to; f++) {
 		uint32_t r = frame_region(f), pgno;
-		rc = region_map(w, r, false);
+		rc = region_load(w, r, false);
 		if (rc < 0)
 			goto out;
-		pgno = shm_get32(region_pgnos(w, r) +
-				 4 * (size_t)(f - region_zero(r) - 1));
+		pgno = get_ne32(w->region[r].b +
+				pgno_off(r, f - region_zero(r) - 1));
 		if (pgno == 0 || pgno > n_page)
 			continue;
 		list[n++] = (uint64_t)pgno << 32 | f;
@@ -1276,7 +1566,7 @@ static int db_set_size(fs_walidx *w, uint32_t n_page)
 
 int fs_walidx_checkpoint(fs_walidx *w, bool sync, bool *out_done)
 {
-	uint32_t mx, safe, nb;
+	uint32_t mx, safe, nb = 0;
 	int rc;
 
 	*out_done = false;
@@ -1297,32 +1587,36 @@ int fs_walidx_checkpoint(fs_walidx *w, bool sync, bool *out_done)
 		goto out;
 	}
 	mx = w->hdr.mx_frame;
-	nb = shm_load32(ck(w, CK_BACKFILL));
+	nb = w->backfill;
 	if (nb >= mx) {
 		*out_done = nb == mx;
 		goto out;
 	}
 	/* R5: the safe frame. */
 	safe = mx;
-	for (int i = 1; i < NREADER; i++) {
-		uint32_t y = shm_load32(ck(w, CK_MARK(i)));
-		if (safe <= y)
+	for (int i = 1; i < NREADER && rc == 0; i++) {
+		uint32_t y = 0;
+		rc = ck_get(w, CK_MARK(i), &y);
+		if (rc < 0 || safe <= y)
 			continue;
 		if (lib_io_ofd_trylock(w->shm_fd, F_WRLCK, LK_READ(i), 1) ==
 		    0) {
-			shm_store32(ck(w, CK_MARK(i)),
-				    i == 1 ? safe : MARK_UNUSED);
+			rc = ck_put(w, CK_MARK(i), i == 1 ? safe : MARK_UNUSED);
 			ofd_unlock(w->shm_fd, LK_READ(i), 1);
 		} else {
-			safe = y;
+			/* Its reader holds it, so no one changes it now: read
+			 * it again under that guarantee (W2). */
+			rc = ck_get(w, CK_MARK(i), &y);
+			if (rc == 0 && y < safe)
+				safe = y;
 		}
 	}
-	if (nb >= safe)
+	if (rc < 0 || nb >= safe)
 		goto out;
 	if (lib_io_ofd_trylock(w->shm_fd, F_WRLCK, LK_READ(0), 1) < 0)
 		goto out; /* a reader reads the database alone */
-	shm_store32(ck(w, CK_ATTEMPTED), safe);
-	if (sync) {
+	rc = ck_put(w, CK_ATTEMPTED, safe);
+	if (rc == 0 && sync) {
 		rc = lib_io_fdatasync(w->wal_fd);
 		if (rc < 0)
 			log_error("%s: fdatasync of the WAL: %s", w->shm_path,
@@ -1338,8 +1632,10 @@ int fs_walidx_checkpoint(fs_walidx *w, bool sync, bool *out_done)
 			log_error("%s: fdatasync of the database: %s",
 				  w->shm_path, strerror(-rc));
 	}
+	if (rc == 0)
+		rc = ck_put(w, CK_BACKFILL, safe);
 	if (rc == 0) {
-		shm_store32(ck(w, CK_BACKFILL), safe);
+		w->backfill = safe;
 		w->stats.checkpoints++;
 		if (safe == mx)
 			w->stats.checkpoints_done++;
@@ -1353,12 +1649,8 @@ out:
 
 uint32_t fs_walidx_pending(fs_walidx *w)
 {
-	idx_hdr h;
-	uint32_t mx = w->hdr.mx_frame, nb;
+	uint32_t mx = w->hdr.mx_frame, nb = w->backfill;
 
-	if (hdr_read(w, &h) == 0)
-		mx = h.mx_frame;
-	nb = shm_load32(ck(w, CK_BACKFILL));
 	return mx > nb ? mx - nb : 0;
 }
 
@@ -1376,21 +1668,16 @@ void fs_walidx_close(fs_walidx *w)
 		bool done;
 		(void)fs_walidx_checkpoint(w, true, &done);
 	}
-	/* The regions map the -shm through this daemon's own mount. munmap
-	 * writes the file's dirty pages back (fuse_vma_close) while holding
-	 * the process's mmap lock for writing, and a FUSE thread of this
-	 * process receiving that write may need the same lock to fill its
-	 * buffer: a deadlock. msync writes them back first without holding
-	 * it, so munmap finds them clean. A page some reader dirties in
-	 * between still takes that path (docs/STORAGE.md, "The daemon's own
-	 * mappings"). */
-	for (uint32_t r = 0; r < w->nregion; r++)
-		if (w->region[r] && msync(w->region[r], IDX_REGION, MS_SYNC) < 0)
-			log_warn("%s: msync region %" PRIu32 ": %s", w->shm_path,
-				 r, strerror(errno));
-	for (uint32_t r = 0; r < w->nregion; r++)
-		if (w->region[r])
-			munmap(w->region[r], IDX_REGION);
+	/* Readers' pages of -shm written back after this must be taken
+	 * whole again (walidx.h, shm_store): let those already in flight,
+	 * which may carry bytes older than ours, land first. */
+	if (w->shm_store && w->shm_fd >= 0) {
+		int rc = lib_io_fdatasync(w->shm_fd);
+		if (rc < 0)
+			log_warn("%s: waiting for readers' pages to be written "
+				 "back: %s", w->shm_path, strerror(-rc));
+	}
+	regions_drop(w);
 	if (w->shm_fd >= 0)
 		close(w->shm_fd); /* releases DMS and any other -shm lock */
 	if (w->lock_fd >= 0)

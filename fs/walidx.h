@@ -19,6 +19,7 @@
 #define FS_WALIDX_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct fs_walidx fs_walidx;
@@ -27,8 +28,9 @@ typedef struct fs_walidx_files {
 	/* The database as readers see it: opened only to take fcntl
 	 * locks. */
 	const char *db_path;
-	/* <db>-shm as readers see it: opened O_RDWR|O_CREAT, mmapped
-	 * MAP_SHARED in 32 KiB regions, locked. */
+	/* <db>-shm as readers see it: opened O_RDWR|O_CREAT, locked, read
+	 * with pread, written through shm_store (or pwrite), never mapped
+	 * (fs/walidx.c, ACCESS). */
 	const char *shm_path;
 	/* The -wal file's storage, written with pwrite (caller owns the
 	 * fd). */
@@ -41,8 +43,21 @@ typedef struct fs_walidx_files {
 	 * drop kernel page caches), always before readers can be told to
 	 * look at those bytes; may be NULL. */
 	void (*invalidate)(void *ctx, int which, uint64_t off, uint64_t len);
+	/* Writes n bytes at off of -shm to its storage, then into the pages
+	 * readers map, without a request through the mount (fs/walidx.c,
+	 * ACCESS); 0 or -errno. Then, from before fs_walidx_open until
+	 * fs_walidx_close returns, the caller must apply writes through the
+	 * mount (readers' pages written back) to the storage only within
+	 * FS_WALIDX_READER_OFF/LEN: the rest of such a page may be older than
+	 * what walidx stored. NULL: walidx pwrites through shm_path. */
+	int (*shm_store)(void *ctx, uint64_t off, const void *buf, size_t n);
 	void *ctx;
 } fs_walidx_files;
+
+/* The only bytes of -shm that local readers write while walidx is the
+ * writer: aReadMark[1..4]. */
+#define FS_WALIDX_READER_OFF 104
+#define FS_WALIDX_READER_LEN 16
 
 /* Counters, for metrics and tests. */
 typedef struct fs_walidx_stats {
@@ -124,14 +139,15 @@ void fs_walidx_abort(fs_walidx *w);
  * waits for readers. -EINVAL inside a transaction. */
 int fs_walidx_checkpoint(fs_walidx *w, bool sync, bool *out_done);
 
-/* Frames not yet backfilled (mxFrame - nBackfill), for metrics and
- * tests. */
+/* Frames not yet backfilled (mxFrame - nBackfill) as of the last begin,
+ * commit or checkpoint (no I/O), for metrics and tests. */
 uint32_t fs_walidx_pending(fs_walidx *w);
 
 void fs_walidx_get_stats(fs_walidx *w, fs_walidx_stats *out);
 
-/* Tries a final checkpoint (synced), unmaps, releases every lock, closes
- * its own fds (never the caller's). NULL is a no-op. */
+/* Tries a final checkpoint (synced), waits for readers' pages of -shm in
+ * flight to its storage (with shm_store: see there), releases every lock,
+ * closes its own fds (never the caller's). NULL is a no-op. */
 void fs_walidx_close(fs_walidx *w);
 
 #endif

@@ -19,8 +19,21 @@
  *     from the primary's log records and once from a snapshot (primary
  *     restarted with a log cap that prunes its log); peak RSS (VmHWM)
  *     and CPU time of both daemons.
+ *  4. WAL apply (not part of "all"): what a replica spends applying
+ *     records of a WAL-mode database in WAL style (its own WAL and
+ *     wal-index for local readers, fs/walidx.c). Per run: (a) follow: the
+ *     replica attached, LTXFS_BENCH_APPLY_TX (5000) single-row INSERTs on
+ *     the primary paced at LTXFS_BENCH_APPLY_RATE (1000) per second, so
+ *     that the replica keeps up and applies records one or two per WAL
+ *     transaction (as the primary's stream batches them): the replica's
+ *     CPU time (utime + stime) per record;
+ *     (b) catch-up: the replica stopped, LTXFS_BENCH_APPLY_N (20000)
+ *     single-row INSERTs on the primary, then the replica started and
+ *     timed from its mount until its position equals the primary's
+ *     (records per second; consecutive records share WAL transactions),
+ *     and its CPU time per record (its start included).
  *
- * Usage: bench_repl [all|lag|throughput|catchup]
+ * Usage: bench_repl [all|lag|throughput|catchup|walapply]
  *
  * Runs per measurement: LTXFS_BENCH_RUNS (default 3), medians reported.
  *
@@ -1155,6 +1168,116 @@ static void bench_catchup(void)
 	node_stop(p);
 }
 
+/* ---- 4. WAL apply -------------------------------------------------------- */
+
+/* n single-row INSERTs into name on p, WAL + synchronous=NORMAL, rate per
+ * second (0: as fast as they go); returns the primary's settled TXID
+ * after them. */
+static uint64_t wal_inserts(node *p, const char *name, int n, int rate)
+{
+	struct timespec start;
+
+	sqlite3 *db = db_open(p->mnt, name, SQLITE_OPEN_READWRITE |
+				     SQLITE_OPEN_CREATE);
+	sqlite3_stmt *st;
+
+	exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+		 "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, "
+		 "v TEXT)");
+	check(sqlite3_prepare_v2(db, "INSERT INTO t(v) VALUES (?)", -1, &st,
+				 NULL), db, "prepare");
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (int i = 0; i < n; i++) {
+		if (rate > 0) {
+			long long ns = (long long)start.tv_nsec +
+				       (long long)i * 1000000000LL / rate;
+			struct timespec slot = {
+				start.tv_sec + (time_t)(ns / 1000000000),
+				(long)(ns % 1000000000)};
+			while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME,
+					       &slot, NULL) == EINTR)
+				;
+		}
+		sqlite3_bind_text(st, 1, "a row of about forty bytes of text..",
+				  -1, SQLITE_STATIC);
+		check(sqlite3_step(st), db, "insert");
+		sqlite3_reset(st);
+	}
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return settled_txid(p, name);
+}
+
+/* The replica has every row of name (read through its mount). */
+static void check_rows(node *r, const char *name, int64_t want)
+{
+	sqlite3 *rd = db_open(r->mnt, name, SQLITE_OPEN_READONLY);
+	int64_t c = query_int(rd, "SELECT count(*) FROM t");
+
+	sqlite3_close(rd);
+	if (c != want)
+		bench_fail("walapply: replica has %" PRId64 " rows of %s, not %"
+			   PRId64, c, name, want);
+}
+
+static void bench_walapply(void)
+{
+	int nr = runs(), nf = env_int("LTXFS_BENCH_APPLY_TX", 5000, 1);
+	int rate = env_int("LTXFS_BENCH_APPLY_RATE", 1000, 1);
+	int nc = env_int("LTXFS_BENCH_APPLY_N", 20000, 1);
+	double f_cpu[64], c_rate[64], c_cpu[64];
+	node *p = node_new("wp", NULL), *r;
+
+	node_start(p);
+	r = node_new("wr", p);
+	node_start(r);
+	printf("walapply: WAL + synchronous=NORMAL single-row INSERTs; follow "
+	       "%d records at %d/s, catch-up %d records\n", nf, rate, nc);
+	for (int i = 0; i < nr; i++) {
+		char name[64];
+		uint64_t base, txid;
+		double t0, t, cpu0, tm;
+
+		/* (a) follow */
+		snprintf(name, sizeof(name), "follow-%d.db", i);
+		base = wal_inserts(p, name, 1, 0);
+		wait_txid(r, name, base, 60);
+		cpu0 = node_cpu_s(r);
+		txid = wal_inserts(p, name, nf, rate);
+		wait_txid(r, name, txid, 120);
+		f_cpu[i] = (node_cpu_s(r) - cpu0) * 1e6 / (double)(txid - base);
+		check_rows(r, name, nf + 1);
+
+		/* (b) catch-up */
+		snprintf(name, sizeof(name), "catch-%d.db", i);
+		base = wal_inserts(p, name, 1, 0);
+		wait_txid(r, name, base, 60);
+		if (node_stop(r) != 0)
+			node_fail(r, "unclean exit after SIGTERM");
+		txid = wal_inserts(p, name, nc, 0);
+		t0 = bench_now();
+		tm = node_start(r);
+		wait_txid(r, name, txid, 600);
+		t = bench_now() - t0 - tm;
+		/* The daemon's whole CPU time, its start included. */
+		c_cpu[i] = node_cpu_s(r) * 1e6 / (double)(txid - base);
+		c_rate[i] = (double)(txid - base) / t;
+		check_rows(r, name, nc + 1);
+		printf("  walapply run %d: follow: replica CPU %.1f us/record; "
+		       "catch-up: %" PRIu64 " records in %.3f s after the "
+		       "mount, %.0f records/s, replica CPU %.1f us/record\n",
+		       i, f_cpu[i], txid - base, t, c_rate[i], c_cpu[i]);
+		fflush(stdout);
+	}
+	printf("summary: bench_repl: WAL apply = follow at %d/s: %.1f us "
+	       "replica CPU/record; catch-up %.0f records/s, %.1f us "
+	       "CPU/record (medians of %d)\n", rate, bench_median(f_cpu, nr),
+	       bench_median(c_rate, nr), bench_median(c_cpu, nr), nr);
+	fflush(stdout);
+	node_stop(r);
+	node_stop(p);
+}
+
 int main(int argc, char **argv)
 {
 	const char *only = argc > 1 ? argv[1] : "all";
@@ -1213,8 +1336,13 @@ int main(int argc, char **argv)
 	if (strcmp(only, "all") == 0 || strcmp(only, "catchup") == 0) {
 		bench_catchup();
 		print_load("after catch-up");
+	} else if (strcmp(only, "walapply") == 0) {
+		bench_walapply();
+		print_load("after walapply");
+	} else if (strcmp(only, "lag") != 0 &&
+		   strcmp(only, "throughput") != 0) {
+		bench_fail("usage: bench_repl "
+			   "[all|lag|throughput|catchup|walapply]");
 	}
-	else if (strcmp(only, "lag") != 0 && strcmp(only, "throughput") != 0)
-		bench_fail("usage: bench_repl [all|lag|throughput|catchup]");
 	return 0;
 }

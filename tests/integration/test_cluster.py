@@ -1264,6 +1264,146 @@ def replica_kill9():
         cl.stop()
 
 
+def own_mappings(pid, mnt):
+    """Lines of /proc/PID/maps that map a file of the mount at mnt (by
+    its path or by the mount's device number)."""
+    st = os.stat(mnt)
+    dev = "%02x:%02x" % (os.major(st.st_dev), os.minor(st.st_dev))
+    out = []
+    with open("/proc/%d/maps" % pid) as f:
+        for line in f:
+            parts = line.split(None, 5)
+            path = parts[5].strip() if len(parts) > 5 else ""
+            if path.startswith(mnt + "/") or (parts[3] == dev and
+                                              parts[4] != "0"):
+                out.append(line.strip())
+    return out
+
+
+def shm_bytes(path):
+    """A -shm's content without what readers write (aReadMark[1..4]) and
+    the lock bytes (120..127)."""
+    with open(path, "rb") as f:
+        b = bytearray(f.read())
+    b[104:128] = bytes(24)
+    return bytes(b)
+
+
+def spin_reader_main(path, stop_file):
+    """(child process) Read transactions on table t in a loop until
+    stop_file exists; each must see a row count no smaller than the one
+    before. Prints one JSON line."""
+    c = ro_connect(path)
+    reads = errors = backwards = 0
+    last = -1
+    first_err = None
+    deadline = time.monotonic() + 300
+    while not os.path.exists(stop_file) and time.monotonic() < deadline:
+        try:
+            c.execute("BEGIN")
+            n = one(c, "SELECT count(*) FROM t")
+            m = one(c, "SELECT max(id) FROM t")
+            c.execute("COMMIT")
+        except sqlite3.Error as e:
+            errors += 1
+            if first_err is None:
+                first_err = str(e)
+            try:
+                c.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            continue
+        reads += 1
+        if n < last or n != m:
+            backwards += 1
+            if first_err is None:
+                first_err = "count %d after %d (max id %s)" % (n, last, m)
+        last = n
+    c.close()
+    print(json.dumps({"reads": reads, "errors": errors, "last": last,
+                      "backwards": backwards, "first": first_err}))
+
+
+def wal_own_mappings():
+    """The daemon maps no file of its own mount (docs/STORAGE.md, "The
+    daemon's own mappings"): unmapping one would write dirty pages back
+    through FUSE to the daemon itself while it holds its memory-map lock.
+    A WAL replica applies 300 transactions, one at a time, while a local
+    reader process runs read transactions in a loop (its read marks dirty
+    the -shm); /proc/PID/maps of the replica's daemon is read after each
+    and once synced. The reader sees the row count only grow and ends at
+    the last one."""
+    t = Timer()
+    with Cluster(2) as cl, h.Procs() as procs:
+        db = "om.db"
+        r = start_synced(cl, db, 10, mode="WAL")
+        stop = os.path.join(r.root, "stop-spin")
+        rd = procs.spawn([sys.executable, os.path.abspath(__file__),
+                          "_spin", r.path(db), stop],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+        p = connect(cl.primary.path(db))
+        base = cl.primary.settled_pos(db)[0]
+        seen = []
+        for i in range(300):
+            # One TXID per INSERT (the primary records it just after the
+            # commit returns).
+            p.execute("INSERT INTO t(v) VALUES (randomblob(100))")
+            want = base + i + 1
+            wait_for(lambda: (r.pos_or_none(db) or (0, 0))[0] >= want, 30,
+                     "%s: TXID %d applied" % (r.name, want),
+                     interval=0.002)
+            seen += own_mappings(r.pid(), r.mnt)
+            if seen:
+                break
+        p.close()
+        t.lap("%d transactions applied one by one" % (i + 1))
+        check(not seen, "the replica's daemon maps files of its own mount "
+              "after TXID %d: %s" % (want, seen[:4]))
+        check(os.path.exists(r.path(db) + "-shm"), "no -shm on the replica")
+        cl.wait_synced(db)
+        with open(stop, "w"):
+            pass
+        out, err = rd.communicate(timeout=60)
+        check(rd.returncode == 0, "reader exited %d: %s"
+              % (rd.returncode, err[-2000:]))
+        res = json.loads(out.strip().splitlines()[-1])
+        log("  reader: %s" % res)
+        check(res["errors"] == 0 and res["backwards"] == 0,
+              "the reader saw errors or a count going back: %s" % res)
+        check(res["last"] == 310, "the reader's last count %d, want 310"
+              % res["last"])
+        check(not own_mappings(r.pid(), r.mnt), "mappings once synced")
+        check_identical(cl, db)
+        t.lap("identical")
+        # What readers see of -shm is in its storage too: with no reader
+        # left, the kernel drops the file's cached pages, and a new reader
+        # and the next transactions find the same state there.
+        shm = r.path(db) + "-shm"
+        backing = os.path.join(r.data, "dbs", db, "shm")
+        check(shm_bytes(shm) == shm_bytes(backing), "the -shm read through "
+              "the mount differs from its storage (%s)" % backing)
+        fd = os.open(shm, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+        c = ro_connect(r.path(db))
+        check(one(c, "SELECT count(*) FROM t") == 310, "after the -shm's "
+              "pages were dropped: %d rows" % one(c, "SELECT count(*) FROM t"))
+        c.close()
+        simple_txns(cl.primary.path(db), 5)
+        cl.wait_synced(db)
+        c = ro_connect(r.path(db))
+        check(one(c, "SELECT count(*) FROM t") == 315, "5 more transactions "
+              "after the -shm's pages were dropped")
+        c.close()
+        check(r.log_count("changed by another process|was damaged") == 0,
+              "the replica found its wal-index header changed")
+        t.lap("-shm's storage holds what readers saw")
+        cl.stop()
+
+
 def hot_writer_main(path, seconds, blob, stop_file):
     """Child process: back-to-back large transactions on path until
     stop_file exists, for at most seconds."""
@@ -1711,6 +1851,7 @@ CASES = {
     "snapshot-1g": snapshot_1g,
     "wal-long-reader": wal_long_reader,
     "replica-kill9": replica_kill9,
+    "wal-own-mappings": wal_own_mappings,
     "fairness": fairness,
     "rollback-reader": rollback_reader,
     "reader-timeout": reader_timeout,
@@ -1728,6 +1869,9 @@ for _m in MODES:
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "_reader":
         reader_main(*sys.argv[2:5])
+        sys.exit(0)
+    if len(sys.argv) == 4 and sys.argv[1] == "_spin":
+        spin_reader_main(sys.argv[2], sys.argv[3])
         sys.exit(0)
     if len(sys.argv) == 6 and sys.argv[1] == "_hot":
         hot_writer_main(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]),

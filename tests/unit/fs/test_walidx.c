@@ -61,6 +61,7 @@ typedef struct env {
 	fs_walidx *w;
 	uint64_t rng;
 	uint64_t inval_calls[2];
+	int store_fd; /* >= 0: walidx writes -shm through env_store on it */
 } env;
 
 static int64_t now_ms(void)
@@ -364,7 +365,7 @@ static void env_setup(env *e, uint32_t ps, bool wal_mode, uint64_t seed)
 	char sql[64];
 
 	memset(e, 0, sizeof(*e));
-	e->wal_fd = e->db_fd = e->src_fd = -1;
+	e->wal_fd = e->db_fd = e->src_fd = e->store_fd = -1;
 	e->ps = ps;
 	e->wal_mode = wal_mode;
 	e->rng = seed * 0x9e3779b97f4a7c15ULL + 1;
@@ -397,6 +398,8 @@ static void target_create(env *e)
 	assert_true(e->db_fd >= 0 && e->wal_fd >= 0);
 }
 
+static int env_store(void *ctx, uint64_t off, const void *buf, size_t n);
+
 static int walidx_start(env *e)
 {
 	fs_walidx_files f = {
@@ -405,6 +408,7 @@ static int walidx_start(env *e)
 		.wal_fd = e->wal_fd,
 		.db_fd = e->db_fd,
 		.invalidate = env_invalidate,
+		.shm_store = e->store_fd >= 0 ? env_store : NULL,
 		.ctx = e,
 	};
 	return fs_walidx_open(&f, e->ps, (uint32_t)(e->prev_len / e->ps),
@@ -426,6 +430,8 @@ static void env_teardown(env *e)
 		close(e->wal_fd);
 	if (e->db_fd >= 0)
 		close(e->db_fd);
+	if (e->store_fd >= 0)
+		close(e->store_fd);
 	free(e->prev);
 	d = opendir(e->dir);
 	while (d && (de = readdir(d))) {
@@ -1639,7 +1645,113 @@ static void test_commit_index_fault(void **state)
 	env_teardown(&e);
 }
 
-/* ---- 9. a partial checkpoint stops at a reader's mark ------------------- */
+/* ---- 9. writes through shm_store -------------------------------------- */
+
+static struct {
+	bool in_store;
+	long stores, words, marks, records, grows, direct;
+} st9;
+
+/* W2: whole aligned 8-byte words from aligned memory; a read mark alone
+ * (4 bytes); the whole checkpoint record [96, 136) (a reset, under
+ * READ1..4); or growing the file (from its end). */
+static int env_store(void *ctx, uint64_t off, const void *buf, size_t n)
+{
+	env *e = ctx;
+	struct stat sb;
+	int rc = 0;
+
+	st9.stores++;
+	assert_int_equal(fstat(e->store_fd, &sb), 0);
+	if ((uintptr_t)buf % 8 != 0)
+		fail_msg("store from an unaligned buffer (%zu bytes at %" PRIu64
+			 ")", n, off);
+	if (off >= (uint64_t)sb.st_size) {
+		st9.grows++;
+	} else if (off >= FS_WALIDX_READER_OFF &&
+	    off < FS_WALIDX_READER_OFF + FS_WALIDX_READER_LEN) {
+		if (n != 4 || off % 4 != 0)
+			fail_msg("a read mark written with %zu bytes at %" PRIu64,
+				 n, off);
+		st9.marks++;
+	} else if (off == 96 && n == 40) {
+		st9.records++;
+	} else {
+		if (off % 8 != 0 || n % 8 != 0 || n == 0)
+			fail_msg("store of %zu bytes at %" PRIu64 ": not whole "
+				 "words", n, off);
+		if (off < FS_WALIDX_READER_OFF + FS_WALIDX_READER_LEN &&
+		    off + n > FS_WALIDX_READER_OFF)
+			fail_msg("store of %zu bytes at %" PRIu64 " covers read "
+				 "marks", n, off);
+		st9.words++;
+	}
+	st9.in_store = true;
+	if (pwrite(e->store_fd, buf, n, (off_t)off) != (ssize_t)n)
+		rc = -EIO;
+	st9.in_store = false;
+	return rc;
+}
+
+static ssize_t pwrite_counting_shm(int fd, const void *b, size_t n,
+				   off_t off)
+{
+	char link[64], path[512];
+	ssize_t len;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	len = readlink(link, path, sizeof(path) - 1);
+	if (!st9.in_store && len > 4 && memcmp(path + len - 4, "-shm", 4) == 0)
+		st9.direct++;
+	return pwrite(fd, b, n, off);
+}
+
+/* With shm_store, walidx writes -shm through it alone, in whole aligned
+ * words (readers' marks aside), and readers see every transaction. */
+static void test_store_words(void **state)
+{
+	env e;
+	sqlite3 *r, *hold;
+
+	(void)state;
+	memset(&st9, 0, sizeof(st9));
+	env_setup(&e, 1024, true, 11);
+	workload_schema(&e);
+	target_create(&e);
+	e.store_fd = open(e.tgt_shm, O_RDWR | O_CREAT, 0644);
+	assert_true(e.store_fd >= 0);
+	lib_io.pwrite = pwrite_counting_shm;
+	assert_int_equal(walidx_start(&e), 0);
+	r = open_db(e.tgt);
+	hold = open_db(e.tgt);
+	exec(r, "PRAGMA cache_size=2");
+	for (int i = 0; i < 60; i++) {
+		workload_step(&e, i);
+		apply(&e, apply_mode(i));
+		if (db_hash(r, NULL) != source_hash(&e))
+			fail_msg("transaction %d: a reader differs from SOURCE",
+				 i);
+		if (i % 3 == 0) /* sets a read mark, holds frames back */
+			exec(hold, "BEGIN; SELECT count(*) FROM kv");
+		if (i % 3 == 1)
+			exec(hold, "COMMIT");
+		if (i % 10 == 9)
+			checkpoint_full(&e);
+	}
+	sqlite3_close(hold);
+	sqlite3_close(r);
+	checkpoint_full(&e);
+	assert_files_equal(&e);
+	fs_walidx_close(e.w);
+	e.w = NULL;
+	lib_io_reset();
+	assert_int_equal(st9.direct, 0);
+	assert_true(st9.words > 100 && st9.marks > 0 && st9.records > 0 &&
+		    st9.grows > 0);
+	env_teardown(&e);
+}
+
+/* ---- 10. a partial checkpoint stops at a reader's mark ------------------ */
 
 static void test_partial_checkpoint(void **state)
 {
@@ -1709,6 +1821,7 @@ int main(void)
 		cmocka_unit_test(test_open_damaged_header),
 		cmocka_unit_test(test_commit_index_fault),
 		cmocka_unit_test(test_partial_checkpoint),
+		cmocka_unit_test(test_store_words),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
