@@ -421,8 +421,12 @@ int fs_verify_db(const char *data_dir, const char *name, bool *out_proved,
 		return r.scratch;
 	fd = scratch_file(dir, msg, msglen);
 	rc = fd < 0 ? fd : fs_logbase_new(fd, &r.tab);
-	if (rc < 0)
+	if (rc < 0) {
+		if (fd >= 0)
+			snprintf(msg, msglen, "a scratch checksum table: %s",
+				 strerror(-rc));
 		goto out;
+	}
 	snprintf(path, sizeof(path), "%s/log", dir);
 	rc = fs_log_open_readonly(path, name, &r.log);
 	if (rc < 0) {
@@ -431,10 +435,10 @@ int fs_verify_db(const char *data_dir, const char *name, bool *out_proved,
 		goto out;
 	}
 	rc = choose_start(&r, dir, why, sizeof(why));
-	if (rc == -EBADMSG)
+	if (rc < 0) {
 		snprintf(msg, msglen, "%s", why);
-	if (rc < 0)
 		goto out;
+	}
 	if (rc == 0)
 		rc = replay(&r, msg, msglen);
 	else
