@@ -279,28 +279,32 @@ out:
 	return rc;
 }
 
+/* 0 proved, 1 not proved (a pruned log without its base), -errno failed. */
 static int verify_one(const char *data_dir, const char *name)
 {
-	char msg[512];
-	int rc = fs_verify_db(data_dir, name, msg, sizeof(msg));
+	char msg[1024];
+	bool proved = false;
+	int rc = fs_verify_db(data_dir, name, &proved, msg, sizeof(msg));
 
 	printf("%s: %s%s\n", name, rc == 0 ? "" : "FAIL: ", msg);
-	return rc;
+	return rc < 0 ? rc : proved ? 0 : 1;
 }
 
 int cmd_verify(int argc, char **argv)
 {
 	ltxfs_cfg cfg = {0};
 	char path[PATH_MAX];
-	int next, rc, bad = 0, n = 0;
+	int next, rc, bad = 0, unproved = 0, n = 0, one;
 
 	rc = cmd_load_cfg(argc, argv, &cfg, &next, "verify");
 	if (rc != 0)
 		goto out;
 	if (next < argc) {
-		for (int i = next; i < argc; i++, n++)
-			if (verify_one(cfg.data.dir, argv[i]) < 0)
-				bad++;
+		for (int i = next; i < argc; i++, n++) {
+			one = verify_one(cfg.data.dir, argv[i]);
+			bad += one < 0;
+			unproved += one == 1;
+		}
 	} else {
 		DIR *d;
 		struct dirent *de;
@@ -316,12 +320,14 @@ int cmd_verify(int argc, char **argv)
 			if (de->d_name[0] == '.')
 				continue;
 			n++;
-			if (verify_one(cfg.data.dir, de->d_name) < 0)
-				bad++;
+			one = verify_one(cfg.data.dir, de->d_name);
+			bad += one < 0;
+			unproved += one == 1;
 		}
 		closedir(d);
 	}
-	rc = bad ? 1 : 0;
+	/* 1: something failed; 2: nothing failed, something not proved. */
+	rc = bad ? 1 : unproved ? 2 : 0;
 out:
 	cfg_free(&cfg);
 	return rc;

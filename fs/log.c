@@ -19,6 +19,7 @@
 #include "lib/bytes.h"
 #include "lib/io.h"
 #include "lib/log.h"
+#include "logbase.h"
 
 #define TS_UNKNOWN INT64_MIN
 
@@ -31,6 +32,11 @@ typedef struct fs_seg {
 struct fs_log {
 	char *dir;
 	char *name;
+	pthread_mutex_t prune_mu; /* serialises fs_log_prune (which replays
+				   * what it removes onto the base outside
+				   * mu) and fs_log_reset; taken before mu */
+	bool base_warned;      /* prune_mu: said once that the base cannot
+				* follow */
 	pthread_mutex_t mu;    /* guards everything below but the atomics */
 	fs_seg *segs;          /* ascending by first TXID */
 	size_t nsegs, cap;
@@ -424,6 +430,7 @@ static int fs_log_open_mode(const char *dir, const char *name, bool readonly,
 	atomic_init(&log->roll_bytes, FS_LOG_SEGMENT_BYTES);
 	atomic_init(&log->roll_ms, 0);
 	pthread_mutex_init(&log->mu, NULL);
+	pthread_mutex_init(&log->prune_mu, NULL);
 	log->dir = strdup(dir);
 	log->name = strdup(name);
 	if (!log->dir || !log->name) {
@@ -441,6 +448,12 @@ static int fs_log_open_mode(const char *dir, const char *name, bool readonly,
 		rc = open_last(log);
 	if (rc < 0)
 		goto fail;
+	if (!readonly) {
+		/* A prune interrupted while it wrote the next base. */
+		char path[PATH_MAX];
+		snprintf(path, sizeof(path), "%s/%s.new", dir, FS_LOGBASE_NAME);
+		unlink(path);
+	}
 	*out = log;
 	return 0;
 fail:
@@ -458,6 +471,7 @@ void fs_log_close(fs_log *log)
 	if (log->fd >= 0)
 		close(log->fd);
 	pthread_mutex_destroy(&log->mu);
+	pthread_mutex_destroy(&log->prune_mu);
 	free(log->segs);
 	free(log->dir);
 	free(log->name);
@@ -773,10 +787,16 @@ int fs_log_reset(fs_log *log)
 	char path[PATH_MAX];
 	int rc = 0;
 
+	pthread_mutex_lock(&log->prune_mu);
 	pthread_mutex_lock(&log->mu);
 	if (log->fd >= 0)
 		close(log->fd);
 	log->fd = -1;
+	/* The base first: a crash in between leaves segments without one,
+	 * which is what a log that starts later is anyway. */
+	snprintf(path, sizeof(path), "%s/%s", log->dir, FS_LOGBASE_NAME);
+	if (unlink(path) < 0 && errno != ENOENT)
+		rc = -errno;
 	for (size_t i = 0; i < log->nsegs; i++) {
 		seg_path(log, log->segs[i].first, path, sizeof(path));
 		if (unlink(path) < 0 && errno != ENOENT)
@@ -788,7 +808,9 @@ int fs_log_reset(fs_log *log)
 	log->active_ts = TS_UNKNOWN;
 	log->trusted_from = 0;
 	memset(&log->tail, 0, sizeof(log->tail));
+	log->base_warned = false;
 	pthread_mutex_unlock(&log->mu);
+	pthread_mutex_unlock(&log->prune_mu);
 	if (rc == 0)
 		rc = lib_io_fsync_dir(log->dir);
 	return rc;
@@ -990,22 +1012,17 @@ static uint64_t total_bytes(const fs_log *log)
 	return t;
 }
 
-int fs_log_prune(fs_log *log, int64_t now_ms, fs_log_prune_result *out)
+/* How many of the oldest segments the policy removes now (mu held);
+ * r gets their count by age, bytes and first TXID, and the log's size
+ * after. */
+static size_t prune_count(const fs_log *log, int64_t now_ms,
+			  fs_log_prune_result *r)
 {
 	int64_t keep_ms = atomic_load(&log->keep_ms);
 	uint64_t keep_bytes = atomic_load(&log->keep_bytes);
-	fs_log_prune_result r = {0};
-	char path[PATH_MAX];
+	uint64_t total = total_bytes(log);
 	size_t keep_from, drop = 0;
-	uint64_t total;
-	int rc = 0;
 
-	if (out)
-		*out = r;
-	if (log->readonly)
-		return 0;
-	pthread_mutex_lock(&log->mu);
-	total = total_bytes(log);
 	/* The segment holding the last record stays: it proves the tail.
 	 * Only the last segment can be empty (a failed append); then the
 	 * one before holds it. */
@@ -1023,34 +1040,262 @@ int fs_log_prune(fs_log *log, int64_t now_ms, fs_log_prune_result *out)
 		bool big = keep_bytes > 0 && total > keep_bytes;
 		if (!old && !big)
 			break;
+		if (drop == 0)
+			r->from_txid = log->segs[0].first;
+		r->bytes += log->segs[drop].bytes;
+		total -= log->segs[drop].bytes;
+		if (old)
+			r->by_age++;
+		drop++;
+	}
+	r->log_bytes = total;
+	return drop;
+}
+
+/* Replays the records of segment `first` (sealed: nothing appends to
+ * it) onto b, those after b's TXID and before TXID limit (0: all).
+ * 1 when limit is reached; -EBADMSG with why, and *out_bad its TXID, for
+ * a record that does not replay (or is corrupt); other -errno. */
+static int fold_segment(fs_log *log, uint64_t first, fs_logbase *b,
+			uint64_t limit, uint64_t *out_bad, char *why,
+			size_t whylen)
+{
+	char path[PATH_MAX];
+	uint8_t buf[FS_LOG_RECORD_PREFIX + LTX_HEADER_SIZE];
+	ltx_decoder *dec = NULL;
+	struct stat st;
+	uint64_t off = 0;
+	int fd, rc = 0;
+
+	seg_path(log, first, path, sizeof(path));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		rc = -errno;
+		snprintf(why, whylen, "reading segment %016" PRIx64 ".seg: %s",
+			 first, strerror(-rc));
+		goto out;
+	}
+	while (rc == 0 && off < (uint64_t)st.st_size) {
+		fs_range_reader rr;
+		uint64_t len;
+		ltx_header h;
+		ltx_err e;
+		rc = lib_io_pread_full(fd, buf, sizeof(buf), (off_t)off, NULL);
+		len = rc == 0 ? get_be32(buf) : 0;
+		if (rc == -ENODATA || (rc == 0 &&
+		    (len < LTX_HEADER_SIZE ||
+		     off + FS_LOG_RECORD_PREFIX + len > (uint64_t)st.st_size ||
+		     ltx_header_decode(buf + FS_LOG_RECORD_PREFIX, &h, &e) < 0))) {
+			*out_bad = first;
+			snprintf(why, whylen, "segment %016" PRIx64 ".seg: no "
+				 "valid record at byte %" PRIu64, first, off);
+			rc = -EBADMSG;
+		}
+		if (rc < 0) {
+			if (rc != -EBADMSG)
+				snprintf(why, whylen, "reading segment %016"
+					 PRIx64 ".seg: %s", first,
+					 strerror(-rc));
+			break;
+		}
+		rr.fd = fd;
+		rr.off = off + FS_LOG_RECORD_PREFIX;
+		rr.end = rr.off + len;
+		off = rr.end;
+		if (h.max_txid <= fs_logbase_get_info(b)->txid)
+			continue; /* replayed by a prune a crash interrupted */
+		if (limit != 0 && h.max_txid >= limit)
+			rc = 1;
+		else if (dec)
+			rc = ltx_decoder_reset(dec, fs_range_read, &rr, NULL);
+		else
+			rc = ltx_decoder_new(fs_range_read, &rr, log->name,
+					     &dec);
+		if (rc == 0)
+			rc = fs_logbase_apply(b, dec, NULL, NULL, why, whylen);
+		if (rc == -EBADMSG)
+			*out_bad = h.max_txid;
+	}
+out:
+	ltx_decoder_free(dec);
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+/* Whether the base at path can follow a prune that removes segments
+ * from `first` on: it must be intact, not stopped, and at TXID
+ * first - 1 or later. Says why not, once per log (prune_mu held). */
+static bool base_follows(fs_log *log, fs_logbase *b, const char *path,
+			 uint64_t first)
+{
+	char why[FS_LOGBASE_WHY + 64] = "";
+	const fs_logbase_info *in = fs_logbase_get_info(b);
+	int rc = fs_logbase_load(b, path, why, sizeof(why));
+
+	if (rc == 0 && in->stopped == 0 && in->txid + 1 >= first)
+		return true;
+	if (rc == 0 && in->stopped != 0)
+		return false; /* said when it stopped */
+	if (rc == 0)
+		snprintf(why, sizeof(why), "is at TXID %016" PRIx64, in->txid);
+	else if (rc == -ENOENT)
+		snprintf(why, sizeof(why), "is missing");
+	if (!log->base_warned)
+		log_warn("db=%s: retention: the LTX log starts at TXID %016"
+			 PRIx64 " and its base (%s) %s; records are removed by "
+			 "the policy all the same, and `ltxfs verify` cannot "
+			 "replay this log in full (it says \"not proved\")",
+			 log->name, first, path, why);
+	log->base_warned = true;
+	return false;
+}
+
+/* One try at bringing the base to the end of segments firsts[0..n):
+ * replays their records onto it (onto nothing when the first is the
+ * log's first snapshot, segment 1), in a new file that replaces the base
+ * once synced. A record that does not replay stops the base before it
+ * (limit is then that TXID: the caller tries again with it). */
+static int fold_try(fs_log *log, const uint64_t *firsts, size_t n,
+		    uint64_t limit, uint64_t *out_bad, char *why, size_t whylen)
+{
+	char path[PATH_MAX], tmp[PATH_MAX + 8];
+	fs_logbase *b = NULL;
+	int fd, rc = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", log->dir, FS_LOGBASE_NAME);
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		rc = -errno;
+	if (rc == 0)
+		rc = fs_logbase_new(fd, &b);
+	if (rc < 0) {
+		snprintf(why, whylen, "creating %s.new: %s", FS_LOGBASE_NAME,
+			 strerror(-rc));
+		goto out;
+	}
+	if (firsts[0] != 1 && !base_follows(log, b, path, firsts[0])) {
+		rc = -ENOENT; /* nothing to do */
+		goto out;
+	}
+	for (size_t i = 0; i < n && rc == 0; i++)
+		rc = fold_segment(log, firsts[i], b, limit, out_bad, why,
+				  whylen);
+	if (rc < 0)
+		goto out;
+	if (fs_logbase_get_info(b)->txid == 0) {
+		snprintf(why, whylen, "%s", "its first record, a snapshot, "
+			 "does not replay");
+		rc = -EBADMSG;
+		goto out;
+	}
+	if (limit != 0)
+		fs_logbase_stop(b, limit, why);
+	rc = fs_logbase_write(b);
+	if (rc == 0)
+		rc = lib_io_rename(tmp, path);
+	if (rc == 0)
+		rc = lib_io_fsync_dir(log->dir);
+	if (rc < 0)
+		snprintf(why, whylen, "writing the new base: %s",
+			 strerror(-rc));
+out:
+	fs_logbase_free(b);
+	if (rc < 0)
+		unlink(tmp);
+	return rc;
+}
+
+/* Before segments firsts[0..n) are removed: replays their records onto
+ * the log's base (fs/logbase.h), so the log can still be replayed in full
+ * from it. Failures are logged here; the segments are removed anyway (the
+ * policy bounds the disk), which leaves the base behind the log: `ltxfs
+ * verify` then says what it could not prove. prune_mu held. */
+static void fold(fs_log *log, const uint64_t *firsts, size_t n)
+{
+	char why[FS_LOGBASE_WHY + 64] = "", why2[FS_LOGBASE_WHY + 64] = "";
+	uint64_t bad = 0, bad2 = 0;
+	int rc = fold_try(log, firsts, n, 0, &bad, why, sizeof(why));
+
+	if (rc == -EBADMSG && bad != 0) {
+		/* Again, up to the record before the one that fails. */
+		log_error("db=%s: retention: %s; the log's base stops at the "
+			  "TXID before it and `ltxfs verify` reports it; the "
+			  "record is removed by the policy all the same",
+			  log->name, why);
+		snprintf(why2, sizeof(why2), "%s", why);
+		rc = fold_try(log, firsts, n, bad, &bad2, why2, sizeof(why2));
+		if (rc < 0)
+			snprintf(why, sizeof(why), "%s", why2);
+	}
+	if (rc < 0 && rc != -ENOENT)
+		log_error("db=%s: retention: the LTX log's base cannot follow "
+			  "the records it removes (%s); `ltxfs verify` cannot "
+			  "replay this log in full any more (it says \"not "
+			  "proved\")", log->name, why);
+}
+
+int fs_log_prune(fs_log *log, int64_t now_ms, fs_log_prune_result *out)
+{
+	fs_log_prune_result r = {0};
+	char path[PATH_MAX];
+	uint64_t *firsts = NULL, bytes = 0;
+	size_t drop, removed = 0;
+	int rc = 0;
+
+	if (out)
+		*out = r;
+	if (log->readonly)
+		return 0;
+	pthread_mutex_lock(&log->prune_mu);
+	pthread_mutex_lock(&log->mu);
+	drop = prune_count(log, now_ms, &r);
+	firsts = drop ? malloc(drop * sizeof(*firsts)) : NULL;
+	for (size_t i = 0; firsts && i < drop; i++)
+		firsts[i] = log->segs[i].first;
+	pthread_mutex_unlock(&log->mu);
+	if (drop > 0 && !firsts) {
+		pthread_mutex_unlock(&log->prune_mu);
+		return -ENOMEM;
+	}
+	/* Outside mu: appends and streams go on meanwhile. Only prune and
+	 * reset (both under prune_mu) remove segments. */
+	if (drop > 0)
+		fold(log, firsts, drop);
+	pthread_mutex_lock(&log->mu);
+	for (; removed < drop; removed++) {
 		/* Oldest first: a crash leaves a log that starts later. */
-		seg_path(log, log->segs[drop].first, path, sizeof(path));
+		seg_path(log, log->segs[removed].first, path, sizeof(path));
 		if (unlink(path) < 0 && errno != ENOENT) {
 			rc = -errno;
 			log_error("db=%s: retention: cannot remove LTX segment "
 				  "%s: %s", log->name, path, strerror(-rc));
 			break;
 		}
-		if (r.segments == 0)
-			r.from_txid = log->segs[drop].first;
-		r.segments++;
-		r.bytes += log->segs[drop].bytes;
-		total -= log->segs[drop].bytes;
-		if (old)
-			r.by_age++;
-		drop++;
+		bytes += log->segs[removed].bytes;
 	}
-	if (drop > 0) {
-		memmove(log->segs, log->segs + drop,
-			(log->nsegs - drop) * sizeof(fs_seg));
-		log->nsegs -= drop;
+	/* A failed unlink: what was not removed stays counted (segments
+	 * old enough come first). */
+	r.log_bytes += r.bytes - bytes;
+	r.bytes = bytes;
+	r.segments = removed;
+	if (r.by_age > removed)
+		r.by_age = removed;
+	if (removed == 0)
+		r.from_txid = 0;
+	if (removed > 0) {
+		memmove(log->segs, log->segs + removed,
+			(log->nsegs - removed) * sizeof(fs_seg));
+		log->nsegs -= removed;
 		log->pruned_segments += r.segments;
 		log->pruned_bytes += r.bytes;
 	}
 	r.first_txid = log->nsegs > 0 ? log->segs[0].first : 0;
-	r.log_bytes = total;
 	pthread_mutex_unlock(&log->mu);
-	if (drop > 0) {
+	pthread_mutex_unlock(&log->prune_mu);
+	free(firsts);
+	if (removed > 0) {
 		int src = lib_io_fsync_dir(log->dir);
 		log_info("db=%s: retention removed %zu LTX segment%s (%" PRIu64
 			 " bytes, %zu by age); the log now starts at TXID %016"
@@ -1157,6 +1402,7 @@ int fs_log_check_all(const char *dir, const char *name, fs_log_check *out)
 	log->fd = -1;
 	log->readonly = true;
 	pthread_mutex_init(&log->mu, NULL);
+	pthread_mutex_init(&log->prune_mu, NULL);
 	log->dir = strdup(dir);
 	log->name = strdup(name);
 	rc = log->dir && log->name ? list_segments(log) : -ENOMEM;

@@ -30,7 +30,11 @@
  *
  * Retention (fs_log_prune) removes whole segments, oldest first, never
  * the one holding the last record, so the log may start at any TXID: an
- * iterator asked for records it no longer has says -ENOENT.
+ * iterator asked for records it no longer has says -ENOENT. It replays
+ * what it removes onto the log's base first (<dir>/base, fs/logbase.h),
+ * so a log that no longer starts with a snapshot can still be replayed
+ * in full (`ltxfs verify`); fs_log_reset removes the base with the
+ * records.
  *
  * Thread safety: appends (and fs_log_reset) come from one thread at a
  * time (the database's capture or apply path holds the database lock);
@@ -38,7 +42,10 @@
  * completed append; fs_log_prune, fs_log_set_retention and
  * fs_log_get_stats may run from any thread. `mu` guards the segment list
  * (names, sizes, first timestamps) and the published end; segments are
- * created and unlinked under it.
+ * created and unlinked under it. `prune_mu` (taken before `mu`)
+ * serialises fs_log_prune and fs_log_reset: a prune replays the segments
+ * it will remove onto the base without `mu`, so appends and readers go
+ * on meanwhile.
  */
 #ifndef FS_LOG_H
 #define FS_LOG_H
@@ -159,9 +166,13 @@ typedef struct fs_log_prune_result {
  * segments, oldest first, while the oldest is entirely older than the age
  * limit (its successor's first record's LTX timestamp is at least
  * max_age_ms before now_ms) or the log is over the byte cap. Never removes
- * the segment holding the last record. Unlinks under the log's lock, so
- * iterators never open a removed segment; an iterator already reading one
- * keeps its fd. Crash-safe: a crash leaves the log starting later. A
+ * the segment holding the last record. First replays their records onto
+ * the base and replaces it (written aside, synced, renamed); a base that
+ * cannot follow (a record that does not replay, a write error) is logged
+ * and the segments are removed all the same. Unlinks under the log's
+ * lock, so iterators never open a removed segment; an iterator already
+ * reading one keeps its fd. Crash-safe: a crash leaves the log starting
+ * later, with a base at or past the TXID before its first record. A
  * read-only log is never pruned. out may be NULL. */
 int fs_log_prune(fs_log *log, int64_t now_ms, fs_log_prune_result *out);
 

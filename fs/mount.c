@@ -8,9 +8,35 @@
  * Caching: every change to a file on this node passes through this
  * kernel, so entries, attributes and pages are cached for long
  * (keep_cache, long timeouts) and reads are served by the page cache.
- * POSIX locks are left to the kernel (no getlk/setlk handlers), which
- * costs no round trip; the daemon takes SQLite's locks through the mount
- * when it needs them.
+ * That includes absence: SQLite looks for a hot -journal at every read
+ * transaction and a cached ENOENT answers it with no round trip. POSIX
+ * locks are left to the kernel (no getlk/setlk handlers), which costs no
+ * round trip; the daemon takes SQLite's locks through the mount when it
+ * needs them.
+ *
+ * What changes behind a name's own operations is invalidated, without
+ * ever waiting for the directory's lock from a handler:
+ *   - <name>-pos exists exactly while <name> does, but is created and
+ *     removed by operations on <name>. Its absence is never cached
+ *     (op_lookup): invalidating a cached absence needs
+ *     fuse_lowlevel_notify_inval_entry, which takes the directory's lock
+ *     in the kernel; from op_create (the kernel holds that lock until
+ *     the reply) it would deadlock, and after the reply (or from another
+ *     thread) it would come after the caller's open() had returned, so a
+ *     stat at once would still see the absence. SQLite never looks
+ *     <name>-pos up; a program that polls a -pos before its database
+ *     exists pays a round trip per look. When <name> is unlinked,
+ *     op_unlink invalidates the -pos inode's attributes before it
+ *     replies (notify_inval_inode with offset -1 takes no lock in the
+ *     kernel: it bumps the attribute version and touches no page), so
+ *     the still-cached entry answers stat with a getattr (ENOENT) and
+ *     open with an open (ENOENT), until the database is created again.
+ *   - On a replica every file changes behind the kernel's back: the
+ *     apply path (a stream thread, never a FUSE handler, holding none of
+ *     the locks handlers take) invalidates each entry it creates or
+ *     deletes, and a database's -pos with it (mount_inval).
+ * On a primary the -journal, -wal and -shm are created and removed by
+ * SQLite through this kernel, which updates their entries itself.
  *
  * A database that cannot be opened for damage (fs_db_open: -EBADMSG) is
  * out of service: kept in dmg with the reason, its names answer EBADMSG,
@@ -598,9 +624,10 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	rc = db ? entry_for(db, (size_t)s, k, &e) : -ENOENT;
 	if (rc == -ENOENT) {
-		/* Cache the absence: files only appear through this kernel. */
+		/* Cache the absence (see the top of this file), but not a
+		 * -pos's: it appears with its database. */
 		memset(&e, 0, sizeof(e));
-		e.entry_timeout = FS_CACHE_SECONDS;
+		e.entry_timeout = k == FS_KIND_POS ? 0 : FS_CACHE_SECONDS;
 		fuse_reply_entry(req, &e);
 		return;
 	}
@@ -940,6 +967,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fs_mount *m = req_mount(req);
 	char base[FS_NAME_MAX + 1];
 	enum fs_kind k;
+	ssize_t s;
 	fs_db *db;
 	int rc;
 
@@ -951,8 +979,18 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, EPERM);
 		return;
 	}
-	db = fs_mount_db(m, base);
+	pthread_mutex_lock(&m->mu);
+	s = find_slot(m, base);
+	db = s >= 0 ? m->slots[s].db : NULL;
+	pthread_mutex_unlock(&m->mu);
 	rc = db ? fs_db_unlink(db, k) : -ENOENT;
+	if (rc == 0 && k == FS_KIND_DB && m->mounted) {
+		/* Its -pos is gone too: before the reply, so a stat right
+		 * after unlink() returns asks again (safe here: see the top
+		 * of this file). */
+		fuse_lowlevel_notify_inval_inode(
+			m->se, make_ino((size_t)s, FS_KIND_POS), -1, 0);
+	}
 	fuse_reply_err(req, -rc);
 }
 

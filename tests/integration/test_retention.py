@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Retention: a replica behind the primary's retention gets a snapshot.
 
-    test_retention.py [delete|wal] [bytes|age|boundary]
+    test_retention.py [delete|wal] [bytes|age|boundary|verify]
 
 A primary and a replica (static lease, HTTP on 127.0.0.1 ports). The
 replica catches up record by record and is stopped. Then, with "bytes",
@@ -18,6 +18,12 @@ reopens the pruned log at the same position.
 "boundary": the replica's own record is pruned but the next one is kept;
 the next record's pre-apply checksum proves the replica's position, so it
 catches up by records, not by a snapshot.
+
+"verify" (a primary alone, uncompressed log): `ltxfs verify` replays a
+pruned log onto its base and says so; a kept record changed so that it
+passes its own checksums but does not replay makes it fail naming the
+TXID, also once retention has removed that record; without the base it
+says "not proved" (exit 2).
 
 The nodes are cluster_harness.ClusterNode (static lease).
 """
@@ -198,10 +204,12 @@ def run(mode, policy):
               "backing database files differ after a clean stop")
     rc, found, out = p.verify(DB)
     check(found.get(DB) == final, "verify on the primary: %s" % out)
-    check("after retention" in out, "verify did not say the log was "
-          "pruned: %s" % out)
+    check("onto the base at TXID" in out, "verify did not say it replayed "
+          "the pruned log onto its base: %s" % out)
+    log("  verify on the primary: %s" % out.strip())
     rc, found, out = r.verify(DB)
     check(found.get(DB) == final, "verify on the replica: %s" % out)
+    log("  verify on the replica: %s" % out.strip())
 
     # The pruned log reopens at the same position.
     p.start()
@@ -221,8 +229,9 @@ def run(mode, policy):
             f.seek(4096 + 1000)
             f.write(bytes([b[0] ^ 0x01]))
         rc, found, out = p.verify(DB, expect_ok=False)
-        check(rc != 0 and DB not in found and "checksum" in out,
+        check(rc == 1 and DB not in found and "page 2 differs" in out,
               "verify passed a changed database on a pruned log: %s" % out)
+        log("  a changed page: %s" % out.strip())
     log("%s: replica at %d, primary wrote to %d; log starts at %d, %d "
         "bytes; snapshot at %s" % (policy, rtxid, ptxid, first, lb,
                                    m.group(1)))
@@ -266,14 +275,149 @@ def run_boundary(mode):
         % (at[0], at[0] + 1))
 
 
+def crc64(data):
+    """CRC-64/ISO (shared/LTX.md): reflected 0xD800000000000000, init and
+    xorout all ones."""
+    crc = 0xFFFFFFFFFFFFFFFF
+    for b in data:
+        crc = _CRC_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFFFFFFFFFF
+
+
+def _crc_table():
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0xD800000000000000 if c & 1 else c >> 1
+        t.append(c)
+    return t
+
+
+_CRC_TABLE = _crc_table()
+
+
+def segment_records(path):
+    """[(offset of the LTX file, its length, min TXID)] of a segment."""
+    with open(path, "rb") as f:
+        buf = f.read()
+    out, off = [], 0
+    while off + 4 <= len(buf):
+        n = int.from_bytes(buf[off:off + 4], "big")
+        out.append((off + 4, n, int.from_bytes(buf[off + 20:off + 28],
+                                               "big")))
+        off += 4 + n
+    return out
+
+
+def tamper(path, off, n):
+    """Changes one byte of the first page of the (uncompressed) LTX file
+    at off and recomputes its file checksum, so the record passes every
+    check of its own and keeps its post-apply checksum, but no longer
+    replays to it. Returns the original bytes."""
+    with open(path, "r+b") as f:
+        f.seek(off)
+        orig = f.read(n)
+        rec = bytearray(orig)
+        check(rec[:4] == b"LTX1" and not int.from_bytes(rec[4:8], "big") &
+              4, "record at %d of %s is not an uncompressed LTX file"
+              % (off, path))
+        rec[100 + 4 + 200] ^= 0x5A          # header, pgno, into the page
+        rec[n - 8:] = (crc64(rec[:n - 8]) | 1 << 63).to_bytes(8, "big")
+        f.seek(off)
+        f.write(rec)
+    return orig
+
+
+def run_verify():
+    """`ltxfs verify` on a log retention has pruned: it must replay the
+    records kept onto the log's base and say so, fail naming the TXID of
+    a kept record that passes its own checksums but does not replay, and
+    say "not proved" (exit 2) when the base is missing. An uncompressed
+    log (data.compress: false) lets the test change a record; with a
+    128 KiB cap segments roll at 32 KiB, a few records each (three
+    4 KiB pages a row: the leaf, its parent and page 1)."""
+    p = ClusterNode("primary", data_yml="  retention-bytes: 131072\n"
+                    "  compress: false\n")
+    p.start()
+    c = h.connect(p.path(DB))
+    c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)")
+    write_rows(c, 40, 1000)
+    c.close()
+    label = '{db="%s"}' % DB
+    wait_for(lambda: (p.metric("ltxfs_log_first_txid" + label) or 0) > 5,
+             10, "the primary's log pruned")
+    final = p.settled_pos(DB)
+    p.stop()
+    first = p.first_segment(DB)
+    check(first > 2, "log not pruned: it starts at %d" % first)
+    segs = p.segments(DB)
+    check(len(segs) >= 3, "want 3 segments at least: %s" % segs)
+
+    # A kept record, not the first, changed so it no longer replays.
+    recs = segment_records(segs[1])
+    off, n, bad = recs[0]
+    orig = tamper(segs[1], off, n)
+    rc, found, out = p.verify(DB, expect_ok=False)
+    check(rc == 1 and DB not in found and "%016x" % bad in out,
+          "verify did not fail naming TXID %016x, a kept record that does "
+          "not replay (exit %d):\n%s" % (bad, rc, out))
+    log("  a record that does not replay: %s" % out.strip())
+    with open(segs[1], "r+b") as f:
+        f.seek(off)
+        f.write(orig)
+
+    # The happy path: a full replay onto the base, said so.
+    rc, found, out = p.verify(DB)
+    check(found.get(DB) == final, "verify: %s (want %s)" % (out, final))
+    want = "replayed TXIDs %016x..%016x onto the base at TXID %016x" % (
+        first, final[0], first - 1)
+    check(want in out, "verify did not say %r:\n%s" % (want, out))
+    log("  pruned log verified: %s" % out.strip())
+
+    # Without its base the pruned log cannot be replayed: not proved.
+    base = os.path.join(p.log_dir(DB), "base")
+    check(os.path.exists(base), "no base file %s" % base)
+    os.rename(base, base + ".away")
+    rc, found, out = p.verify(DB, expect_ok=False)
+    check(rc == 2 and DB not in found and ": not proved: " in out,
+          "verify of a pruned log without its base: exit %d\n%s"
+          % (rc, out))
+    log("  without the base: %s" % out.strip())
+    os.rename(base + ".away", base)
+
+    # Retention meets the record that does not replay as it removes it:
+    # the base stops before it, the node says so, verify fails naming it.
+    tamper(segs[1], off, n)
+    p.start()
+    c = h.connect(p.path(DB))
+    write_rows(c, 20, 1000)
+    c.close()
+    wait_for(lambda: (p.metric("ltxfs_log_first_txid" + label) or 0) > bad,
+             10, "the primary's log pruned past TXID %d" % bad)
+    line = wait_for(lambda: re.search(
+        r"db=%s: retention: TXID %016x does not replay" % (re.escape(DB),
+                                                          bad),
+        p.log_text()), 10, "the primary's log line on the record")
+    p.stop()
+    rc, found, out = p.verify(DB, expect_ok=False)
+    check(rc == 1 and DB not in found and "retention could not replay "
+          "TXID %016x" % bad in out, "verify after retention removed a "
+          "record that does not replay: exit %d\n%s" % (rc, out))
+    log("  retention found it: %s" % line.group(0))
+    log("  then verify: %s" % out.strip())
+
+
 def main():
     mode = sys.argv[1] if len(sys.argv) > 1 else "delete"
     policy = sys.argv[2] if len(sys.argv) > 2 else "bytes"
     check(mode in ("delete", "wal"), "mode: delete or wal, not %r" % mode)
-    check(policy in ("bytes", "age", "boundary"), "policy: bytes, age or "
-          "boundary, not %r" % policy)
+    check(policy in ("bytes", "age", "boundary", "verify"), "policy: "
+          "bytes, age, boundary or verify, not %r" % policy)
     if policy == "boundary":
         run_boundary(mode)
+    elif policy == "verify":
+        run_verify()
     else:
         run(mode, policy)
 

@@ -309,7 +309,16 @@ def check_state(cl, w, cycle, fault):
         check(total == ACCOUNTS * START_BALANCE, "cycle %d: %s total %s"
               % (cycle, db, total))
         h.integrity_ok(p.path(db))
+
+        def capture_ok():
+            st = [d.get("state", "ok") for d in p.info()["databases"]
+                  if d["name"] == db]
+            return st == ["ok"]
         try:
+            # A capture a full disk held back is retried once a second:
+            # until it is in, the log (and -pos) is behind the file.
+            wait_for(capture_ok, RECOVER_TIMEOUT, "%s: capture resumed on "
+                     "the primary" % db)
             cl.wait_synced(db, timeout=RECOVER_TIMEOUT)
         except TestFailure as e:
             raise Wedged("cycle %d (%s): %s" % (cycle, fault, e))

@@ -8,6 +8,9 @@
  * the log reopens cleanly.
  * Damage: what open says of a corrupt record (segment, offset, rule), the
  * whole-log check (fs_log_check_all) and moving a log aside.
+ * The base (fs/logbase.h): what a prune removes is replayed onto it; a
+ * record that does not replay stops it; a reset removes it; a crash
+ * between the new base and the unlinks leaves records it has, skipped.
  *
  * Records are real LTX files on real files in a temporary directory:
  * one 4 KiB page each, uncompressed (about 4.2 KB a record), chained by
@@ -24,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,7 +38,9 @@
 #include <cmocka.h>
 
 #include "fs/log.h"
+#include "fs/logbase.h"
 #include "lib/io.h"
+#include "ltx/checksum.h"
 
 #define PS 4096
 #define T0 INT64_C(1700000000000)
@@ -45,13 +51,32 @@ typedef struct env {
 	uint64_t txid;      /* last appended */
 	uint64_t post;      /* its post-apply checksum */
 	int fail_next;      /* make the next fill fail */
+	bool bad_post_next; /* the next record does not replay */
 } env;
 
 struct fill_ctx {
 	uint64_t txid;
 	bool snapshot;
 	bool fail;
+	bool bad_post;      /* a post-apply checksum its page does not give */
 };
+
+/* TXID txid's page 1. */
+static void fill_page(uint8_t *page, uint64_t txid)
+{
+	for (size_t i = 0; i < PS; i++)
+		page[i] = (uint8_t)(txid * 131 + i * 7 + (i >> 5));
+}
+
+/* The post-apply checksum of TXID txid: a database of that one page. */
+static uint64_t post_of(uint64_t txid)
+{
+	uint8_t page[PS];
+
+	fill_page(page, txid);
+	return ltx_checksum_xor(LTX_CHECKSUM_EMPTY,
+				ltx_checksum_page(1, page, PS));
+}
 
 static int fill(void *ctx, ltx_encoder *enc, uint64_t *out_post,
 		ltx_err *err)
@@ -62,18 +87,21 @@ static int fill(void *ctx, ltx_encoder *enc, uint64_t *out_post,
 
 	if (f->fail)
 		return ltx_err_set(err, LTX_ERR_IO, 0, "injected failure");
-	for (size_t i = 0; i < sizeof(page); i++)
-		page[i] = (uint8_t)(f->txid * 131 + i * 7 + (i >> 5));
+	fill_page(page, f->txid);
 	rc = ltx_encoder_add_page(enc, 1, page, err);
-	/* A snapshot's post-apply is computed by the encoder. */
-	*out_post = f->snapshot ? 0 : ((UINT64_C(1) << 63) | (f->txid * 977));
+	/* A one-page database: the record replays (retention replays what
+	 * it removes onto the log's base). A snapshot's is computed by the
+	 * encoder. */
+	*out_post = f->snapshot ? 0 : f->bad_post ? (UINT64_C(1) << 63) | 977 :
+		    post_of(f->txid);
 	return rc;
 }
 
 /* Appends TXID e->txid + 1 with timestamp ts; returns fs_log_append's rc. */
 static int append(env *e, int64_t ts)
 {
-	struct fill_ctx f = {e->txid + 1, e->txid == 0, e->fail_next != 0};
+	struct fill_ctx f = {e->txid + 1, e->txid == 0, e->fail_next != 0,
+			     e->bad_post_next};
 	ltx_header h = {0};
 	ltx_trailer t;
 	int rc;
@@ -84,6 +112,7 @@ static int append(env *e, int64_t ts)
 	h.timestamp = ts;
 	h.pre_apply_checksum = e->txid == 0 ? 0 : e->post;
 	e->fail_next = 0;
+	e->bad_post_next = false;
 	rc = fs_log_append(e->log, &h, 0, fill, &f, &t);
 	if (rc == 0) {
 		e->txid++;
@@ -953,6 +982,191 @@ static void test_first_append_enospc(void **state)
 	assert_int_equal(check_iter(e, 0), 2);
 }
 
+
+/* ---- the log's base (fs/logbase.h) ------------------------------------- */
+
+/* The log's base file, loaded and checked: 0 with *out, or its rc. */
+static int load_base(const env *e, fs_logbase_info *out)
+{
+	char path[600], why[300];
+	fs_logbase *b = NULL;
+	int fd = memfd_create("base", MFD_CLOEXEC), rc;
+
+	assert_true(fd >= 0);
+	assert_int_equal(fs_logbase_new(fd, &b), 0);
+	snprintf(path, sizeof(path), "%s/%s", e->dir, FS_LOGBASE_NAME);
+	rc = fs_logbase_load(b, path, why, sizeof(why));
+	if (rc == 0)
+		*out = *fs_logbase_get_info(b);
+	fs_logbase_free(b);
+	return rc;
+}
+
+static void assert_base_at(const env *e, uint64_t txid)
+{
+	fs_logbase_info in;
+
+	assert_int_equal(load_base(e, &in), 0);
+	assert_int_equal(in.txid, txid);
+	assert_int_equal(in.checksum, post_of(txid));
+	assert_int_equal(in.commit, 1);
+	assert_int_equal(in.page_size, PS);
+	assert_int_equal(in.since, 1);
+	assert_int_equal(in.stopped, 0);
+}
+
+static void test_prune_keeps_base(void **state)
+{
+	env *e = *state;
+	fs_log_prune_result r;
+	fs_logbase_info in;
+
+	/* 16 KiB cap: 4 KiB segments, a record each. */
+	fs_log_set_retention(e->log, -1, 16 * 1024);
+	for (int i = 0; i < 12; i++)
+		assert_int_equal(append(e, T0), 0);
+	assert_int_equal(load_base(e, &in), -ENOENT); /* starts at TXID 1 */
+	assert_int_equal(fs_log_prune(e->log, T0, &r), 0);
+	assert_true(r.first_txid > 2);
+	/* The base is the database just before the log's first record:
+	 * the records removed, replayed from the snapshot at TXID 1. */
+	assert_base_at(e, r.first_txid - 1);
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(append(e, T0), 0);
+	assert_int_equal(fs_log_prune(e->log, T0, &r), 0);
+	assert_true(r.segments > 0);
+	assert_base_at(e, r.first_txid - 1);
+	/* Reopened, the next prune goes on from it. */
+	reopen(e);
+	fs_log_set_retention(e->log, -1, 16 * 1024);
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(append(e, T0), 0);
+	assert_int_equal(fs_log_prune(e->log, T0, &r), 0);
+	assert_base_at(e, r.first_txid - 1);
+}
+
+static void test_prune_base_stops(void **state)
+{
+	env *e = *state;
+	fs_log_prune_result r;
+	fs_logbase_info in;
+
+	fs_log_set_retention(e->log, -1, 16 * 1024);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(append(e, T0), 0);
+	/* TXID 4 passes its own checksums and chains on, but its page does
+	 * not give its post-apply checksum. */
+	e->bad_post_next = true;
+	assert_int_equal(append(e, T0), 0);
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(append(e, T0), 0);
+	assert_int_equal(fs_log_prune(e->log, T0, &r), 0);
+	assert_true(r.first_txid > 5);
+	/* Removed all the same; the base stops before it and says why. */
+	assert_int_equal(load_base(e, &in), 0);
+	assert_int_equal(in.txid, 3);
+	assert_int_equal(in.checksum, post_of(3));
+	assert_int_equal(in.stopped, 4);
+	assert_non_null(strstr(in.why, "TXID 0000000000000004 does not "
+				       "replay"));
+	/* Later prunes leave it so. */
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(append(e, T0), 0);
+	assert_int_equal(fs_log_prune(e->log, T0, &r), 0);
+	assert_true(r.segments > 0);
+	assert_int_equal(load_base(e, &in), 0);
+	assert_int_equal(in.txid, 3);
+	assert_int_equal(in.stopped, 4);
+}
+
+static void test_reset_removes_base(void **state)
+{
+	env *e = *state;
+	fs_log_prune_result r;
+	fs_logbase_info in;
+
+	fs_log_set_retention(e->log, -1, 16 * 1024);
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(append(e, T0), 0);
+	assert_int_equal(fs_log_prune(e->log, T0, &r), 0);
+	assert_int_equal(load_base(e, &in), 0);
+	assert_int_equal(fs_log_reset(e->log), 0);
+	assert_int_equal(load_base(e, &in), -ENOENT);
+}
+
+/* Reads segment first of the log into *out (malloc'd). */
+static size_t read_seg(const env *e, uint64_t first, uint8_t **out)
+{
+	char path[600];
+	struct stat st;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%016" PRIx64 ".seg", e->dir, first);
+	fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	*out = malloc((size_t)st.st_size);
+	assert_non_null(*out);
+	assert_int_equal(pread(fd, *out, (size_t)st.st_size, 0), st.st_size);
+	close(fd);
+	return (size_t)st.st_size;
+}
+
+static void write_seg(const env *e, uint64_t first, const uint8_t *data,
+		      size_t n)
+{
+	char path[600];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%016" PRIx64 ".seg", e->dir, first);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, data, n, 0), (ssize_t)n);
+	close(fd);
+}
+
+static void test_prune_crash_after_base(void **state)
+{
+	env *e = *state;
+	fs_log_prune_result r;
+	fs_log_stats st;
+	uint8_t *saved[64];
+	size_t sizes[64];
+	uint64_t from, to;
+
+	fs_log_set_retention(e->log, -1, 16 * 1024);
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(append(e, T0), 0);
+	assert_int_equal(fs_log_prune(e->log, T0, &r), 0);
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(append(e, T0), 0);
+	/* Keep what the next prune removes, one record a segment. */
+	fs_log_get_stats(e->log, &st);
+	from = st.first_txid;
+	for (uint64_t t = from; t < from + 8 && t - from < 64; t++)
+		sizes[t - from] = read_seg(e, t, &saved[t - from]);
+	assert_int_equal(fs_log_prune(e->log, T0, &r), 0);
+	to = r.first_txid;
+	assert_true(to > from + 1 && to <= from + 8);
+	assert_base_at(e, to - 1);
+	/* A crash after the new base replaced the old one, before the
+	 * segments went: they are back, the base is ahead of them. */
+	for (uint64_t t = from; t < to; t++)
+		write_seg(e, t, saved[t - from], sizes[t - from]);
+	for (uint64_t t = from; t < from + 8; t++)
+		free(saved[t - from]);
+	reopen(e);
+	fs_log_get_stats(e->log, &st);
+	assert_int_equal(st.first_txid, from);
+	/* The next prune skips the records the base has and goes on. */
+	fs_log_set_retention(e->log, -1, 16 * 1024);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(append(e, T0), 0);
+	assert_int_equal(fs_log_prune(e->log, T0, &r), 0);
+	assert_true(r.first_txid > to);
+	assert_base_at(e, r.first_txid - 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -986,6 +1200,14 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_first_append_enospc, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_prune_keeps_base, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_prune_base_stops, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_reset_removes_base, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_prune_crash_after_base,
+						setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
