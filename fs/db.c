@@ -399,6 +399,21 @@ static bool journal_live(fs_db *db)
 	       fstat(db->fds[FS_KIND_JOURNAL], &st) == 0 && st.st_size > 0;
 }
 
+/* A journal whose header has its magic: a transaction is open (or hot).
+ * A PERSIST-mode journal stays behind with its magic zeroed, even when
+ * its database is removed; it does not make a copy into the name part of
+ * a transaction. */
+static bool journal_active(fs_db *db)
+{
+	uint8_t magic[8];
+	size_t got = 0;
+
+	return journal_live(db) &&
+	       lib_io_pread_full(db->fds[FS_KIND_JOURNAL], magic, sizeof(magic),
+				 0, &got) == 0 &&
+	       fs_journal_has_magic(magic, got);
+}
+
 /* A rollback journal or WAL is about to be used: a first load that is
  * still open is recorded first, or the operation refused (db_load.c). */
 static int settle_load(fs_db *db, const char *what)
@@ -530,7 +545,7 @@ static int db_write(fs_db *db, const uint8_t *buf, size_t n, off_t off)
 	uint32_t hps;
 	int rc;
 
-	if (!live && db->commit == 0)
+	if (db->commit == 0 && !journal_active(db))
 		return fs_db_load_write(db, buf, n, off);
 	rc = check_header_write(db, buf, n, off, &hps);
 	if (rc < 0)
@@ -622,6 +637,12 @@ static int truncate_db(fs_db *db, off_t size)
 	uint64_t sum;
 	int rc;
 
+	if (db->commit == 0 && !journal_active(db)) {
+		/* Part of a first load (cp extends a file that ends in a
+		 * hole), or its end (emptied: nothing to record). */
+		db->loading = size > 0;
+		return 0;
+	}
 	if (journal_live(db)) {
 		if (cps == 0) {
 			db->txn_dirty = true;
@@ -638,12 +659,6 @@ static int truncate_db(fs_db *db, off_t size)
 		if (rc == 0 && size > 0)
 			rc = dirty_add(db, (uint32_t)((uint64_t)size / cps));
 		return rc;
-	}
-	if (db->commit == 0) {
-		/* Part of a first load (cp extends a file that ends in a
-		 * hole), or its end (emptied: nothing to record). */
-		db->loading = size > 0;
-		return 0;
 	}
 	/* Cutting pages past the committed size (SQLite does after a
 	 * VACUUM's journal is gone, and a checkpoint) changes nothing. */

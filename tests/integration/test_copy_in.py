@@ -17,7 +17,8 @@ into the mount"). One meson test per subcommand:
                over a database with committed pages (EPERM at open; in
                rollback mode and in WAL mode with a connection open) and
                truncate -s 0 of one (EPERM), while cp -f (a delete, then
-               the new database) works; a SQLite writer while a copy is
+               the new database) works, and so does a copy into a name
+               whose PERSIST-mode -journal was left; a SQLite writer while a copy is
                incomplete (EBUSY for its journal); a daemon killed during
                a copy (an incomplete file is emptied at the next start, a
                complete one recorded)
@@ -380,6 +381,29 @@ def refused_over(n, srcdir):
     h.integrity_ok(n.path("a.db"))
 
 
+def copy_over_persist_journal(n, srcdir):
+    """A PERSIST-mode database removed without its -journal (its header
+    zeroed): a copy into the name is a first load like any other (it was
+    taken for a transaction and never recorded)."""
+    c = h.connect(n.path("p.db"))
+    c.execute("PRAGMA journal_mode=PERSIST")
+    c.execute("CREATE TABLE t(x)")
+    c.execute("INSERT INTO t VALUES (1)")
+    c.close()
+    txid = n.pos("p.db")[0] + 1  # the delete
+    os.unlink(n.path("p.db"))
+    check(os.path.exists(n.path("p.db-journal")), "no -journal left")
+    src = make_db(os.path.join(srcdir, "p.db"), 4096, 300 << 10, seed=14)
+    rc, out = copy_with("cp", src, n.path("p.db"))
+    check(rc == 0, "cp over a PERSIST journal: %s" % out)
+    check(n.raw_pos("p.db") == (txid + 1, db_checksum(src)), "p.db: -pos "
+          "%s after the copy, want TXID %d" % (n.raw_pos("p.db"), txid + 1))
+    c = h.connect(n.path("p.db"))
+    c.execute("INSERT INTO t(v, s) VALUES (randomblob(10), 'after')")
+    c.close()
+    h.integrity_ok(n.path("p.db"))
+
+
 def refused_writer_during_copy(n, srcdir):
     src = make_db(os.path.join(srcdir, "half.db"), 4096, 400 << 10,
                   seed=12)
@@ -481,6 +505,7 @@ def t_refused():
         refused_incomplete(n, srcdir)
         refused_not_sqlite(n, srcdir)
         refused_over(n, srcdir)
+        copy_over_persist_journal(n, srcdir)
         refused_writer_during_copy(n, srcdir)
         refused_killed(n, srcdir)
         n.stop()
