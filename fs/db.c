@@ -23,10 +23,21 @@
  * never acknowledged). The dirty set is kept, so the rollback's end
  * records whatever it did not restore. docs/STORAGE.md, "A full disk".
  *
+ * The dirty set counts in pages of the committed page size: a
+ * transaction that changes the page size (VACUUM after PRAGMA page_size)
+ * writes pages of either size, and is recorded whole. Writes are checked
+ * against the smaller of the committed page size and the one the
+ * transaction wrote in the header, or 512 (the smallest) when the
+ * database has no committed page; the header is checked at commit.
+ *
  * A database write with no journal is refused (journal_mode=OFF and
- * MEMORY cannot be captured), except into a database that holds no
- * committed pages yet (VACUUM INTO, a first bulk load): that is captured
- * as one snapshot when the file is synced or closed.
+ * MEMORY cannot be captured; a WAL checkpoint is the exception), except
+ * into a database that holds no committed pages yet: a first load
+ * (db_load.c: a database copied in, VACUUM INTO), recorded as one
+ * snapshot once the file is a complete database. Truncating a database
+ * below its committed size is refused outside a journal transaction, and
+ * so is opening it with O_TRUNC: copying over a database in place cannot
+ * be replicated safely.
  */
 #include "db.h"
 
@@ -122,26 +133,6 @@ static int open_backing(fs_db *db, enum fs_kind k, int flags, mode_t mode)
 		return -errno;
 	db->fds[k] = fd;
 	return 0;
-}
-
-int fs_db_create(fs_db *db, enum fs_kind kind, mode_t mode)
-{
-	int rc = 0;
-
-	if (kind == FS_KIND_POS)
-		return -EPERM;
-	pthread_mutex_lock(&db->mu);
-	if (db->fds[kind] < 0 && (kind == FS_KIND_DB || kind == FS_KIND_JOURNAL))
-		rc = fs_db_refuse_ro_locked(db, kind);
-	if (rc == 0 && db->fds[kind] < 0) {
-		rc = open_backing(db, kind, O_CREAT, mode & 0777);
-		if (rc < 0)
-			log_error("db=%s: creating %s%s: %s", db->name,
-				  db->name, fs_kind_suffix[kind],
-				  strerror(-rc));
-	}
-	pthread_mutex_unlock(&db->mu);
-	return rc;
 }
 
 int fs_db_read(fs_db *db, enum fs_kind kind, void *buf, size_t n, off_t off,
@@ -247,6 +238,13 @@ static int db_commit_pages(fs_db *db, uint32_t ps, uint32_t *out)
 	return 0;
 }
 
+/* The page size of the committed database; 0 while it holds no page
+ * (a page size left by a deleted database means nothing). */
+static uint32_t committed_ps(const fs_db *db)
+{
+	return db->commit ? db->page_size : 0;
+}
+
 static bool db_is_empty(fs_db *db)
 {
 	struct stat st;
@@ -263,8 +261,8 @@ static int db_header_page_size(fs_db *db, uint32_t *out)
 }
 
 /*
- * The journal's transaction ended (or a first unjournaled load is being
- * closed): record it if the database changed. capture_mu and mu held.
+ * The journal's transaction ended: record it if the database changed.
+ * capture_mu and mu held.
  */
 static int end_txn(fs_db *db, const char *why)
 {
@@ -274,9 +272,9 @@ static int end_txn(fs_db *db, const char *why)
 	size_t n = 0;
 	int rc = 0;
 
-	if (db->ndirty == 0 || db->fds[FS_KIND_DB] < 0)
+	if ((db->ndirty == 0 && !db->txn_dirty) || db->fds[FS_KIND_DB] < 0)
 		goto out_clear;
-	if (db->pos.txid == 0 && db_is_empty(db)) {
+	if (db->commit == 0 && db_is_empty(db)) {
 		/* A new database's first transaction rolled back to no
 		 * page at all: nothing to record. */
 		log_debug("db=%s: %s: still empty (rolled back)", db->name,
@@ -307,7 +305,7 @@ static int end_txn(fs_db *db, const char *why)
 		uint64_t off = (uint64_t)(p - 1) * ps;
 		if (p > commit || p == ltx_lock_pgno(ps))
 			continue;
-		if (ps == db->page_size && p <= db->commit && db->pos.txid) {
+		if (ps == committed_ps(db) && p <= db->commit) {
 			/* Unchanged pages (a rollback restored them) stay
 			 * out of the record. */
 			uint64_t old = 0, now;
@@ -324,8 +322,7 @@ static int end_txn(fs_db *db, const char *why)
 		pages[n].off = off;
 		n++;
 	}
-	if (n == 0 && commit == db->commit && ps == db->page_size &&
-	    db->pos.txid) {
+	if (n == 0 && commit == db->commit && ps == committed_ps(db)) {
 		log_debug("db=%s: %s: no page changed (rolled back)", db->name,
 			  why);
 		fs_db_unfull_locked(db, false, "the transaction that could not "
@@ -355,7 +352,8 @@ static int end_txn(fs_db *db, const char *why)
 	}
 out_clear:
 	dirty_clear(db);
-	db->unjournaled = false;
+	db->txn_dirty = false;
+	db->txn_ps = 0;
 out_keep:
 	free(pages);
 	free(buf);
@@ -402,69 +400,168 @@ static bool journal_live(fs_db *db)
 	       fstat(db->fds[FS_KIND_JOURNAL], &st) == 0 && st.st_size > 0;
 }
 
-static int db_write(fs_db *db, const uint8_t *buf, size_t n, off_t off)
+/* A journal whose header has its magic: a transaction is open (or hot).
+ * A PERSIST-mode journal stays behind with its magic zeroed, even when
+ * its database is removed; it does not make a copy into the name part of
+ * a transaction. */
+static bool journal_active(fs_db *db)
 {
-	bool checkpoint, live;
-	uint32_t ps = db->page_size;
-	uint32_t file_pages = 0;
+	uint8_t magic[8];
+	size_t got = 0;
+
+	return journal_live(db) &&
+	       lib_io_pread_full(db->fds[FS_KIND_JOURNAL], magic, sizeof(magic),
+				 0, &got) == 0 &&
+	       fs_journal_has_magic(magic, got);
+}
+
+/* A rollback journal or WAL is about to be used: a first load that is
+ * still open is recorded first, or the operation refused (db_load.c). */
+static int settle_load(fs_db *db, const char *what)
+{
+	ltx_pos before;
+	bool loading;
 	int rc;
 
-	if (off == 0 && n >= 100) {
-		uint32_t hps = get_be16(buf + 16);
-		if (memcmp(buf, "SQLite format 3", 16) != 0) {
-			log_error("db=%s: write to the database file is not a "
-				  "SQLite database header; only SQLite "
-				  "databases may be stored here", db->name);
-			return -EINVAL;
-		}
-		ps = hps == 1 ? 65536 : hps;
-	}
-	if (ps == 0 && n >= 512 && n <= 65536 && (n & (n - 1)) == 0 &&
-	    off % (off_t)n == 0)
-		ps = (uint32_t)n; /* a new database, page 1 not written yet */
-	if (ps == 0) {
-		log_error("db=%s: write of %zu bytes at offset %jd before the "
-			  "database header; only SQLite databases may be stored "
-			  "here", db->name, n, (intmax_t)off);
-		return -EINVAL;
-	}
-	if (off % ps || n % ps) {
-		log_error("db=%s: write of %zu bytes at offset %jd is not "
-			  "aligned to the page size %" PRIu32, db->name, n,
-			  (intmax_t)off, ps);
-		return -EINVAL;
-	}
-	live = journal_live(db);
-	checkpoint = !live && db->fds[FS_KIND_WAL] >= 0;
-	if (!live && !checkpoint) {
-		if (db->commit != 0 && !db->unjournaled) {
-			log_error("db=%s: write without a rollback journal "
-				  "or WAL: journal_mode=OFF and MEMORY cannot be "
-				  "replicated; use DELETE, TRUNCATE, PERSIST or "
-				  "WAL", db->name);
-			return -EPERM;
-		}
-		db->unjournaled = true;
-	}
-	if (!checkpoint) {
-		rc = db_file_pages(db, ps, &file_pages);
+	pthread_mutex_lock(&db->mu);
+	loading = db->loading;
+	pthread_mutex_unlock(&db->mu);
+	if (!loading)
+		return 0;
+	before = fs_db_pos(db);
+	(void)lock_for_db_op(db);
+	rc = fs_db_load_settle(db, what);
+	unlock_db_op(db);
+	notify(db, before);
+	return rc;
+}
+
+int fs_db_create(fs_db *db, enum fs_kind kind, mode_t mode)
+{
+	int rc = 0;
+
+	if (kind == FS_KIND_POS)
+		return -EPERM;
+	if (kind == FS_KIND_JOURNAL || kind == FS_KIND_WAL) {
+		rc = settle_load(db, kind == FS_KIND_WAL ? "create its WAL"
+							 : "create its rollback "
+							   "journal");
 		if (rc < 0)
 			return rc;
-		for (uint64_t o = 0; o < n; o += ps) {
-			uint32_t p = (uint32_t)(((uint64_t)off + o) / ps + 1);
-			uint64_t sum;
-			if (ps == db->page_size && p <= db->commit &&
-			    p <= file_pages && db->pos.txid) {
-				/* Record the committed checksum while the
-				 * file still holds it. */
-				rc = fs_db_cksum_get(db, p, &sum);
-				if (rc < 0)
-					return rc;
-			}
-			rc = dirty_add(db, p);
+	}
+	pthread_mutex_lock(&db->mu);
+	if (db->fds[kind] < 0 && (kind == FS_KIND_DB || kind == FS_KIND_JOURNAL))
+		rc = fs_db_refuse_ro_locked(db, kind);
+	if (rc == 0 && db->fds[kind] < 0) {
+		rc = open_backing(db, kind, O_CREAT, mode & 0777);
+		if (rc < 0)
+			log_error("db=%s: creating %s%s: %s", db->name,
+				  db->name, fs_kind_suffix[kind],
+				  strerror(-rc));
+	}
+	pthread_mutex_unlock(&db->mu);
+	return rc;
+}
+
+/* A write at offset 0 must keep SQLite's header (-EINVAL otherwise);
+ * *out_ps gets the page size it says, 0 when it does not reach it. */
+static int check_header_write(fs_db *db, const uint8_t *buf, size_t n,
+			      off_t off, uint32_t *out_ps)
+{
+	uint32_t ps;
+
+	*out_ps = 0;
+	if (off != 0 || n < 16)
+		return 0;
+	ps = n >= 18 ? get_be16(buf + 16) : 512;
+	ps = ps == 1 ? 65536 : ps;
+	if (memcmp(buf, "SQLite format 3", 16) != 0 || ps < 512 ||
+	    ps > 65536 || (ps & (ps - 1))) {
+		log_error("db=%s: write to the database file is not a "
+			  "SQLite database header; only SQLite databases may "
+			  "be stored here", db->name);
+		return -EINVAL;
+	}
+	*out_ps = n >= 18 ? ps : 0;
+	return 0;
+}
+
+static int check_aligned(fs_db *db, size_t n, off_t off, uint32_t unit)
+{
+	if (off % (off_t)unit == 0 && n % unit == 0)
+		return 0;
+	log_error("db=%s: write of %zu bytes at offset %jd is not aligned to "
+		  "the page size %" PRIu32, db->name, n, (intmax_t)off, unit);
+	return -EINVAL;
+}
+
+/* A write while a rollback journal is live: one of the transaction's
+ * pages (module comment). */
+static int journal_txn_write(fs_db *db, const uint8_t *buf, size_t n,
+			     off_t off, uint32_t hps)
+{
+	uint32_t cps = committed_ps(db), unit = cps ? cps : 512;
+	uint32_t file_pages = 0;
+	uint64_t first, last;
+	int rc;
+
+	if (hps)
+		db->txn_ps = hps;
+	if (db->txn_ps && db->txn_ps < unit)
+		unit = db->txn_ps;
+	rc = check_aligned(db, n, off, unit);
+	if (rc < 0 || n == 0)
+		return rc;
+	if (cps == 0) {
+		/* No committed page: the commit records every page. */
+		db->txn_dirty = true;
+		return lib_io_pwrite_full(db->fds[FS_KIND_DB], buf, n, off);
+	}
+	rc = db_file_pages(db, cps, &file_pages);
+	if (rc < 0)
+		return rc;
+	first = (uint64_t)off / cps + 1;
+	last = ((uint64_t)off + n - 1) / cps + 1;
+	for (uint64_t p = first; p <= last; p++) {
+		uint64_t sum;
+		if (p > UINT32_MAX)
+			return -EFBIG;
+		if (p <= db->commit && p <= file_pages) {
+			/* Record the committed checksum while the file
+			 * still holds it. */
+			rc = fs_db_cksum_get(db, (uint32_t)p, &sum);
 			if (rc < 0)
 				return rc;
 		}
+		rc = dirty_add(db, (uint32_t)p);
+		if (rc < 0)
+			return rc;
+	}
+	return lib_io_pwrite_full(db->fds[FS_KIND_DB], buf, n, off);
+}
+
+static int db_write(fs_db *db, const uint8_t *buf, size_t n, off_t off)
+{
+	bool live = journal_live(db);
+	uint32_t hps;
+	int rc;
+
+	if (db->commit == 0 && !journal_active(db))
+		return fs_db_load_write(db, buf, n, off);
+	rc = check_header_write(db, buf, n, off, &hps);
+	if (rc < 0)
+		return rc;
+	if (live)
+		return journal_txn_write(db, buf, n, off, hps);
+	/* No journal: a WAL checkpoint writes committed pages. */
+	rc = check_aligned(db, n, off, committed_ps(db));
+	if (rc < 0)
+		return rc;
+	if (db->fds[FS_KIND_WAL] < 0) {
+		log_error("db=%s: write without a rollback journal or WAL: "
+			  "journal_mode=OFF and MEMORY cannot be replicated; "
+			  "use DELETE, TRUNCATE, PERSIST or WAL", db->name);
+		return -EPERM;
 	}
 	return lib_io_pwrite_full(db->fds[FS_KIND_DB], buf, n, off);
 }
@@ -496,7 +593,8 @@ int fs_db_write(fs_db *db, enum fs_kind kind, const void *buf, size_t n,
 
 	switch (kind) {
 	case FS_KIND_WAL:
-		return fs_db_wal_write(db, buf, n, off);
+		rc = settle_load(db, "write its WAL");
+		return rc < 0 ? rc : fs_db_wal_write(db, buf, n, off);
 	case FS_KIND_SHM:
 		pthread_mutex_lock(&db->mu);
 		fd = db->fds[FS_KIND_SHM];
@@ -541,8 +639,9 @@ int fs_db_write(fs_db *db, enum fs_kind kind, const void *buf, size_t n,
 		 * PERSIST-mode transaction. */
 		uint8_t old[8];
 		size_t got = 0;
-		rc = 0;
-		if (off == 0 && n >= 8 && !fs_journal_has_magic(buf, n) &&
+		rc = fs_db_load_settle(db, "write its rollback journal");
+		if (rc == 0 && off == 0 && n >= 8 &&
+		    !fs_journal_has_magic(buf, n) &&
 		    lib_io_pread_full(db->fds[kind], old, 8, 0, &got) == 0 &&
 		    fs_journal_has_magic(old, got))
 			rc = end_txn(db, "journal header zeroed");
@@ -552,6 +651,51 @@ int fs_db_write(fs_db *db, enum fs_kind kind, const void *buf, size_t n,
 	unlock_db_op(db);
 	notify(db, before);
 	return rc;
+}
+
+/* Truncating the database file (capture_mu and mu held): see the module
+ * comment. */
+static int truncate_db(fs_db *db, off_t size)
+{
+	uint32_t cps = committed_ps(db), first, fp = 0;
+	uint64_t sum;
+	int rc;
+
+	if (db->commit == 0 && !journal_active(db)) {
+		/* Part of a first load (cp extends a file that ends in a
+		 * hole), or its end (emptied: nothing to record). */
+		db->loading = size > 0;
+		return 0;
+	}
+	if (journal_live(db)) {
+		if (cps == 0) {
+			db->txn_dirty = true;
+			return 0;
+		}
+		/* Pages cut off must keep their committed checksums for
+		 * the commit to XOR them out. */
+		first = (uint32_t)((uint64_t)size / cps) + 1;
+		rc = db_file_pages(db, cps, &fp);
+		for (uint32_t p = first; rc == 0 && p <= fp && p <= db->commit;
+		     p++)
+			if (p != ltx_lock_pgno(cps))
+				rc = fs_db_cksum_get(db, p, &sum);
+		if (rc == 0 && size > 0)
+			rc = dirty_add(db, (uint32_t)((uint64_t)size / cps));
+		return rc;
+	}
+	/* Cutting pages past the committed size (SQLite does after a
+	 * VACUUM's journal is gone, and a checkpoint) changes nothing. */
+	if ((uint64_t)size >= (uint64_t)db->commit * cps)
+		return 0;
+	log_error("db=%s: refusing to truncate it to %jd bytes (EPERM): it "
+		  "holds a committed database (%" PRIu32 " pages, TXID %016"
+		  PRIx64 "), and cutting it outside a rollback-journal "
+		  "transaction cannot be replicated. To replace it, remove it "
+		  "first (rm: recorded as a delete) and copy the new one in, "
+		  "or use `ltxfs import`; to empty it, delete its rows with "
+		  "SQLite", db->name, (intmax_t)size, db->commit, db->pos.txid);
+	return -EPERM;
 }
 
 int fs_db_truncate(fs_db *db, enum fs_kind kind, off_t size)
@@ -595,31 +739,7 @@ int fs_db_truncate(fs_db *db, enum fs_kind kind, off_t size)
 	}
 	switch (kind) {
 	case FS_KIND_DB:
-		if (db->page_size && journal_live(db) && db->pos.txid) {
-			/* Pages cut off must keep their committed
-			 * checksums for the commit to XOR them out. */
-			uint32_t first = (uint32_t)((uint64_t)size /
-						    db->page_size) + 1;
-			uint32_t fp = 0;
-			uint64_t sum;
-			rc = db_file_pages(db, db->page_size, &fp);
-			for (uint32_t p = first; rc == 0 && p <= fp &&
-						 p <= db->commit; p++)
-				if (p != ltx_lock_pgno(db->page_size))
-					rc = fs_db_cksum_get(db, p, &sum);
-			if (rc == 0 && size > 0)
-				rc = dirty_add(db, (uint32_t)((uint64_t)size /
-							      db->page_size));
-		} else if (!journal_live(db) && db->fds[FS_KIND_WAL] < 0 &&
-			   db->commit != 0 && !db->unjournaled &&
-			   (uint64_t)size < (uint64_t)db->commit *
-						    db->page_size) {
-			/* Cutting pages past the committed size (SQLite does
-			 * after a VACUUM's journal is gone) changes nothing. */
-			log_error("db=%s: truncate without a rollback journal "
-				  "or WAL cannot be replicated", db->name);
-			rc = -EPERM;
-		}
+		rc = truncate_db(db, size);
 		break;
 	case FS_KIND_JOURNAL:
 		if (size == 0)
@@ -641,19 +761,27 @@ out:
 int fs_db_fsync(fs_db *db, enum fs_kind kind, bool datasync)
 {
 	ltx_pos before = fs_db_pos(db);
+	char why[256];
+	bool emptied;
 	int fd, rc = 0;
 
 	if (kind == FS_KIND_POS)
 		return 0;
 	if (kind == FS_KIND_DB) {
 		/* Waits for the WAL's captures, but the file's data is
-		 * made durable even while a full disk keeps them out. */
+		 * made durable even while a full disk keeps them out. A
+		 * first load is recorded once complete; before that its
+		 * bytes are only made durable (dd oflag=sync syncs each
+		 * block of a copy). */
 		(void)lock_for_db_op(db);
-		if (db->unjournaled && !journal_live(db))
-			rc = end_txn(db, "first load synced");
+		rc = fs_db_load_end(db, FS_LOAD_SYNC, why, sizeof(why),
+				    &emptied);
 		unlock_db_op(db);
 		notify(db, before);
-		if (rc < 0)
+		if (rc == -EAGAIN || rc == -EINPROGRESS)
+			log_debug("db=%s: synced while not a complete database "
+				  "yet (%s): not recorded", db->name, why);
+		else if (rc < 0)
 			return rc;
 	}
 	pthread_mutex_lock(&db->mu);
@@ -664,17 +792,105 @@ int fs_db_fsync(fs_db *db, enum fs_kind kind, bool datasync)
 	return datasync ? lib_io_fdatasync(fd) : lib_io_fsync(fd);
 }
 
+int fs_db_flush(fs_db *db, enum fs_kind kind)
+{
+	ltx_pos before = fs_db_pos(db);
+	char why[256];
+	bool emptied;
+	int rc;
+
+	if (kind != FS_KIND_DB || fs_db_readonly(db))
+		return 0;
+	(void)lock_for_db_op(db);
+	rc = fs_db_load_end(db, FS_LOAD_CLOSE, why, sizeof(why), &emptied);
+	unlock_db_op(db);
+	notify(db, before);
+	if (rc == -EAGAIN) {
+		log_warn("db=%s: closed while the file written into it is not a "
+			 "complete SQLite database (%s): not recorded; the "
+			 "close fails with EINVAL, and the file is emptied when "
+			 "its last handle is closed unless it is complete by "
+			 "then", db->name, why);
+		return -EINVAL;
+	}
+	/* Only the last close tells; a full disk: recorded when there is
+	 * space ("A full disk"). */
+	return rc == -EINPROGRESS || rc == -ENOSPC ? 0 : rc;
+}
+
+static void inval_db(fs_db *db)
+{
+	if (db->opts.on_inval)
+		db->opts.on_inval(db->opts.inval_ctx, db, FS_KIND_DB, 0, 0);
+}
+
 void fs_db_release(fs_db *db, enum fs_kind kind)
 {
 	ltx_pos before = fs_db_pos(db);
+	char why[256];
+	bool emptied = false, loading;
 
-	if (kind != FS_KIND_DB || fs_db_readonly(db))
+	if (kind != FS_KIND_DB)
+		return;
+	pthread_mutex_lock(&db->mu);
+	loading = db->loading;
+	pthread_mutex_unlock(&db->mu);
+	if (!loading)
 		return;
 	(void)lock_for_db_op(db);
-	if (db->unjournaled && !journal_live(db))
-		end_txn(db, "first load closed");
+	if (db->readonly)
+		emptied = fs_db_load_abandon(db);
+	else
+		(void)fs_db_load_end(db, FS_LOAD_FINAL, why, sizeof(why),
+				     &emptied);
 	unlock_db_op(db);
 	notify(db, before);
+	if (emptied)
+		inval_db(db); /* the kernel still has its size and pages */
+}
+
+bool fs_db_loadable(fs_db *db)
+{
+	bool yes;
+
+	pthread_mutex_lock(&db->capture_mu);
+	yes = db->commit == 0;
+	pthread_mutex_unlock(&db->capture_mu);
+	return yes && !fs_db_readonly(db);
+}
+
+int fs_db_open_truncate(fs_db *db, enum fs_kind kind)
+{
+	struct stat st;
+	uint64_t txid;
+	uint32_t pages;
+
+	if (kind == FS_KIND_POS)
+		return -EPERM;
+	if (kind == FS_KIND_DB) {
+		pthread_mutex_lock(&db->capture_mu);
+		pages = db->commit;
+		txid = db->pos.txid;
+		pthread_mutex_unlock(&db->capture_mu);
+		if (pages) {
+			log_error("db=%s: refusing to open it with O_TRUNC "
+				  "(EPERM; cp, dd, install or a shell's > over "
+				  "it): it holds a committed database (%" PRIu32
+				  " pages, TXID %016" PRIx64 ") that a copy "
+				  "would overwrite in place, under its open "
+				  "connections and outside any transaction, "
+				  "which cannot be replicated. Remove it first "
+				  "(rm: recorded as a delete, then the copy is "
+				  "a new database; cp -f does both) or import "
+				  "the file as its next transaction with "
+				  "`ltxfs import %s FILE`", db->name, pages,
+				  txid, db->name);
+			return -EPERM;
+		}
+	}
+	if (fs_db_stat(db, kind, &st) == 0 && st.st_size == 0)
+		return 0;
+	return fs_db_truncate(db, kind, 0);
 }
 
 int fs_db_unlink(fs_db *db, enum fs_kind kind)
@@ -723,7 +939,10 @@ int fs_db_unlink(fs_db *db, enum fs_kind kind)
 		fs_db_wal_reset(db, 0);
 	if (kind == FS_KIND_DB) {
 		dirty_clear(db);
-		db->unjournaled = false;
+		db->txn_dirty = false;
+		db->txn_ps = 0;
+		db->loading = false;
+		db->load_final = false;
 		db->page_size = 0;
 	}
 out:
@@ -745,23 +964,27 @@ int fs_db_drain(fs_db *db)
 void fs_db_capture_retry(fs_db *db)
 {
 	ltx_pos before = fs_db_pos(db);
-	bool first_load;
+	char why[256];
+	bool first_load, emptied = false;
 
 	fs_db_wal_retry(db);
 	/* A first load (no journal) that a full disk kept out of the log
 	 * is recorded at its next fsync or close, or here. A transaction
 	 * with a journal is not retried: SQLite rolls it back. */
 	pthread_mutex_lock(&db->mu);
-	first_load = db->journal_full && db->unjournaled &&
+	first_load = db->journal_full && db->loading &&
 		     fs_db_full_retry_due_locked(db);
 	pthread_mutex_unlock(&db->mu);
 	if (!first_load || fs_db_readonly(db))
 		return;
 	(void)lock_for_db_op(db);
-	if (db->journal_full && db->unjournaled && !journal_live(db))
-		(void)end_txn(db, "first load, tried again");
+	if (db->journal_full && db->loading && !journal_live(db))
+		(void)fs_db_load_end(db, FS_LOAD_SYNC, why, sizeof(why),
+				     &emptied);
 	unlock_db_op(db);
 	notify(db, before);
+	if (emptied)
+		inval_db(db);
 }
 
 bool fs_db_capture_blocked(fs_db *db, char *reason, size_t n)

@@ -106,8 +106,20 @@ int fs_db_write(fs_db *db, enum fs_kind kind, const void *buf, size_t n,
 int fs_db_truncate(fs_db *db, enum fs_kind kind, off_t size);
 int fs_db_fsync(fs_db *db, enum fs_kind kind, bool datasync);
 int fs_db_unlink(fs_db *db, enum fs_kind kind);
-/* The last open file handle of kind was closed. */
+/* The last open file handle of kind was closed: a first load (a file
+ * copied in) is recorded when it is a complete database, else emptied. */
 void fs_db_release(fs_db *db, enum fs_kind kind);
+/* A handle of kind that may have written a first load was closed
+ * (close(2)): the load is recorded when it is a complete database;
+ * -EINVAL (with a log line) while it is not. */
+int fs_db_flush(fs_db *db, enum fs_kind kind);
+/* Whether a write now would be a first load: the database holds no
+ * committed page (and this node is the primary). */
+bool fs_db_loadable(fs_db *db);
+/* An open with O_TRUNC: -EPERM (with a log line saying what to do
+ * instead) for a database file with committed pages; anything else is
+ * truncated to 0 as fs_db_truncate does. */
+int fs_db_open_truncate(fs_db *db, enum fs_kind kind);
 /* Captures WAL transactions queued by fs_db_write; called by the FUSE
  * adapter after it has answered the write. */
 void fs_db_capture_pending(fs_db *db);

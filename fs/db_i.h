@@ -62,13 +62,23 @@ struct fs_db {
 	int fds[FS_KIND_SHM + 1];
 	ltx_pos pub_pos;        /* pos as published to readers */
 
-	/* Rollback-journal tracker. */
+	/* Rollback-journal tracker. The dirty set counts in pages of the
+	 * committed page size; a database with no committed pages keeps
+	 * none (its first transaction records every page) but txn_dirty. */
 	bool journal_live;      /* a journal with a header exists */
 	uint32_t *dirty;        /* pages written since it appeared */
 	size_t ndirty, capdirty;
 	uint8_t *dirty_bits;
 	size_t ndirty_bits;     /* bytes */
-	bool unjournaled;       /* first load of a new file, no journal */
+	bool txn_dirty;         /* the open transaction wrote the database */
+	uint32_t txn_ps;        /* page size in a header it wrote; 0: none */
+
+	/* A first load (db_load.c; capture_mu and mu): bytes written with
+	 * no journal into a database with no committed pages, recorded
+	 * once the file is a complete database. load_final: its last
+	 * handle was closed while a full disk kept it out of the log. */
+	bool loading;
+	bool load_final;
 
 	/* WAL tracker. */
 	bool wal_hdr_ok;
@@ -169,6 +179,43 @@ void fs_db_unfull_locked(fs_db *db, bool wal, const char *how);
 bool fs_db_full_retry_due_locked(fs_db *db);
 #define FS_DB_FULL_RETRY_MS 100
 int fs_db_scan_checksum(fs_db *db, uint64_t *out);
+
+/* db_load.c: a first load (a database copied in; docs/STORAGE.md, "A
+ * copy into the mount"). capture_mu and mu held by all but check. */
+enum fs_load_end {
+	FS_LOAD_SYNC,           /* fsync, a retry: recorded if complete */
+	FS_LOAD_CLOSE,          /* a handle closed: the same */
+	FS_LOAD_SETTLE,         /* a journal or WAL starts: the same */
+	FS_LOAD_FINAL,          /* the last handle closed: recorded or
+				 * emptied */
+};
+/* Whether the database file in fd is a complete SQLite database: 0 with
+ * its page size and size in pages, or -EINVAL with why filled in. Not
+ * final: -EINPROGRESS for a header page count that is not valid (SQLite
+ * before 3.7.0): only the last close can say such a file is complete. */
+int fs_db_load_check(int fd, bool final, uint32_t *out_ps,
+		     uint32_t *out_commit, char *why, size_t whylen);
+/* A write while there is no journal and no committed page. */
+int fs_db_load_write(fs_db *db, const uint8_t *buf, size_t n, off_t off);
+/* Ends a first load if one is open: 0 when none was, or it is recorded
+ * (or the file is empty); -EAGAIN with why filled in when it is not
+ * complete and how is not final (nothing changes), -EINPROGRESS when
+ * that cannot be told before the last close; -EINVAL when it was
+ * emptied (final; *out_emptied set: the caller invalidates the kernel's
+ * cache once unlocked); -ENOSPC while a full disk keeps it out of the
+ * log (it stays open and is tried again). */
+int fs_db_load_end(fs_db *db, enum fs_load_end how, char *why,
+		   size_t whylen, bool *out_emptied);
+/* A rollback journal or WAL is about to start on a database being
+ * loaded: the load is recorded first when complete, else -EBUSY with a
+ * log line (what names the operation). */
+int fs_db_load_settle(fs_db *db, const char *what);
+/* The node is a replica now: a first load still open cannot be recorded
+ * and is emptied (true: the caller invalidates the kernel's cache). */
+bool fs_db_load_abandon(fs_db *db);
+/* Start-up of a primary: a database file with no committed page in its
+ * log is recorded if it is a complete database, else emptied. */
+int fs_db_load_recover(fs_db *db);
 
 /* db_apply.c */
 /* EROFS (with a rate-limited log line) when the node is a replica; mu

@@ -8,10 +8,12 @@
  *     deleted, completing the commit) or one it does not (rolled back);
  *  3. the WAL's committed frames are read: those the log has refresh page
  *     checksums, later ones are captured;
- *  4. unless the last stop was clean (the marker file `clean` holds the
+ *  4. a database with no committed page whose file is not empty (a
+ *     first load the daemon stopped before recording) is recorded as a
+ *     snapshot when it is a complete database, else emptied (db_load.c);
+ *  5. unless the last stop was clean (the marker file `clean` holds the
  *     same position), the whole database is checksummed against the log;
- *     a database with pages but no log is captured as a snapshot; any
- *     other mismatch is a loud error and the database is not served.
+ *     a mismatch is a loud error and the database is not served.
  * The marker is removed before serving, and written again by a clean
  * close after everything is durable, so a crash always means a check.
  */
@@ -246,20 +248,14 @@ static int recover(fs_db *db, char *why, size_t whylen)
 	rc = fs_db_wal_recover(db, clean);
 	if (rc < 0)
 		return rc;
-	if (db->pos.txid == 0 && db->fds[FS_KIND_DB] >= 0 && db->page_size) {
-		/* Pages but no log: record them as the first snapshot. */
-		struct stat st;
-		if (fstat(db->fds[FS_KIND_DB], &st) == 0 && st.st_size > 0) {
-			uint32_t pages = (uint32_t)((uint64_t)st.st_size /
-						    db->page_size);
-			log_info("db=%s: no LTX log yet: recording the "
-				 "database (%" PRIu32 " pages) as TXID 1",
-				 db->name, pages);
-			rc = fs_db_capture(db, NULL, 0, pages, db->page_size,
-					   0, 0, 0, 0);
-			if (rc < 0)
-				return rc;
-		}
+	if (db->commit == 0) {
+		/* No committed page: a file there is a first load the daemon
+		 * stopped before recording it (or one put in the data
+		 * directory): recorded if complete, else emptied. */
+		db->page_size = 0;
+		rc = fs_db_load_recover(db);
+		if (rc < 0)
+			return rc;
 		clean = true;
 	}
 	if (!clean && db->pos.txid && db->commit) {

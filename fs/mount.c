@@ -735,6 +735,22 @@ static bool from_self(fuse_req_t req)
 	return self;
 }
 
+/*
+ * Whether close(2) of this handle must reach the daemon (FLUSH): it may
+ * write a first load (a database copied in), which is recorded, or found
+ * incomplete, at each close. Other handles skip the round trip (op_flush
+ * has nothing to do for them), which also lets a killed daemon exit:
+ * closing the files it opened on its own mount (locks, a replica's WAL
+ * index) would wait for a FLUSH answer no thread is left to give, so the
+ * daemon's own opens never flush.
+ */
+static bool may_load(fuse_req_t req, fs_db *db, enum fs_kind k,
+		     const struct fuse_file_info *fi)
+{
+	return k == FS_KIND_DB && (fi->flags & O_ACCMODE) != O_RDONLY &&
+	       fs_db_loadable(db) && !from_self(req);
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	fs_mount *m = req_mount(req);
@@ -768,6 +784,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	if (rc == 0 && k == FS_KIND_POS && (fi->flags & O_ACCMODE) != O_RDONLY)
 		rc = -EACCES;
+	if (rc == 0 && (fi->flags & O_TRUNC))
+		rc = fs_db_open_truncate(db, k); /* atomic_o_trunc: ours */
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
@@ -778,11 +796,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * pread and stores into them (mount_store), so -shm must never be
 	 * direct_io (its reads and writes would bypass those pages). */
 	fi->keep_cache = 1;
-	/* op_flush does nothing: skip the round trip at every close. It also
-	 * lets a killed daemon exit: closing the files it opened on its own
-	 * mount (locks, a replica's WAL index) would wait for a FLUSH answer
-	 * that no thread is left to give. */
-	fi->noflush = 1;
+	fi->noflush = !may_load(req, db, k, fi);
 	if (k == FS_KIND_POS || (k == FS_KIND_WAL && fs_db_readonly(db))) {
 		/* A replica's -wal grows behind the kernel's back (walidx):
 		 * a cached size made stale by a getattr racing an
@@ -806,7 +820,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	ssize_t s;
 	size_t idx = 0;
 	fs_db *db = NULL;
-	bool last;
+	bool last, existed;
 	int rc = 0;
 
 	if (parent != FUSE_ROOT_ID || parse_name(name, base, &k) < 0 ||
@@ -845,7 +859,10 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, -rc);
 		return;
 	}
+	existed = fs_db_has(db, k);
 	rc = fs_db_create(db, k, mode);
+	if (rc == 0 && existed && (fi->flags & O_TRUNC))
+		rc = fs_db_open_truncate(db, k);
 	if (rc == 0)
 		rc = entry_for(db, (size_t)s, k, &e);
 	if (rc < 0) {
@@ -853,7 +870,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		return;
 	}
 	fi->keep_cache = 1;
-	fi->noflush = 1; /* see op_open */
+	fi->noflush = !may_load(req, db, k, fi); /* see op_open */
 	if (k == FS_KIND_WAL && fs_db_readonly(db)) {
 		fi->direct_io = 1; /* see op_open */
 		fi->keep_cache = 0;
@@ -940,9 +957,16 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	fuse_reply_err(req, -rc);
 }
 
+/* Only handles that may write a first load flush (may_load). */
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, 0);
+	fs_mount *m = req_mount(req);
+	enum fs_kind k;
+	fs_db *db;
+	int rc;
+
+	rc = split_ino(m, ino, &db, NULL, &k) == 0 ? fs_db_flush(db, k) : 0;
+	fuse_reply_err(req, -rc);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino,

@@ -194,7 +194,8 @@ int ltx_dbfile_apply(int fd, ltx_decoder *dec, uint64_t *io_checksum,
 	ltx_trailer t;
 	uint8_t *page = NULL, *old = NULL;
 	uint64_t sum = *io_checksum, db_pages, grown;
-	uint32_t pgno;
+	uint32_t pgno, old_ps = 0;
+	bool whole = false;
 	struct stat st;
 	int rc;
 
@@ -216,19 +217,23 @@ int ltx_dbfile_apply(int fd, ltx_decoder *dec, uint64_t *io_checksum,
 		rc = ltx_err_set(err, LTX_ERR_NOMEM, 0, "page buffers");
 		goto out;
 	}
-	if (ltx_header_is_snapshot(&h))
+	if (!ltx_header_is_snapshot(&h) && st.st_size >= 100 &&
+	    ltx_dbfile_page_size(fd, &old_ps, NULL) == 0 &&
+	    old_ps != h.page_size)
+		whole = true; /* every page, the old ones all replaced */
+	if (ltx_header_is_snapshot(&h) || whole)
 		sum = LTX_CHECKSUM_EMPTY;
 	/* Pages past the old end up to `grown` are accounted for. */
 	grown = db_pages;
 	while ((rc = ltx_decoder_next_page(dec, &pgno, page)) == 1) {
 		off_t off = (off_t)(pgno - 1) * h.page_size;
-		if (!ltx_header_is_snapshot(&h) && pgno <= db_pages) {
+		if (!ltx_header_is_snapshot(&h) && !whole && pgno <= db_pages) {
 			rc = xor_out_range(fd, h.page_size, pgno, pgno, old,
 					   &sum, err);
 			if (rc < 0)
 				goto out;
 		}
-		if (!ltx_header_is_snapshot(&h) && pgno > grown + 1)
+		if (!ltx_header_is_snapshot(&h) && !whole && pgno > grown + 1)
 			xor_in_zero_range(h.page_size, grown + 1, pgno - 1,
 					  old, &sum);
 		if (pgno > grown)
@@ -248,13 +253,13 @@ int ltx_dbfile_apply(int fd, ltx_decoder *dec, uint64_t *io_checksum,
 	rc = ltx_decoder_finish(dec, &t);
 	if (rc < 0)
 		goto out_dec;
-	if (!ltx_header_is_snapshot(&h) && db_pages > h.commit) {
+	if (!ltx_header_is_snapshot(&h) && !whole && db_pages > h.commit) {
 		rc = xor_out_range(fd, h.page_size, (uint64_t)h.commit + 1,
 				   db_pages, old, &sum, err);
 		if (rc < 0)
 			goto out;
 	}
-	if (!ltx_header_is_snapshot(&h) && h.commit > grown)
+	if (!ltx_header_is_snapshot(&h) && !whole && h.commit > grown)
 		xor_in_zero_range(h.page_size, grown + 1, h.commit, old, &sum);
 	rc = lib_io_ftruncate(fd, (off_t)h.commit * h.page_size);
 	if (rc < 0) {

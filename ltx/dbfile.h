@@ -31,7 +31,10 @@ int ltx_dbfile_encode(int fd, const ltx_header *tmpl, int zstd_level,
 
 /* Applies the LTX read by dec (header not yet read) to the database in
  * fd. *io_checksum is the database's current checksum; the header's
- * pre-apply checksum must match unless the file is a snapshot. On success
+ * pre-apply checksum must match unless the file is a snapshot. A file
+ * whose page size differs from the database header's (a VACUUM after
+ * PRAGMA page_size) holds every page, and its post-apply checksum counts
+ * only them, as a snapshot's does. On success
  * *io_checksum is the post-apply checksum, verified against the pages
  * written. The LTX should be verified first (ltx_decoder_verify) by a
  * caller that needs the database untouched when the file is corrupt. */

@@ -424,6 +424,49 @@ static void test_apply_snapshot(void **state)
 	close(db);
 }
 
+/* A transaction that changes the page size (VACUUM after PRAGMA
+ * page_size) holds every page; applied over the old file, its checksum
+ * is its pages' alone (the old pages are all gone), as on a replica. */
+static void check_page_size_change(uint32_t old_ps, uint32_t old_pages,
+				   uint32_t new_ps, uint32_t new_pages)
+{
+	int db = tu_memfd(), want = tu_memfd();
+	ltx_header tmpl;
+	tu_buf ltx = TU_BUF_INIT;
+	ltx_trailer tr;
+	ltx_err err;
+	ltx_header h;
+	uint64_t sum;
+	int rc;
+
+	tu_write_db(db, old_ps, old_pages, 3, true);
+	tu_write_db(want, new_ps, new_pages, 4, true);
+	sum = tu_db_checksum_ref(db, old_ps);
+	tmpl = tu_header(0, new_ps, 0, 7, sum);
+	assert_int_equal(ltx_dbfile_encode(want, &tmpl, 0, tu_buf_write, &ltx,
+					   &tr, &err), 0);
+	rc = apply_buf(db, &ltx, &sum, &h, &err);
+	if (rc)
+		fail_msg("%u x %u -> %u x %u: %s", old_pages, old_ps, new_pages,
+			 new_ps, err.msg);
+	assert_false(ltx_header_is_snapshot(&h));
+	assert_int_equal(sum, tr.post_apply_checksum);
+	assert_int_equal(sum, tu_db_checksum_ref(want, new_ps));
+	assert_same_file(db, want);
+	tu_buf_free(&ltx);
+	close(db);
+	close(want);
+}
+
+static void test_apply_page_size_change(void **state)
+{
+	(void)state;
+	check_page_size_change(4096, 14, 1024, 52);  /* smaller, shorter */
+	check_page_size_change(4096, 3, 1024, 20);   /* smaller, longer */
+	check_page_size_change(1024, 52, 8192, 7);   /* larger */
+	check_page_size_change(512, 3, 65536, 2);
+}
+
 /* A chain: snapshot, then increments, each from the one before. */
 static void test_apply_chain(void **state)
 {
@@ -561,6 +604,7 @@ int main(void)
 		cmocka_unit_test(test_apply_increments),
 		cmocka_unit_test(test_apply_grow_with_gap),
 		cmocka_unit_test(test_apply_snapshot),
+		cmocka_unit_test(test_apply_page_size_change),
 		cmocka_unit_test(test_apply_chain),
 		cmocka_unit_test(test_apply_refuses_pre_apply_mismatch),
 		cmocka_unit_test(test_apply_reports_post_apply_mismatch),
