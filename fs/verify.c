@@ -162,7 +162,7 @@ int fs_verify_db(const char *data_dir, const char *name, char *msg,
 		return -ENAMETOOLONG;
 	}
 	snprintf(path, sizeof(path), "%s/verify.XXXXXX", dir);
-	scratch = mkstemp(path);
+	scratch = mkostemp(path, O_CLOEXEC);
 	if (scratch < 0) {
 		rc = -errno;
 		snprintf(msg, msglen, "cannot create a scratch file in %s: %s",
