@@ -293,8 +293,8 @@ static int wait_child(const rep_dbcopy *c, pid_t pid, int fd, char *msg,
 			ci = (int)np;
 			pf[np++] = (struct pollfd){c->client_fd, POLLRDHUP, 0};
 		}
-		if (left > (eof ? 5 : REP_DBCOPY_TICK_MS))
-			left = eof ? 5 : REP_DBCOPY_TICK_MS;
+		if (left > (eof ? 1 : REP_DBCOPY_TICK_MS))
+			left = eof ? 1 : REP_DBCOPY_TICK_MS;
 		if (poll(pf, np, (int)left) < 0 && errno != EINTR) {
 			*why = strerror(errno);
 			return -ECHILD;
