@@ -5,6 +5,7 @@
 #include "cfg.h"
 #include "cmd.h"
 #include "config.h"
+#include "replica/dbcopy.h"
 
 static void usage(FILE *f)
 {
@@ -58,6 +59,10 @@ int main(int argc, char **argv)
 		return cmd_export(argc - 1, argv + 1);
 	if (strcmp(argv[1], "import") == 0)
 		return cmd_import(argc - 1, argv + 1);
+	/* Internal, not in the usage: the copy of GET /export and POST
+	 * /import, which the daemon runs as a child (replica/dbcopy.h). */
+	if (strcmp(argv[1], REP_DBCOPY_CMD) == 0)
+		return rep_dbcopy_main(argc - 1, argv + 1);
 	if (strcmp(argv[1], "promote") == 0)
 		return cmd_promote(argc - 1, argv + 1);
 	if (strcmp(argv[1], "ltx") == 0)

@@ -721,7 +721,7 @@ static bool from_self(fuse_req_t req)
 	if (ctx->pid == getpid())
 		return true;
 	snprintf(path, sizeof(path), "/proc/%d/status", (int)ctx->pid);
-	f = fopen(path, "r");
+	f = fopen(path, "re");
 	if (!f)
 		return false;
 	while (fgets(line, sizeof(line), f)) {

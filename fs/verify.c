@@ -58,7 +58,7 @@ static int scratch_file(const char *dir, char *msg, size_t msglen)
 	int fd, rc;
 
 	snprintf(path, sizeof(path), "%s/verify.XXXXXX", dir);
-	fd = mkstemp(path);
+	fd = mkostemp(path, O_CLOEXEC);
 	if (fd < 0) {
 		rc = -errno;
 		snprintf(msg, msglen, "cannot create a scratch file in %s: %s",

@@ -22,6 +22,7 @@
  */
 #include "node_i.h"
 
+#include "dbcopy.h"
 #include "lease.h"
 
 #include <arpa/inet.h>
@@ -31,7 +32,6 @@
 #include <limits.h>
 #include <microhttpd.h>
 #include <netdb.h>
-#include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +44,11 @@
 #include "lib/io.h"
 #include "lib/log.h"
 
-#define SQLITE_BUSY_WAIT_MS 30000
+/* An export or import copy (replica/dbcopy.h) is stopped after
+ * COPY_BASE_MS (SQLite waits up to 30 s for locks) plus COPY_MS_PER_MIB
+ * for each MiB of the database: 1 MiB/s, far below what a disk does. */
+#define COPY_BASE_MS 60000
+#define COPY_MS_PER_MIB 1000
 /*
  * What a peer can hold before it has shown the token (docs/PROTOCOL.md,
  * "Connection limits"). A connection that has not yet sent its request
@@ -150,82 +154,80 @@ static bool valid_db_name(const char *s)
 			   strcmp(s + n - 4, "-pos") == 0));
 }
 
-static int busy_handler(void *ctx, int count)
+static bool node_stopping(void *ctx, const char **why)
 {
-	(void)ctx;
-	if (count * 10 >= SQLITE_BUSY_WAIT_MS)
-		return 0;
-	usleep(10000);
-	return 1;
+	rep_node *n = ctx;
+	bool stopping;
+
+	pthread_mutex_lock(&n->mu);
+	stopping = n->stopping;
+	pthread_mutex_unlock(&n->mu);
+	if (stopping)
+		*why = "the node is stopping";
+	return stopping;
 }
 
-/* A copy that failed part way (SQLITE_FULL, say) leaves dst with a hot
- * journal, which SQLite rolls back at the next read: read it now, so the
- * space the copy took is given back at once. */
-static void rollback_dst(const char *dst)
+/* Copies src into dst in a child process (replica/dbcopy.h: no SQLite
+ * connection on the mount runs in the daemon), killed after
+ * COPY_BASE_MS plus COPY_MS_PER_MIB for each MiB of size, when the client
+ * of c hangs up, or when the node stops. rep_dbcopy_run's returns. */
+static int run_copy(rep_node *n, struct MHD_Connection *c, const char *src,
+		    const char *dst, uint64_t size, char *err, size_t errlen)
 {
-	sqlite3 *d = NULL;
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
+		c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	rep_dbcopy dc = {
+		.src = src,
+		.dst = dst,
+		.timeout_ms = COPY_BASE_MS + (int64_t)(size >> 20) *
+						     COPY_MS_PER_MIB,
+		.client_fd = ci ? ci->connect_fd : -1,
+		.cancel = node_stopping,
+		.ctx = n,
+	};
 
-	if (sqlite3_open_v2(dst, &d, SQLITE_OPEN_READWRITE, NULL) ==
-	    SQLITE_OK) {
-		sqlite3_busy_handler(d, busy_handler, NULL);
-		(void)sqlite3_exec(d, "SELECT count(*) FROM sqlite_schema",
-				   NULL, NULL, NULL);
-	}
-	sqlite3_close(d);
+	return rep_dbcopy_run(&dc, err, errlen);
 }
 
-/* Copies src into dst with SQLite's backup API (consistent: it reads in
- * one read transaction and writes in one write transaction). -ENOSPC
- * when the disk filled (dst is rolled back), -EIO for other failures;
- * err says why. */
-static int sqlite_copy(const char *src, const char *dst, bool src_ro,
-		       char *err, size_t errlen)
+/* The status of a copy that failed with rc, when no more specific one
+ * applies: 503 when the node stopping ended it, else 500. */
+static unsigned copy_fail_status(rep_node *n, int rc)
 {
-	sqlite3 *s = NULL, *d = NULL;
-	sqlite3_backup *b;
-	bool started = false, copied = false;
-	int rc;
+	const char *why;
 
-	rc = sqlite3_open_v2(src, &s, src_ro ? SQLITE_OPEN_READONLY :
-					      SQLITE_OPEN_READWRITE, NULL);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_open_v2(dst, &d, SQLITE_OPEN_READWRITE |
-						      SQLITE_OPEN_CREATE, NULL);
-	if (rc != SQLITE_OK) {
-		snprintf(err, errlen, "opening: %s",
-			 sqlite3_errmsg(d ? d : s));
-		goto out;
+	return rc == -ECANCELED && node_stopping(n, &why) ?
+		       MHD_HTTP_SERVICE_UNAVAILABLE :
+		       MHD_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+/* Removes path's SQLite companions (-journal, -wal, -shm). */
+static void unlink_companions(const char *path)
+{
+	static const char *const sfx[] = {"-journal", "-wal", "-shm"};
+	char p[PATH_MAX + 16];
+
+	for (size_t i = 0; i < 3; i++) {
+		snprintf(p, sizeof(p), "%s%s", path, sfx[i]);
+		unlink(p);
 	}
-	sqlite3_busy_handler(s, busy_handler, NULL);
-	sqlite3_busy_handler(d, busy_handler, NULL);
-	b = sqlite3_backup_init(d, "main", s, "main");
-	if (!b) {
-		snprintf(err, errlen, "%s", sqlite3_errmsg(d));
-		rc = SQLITE_ERROR;
-		goto out;
+}
+
+/* Bytes of database name as stored (main file and WAL), for the bound of
+ * its export. */
+static uint64_t stored_size(rep_node *n, const char *name)
+{
+	static const char *const files[] = {"database", "wal"};
+	char path[PATH_MAX];
+	uint64_t size = 0;
+	struct stat st;
+
+	for (size_t i = 0; i < 2; i++) {
+		snprintf(path, sizeof(path), "%s/dbs/%s/%s", n->o.data_dir,
+			 name, files[i]);
+		if (stat(path, &st) == 0)
+			size += (uint64_t)st.st_size;
 	}
-	started = true;
-	for (int tries = 0; tries < SQLITE_BUSY_WAIT_MS / 10; tries++) {
-		rc = sqlite3_backup_step(b, -1);
-		if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
-			break;
-		usleep(10000);
-	}
-	sqlite3_backup_finish(b);
-	copied = rc == SQLITE_DONE;
-	if (copied)
-		rc = SQLITE_OK;
-	else
-		snprintf(err, errlen, "%s", sqlite3_errstr(rc));
-out:
-	sqlite3_close(s);
-	sqlite3_close(d);
-	if (rc == SQLITE_OK)
-		return 0;
-	if (started && !copied)
-		rollback_dst(dst);
-	return rc == SQLITE_FULL ? -ENOSPC : -EIO;
+	return size;
 }
 
 static enum MHD_Result do_export(rep_node *n, struct MHD_Connection *c,
@@ -235,7 +237,7 @@ static enum MHD_Result do_export(rep_node *n, struct MHD_Connection *c,
 	struct MHD_Response *r;
 	struct stat st;
 	enum MHD_Result ret;
-	int fd;
+	int fd, rc;
 
 	if (!valid_db_name(db))
 		return reply_err(c, MHD_HTTP_BAD_REQUEST, "db must name a "
@@ -247,13 +249,12 @@ static enum MHD_Result do_export(rep_node *n, struct MHD_Connection *c,
 	snprintf(dst, sizeof(dst), "%s/.export-%d-%p", n->o.data_dir,
 		 (int)getpid(), (void *)c);
 	unlink(dst);
-	if (sqlite_copy(src, dst, true, err, sizeof(err)) < 0) {
-		char jrnl[PATH_MAX + 16];
-		snprintf(jrnl, sizeof(jrnl), "%s-journal", dst);
+	rc = run_copy(n, c, src, dst, stored_size(n, db), err, sizeof(err));
+	if (rc < 0) {
 		unlink(dst);
-		unlink(jrnl);
+		unlink_companions(dst);
 		log_warn("export of db=%s failed: %s", db, err);
-		return reply_err(c, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
+		return reply_err(c, copy_fail_status(n, rc), err);
 	}
 	fd = open(dst, O_RDONLY | O_CLOEXEC);
 	unlink(dst);
@@ -382,23 +383,26 @@ static enum MHD_Result do_import(rep_node *n, struct MHD_Connection *c,
 	snprintf(dst, sizeof(dst), "%s/%s", n->o.mountpoint, db);
 	d = fs_mount_db(n->mount, db);
 	existed = d && fs_db_has(d, FS_KIND_DB);
-	rc = sqlite_copy(src, dst, true, err, sizeof(err));
+	rc = run_copy(n, c, src, dst, q->size, err, sizeof(err));
 	unlink(src);
-	if (rc < 0 && !existed)
-		unlink(dst); /* rolled back to nothing: not created */
 	/* A WAL-mode upload leaves the -wal and -shm of its reader. */
-	for (size_t i = 0; i < 3; i++) {
-		static const char *const sfx[] = {"-wal", "-shm", "-journal"};
-		char extra[PATH_MAX + 16];
-		snprintf(extra, sizeof(extra), "%s%s", src, sfx[i]);
-		unlink(extra);
+	unlink_companions(src);
+	if (rc < 0 && !existed) {
+		/* Not created after all. A new database is written in
+		 * rollback mode: a killed copy may have left its journal,
+		 * which must not meet a later database of the same name. */
+		char jrnl[PATH_MAX + 16];
+		snprintf(jrnl, sizeof(jrnl), "%s-journal", dst);
+		unlink(dst);
+		unlink(jrnl);
 	}
 	if (rc < 0) {
 		log_warn("import into db=%s failed: %s", db, err);
 		snprintf(body, sizeof(body), "import failed: %s", err);
 		return reply_err(c, rc == -ENOSPC ?
 					    MHD_HTTP_INSUFFICIENT_STORAGE :
-					    MHD_HTTP_CONFLICT, body);
+				    rc == -EIO ? MHD_HTTP_CONFLICT :
+						 copy_fail_status(n, rc), body);
 	}
 	d = fs_mount_db(n->mount, db);
 	p = d ? fs_db_pos(d) : (ltx_pos){0, 0};

@@ -33,7 +33,16 @@
  *     (records per second; consecutive records share WAL transactions),
  *     and its CPU time per record (its start included).
  *
- * Usage: bench_repl [all|lag|throughput|catchup|walapply]
+ *  5. export/import (not part of "all"): a LTXFS_BENCH_XFER_MB (50) MiB
+ *     WAL-mode database of random blobs on the primary; per run the wall
+ *     time of `ltxfs export` from the primary, from the replica, and of
+ *     `ltxfs import` of that export back into the primary (the next
+ *     transaction; its replication is waited for, not timed).
+ *     LTXFS_BENCH_XFER_BASE=/path/to/another/ltxfs: a second primary and
+ *     replica run that daemon binary (the clients are LTXFS_BIN's), and
+ *     each run measures both pairs, in alternating order.
+ *
+ * Usage: bench_repl [all|lag|throughput|catchup|walapply|xfer]
  *
  * Runs per measurement: LTXFS_BENCH_RUNS (default 3), medians reported.
  *
@@ -82,6 +91,7 @@ typedef struct node {
 	int port;         /* this node's HTTP port */
 	int primary_port; /* 0: this node is the primary */
 	pid_t pid;        /* -1 when not running */
+	const char *bin;  /* the daemon's binary: ltxfs_bin unless set */
 	long retention_bytes; /* data.retention-bytes; -1: the default */
 	bool used;
 } node;
@@ -459,7 +469,8 @@ static double node_start(node *n)
 		    setpriority(PRIO_PROCESS, 0,
 				atoi(getenv("LTXFS_BENCH_REPLICA_NICE"))) < 0)
 			_exit(126);
-		execl(ltxfs_bin, ltxfs_bin, "mount", "-c", n->cfg, (char *)NULL);
+		execl(n->bin ? n->bin : ltxfs_bin, "ltxfs", "mount", "-c",
+		      n->cfg, (char *)NULL);
 		_exit(127);
 	}
 	while (!is_mounted(n->mnt)) {
@@ -1012,7 +1023,7 @@ static void bench_throughput(node *pa, node *r1, node *r2, node *pb,
 
 /* Fills db on n with about mb MiB of random blobs in DELETE journal mode,
  * in transactions of 64 MiB; returns the database size in bytes. */
-static uint64_t prefill(node *n, const char *name, int mb)
+static uint64_t prefill(node *n, const char *name, int mb, const char *jm)
 {
 	enum { BLOB = 64 * 1024 };
 	sqlite3 *db = db_open(n->mnt, name, SQLITE_OPEN_READWRITE |
@@ -1027,9 +1038,10 @@ static uint64_t prefill(node *n, const char *name, int mb)
 
 	if (!blob)
 		bench_fail("out of memory");
-	exec(db, "PRAGMA page_size=4096; PRAGMA journal_mode=DELETE; "
-		 "PRAGMA synchronous=NORMAL; "
-		 "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); BEGIN");
+	snprintf(path, sizeof(path), "PRAGMA page_size=4096; "
+		 "PRAGMA journal_mode=%s; PRAGMA synchronous=NORMAL; "
+		 "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); BEGIN", jm);
+	exec(db, path);
 	check(sqlite3_prepare_v2(db, "INSERT INTO t(v) VALUES (?)", -1, &st,
 				 NULL), db, "prepare");
 	for (long i = 0; i < rows; i++) {
@@ -1049,7 +1061,7 @@ static uint64_t prefill(node *n, const char *name, int mb)
 	free(blob);
 	snprintf(path, sizeof(path), "%s/%s", n->mnt, name);
 	bytes = bench_file_size(path);
-	printf("catch-up: %s filled to %.1f MB (%" PRIu64 " pages, TXID %"
+	printf("%s filled to %.1f MB (%" PRIu64 " pages, TXID %"
 	       PRIu64 ") in %.1f s\n", name, (double)bytes / 1e6,
 	       bytes / 4096, pos_txid(n, name), bench_now() - t0);
 	fflush(stdout);
@@ -1143,7 +1155,7 @@ static void bench_catchup(void)
 	write_config(p);
 	node_start(p);
 	r = node_new("cr", p);
-	bytes = prefill(p, db, mb);
+	bytes = prefill(p, db, mb, "DELETE");
 	txid = pos_txid(p, db);
 	printf("catch-up: primary VmHWM after the fill %ld KiB\n",
 	       node_hwm_kib(p));
@@ -1278,6 +1290,109 @@ static void bench_walapply(void)
 	node_stop(p);
 }
 
+/* ---- 5. export and import ------------------------------------------ */
+
+/* Runs `ltxfs VERB --url http://127.0.0.1:PORT DB FILE`; returns its
+ * wall time in seconds. */
+static double xfer_run(const char *verb, const node *n, const char *db,
+		       const char *file)
+{
+	char url[64], what[128];
+	char *argv[] = {(char *)ltxfs_bin, (char *)verb, "--url", url,
+			(char *)db, (char *)file, NULL};
+	double t0 = bench_now();
+	int st;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", n->port);
+	st = run_quiet(argv);
+	if (st != 0) {
+		snprintf(what, sizeof(what), "ltxfs %s %s: status 0x%x", verb,
+			 db, st);
+		node_fail(n, what);
+	}
+	return bench_now() - t0;
+}
+
+/* One pair of nodes of the xfer part, running one daemon binary. */
+struct xfer_pair {
+	const char *label;
+	node *p, *r;
+	uint64_t txid, bytes;
+	double ep[64], er[64], im[64];
+};
+
+static void xfer_pair_start(struct xfer_pair *x, const char *label,
+			    const char *bin, const char *pname,
+			    const char *rname, int mb)
+{
+	x->label = label;
+	x->p = node_new(pname, NULL);
+	x->p->bin = bin;
+	node_start(x->p);
+	x->r = node_new(rname, x->p);
+	x->r->bin = bin;
+	node_start(x->r);
+	x->bytes = prefill(x->p, "xfer.db", mb, "WAL");
+	x->txid = settled_txid(x->p, "xfer.db");
+	wait_txid(x->r, "xfer.db", x->txid, 600);
+}
+
+/* Run i of pair x: export from both nodes, the export back in. */
+static void xfer_pair_run(struct xfer_pair *x, int i, const char *out)
+{
+	const char *db = "xfer.db";
+
+	x->ep[i] = xfer_run("export", x->p, db, out);
+	x->er[i] = xfer_run("export", x->r, db, out);
+	if (bench_file_size(out) < x->bytes)
+		bench_fail("xfer: the export has %" PRIu64 " bytes, the "
+			   "database %" PRIu64, bench_file_size(out),
+			   x->bytes);
+	/* The export back in: the next transaction, replicated (the wait
+	 * is not timed). */
+	x->im[i] = xfer_run("import", x->p, db, out);
+	if (settled_txid(x->p, db) != ++x->txid)
+		node_fail(x->p, "xfer: the import was not one TXID");
+	wait_txid(x->r, db, x->txid, 600);
+	printf("  xfer run %d, %s: export from the primary %.3f s, from the "
+	       "replica %.3f s; import %.3f s\n", i, x->label, x->ep[i],
+	       x->er[i], x->im[i]);
+	fflush(stdout);
+}
+
+static void bench_xfer(void)
+{
+	int nr = runs(), mb = env_int("LTXFS_BENCH_XFER_MB", 50, 1);
+	const char *base = getenv("LTXFS_BENCH_XFER_BASE");
+	struct xfer_pair x[2];
+	int np = base && *base ? 2 : 1;
+	char out[4500];
+
+	xfer_pair_start(&x[0], "LTXFS_BIN", ltxfs_bin, "xp", "xr", mb);
+	if (np == 2)
+		xfer_pair_start(&x[1], "base", base, "bp", "br", mb);
+	snprintf(out, sizeof(out), "%s/xfer-out.db", root);
+	printf("xfer: xfer.db, WAL mode, %.1f MB; ltxfs export/import over "
+	       "127.0.0.1%s%s\n", (double)x[0].bytes / 1e6,
+	       np == 2 ? "; alternated with the base daemon " : "",
+	       np == 2 ? base : "");
+	for (int i = 0; i < nr; i++)
+		for (int j = 0; j < np; j++)
+			xfer_pair_run(&x[(i + j) % np], i, out);
+	unlink(out);
+	for (int j = 0; j < np; j++) {
+		printf("summary: bench_repl: xfer %.0f MB WAL, %s = export "
+		       "%.3f s (primary), %.3f s (replica); import %.3f s "
+		       "(medians of %d)\n", (double)x[j].bytes / 1e6,
+		       x[j].label, bench_median(x[j].ep, nr),
+		       bench_median(x[j].er, nr), bench_median(x[j].im, nr),
+		       nr);
+		node_stop(x[j].r);
+		node_stop(x[j].p);
+	}
+	fflush(stdout);
+}
+
 int main(int argc, char **argv)
 {
 	const char *only = argc > 1 ? argv[1] : "all";
@@ -1339,10 +1454,13 @@ int main(int argc, char **argv)
 	} else if (strcmp(only, "walapply") == 0) {
 		bench_walapply();
 		print_load("after walapply");
+	} else if (strcmp(only, "xfer") == 0) {
+		bench_xfer();
+		print_load("after xfer");
 	} else if (strcmp(only, "lag") != 0 &&
 		   strcmp(only, "throughput") != 0) {
 		bench_fail("usage: bench_repl "
-			   "[all|lag|throughput|catchup|walapply]");
+			   "[all|lag|throughput|catchup|walapply|xfer]");
 	}
 	return 0;
 }

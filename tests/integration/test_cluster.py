@@ -33,6 +33,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import ltxfs_harness as h
@@ -1404,6 +1405,324 @@ def wal_own_mappings():
         cl.stop()
 
 
+def copy_children(pid):
+    """PIDs of the export/import copy processes (`ltxfs __copy-db`) whose
+    parent is pid."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                st = f.read()
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        # The parent PID is the 2nd field after the ")" ending comm.
+        if (int(st[st.rindex(")") + 2:].split()[1]) == pid and
+                b"__copy-db" in argv):
+            out.append(int(d))
+    return out
+
+
+_kcmp = None
+
+
+def same_file(pid1, fd1, pid2, fd2):
+    """Whether fd1 of pid1 and fd2 of pid2 are one open file description
+    (kcmp(2) KCMP_FILE); None when kcmp is not available here."""
+    global _kcmp
+    import ctypes
+    import platform
+    if _kcmp is None:
+        nr = {"x86_64": 312, "aarch64": 272}.get(platform.machine())
+        libc = ctypes.CDLL(None, use_errno=True)
+        _kcmp = (lambda *a: libc.syscall(nr, *a)) if nr else False
+    if not _kcmp:
+        return None
+    r = _kcmp(pid1, pid2, 0, fd1, fd2)
+    return None if r < 0 and ctypes.get_errno() == 38 else r == 0
+
+
+def fd_targets(pid, low=0):
+    out = {}
+    fdir = "/proc/%d/fd" % pid
+    try:
+        fds = os.listdir(fdir)
+    except OSError:
+        return out
+    for fd in fds:
+        if int(fd) < low:
+            continue
+        try:
+            out[int(fd)] = os.readlink(os.path.join(fdir, fd))
+        except OSError:
+            pass
+    return out
+
+
+def inherited_fds(child, daemon):
+    """Descriptors of process child, above stderr, that are open file
+    descriptions of process daemon (a copy process must have inherited
+    none: not /dev/fuse, the daemon's locks, sockets or backing files).
+    Without kcmp(2): those naming /dev/fuse or a socket."""
+    out = []
+    mine = fd_targets(child, 3)
+    theirs = fd_targets(daemon)
+    for cfd, target in sorted(mine.items()):
+        for dfd in theirs:
+            same = same_file(child, cfd, daemon, dfd)
+            if same is None:
+                same = (target == theirs[dfd] and
+                        target.startswith(("/dev/fuse", "socket:")))
+            if same:
+                out.append("%d -> %s (the daemon's %d)" % (cfd, target, dfd))
+                break
+    return out
+
+
+class MapsSampler:
+    """Reads /proc/PID/maps of every node's daemon in a loop on a thread
+    (own_mappings), and the descriptors of any copy process they run
+    (inherited_fds), until stopped."""
+
+    def __init__(self, nodes):
+        self.nodes = nodes
+        self.phase = "start"      # what the test is doing (for messages)
+        self.mapped = []          # (phase, node, maps line)
+        self.bad_fds = []         # (node, child pid, fd line)
+        self.children = set()     # copy processes seen
+        self.samples = 0
+        self.stop_ev = threading.Event()
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        deadline = time.monotonic() + 300
+        while not self.stop_ev.is_set() and time.monotonic() < deadline:
+            for n in self.nodes:
+                pid = n.pid()
+                phase = self.phase
+                self.mapped += [(phase, n.name, m) for m in
+                                own_mappings(pid, n.mnt)]
+                for c in copy_children(pid):
+                    self.children.add(c)
+                    self.bad_fds += [(n.name, c, f)
+                                     for f in inherited_fds(c, pid)]
+            self.samples += 1
+
+    def stop(self):
+        self.stop_ev.set()
+        self.t.join(timeout=30)
+
+
+def xfer_own_mappings():
+    """GET /export and POST /import map nothing through the daemon's own
+    mount (docs/STORAGE.md, "The daemon's own mappings"): SQLite's copy of
+    a WAL-mode database maps its -shm, and runs in a child process, never
+    in the daemon. While a WAL database of about 8 MB is exported from the
+    primary and from the replica, and imported into the primary (once
+    while an application holds the write lock for a second, so the copy
+    waits with its connections open), /proc/PID/maps of both daemons is
+    read in a loop; and the copy process must hold no descriptor the
+    daemon had (only files of the mount and its own files in the data
+    directory). The import is the next transaction and replicates."""
+    t = Timer()
+    tmp = tempfile.mkdtemp(prefix="ltxfs-it-xom-")
+    with Cluster(2) as cl:
+        db = "xom.db"
+        r = start_synced(cl, db, 10, mode="WAL")
+        c = connect(cl.primary.path(db))
+        c.execute("BEGIN")
+        for i in range(2000):
+            c.execute("INSERT INTO t(v) VALUES (randomblob(4000))")
+        c.execute("COMMIT")
+        c.close()
+        cl.wait_synced(db)
+        t.lap("8 MB in WAL mode on both nodes")
+        sampler = MapsSampler(cl.nodes)
+        try:
+            exports = []
+            for node in (cl.primary, r, cl.primary, r):
+                sampler.phase = "export from " + node.name
+                st, body = node.get("/export?db=" + db)
+                check(st == 200, "export from %s: %d %r"
+                      % (node.name, st, body[:200]))
+                exports.append(body)
+            t.lap("4 exports (%d bytes each)" % len(exports[0]))
+            src = os.path.join(tmp, "exported.db")
+            with open(src, "wb") as f:
+                f.write(exports[-1])
+            check(is_wal(src), "the export of a WAL database is not WAL")
+            want = h.content_digest(src)
+            check(want == h.content_digest(cl.primary.path(db)),
+                  "the export differs from the primary's content")
+            with open(src, "rb") as f:
+                data = f.read()
+            before = cl.primary.settled_pos(db)[0]
+            sampler.phase = "import"
+            st, body = http(cl.primary.url + "/import?db=" + db,
+                            method="POST", data=data)
+            check(st == 200, "import: %d %r" % (st, body))
+            # Again, while an application holds the write lock: the copy
+            # waits for it (busy handler) with its connections open.
+            w = connect(cl.primary.path(db))
+            w.execute("BEGIN IMMEDIATE")
+            sampler.phase = "import waiting for the lock"
+            res = {}
+            th = threading.Thread(target=lambda: res.update(
+                r=http(cl.primary.url + "/import?db=" + db, method="POST",
+                       data=data)))
+            th.start()
+            time.sleep(1.0)  # the lock is held this long, on purpose
+            w.execute("COMMIT")
+            w.close()
+            th.join(timeout=60)
+            check("r" in res and res["r"][0] == 200, "import after the "
+                  "lock: %r" % (res.get("r"),))
+            t.lap("2 imports")
+        finally:
+            sampler.stop()
+        log("  %d samples, %d copy processes seen" % (sampler.samples,
+                                                     len(sampler.children)))
+        phases = sorted(set("%s (%s)" % (m[0], m[1]) for m in sampler.mapped))
+        check(not sampler.mapped, "a daemon maps files of its own mount "
+              "during %s: %s" % (", ".join(phases), sampler.mapped[0][2]
+                                 if sampler.mapped else ""))
+        check(sampler.children, "no copy process was seen while an "
+              "import waited a second for the write lock")
+        check(not sampler.bad_fds, "a copy process holds descriptors it "
+              "inherited from the daemon: %s" % sampler.bad_fds[:6])
+        check(cl.primary.pos(db)[0] == before + 2, "the 2 imports are not "
+              "the next 2 transactions: TXID %d after %d"
+              % (cl.primary.pos(db)[0], before))
+        check(h.content_digest(cl.primary.path(db)) == want,
+              "the primary's content after the import")
+        check_identical(cl, db)
+        t.lap("imports replicated, identical")
+        cl.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+LOCK_HOLDER = """
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def hold_write_lock(procs, path):
+    """A process that holds db's write lock (BEGIN IMMEDIATE, nothing
+    written) until it is killed."""
+    p = procs.spawn([sys.executable, "-c", LOCK_HOLDER, path],
+                    stdout=subprocess.PIPE, text=True)
+    check(p.stdout.readline().strip() == "locked", "the lock holder did "
+          "not take the lock")
+    return p
+
+
+def raw_import(node, db, data):
+    """A socket that has sent POST /import?db=db with data as its body
+    and not read the answer."""
+    import socket
+    s = socket.create_connection(("127.0.0.1", node.port), timeout=30)
+    s.sendall(b"POST /import?db=%s HTTP/1.1\r\nHost: x\r\n"
+              b"Content-Length: %d\r\n\r\n" % (db.encode(), len(data)) + data)
+    return s
+
+
+def xfer_cancel():
+    """The copy process of an export/import (a child of the daemon, `ltxfs
+    __copy-db`) is killed when its client hangs up and when the node
+    stops: an import waits for an application's write lock; (1) its client
+    closes the connection: the copy process is gone within seconds, and
+    nothing was imported; (2) the daemon gets SIGTERM: it answers 503 (or
+    closes the connection), kills the copy process and exits 0 within
+    seconds, not after SQLite's 30 s busy wait."""
+    t = Timer()
+    tmp = tempfile.mkdtemp(prefix="ltxfs-it-xc-")
+    with Cluster(1) as cl, h.Procs() as procs:
+        p = cl.primary
+        db = "xc.db"
+        cl.start()
+        simple_txns(p.path(db), 20, mode="WAL")
+        before = p.settled_pos(db)
+        want = h.content_digest(p.path(db))
+        src = os.path.join(tmp, "imp.db")
+        c = connect(src)
+        c.execute("CREATE TABLE imported(v BLOB)")
+        c.execute("INSERT INTO imported VALUES (randomblob(50000))")
+        c.close()
+        with open(src, "rb") as f:
+            data = f.read()
+        pid = p.pid()
+
+        holder = hold_write_lock(procs, p.path(db))
+        sock = raw_import(p, db, data)
+        kids = wait_for(lambda: copy_children(pid), 10,
+                        "a copy process waiting for the lock")
+        t.lap("import waits for the lock (copy process %s)" % kids)
+        sock.close()
+        wait_for(lambda: not any(os.path.exists("/proc/%d" % k)
+                                 for k in kids), 5,
+                 "the copy process gone after the client hung up",
+                 interval=0.02)
+        t.lap("client hung up: copy process gone")
+        p.wait_log("import into db=%s failed: the copy was stopped after "
+                   "[0-9.]+ s: the client hung up" % db, 5)
+        holder.kill()
+        holder.wait()
+        check(p.settled_pos(db) == before, "the cancelled import changed "
+              "the position: %s -> %s" % (before, p.settled_pos(db)))
+        check(h.content_digest(p.path(db)) == want, "the cancelled import "
+              "changed the content")
+        h.integrity_ok(p.path(db))
+
+        holder = hold_write_lock(procs, p.path(db))
+        res = {}
+
+        def post():
+            try:
+                res["r"] = http(p.url + "/import?db=" + db, method="POST",
+                                data=data, timeout=60)
+            except OSError as e:  # the connection closed unanswered
+                res["r"] = (None, str(e).encode())
+        th = threading.Thread(target=post)
+        th.start()
+        kids = wait_for(lambda: copy_children(pid), 10,
+                        "a copy process waiting for the lock")
+        t0 = time.monotonic()
+        p.proc.send_signal(signal.SIGTERM)
+        th.join(timeout=20)
+        check("r" in res, "no answer to the import 20 s after SIGTERM")
+        log("  import during the stop: %s after %.2fs"
+            % (res["r"], time.monotonic() - t0))
+        check(res["r"][0] in (503, None), "import during the stop: %r"
+              % (res["r"],))
+        rc = p.wait_exit(20)
+        dt = time.monotonic() - t0
+        check(rc == 0, "exit code %s after SIGTERM" % rc)
+        check(dt < 10, "the daemon took %.1fs to stop" % dt)
+        check(not any(os.path.exists("/proc/%d" % k) for k in kids),
+              "the copy process outlived the daemon")
+        check(p.log_count("import into db=%s failed: the copy was stopped "
+                          "after [0-9.]+ s: the node is stopping" % db) == 1,
+              "no log line for the import stopped by the node's stop")
+        t.lap("stopped in %.2fs; copy process killed" % dt)
+        holder.kill()
+        holder.wait()
+        cl.start()
+        check(p.settled_pos(db) == before, "after the restart: %s, want %s"
+              % (p.settled_pos(db), before))
+        check(h.content_digest(p.path(db)) == want, "content after the "
+              "restart")
+        cl.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def hot_writer_main(path, seconds, blob, stop_file):
     """Child process: back-to-back large transactions on path until
     stop_file exists, for at most seconds."""
@@ -1852,6 +2171,8 @@ CASES = {
     "wal-long-reader": wal_long_reader,
     "replica-kill9": replica_kill9,
     "wal-own-mappings": wal_own_mappings,
+    "xfer-own-mappings": xfer_own_mappings,
+    "xfer-cancel": xfer_cancel,
     "fairness": fairness,
     "rollback-reader": rollback_reader,
     "reader-timeout": reader_timeout,
