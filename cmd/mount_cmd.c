@@ -121,6 +121,67 @@ static int preflight(const ltxfs_cfg *cfg)
 	return 0;
 }
 
+/* The node's options from the configuration, one concern at a time. The
+ * strings are cfg's (and host's): they outlive rep_node_new, which keeps
+ * copies. */
+static rep_http_opts http_opts(const ltxfs_cfg *cfg)
+{
+	return (rep_http_opts){
+		.addr = cfg->http.addr,
+		.token = cfg->http.token,
+		.max_import_size = cfg->http.max_import_size,
+	};
+}
+
+static rep_etcd_opts etcd_opts(const ltxfs_cfg *cfg)
+{
+	return (rep_etcd_opts){
+		.endpoints = cfg->lease.etcd.endpoints.items,
+		.nendpoints = cfg->lease.etcd.endpoints.count,
+		.prefix = cfg->lease.etcd.prefix,
+		.ttl_ms = cfg->lease.etcd.ttl_ms,
+		.username = cfg->lease.etcd.username,
+		.password = cfg->lease.etcd.password,
+		.tls_ca_file = cfg->lease.etcd.tls_ca_file,
+		.tls_cert_file = cfg->lease.etcd.tls_cert_file,
+		.tls_key_file = cfg->lease.etcd.tls_key_file,
+	};
+}
+
+static rep_lease_opts lease_opts(const ltxfs_cfg *cfg, const char *host)
+{
+	return (rep_lease_opts){
+		.type = cfg->lease.type == CFG_LEASE_ETCD ? REP_LEASE_ETCD
+							   : REP_LEASE_STATIC,
+		.candidate = cfg->lease.candidate,
+		.advertise_url = cfg->lease.advertise_url,
+		.primary_url = cfg->lease.primary_url,
+		.hostname = cfg->lease.hostname[0] ? cfg->lease.hostname : host,
+		.etcd = etcd_opts(cfg),
+	};
+}
+
+static rep_retention_opts retention_opts(const ltxfs_cfg *cfg)
+{
+	return (rep_retention_opts){
+		.ms = cfg->data.retention_ms,
+		.bytes = cfg->data.retention_bytes,
+	};
+}
+
+static void node_opts(const ltxfs_cfg *cfg, uint64_t node_id,
+		      const char *host, rep_node_opts *out)
+{
+	*out = (rep_node_opts){
+		.data_dir = cfg->data.dir,
+		.mountpoint = cfg->fuse.dir,
+		.node_id = node_id,
+		.http = http_opts(cfg),
+		.lease = lease_opts(cfg, host),
+		.retention = retention_opts(cfg),
+	};
+}
+
 struct stopper {
 	sigset_t set;
 	fs_mount *m;
@@ -186,29 +247,7 @@ int cmd_mount(int argc, char **argv)
 		goto out;
 	}
 	gethostname(host, sizeof(host) - 1);
-	ro.data_dir = cfg.data.dir;
-	ro.mountpoint = cfg.fuse.dir;
-	ro.node_id = node_id;
-	ro.http_addr = cfg.http.addr;
-	ro.token = cfg.http.token;
-	ro.max_import_size = cfg.http.max_import_size;
-	ro.candidate = cfg.lease.candidate;
-	ro.advertise_url = cfg.lease.advertise_url;
-	ro.primary_url = cfg.lease.primary_url;
-	ro.hostname = cfg.lease.hostname[0] ? cfg.lease.hostname : host;
-	ro.retention_ms = cfg.data.retention_ms;
-	ro.retention_bytes = cfg.data.retention_bytes;
-	if (cfg.lease.type == CFG_LEASE_ETCD) {
-		ro.etcd_endpoints = cfg.lease.etcd.endpoints.items;
-		ro.etcd_nendpoints = cfg.lease.etcd.endpoints.count;
-		ro.etcd_prefix = cfg.lease.etcd.prefix;
-		ro.etcd_ttl_ms = cfg.lease.etcd.ttl_ms;
-		ro.etcd_username = cfg.lease.etcd.username;
-		ro.etcd_password = cfg.lease.etcd.password;
-		ro.etcd_tls_ca_file = cfg.lease.etcd.tls_ca_file;
-		ro.etcd_tls_cert_file = cfg.lease.etcd.tls_cert_file;
-		ro.etcd_tls_key_file = cfg.lease.etcd.tls_key_file;
-	}
+	node_opts(&cfg, node_id, host, &ro);
 	if (rep_node_new(&ro, &node) < 0) {
 		fprintf(stderr, "ltxfs mount: cannot start (see the log above)\n");
 		rc = 1;

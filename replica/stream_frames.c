@@ -35,14 +35,14 @@ static int on_hello(struct rep_cli *c, const rep_frame *f)
 	c->hello_epoch = f->epoch;
 	pthread_mutex_lock(&n->mu);
 	mine = n->cluster_id;
-	if (n->primary_node != node) {
+	if (n->follow.primary_node != node) {
 		/* What another primary had says nothing of this one. */
-		for (size_t i = 0; i < n->nremotes; i++) {
-			n->remotes[i].pos = (ltx_pos){0, 0};
-			n->remotes[i].behind_since_ms = 0;
+		for (size_t i = 0; i < n->follow.nremotes; i++) {
+			n->follow.remotes[i].pos = (ltx_pos){0, 0};
+			n->follow.remotes[i].behind_since_ms = 0;
 		}
 	}
-	n->primary_node = node;
+	n->follow.primary_node = node;
 	pthread_mutex_unlock(&n->mu);
 	if (mine && cluster != mine) {
 		rep_cli_why(c, "the primary belongs to cluster %016" PRIx64
@@ -57,7 +57,7 @@ static int on_hello(struct rep_cli *c, const rep_frame *f)
 	log_info("streaming from primary %016" PRIx64 " (%s), epoch %" PRIu64,
 		 node, url, f->epoch);
 	pthread_mutex_lock(&n->mu);
-	n->connected = true;
+	n->follow.connected = true;
 	pthread_mutex_unlock(&n->mu);
 	return 0;
 }
@@ -329,7 +329,7 @@ int rep_cli_on_frame(struct rep_cli *c, const rep_frame *f)
 		bool moved;
 		pthread_mutex_lock(&n->mu);
 		epoch = n->epoch;
-		moved = n->role_gen != c->role_gen;
+		moved = n->role.gen != c->role_gen;
 		if (moved && rep_cli_finishing_locked(c, f))
 			moved = false, epoch = f->epoch;
 		pthread_mutex_unlock(&n->mu);
@@ -345,7 +345,7 @@ int rep_cli_on_frame(struct rep_cli *c, const rep_frame *f)
 		}
 	}
 	pthread_mutex_lock(&n->mu);
-	n->last_frame_ms = lib_clock_wall_ms();
+	n->follow.last_frame_ms = lib_clock_wall_ms();
 	pthread_mutex_unlock(&n->mu);
 	/* Records received are applied before any news about them (as
 	 * far as local readers let them). */
