@@ -1,4 +1,4 @@
-/* Tests of cmd/cfg.c: defaults, every key, ${VAR} expansion, errors that
+/* Tests of cmd/cfg*.c: defaults, every key, ${VAR} expansion, errors that
  * name the key and line, and the round trip of `ltxfs config --defaults`. */
 #include <errno.h>
 #include <setjmp.h>
