@@ -56,6 +56,7 @@ typedef struct ltxfs_cfg {
 		char *addr;  /* listen address, "[host]:port" */
 		char *token; /* cluster bearer token; "" = no auth */
 		int64_t max_import_size; /* POST /import bodies; 0 = no cap */
+		int64_t ready_max_lag_ms; /* GET /readyz; >= 1 */
 	} http;
 	struct {
 		int type; /* enum cfg_lease_type */

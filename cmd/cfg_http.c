@@ -21,6 +21,12 @@ static const struct cfg_key keys[] = {
 	 .help = "Largest database POST /import (ltxfs import) takes, in\n"
 		 "bytes; larger ones get 413. 0: no cap but the data\n"
 		 "directory's free space."},
+	{.name = "http.ready-max-lag", .type = T_DURATION,
+	 .off = CFG_OFF(http.ready_max_lag_ms), .def = "10s", .min = 1,
+	 .max = INT64_MAX,
+	 .help = "GET /readyz: a replica is not ready while it has not\n"
+		 "caught up with the primary, or has heard nothing from it,\n"
+		 "or is behind it, for longer than this."},
 };
 
 /* http.token from $LTXFS_TOKEN when the file has no such key. */

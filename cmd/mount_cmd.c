@@ -130,6 +130,7 @@ static rep_http_opts http_opts(const ltxfs_cfg *cfg)
 		.addr = cfg->http.addr,
 		.token = cfg->http.token,
 		.max_import_size = cfg->http.max_import_size,
+		.ready_max_lag_ms = cfg->http.ready_max_lag_ms,
 	};
 }
 

@@ -143,8 +143,7 @@ void rep_handoff_stop(rep_node *n)
 
 	pthread_mutex_lock(&n->handoff_mu);
 	l->ops->stop(l);
-	if (!l->ops->fixed && l->ops->held(l))
-		rep_drain(n);
+	rep_drain(n); /* nothing unless the role is PRIMARY */
 	l->ops->release(l, "shutting down", false);
 	pthread_mutex_unlock(&n->handoff_mu);
 }

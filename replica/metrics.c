@@ -389,6 +389,13 @@ char *rep_metrics_text(rep_node *n)
 		"is open\n# TYPE ltxfs_stream_connected gauge\n"
 		"ltxfs_stream_connected %d\n", n->follow.connected);
 	pthread_mutex_unlock(&n->mu);
+	{
+		char why[400];
+		add(&t, "# HELP ltxfs_ready 1 when GET /readyz answers 200 "
+			"(this node can serve an application)\n"
+			"# TYPE ltxfs_ready gauge\nltxfs_ready %d\n",
+		    rep_node_ready(n, why, sizeof(why)));
+	}
 	lease_metrics(n, &t);
 	add(&t, "# HELP ltxfs_connected_replicas Streams served now\n"
 		"# TYPE ltxfs_connected_replicas gauge\n"

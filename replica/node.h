@@ -37,7 +37,12 @@ typedef struct rep_http_opts {
 	const char *addr;            /* "[host]:port", "host:port", ":port" */
 	const char *token;           /* "": no authentication */
 	int64_t max_import_size;     /* POST /import body; 0: no cap */
+	int64_t ready_max_lag_ms;    /* GET /readyz: a replica further
+				      * behind is not ready; 0: the
+				      * default, REP_READY_MAX_LAG_MS */
 } rep_http_opts;
+
+#define REP_READY_MAX_LAG_MS 10000
 
 enum rep_lease_type {
 	REP_LEASE_STATIC = 0,
@@ -113,6 +118,11 @@ int rep_node_primary_url(rep_node *n, char *buf, size_t len);
 /* Whether a replica is connected to the primary and has caught up with
  * it once on this stream (the primary: always). */
 bool rep_node_caught_up(rep_node *n);
+/* Whether this node can serve an application now (GET /readyz; the rules
+ * are in ready.c): the primary once it serves, a replica once caught up
+ * and while within http.ready-max-lag of the primary. When not, why
+ * holds one line saying why. */
+bool rep_node_ready(rep_node *n, char *why, size_t len);
 
 /* Waits until database db has reached TXID txid (applied on a replica,
  * committed on the primary), or the deadline (CLOCK_MONOTONIC, ns)

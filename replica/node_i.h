@@ -60,6 +60,7 @@ typedef struct rep_follow {
 				  * be applied (stream_apply.c) */
 	bool connected;          /* HELLO received on the open stream */
 	bool ready;              /* caught up once on this stream */
+	bool caught_up_once;     /* ... on any stream since the start */
 	int64_t last_frame_ms;
 	uint64_t primary_node;   /* from HELLO */
 	rep_remote *remotes;

@@ -14,8 +14,9 @@
  *   |           |                         stop, POST /handoff        |
  *   +--lease released or lost-- DRAINING <---------------------------+
  *               |                  |
- *               +----> STOPPED <---+   (rep_node_stop; also from INIT,
- *                                       and from PRIMARY: static lease)
+ *               +----> STOPPED <---+   (rep_node_stop; also from INIT:
+ *                                       a node that never started; a
+ *                                       primary always drains first)
  *
  * Invariants of each state (assert_role_state checks what it can see):
  *   INIT       rep_node_new has not decided; no thread runs; not
@@ -66,8 +67,7 @@ static const bool allowed[REP_ROLE_COUNT][REP_ROLE_COUNT] = {
 			      [REP_ROLE_STOPPED] = true},
 	[REP_ROLE_PROMOTING] = {[REP_ROLE_PRIMARY] = true},
 	[REP_ROLE_PRIMARY] = {[REP_ROLE_REPLICA] = true,
-			      [REP_ROLE_DRAINING] = true,
-			      [REP_ROLE_STOPPED] = true},
+			      [REP_ROLE_DRAINING] = true},
 	[REP_ROLE_DRAINING] = {[REP_ROLE_REPLICA] = true,
 			       [REP_ROLE_STOPPED] = true},
 	[REP_ROLE_STOPPED] = {false},

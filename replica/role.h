@@ -53,7 +53,8 @@ int rep_role_lead(struct rep_node *n, uint64_t epoch);
  * read-only). -EPERM, without an assert, when not PRIMARY: a drain
  * asked of a replica is not a bug. */
 int rep_role_drain(struct rep_node *n);
-/* -> STOPPED, from any state but PROMOTING. */
+/* -> STOPPED, from INIT, REPLICA or DRAINING (a primary drains first:
+ * rep_node_stop). */
 int rep_role_stop(struct rep_node *n);
 
 void rep_role_free(rep_role_sm *r);

@@ -6,9 +6,10 @@
  * needs the token, whether it takes a body, and its handler. The rules
  * that follow from the table, in one place (handler()):
  *   - an unknown path gets 404 "no such endpoint", a known path with
- *     another method 405 "method not allowed";
- *   - with http.token set, every request to a route that needs it (and
- *     to any unknown path) must carry "Authorization: Bearer <token>";
+ *     another method 405 "method not allowed" and an Allow header;
+ *   - with http.token set, every request to a route that needs it (all
+ *     but the health checks /healthz and /readyz, and any unknown path)
+ *     must carry "Authorization: Bearer <token>";
  *     otherwise 401 and a log line naming the peer;
  *   - a request that announces a body to a route that takes none gets
  *     413 (or the 404/405 of a wrong path or method).
@@ -189,6 +190,19 @@ static enum MHD_Result do_stream(rep_node *n, struct MHD_Connection *c,
 	return ret;
 }
 
+/* GET /readyz (ready.c): 200 "ready", or 503 and why. */
+static enum MHD_Result do_readyz(rep_node *n, struct MHD_Connection *c,
+				 rep_req *q)
+{
+	char why[400];
+
+	(void)q;
+	if (rep_node_ready(n, why, sizeof(why)))
+		return rep_reply_text(c, MHD_HTTP_OK, "text/plain",
+				      "ready\n");
+	return rep_reply_err(c, MHD_HTTP_SERVICE_UNAVAILABLE, why);
+}
+
 static enum MHD_Result reply_status(struct MHD_Connection *c, unsigned st,
 				    const char *msg)
 {
@@ -234,6 +248,7 @@ static enum MHD_Result do_promote(rep_node *n, struct MHD_Connection *c,
 static const rep_route routes[] = {
 	/* path        methods   token  body   handler */
 	{"/healthz", GET_HEAD, false, false, do_healthz, NULL, NULL},
+	{"/readyz", GET_HEAD, false, false, do_readyz, NULL, NULL},
 	{"/info", GET_HEAD, true, false, do_info, NULL, NULL},
 	{"/metrics", GET_HEAD, true, false, do_metrics, NULL, NULL},
 	{"/stream", GET_HEAD, true, false, do_stream, NULL, NULL},
@@ -270,11 +285,37 @@ unsigned rep_route_match(const char *method, const char *path,
 	return MHD_HTTP_NOT_FOUND;
 }
 
-static enum MHD_Result reply_route(struct MHD_Connection *c, unsigned st)
+/* 404, or 405 with the methods the route takes in Allow. */
+static enum MHD_Result reply_route(struct MHD_Connection *c, unsigned st,
+				   const rep_route *r)
 {
-	return rep_reply_err(c, st, st == MHD_HTTP_NOT_FOUND
-					    ? "no such endpoint"
-					    : "method not allowed");
+	static const struct {
+		unsigned bit;
+		const char *name;
+	} names[] = {{REP_M_GET, "GET"}, {REP_M_HEAD, "HEAD"},
+		     {REP_M_POST, "POST"}};
+	struct MHD_Response *resp;
+	char allow[32] = "";
+	enum MHD_Result ret;
+	const char *text = "method not allowed\n";
+
+	if (st == MHD_HTTP_NOT_FOUND || !r)
+		return rep_reply_err(c, st, "no such endpoint");
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (r->methods & names[i].bit)
+			snprintf(allow + strlen(allow),
+				 sizeof(allow) - strlen(allow), "%s%s",
+				 allow[0] ? ", " : "", names[i].name);
+	resp = MHD_create_response_from_buffer(strlen(text), (void *)text,
+					       MHD_RESPMEM_PERSISTENT);
+	if (!resp)
+		return MHD_NO;
+	MHD_add_response_header(resp, "Content-Type",
+				"text/plain; charset=utf-8");
+	MHD_add_response_header(resp, "Allow", allow);
+	ret = MHD_queue_response(c, st, resp);
+	MHD_destroy_response(resp);
+	return ret;
 }
 
 /* Whether the request announces a body (any length but 0). */
@@ -329,7 +370,7 @@ static enum MHD_Result first_call(rep_node *n, struct MHD_Connection *c,
 		return MHD_YES;
 	q->failed = true;
 	if (st)
-		return reply_route(c, st);
+		return reply_route(c, st, q->route);
 	return rep_reply_err(c, MHD_HTTP_CONTENT_TOO_LARGE,
 			     "this endpoint takes no request body");
 }
@@ -367,7 +408,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c,
 		return MHD_YES; /* answered already */
 	st = rep_route_match(method, url, &q->route);
 	if (st)
-		return reply_route(c, st);
+		return reply_route(c, st, q->route);
 	return q->route->handler(n, c, q);
 }
 

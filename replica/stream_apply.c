@@ -193,6 +193,7 @@ void rep_cli_tell_ready(struct rep_cli *c)
 	c->told_ready = true;
 	pthread_mutex_lock(&n->mu);
 	n->follow.ready = true;
+	n->follow.caught_up_once = true;
 	pthread_mutex_unlock(&n->mu);
 }
 
