@@ -87,6 +87,29 @@ void cfg_strlist_free(cfg_strlist *l)
 	l->count = 0;
 }
 
+void cfg_execlist_free(cfg_execlist *l)
+{
+	for (size_t i = 0; i < l->count; i++)
+		free(l->items[i].cmd);
+	free(l->items);
+	l->items = NULL;
+	l->count = 0;
+}
+
+int cfg_execlist_push(cfg_execlist *l, char *cmd, bool if_candidate)
+{
+	cfg_exec_cmd *items = realloc(l->items,
+				      (l->count + 1) * sizeof(*items));
+
+	if (!items)
+		return -ENOMEM;
+	items[l->count].cmd = cmd;
+	items[l->count].if_candidate = if_candidate;
+	l->count++;
+	l->items = items;
+	return 0;
+}
+
 /* Appends s (taken over on success) to l. Returns 0 or -ENOMEM. */
 static int strlist_push(cfg_strlist *l, char *s)
 {
@@ -99,7 +122,7 @@ static int strlist_push(cfg_strlist *l, char *s)
 	return 0;
 }
 
-static int parse_bool(const char *s, bool *out)
+int cfg_parse_bool(const char *s, bool *out)
 {
 	static const char *const yes[] = {"true", "yes", "on"};
 	static const char *const no[] = {"false", "no", "off"};
@@ -268,6 +291,7 @@ int cfg_key_set(ltxfs_cfg *cfg, const struct cfg_key *k, const char *v,
 		*(char **)f = dup;
 		return 0;
 	case T_LIST:
+	case T_EXEC:
 		rc = check_string(k, v, why, whylen);
 		if (rc < 0)
 			return rc;
@@ -278,12 +302,13 @@ int cfg_key_set(ltxfs_cfg *cfg, const struct cfg_key *k, const char *v,
 		dup = strdup(v);
 		if (!dup)
 			return -ENOMEM;
-		rc = strlist_push(f, dup);
+		rc = k->type == T_EXEC ? cfg_execlist_push(f, dup, false)
+				       : strlist_push(f, dup);
 		if (rc < 0)
 			free(dup);
 		return rc;
 	case T_BOOL:
-		if (parse_bool(v, &b) < 0) {
+		if (cfg_parse_bool(v, &b) < 0) {
 			snprintf(why, whylen,
 				 "\"%s\" is not a boolean (true or false)", v);
 			return -EINVAL;
@@ -349,6 +374,8 @@ void cfg_free(ltxfs_cfg *cfg)
 			free(*(char **)cfg_field(cfg, k));
 		else if (k->type == T_LIST)
 			cfg_strlist_free(cfg_field(cfg, k));
+		else if (k->type == T_EXEC)
+			cfg_execlist_free(cfg_field(cfg, k));
 	}
 	memset(cfg, 0, sizeof(*cfg));
 }

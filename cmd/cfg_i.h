@@ -35,6 +35,8 @@ enum cfg_key_type {
 	T_DURATION, /* int64_t milliseconds, in [min, max] */
 	T_ENUM,     /* int, parsed by parse(), printed from names[] */
 	T_LIST,     /* cfg_strlist; a sequence or a single scalar */
+	T_EXEC,     /* cfg_execlist; a sequence of strings and mappings
+		     * {cmd, if-candidate}, or a single string */
 };
 
 enum cfg_key_flag {
@@ -87,13 +89,18 @@ void *cfg_field(ltxfs_cfg *cfg, const struct cfg_key *k);
 const void *cfg_cfield(const ltxfs_cfg *cfg, const struct cfg_key *k);
 
 /* cfg.c: value conversion. */
-/* Sets the scalar key k (any type; a T_LIST gets one item) from the
- * already-expanded text v. 0, -ENOMEM, or -EINVAL with the reason in
- * why. */
+/* Sets the scalar key k (any type; a T_LIST gets one item, a T_EXEC one
+ * command) from the already-expanded text v. 0, -ENOMEM, or -EINVAL with
+ * the reason in why. */
 int cfg_key_set(ltxfs_cfg *cfg, const struct cfg_key *k, const char *v,
 		char *why, size_t whylen);
 void cfg_strlist_free(cfg_strlist *l);
+void cfg_execlist_free(cfg_execlist *l);
+/* Appends a command (cmd taken over on success). 0 or -ENOMEM. */
+int cfg_execlist_push(cfg_execlist *l, char *cmd, bool if_candidate);
 void cfg_format_duration(int64_t ms, char *buf, size_t len);
+/* true/yes/on, false/no/off, any case: 0 or -EINVAL. */
+int cfg_parse_bool(const char *s, bool *out);
 
 /* cfg_load.c, for the sections' finish: the configuration being loaded,
  * the line a key was set on (0: not in the file), and an error naming

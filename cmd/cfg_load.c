@@ -202,15 +202,18 @@ static int load_scalar(struct cfg_loader *ld, const struct cfg_key *k,
 	int rc;
 
 	if (n->type != YAML_SCALAR_NODE)
-		return cfg_loader_error(ld, node_line(n), "%s: expected %s, not %s",
-				  k->name,
-				  k->type == T_LIST ? "a list or a string"
-						    : "a single value",
-				  node_kind(n));
+		return cfg_loader_error(ld, node_line(n),
+					"%s: expected %s, not %s", k->name,
+					k->type == T_LIST ? "a list or a string"
+					: k->type == T_EXEC
+						? "a string or a mapping (cmd, "
+						  "if-candidate)"
+						: "a single value",
+					node_kind(n));
 	if (strlen((const char *)n->data.scalar.value) !=
 	    n->data.scalar.length)
-		return cfg_loader_error(ld, node_line(n), "%s: value contains NUL",
-				  k->name);
+		return cfg_loader_error(ld, node_line(n),
+					"%s: value contains NUL", k->name);
 	rc = expand_env(ld, node_line(n), k->name,
 			(const char *)n->data.scalar.value, &v);
 	if (rc < 0)
@@ -219,6 +222,93 @@ static int load_scalar(struct cfg_loader *ld, const struct cfg_key *k,
 	if (rc == -EINVAL)
 		rc = cfg_loader_error(ld, node_line(n), "%s: %s", k->name, why);
 	free(v);
+	return rc;
+}
+
+/* A scalar's text, ${VAR} expanded (*out malloc'd), or an error naming
+ * key. */
+static int load_text(struct cfg_loader *ld, const char *key,
+		     const yaml_node_t *n, char **out)
+{
+	if (n->type != YAML_SCALAR_NODE)
+		return cfg_loader_error(ld, node_line(n), "%s: expected a "
+					"single value, not %s", key,
+					node_kind(n));
+	if (strlen((const char *)n->data.scalar.value) !=
+	    n->data.scalar.length)
+		return cfg_loader_error(ld, node_line(n),
+					"%s: value contains NUL", key);
+	return expand_env(ld, node_line(n), key,
+			  (const char *)n->data.scalar.value, out);
+}
+
+/* One exec item written as a mapping: {cmd: "...", if-candidate: bool}. */
+static int load_exec_map(struct cfg_loader *ld, const struct cfg_key *k,
+			 const yaml_node_t *map)
+{
+	char *cmd = NULL, *v = NULL, key[64];
+	bool if_candidate = false, seen_ic = false;
+	int rc = 0;
+
+	for (yaml_node_pair_t *pair = map->data.mapping.pairs.start;
+	     rc == 0 && pair < map->data.mapping.pairs.top; pair++) {
+		yaml_node_t *kn = yaml_document_get_node(ld->doc, pair->key);
+		yaml_node_t *vn = yaml_document_get_node(ld->doc, pair->value);
+		const char *name = kn->type == YAML_SCALAR_NODE
+					   ? (const char *)kn->data.scalar.value
+					   : "";
+		snprintf(key, sizeof(key), "%s.%s", k->name, name);
+		if (strcmp(name, "cmd") == 0 && !cmd) {
+			rc = load_text(ld, key, vn, &cmd);
+			if (rc == 0 && !cmd[0])
+				rc = cfg_loader_error(ld, node_line(vn),
+						      "%s: must not be empty",
+						      key);
+		} else if (strcmp(name, "if-candidate") == 0 && !seen_ic) {
+			seen_ic = true;
+			rc = load_text(ld, key, vn, &v);
+			if (rc == 0 && cfg_parse_bool(v, &if_candidate) < 0)
+				rc = cfg_loader_error(ld, node_line(vn),
+						      "%s: \"%s\" is not a "
+						      "boolean (true or false)",
+						      key, v);
+			free(v);
+			v = NULL;
+		} else {
+			rc = cfg_loader_error(ld, node_line(kn),
+					      "%s: unknown or repeated key "
+					      "\"%s\" (an item has cmd and "
+					      "if-candidate)", k->name, name);
+		}
+	}
+	if (rc == 0 && !cmd)
+		rc = cfg_loader_error(ld, node_line(map),
+				      "%s: an item without cmd", k->name);
+	if (rc == 0)
+		rc = cfg_execlist_push(cfg_field(ld->cfg, k), cmd,
+				       if_candidate);
+	if (rc < 0)
+		free(cmd);
+	return rc;
+}
+
+/* exec: a string, or a sequence of strings and mappings. */
+static int load_exec(struct cfg_loader *ld, const struct cfg_key *k,
+		     const yaml_node_t *n)
+{
+	int rc = 0;
+
+	cfg_execlist_free(cfg_field(ld->cfg, k));
+	if (n->type != YAML_SEQUENCE_NODE)
+		return n->type == YAML_MAPPING_NODE ? load_exec_map(ld, k, n)
+						    : load_scalar(ld, k, n);
+	for (yaml_node_item_t *it = n->data.sequence.items.start;
+	     rc == 0 && it < n->data.sequence.items.top; it++) {
+		yaml_node_t *item = yaml_document_get_node(ld->doc, *it);
+		rc = item->type == YAML_MAPPING_NODE
+			     ? load_exec_map(ld, k, item)
+			     : load_scalar(ld, k, item);
+	}
 	return rc;
 }
 
@@ -233,6 +323,9 @@ static int load_key(struct cfg_loader *ld, const struct cfg_key *k,
 		case T_LIST:
 			cfg_strlist_free(cfg_field(ld->cfg, k));
 			return 0;
+		case T_EXEC:
+			cfg_execlist_free(cfg_field(ld->cfg, k));
+			return 0;
 		case T_STR:
 			rc = cfg_key_set(ld->cfg, k, "", why, sizeof(why));
 			if (rc == -EINVAL)
@@ -244,6 +337,8 @@ static int load_key(struct cfg_loader *ld, const struct cfg_key *k,
 					  k->name);
 		}
 	}
+	if (k->type == T_EXEC)
+		return load_exec(ld, k, n);
 	if (k->type != T_LIST)
 		return load_scalar(ld, k, n);
 	cfg_strlist_free(cfg_field(ld->cfg, k));

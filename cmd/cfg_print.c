@@ -96,6 +96,21 @@ static int print_sections(FILE *f, const char *prev, const char *name,
 	return depth * 2;
 }
 
+/* exec's items: a string, or {cmd, if-candidate: true}. */
+static void print_exec(FILE *f, int indent, const cfg_execlist *l)
+{
+	if (!l->count)
+		fputs(" []", f);
+	for (size_t j = 0; j < l->count; j++) {
+		fprintf(f, "\n%*s- ", indent + 2, "");
+		if (l->items[j].if_candidate)
+			fputs("cmd: ", f);
+		print_quoted(f, l->items[j].cmd);
+		if (l->items[j].if_candidate)
+			fprintf(f, "\n%*sif-candidate: true", indent + 4, "");
+	}
+}
+
 void cfg_print(const ltxfs_cfg *cfg, FILE *f, bool comments)
 {
 	const char *prev = NULL;
@@ -120,7 +135,7 @@ void cfg_print(const ltxfs_cfg *cfg, FILE *f, bool comments)
 		if (comments)
 			print_comment(f, indent, k->help);
 		fprintf(f, "%*s%s:", indent, "", leaf);
-		if (k->type != T_LIST)
+		if (k->type != T_LIST && k->type != T_EXEC)
 			fputc(' ', f);
 		switch (k->type) {
 		case T_STR:
@@ -149,6 +164,9 @@ void cfg_print(const ltxfs_cfg *cfg, FILE *f, bool comments)
 				if (e == *(const int *)v)
 					s = k->names[e];
 			fputs(s, f);
+			break;
+		case T_EXEC:
+			print_exec(f, indent, v);
 			break;
 		case T_LIST:
 			l = v;
