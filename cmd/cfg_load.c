@@ -149,10 +149,11 @@ static int expand_env(struct cfg_loader *ld, size_t line, const char *key,
 		}
 		if (!end || nlen == 0 || isdigit((unsigned char)name[0])) {
 			rc = cfg_loader_error(ld, line,
-					"%s: bad variable reference \"%.*s\" "
-					"(use ${NAME} or ${NAME:-default}; "
-					"$${ for a literal ${)",
-					key, (int)strcspn(p, "}") + 1, p);
+					      "%s: bad variable reference "
+					      "\"%.*s\" (use ${NAME} or "
+					      "${NAME:-default}; $${ for a "
+					      "literal ${)", key,
+					      (int)strcspn(p, "}") + 1, p);
 			goto cleanup;
 		}
 		{
@@ -160,8 +161,8 @@ static int expand_env(struct cfg_loader *ld, size_t line, const char *key,
 
 			if (nlen >= sizeof(vname)) {
 				rc = cfg_loader_error(ld, line,
-						"%s: variable name too long",
-						key);
+						      "%s: variable name too "
+						      "long", key);
 				goto cleanup;
 			}
 			memcpy(vname, name, nlen);
@@ -173,9 +174,9 @@ static int expand_env(struct cfg_loader *ld, size_t line, const char *key,
 				fputs(val, f);
 			} else {
 				rc = cfg_loader_error(ld, line,
-						"environment variable \"%s\" is "
-						"not set (in %s)",
-						vname, key);
+						      "environment variable "
+						      "\"%s\" is not set (in "
+						      "%s)", vname, key);
 				goto cleanup;
 			}
 		}
@@ -329,12 +330,12 @@ static int load_key(struct cfg_loader *ld, const struct cfg_key *k,
 		case T_STR:
 			rc = cfg_key_set(ld->cfg, k, "", why, sizeof(why));
 			if (rc == -EINVAL)
-				rc = cfg_loader_error(ld, node_line(n), "%s: %s",
-						k->name, why);
+				rc = cfg_loader_error(ld, node_line(n),
+						      "%s: %s", k->name, why);
 			return rc;
 		default:
-			return cfg_loader_error(ld, node_line(n), "%s: no value",
-					  k->name);
+			return cfg_loader_error(ld, node_line(n),
+						"%s: no value", k->name);
 		}
 	}
 	if (k->type == T_EXEC)
@@ -368,10 +369,12 @@ static int walk_mapping(struct cfg_loader *ld, const yaml_node_t *map,
 		size_t *seen = NULL;
 
 		if (kn->type != YAML_SCALAR_NODE)
-			return cfg_loader_error(ld, line, "%s%skeys must be strings",
-					  prefix, *prefix ? ": " : "");
+			return cfg_loader_error(ld, line,
+						"%s%skeys must be strings",
+						prefix, *prefix ? ": " : "");
 		snprintf(full, sizeof(full), "%s%s%s", prefix,
-			 *prefix ? "." : "", (const char *)kn->data.scalar.value);
+			 *prefix ? "." : "",
+			 (const char *)kn->data.scalar.value);
 		for (size_t i = 0; i < cfg_nkeys(); i++) {
 			if (strcmp(full, cfg_key_at(i)->name) == 0) {
 				key = cfg_key_at(i);
@@ -385,12 +388,12 @@ static int walk_mapping(struct cfg_loader *ld, const yaml_node_t *map,
 				seen = &ld->section_line[i];
 		}
 		if (!seen)
-			return cfg_loader_error(ld, line, "unknown key \"%s\"", full);
+			return cfg_loader_error(ld, line,
+						"unknown key \"%s\"", full);
 		if (*seen)
 			return cfg_loader_error(ld, line,
-					  "duplicate key \"%s\" (first on line "
-					  "%zu)",
-					  full, *seen);
+						"duplicate key \"%s\" (first on "
+						"line %zu)", full, *seen);
 		*seen = line;
 		if (key) {
 			rc = load_key(ld, key, vn);
@@ -400,8 +403,8 @@ static int walk_mapping(struct cfg_loader *ld, const yaml_node_t *map,
 			rc = 0; /* "fuse:" alone: all defaults */
 		} else {
 			rc = cfg_loader_error(ld, node_line(vn),
-					"%s: expected a mapping of keys, not %s",
-					full, node_kind(vn));
+					      "%s: expected a mapping of keys, "
+					      "not %s", full, node_kind(vn));
 		}
 		if (rc < 0)
 			return rc;
@@ -441,8 +444,8 @@ static int load_yaml(struct cfg_loader *ld, const char *text)
 		rc = walk_mapping(ld, root, "");
 	else if (root && !node_is_null(root))
 		rc = cfg_loader_error(ld, node_line(root),
-				"expected a mapping of keys, not %s",
-				node_kind(root));
+				      "expected a mapping of keys, not %s",
+				      node_kind(root));
 	empty = !root;
 	ld->doc = NULL;
 	yaml_document_delete(&doc);
@@ -453,7 +456,7 @@ static int load_yaml(struct cfg_loader *ld, const char *text)
 	root = yaml_document_get_root_node(&extra);
 	if (root)
 		rc = cfg_loader_error(ld, node_line(root),
-				"more than one YAML document");
+				      "more than one YAML document");
 	yaml_document_delete(&extra);
 	goto cleanup_parser;
 
@@ -462,10 +465,10 @@ syntax:
 		rc = -ENOMEM;
 	else
 		rc = cfg_loader_error(ld, parser.problem_mark.line + 1,
-				"YAML syntax error: %s%s%s",
-				parser.problem ? parser.problem : "unknown",
-				parser.context ? " " : "",
-				parser.context ? parser.context : "");
+				      "YAML syntax error: %s%s%s",
+				      parser.problem ? parser.problem : "unknown",
+				      parser.context ? " " : "",
+				      parser.context ? parser.context : "");
 cleanup_parser:
 	yaml_parser_delete(&parser);
 	return rc;

@@ -434,7 +434,8 @@ bool cmd_exec_signal(cmd_exec *e, int sig)
 		if (e->child) {
 			log_info("exec: signal %d passed on to %s (process "
 				 "group %d); it has %" PRId64 " ms to exit",
-				 sig, e->app ? "the application" : "the command",
+				 sig,
+				 e->app ? "the application" : "the command",
 				 (int)e->child, e->o.grace_ms);
 			kill(-e->child, sig);
 		}

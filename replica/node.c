@@ -114,7 +114,8 @@ rep_remote *rep_remote_get(rep_node *n, const char *name)
 		if (strcmp(n->follow.remotes[i].name, name) == 0)
 			return &n->follow.remotes[i];
 	if (n->follow.nremotes == n->follow.capremotes) {
-		size_t cap = n->follow.capremotes ? n->follow.capremotes * 2 : 8;
+		size_t cap = n->follow.capremotes ? n->follow.capremotes * 2
+						  : 8;
 		rep_remote *p = realloc(n->follow.remotes, cap * sizeof(*p));
 		if (!p)
 			return NULL;
@@ -122,8 +123,8 @@ rep_remote *rep_remote_get(rep_node *n, const char *name)
 		n->follow.capremotes = cap;
 	}
 	memset(&n->follow.remotes[n->follow.nremotes], 0, sizeof(rep_remote));
-	snprintf(n->follow.remotes[n->follow.nremotes].name, sizeof(n->follow.remotes[0].name),
-		 "%s", name);
+	snprintf(n->follow.remotes[n->follow.nremotes].name,
+		 sizeof(n->follow.remotes[0].name), "%s", name);
 	return &n->follow.remotes[n->follow.nremotes++];
 }
 

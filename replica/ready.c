@@ -94,8 +94,9 @@ static bool replica_ready_locked(rep_node *n, char *why, size_t len)
 		return false;
 	}
 	if (behind && ms > limit) {
-		snprintf(why, len, "db=%s is %.1f s (%" PRIu64 " transaction%s) "
-			 "behind the primary (http.ready-max-lag %.1f s)", name,
+		snprintf(why, len, "db=%s is %.1f s (%" PRIu64
+			 " transaction%s) behind the primary "
+			 "(http.ready-max-lag %.1f s)", name,
 			 (double)ms / 1000.0, txids, txids == 1 ? "" : "s",
 			 (double)limit / 1000.0);
 		return false;

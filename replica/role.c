@@ -176,7 +176,8 @@ static void finish_stream_locked(rep_node *n)
 		log_info("%s the former primary's stream before taking writes "
 			 "(%" PRId64 " ms)",
 			 n->follow.in_stream ? "stopped reading" : "finished",
-			 (int64_t)((lib_clock_monotonic_ns() - t0) / NS_PER_MS));
+			 (int64_t)((lib_clock_monotonic_ns() - t0) /
+				   NS_PER_MS));
 }
 
 static void raise_epoch_locked(rep_node *n, uint64_t epoch)
