@@ -769,7 +769,7 @@ int fs_db_capture_super(fs_db *db, const char *sj_name, bool *out_child)
 	 * every child before it deletes the super-journal); the journal is
 	 * finalised later and then ends nothing. */
 	if (rc == 0)
-		rc = end_txn(db, "super-journal deleted");
+		rc = end_txn(db, "its super-journal's deletion");
 out:
 	unlock_db_op(db);
 	notify(db, before);

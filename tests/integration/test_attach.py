@@ -5,7 +5,9 @@ databases").
     test_attach.py modes         (suite fuse) in DELETE, TRUNCATE and
         PERSIST mode, a connection to a.db with b.db and c.db attached
         commits transactions that write two and three of them (and a
-        rollback, and one with a WAL database attached too): every COMMIT
+        rollback; then with locking_mode=EXCLUSIVE, with the main database
+        outside the mount or a local one attached, and with a WAL database
+        attached too): every COMMIT
         succeeds, each database holds its rows, each part is recorded when
         the super-journal is deleted (one TXID per database and commit),
         no super-journal is left in the mount or the data directory, and
@@ -26,6 +28,11 @@ databases").
         the state of a daemon killed after recording the parts but before
         deleting the super-journal (built by putting a copy of it back):
         both parts rolled back, the rollbacks recorded.
+    test_attach.py disk-full     (suite fuse) the first part's record fits
+        in the data directory (a small tmpfs) and the second's does not:
+        COMMIT fails, both databases roll back, the first part and its
+        rollback are both recorded, no super-journal is left; with space
+        again the same transaction commits; `ltxfs verify` is ok.
     test_attach.py cluster       (suite cluster) a replica receives both
         parts of every multi-database commit in the three modes, has the
         same rows and no super-journal.
@@ -35,6 +42,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -195,6 +203,32 @@ def t_modes():
             check_no_strays(n, every)
             print("  %-8s 6 commits across 2-3 databases: TXIDs %s -> %s"
                   % (mode, before, after))
+        # locking_mode=EXCLUSIVE: SQLite truncates each journal instead
+        # of deleting it (zeroing it, without a super-journal).
+        names = ["x-main.db", "x-other.db"]
+        every += names
+        for x in names:
+            create(n, x, "DELETE")
+        before = txids(n, names)
+        c = attach_conn(n, names, "DELETE")
+        try:
+            c.execute("PRAGMA locking_mode=EXCLUSIVE")
+            for k in range(3):
+                c.execute("BEGIN")
+                for s in schemas(names):
+                    c.execute("INSERT INTO %s.t(k) VALUES(?)" % s, (k,))
+                c.execute("COMMIT")
+            c.execute("INSERT INTO main.t(k) VALUES(3)")
+        finally:
+            c.close()
+        h.check(counts(n, names) == (4, 3), "locking_mode=EXCLUSIVE: rows %s"
+                % (counts(n, names),))
+        after = txids(n, names)
+        h.check(after == (before[0] + 4, before[1] + 3), "locking_mode="
+                "EXCLUSIVE: TXIDs %s -> %s" % (before, after))
+        check_no_strays(n, every)
+        print("  DELETE   locking_mode=EXCLUSIVE, 3 commits across 2 "
+              "databases and 1 in one: TXIDs %s -> %s" % (before, after))
         # The main database outside the mount: its super-journal is
         # outside too, and each part in the mount is recorded when its
         # journal ends. Then a local database attached to one in the
@@ -487,6 +521,67 @@ def t_daemon_crash():
         n.stop()
 
 
+# -- a part that cannot be recorded --------------------------------------
+
+def t_disk_full():
+    """The data directory on a small tmpfs (test_disk_full.SmallDisk),
+    filled so that the first part's record fits and the second's (1 MB of
+    random bytes) does not: the super-journal's deletion fails, COMMIT
+    fails, SQLite rolls both databases back, and the rollback of the part
+    already recorded is recorded too."""
+    from test_disk_full import SmallDisk
+    if os.geteuid() != 0:
+        print("SKIP: mounting the small tmpfs this test fills needs root")
+        sys.exit(77)
+    with h.Node("attach-disk-full") as n, SmallDisk(n.data) as disk:
+        n.start()
+        names = ["a.db", "b.db"]
+        for x in names:
+            create(n, x, "DELETE")
+        before, tx = counts(n, names), txids(n, names)
+        disk.fill(leave=1536 << 10)
+        start = len(n.log_text())
+        c = attach_conn(n, names, "DELETE")
+        try:
+            c.execute("BEGIN")
+            c.execute("INSERT INTO main.t(k) VALUES(1)")
+            c.execute("INSERT INTO d1.t(k, v) VALUES(1, randomblob(1 << 20))")
+            try:
+                c.execute("COMMIT")
+                raise h.TestFailure("COMMIT succeeded although b.db's part "
+                                    "could not be recorded")
+            except sqlite3.OperationalError as e:
+                print("  COMMIT failed: %s" % e)
+            h.check(not c.in_transaction, "still in a transaction")
+        finally:
+            c.close()
+        log = n.log_text()[start:]
+        h.check(re.search(r"super-journal a\.db-mj[0-9A-F]{9}: recording "
+                          r"b\.db's part failed \(No space left on device\)",
+                          log), "no log line for the failed part")
+        expect_state(n, names, before, False, "b.db's part did not fit")
+        after = txids(n, names)
+        h.check(after == (tx[0] + 2, tx[1]), "TXIDs %s -> %s: expected a.db's "
+                "part and its rollback, nothing of b.db" % (tx, after))
+        h.check(sj_entries(n) == [] and stored_sj(n) == [],
+                "super-journals left: %s" % stored_sj(n))
+        print("  a.db recorded, b.db did not fit: both rolled back, TXIDs "
+              "%s -> %s" % (tx, after))
+        disk.unfill()
+        c = attach_conn(n, names, "DELETE")
+        try:
+            c.execute("BEGIN")
+            c.execute("INSERT INTO main.t(k) VALUES(2)")
+            c.execute("INSERT INTO d1.t(k, v) VALUES(2, randomblob(1 << 20))")
+            c.execute("COMMIT")
+        finally:
+            c.close()
+        expect_state(n, names, before, True, "with space again")
+        pos = {x: n.pos(x) for x in names}
+        n.stop()
+        verify_all(n, pos)
+
+
 # -- cluster -------------------------------------------------------------
 
 def t_cluster():
@@ -528,7 +623,6 @@ def t_cluster():
 
 def app():
     mode, key, paths = sys.argv[2], int(sys.argv[3]), sys.argv[4:]
-    import sqlite3
     c = sqlite3.connect(paths[0], timeout=30, isolation_level=None)
     for i, other in enumerate(paths[1:]):
         c.execute("ATTACH ? AS d%d" % (i + 1), (other,))
@@ -544,7 +638,8 @@ def app():
 
 if __name__ == "__main__":
     cases = {"modes": t_modes, "app-crash": t_app_crash,
-             "daemon-crash": t_daemon_crash, "cluster": t_cluster}
+             "daemon-crash": t_daemon_crash, "disk-full": t_disk_full,
+             "cluster": t_cluster}
     if sys.argv[1] == "app":
         app()
     else:
