@@ -285,6 +285,29 @@ def t_modes():
         h.check(counts(n, names) == (4, 3, 4), "with a WAL database: rows "
                 "%s" % (counts(n, names),))
         check_no_strays(n, every)
+        # The namespace itself, without SQLite: a super-journal of a
+        # database here is a plain local file; of no database, refused.
+        sj = n.path("a-delete.db-mj0A1B2C93D")
+        fd = os.open(sj, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, b"/x/a-delete.db-journal\0")
+            os.fsync(fd)
+            h.check(os.pread(fd, 100, 0) == b"/x/a-delete.db-journal\0",
+                    "reading a super-journal back")
+        finally:
+            os.close(fd)
+        h.expect_oserror(17, os.open, sj, os.O_RDWR | os.O_CREAT |
+                         os.O_EXCL)
+        h.check(os.path.basename(sj) in n.listing() and
+                stored_sj(n) == [os.path.basename(sj)], "a super-journal "
+                "is listed and stored: %s %s" % (n.listing(), stored_sj(n)))
+        os.truncate(sj, 0)
+        h.check(os.stat(sj).st_size == 0, "truncated")
+        os.unlink(sj)
+        h.check(not os.path.exists(sj) and stored_sj(n) == [], "deleted")
+        h.expect_oserror(2, os.open, n.path("nosuch.db-mj0A1B2C93D"),
+                         os.O_RDWR | os.O_CREAT | os.O_EXCL)
+        check_no_strays(n, every)
         pos = {x: n.pos(x) for x in every}
         n.stop()
         verify_all(n, pos)
@@ -617,6 +640,9 @@ def t_cluster():
                   "the replica" % (mode, [r.pos_or_none(x)[0]
                                           for x in names]))
         check_no_strays(p, every)
+        # Creating one on a replica: EROFS.
+        h.expect_oserror(30, os.open, r.path("a-delete.db-mj0A1B2C93D"),
+                         os.O_RDWR | os.O_CREAT | os.O_EXCL)
 
 
 # -- the application run by the crash cases -------------------------------
