@@ -17,6 +17,11 @@
  * transaction; recovery sees the database checksum equals the log's and
  * completes the commit instead of rolling back.
  *
+ * A transaction across attached databases (fs/superjournal.h) commits
+ * when SQLite deletes its super-journal, before any child journal is
+ * finalised: each database whose journal points to it is recorded then
+ * (fs_db_capture_super), and its journal's end later records nothing.
+ *
  * A full disk: when the log refuses the record (ENOSPC), the journal
  * operation fails with ENOSPC and is not done, so SQLite rolls the
  * transaction back from the journal at the next access (the commit was
@@ -52,6 +57,7 @@
 
 #include "db_i.h"
 #include "journal.h"
+#include "superjournal.h"
 #include "walidx.h"
 #include "lib/bytes.h"
 #include "lib/io.h"
@@ -945,6 +951,44 @@ int fs_db_unlink(fs_db *db, enum fs_kind kind)
 		db->load_final = false;
 		db->page_size = 0;
 	}
+out:
+	unlock_db_op(db);
+	notify(db, before);
+	return rc;
+}
+
+/* Whether the live journal points to the super-journal sj_name; mu
+ * held. */
+static bool journal_points_to(fs_db *db, const char *sj_name)
+{
+	char sj[FS_JOURNAL_SUPER_MAX];
+
+	if (!journal_live(db) ||
+	    fs_journal_read_super(db->fds[FS_KIND_JOURNAL], sj, sizeof(sj)) < 0)
+		return false;
+	return sj[0] && strcmp(fs_sj_basename(sj), sj_name) == 0;
+}
+
+int fs_db_capture_super(fs_db *db, const char *sj_name, bool *out_child)
+{
+	ltx_pos before = fs_db_pos(db);
+	int rc = 0, drained;
+
+	*out_child = false;
+	drained = lock_for_db_op(db);
+	if (!journal_points_to(db, sj_name))
+		goto out;
+	*out_child = true;
+	rc = fs_db_refuse_ro_locked(db, FS_KIND_JOURNAL);
+	if (rc == 0 && db->capture_err)
+		rc = -EIO;
+	if (rc == 0 && drained < 0)
+		rc = drained;
+	/* The database file holds the transaction (SQLite wrote and synced
+	 * every child before it deletes the super-journal); the journal is
+	 * finalised later and then ends nothing. */
+	if (rc == 0)
+		rc = end_txn(db, "its super-journal's deletion");
 out:
 	unlock_db_op(db);
 	notify(db, before);

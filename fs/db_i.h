@@ -43,6 +43,7 @@ typedef struct fs_frame {
 struct fs_db {
 	char *name;
 	char *dir;              /* <data.dir>/dbs/<name> */
+	char *data_dir;         /* <data.dir> (super-journals) */
 	fs_db_opts opts;
 	fs_log *log;
 
