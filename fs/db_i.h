@@ -67,6 +67,9 @@ struct fs_db {
 	 * committed page size; a database with no committed pages keeps
 	 * none (its first transaction records every page) but txn_dirty. */
 	bool journal_live;      /* a journal with a header exists */
+	bool txn_synced;        /* SQLite synced the database file during
+				 * the open journal transaction: its end
+				 * syncs the log (capture_mu and mu) */
 	uint32_t *dirty;        /* pages written since it appeared */
 	size_t ndirty, capdirty;
 	uint8_t *dirty_bits;
