@@ -19,6 +19,7 @@
 #include <limits.h>
 #include <sqlite3.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -88,6 +89,7 @@ static int integrity_ok(const char *path, char *msg, size_t msglen)
 static int repair(const ltxfs_cfg *cfg, const char *name)
 {
 	char dir[PATH_MAX], logdir[PATH_MAX + 8], path[PATH_MAX + 16];
+	char mnt[PATH_MAX];
 	char msg[1024], aside[PATH_MAX + 64], what[NAME_MAX + 16];
 	fs_log_check chk;
 	int lock_fd = -1;
@@ -131,7 +133,11 @@ static int repair(const ltxfs_cfg *cfg, const char *name)
 		return 1;
 	}
 	printf("%s: %s\n", name, chk.why);
-	rc = fs_repair_settle(dir, name, &pages, msg, sizeof(msg));
+	/* SQLite names a super-journal by the resolved path it sees. */
+	if (!realpath(cfg->fuse.dir, mnt))
+		snprintf(mnt, sizeof(mnt), "%s", cfg->fuse.dir);
+	rc = fs_repair_settle(dir, cfg->data.dir, mnt, name, &pages, msg,
+			      sizeof(msg));
 	if (rc == 0 && pages == 0) {
 		snprintf(msg, sizeof(msg), "the database has no pages");
 		rc = -ENOENT;

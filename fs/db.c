@@ -17,6 +17,11 @@
  * transaction; recovery sees the database checksum equals the log's and
  * completes the commit instead of rolling back.
  *
+ * A transaction across attached databases (fs/superjournal.h) commits
+ * when SQLite deletes its super-journal, before any child journal is
+ * finalised: each database whose journal points to it is recorded then
+ * (fs_db_capture_super), and its journal's end later records nothing.
+ *
  * A full disk: when the log refuses the record (ENOSPC), the journal
  * operation fails with ENOSPC and is not done, so SQLite rolls the
  * transaction back from the journal at the next access (the commit was
@@ -52,6 +57,7 @@
 
 #include "db_i.h"
 #include "journal.h"
+#include "superjournal.h"
 #include "walidx.h"
 #include "lib/bytes.h"
 #include "lib/io.h"
@@ -330,6 +336,15 @@ static int end_txn(fs_db *db, const char *why)
 		goto out_clear;
 	}
 	rc = fs_db_capture(db, pages, n, commit, ps, 0, 0, 0, 0);
+	if (rc == 0 && db->txn_synced) {
+		/* SQLite synced the database file for this transaction: the
+		 * record is made as durable before its journal goes. */
+		rc = fs_log_sync(db->log);
+		if (rc < 0)
+			log_error("db=%s: syncing the LTX log after TXID %016"
+				  PRIx64 ": %s", db->name, db->pos.txid,
+				  strerror(-rc));
+	}
 	if (rc == 0) {
 		db->cap_wal_end = 0;
 		fs_db_publish_locked(db);
@@ -352,6 +367,7 @@ static int end_txn(fs_db *db, const char *why)
 	}
 out_clear:
 	dirty_clear(db);
+	db->txn_synced = false;
 	db->txn_dirty = false;
 	db->txn_ps = 0;
 out_keep:
@@ -758,12 +774,30 @@ out:
 	return rc;
 }
 
+/* The LTX log made durable up to the last record captured (capture_mu
+ * and mu held, captures drained). mu is let go during the sync (readers
+ * of the files need it); capture_mu keeps appends out. A failure is
+ * logged here. */
+static int sync_log_locked(fs_db *db)
+{
+	int rc;
+
+	pthread_mutex_unlock(&db->mu);
+	rc = fs_log_sync(db->log);
+	pthread_mutex_lock(&db->mu);
+
+	if (rc < 0)
+		log_error("db=%s: syncing the LTX log at TXID %016" PRIx64
+			  ": %s", db->name, db->pos.txid, strerror(-rc));
+	return rc;
+}
+
 int fs_db_fsync(fs_db *db, enum fs_kind kind, bool datasync)
 {
 	ltx_pos before = fs_db_pos(db);
 	char why[256];
 	bool emptied;
-	int fd, rc = 0;
+	int fd, rc = 0, lrc;
 
 	if (kind == FS_KIND_POS)
 		return 0;
@@ -776,12 +810,26 @@ int fs_db_fsync(fs_db *db, enum fs_kind kind, bool datasync)
 		(void)lock_for_db_op(db);
 		rc = fs_db_load_end(db, FS_LOAD_SYNC, why, sizeof(why),
 				    &emptied);
+		if (journal_live(db))
+			db->txn_synced = true; /* the journal's end syncs */
+		else if ((lrc = sync_log_locked(db)) < 0 && rc >= 0)
+			rc = lrc; /* a checkpoint, or no journal at all */
 		unlock_db_op(db);
 		notify(db, before);
 		if (rc == -EAGAIN || rc == -EINPROGRESS)
 			log_debug("db=%s: synced while not a complete database "
 				  "yet (%s): not recorded", db->name, why);
 		else if (rc < 0)
+			return rc;
+	}
+	if (kind == FS_KIND_WAL) {
+		/* SQLite syncs its WAL at a commit (synchronous=FULL) and
+		 * before a checkpoint copies frames into the database: the
+		 * records of what it syncs are made as durable. */
+		(void)lock_for_db_op(db);
+		rc = sync_log_locked(db);
+		unlock_db_op(db);
+		if (rc < 0)
 			return rc;
 	}
 	pthread_mutex_lock(&db->mu);
@@ -945,6 +993,44 @@ int fs_db_unlink(fs_db *db, enum fs_kind kind)
 		db->load_final = false;
 		db->page_size = 0;
 	}
+out:
+	unlock_db_op(db);
+	notify(db, before);
+	return rc;
+}
+
+/* Whether the live journal points to the super-journal sj_name; mu
+ * held. */
+static bool journal_points_to(fs_db *db, const char *sj_name)
+{
+	char sj[FS_JOURNAL_SUPER_MAX];
+
+	if (!journal_live(db) ||
+	    fs_journal_read_super(db->fds[FS_KIND_JOURNAL], sj, sizeof(sj)) < 0)
+		return false;
+	return sj[0] && strcmp(fs_sj_basename(sj), sj_name) == 0;
+}
+
+int fs_db_capture_super(fs_db *db, const char *sj_name, bool *out_child)
+{
+	ltx_pos before = fs_db_pos(db);
+	int rc = 0, drained;
+
+	*out_child = false;
+	drained = lock_for_db_op(db);
+	if (!journal_points_to(db, sj_name))
+		goto out;
+	*out_child = true;
+	rc = fs_db_refuse_ro_locked(db, FS_KIND_JOURNAL);
+	if (rc == 0 && db->capture_err)
+		rc = -EIO;
+	if (rc == 0 && drained < 0)
+		rc = drained;
+	/* The database file holds the transaction (SQLite wrote and synced
+	 * every child before it deletes the super-journal); the journal is
+	 * finalised later and then ends nothing. */
+	if (rc == 0)
+		rc = end_txn(db, "its super-journal's deletion");
 out:
 	unlock_db_op(db);
 	notify(db, before);

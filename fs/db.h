@@ -120,6 +120,13 @@ bool fs_db_loadable(fs_db *db);
  * instead) for a database file with committed pages; anything else is
  * truncated to 0 as fs_db_truncate does. */
 int fs_db_open_truncate(fs_db *db, enum fs_kind kind);
+/* The super-journal sj_name (fs/superjournal.h; its file name) is about
+ * to be deleted: when this database's journal points to it, that
+ * deletion commits a transaction across attached databases, and this
+ * database's part is recorded now (*out_child set), before it is done.
+ * 0, or the -errno that the deletion must fail with (SQLite then rolls
+ * the whole transaction back). */
+int fs_db_capture_super(fs_db *db, const char *sj_name, bool *out_child);
 /* Captures WAL transactions queued by fs_db_write; called by the FUSE
  * adapter after it has answered the write. */
 void fs_db_capture_pending(fs_db *db);

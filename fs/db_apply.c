@@ -53,6 +53,7 @@
 #include "db_apply.h"
 #include "db_i.h"
 #include "journal.h"
+#include "superjournal.h"
 #include "lib/clock.h"
 #include "lib/io.h"
 #include "lib/log.h"
@@ -1289,6 +1290,8 @@ void fs_db_release_apply(fs_db *db)
 
 int fs_db_abandon_txn(fs_db *db)
 {
+	char sj[FS_JOURNAL_SUPER_MAX] = "";
+	enum fs_sj_fate fate = FS_SJ_NONE;
 	uint8_t magic[8];
 	size_t got = 0;
 	uint32_t restored = 0;
@@ -1317,8 +1320,16 @@ int fs_db_abandon_txn(fs_db *db)
 	    lib_io_pread_full(db->fds[FS_KIND_JOURNAL], magic, 8, 0, &got) ==
 		    0 &&
 	    fs_journal_has_magic(magic, got)) {
-		rc = fs_journal_rollback(db->fds[FS_KIND_JOURNAL],
-					 db->fds[FS_KIND_DB], &restored);
+		/* A part of a transaction across attached databases whose
+		 * super-journal is gone committed (and is in the log): only
+		 * its journal goes, as SQLite would finalise it. */
+		rc = fs_sj_journal_fate(db->fds[FS_KIND_JOURNAL], db->data_dir,
+					db->opts.mountpoint, &fate, sj,
+					sizeof(sj));
+		if (rc == 0 && fate != FS_SJ_COMMITTED)
+			rc = fs_journal_rollback(db->fds[FS_KIND_JOURNAL],
+						 db->fds[FS_KIND_DB],
+						 &restored);
 		backing_path(db, FS_KIND_JOURNAL, path, sizeof(path));
 		close(db->fds[FS_KIND_JOURNAL]);
 		db->fds[FS_KIND_JOURNAL] = -1;
@@ -1343,6 +1354,11 @@ int fs_db_abandon_txn(fs_db *db)
 		db->pos.checksum = 0;
 		db->need_snapshot = true;
 		fs_db_publish_locked(db);
+	} else if (fate == FS_SJ_COMMITTED) {
+		log_warn("db=%s: removed the journal left when this node stopped "
+			 "being primary: its transaction across attached "
+			 "databases had committed (its super-journal %s is gone) "
+			 "and is in the log", db->name, sj);
 	} else {
 		log_warn("db=%s: rolled back the transaction left unfinished "
 			 "when this node stopped being primary (%" PRIu32

@@ -43,6 +43,7 @@ typedef struct fs_frame {
 struct fs_db {
 	char *name;
 	char *dir;              /* <data.dir>/dbs/<name> */
+	char *data_dir;         /* <data.dir> (super-journals) */
 	fs_db_opts opts;
 	fs_log *log;
 
@@ -66,6 +67,9 @@ struct fs_db {
 	 * committed page size; a database with no committed pages keeps
 	 * none (its first transaction records every page) but txn_dirty. */
 	bool journal_live;      /* a journal with a header exists */
+	bool txn_synced;        /* SQLite synced the database file during
+				 * the open journal transaction: its end
+				 * syncs the log (capture_mu and mu) */
 	uint32_t *dirty;        /* pages written since it appeared */
 	size_t ndirty, capdirty;
 	uint8_t *dirty_bits;

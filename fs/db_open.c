@@ -6,6 +6,8 @@
  *  2. a hot journal (header magic present) is either a transaction the
  *     log already has (database checksum = the log's: the journal is
  *     deleted, completing the commit) or one it does not (rolled back);
+ *     one that points to a super-journal follows SQLite's rule instead
+ *     (recover_journal);
  *  3. the WAL's committed frames are read: those the log has refresh page
  *     checksums, later ones are captured;
  *  4. a database with no committed page whose file is not empty (a
@@ -30,6 +32,7 @@
 
 #include "db_i.h"
 #include "journal.h"
+#include "superjournal.h"
 #include "lib/io.h"
 #include "lib/log.h"
 #include "ltx/checksum.h"
@@ -88,17 +91,10 @@ static int write_marker(fs_db *db)
 					LTX_POS_STRLEN + 1);
 }
 
-/*
- * After a hot journal's playback the database is SQLite's last committed
- * state, but not always byte for byte: SQLite does not journal a page it
- * reuses from the freelist (its old content is garbage to SQLite), so
- * such a page keeps what the interrupted transaction wrote. The log's
- * checksum then differs although nothing committed is missing. The
- * database as it now is gets recorded as the next transaction, with
- * every page (replicas apply it like any other), instead of refusing to
- * serve a database that SQLite finds consistent.
- */
-static int record_rollback(fs_db *db)
+/* Records the database as it now is, every page, as the next TXID when
+ * it differs from the log's last state (what says why, in a warn line);
+ * nothing when it does not. */
+static int record_whole(fs_db *db, const char *what)
 {
 	uint64_t sum;
 	uint32_t pages;
@@ -115,24 +111,71 @@ static int record_rollback(fs_db *db)
 	}
 	if (sum == db->pos.checksum)
 		return 0;
-	log_warn("db=%s: after the playback the database differs from its "
-		 "log at TXID %016" PRIx64 " in pages SQLite does not restore "
-		 "(reused free pages): recording all %" PRIu32 " pages as "
-		 "TXID %016" PRIx64, db->name, db->pos.txid, pages,
-		 db->pos.txid + 1);
+	log_warn("db=%s: %s: recording all %" PRIu32 " pages as TXID %016"
+		 PRIx64, db->name, what, pages, db->pos.txid + 1);
 	db->capture_full = true;
 	rc = fs_db_capture(db, NULL, 0, pages, db->page_size, 0, 0, 0, 0);
 	db->capture_full = false;
 	return rc;
 }
 
+/*
+ * After a hot journal's playback the database is SQLite's last committed
+ * state, but not always byte for byte: SQLite does not journal a page it
+ * reuses from the freelist (its old content is garbage to SQLite), so
+ * such a page keeps what the interrupted transaction wrote. The log's
+ * checksum then differs although nothing committed is missing. The
+ * database as it now is gets recorded as the next transaction, with
+ * every page (replicas apply it like any other), instead of refusing to
+ * serve a database that SQLite finds consistent. The same happens when a
+ * part of a transaction across attached databases that the log already
+ * had is rolled back (its super-journal was still there: the daemon died
+ * between recording the parts and deleting it).
+ */
+static int record_rollback(fs_db *db)
+{
+	char what[160];
+
+	snprintf(what, sizeof(what), "after the playback the database "
+		 "differs from its log at TXID %016" PRIx64 " (reused free "
+		 "pages SQLite does not restore, or a rolled-back part the log "
+		 "had)", db->pos.txid);
+	return record_whole(db, what);
+}
+
+/* Drops the journal's backing file, durably. */
+static int remove_journal(fs_db *db)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/%s", db->dir,
+		 fs_kind_backing[FS_KIND_JOURNAL]);
+	close(db->fds[FS_KIND_JOURNAL]);
+	db->fds[FS_KIND_JOURNAL] = -1;
+	if (unlink(path) < 0)
+		return -errno;
+	return lib_io_fsync_dir(db->dir);
+}
+
+/*
+ * A hot journal, decided as SQLite decides it, with what ltxfs knows:
+ *  - it points to a super-journal that is gone: a transaction across
+ *    attached databases that committed; nothing is played back. Its part
+ *    is normally in the log already (recorded when the super-journal was
+ *    deleted); when it is not, the database as it is gets recorded;
+ *  - it points to one that exists: rolled back, whatever the log holds;
+ *  - it points to none: a transaction the log already has (the database's
+ *    checksum is the log's: the capture precedes the journal's end) is
+ *    completed, any other is rolled back.
+ */
 static int recover_journal(fs_db *db)
 {
+	char sj[FS_JOURNAL_SUPER_MAX], what[FS_JOURNAL_SUPER_MAX + 200];
+	enum fs_sj_fate fate;
 	uint8_t magic[8];
 	size_t got = 0;
 	uint64_t sum;
 	uint32_t restored = 0;
-	char path[PATH_MAX];
 	int rc;
 
 	if (db->fds[FS_KIND_JOURNAL] < 0 || db->fds[FS_KIND_DB] < 0)
@@ -142,10 +185,31 @@ static int recover_journal(fs_db *db)
 		return 0;
 	if (rc < 0)
 		return rc;
+	rc = fs_sj_journal_fate(db->fds[FS_KIND_JOURNAL], db->data_dir,
+				db->opts.mountpoint, &fate, sj, sizeof(sj));
+	if (rc < 0)
+		return rc;
 	rc = fs_db_scan_checksum(db, &sum);
 	if (rc < 0)
 		return rc;
-	if (db->pos.txid && sum == db->pos.checksum) {
+	if (fate == FS_SJ_COMMITTED) {
+		if (db->pos.txid && sum == db->pos.checksum) {
+			log_warn("db=%s: hot journal of a transaction across "
+				 "attached databases that committed (its "
+				 "super-journal %s is gone) and that the log has "
+				 "(TXID %016" PRIx64 "): removing it", db->name,
+				 sj, db->pos.txid);
+		} else {
+			snprintf(what, sizeof(what), "hot journal of a "
+				 "transaction across attached databases that "
+				 "committed (its super-journal %s is gone) but "
+				 "is not in the log", sj);
+			rc = record_whole(db, what);
+			if (rc < 0)
+				return rc;
+		}
+	} else if (fate == FS_SJ_NONE && db->pos.txid &&
+		   sum == db->pos.checksum) {
 		log_warn("db=%s: hot journal of a transaction the log already "
 			 "has (TXID %016" PRIx64 "): completing its commit",
 			 db->name, db->pos.txid);
@@ -157,19 +221,21 @@ static int recover_journal(fs_db *db)
 				  db->name, strerror(-rc));
 			return rc;
 		}
-		log_warn("db=%s: rolled back a hot journal left by a crash "
-			 "(%" PRIu32 " pages restored)", db->name, restored);
+		if (fate == FS_SJ_ROLL_BACK)
+			log_warn("db=%s: rolled back a hot journal left by a "
+				 "crash (%" PRIu32 " pages restored): its "
+				 "transaction across attached databases did not "
+				 "commit (its super-journal %s is still there)",
+				 db->name, restored, sj);
+		else
+			log_warn("db=%s: rolled back a hot journal left by a "
+				 "crash (%" PRIu32 " pages restored)", db->name,
+				 restored);
 		rc = record_rollback(db);
 		if (rc < 0)
 			return rc;
 	}
-	snprintf(path, sizeof(path), "%s/%s", db->dir,
-		 fs_kind_backing[FS_KIND_JOURNAL]);
-	close(db->fds[FS_KIND_JOURNAL]);
-	db->fds[FS_KIND_JOURNAL] = -1;
-	if (unlink(path) < 0)
-		return -errno;
-	return lib_io_fsync_dir(db->dir);
+	return remove_journal(db);
 }
 
 /* Checks the whole database against the log, filling every checksum. */
@@ -293,9 +359,10 @@ int fs_db_open(const char *data_dir, const char *name, const fs_db_opts *opts,
 	db->hold_fd = -1;
 	db->opts = *opts;
 	db->name = strdup(name);
+	db->data_dir = strdup(data_dir);
 	if (asprintf(&db->dir, "%s/dbs/%s", data_dir, name) < 0)
 		db->dir = NULL;
-	if (!db->name || !db->dir) {
+	if (!db->name || !db->dir || !db->data_dir) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -406,5 +473,6 @@ void fs_db_close(fs_db *db)
 	free(db->frame_buf);
 	free(db->name);
 	free(db->dir);
+	free(db->data_dir);
 	free(db);
 }

@@ -113,3 +113,39 @@ out:
 	free(rec);
 	return rc;
 }
+
+int fs_journal_read_super(int jfd, char *out, size_t n)
+{
+	uint8_t tail[16];
+	struct stat st;
+	uint64_t size;
+	uint32_t len, sum;
+	int rc;
+
+	out[0] = '\0';
+	if (fstat(jfd, &st) < 0)
+		return -errno;
+	size = (uint64_t)st.st_size;
+	if (size < sizeof(tail))
+		return 0;
+	rc = lib_io_pread_full(jfd, tail, sizeof(tail),
+			       (off_t)(size - sizeof(tail)), NULL);
+	if (rc < 0)
+		return rc;
+	len = get_be32(tail);
+	sum = get_be32(tail + 4);
+	if (memcmp(tail + 8, fs_journal_magic, 8) != 0 || len == 0 ||
+	    len > size - sizeof(tail) || len >= FS_JOURNAL_SUPER_MAX ||
+	    len >= n)
+		return 0;
+	rc = lib_io_pread_full(jfd, out, len,
+			       (off_t)(size - sizeof(tail) - len), NULL);
+	if (rc < 0) {
+		out[0] = '\0';
+		return rc;
+	}
+	for (uint32_t i = 0; i < len; i++)
+		sum -= (uint32_t)(int)out[i]; /* a C char, as SQLite sums it */
+	out[sum == 0 ? len : 0] = '\0'; /* a NUL inside ends it, as in C */
+	return 0;
+}

@@ -42,6 +42,8 @@ struct fs_log {
 	size_t nsegs, cap;
 	int fd;                /* last segment, -1 when none */
 	uint64_t end;          /* published end of the last segment */
+	uint64_t synced_end;   /* end at the last fs_log_sync of fd (the
+				* appender's; under mu) */
 	int64_t active_ts;     /* segs[last].ts, kept by the appender */
 	bool readonly;         /* opened by a reader (ltxfs verify) */
 	bool cut_pending;      /* appender: a failed append's bytes past end
@@ -601,6 +603,17 @@ static int start_segment(fs_log *log, const ltx_header *hdr)
 	}
 	if (log->nsegs > 0)
 		log->segs[log->nsegs - 1].bytes = log->end; /* sealed */
+	if (log->fd >= 0 && log->synced_end != log->end &&
+	    (rc = lib_io_fdatasync(log->fd)) < 0) {
+		/* A sealed segment is as durable as the active one was
+		 * asked to be: its records may already be synced to. */
+		pthread_mutex_unlock(&log->mu);
+		close(fd);
+		unlink(path);
+		log_error("db=%s: syncing the LTX segment before %s: %s",
+			  log->name, path, strerror(-rc));
+		return rc;
+	}
 	rc = seg_push(log, first, 0, hdr->timestamp);
 	if (rc < 0) {
 		pthread_mutex_unlock(&log->mu);
@@ -612,6 +625,7 @@ static int start_segment(fs_log *log, const ltx_header *hdr)
 		close(log->fd);
 	log->fd = fd;
 	log->end = 0;
+	log->synced_end = 0;
 	log->active_ts = hdr->timestamp;
 	pthread_mutex_unlock(&log->mu);
 	return lib_io_fsync_dir(log->dir);
@@ -777,9 +791,24 @@ int fs_log_append_raw(fs_log *log, int fd, uint64_t off, uint64_t len,
 
 int fs_log_sync(fs_log *log)
 {
-	int fd = log->fd;
+	uint64_t end;
+	int fd, rc;
 
-	return fd < 0 ? 0 : lib_io_fdatasync(fd);
+	pthread_mutex_lock(&log->mu);
+	fd = log->fd;
+	end = log->end;
+	rc = fd < 0 || end == log->synced_end;
+	pthread_mutex_unlock(&log->mu);
+	if (rc)
+		return 0;
+	rc = lib_io_fdatasync(fd);
+	if (rc == 0) {
+		pthread_mutex_lock(&log->mu);
+		if (log->fd == fd)
+			log->synced_end = end;
+		pthread_mutex_unlock(&log->mu);
+	}
+	return rc;
 }
 
 int fs_log_reset(fs_log *log)

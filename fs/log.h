@@ -137,7 +137,10 @@ int fs_log_append_cctx(fs_log *log, const ltx_header *hdr, int zstd_level,
 int fs_log_append_raw(fs_log *log, int fd, uint64_t off, uint64_t len,
 		      const ltx_header *hdr, const ltx_trailer *tr);
 
-/* Makes every appended record durable (fdatasync). */
+/* Makes every appended record durable (fdatasync; nothing when nothing
+ * was appended since the last call). Called by the appender's side (no
+ * append runs meanwhile): a segment sealed by a roll-over was synced then.
+ */
 int fs_log_sync(fs_log *log);
 
 /* Removes every record (used before writing a snapshot that restarts the

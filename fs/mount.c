@@ -41,10 +41,14 @@
  * A database that cannot be opened for damage (fs_db_open: -EBADMSG) is
  * out of service: kept in dmg with the reason, its names answer EBADMSG,
  * the others are served. See struct damaged.
+ *
+ * Super-journals (fs/superjournal.h), <main>-mjXXXXXX9XX, have their own
+ * inodes and handlers: fs/mount_sj.c.
  */
 #define FUSE_USE_VERSION 312
 
 #include "mount.h"
+#include "mount_i.h"
 
 #include <errno.h>
 #include <fuse_lowlevel.h>
@@ -62,12 +66,11 @@
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "log.h"
+#include "superjournal.h"
 
 #define FS_INO_BASE 16
 #define FS_INO_PRIMARY 2
 #define FS_PRIMARY_NAME ".primary"
-#define FS_CACHE_SECONDS 3600.0
-#define FS_NAME_MAX 200
 #define FS_HEAL_LOG_NS (10LL * 1000 * 1000 * 1000)
 
 typedef struct slot {
@@ -175,6 +178,47 @@ static ssize_t find_damaged(fs_mount *m, const char *name)
 		if (strcmp(m->dmg[i].name, name) == 0)
 			return (ssize_t)i;
 	return -1;
+}
+
+int fs_mount_slot_of(fs_mount *m, const char *name, size_t *out)
+{
+	ssize_t s;
+
+	pthread_mutex_lock(&m->mu);
+	s = find_slot(m, name);
+	pthread_mutex_unlock(&m->mu);
+	if (s < 0)
+		return -ENOENT;
+	*out = (size_t)s;
+	return 0;
+}
+
+int fs_mount_slot_name(fs_mount *m, size_t s, char *buf, size_t n)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&m->mu);
+	if (s < m->nslots)
+		snprintf(buf, n, "%s", m->slots[s].name);
+	else
+		rc = -ENOENT;
+	pthread_mutex_unlock(&m->mu);
+	return rc;
+}
+
+bool fs_mount_is_replica(fs_mount *m)
+{
+	bool ro;
+
+	pthread_mutex_lock(&m->mu);
+	ro = m->readonly;
+	pthread_mutex_unlock(&m->mu);
+	return ro;
+}
+
+const char *fs_mount_data_dir(const fs_mount *m)
+{
+	return m->data_dir;
 }
 
 /* Says, once per database and role, what happens to a database out of
@@ -337,7 +381,7 @@ int fs_mount_open_db(fs_mount *m, const char *name, fs_db **out)
 
 	*out = NULL;
 	if (parse_name(name, base, &k) < 0 || k != FS_KIND_DB ||
-	    strcmp(base, name) != 0)
+	    strcmp(base, name) != 0 || fs_sj_parse_name(name, NULL, 0, NULL))
 		return -EINVAL;
 	pthread_mutex_lock(&m->mu);
 	s = find_slot(m, name);
@@ -607,6 +651,10 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_entry(req, &e);
 		return;
 	}
+	if (parent == FUSE_ROOT_ID && fs_sj_parse_name(name, NULL, 0, NULL)) {
+		fs_mount_sj_lookup(req, m, name);
+		return;
+	}
 	if (parent != FUSE_ROOT_ID || parse_name(name, base, &k) < 0) {
 		fuse_reply_err(req, ENOENT);
 		return;
@@ -676,6 +724,10 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 			fuse_reply_attr(req, &st, FS_CACHE_SECONDS);
 		return;
 	}
+	if (fs_mount_sj_ino(ino)) {
+		fs_mount_sj_getattr(req, m, ino);
+		return;
+	}
 	rc = split_ino(m, ino, &db, NULL, &k);
 	reply_attr(req, db, k, ino, rc);
 }
@@ -690,6 +742,10 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 
 	if (ino == FUSE_ROOT_ID || ino == FS_INO_PRIMARY) {
 		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (fs_mount_sj_ino(ino)) {
+		fs_mount_sj_setattr(req, m, ino, attr, to_set, fi);
 		return;
 	}
 	rc = split_ino(m, ino, &db, NULL, &k);
@@ -773,6 +829,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_open(req, fi);
 		return;
 	}
+	if (fs_mount_sj_ino(ino)) {
+		fs_mount_sj_open(req, m, ino, fi);
+		return;
+	}
 	rc = split_ino(m, ino, &db, &s, &k);
 	if (rc == 0 && !fs_db_has(db, k))
 		rc = -ENOENT;
@@ -823,11 +883,16 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	bool last, existed;
 	int rc = 0;
 
+	if (parent == FUSE_ROOT_ID && S_ISREG(mode) &&
+	    fs_sj_parse_name(name, NULL, 0, NULL)) {
+		fs_mount_sj_create(req, m, name, mode, fi);
+		return;
+	}
 	if (parent != FUSE_ROOT_ID || parse_name(name, base, &k) < 0 ||
 	    k == FS_KIND_POS || !S_ISREG(mode)) {
 		log_warn("refusing to create \"%s\": only SQLite databases and "
-			 "their -journal, -wal and -shm files may be created",
-			 name);
+			 "their -journal, -wal, -shm and super-journal files may "
+			 "be created", name);
 		fuse_reply_err(req, EPERM);
 		return;
 	}
@@ -904,6 +969,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 								: size);
 		return;
 	}
+	if (fs_mount_sj_ino(ino)) {
+		fs_mount_sj_read(req, size, off, fi);
+		return;
+	}
 	rc = split_ino(m, ino, &db, NULL, &k);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
@@ -930,6 +999,10 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	fs_db *db;
 	int rc;
 
+	if (fs_mount_sj_ino(ino)) {
+		fs_mount_sj_write(req, buf, size, off, fi);
+		return;
+	}
 	rc = split_ino(m, ino, &db, NULL, &k);
 	if (rc == 0)
 		rc = fs_db_write(db, k, buf, size, off);
@@ -951,6 +1024,10 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	fs_db *db;
 	int rc;
 
+	if (fs_mount_sj_ino(ino)) {
+		fs_mount_sj_fsync(req, m, datasync != 0, fi);
+		return;
+	}
 	rc = split_ino(m, ino, &db, NULL, &k);
 	if (rc == 0)
 		rc = fs_db_fsync(db, k, datasync != 0);
@@ -978,6 +1055,10 @@ static void op_release(fuse_req_t req, fuse_ino_t ino,
 	fs_db *db;
 	bool last = false;
 
+	if (fs_mount_sj_ino(ino)) {
+		fs_mount_sj_release(req, fi);
+		return;
+	}
 	if (split_ino(m, ino, &db, &s, &k) == 0) {
 		count_open(m, s, k, -1, &last);
 		if (last)
@@ -995,6 +1076,10 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fs_db *db;
 	int rc;
 
+	if (parent == FUSE_ROOT_ID && fs_sj_parse_name(name, NULL, 0, NULL)) {
+		fs_mount_sj_unlink(req, m, name);
+		return;
+	}
 	if (parent != FUSE_ROOT_ID || parse_name(name, base, &k) < 0) {
 		fuse_reply_err(req, ENOENT);
 		return;
@@ -1098,6 +1183,18 @@ static int dir_add(fuse_req_t req, struct dirbuf *b, const char *name,
 	return 0;
 }
 
+struct sj_list {
+	fuse_req_t req;
+	struct dirbuf *b;
+};
+
+static int sj_list_one(void *ctx, const char *name, fuse_ino_t ino)
+{
+	struct sj_list *l = ctx;
+
+	return dir_add(l->req, l->b, name, ino, S_IFREG);
+}
+
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
@@ -1131,6 +1228,10 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		}
 	}
 	pthread_mutex_unlock(&m->mu);
+	if (rc == 0) {
+		struct sj_list l = {req, &b};
+		rc = fs_mount_sj_list(m, sj_list_one, &l);
+	}
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else if ((size_t)off < b.size)
@@ -1200,6 +1301,15 @@ static int open_existing(fs_mount *m)
 		if (de->d_name[0] == '.' || parse_name(de->d_name, base, &k) < 0
 		    || k != FS_KIND_DB)
 			continue;
+		if (fs_sj_parse_name(de->d_name, NULL, 0, NULL)) {
+			/* An older ltxfs took a super-journal for a
+			 * database, refused its content and kept its
+			 * empty directory. */
+			log_warn("%s/%s is not a database (the name is a "
+				 "super-journal's, left by an older ltxfs); "
+				 "ignored: remove it", path, de->d_name);
+			continue;
+		}
 		rc = add_slot(m, de->d_name, &idx);
 		if (rc == -EBADMSG)
 			rc = 0; /* out of service alone (add_slot) */
@@ -1229,6 +1339,8 @@ int fs_mount_new(const fs_mount_opts *opts, fs_mount **out)
 		goto fail;
 	}
 	rc = open_existing(m);
+	if (rc == 0)
+		rc = fs_sj_sweep(m->data_dir, m->mountpoint);
 	if (rc < 0)
 		goto fail;
 	snprintf(optstr, sizeof(optstr), "fsname=ltxfs,subtype=ltxfs%s",

@@ -1,7 +1,9 @@
 /*
  * The FUSE mount: a flat directory with one entry per database and its
  * companions (<name>-journal, -wal, -shm) and a read-only <name>-pos,
- * each backed by the db core (fs/db.h). Anything else is refused.
+ * each backed by the db core (fs/db.h), and SQLite's super-journals
+ * (<name>-mjXXXXXX9XX, local files: fs/superjournal.h). Anything else is
+ * refused.
  */
 #ifndef FS_MOUNT_H
 #define FS_MOUNT_H
@@ -30,8 +32,9 @@ typedef struct fs_mount_opts {
 
 typedef struct fs_mount fs_mount;
 
-/* Opens every database under <data_dir>/dbs (recovering each) and mounts.
- * Fails with a logged one-line reason. */
+/* Opens every database under <data_dir>/dbs (recovering each), removes
+ * the super-journals no journal needs any more, and mounts. Fails with a
+ * logged one-line reason. */
 int fs_mount_new(const fs_mount_opts *opts, fs_mount **out);
 /* Serves until SIGINT/SIGTERM/SIGHUP or fs_mount_stop. */
 int fs_mount_run(fs_mount *m);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "journal.h"
+#include "superjournal.h"
 #include "lib/clock.h"
 #include "lib/io.h"
 #include "livedb.h"
@@ -21,12 +22,17 @@
 #include "ltx/checksum.h"
 #include "ltx/dbfile.h"
 
-/* Plays a hot journal back into the database file and removes it.
- * *out_pages: pages restored, or -1 when there was no hot journal. */
-static int play_back_journal(const char *dir, int64_t *out_pages, char *msg,
-			     size_t msglen)
+/* Plays a hot journal back into the database file and removes it, as
+ * SQLite would: one that points to a super-journal that is gone belongs
+ * to a transaction across attached databases that committed, and is only
+ * removed. *out_pages: pages restored, -1 when there was no hot journal,
+ * -2 when it was removed without a playback. */
+static int play_back_journal(const char *dir, const char *data_dir,
+			     const char *mountpoint, int64_t *out_pages,
+			     char *msg, size_t msglen)
 {
-	char jpath[PATH_MAX], dpath[PATH_MAX];
+	char jpath[PATH_MAX], dpath[PATH_MAX], sj[FS_JOURNAL_SUPER_MAX];
+	enum fs_sj_fate fate = FS_SJ_NONE;
 	uint8_t magic[8];
 	size_t got = 0;
 	uint32_t restored = 0;
@@ -42,13 +48,17 @@ static int play_back_journal(const char *dir, int64_t *out_pages, char *msg,
 		close(jfd);
 		return 0; /* not hot: nothing to undo */
 	}
+	if (rc == 0)
+		rc = fs_sj_journal_fate(jfd, data_dir, mountpoint, &fate, sj,
+					sizeof(sj));
 	snprintf(dpath, sizeof(dpath), "%s/database", dir);
-	dfd = rc == 0 ? open(dpath, O_RDWR | O_CLOEXEC) : -1;
-	if (rc == 0 && dfd < 0)
+	dfd = rc == 0 && fate != FS_SJ_COMMITTED
+		      ? open(dpath, O_RDWR | O_CLOEXEC) : -1;
+	if (rc == 0 && fate != FS_SJ_COMMITTED && dfd < 0)
 		rc = -errno;
-	if (rc == 0)
+	if (rc == 0 && dfd >= 0)
 		rc = fs_journal_rollback(jfd, dfd, &restored);
-	if (rc == 0)
+	if (rc == 0 && dfd >= 0)
 		rc = lib_io_fsync(dfd);
 	close(jfd);
 	if (dfd >= 0)
@@ -60,7 +70,7 @@ static int play_back_journal(const char *dir, int64_t *out_pages, char *msg,
 			 strerror(-rc));
 		return rc;
 	}
-	*out_pages = restored;
+	*out_pages = fate == FS_SJ_COMMITTED ? -2 : (int64_t)restored;
 	return 0;
 }
 
@@ -97,8 +107,9 @@ static int checkpoint_wal(fs_live_db *l, uint32_t *out_frames, char *msg,
 	return rc;
 }
 
-int fs_repair_settle(const char *dir, const char *name, uint32_t *out_pages,
-		     char *msg, size_t msglen)
+int fs_repair_settle(const char *dir, const char *data_dir,
+		     const char *mountpoint, const char *name,
+		     uint32_t *out_pages, char *msg, size_t msglen)
 {
 	static const char *const gone[] = {"wal", "shm"};
 	char path[PATH_MAX], done[200] = "";
@@ -108,7 +119,8 @@ int fs_repair_settle(const char *dir, const char *name, uint32_t *out_pages,
 	int rc;
 
 	*out_pages = 0;
-	rc = play_back_journal(dir, &restored, msg, msglen);
+	rc = play_back_journal(dir, data_dir, mountpoint, &restored, msg,
+			       msglen);
 	if (rc < 0)
 		return rc;
 	rc = fs_live_open(dir, true, &l, msg, msglen);
@@ -136,6 +148,10 @@ int fs_repair_settle(const char *dir, const char *name, uint32_t *out_pages,
 	if (restored >= 0)
 		snprintf(done, sizeof(done), "played back a hot journal (%"
 			 PRId64 " pages); ", restored);
+	else if (restored == -2)
+		snprintf(done, sizeof(done), "removed the journal of a "
+			 "transaction across attached databases that committed "
+			 "(its super-journal is gone); ");
 	snprintf(msg, msglen, "%s%" PRIu32 " pages from the WAL written into "
 		 "the database file; %" PRIu32 " pages", done, frames,
 		 *out_pages);

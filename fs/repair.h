@@ -7,7 +7,9 @@
  *      the highest TXID the log names;
  *   2. fs_repair_settle brings the database file to what SQLite reads: a
  *      hot rollback journal is played back (the transaction was never
- *      acknowledged: its journal was still there), the WAL's committed
+ *      acknowledged: its journal was still there; but one that points to
+ *      a super-journal that is gone had committed, and is only removed),
+ *      the WAL's committed
  *      frames are written into the file (a checkpoint), and the journal,
  *      WAL and -shm backing files go;
  *   3. the caller checks the file (`PRAGMA integrity_check`, cmd/);
@@ -29,10 +31,13 @@
 
 #include "ltx/pos.h"
 
-/* Step 2; dir is <data.dir>/dbs/<name>. *out_pages gets the database's
- * size in pages (0: it has none). msg says what was done, or why not. */
-int fs_repair_settle(const char *dir, const char *name, uint32_t *out_pages,
-		     char *msg, size_t msglen);
+/* Step 2; dir is <data.dir>/dbs/<name>; mountpoint (may be NULL) where
+ * the node mounts, for a journal that points to a super-journal
+ * (fs/superjournal.h). *out_pages gets the database's size in pages (0:
+ * it has none). msg says what was done, or why not. */
+int fs_repair_settle(const char *dir, const char *data_dir,
+		     const char *mountpoint, const char *name,
+		     uint32_t *out_pages, char *msg, size_t msglen);
 
 /* Step 4: the new log with one snapshot at TXID txid, written by node_id,
  * zstd-compressed at zstd_level (0: not). *out gets its position; aside

@@ -33,6 +33,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "fs/superjournal.h"
 #include "lib/log.h"
 
 /*
@@ -121,8 +122,8 @@ bool rep_valid_db_name(const char *s)
 
 	if (n == 0 || n > REP_NAME_MAX || s[0] == '.')
 		return false;
-	if (strchr(s, '/'))
-		return false;
+	if (strchr(s, '/') || fs_sj_parse_name(s, NULL, 0, NULL))
+		return false; /* a super-journal's name: not a database */
 	return !(n > 8 && strcmp(s + n - 8, "-journal") == 0) &&
 	       !(n > 4 && (strcmp(s + n - 4, "-wal") == 0 ||
 			   strcmp(s + n - 4, "-shm") == 0 ||

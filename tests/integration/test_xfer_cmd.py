@@ -199,7 +199,8 @@ def test():
               after, "a refused import changed a position")
 
         # 4. Bad input.
-        for name in (".hidden", "a/b", "app.db-wal", "x-journal"):
+        for name in (".hidden", "a/b", "app.db-wal", "x-journal",
+                     "app.db-mj0A1B2C93D"):
             r = ltxfs(["export", "--url", purl, name, os.path.join(
                 work, "bad.db")], env_token=TOKEN)
             expect_fail(r, 400, ["db must name"], "export %r" % name)
