@@ -212,7 +212,8 @@ enum wrong {
 };
 
 /* In a child: the disallowed transition aborts (assert), or returns
- * -EPERM with the role unchanged (exit 3); anything else is exit 1. */
+ * -EPERM with the role unchanged (exit 3); anything else is exit 1 (2:
+ * the node did not stop). */
 static void expect_caught(enum wrong w)
 {
 	int status = 0;
@@ -224,8 +225,11 @@ static void expect_caught(enum wrong w)
 		int before, rc;
 		/* No core dump of the expected abort. */
 		signal(SIGABRT, SIG_DFL);
-		if (w != WRONG_PROMOTE_PRIMARY)
-			rep_role_stop(n);
+		if (w != WRONG_PROMOTE_PRIMARY) {
+			rep_node_stop(n); /* DRAINING, then STOPPED */
+			if (rep_node_role(n) != REP_ROLE_STOPPED)
+				_exit(2);
+		}
 		before = rep_node_role(n);
 		if (w == WRONG_FOLLOW_STOPPED)
 			rc = rep_role_follow(n, 1, PRIMARY_URL);
