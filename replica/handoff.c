@@ -104,6 +104,11 @@ void rep_drain(rep_node *n)
 	int64_t end = lib_clock_monotonic_ns() + REP_DRAIN_MS * NS_PER_MS;
 	int want = 0, got = 0;
 
+	/* No stream counts until the gen to count from is known, once the
+	 * last write has been published (stop_writes). */
+	pthread_mutex_lock(&n->mu);
+	n->drain.gen = UINT64_MAX;
+	pthread_mutex_unlock(&n->mu);
 	if (rep_role_drain(n) < 0)
 		return; /* not the primary (any more) */
 	if (n->mount)

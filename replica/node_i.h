@@ -69,7 +69,8 @@ typedef struct rep_follow {
 
 /* A drain under way (handoff.c); guarded by rep_node.mu. While the role
  * is DRAINING, streams that found nothing to send since commit gen
- * count in drained (stream_srv.c). */
+ * count in drained (stream_srv.c); gen is UINT64_MAX until the writes
+ * have stopped. */
 typedef struct rep_drain_state {
 	uint64_t gen;
 	int drained;
