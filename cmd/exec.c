@@ -11,7 +11,8 @@
  *
  * An if-candidate command runs only when lease.candidate is true and this
  * node is the primary by then (its migration's result replicates to the
- * others); otherwise it is skipped, and logged.
+ * others); otherwise it is skipped, and logged. When that is the last
+ * one, no application runs here and ltxfs goes on serving.
  *
  * Each command is /bin/sh -c CMD (or, from `ltxfs mount -- CMD ARGS`, CMD
  * looked up in PATH), spawned with:
@@ -359,14 +360,23 @@ static void *exec_main(void *arg)
 {
 	cmd_exec *e = arg;
 	int code = -1;
+	bool stop;
 
 	if (wait_ready(e))
 		code = run_all(e);
 	pthread_mutex_lock(&e->mu);
 	e->exit_code = code;
 	e->done = true;
+	stop = e->stop;
 	pthread_cond_broadcast(&e->cond);
 	pthread_mutex_unlock(&e->mu);
+	if (code < 0 && !stop) {
+		/* The application was an if-candidate command skipped here:
+		 * nothing to supervise, the node goes on serving. */
+		log_info("exec: no application runs on this node; serving "
+			 "until stopped");
+		return NULL;
+	}
 	e->o.on_done(e->o.ctx);
 	return NULL;
 }

@@ -32,7 +32,8 @@ typedef struct cmd_exec_opts {
 	rep_node *node;
 	/* Called once, from the supervision thread, when it has ended (the
 	 * application exited, a command failed, or a stop was asked):
-	 * ltxfs stops. */
+	 * ltxfs stops. Not called when the last command was skipped here
+	 * (if-candidate): ltxfs goes on. */
 	void (*on_done)(void *ctx);
 	void *ctx;
 } cmd_exec_opts;
