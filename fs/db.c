@@ -349,8 +349,8 @@ static int end_txn(fs_db *db, const char *why)
 	}
 	if (rc < 0 && !db->capture_err) {
 		log_error("db=%s: capturing the transaction failed (%s); "
-			  "refusing further writes until restart", db->name,
-			  strerror(-rc));
+			  "refusing further writes until restart or its "
+			  "deletion", db->name, strerror(-rc));
 		db->capture_err = rc;
 	}
 out_clear:

@@ -390,14 +390,30 @@ static int fill_none(void *ctx, ltx_encoder *enc, uint64_t *out_post,
 	return 0;
 }
 
+/* Once the deletion is recorded the name starts afresh: a capture that
+ * failed before (capture_err) was of the database just deleted, and its
+ * WAL transactions that never went into the log go with it. mu held. */
+static void forget_failed_capture(fs_db *db)
+{
+	if (!db->capture_err)
+		return;
+	log_info("db=%s: deleted; the capture that failed before (%s) was "
+		 "of the database just deleted: writes are taken again",
+		 db->name, strerror(-db->capture_err));
+	fs_db_wal_forget_locked(db);
+	db->capture_err = 0;
+}
+
 int fs_db_capture_delete(fs_db *db)
 {
 	ltx_header h = {0};
 	ltx_trailer t;
 	int rc;
 
-	if (db->pos.txid == 0)
+	if (db->pos.txid == 0) {
+		forget_failed_capture(db);
 		return 0;
+	}
 	h.flags = db->opts.zstd_level > 0 ? LTX_FLAG_COMPRESS_ZSTD : 0;
 	h.page_size = db->page_size ? db->page_size : 4096;
 	h.commit = 0;
@@ -415,6 +431,7 @@ int fs_db_capture_delete(fs_db *db)
 	db->pos.checksum = LTX_CHECKSUM_EMPTY;
 	db->commit = 0;
 	log_info("db=%s: deleted at TXID %016" PRIx64, db->name, h.max_txid);
+	forget_failed_capture(db);
 	return 0;
 }
 

@@ -88,7 +88,8 @@ struct fs_db {
 	bool capturing;         /* a thread is capturing the queue */
 	bool opened;            /* recovery done; close writes the marker */
 	int capture_err;        /* sticky: capture failed (not for a full
-				 * disk), writes refused */
+				 * disk), writes refused until restart or
+				 * the database's deletion */
 
 	/* A full disk (mu; docs/STORAGE.md, "A full disk"). wal_full: the
 	 * queue's head could not go into the log; it stays queued and is
@@ -151,6 +152,8 @@ int fs_db_cksum_set(fs_db *db, uint32_t pgno, uint64_t sum);
 int fs_db_capture(fs_db *db, const fs_page_src *pages, size_t n,
 		  uint32_t commit, uint32_t page_size, uint64_t wal_off,
 		  uint64_t wal_size, uint32_t salt1, uint32_t salt2);
+/* Records the database's deletion; capture_mu and mu held. It also ends
+ * a failed capture's refusal of writes (capture_err). */
 int fs_db_capture_delete(fs_db *db);
 /* Makes pos visible to readers of -pos and fs_db_pos; mu held. */
 void fs_db_publish_locked(fs_db *db);
@@ -200,5 +203,9 @@ int fs_db_wal_recover(fs_db *db, bool trusted);
 int fs_db_drain_locked(fs_db *db);
 /* fs_db_capture_retry's WAL part. */
 void fs_db_wal_retry(fs_db *db);
+/* The database is deleted after a failed capture: its queued WAL
+ * transactions are dropped and the WAL's frames are no longer tracked
+ * (a new header starts again); mu held. */
+void fs_db_wal_forget_locked(fs_db *db);
 
 #endif

@@ -93,8 +93,8 @@ static void process_queue_locked(fs_db *db)
 					    "log");
 		} else if (!db->capture_err) {
 			log_error("db=%s: capturing a WAL transaction failed "
-				  "(%s); refusing further writes until restart",
-				  db->name, strerror(-rc));
+				  "(%s); refusing further writes until restart "
+				  "or its deletion", db->name, strerror(-rc));
 			db->capture_err = rc;
 		}
 	}
@@ -265,6 +265,17 @@ static void tracker_reset(fs_db *db)
 	db->wal_txn_start = FS_WAL_HDR_SIZE;
 	db->nframes = 0;
 	db->cap_wal_end = 0;
+}
+
+void fs_db_wal_forget_locked(fs_db *db)
+{
+	while (db->q_head) {
+		fs_wal_txn *t = db->q_head;
+		db->q_head = t->next;
+		free(t);
+	}
+	db->q_tail = NULL;
+	tracker_reset(db);
 }
 
 static bool same_header(const fs_wal_hdr *a, const fs_wal_hdr *b)

@@ -14,6 +14,10 @@ operations"). One meson test per case:
     wal-page-size-start  such a WAL found in the data directory at start
                          (left there by a daemon that took it): moved
                          aside, not read, the node starts and serves it
+    capture-error-delete a WAL capture that fails for good (the log's
+                         directory read-only: EROFS) refuses writes with
+                         EIO, and deleting the database ends that: the
+                         name made again takes writes, the log verifies
     backup               the backup API into a new name in the mount (the
                          sqlite3 CLI's .backup, Python's
                          Connection.backup), from a DELETE and a WAL
@@ -302,9 +306,82 @@ def t_wal_page_size_start():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def t_capture_error_delete():
+    """A capture that fails for a reason other than a full disk refuses
+    every later write with EIO ("refusing further writes until
+    restart"), so nothing is built on a transaction the log lacks.
+    Deleting the database ends it: the name made again took no write
+    (EIO, "disk I/O error") until a restart."""
+    with h.Node("capture-error-delete", log_level="info") as n:
+        # Segments roll at 4 KiB (a quarter of the cap).
+        with open(n.cfg) as f:
+            cfg = f.read()
+        with open(n.cfg, "w") as f:
+            f.write(re.sub(r"(?m)^(data:\n  dir: .*\n)",
+                           r"\1  retention-bytes: 16384\n", cfg))
+        n.start()
+        db = "e.db"
+        c = h.connect(n.path(db))
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+        # A record past 4 KiB: the next one starts a new segment.
+        c.execute("INSERT INTO t(v) VALUES(randomblob(20000))")
+        n.settle(db)
+        logdir = os.path.join(n.data, "dbs", db, "log")
+        subprocess.run(["mount", "--bind", logdir, logdir], check=True,
+                       timeout=30)
+        try:
+            subprocess.run(["mount", "-o", "remount,ro,bind", logdir],
+                           check=True, timeout=30)
+            mark = len(n.log_text())
+            c.execute("INSERT INTO t(v) VALUES(randomblob(100))")
+            line = n.wait_log(r"db=e\.db: capturing a WAL transaction "
+                              r"failed \(Read-only file system\); refusing "
+                              r"further writes until restart", 10,
+                              start=mark).group(0)
+            log("  log: %s" % line)
+            try:
+                c.execute("INSERT INTO t(v) VALUES(randomblob(100))")
+                raise h.TestFailure("a write after the failed capture "
+                                    "succeeded")
+            except sqlite3.OperationalError as e:
+                check("disk I/O error" in str(e), "the write: %s" % e)
+            c.close()
+        finally:
+            subprocess.run(["umount", logdir], timeout=30)
+        # Still refused: the failed transaction is in the WAL only.
+        c = h.connect(n.path(db), timeout=2)
+        try:
+            c.execute("INSERT INTO t(v) VALUES(randomblob(100))")
+            raise h.TestFailure("a write succeeded before the deletion")
+        except sqlite3.OperationalError as e:
+            check("disk I/O error" in str(e), "the write: %s" % e)
+        c.close()
+        mark = len(n.log_text())
+        remove_db(n, db)
+        for mode in ("WAL", "DELETE"):
+            c = h.connect(n.path(db), timeout=2)
+            try:
+                c.execute("PRAGMA journal_mode=%s" % mode)
+                c.execute("CREATE TABLE IF NOT EXISTS again(x)")
+                c.execute("INSERT INTO again VALUES(?)", (mode,))
+            except sqlite3.Error as e:
+                raise h.TestFailure("made again, %s mode: %s" % (mode, e))
+            c.close()
+        n.wait_log(r"db=e\.db: deleted; the capture that failed before "
+                   r"\(Read-only file system\) was of the database just "
+                   r"deleted: writes are taken again", 10, start=mark)
+        check(h.one(h.connect(n.path(db)), "SELECT count(*) FROM again")
+              == 2, "rows after it was made again")
+        h.integrity_ok(n.path(db))
+        n.stop()
+        n.verify()
+
+
 CASES = {
     "wal-page-size": t_wal_page_size,
     "wal-page-size-start": t_wal_page_size_start,
+    "capture-error-delete": t_capture_error_delete,
 }
 
 if __name__ == "__main__":
