@@ -625,6 +625,10 @@ int fs_db_truncate(fs_db *db, enum fs_kind kind, off_t size)
 		if (size == 0)
 			rc = end_txn(db, "journal truncated");
 		break;
+	case FS_KIND_WAL:
+		rc = fs_db_wal_check_drop_locked(db, (uint64_t)size,
+						 "truncate");
+		break;
 	default:
 		break;
 	}
@@ -708,6 +712,8 @@ int fs_db_unlink(fs_db *db, enum fs_kind kind)
 	}
 	if (kind == FS_KIND_JOURNAL)
 		rc = end_txn(db, "journal deleted");
+	else if (kind == FS_KIND_WAL)
+		rc = fs_db_wal_check_drop_locked(db, 0, "remove");
 	else if (kind == FS_KIND_DB && (rc = fs_db_capture_delete(db)) == 0)
 		fs_db_publish_locked(db);
 	if (rc < 0)

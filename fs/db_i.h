@@ -80,6 +80,10 @@ struct fs_db {
 	fs_frame *frames;       /* frames of the open transaction */
 	size_t nframes, capframes;
 	uint8_t *frame_buf;     /* one frame */
+	uint8_t *wal_pages;     /* a bit per page the committed frames of
+				 * this WAL generation wrote */
+	size_t wal_pages_len;   /* bytes */
+	uint32_t wal_pages_max; /* highest page set; 0: none */
 	uint8_t last_hdr[FS_WAL_FRAME_HDR_SIZE]; /* the last 24-byte write */
 	uint64_t last_hdr_off;  /* its offset; UINT64_MAX: none */
 
@@ -203,6 +207,14 @@ int fs_db_wal_recover(fs_db *db, bool trusted);
 int fs_db_drain_locked(fs_db *db);
 /* fs_db_capture_retry's WAL part. */
 void fs_db_wal_retry(fs_db *db);
+/* Before the WAL is removed, truncated to new_size or given another
+ * header: -EBUSY (logged; what says which) when that would lose committed
+ * frames whose pages the database file does not hold yet (no checkpoint
+ * copied them). SQLite does any of these only after a complete
+ * checkpoint. mu held and no capture running (the queue drained): every
+ * other writer of the page checksums holds mu. */
+int fs_db_wal_check_drop_locked(fs_db *db, uint64_t new_size,
+				const char *what);
 /* The database is deleted after a failed capture: its queued WAL
  * transactions are dropped and the WAL's frames are no longer tracked
  * (a new header starts again); mu held. */

@@ -414,6 +414,7 @@ void fs_db_close(fs_db *db)
 	free(db->dirty_bits);
 	free(db->frames);
 	free(db->frame_buf);
+	free(db->wal_pages);
 	free(db->name);
 	free(db->dir);
 	free(db);

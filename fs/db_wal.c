@@ -31,6 +31,14 @@
  * nothing; truncation, deletion or an invalid header returns to
  * NO_HEADER.
  *
+ * Removing or truncating the WAL (rm, truncate, cp over it), or writing
+ * another header over it, while its committed frames hold pages the
+ * database file does not have yet (no checkpoint copied them) is refused
+ * with EBUSY: SQLite would lose those transactions, which the log and the
+ * replicas keep. SQLite itself does any of these only after a complete
+ * checkpoint. The pages the generation's
+ * committed frames wrote are kept as a bitmap (wal_pages) for that.
+ *
  * A header whose page size is not the database file's is refused before
  * it is written (EINVAL): SQLite never writes one (a database's page
  * size cannot change in WAL mode), so it is another database's WAL, and
@@ -162,6 +170,29 @@ static int cmp_src(const void *a, const void *b)
 	return x->off < y->off ? -1 : x->off > y->off;
 }
 
+/* Marks pgno as written by a committed frame of this generation. */
+static int wal_pages_add(fs_db *db, uint32_t pgno)
+{
+	size_t byte = pgno / 8;
+
+	if (byte >= db->wal_pages_len) {
+		size_t n = db->wal_pages_len ? db->wal_pages_len : 1024;
+		uint8_t *p;
+		while (n <= byte)
+			n *= 2;
+		p = realloc(db->wal_pages, n);
+		if (!p)
+			return -ENOMEM;
+		memset(p + db->wal_pages_len, 0, n - db->wal_pages_len);
+		db->wal_pages = p;
+		db->wal_pages_len = n;
+	}
+	db->wal_pages[byte] |= (uint8_t)(1u << (pgno % 8));
+	if (pgno > db->wal_pages_max)
+		db->wal_pages_max = pgno;
+	return 0;
+}
+
 /* Builds the queued form of the open transaction ending at commit. */
 static int make_txn(fs_db *db, uint32_t commit, fs_wal_txn **out)
 {
@@ -184,6 +215,10 @@ static int make_txn(fs_db *db, uint32_t commit, fs_wal_txn **out)
 	for (size_t i = 0; i < n; i++) {
 		if (i + 1 < n && t->pages[i + 1].pgno == t->pages[i].pgno)
 			continue;
+		if (wal_pages_add(db, t->pages[i].pgno) < 0) {
+			free(t);
+			return -ENOMEM;
+		}
 		t->pages[k++] = t->pages[i];
 	}
 	t->n = k;
@@ -265,6 +300,77 @@ static void tracker_reset(fs_db *db)
 	db->wal_txn_start = FS_WAL_HDR_SIZE;
 	db->nframes = 0;
 	db->cap_wal_end = 0;
+	if (db->wal_pages_max)
+		memset(db->wal_pages, 0, db->wal_pages_max / 8 + 1);
+	db->wal_pages_max = 0;
+}
+
+/* Whether page p of the database file is its committed content (the
+ * checksum the last record gave it); an unknown checksum counts as
+ * held. As fs_db_wal_check_drop_locked. */
+static int file_holds(fs_db *db, uint32_t p, uint8_t *buf, bool *out)
+{
+	size_t got = 0;
+	int rc;
+
+	*out = true;
+	if (p >= db->ncksums || db->cksums[p] == 0)
+		return 0;
+	rc = lib_io_pread_full(db->fds[FS_KIND_DB], buf, db->page_size,
+			       (off_t)(p - 1) * db->page_size, &got);
+	if (rc == -ENODATA) {
+		*out = false; /* past the file's end */
+		return 0;
+	}
+	if (rc < 0)
+		return rc;
+	*out = ltx_checksum_page(p, buf, db->page_size) == db->cksums[p];
+	return 0;
+}
+
+int fs_db_wal_check_drop_locked(fs_db *db, uint64_t new_size,
+				const char *what)
+{
+	uint32_t lock, missing = 0, first = 0;
+	uint8_t *buf;
+	int rc = 0;
+
+	/* Committed frames lie before the open transaction's first. */
+	if (!db->wal_hdr_ok || new_size >= db->wal_txn_start ||
+	    db->wal_pages_max == 0 || db->fds[FS_KIND_DB] < 0 ||
+	    db->page_size == 0)
+		return 0;
+	buf = malloc(db->page_size);
+	if (!buf)
+		return -ENOMEM;
+	lock = ltx_lock_pgno(db->page_size);
+	for (uint32_t p = 1; p <= db->wal_pages_max && p <= db->commit; p++) {
+		bool held;
+		if (!(db->wal_pages[p / 8] & (1u << (p % 8))) || p == lock)
+			continue;
+		rc = file_holds(db, p, buf, &held);
+		if (rc < 0)
+			break;
+		if (!held && missing++ == 0)
+			first = p;
+	}
+	free(buf);
+	if (rc < 0) {
+		log_error("db=%s: reading the database file to check its WAL: "
+			  "%s", db->name, strerror(-rc));
+		return rc;
+	}
+	if (missing == 0)
+		return 0;
+	log_error("db=%s: refusing to %s %s-wal (EBUSY): its committed "
+		  "transactions wrote %" PRIu32 " pages (page %" PRIu32 " the "
+		  "first) that the database file does not hold yet (no "
+		  "checkpoint copied them); without the WAL SQLite would lose "
+		  "them, while the LTX log and the replicas keep them. "
+		  "Checkpoint first (PRAGMA wal_checkpoint(TRUNCATE)), or "
+		  "remove the database itself", db->name, what, db->name,
+		  missing, first);
+	return -EBUSY;
 }
 
 void fs_db_wal_forget_locked(fs_db *db)
@@ -284,6 +390,16 @@ static bool same_header(const fs_wal_hdr *a, const fs_wal_hdr *b)
 	       a->page_size == b->page_size && a->ckpt_seq == b->ckpt_seq &&
 	       a->salt1 == b->salt1 && a->salt2 == b->salt2 &&
 	       a->cksum1 == b->cksum1 && a->cksum2 == b->cksum2;
+}
+
+/* Whether writing hdr ends the current generation: its frames are no
+ * longer SQLite's (another header, or none). */
+static bool ends_generation(fs_db *db, const uint8_t *hdr)
+{
+	fs_wal_hdr h;
+
+	return db->wal_hdr_ok && (fs_wal_hdr_parse(hdr, &h) < 0 ||
+				  !same_header(&h, &db->wal_hdr));
 }
 
 /* A valid header opens a new WAL generation; the same header again (a
@@ -465,6 +581,9 @@ int fs_db_wal_write(fs_db *db, const void *buf, size_t n, off_t off)
 		rc = header_after_write(db, buf, n, off, hdr);
 		if (rc == 0)
 			rc = refuse_header_write(db, hdr);
+		if (rc == 0 && ends_generation(db, hdr))
+			rc = fs_db_wal_check_drop_locked(db, 0, "write another "
+							 "header over");
 		if (rc < 0)
 			goto out;
 	}

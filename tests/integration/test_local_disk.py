@@ -14,6 +14,10 @@ operations"). One meson test per case:
     wal-page-size-start  such a WAL found in the data directory at start
                          (left there by a daemon that took it): moved
                          aside, not read, the node starts and serves it
+    wal-remove           rm, truncate -s 0 or cp over a -wal that holds
+                         committed transactions no checkpoint copied:
+                         EBUSY (SQLite would lose them, the log keeps
+                         them); once checkpointed, it goes
     capture-error-delete a WAL capture that fails for good (the log's
                          directory read-only: EROFS) refuses writes with
                          EIO, and deleting the database ends that: the
@@ -378,10 +382,79 @@ def t_capture_error_delete():
         n.verify()
 
 
+
+def t_wal_remove():
+    """Removing or truncating a -wal whose committed transactions no
+    checkpoint has copied into the database file (rm, truncate -s 0, cp
+    over it): on a local disk SQLite loses them; through the mount the
+    primary lost them while its log and the replicas kept them (`ltxfs
+    verify`: "the log replays to 2 pages, the live database has 1"). It
+    is refused with EBUSY and a log line; after a checkpoint it works,
+    and SQLite's own removal at its last close is never refused."""
+    tmp = tempfile.mkdtemp(prefix="ltxfs-walrm-")
+    try:
+        with h.Node("wal-remove", log_level="info") as n:
+            n.start()
+            db = "q.db"
+            c = h.connect(n.path(db))
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute("PRAGMA wal_autocheckpoint=0")
+            c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+            c.executemany("INSERT INTO t(v) VALUES(?)",
+                          [("row %d" % i,) for i in range(50)])
+            pos = n.pos(db)
+            wal = n.path(db + "-wal")
+            other = os.path.join(tmp, "other-wal")
+            with open(other, "wb") as g:
+                g.write(foreign_wal(tmp, 4096, "whole"))
+            mark = len(n.log_text())
+            # cp: the truncation of its O_TRUNC, or (where that is not
+            # done) its write of another header.
+            tries = (("rm", ["rm", wal], "remove"),
+                     ("truncate -s 0", ["truncate", "-s", "0", wal],
+                      "truncate"),
+                     ("cp over it", ["cp", other, wal],
+                      "(truncate|write another header over)"))
+            for what, argv, verb in tries:
+                r = subprocess.run(argv, capture_output=True, text=True,
+                                   timeout=30)
+                check(r.returncode != 0 and "Device or resource busy" in
+                      r.stderr, "%s: exit %d %r" % (what, r.returncode,
+                                                    r.stderr))
+                n.wait_log(r"db=q\.db: refusing to %s q\.db-wal \(EBUSY\): "
+                           r"its committed transactions wrote \d+ pages"
+                           % verb, 10, start=mark)
+                log("  %s: %s" % (what, r.stderr.strip()))
+            check(h.one(c, "SELECT count(*) FROM t") == 50, "rows lost")
+            c2 = h.connect(n.path(db))
+            check(h.one(c2, "SELECT count(*) FROM t") == 50, "rows lost "
+                  "for a new connection")
+            c2.close()
+            check(n.pos(db) == pos, "-pos %s, was %s" % (n.pos(db), pos))
+            line = n.wait_log(r"db=q\.db: refusing to remove.*", 1,
+                              start=mark).group(0)
+            log("  log: %s" % line)
+            # Checkpointed, it goes.
+            c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            c.execute("INSERT INTO t(v) VALUES('after')")
+            c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            c.close()
+            if os.path.exists(wal):
+                os.unlink(wal)
+            c = h.connect(n.path(db))
+            check(h.one(c, "SELECT count(*) FROM t") == 51, "rows after "
+                  "the checkpoint and the removal")
+            c.close()
+            n.stop()
+            n.verify()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
 CASES = {
     "wal-page-size": t_wal_page_size,
     "wal-page-size-start": t_wal_page_size_start,
     "capture-error-delete": t_capture_error_delete,
+    "wal-remove": t_wal_remove,
 }
 
 if __name__ == "__main__":
