@@ -10,43 +10,52 @@ operations"). One meson test per case:
                          refused with EINVAL at its header, nothing
                          recorded; SQLite reads the database as before,
                          writes go on, the name can be deleted and made
-                         again, and the log replays to what SQLite reads
+                         again, and the log replays to what SQLite reads;
+                         a database copied in with its own WAL is
+                         recorded as SQLite reads it
     wal-page-size-start  such a WAL found in the data directory at start
                          (left there by a daemon that took it): moved
                          aside, not read, the node starts and serves it
-    wal-remove           rm, truncate -s 0 or cp over a -wal that holds
-                         committed transactions no checkpoint copied:
-                         EBUSY (SQLite would lose them, the log keeps
-                         them); once checkpointed, it goes
     capture-error-delete a WAL capture that fails for good (the log's
                          directory read-only: EROFS) refuses writes with
                          EIO, and deleting the database ends that: the
                          name made again takes writes, the log verifies
+    wal-remove           rm, truncate -s 0 or cp over a -wal that holds
+                         committed transactions no checkpoint copied:
+                         EBUSY (SQLite would lose them, the log keeps
+                         them); once checkpointed, it goes
     backup               the backup API into a new name in the mount (the
                          sqlite3 CLI's .backup, Python's
-                         Connection.backup), from a DELETE and a WAL
-                         database: a database of the mount, verified
+                         Connection.backup) and into an existing database
+                         (.restore), from a DELETE and a WAL database: a
+                         database of the mount, verified
     rename-link          rename() and link() of a database or companion:
                          EPERM, a log line saying why and what instead
-    temp-files           the names a sqlite3 workload creates in the
-                         mount (strace): the database, -journal, -wal,
-                         -shm and a super-journal, nothing else; temporary
-                         files go to the temporary directory, and one
-                         pointed into the mount fails with a clear error
-    read-only            ?mode=ro and ?immutable=1 connections read
+    temp-files           the names a sqlite3 workload opens in the mount
+                         in each journal mode (strace): the database,
+                         -journal, -wal and -shm, nothing else; its
+                         temporary files go to SQLITE_TMPDIR, and one
+                         pointed into the mount fails at once (EPERM,
+                         "unable to open database file", a log line)
+    read-only            ?mode=ro and ?immutable=1 connections read, and
+                         refuse writes, as on a local disk
     exclusive            PRAGMA locking_mode=EXCLUSIVE writes in DELETE,
-                         TRUNCATE, PERSIST and WAL mode, recorded
+                         TRUNCATE, PERSIST and WAL mode (another
+                         connection: SQLITE_BUSY, as on a local disk),
+                         recorded
     journal-switch-busy  journal_mode=WAL (and back) while another
                          connection reads: SQLITE_BUSY as on a local disk,
                          nothing changed; once it has ended, the switch
                          works and is recorded
     page-size-wal        PRAGMA page_size and VACUUM in WAL mode keep the
                          page size, as on a local disk
-    cluster/replica      on a replica: ?mode=ro and ?immutable=1 read
-                         while records are applied; a locking_mode=
-                         EXCLUSIVE reader delays applies only while it is
-                         open, in rollback and WAL mode; a journal mode
-                         switch and a backup replicate
+    cluster-replica      (suite cluster) on a replica: ?mode=ro and
+                         ?immutable=1 read while records are applied; a
+                         locking_mode=EXCLUSIVE reader holds the applies
+                         back while it is open (rollback modes) or cannot
+                         read (WAL, as on a local disk); a journal mode
+                         switch refused as busy, then done, and a backup
+                         replicate
 """
 
 import errno
@@ -261,6 +270,32 @@ def t_wal_page_size():
                                  % re.escape(db), text[mark:]):
                     failures.append("%s: no log line refusing it" % what)
             h.check(not failures, "\n".join(failures))
+            # A database copied in with its own WAL (the database first,
+            # as cp a.db a.db-wal does): recorded as SQLite reads it.
+            n.start()
+            src = os.path.join(tmp, "own.db")
+            c = make_wal_db(src, 4096, 200, "a")
+            c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            c.executemany("INSERT INTO t(v) VALUES(?)", [("b",)] * 50)
+            for suffix in ("", "-wal"):
+                shutil.copy(src + suffix, os.path.join(tmp, "own-copy.db"
+                                                      + suffix))
+            c.close()
+            for suffix in ("", "-wal"):
+                r = subprocess.run(["cp", os.path.join(tmp, "own-copy.db" +
+                                                       suffix),
+                                    n.path("own.db" + suffix)],
+                                   capture_output=True, text=True,
+                                   timeout=60)
+                check(r.returncode == 0, "cp own.db%s: %s" % (suffix,
+                                                             r.stderr))
+            c = h.connect(n.path("own.db"))
+            check(h.one(c, "SELECT count(*) FROM t") == 250, "own.db: rows")
+            c.close()
+            log("  own.db: copied with its own WAL, TXID %d" %
+                n.pos("own.db")[0])
+            n.stop()
+            n.verify("own.db")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -382,6 +417,487 @@ def t_capture_error_delete():
         n.verify()
 
 
+def on_both(n, scenario):
+    """Runs scenario(dir) in a local directory and in the mount; both
+    must give the same outcome (a list of what SQLite said)."""
+    local = tempfile.mkdtemp(prefix="ltxfs-local-")
+    try:
+        want = scenario(local)
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+    got = scenario(n.mnt)
+    check(got == want, "%s: through the mount %s, on a local disk %s"
+          % (scenario.__name__, got, want))
+    for step in got:
+        log("  %s: %s" % (scenario.__name__, step))
+    return got
+
+
+def fill_t(path, rows, mode="DELETE"):
+    c = h.connect(path)
+    c.execute("PRAGMA journal_mode=%s" % mode)
+    c.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, "
+              "v TEXT)")
+    c.executemany("INSERT INTO t(v) VALUES(?)",
+                  [("row %d" % i,) for i in range(rows)])
+    c.execute("CREATE INDEX IF NOT EXISTS t_v ON t(v)")
+    c.close()
+
+
+def t_backup():
+    """The backup API into the mount gives a database of the mount: new
+    names (Python's Connection.backup, sqlite3's .backup), an existing
+    database (.restore from a local file), from DELETE and WAL sources."""
+    tmp = tempfile.mkdtemp(prefix="ltxfs-backup-")
+    dbs = []
+    try:
+        with h.Node("backup", log_level="info") as n:
+            n.start()
+            for mode in ("DELETE", "WAL"):
+                src = "src-%s.db" % mode.lower()
+                fill_t(n.path(src), 300, mode)
+                want = h.content_digest(n.path(src))
+                py, cli, rst = ["%s-%s.db" % (k, mode.lower())
+                                for k in ("py", "cli", "restored")]
+                s = h.connect(n.path(src))
+                d = h.connect(n.path(py))
+                s.backup(d)
+                d.close()
+                s.close()
+                r = subprocess.run(["sqlite3", n.path(src), ".backup '%s'"
+                                    % n.path(cli)], capture_output=True,
+                                   text=True, timeout=60)
+                check(r.returncode == 0, ".backup: %s" % r.stderr)
+                # .restore into a database of the mount that exists.
+                local = os.path.join(tmp, "local-%s.db" % mode.lower())
+                r = subprocess.run(["sqlite3", n.path(src), ".backup '%s'"
+                                    % local], capture_output=True,
+                                   text=True, timeout=60)
+                check(r.returncode == 0, ".backup to local: %s" % r.stderr)
+                fill_t(n.path(rst), 5)
+                before = n.pos(rst)
+                r = subprocess.run(["sqlite3", n.path(rst), ".restore '%s'"
+                                    % local], capture_output=True,
+                                   text=True, timeout=60)
+                check(r.returncode == 0, ".restore: %s" % r.stderr)
+                check(n.pos(rst)[0] > before[0], ".restore recorded "
+                      "nothing: -pos %s" % (n.pos(rst),))
+                for dst in (py, cli, rst):
+                    check(dst in n.listing() and dst + "-pos" in
+                          n.listing(), "%s is not in the mount: %s"
+                          % (dst, n.listing()))
+                    check(h.content_digest(n.path(dst)) == want,
+                          "%s differs from %s" % (dst, src))
+                    h.integrity_ok(n.path(dst))
+                    txid = n.pos(dst)[0]
+                    c = h.connect(n.path(dst))
+                    c.execute("INSERT INTO t(v) VALUES('more')")
+                    c.close()
+                    check(n.pos(dst)[0] == txid + 1, "%s: a write made "
+                          "TXID %d -> %d" % (dst, txid, n.pos(dst)[0]))
+                    log("  %s (from %s): a database of the mount, TXID %d"
+                        % (dst, src, txid))
+                dbs += [src, py, cli, rst]
+            n.stop()
+            _, found, out = n.verify()
+            for db in dbs:
+                check(db in found, "verify: %s\n%s" % (db, out))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def t_rename_link():
+    """rename() and link() of a database or a companion: EPERM, with a
+    log line that says why and what to do instead; nothing changes."""
+    with h.Node("rename-link", log_level="info") as n:
+        n.start()
+        db = "a.db"
+        c = h.connect(n.path(db))
+        fill_t(n.path(db), 20, "WAL")
+        c.execute("SELECT count(*) FROM t").fetchone()  # -wal, -shm open
+        pos = n.pos(db)
+        digest = h.content_digest(n.path(db))
+        names = n.listing()
+        mark = len(n.log_text())
+        for name in (db, db + "-wal", db + "-shm"):
+            h.expect_oserror(errno.EPERM, os.rename, n.path(name),
+                             n.path("b" + name[1:]))
+            n.wait_log(r'refusing to rename "%s" to "%s" \(EPERM\): a '
+                       r'database and its -journal, -wal and -shm are '
+                       r'replicated under their names; copy it under the '
+                       r'new name \(VACUUM INTO, or the backup API'
+                       % (re.escape(name), re.escape("b" + name[1:])), 10,
+                       start=mark)
+        h.expect_oserror(errno.EPERM, os.link, n.path(db), n.path("c.db"))
+        line = n.wait_log(r'refusing a hard link "c\.db" \(EPERM\).*', 10,
+                          start=mark).group(0)
+        log("  log: %s" % line)
+        r = subprocess.run(["mv", n.path(db), n.path("m.db")],
+                           capture_output=True, text=True, timeout=30)
+        check(r.returncode != 0 and "Operation not permitted" in r.stderr,
+              "mv: exit %d: %s" % (r.returncode, r.stderr))
+        c.close()
+        check(n.listing() == names or n.listing() == [db, db + "-pos"],
+              "the mount lists %s" % n.listing())
+        check(n.pos(db) == pos and h.content_digest(n.path(db)) == digest,
+              "a refused rename changed %s" % db)
+        n.stop()
+        n.verify()
+
+
+TEMP_SQL = """
+PRAGMA cache_size=10;
+PRAGMA journal_mode=%s;
+CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT, b BLOB);
+WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<3000)
+INSERT INTO t(a, b) SELECT hex(randomblob(16)), randomblob(300) FROM c;
+CREATE INDEX t_a ON t(a);
+SELECT count(*) FROM (SELECT a FROM t ORDER BY b);
+SELECT count(DISTINCT b) FROM t;
+CREATE TEMP TABLE tt AS SELECT * FROM t;
+BEGIN; SAVEPOINT s1; UPDATE t SET a = a || 'x' WHERE id %% 2 = 0;
+RELEASE s1; UPDATE t SET id = id + 100000 WHERE id > 2990; COMMIT;
+CREATE TABLE u(x UNIQUE); INSERT INTO u VALUES (1), (2);
+UPDATE OR FAIL u SET x = x + 1;
+VACUUM;
+SELECT count(*) FROM t;
+"""
+
+
+def t_temp_files():
+    """The names a sqlite3 workload (sorts and an index bigger than its
+    cache, a temporary table, a statement journal, a failed statement,
+    VACUUM) opens or creates in the mount, seen by strace: the database
+    and its -journal, -wal and -shm only. Its temporary files go to the
+    temporary directory; SQLITE_TMPDIR pointed into the mount makes their
+    creation fail (EPERM; SQLite: "unable to open database file")."""
+    if shutil.which("strace") is None:
+        raise h.TestFailure("strace is not installed (scripts/install-deps "
+                            "installs it)")
+    tmp = tempfile.mkdtemp(prefix="ltxfs-strace-")
+    try:
+        with h.Node("temp-files", log_level="info") as n:
+            n.start()
+            for mode in ("DELETE", "TRUNCATE", "PERSIST", "WAL"):
+                db = "s-%s.db" % mode.lower()
+                trace = os.path.join(tmp, "trace-%s" % mode)
+                r = subprocess.run(
+                    ["strace", "-f", "-qq", "-o", trace, "-e",
+                     "trace=open,openat,creat,unlink,unlinkat,rename,"
+                     "renameat,renameat2,mkdir,link,linkat",
+                     "sqlite3", n.path(db)], input=TEMP_SQL % mode,
+                    capture_output=True, text=True, timeout=120,
+                    env=dict(os.environ, SQLITE_TMPDIR=tmp))
+                check("UNIQUE constraint failed" in r.stderr and
+                      r.stdout.split()[-1] == "3000",
+                      "%s: sqlite3 said %r %r" % (mode, r.stdout,
+                                                  r.stderr))
+                in_mount, temps = set(), set()
+                with open(trace) as f:
+                    for line in f:
+                        for p in re.findall(r'"([^"]+)"', line):
+                            if p.startswith(n.mnt + "/"):
+                                in_mount.add(os.path.basename(p))
+                            elif p.startswith(tmp + "/etilqs_"):
+                                temps.add(p)
+                allowed = {db, db + "-journal", db + "-wal", db + "-shm"}
+                check(in_mount <= allowed, "%s: names in the mount: %s"
+                      % (mode, sorted(in_mount - allowed)))
+                check(temps, "%s: no temporary file in SQLITE_TMPDIR"
+                      % mode)
+                log("  %s: in the mount %s; %d temporary files in "
+                    "SQLITE_TMPDIR" % (mode, sorted(in_mount), len(temps)))
+            mark = len(n.log_text())
+            r = subprocess.run(
+                ["sqlite3", n.path("s-delete.db")],
+                input="PRAGMA cache_size=10;\nSELECT count(*) FROM "
+                      "(SELECT a FROM t ORDER BY b);\n",
+                capture_output=True, text=True,
+                timeout=60, env=dict(os.environ, SQLITE_TMPDIR=n.mnt))
+            check(r.returncode != 0 and "unable to open database file" in
+                  r.stderr, "a temporary file in the mount: %r" % r.stderr)
+            line = n.wait_log(r'refusing to create "etilqs_\w+" \(EPERM\): '
+                              r'a SQLite temporary file.*SQLITE_TMPDIR.*',
+                              10, start=mark)
+            log("  SQLITE_TMPDIR in the mount: %s; log: %s"
+                % (r.stderr.strip(), line.group(0)))
+            n.stop()
+            n.verify()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def t_read_only():
+    """?mode=ro and ?immutable=1 connections read a DELETE and a WAL
+    database of the primary; a write through them is refused by SQLite
+    ("attempt to write a readonly database"), as on a local disk."""
+    def scenario(d):
+        out = []
+        for mode in ("DELETE", "WAL"):
+            p = os.path.join(d, "ro-%s.db" % mode.lower())
+            fill_t(p, 50, mode)
+            for q in ("mode=ro", "immutable=1"):
+                c = sqlite3.connect("file:%s?%s" % (p, q), uri=True,
+                                    isolation_level=None)
+                n_rows = h.one(c, "SELECT count(*) FROM t")
+                try:
+                    c.execute("INSERT INTO t(v) VALUES('x')")
+                    w = "write ok"
+                except sqlite3.Error as e:
+                    w = str(e)
+                out.append("%s %s: %d rows, quick_check %s; %s" % (
+                    mode, q, n_rows, h.one(c, "PRAGMA quick_check"), w))
+                c.close()
+        return out
+    with h.Node("read-only", log_level="info") as n:
+        n.start()
+        on_both(n, scenario)
+        n.stop()
+        n.verify()
+
+
+def t_exclusive():
+    """PRAGMA locking_mode=EXCLUSIVE: a connection that holds the
+    database writes in DELETE, TRUNCATE, PERSIST and WAL mode, another
+    connection meanwhile gets SQLITE_BUSY, as on a local disk; every
+    commit is recorded and the log verifies."""
+    def scenario(d):
+        out = []
+        for mode in ("DELETE", "TRUNCATE", "PERSIST", "WAL"):
+            p = os.path.join(d, "x-%s.db" % mode.lower())
+            c = h.connect(p)
+            c.execute("PRAGMA locking_mode=EXCLUSIVE")
+            c.execute("PRAGMA journal_mode=%s" % mode)
+            c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+            for i in range(10):
+                c.execute("INSERT INTO t(v) VALUES(?)", ("row %d" % i,))
+            o = sqlite3.connect(p, timeout=0.1, isolation_level=None)
+            try:
+                r = "other reads %d rows" % h.one(o, "SELECT count(*) "
+                                                     "FROM t")
+            except sqlite3.Error as e:
+                r = "other: %s" % e
+            o.close()
+            c.close()
+            c = h.connect(p)
+            out.append("%s: %s; after close %d rows, %s" % (
+                mode, r, h.one(c, "SELECT count(*) FROM t"),
+                h.one(c, "PRAGMA integrity_check")))
+            c.close()
+        return out
+    with h.Node("exclusive", log_level="info") as n:
+        n.start()
+        on_both(n, scenario)
+        for mode in ("DELETE", "TRUNCATE", "PERSIST", "WAL"):
+            db = "x-%s.db" % mode.lower()
+            txid = n.pos(db)[0]
+            check(txid >= 11, "%s: TXID %d after 11 commits" % (db, txid))
+        n.stop()
+        n.verify()
+
+
+def t_journal_switch_busy():
+    """PRAGMA journal_mode=WAL while another connection reads, and back
+    to DELETE while another connection has the WAL open: SQLITE_BUSY
+    ("database is locked"), nothing changed, as on a local disk; once
+    the other connection is done, the switch works and is recorded."""
+    def scenario(d):
+        out = []
+        p = os.path.join(d, "js.db")
+        fill_t(p, 20, "DELETE")
+        other = h.connect(p)
+        other.execute("BEGIN")
+        other.execute("SELECT count(*) FROM t").fetchone()
+        w = sqlite3.connect(p, timeout=0.2, isolation_level=None)
+        for step, busy_other in (("WAL", True), ("WAL", False),
+                                 ("DELETE", True), ("DELETE", False)):
+            if not busy_other:
+                if other.in_transaction:
+                    other.execute("COMMIT")
+                else:
+                    other.close()
+            try:
+                got = h.one(w, "PRAGMA journal_mode=%s" % step)
+            except sqlite3.Error as e:
+                got = str(e)
+            with open(p, "rb") as f:
+                hdr = f.read(20)
+            out.append("to %s%s: %s (file header version %d/%d)" % (
+                step, " while another connection is open" if busy_other
+                else "", got, hdr[18], hdr[19]))
+            if step == "WAL" and not busy_other:
+                w.execute("INSERT INTO t(v) VALUES('in WAL')")
+                # The other connection reads in WAL mode now.
+                out.append("other sees %d rows" % h.one(
+                    other, "SELECT count(*) FROM t"))
+                other.execute("BEGIN")
+                other.execute("SELECT count(*) FROM t").fetchone()
+                other.execute("COMMIT")  # its WAL stays open
+        w.close()
+        c = h.connect(p)
+        out.append("%d rows, %s" % (h.one(c, "SELECT count(*) FROM t"),
+                                    h.one(c, "PRAGMA integrity_check")))
+        c.close()
+        return out
+    with h.Node("journal-switch-busy", log_level="info") as n:
+        n.start()
+        on_both(n, scenario)
+        n.stop()
+        n.verify()
+
+
+def t_page_size_wal():
+    """In WAL mode SQLite keeps the page size through PRAGMA page_size
+    and VACUUM (it cannot change it there), through the mount as on a
+    local disk, and the VACUUM is recorded. (A VACUUM to another page
+    size in a rollback-journal mode: copy-in/page-size.)"""
+    def scenario(d):
+        out = []
+        p = os.path.join(d, "pw.db")
+        fill_t(p, 200, "WAL")
+        c = h.connect(p)
+        for ps in (8192, 1024, 65536):
+            c.execute("PRAGMA page_size=%d" % ps)
+            try:
+                c.execute("VACUUM")
+                r = "VACUUM ok"
+            except sqlite3.Error as e:
+                r = str(e)
+            out.append("page_size=%d, %s: page size %d, %s, %s" % (
+                ps, r, h.one(c, "PRAGMA page_size"),
+                h.one(c, "PRAGMA journal_mode"),
+                h.one(c, "PRAGMA integrity_check")))
+        c.close()
+        return out
+    with h.Node("page-size-wal", log_level="info") as n:
+        n.start()
+        on_both(n, scenario)
+        n.stop()
+        n.verify()
+
+
+
+
+def t_cluster_replica():
+    """On a replica: ?mode=ro and ?immutable=1 connections read while
+    records are applied (immutable=1 is for a file that does not change:
+    a connection opened after the applies reads them); a locking_mode=
+    EXCLUSIVE reader holds SQLite's SHARED lock for its life, so in a
+    rollback-journal mode the applies wait until it is closed (other
+    readers go on) and then catch up at once, and in WAL mode it cannot
+    read ("disk I/O error", as a read-only connection gets on a local
+    disk); journal_mode=WAL refused
+    as busy on the primary changes nothing on the replica, and once it
+    is done the switch replicates; a backup into the primary's mount
+    replicates."""
+    import test_cluster as tc
+    from cluster_harness import Cluster
+    with Cluster(2) as cl:
+        cl.start()
+        r = cl.replicas[0]
+        for mode in ("DELETE", "WAL"):
+            db = "r-%s.db" % mode.lower()
+            p, rp = cl.primary.path(db), r.path(db)
+            tc.simple_txns(p, 5, mode=mode)
+            tc.check_identical(cl, db)
+            ro = sqlite3.connect("file:%s?mode=ro" % rp, uri=True,
+                                 isolation_level=None)
+            im = sqlite3.connect("file:%s?immutable=1" % rp, uri=True,
+                                 isolation_level=None)
+            check(h.one(ro, "SELECT count(*) FROM t") == 5 and
+                  h.one(im, "SELECT count(*) FROM t") == 5, "%s: reads"
+                  % mode)
+            tc.simple_txns(p, 3, start=5)
+            cl.wait_synced(db)
+            check(h.one(ro, "SELECT count(*) FROM t") == 8, "%s: mode=ro "
+                  "does not see the applies" % mode)
+            check(h.one(im, "PRAGMA quick_check") == "ok", "%s: immutable"
+                  % mode)
+            im.close()
+            im = sqlite3.connect("file:%s?immutable=1" % rp, uri=True,
+                                 isolation_level=None)
+            got = h.one(im, "SELECT count(*) FROM t")
+            # In WAL mode immutable=1 reads the database file alone, not
+            # the WAL (as on a local disk): what is checkpointed.
+            check(got == 8 if mode != "WAL" else got <= 8, "%s: a new "
+                  "immutable=1 connection reads %d rows" % (mode, got))
+            im.close()
+            ro.close()
+            log("  %s: mode=ro and immutable=1 read on the replica (a new "
+                "immutable=1 connection: %d of 8 rows)" % (mode, got))
+            # A reader in locking_mode=EXCLUSIVE.
+            x = sqlite3.connect("file:%s?mode=ro" % rp, uri=True,
+                                isolation_level=None, timeout=1)
+            x.execute("PRAGMA locking_mode=EXCLUSIVE")
+            try:
+                n0 = h.one(x, "SELECT count(*) FROM t")
+            except sqlite3.OperationalError as e:
+                check(mode == "WAL" and "disk I/O error" in str(e),
+                      "%s: an EXCLUSIVE reader: %s" % (mode, e))
+                log("  WAL: a locking_mode=EXCLUSIVE reader: %s" % e)
+                x.close()
+                continue
+            check(mode != "WAL", "WAL: an EXCLUSIVE reader read %d" % n0)
+            pos0 = r.pos(db)
+            tc.simple_txns(p, 3, start=8)
+            want = cl.primary.settled_pos(db)
+            r.wait_log(r"db=%s: apply waits for the EXCLUSIVE lock"
+                       % re.escape(db), 10)
+            check(r.pos(db) == pos0, "applied under the EXCLUSIVE reader")
+            o = sqlite3.connect("file:%s?mode=ro" % rp, uri=True,
+                                isolation_level=None, timeout=0.2)
+            try:
+                other = "reads %d rows" % h.one(o, "SELECT count(*) FROM t")
+            except sqlite3.OperationalError as e:
+                other = str(e)
+            o.close()
+            check(h.one(x, "SELECT count(*) FROM t") == n0, "the EXCLUSIVE "
+                  "reader's rows changed")
+            t0 = time.monotonic()
+            x.close()
+            wait_for(lambda: r.pos(db) == want, 40, "the applies after the "
+                     "EXCLUSIVE reader closed")
+            log("  %s: applies waited for a locking_mode=EXCLUSIVE reader "
+                "(another reader meanwhile: %s); caught up %.2fs after it "
+                "closed" % (mode, other, time.monotonic() - t0))
+            tc.check_identical(cl, db)
+        # journal_mode=WAL while a reader on the primary is in a read
+        # transaction: busy, nothing replicated; then the switch.
+        db = "r-delete.db"
+        p = cl.primary.path(db)
+        before = cl.primary.pos(db)
+        rd = h.connect(p)
+        rd.execute("BEGIN")
+        rd.execute("SELECT count(*) FROM t").fetchone()
+        w = sqlite3.connect(p, timeout=0.2, isolation_level=None)
+        try:
+            w.execute("PRAGMA journal_mode=WAL")
+            raise h.TestFailure("journal_mode=WAL under a reader worked")
+        except sqlite3.OperationalError as e:
+            check("locked" in str(e), "journal_mode=WAL: %s" % e)
+        check(cl.primary.pos(db) == before, "a refused switch was recorded")
+        rd.execute("COMMIT")
+        rd.close()
+        check(h.one(w, "PRAGMA journal_mode=WAL") == "wal", "the switch")
+        w.execute("INSERT INTO t(v) VALUES(x'01')")
+        w.close()
+        tc.check_identical(cl, db)
+        check(tc.is_wal(r.path(db)), "the replica's copy is not in WAL mode")
+        # A backup into the primary's mount replicates.
+        s = h.connect(p)
+        d = h.connect(cl.primary.path("r-copy.db"))
+        s.backup(d)
+        d.close()
+        s.close()
+        tc.check_identical(cl, "r-copy.db")
+        check(h.content_digest(r.path("r-copy.db"), ro=True) ==
+              h.content_digest(p), "the backup's copy on the replica")
+        log("  journal_mode=WAL: busy under a reader, then replicated; a "
+            "backup replicated")
+        cl.stop()
+        for n in cl.nodes:
+            n.verify()
+
 
 def t_wal_remove():
     """Removing or truncating a -wal whose committed transactions no
@@ -454,6 +970,14 @@ CASES = {
     "wal-page-size": t_wal_page_size,
     "wal-page-size-start": t_wal_page_size_start,
     "capture-error-delete": t_capture_error_delete,
+    "backup": t_backup,
+    "rename-link": t_rename_link,
+    "temp-files": t_temp_files,
+    "read-only": t_read_only,
+    "exclusive": t_exclusive,
+    "journal-switch-busy": t_journal_switch_busy,
+    "page-size-wal": t_page_size_wal,
+    "cluster-replica": t_cluster_replica,
     "wal-remove": t_wal_remove,
 }
 
