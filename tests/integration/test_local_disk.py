@@ -172,7 +172,10 @@ COPIERS = {"cp": copy_cp, "chunks": copy_chunks,
 
 
 def remove_db(n, db):
-    for s in ("-wal", "-shm", "-journal", ""):
+    """rm db*: the database first (recorded as deleted), then its
+    companions (a -wal whose transactions no checkpoint copied cannot go
+    while its database is there: wal-remove)."""
+    for s in ("", "-journal", "-shm", "-wal"):
         try:
             os.unlink(n.path(db + s))
         except FileNotFoundError:
