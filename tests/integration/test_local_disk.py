@@ -24,6 +24,9 @@ operations"). One meson test per case:
                          committed transactions no checkpoint copied:
                          EBUSY (SQLite would lose them, the log keeps
                          them); once checkpointed, it goes
+    vacuum-page-size-crash  a VACUUM to another page size killed at its
+                         commit (a hot journal): rolled back at the next
+                         start, nothing recorded
     backup               the backup API into a new name in the mount (the
                          sqlite3 CLI's .backup, Python's
                          Connection.backup) and into an existing database
@@ -969,6 +972,56 @@ def t_wal_remove():
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+
+def t_vacuum_page_size_crash():
+    """A VACUUM to another page size in DELETE mode, its process killed
+    at the journal's deletion (its commit): the database file holds the
+    new page size and its journal is hot. The daemon, stopped and started
+    again, rolls it back at start. It used to check the file against its
+    log at the page size the file's header said (the new one), and after
+    the rollback found the old database cut at that size different from
+    its log: it recorded it, every page, as a new transaction of the
+    wrong page size."""
+    import signal
+    from workload import WORKLOAD, create_db
+    with h.Node("vacuum-page-size-crash", log_level="info") as n:
+        n.start()
+        db = "vc.db"
+        create_db(n.path(db), 4096, "DELETE")
+        fill_t(n.path(db), 400)
+        c = h.connect(n.path(db))
+        c.execute("DELETE FROM t WHERE id % 3 = 0")
+        c.close()
+        pos, digest = n.pos(db), h.content_digest(n.path(db))
+        r = subprocess.run([sys.executable, WORKLOAD, "vacuum-die", "--db",
+                            n.path(db), "--journal-mode", "DELETE",
+                            "--die-at", "unlink", "--vacuum-page-size",
+                            "1024"], capture_output=True, text=True,
+                           timeout=120)
+        check(r.returncode == -signal.SIGSYS, "the VACUUM exited %d, "
+              "expected to be killed at unlink: %s%s" % (
+                  r.returncode, r.stdout, r.stderr[-2000:]))
+        check(os.path.exists(n.path(db + "-journal")), "no hot journal")
+        with open(n.path(db), "rb") as f:
+            hps = int.from_bytes(f.read(18)[16:18], "big")
+        check(hps == 1024, "the file's header says page size %d" % hps)
+        n.stop()
+        mark = len(n.log_text())
+        n.start()
+        n.wait_log(r"db=vc\.db: rolled back a hot journal", 10, start=mark)
+        check(not re.search(r"db=vc\.db: after the playback",
+                            n.log_text()[mark:]),
+              "the rollback was recorded: %s" % n.log_tail(5))
+        check(n.pos(db) == pos, "-pos %s, was %s" % (n.pos(db), pos))
+        check(h.content_digest(n.path(db)) == digest, "rows changed")
+        c = h.connect(n.path(db))
+        check(h.one(c, "PRAGMA page_size") == 4096, "page size")
+        c.execute("INSERT INTO t(v) VALUES('after')")
+        c.close()
+        h.integrity_ok(n.path(db))
+        n.stop()
+        n.verify()
+
 CASES = {
     "wal-page-size": t_wal_page_size,
     "wal-page-size-start": t_wal_page_size_start,
@@ -982,6 +1035,7 @@ CASES = {
     "page-size-wal": t_page_size_wal,
     "cluster-replica": t_cluster_replica,
     "wal-remove": t_wal_remove,
+    "vacuum-page-size-crash": t_vacuum_page_size_crash,
 }
 
 if __name__ == "__main__":
