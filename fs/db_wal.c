@@ -36,8 +36,8 @@
  * database file does not have yet (no checkpoint copied them) is refused
  * with EBUSY: SQLite would lose those transactions, which the log and the
  * replicas keep. SQLite itself does any of these only after a complete
- * checkpoint. The pages the generation's
- * committed frames wrote are kept as a bitmap (wal_pages) for that.
+ * checkpoint. The pages the generation's committed frames wrote are kept
+ * as a bitmap (wal_pages) for that.
  *
  * A header whose page size is not the database file's is refused before
  * it is written (EINVAL): SQLite never writes one (a database's page
