@@ -305,33 +305,48 @@ static void tracker_reset(fs_db *db)
 	db->wal_pages_max = 0;
 }
 
-/* Whether page p of the database file is its committed content (the
- * checksum the last record gave it); an unknown checksum counts as
- * held. As fs_db_wal_check_drop_locked. */
-static int file_holds(fs_db *db, uint32_t p, uint8_t *buf, bool *out)
+#define CHECK_RUN_BYTES (256 * 1024) /* one read: consecutive pages */
+
+static bool wal_page_set(const fs_db *db, uint32_t p)
 {
-	size_t got = 0;
+	return db->wal_pages[p / 8] & (1u << (p % 8));
+}
+
+/* Counts the pages from..to (all marked) whose content in the database
+ * file is not the committed one (the checksum the last record gave it;
+ * an unknown checksum counts as held), read in one pread. As
+ * fs_db_wal_check_drop_locked. */
+static int count_missing(fs_db *db, uint32_t from, uint32_t to, uint8_t *buf,
+			 uint32_t *io_missing, uint32_t *io_first)
+{
+	size_t got = 0, ps = db->page_size;
+	uint32_t lock = ltx_lock_pgno(db->page_size);
 	int rc;
 
-	*out = true;
-	if (p >= db->ncksums || db->cksums[p] == 0)
-		return 0;
-	rc = lib_io_pread_full(db->fds[FS_KIND_DB], buf, db->page_size,
-			       (off_t)(p - 1) * db->page_size, &got);
-	if (rc == -ENODATA) {
-		*out = false; /* past the file's end */
-		return 0;
-	}
-	if (rc < 0)
+	rc = lib_io_pread_full(db->fds[FS_KIND_DB], buf,
+			       (size_t)(to - from + 1) * ps,
+			       (off_t)(from - 1) * (off_t)ps, &got);
+	if (rc < 0 && rc != -ENODATA)
 		return rc;
-	*out = ltx_checksum_page(p, buf, db->page_size) == db->cksums[p];
+	for (uint32_t p = from; p <= to; p++) {
+		size_t at = (size_t)(p - from) * ps;
+		uint64_t want = p < db->ncksums ? db->cksums[p] : 0;
+		if (p == lock || want == 0)
+			continue;
+		/* Past the file's end: not there. */
+		if (at + ps <= got &&
+		    ltx_checksum_page(p, buf + at, ps) == want)
+			continue;
+		if ((*io_missing)++ == 0)
+			*io_first = p;
+	}
 	return 0;
 }
 
 int fs_db_wal_check_drop_locked(fs_db *db, uint64_t new_size,
 				const char *what)
 {
-	uint32_t lock, missing = 0, first = 0;
+	uint32_t missing = 0, first = 0, run, last;
 	uint8_t *buf;
 	int rc = 0;
 
@@ -340,19 +355,21 @@ int fs_db_wal_check_drop_locked(fs_db *db, uint64_t new_size,
 	    db->wal_pages_max == 0 || db->fds[FS_KIND_DB] < 0 ||
 	    db->page_size == 0)
 		return 0;
-	buf = malloc(db->page_size);
+	run = CHECK_RUN_BYTES / db->page_size;
+	if (run == 0)
+		run = 1;
+	buf = malloc((size_t)run * db->page_size);
 	if (!buf)
 		return -ENOMEM;
-	lock = ltx_lock_pgno(db->page_size);
-	for (uint32_t p = 1; p <= db->wal_pages_max && p <= db->commit; p++) {
-		bool held;
-		if (!(db->wal_pages[p / 8] & (1u << (p % 8))) || p == lock)
+	last = db->wal_pages_max < db->commit ? db->wal_pages_max : db->commit;
+	for (uint32_t p = 1; p <= last && rc == 0; p++) {
+		uint32_t q = p;
+		if (!wal_page_set(db, p))
 			continue;
-		rc = file_holds(db, p, buf, &held);
-		if (rc < 0)
-			break;
-		if (!held && missing++ == 0)
-			first = p;
+		while (q < last && q - p + 1 < run && wal_page_set(db, q + 1))
+			q++;
+		rc = count_missing(db, p, q, buf, &missing, &first);
+		p = q;
 	}
 	free(buf);
 	if (rc < 0) {
