@@ -361,8 +361,8 @@ static int end_txn(fs_db *db, const char *why)
 	}
 	if (rc < 0 && !db->capture_err) {
 		log_error("db=%s: capturing the transaction failed (%s); "
-			  "refusing further writes until restart", db->name,
-			  strerror(-rc));
+			  "refusing further writes until restart or its "
+			  "deletion", db->name, strerror(-rc));
 		db->capture_err = rc;
 	}
 out_clear:
@@ -761,6 +761,10 @@ int fs_db_truncate(fs_db *db, enum fs_kind kind, off_t size)
 		if (size == 0)
 			rc = end_txn(db, "journal truncated");
 		break;
+	case FS_KIND_WAL:
+		rc = fs_db_wal_check_drop_locked(db, (uint64_t)size,
+						 "truncate");
+		break;
 	default:
 		break;
 	}
@@ -972,6 +976,8 @@ int fs_db_unlink(fs_db *db, enum fs_kind kind)
 	}
 	if (kind == FS_KIND_JOURNAL)
 		rc = end_txn(db, "journal deleted");
+	else if (kind == FS_KIND_WAL)
+		rc = fs_db_wal_check_drop_locked(db, 0, "remove");
 	else if (kind == FS_KIND_DB && (rc = fs_db_capture_delete(db)) == 0)
 		fs_db_publish_locked(db);
 	if (rc < 0)

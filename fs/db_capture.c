@@ -10,6 +10,19 @@
  * commit are XORed out. TXID 1 is a snapshot (every page), and so is any
  * transaction that changes the page size.
  *
+ * A record must replay: onto its pre-apply position, its pages must give
+ * its post-apply checksum, as a replica (fs/db_apply.c) and the log's
+ * replay (fs/logbase.c) compute it. An incremental record XORs out the
+ * old checksums of its pages, so it is only made when this capture's base
+ * is the log's last record: the same page count and page size (the log
+ * itself refuses a record that does not follow its last position). A new
+ * page size is recorded whole (every page 1..commit, its checksum
+ * from its pages alone), as a replay starts afresh then; a base in memory
+ * that is not the log's is refused (-EIO, logged), nothing appended. A
+ * full record reads the pages the transaction did not write from the
+ * database file at its own page size, zeros past the file's end, as
+ * SQLite reads them.
+ *
  * Callers hold capture_mu (recovery: nothing else runs yet) and then
  * publish the new position with fs_db_publish_locked.
  */
@@ -267,6 +280,31 @@ bool fs_db_full_retry_due_locked(fs_db *db)
 		       (int64_t)FS_DB_FULL_RETRY_MS * 1000000;
 }
 
+/* Whether the capture must record every page (module comment), or -EIO
+ * (logged) when its base in memory is not the log's last record. */
+static int must_be_full(fs_db *db, uint32_t page_size, bool *out_full)
+{
+	fs_log_tail tail = fs_log_get_tail(db->log);
+
+	/* A base that is not the log's last position at all the log
+	 * refuses itself (fs_log_append: "does not follow"). */
+	if (db->pos.txid && tail.pos.txid == db->pos.txid && tail.commit &&
+	    (db->commit != tail.commit || db->page_size != tail.page_size)) {
+		log_error("db=%s: refusing to record TXID %016" PRIx64 " (EIO): "
+			  "its base in memory (%" PRIu32 " pages of %" PRIu32
+			  " bytes) is not the LTX log's last record's (%" PRIu32
+			  " pages of %" PRIu32 " bytes), so the record would not "
+			  "replay", db->name, db->pos.txid + 1, db->commit,
+			  db->page_size, tail.commit, tail.page_size);
+		return -EIO;
+	}
+	/* With no committed page there is nothing to XOR out, whatever
+	 * the page size. */
+	*out_full = db->pos.txid == 0 || db->capture_full ||
+		    (tail.commit && tail.page_size != page_size);
+	return 0;
+}
+
 int fs_db_capture(fs_db *db, const fs_page_src *pages, size_t n,
 		  uint32_t commit, uint32_t page_size, uint64_t wal_off,
 		  uint64_t wal_size, uint32_t salt1, uint32_t salt2)
@@ -282,15 +320,19 @@ int fs_db_capture(fs_db *db, const fs_page_src *pages, size_t n,
 	c.n = n;
 	c.commit = commit;
 	c.page_size = page_size;
-	c.full = db->pos.txid == 0 || db->capture_full ||
-		 (db->page_size != 0 && db->page_size != page_size);
+	rc = must_be_full(db, page_size, &c.full);
+	if (rc < 0)
+		return rc;
 	if (db->page_size == 0)
 		db->page_size = page_size;
 	if (c.full)
 		cap = n + commit;
 	else
 		cap = n + (commit > db->commit ? commit - db->commit : 0);
-	c.gap_from_off = (uint64_t)db->commit * page_size;
+	/* Reads from the database file at or past this offset may run off
+	 * its end: zeros there, as SQLite reads. An incremental record's
+	 * pages up to the committed size must be in the file. */
+	c.gap_from_off = c.full ? 0 : (uint64_t)db->commit * page_size;
 	c.buf = malloc(page_size);
 	c.staged = malloc((cap + 1) * sizeof(uint64_t));
 	c.staged_pgno = malloc((cap + 1) * sizeof(uint32_t));
@@ -348,14 +390,30 @@ static int fill_none(void *ctx, ltx_encoder *enc, uint64_t *out_post,
 	return 0;
 }
 
+/* Once the deletion is recorded the name starts afresh: a capture that
+ * failed before (capture_err) was of the database just deleted, and its
+ * WAL transactions that never went into the log go with it. mu held. */
+static void forget_failed_capture(fs_db *db)
+{
+	if (!db->capture_err)
+		return;
+	log_info("db=%s: deleted; the capture that failed before (%s) was "
+		 "of the database just deleted: writes are taken again",
+		 db->name, strerror(-db->capture_err));
+	fs_db_wal_forget_locked(db);
+	db->capture_err = 0;
+}
+
 int fs_db_capture_delete(fs_db *db)
 {
 	ltx_header h = {0};
 	ltx_trailer t;
 	int rc;
 
-	if (db->pos.txid == 0)
+	if (db->pos.txid == 0) {
+		forget_failed_capture(db);
 		return 0;
+	}
 	h.flags = db->opts.zstd_level > 0 ? LTX_FLAG_COMPRESS_ZSTD : 0;
 	h.page_size = db->page_size ? db->page_size : 4096;
 	h.commit = 0;
@@ -373,6 +431,7 @@ int fs_db_capture_delete(fs_db *db)
 	db->pos.checksum = LTX_CHECKSUM_EMPTY;
 	db->commit = 0;
 	log_info("db=%s: deleted at TXID %016" PRIx64, db->name, h.max_txid);
+	forget_failed_capture(db);
 	return 0;
 }
 

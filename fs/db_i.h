@@ -94,6 +94,10 @@ struct fs_db {
 	fs_frame *frames;       /* frames of the open transaction */
 	size_t nframes, capframes;
 	uint8_t *frame_buf;     /* one frame */
+	uint8_t *wal_pages;     /* a bit per page the committed frames of
+				 * this WAL generation wrote */
+	size_t wal_pages_len;   /* bytes */
+	uint32_t wal_pages_max; /* highest page set; 0: none */
 	uint8_t last_hdr[FS_WAL_FRAME_HDR_SIZE]; /* the last 24-byte write */
 	uint64_t last_hdr_off;  /* its offset; UINT64_MAX: none */
 
@@ -102,7 +106,8 @@ struct fs_db {
 	bool capturing;         /* a thread is capturing the queue */
 	bool opened;            /* recovery done; close writes the marker */
 	int capture_err;        /* sticky: capture failed (not for a full
-				 * disk), writes refused */
+				 * disk), writes refused until restart or
+				 * the database's deletion */
 
 	/* A full disk (mu; docs/STORAGE.md, "A full disk"). wal_full: the
 	 * queue's head could not go into the log; it stays queued and is
@@ -165,6 +170,8 @@ int fs_db_cksum_set(fs_db *db, uint32_t pgno, uint64_t sum);
 int fs_db_capture(fs_db *db, const fs_page_src *pages, size_t n,
 		  uint32_t commit, uint32_t page_size, uint64_t wal_off,
 		  uint64_t wal_size, uint32_t salt1, uint32_t salt2);
+/* Records the database's deletion; capture_mu and mu held. It also ends
+ * a failed capture's refusal of writes (capture_err). */
 int fs_db_capture_delete(fs_db *db);
 /* Makes pos visible to readers of -pos and fs_db_pos; mu held. */
 void fs_db_publish_locked(fs_db *db);
@@ -251,5 +258,17 @@ int fs_db_wal_recover(fs_db *db, bool trusted);
 int fs_db_drain_locked(fs_db *db);
 /* fs_db_capture_retry's WAL part. */
 void fs_db_wal_retry(fs_db *db);
+/* Before the WAL is removed, truncated to new_size or given another
+ * header: -EBUSY (logged; what says which) when that would lose committed
+ * frames whose pages the database file does not hold yet (no checkpoint
+ * copied them). SQLite does any of these only after a complete
+ * checkpoint. mu held and no capture running (the queue drained): every
+ * other writer of the page checksums holds mu. */
+int fs_db_wal_check_drop_locked(fs_db *db, uint64_t new_size,
+				const char *what);
+/* The database is deleted after a failed capture: its queued WAL
+ * transactions are dropped and the WAL's frames are no longer tracked
+ * (a new header starts again); mu held. */
+void fs_db_wal_forget_locked(fs_db *db);
 
 #endif

@@ -189,9 +189,14 @@ static int recover_journal(fs_db *db)
 				db->opts.mountpoint, &fate, sj, sizeof(sj));
 	if (rc < 0)
 		return rc;
+	/* At the log's page size: a file that is not even a whole number
+	 * of its pages (a VACUUM to another page size cut short) is not
+	 * the log's last state, so it is rolled back. */
 	rc = fs_db_scan_checksum(db, &sum);
-	if (rc < 0)
+	if (rc < 0 && rc != -EBADMSG)
 		return rc;
+	if (rc < 0)
+		sum = 0; /* not a whole number of pages: not the log's */
 	if (fate == FS_SJ_COMMITTED) {
 		if (db->pos.txid && sum == db->pos.checksum) {
 			log_warn("db=%s: hot journal of a transaction across "
@@ -285,7 +290,10 @@ static int recover(fs_db *db, char *why, size_t whylen)
 	db->pos = tail.pos;
 	db->commit = tail.commit;
 	db->page_size = tail.page_size;
-	if (db->fds[FS_KIND_DB] >= 0) {
+	/* The committed pages are the log's, at its page size, even when
+	 * the file's header says another (a hot journal of a VACUUM that
+	 * changed it, rolled back below). */
+	if (db->commit == 0 && db->fds[FS_KIND_DB] >= 0) {
 		struct stat st;
 		uint32_t ps;
 		ltx_err err = {0};
@@ -471,6 +479,7 @@ void fs_db_close(fs_db *db)
 	free(db->dirty_bits);
 	free(db->frames);
 	free(db->frame_buf);
+	free(db->wal_pages);
 	free(db->name);
 	free(db->dir);
 	free(db->data_dir);

@@ -24,18 +24,43 @@
  *   NO_HEADER  wal_hdr_ok false: nothing valid; frames ignored
  *   OPEN       wal_hdr_ok: frames [32, wal_valid) checked; those from
  *              wal_txn_start are the open transaction (db->frames)
- * A valid header write enters OPEN with wal_valid = 32; truncation,
- * deletion or an invalid header returns to NO_HEADER.
+ * A write into the header's 32 bytes is judged by the header the file
+ * will then hold (its other bytes read from the file, so a header
+ * written in pieces counts, as it does for SQLite): a new valid header
+ * enters OPEN with wal_valid = 32, the same header again changes
+ * nothing; truncation, deletion or an invalid header returns to
+ * NO_HEADER.
+ *
+ * Removing or truncating the WAL (rm, truncate, cp over it), or writing
+ * another header over it, while its committed frames hold pages the
+ * database file does not have yet (no checkpoint copied them) is refused
+ * with EBUSY: SQLite would lose those transactions, which the log and the
+ * replicas keep. SQLite itself does any of these only after a complete
+ * checkpoint. The pages the generation's committed frames wrote are kept
+ * as a bitmap (wal_pages) for that.
+ *
+ * A header whose page size is not the database file's is refused before
+ * it is written (EINVAL): SQLite never writes one (a database's page
+ * size cannot change in WAL mode), so it is another database's WAL, and
+ * SQLite would read this file's pages cut at the WAL's page size where
+ * the WAL holds page 1, and frames cut to the file's page size (with
+ * undefined bytes past a shorter frame) where it does not. Refused, the
+ * WAL has no valid header, which SQLite ignores too.
+ * docs/STORAGE.md, "Capture".
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "db_i.h"
 #include "lib/io.h"
 #include "lib/log.h"
 #include "ltx/checksum.h"
+#include "ltx/dbfile.h"
 
 static uint64_t frame_size(const fs_db *db)
 {
@@ -76,8 +101,8 @@ static void process_queue_locked(fs_db *db)
 					    "log");
 		} else if (!db->capture_err) {
 			log_error("db=%s: capturing a WAL transaction failed "
-				  "(%s); refusing further writes until restart",
-				  db->name, strerror(-rc));
+				  "(%s); refusing further writes until restart "
+				  "or its deletion", db->name, strerror(-rc));
 			db->capture_err = rc;
 		}
 	}
@@ -145,6 +170,29 @@ static int cmp_src(const void *a, const void *b)
 	return x->off < y->off ? -1 : x->off > y->off;
 }
 
+/* Marks pgno as written by a committed frame of this generation. */
+static int wal_pages_add(fs_db *db, uint32_t pgno)
+{
+	size_t byte = pgno / 8;
+
+	if (byte >= db->wal_pages_len) {
+		size_t n = db->wal_pages_len ? db->wal_pages_len : 1024;
+		uint8_t *p;
+		while (n <= byte)
+			n *= 2;
+		p = realloc(db->wal_pages, n);
+		if (!p)
+			return -ENOMEM;
+		memset(p + db->wal_pages_len, 0, n - db->wal_pages_len);
+		db->wal_pages = p;
+		db->wal_pages_len = n;
+	}
+	db->wal_pages[byte] |= (uint8_t)(1u << (pgno % 8));
+	if (pgno > db->wal_pages_max)
+		db->wal_pages_max = pgno;
+	return 0;
+}
+
 /* Builds the queued form of the open transaction ending at commit. */
 static int make_txn(fs_db *db, uint32_t commit, fs_wal_txn **out)
 {
@@ -167,6 +215,10 @@ static int make_txn(fs_db *db, uint32_t commit, fs_wal_txn **out)
 	for (size_t i = 0; i < n; i++) {
 		if (i + 1 < n && t->pages[i + 1].pgno == t->pages[i].pgno)
 			continue;
+		if (wal_pages_add(db, t->pages[i].pgno) < 0) {
+			free(t);
+			return -ENOMEM;
+		}
 		t->pages[k++] = t->pages[i];
 	}
 	t->n = k;
@@ -248,13 +300,135 @@ static void tracker_reset(fs_db *db)
 	db->wal_txn_start = FS_WAL_HDR_SIZE;
 	db->nframes = 0;
 	db->cap_wal_end = 0;
+	if (db->wal_pages_max)
+		memset(db->wal_pages, 0, db->wal_pages_max / 8 + 1);
+	db->wal_pages_max = 0;
 }
 
-/* A valid header at offset 0 opens a new WAL generation. */
+#define CHECK_RUN_BYTES (256 * 1024) /* one read: consecutive pages */
+
+static bool wal_page_set(const fs_db *db, uint32_t p)
+{
+	return db->wal_pages[p / 8] & (1u << (p % 8));
+}
+
+/* Counts the pages from..to (all marked) whose content in the database
+ * file is not the committed one (the checksum the last record gave it;
+ * an unknown checksum counts as held), read in one pread. As
+ * fs_db_wal_check_drop_locked. */
+static int count_missing(fs_db *db, uint32_t from, uint32_t to, uint8_t *buf,
+			 uint32_t *io_missing, uint32_t *io_first)
+{
+	size_t got = 0, ps = db->page_size;
+	uint32_t lock = ltx_lock_pgno(db->page_size);
+	int rc;
+
+	rc = lib_io_pread_full(db->fds[FS_KIND_DB], buf,
+			       (size_t)(to - from + 1) * ps,
+			       (off_t)(from - 1) * (off_t)ps, &got);
+	if (rc < 0 && rc != -ENODATA)
+		return rc;
+	for (uint32_t p = from; p <= to; p++) {
+		size_t at = (size_t)(p - from) * ps;
+		uint64_t want = p < db->ncksums ? db->cksums[p] : 0;
+		if (p == lock || want == 0)
+			continue;
+		/* Past the file's end: not there. */
+		if (at + ps <= got &&
+		    ltx_checksum_page(p, buf + at, ps) == want)
+			continue;
+		if ((*io_missing)++ == 0)
+			*io_first = p;
+	}
+	return 0;
+}
+
+int fs_db_wal_check_drop_locked(fs_db *db, uint64_t new_size,
+				const char *what)
+{
+	uint32_t missing = 0, first = 0, run, last;
+	uint8_t *buf;
+	int rc = 0;
+
+	/* Committed frames lie before the open transaction's first. */
+	if (!db->wal_hdr_ok || new_size >= db->wal_txn_start ||
+	    db->wal_pages_max == 0 || db->fds[FS_KIND_DB] < 0 ||
+	    db->page_size == 0)
+		return 0;
+	run = CHECK_RUN_BYTES / db->page_size;
+	if (run == 0)
+		run = 1;
+	buf = malloc((size_t)run * db->page_size);
+	if (!buf)
+		return -ENOMEM;
+	last = db->wal_pages_max < db->commit ? db->wal_pages_max : db->commit;
+	for (uint32_t p = 1; p <= last && rc == 0; p++) {
+		uint32_t q = p;
+		if (!wal_page_set(db, p))
+			continue;
+		while (q < last && q - p + 1 < run && wal_page_set(db, q + 1))
+			q++;
+		rc = count_missing(db, p, q, buf, &missing, &first);
+		p = q;
+	}
+	free(buf);
+	if (rc < 0) {
+		log_error("db=%s: reading the database file to check its WAL: "
+			  "%s", db->name, strerror(-rc));
+		return rc;
+	}
+	if (missing == 0)
+		return 0;
+	log_error("db=%s: refusing to %s %s-wal (EBUSY): its committed "
+		  "transactions wrote %" PRIu32 " pages (page %" PRIu32 " the "
+		  "first) that the database file does not hold yet (no "
+		  "checkpoint copied them); without the WAL SQLite would lose "
+		  "them, while the LTX log and the replicas keep them. "
+		  "Checkpoint first (PRAGMA wal_checkpoint(TRUNCATE)), or "
+		  "remove the database itself", db->name, what, db->name,
+		  missing, first);
+	return -EBUSY;
+}
+
+void fs_db_wal_forget_locked(fs_db *db)
+{
+	while (db->q_head) {
+		fs_wal_txn *t = db->q_head;
+		db->q_head = t->next;
+		free(t);
+	}
+	db->q_tail = NULL;
+	tracker_reset(db);
+}
+
+static bool same_header(const fs_wal_hdr *a, const fs_wal_hdr *b)
+{
+	return a->big_endian_cksum == b->big_endian_cksum &&
+	       a->page_size == b->page_size && a->ckpt_seq == b->ckpt_seq &&
+	       a->salt1 == b->salt1 && a->salt2 == b->salt2 &&
+	       a->cksum1 == b->cksum1 && a->cksum2 == b->cksum2;
+}
+
+/* Whether writing hdr ends the current generation: its frames are no
+ * longer SQLite's (another header, or none). */
+static bool ends_generation(fs_db *db, const uint8_t *hdr)
+{
+	fs_wal_hdr h;
+
+	return db->wal_hdr_ok && (fs_wal_hdr_parse(hdr, &h) < 0 ||
+				  !same_header(&h, &db->wal_hdr));
+}
+
+/* A valid header opens a new WAL generation; the same header again (a
+ * tool rewriting it in place) keeps the frames already checked, which a
+ * new generation would take for new transactions. */
 static int take_header(fs_db *db, const uint8_t *hdr)
 {
 	fs_wal_hdr h;
 
+	if (fs_wal_hdr_parse(hdr, &h) == 0 && db->wal_hdr_ok &&
+	    same_header(&h, &db->wal_hdr))
+		return 0;
 	tracker_reset(db);
 	if (fs_wal_hdr_parse(hdr, &h) < 0)
 		return 0;
@@ -270,6 +444,78 @@ static int take_header(fs_db *db, const uint8_t *hdr)
 	db->wal_s0 = h.cksum1;
 	db->wal_s1 = h.cksum2;
 	return 0;
+}
+
+/* The WAL header as it will be once n bytes of buf are written at off
+ * (< FS_WAL_HDR_SIZE): the bytes it does not cover are the file's, zeros
+ * past its end. mu held. */
+static int header_after_write(fs_db *db, const uint8_t *buf, size_t n,
+			      off_t off, uint8_t *hdr)
+{
+	size_t from = (size_t)off, got = 0;
+	size_t len = n < FS_WAL_HDR_SIZE - from ? n : FS_WAL_HDR_SIZE - from;
+	int rc = 0;
+
+	if (from > 0 || len < FS_WAL_HDR_SIZE)
+		rc = lib_io_pread_full(db->fds[FS_KIND_WAL], hdr,
+				       FS_WAL_HDR_SIZE, 0, &got);
+	if (rc < 0 && rc != -ENODATA) {
+		log_error("db=%s: reading the header of %s-wal: %s", db->name,
+			  db->name, strerror(-rc));
+		return rc;
+	}
+	if (rc == -ENODATA)
+		memset(hdr + got, 0, FS_WAL_HDR_SIZE - got);
+	memcpy(hdr + from, buf, len);
+	return 0;
+}
+
+/* The page size in the database file's header; 0 when it has none (an
+ * empty file: SQLite then takes page 1, and its page size, from the
+ * WAL). mu held. */
+static uint32_t db_file_page_size(fs_db *db)
+{
+	ltx_err err = {0};
+	uint32_t ps = 0;
+
+	if (db->fds[FS_KIND_DB] < 0 ||
+	    ltx_dbfile_page_size(db->fds[FS_KIND_DB], &ps, &err) < 0)
+		return 0;
+	return ps;
+}
+
+/* Whether hdr is a valid WAL header whose page size (*out_wps) is not
+ * the database file's (*out_dps): module comment. mu held. */
+static bool header_page_size_differs(fs_db *db, const uint8_t *hdr,
+				     uint32_t *out_wps, uint32_t *out_dps)
+{
+	fs_wal_hdr h;
+
+	if (fs_wal_hdr_parse(hdr, &h) < 0)
+		return false; /* no WAL to SQLite either */
+	*out_wps = h.page_size;
+	*out_dps = db_file_page_size(db);
+	return *out_dps != 0 && *out_dps != h.page_size;
+}
+
+#define FS_WAL_PS_WHY "SQLite never writes such a WAL (a database's page " \
+	"size cannot change in WAL mode): it is another database's, and " \
+	"SQLite would mix its pages with this file's"
+
+/* A write that makes such a header: refused, nothing written. */
+static int refuse_header_write(fs_db *db, const uint8_t *hdr)
+{
+	uint32_t wps = 0, dps = 0;
+
+	if (!header_page_size_differs(db, hdr, &wps, &dps))
+		return 0;
+	log_error("db=%s: refusing a WAL header with page size %" PRIu32
+		  " (EINVAL, nothing written): the database's page size is %"
+		  PRIu32 ". " FS_WAL_PS_WHY ". Copy a database with its own "
+		  "WAL, or checkpoint it first (PRAGMA "
+		  "wal_checkpoint(TRUNCATE)) and copy the database alone",
+		  db->name, wps, dps);
+	return -EINVAL;
 }
 
 /* A write below wal_valid rewrites a frame of the open transaction
@@ -315,6 +561,8 @@ static void rewind_to(fs_db *db, uint64_t off)
 int fs_db_wal_write(fs_db *db, const void *buf, size_t n, off_t off)
 {
 	uint64_t end = (uint64_t)off + n;
+	uint8_t hdr[FS_WAL_HDR_SIZE];
+	bool in_hdr = off < FS_WAL_HDR_SIZE && n > 0;
 	int rc;
 
 	pthread_mutex_lock(&db->mu);
@@ -346,6 +594,16 @@ int fs_db_wal_write(fs_db *db, const void *buf, size_t n, off_t off)
 		rc = -ENOSPC;
 		goto out;
 	}
+	if (in_hdr) {
+		rc = header_after_write(db, buf, n, off, hdr);
+		if (rc == 0)
+			rc = refuse_header_write(db, hdr);
+		if (rc == 0 && ends_generation(db, hdr))
+			rc = fs_db_wal_check_drop_locked(db, 0, "write another "
+							 "header over");
+		if (rc < 0)
+			goto out;
+	}
 	rc = lib_io_pwrite_full(db->fds[FS_KIND_WAL], buf, n, off);
 	if (rc < 0)
 		goto out;
@@ -358,12 +616,10 @@ int fs_db_wal_write(fs_db *db, const void *buf, size_t n, off_t off)
 		   end > db->last_hdr_off) {
 		db->last_hdr_off = UINT64_MAX; /* overwritten */
 	}
-	if (off == 0 && n >= FS_WAL_HDR_SIZE) {
-		rc = take_header(db, buf);
+	if (in_hdr) {
+		rc = take_header(db, hdr);
 		if (rc < 0)
 			goto out;
-	} else if (off < FS_WAL_HDR_SIZE) {
-		tracker_reset(db);
 	} else if (db->wal_hdr_ok) {
 		rewind_to(db, (uint64_t)off);
 	}
@@ -399,6 +655,35 @@ static int capture_txn(fs_db *db, fs_wal_txn *t)
 	return rc;
 }
 
+/* Start-up: a WAL whose page size is not the database file's and none of
+ * whose transactions is in the log (put there by hand, or left by a
+ * daemon that took it) is moved aside to dbs/<name>/wal.refused,
+ * replacing an older one, so SQLite does not read it either. */
+static int refuse_wal_at_start(fs_db *db, uint32_t wps, uint32_t dps)
+{
+	char from[PATH_MAX], to[PATH_MAX];
+	int rc;
+
+	tracker_reset(db);
+	snprintf(from, sizeof(from), "%s/%s", db->dir,
+		 fs_kind_backing[FS_KIND_WAL]);
+	snprintf(to, sizeof(to), "%s/%s.refused", db->dir,
+		 fs_kind_backing[FS_KIND_WAL]);
+	rc = lib_io_rename(from, to);
+	if (rc < 0) {
+		log_error("db=%s: moving its WAL of another page size aside "
+			  "(%s -> %s): %s", db->name, from, to, strerror(-rc));
+		return rc;
+	}
+	close(db->fds[FS_KIND_WAL]);
+	db->fds[FS_KIND_WAL] = -1;
+	db->wal_size = 0;
+	log_error("db=%s: its WAL has page size %" PRIu32 " and the database "
+		  "%" PRIu32 ": not read, and moved to %s (nothing of it is in "
+		  "the LTX log). " FS_WAL_PS_WHY ".", db->name, wps, dps, to);
+	return lib_io_fsync_dir(db->dir);
+}
+
 /*
  * Start-up: reads the WAL's committed frames. Transactions the log already
  * has (the log tail names the WAL range it was captured from, and salts
@@ -411,6 +696,7 @@ int fs_db_wal_recover(fs_db *db, bool trusted)
 	fs_log_tail tail = fs_log_get_tail(db->log);
 	struct stat st;
 	uint64_t captured_end = 0;
+	uint32_t wps = 0, dps = 0;
 	int rc;
 
 	tracker_reset(db);
@@ -430,6 +716,8 @@ int fs_db_wal_recover(fs_db *db, bool trusted)
 	if (tail.wal_offset && tail.wal_salt1 == db->wal_hdr.salt1 &&
 	    tail.wal_salt2 == db->wal_hdr.salt2)
 		captured_end = tail.wal_offset + tail.wal_size;
+	if (captured_end == 0 && header_page_size_differs(db, hdr, &wps, &dps))
+		return refuse_wal_at_start(db, wps, dps);
 	rc = advance(db, NULL, 0, 0);
 	if (rc < 0)
 		return rc;

@@ -118,6 +118,10 @@ static fs_mount *req_mount(fuse_req_t req)
 }
 
 /* Splits a mount entry name into database name and kind. */
+/* The names of SQLite's temporary files (os_unix.c, unixGetTempname:
+ * SQLITE_TEMP_FILE_PREFIX, then random characters). */
+#define SQLITE_TEMP_PREFIX "etilqs_"
+
 static int parse_name(const char *name, char *base, enum fs_kind *out_kind)
 {
 	size_t len = strlen(name);
@@ -896,6 +900,18 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, EPERM);
 		return;
 	}
+	if (strncmp(name, SQLITE_TEMP_PREFIX, strlen(SQLITE_TEMP_PREFIX)) == 0) {
+		/* SQLite opens, unlinks and then uses its temporary files,
+		 * which a name of the mount cannot do: SQLite would fail
+		 * later, with "disk I/O error". */
+		log_warn("refusing to create \"%s\" (EPERM): a SQLite temporary "
+			 "file, which SQLite puts in SQLITE_TMPDIR, TMPDIR, "
+			 "/var/tmp, /usr/tmp or /tmp (the first that is writable), "
+			 "else the current directory; point SQLITE_TMPDIR at a "
+			 "local directory", name);
+		fuse_reply_err(req, EPERM);
+		return;
+	}
 	pthread_mutex_lock(&m->mu);
 	s = find_slot(m, base);
 	if (s < 0) {
@@ -1137,17 +1153,33 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
 	refuse(req, "symlink", name);
 }
 
+/* A second name for a database would be a second database with one
+ * file and two logs. docs/STORAGE.md, "Supported and refused
+ * operations". */
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent,
 		    const char *name)
 {
-	refuse(req, "link", name);
+	log_warn("refusing a hard link \"%s\" (EPERM): each name in the mount "
+		 "is a database replicated under that name; copy a database "
+		 "with VACUUM INTO or the backup API (sqlite3's .backup)",
+		 name);
+	fuse_reply_err(req, EPERM);
 }
 
+/* A database is replicated under its name, with its companions; moving
+ * it (or one of them) under its open connections cannot be recorded. Not
+ * EXDEV: mv(1) would then copy the database file alone (without the
+ * WAL's frames) and remove it. */
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      fuse_ino_t newparent, const char *newname,
 		      unsigned int flags)
 {
-	refuse(req, "rename", name);
+	log_warn("refusing to rename \"%s\" to \"%s\" (EPERM): a database "
+		 "and its -journal, -wal and -shm are replicated under their "
+		 "names; copy it under the new name (VACUUM INTO, or the backup "
+		 "API: sqlite3's .backup), then remove the old one", name,
+		 newname);
+	fuse_reply_err(req, EPERM);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)

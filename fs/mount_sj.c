@@ -310,7 +310,7 @@ struct list {
 static int list_one(void *ctx, const char *name)
 {
 	struct list *l = ctx;
-	fuse_ino_t ino;
+	fuse_ino_t ino = 0;
 
 	if (ino_of(l->m, name, &ino) < 0)
 		return 0;

@@ -34,8 +34,8 @@ int fs_wal_hdr_parse(const uint8_t *buf, fs_wal_hdr *out)
 		return -EBADMSG;
 	if (get_be32(buf + 4) != FS_WAL_VERSION)
 		return -EBADMSG;
-	if (ps == 1)
-		ps = 65536;
+	/* As SQLite's walIndexRecover: 65536 is written as is (unlike the
+	 * database header's 1), and a WAL with any other value is empty. */
 	if (ps < 512 || ps > 65536 || (ps & (ps - 1)))
 		return -EBADMSG;
 	out->big_endian_cksum = magic == FS_WAL_MAGIC_BE;

@@ -5,7 +5,7 @@
  *   off size field
  *     0    4 magic 0x377f0682 (checksums little-endian) or 0x377f0683 (big)
  *     4    4 format version 3007000
- *     8    4 page size
+ *     8    4 page size: a power of two, 512..65536 (65536 as is)
  *    12    4 checkpoint sequence
  *    16    4 salt-1
  *    20    4 salt-2

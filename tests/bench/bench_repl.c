@@ -139,8 +139,9 @@ static int run_quiet(char *const argv[])
 	return st;
 }
 
-/* Whether path is a mount point in /proc/mounts (paths here have no
- * characters that /proc/mounts escapes). Async-signal-safe. */
+/* Whether an ltxfs FUSE mount is at path in /proc/mounts (not the
+ * read-only guard it leaves beneath; paths here have no characters that
+ * /proc/mounts escapes). Async-signal-safe. */
 static bool is_mounted(const char *path)
 {
 	static char buf[1 << 17];
@@ -158,7 +159,8 @@ static bool is_mounted(const char *path)
 	for (char *p = buf; *p;) {
 		char *sp = strchr(p, ' '), *nl = strchr(p, '\n');
 		if (sp && (!nl || sp < nl) && strncmp(sp + 1, path, plen) == 0 &&
-		    sp[1 + plen] == ' ')
+		    sp[1 + plen] == ' ' &&
+		    strncmp(sp + 2 + plen, "fuse.ltxfs ", 11) == 0)
 			return true;
 		if (!nl)
 			break;
@@ -203,12 +205,25 @@ static int node_stop(node *n)
 	return st;
 }
 
+/* Removes the read-only guard ltxfs leaves beneath a stopped node's
+ * mount (docs/STORAGE.md), so its tree can be removed.
+ * Async-signal-safe. */
+static void node_unguard(node *n)
+{
+	char *um[] = {"umount", "-l", n->mnt, NULL};
+
+	for (int i = 0; i < 4; i++)
+		run_quiet(um);
+}
+
 /* Stops every node and removes the scratch trees. Async-signal-safe. */
 static void cleanup_all(void)
 {
 	for (int i = n_nodes - 1; i >= 0; i--)
-		if (nodes[i].used)
+		if (nodes[i].used) {
 			node_stop(&nodes[i]);
+			node_unguard(&nodes[i]);
+		}
 	if (!getenv("LTXFS_KEEP")) {
 		for (int i = 0; i < n_nodes; i++) {
 			char *rm[] = {"rm", "-rf", nodes[i].root, NULL};

@@ -257,18 +257,25 @@ def crash_write(a):
         ack.close()
 
 
-def die_at_ftruncate():
+# Audit architecture and system call numbers: ftruncate(2), and the call
+# glibc's unlink(3) makes (aarch64 has no unlink(2)).
+SYSCALLS = {"x86_64": (0xC000003E, {"ftruncate": 77, "unlink": 87}),
+            "aarch64": (0xC00000B7, {"ftruncate": 46, "unlink": 35})}
+
+
+def die_at(call="ftruncate"):
     """Installs a seccomp filter that kills this process at its next
-    ftruncate(2): the moment between SQLite's commit (journal deleted,
-    truncated or zeroed) and its cutting the database file short."""
+    call: ftruncate(2) is the moment between SQLite's commit (journal
+    deleted, truncated or zeroed) and its cutting the database file
+    short; unlink, in DELETE mode, the moment before the commit, when the
+    database file holds the transaction and its journal is still hot."""
     import ctypes
     import platform
     import struct
-    arch = {"x86_64": (0xC000003E, 77), "aarch64": (0xC00000B7, 46)}
     m = platform.machine()
-    if m not in arch:
-        raise RuntimeError("no ftruncate syscall number for %s" % m)
-    audit, nr = arch[m]
+    if m not in SYSCALLS:
+        raise RuntimeError("no %s system call number for %s" % (call, m))
+    audit, nr = SYSCALLS[m][0], SYSCALLS[m][1][call]
     ld, jeq, ret = 0x20, 0x15, 0x06
     allow, kill = 0x7FFF0000, 0x80000000
     insns = [(ld, 0, 0, 4), (jeq, 1, 0, audit), (ret, 0, 0, allow),
@@ -288,13 +295,20 @@ def die_at_ftruncate():
 
 
 def vacuum_die(a):
-    """VACUUM (and in WAL mode a checkpoint), the process killed by the
-    kernel (as by SIGSYS) at SQLite's first ftruncate. Prints "survived"
-    and exits 0 if there was none."""
+    """VACUUM (to --vacuum-page-size if given; in WAL mode then a
+    checkpoint), the process killed by the kernel (as by SIGSYS) at
+    SQLite's first ftruncate, or unlink with --die-at unlink. Prints
+    "survived" and exits 0 if there was none."""
     c = sqlite3.connect(a.db, timeout=10.0, isolation_level=None)
     c.execute("PRAGMA journal_mode=%s" % a.journal_mode)
     c.execute("PRAGMA wal_autocheckpoint=0")
-    die_at_ftruncate()
+    if a.vacuum_page_size:
+        c.execute("PRAGMA page_size=%d" % a.vacuum_page_size)
+    if a.die_at == "unlink":
+        # VACUUM's temporary database in memory: its file would be the
+        # first unlink (SQLite removes a temporary file once opened).
+        c.execute("PRAGMA temp_store=MEMORY")
+    die_at(a.die_at)
     c.execute("VACUUM")
     if a.journal_mode.upper() == "WAL":
         c.execute("PRAGMA wal_checkpoint(FULL)")
@@ -315,6 +329,9 @@ def main():
     p.add_argument("--exclusive", action="store_true")
     p.add_argument("--vacuum-at", type=int, default=-1)
     p.add_argument("--page-size", type=int, default=4096)
+    p.add_argument("--die-at", default="ftruncate",
+                   choices=("ftruncate", "unlink"))
+    p.add_argument("--vacuum-page-size", type=int, default=0)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--stop-file", default="")
     p.add_argument("--ack-file", default="")
