@@ -39,6 +39,20 @@ typedef struct cfg_strlist {
 	size_t count;
 } cfg_strlist;
 
+/* One command of exec: a shell command line, and whether it runs only on
+ * a node that can become primary, once it is (cmd/exec.c). */
+typedef struct cfg_exec_cmd {
+	char *cmd;
+	bool if_candidate;
+} cfg_exec_cmd;
+
+/* exec: the commands in order; the last is the application. A single
+ * string in the file is a 1-item list. */
+typedef struct cfg_execlist {
+	cfg_exec_cmd *items;
+	size_t count;
+} cfg_execlist;
+
 typedef struct ltxfs_cfg {
 	struct {
 		char *dir;        /* mount point */
@@ -56,6 +70,7 @@ typedef struct ltxfs_cfg {
 		char *addr;  /* listen address, "[host]:port" */
 		char *token; /* cluster bearer token; "" = no auth */
 		int64_t max_import_size; /* POST /import bodies; 0 = no cap */
+		int64_t ready_max_lag_ms; /* GET /readyz; >= 1 */
 	} http;
 	struct {
 		int type; /* enum cfg_lease_type */
@@ -76,7 +91,9 @@ typedef struct ltxfs_cfg {
 			char *tls_key_file;  /* its private key, PEM */
 		} etcd;
 	} lease;
-	cfg_strlist exec; /* shell commands run once the node is ready */
+	cfg_execlist exec;     /* run once the node is ready (cmd/exec.c) */
+	int64_t exec_grace_ms; /* the application's time to exit when
+				* ltxfs stops */
 	struct {
 		int level;  /* LIB_LOG_DEBUG..LIB_LOG_ERROR */
 		int format; /* LIB_LOG_TEXT or LIB_LOG_JSON */

@@ -22,6 +22,7 @@
 
 #include "cfg.h"
 #include "cmd.h"
+#include "exec.h"
 #include "fs/mount.h"
 #include "fs/verify.h"
 #include "lib/log.h"
@@ -41,10 +42,15 @@ int cmd_load_cfg(int argc, char **argv, ltxfs_cfg *cfg, int *out_next,
 		if ((strcmp(argv[i], "-c") == 0 ||
 		     strcmp(argv[i], "--config") == 0) && i + 1 < argc)
 			path = argv[++i];
-		else if (argv[i][0] == '-') {
+		else if (strcmp(argv[i], "--") == 0) {
+			i++; /* the end of the options */
+			break;
+		} else if (argv[i][0] == '-') {
 			fprintf(stderr, "usage: ltxfs %s [-c ltxfs.yml]%s\n",
 				cmd, strcmp(cmd, "verify") == 0 ? " [DB...]" :
-				strcmp(cmd, "repair") == 0 ? " DB" : "");
+				strcmp(cmd, "repair") == 0 ? " DB" :
+				strcmp(cmd, "mount") == 0 ? " [-- CMD [ARG...]]"
+							  : "");
 			return 2;
 		} else
 			break;
@@ -121,27 +127,147 @@ static int preflight(const ltxfs_cfg *cfg)
 	return 0;
 }
 
+/* The node's options from the configuration, one concern at a time. The
+ * strings are cfg's (and host's): they outlive rep_node_new, which keeps
+ * copies. */
+static rep_http_opts http_opts(const ltxfs_cfg *cfg)
+{
+	return (rep_http_opts){
+		.addr = cfg->http.addr,
+		.token = cfg->http.token,
+		.max_import_size = cfg->http.max_import_size,
+		.ready_max_lag_ms = cfg->http.ready_max_lag_ms,
+	};
+}
+
+static rep_etcd_opts etcd_opts(const ltxfs_cfg *cfg)
+{
+	return (rep_etcd_opts){
+		.endpoints = cfg->lease.etcd.endpoints.items,
+		.nendpoints = cfg->lease.etcd.endpoints.count,
+		.prefix = cfg->lease.etcd.prefix,
+		.ttl_ms = cfg->lease.etcd.ttl_ms,
+		.username = cfg->lease.etcd.username,
+		.password = cfg->lease.etcd.password,
+		.tls_ca_file = cfg->lease.etcd.tls_ca_file,
+		.tls_cert_file = cfg->lease.etcd.tls_cert_file,
+		.tls_key_file = cfg->lease.etcd.tls_key_file,
+	};
+}
+
+static rep_lease_opts lease_opts(const ltxfs_cfg *cfg, const char *host)
+{
+	return (rep_lease_opts){
+		.type = cfg->lease.type == CFG_LEASE_ETCD ? REP_LEASE_ETCD
+							   : REP_LEASE_STATIC,
+		.candidate = cfg->lease.candidate,
+		.advertise_url = cfg->lease.advertise_url,
+		.primary_url = cfg->lease.primary_url,
+		.hostname = cfg->lease.hostname[0] ? cfg->lease.hostname : host,
+		.etcd = etcd_opts(cfg),
+	};
+}
+
+static rep_retention_opts retention_opts(const ltxfs_cfg *cfg)
+{
+	return (rep_retention_opts){
+		.ms = cfg->data.retention_ms,
+		.bytes = cfg->data.retention_bytes,
+	};
+}
+
+static void node_opts(const ltxfs_cfg *cfg, uint64_t node_id,
+		      const char *host, rep_node_opts *out)
+{
+	*out = (rep_node_opts){
+		.data_dir = cfg->data.dir,
+		.mountpoint = cfg->fuse.dir,
+		.node_id = node_id,
+		.http = http_opts(cfg),
+		.lease = lease_opts(cfg, host),
+		.retention = retention_opts(cfg),
+	};
+}
+
+/* What stops ltxfs: a signal (the stopper thread) or the end of the
+ * application (exec.c's on_done). */
 struct stopper {
 	sigset_t set;
 	fs_mount *m;
 	rep_node *node;
-	int sig;
+	pthread_mutex_t mu;      /* guards below */
+	pthread_cond_t cond;     /* busy went false */
+	cmd_exec *exec;          /* NULL: no application */
+	bool stopping;           /* stop_all has begun */
+	bool busy;               /* the stopper thread is using exec */
 };
 
-/* Waits for SIGINT/SIGTERM/SIGHUP, then stops in order while the mount
- * still serves: replication, the daemon's own handles in the mount, then
- * the FUSE loop. */
-static void *stopper_main(void *arg)
+/* Stops in order while the mount still serves: replication (a primary
+ * drains its replicas first), the daemon's own handles in the mount,
+ * then the FUSE loop. Once. */
+static void stop_all(struct stopper *st)
 {
-	struct stopper *st = arg;
-
-	if (sigwait(&st->set, &st->sig) != 0)
-		return NULL;
-	log_info("signal %d: stopping", st->sig);
+	pthread_mutex_lock(&st->mu);
+	if (st->stopping) {
+		pthread_mutex_unlock(&st->mu);
+		return;
+	}
+	st->stopping = true;
+	pthread_mutex_unlock(&st->mu);
 	rep_node_stop(st->node);
 	fs_mount_release_apply(st->m);
 	fs_mount_stop(st->m);
-	return NULL;
+}
+
+static void on_exec_done(void *ctx)
+{
+	stop_all(ctx);
+}
+
+/* Waits for SIGINT/SIGTERM/SIGHUP. With an application (exec), the signal
+ * goes to it first (exec.c: SIGHUP only that; the others stop it within
+ * exec-grace-period); then ltxfs stops. */
+static void *stopper_main(void *arg)
+{
+	struct stopper *st = arg;
+	int sig;
+
+	for (;;) {
+		bool stop = true;
+		cmd_exec *ex;
+		if (sigwait(&st->set, &sig) != 0)
+			return NULL;
+		pthread_mutex_lock(&st->mu);
+		ex = st->stopping ? NULL : st->exec;
+		st->busy = ex != NULL;
+		pthread_mutex_unlock(&st->mu);
+		if (ex)
+			stop = cmd_exec_signal(ex, sig);
+		pthread_mutex_lock(&st->mu);
+		st->busy = false;
+		pthread_cond_broadcast(&st->cond);
+		pthread_mutex_unlock(&st->mu);
+		if (!stop)
+			continue;
+		log_info("signal %d: stopping", sig);
+		stop_all(st);
+	}
+}
+
+/* The application's object, once the stopper thread no longer uses it:
+ * main frees it after that. */
+static cmd_exec *take_exec(struct stopper *st)
+{
+	cmd_exec *ex;
+
+	pthread_mutex_lock(&st->mu);
+	st->stopping = true;
+	while (st->busy)
+		pthread_cond_wait(&st->cond, &st->mu);
+	ex = st->exec;
+	st->exec = NULL;
+	pthread_mutex_unlock(&st->mu);
+	return ex;
 }
 
 int cmd_mount(int argc, char **argv)
@@ -152,16 +278,24 @@ int cmd_mount(int argc, char **argv)
 	rep_node_opts ro = {0};
 	rep_node *node = NULL;
 	struct stopper st = {0};
+	cmd_exec_opts eo = {0};
+	cmd_exec *ex = NULL;
+	char **app_argv = NULL;
 	pthread_t stopper;
 	char host[256] = "", real_mnt[PATH_MAX], what[PATH_MAX + 8];
 	uint64_t node_id = 0;
 	int next, rc, wd = -1, data_lock = -1, mnt_lock[2] = {-1, -1};
 
+	pthread_mutex_init(&st.mu, NULL);
+	pthread_cond_init(&st.cond, NULL);
 	rc = cmd_load_cfg(argc, argv, &cfg, &next, "mount");
 	if (rc != 0)
 		goto out;
-	if (next != argc) {
-		fprintf(stderr, "usage: ltxfs mount [-c ltxfs.yml]\n");
+	if (next > 1 && strcmp(argv[next - 1], "--") == 0 && next < argc) {
+		app_argv = argv + next; /* overrides exec */
+	} else if (next != argc) {
+		fprintf(stderr, "usage: ltxfs mount [-c ltxfs.yml] "
+			"[-- CMD [ARG...]]\n");
 		rc = 2;
 		goto out;
 	}
@@ -186,29 +320,7 @@ int cmd_mount(int argc, char **argv)
 		goto out;
 	}
 	gethostname(host, sizeof(host) - 1);
-	ro.data_dir = cfg.data.dir;
-	ro.mountpoint = cfg.fuse.dir;
-	ro.node_id = node_id;
-	ro.http_addr = cfg.http.addr;
-	ro.token = cfg.http.token;
-	ro.max_import_size = cfg.http.max_import_size;
-	ro.candidate = cfg.lease.candidate;
-	ro.advertise_url = cfg.lease.advertise_url;
-	ro.primary_url = cfg.lease.primary_url;
-	ro.hostname = cfg.lease.hostname[0] ? cfg.lease.hostname : host;
-	ro.retention_ms = cfg.data.retention_ms;
-	ro.retention_bytes = cfg.data.retention_bytes;
-	if (cfg.lease.type == CFG_LEASE_ETCD) {
-		ro.etcd_endpoints = cfg.lease.etcd.endpoints.items;
-		ro.etcd_nendpoints = cfg.lease.etcd.endpoints.count;
-		ro.etcd_prefix = cfg.lease.etcd.prefix;
-		ro.etcd_ttl_ms = cfg.lease.etcd.ttl_ms;
-		ro.etcd_username = cfg.lease.etcd.username;
-		ro.etcd_password = cfg.lease.etcd.password;
-		ro.etcd_tls_ca_file = cfg.lease.etcd.tls_ca_file;
-		ro.etcd_tls_cert_file = cfg.lease.etcd.tls_cert_file;
-		ro.etcd_tls_key_file = cfg.lease.etcd.tls_key_file;
-	}
+	node_opts(&cfg, node_id, host, &ro);
 	if (rep_node_new(&ro, &node) < 0) {
 		fprintf(stderr, "ltxfs mount: cannot start (see the log above)\n");
 		rc = 1;
@@ -249,7 +361,25 @@ int cmd_mount(int argc, char **argv)
 	}
 	st.m = m;
 	st.node = node;
+	eo = (cmd_exec_opts){
+		.list = &cfg.exec,
+		.argv = app_argv,
+		.grace_ms = cfg.exec_grace_ms,
+		.candidate = cfg.lease.candidate,
+		.mountpoint = real_mnt,
+		.node = node,
+		.on_done = on_exec_done,
+		.ctx = &st,
+	};
+	if (cmd_exec_start(&eo, &ex) < 0) {
+		rep_node_stop(node);
+		fs_mount_free(m);
+		rc = 1;
+		goto out;
+	}
+	st.exec = ex;
 	if (pthread_create(&stopper, NULL, stopper_main, &st) != 0) {
+		cmd_exec_free(take_exec(&st));
 		rep_node_stop(node);
 		fs_mount_free(m);
 		rc = 1;
@@ -260,10 +390,23 @@ int cmd_mount(int argc, char **argv)
 		 cfg.fuse.dir, cfg.data.dir,
 		 rep_node_is_primary(node) ? "primary" : "replica");
 	rc = fs_mount_run(m) < 0 ? 1 : 0;
+	/* The application first (the FUSE loop ended under it otherwise),
+	 * then replication, then the mount. */
+	ex = take_exec(&st);
+	if (ex) {
+		int code;
+		cmd_exec_signal(ex, SIGTERM); /* returns at once when done */
+		code = cmd_exec_exit_code(ex);
+		if (code >= 0)
+			rc = code; /* the application's, or a command's */
+	}
 	rep_node_stop(node);
 	fs_mount_release_apply(m);
 	log_info("stopping: unmounting %s", cfg.fuse.dir);
 	fs_mount_free(m);
+	/* Joined only now: the thread that stopped the mount may wait in
+	 * fs_mount_stop's statfs until the unmount. */
+	cmd_exec_free(ex);
 	log_info("stopped");
 out:
 	if (wd >= 0)
@@ -276,6 +419,8 @@ out:
 			close(mnt_lock[i]);
 	if (data_lock >= 0)
 		close(data_lock);
+	pthread_cond_destroy(&st.cond);
+	pthread_mutex_destroy(&st.mu);
 	return rc;
 }
 

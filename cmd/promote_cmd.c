@@ -6,7 +6,6 @@
  * node's answer; exit 0 once the node is primary, 1 otherwise, 2 on a
  * usage error.
  */
-#include <curl/curl.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,37 +14,18 @@
 #include "cfg.h"
 #include "cmd.h"
 #include "node_url.h"
-
-struct answer {
-	char text[1024];
-	size_t len;
-};
-
-static size_t on_body(char *data, size_t size, size_t nmemb, void *ctx)
-{
-	struct answer *a = ctx;
-	size_t n = size * nmemb, take = sizeof(a->text) - 1 - a->len;
-
-	if (take > n)
-		take = n;
-	memcpy(a->text + a->len, data, take);
-	a->len += take;
-	a->text[a->len] = '\0';
-	return n;
-}
+#include "replica/http_client.h"
 
 int cmd_promote(int argc, char **argv)
 {
 	const char *cfg_path = NULL, *url = NULL, *t;
-	char base[512], full[600], auth[600], err[512];
-	struct answer ans = {{0}, 0};
-	struct curl_slist *hdrs = NULL;
+	char base[512], full[600], err[512], cerr[CURL_ERROR_SIZE];
+	rep_http_body ans = REP_HTTP_BODY_INIT(1023, false);
 	ltxfs_cfg cfg;
-	char *token = NULL;
+	char *token = NULL, *text, empty[1] = "";
 	long status = 0;
-	CURLcode cc;
-	CURL *c;
 	size_t n;
+	int rc;
 
 	for (int i = 1; i < argc; i++) {
 		if ((strcmp(argv[i], "-c") == 0 ||
@@ -92,43 +72,30 @@ int cmd_promote(int argc, char **argv)
 			n--;
 		snprintf(base, sizeof(base), "%.*s", (int)n, url);
 	}
-	c = curl_easy_init();
-	if (!token || !c) {
+	if (!token) {
 		fprintf(stderr, "ltxfs promote: out of memory\n");
-		free(token);
-		curl_easy_cleanup(c);
 		return 1;
 	}
 	snprintf(full, sizeof(full), "%s/promote", base);
-	if (token[0]) {
-		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
-		hdrs = curl_slist_append(hdrs, auth);
-	}
-	curl_easy_setopt(c, CURLOPT_URL, full);
-	curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 30000L);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &ans);
-	cc = curl_easy_perform(c);
-	if (cc == CURLE_OK)
-		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-	curl_slist_free_all(hdrs);
-	curl_easy_cleanup(c);
+	rc = rep_http_call("POST", full, token, 30000L, &status, &ans, cerr,
+			   sizeof(cerr));
 	free(token);
-	if (cc != CURLE_OK) {
-		fprintf(stderr, "ltxfs promote: %s: %s\n", full,
-			curl_easy_strerror(cc));
+	if (rc < 0) {
+		fprintf(stderr, "ltxfs promote: %s: %s\n", full, cerr);
+		rep_http_body_free(&ans);
 		return 1;
 	}
-	n = strlen(ans.text);
-	while (n > 0 && ans.text[n - 1] == '\n')
-		ans.text[--n] = '\0';
+	text = ans.p ? ans.p : empty;
+	n = strlen(text);
+	while (n > 0 && text[n - 1] == '\n')
+		text[--n] = '\0';
 	if (status != 200) {
 		fprintf(stderr, "ltxfs promote: %s: HTTP %ld: %s\n", full,
-			status, ans.text);
+			status, text);
+		rep_http_body_free(&ans);
 		return 1;
 	}
-	printf("%s\n", ans.text);
+	printf("%s\n", text);
+	rep_http_body_free(&ans);
 	return 0;
 }

@@ -33,6 +33,7 @@
 #include "cfg.h"
 #include "cmd.h"
 #include "node_url.h"
+#include "replica/http_client.h"
 
 #define XFER_CONNECT_TIMEOUT_S 10L
 #define XFER_STALL_S 300L        /* no byte either way for this long */
@@ -54,8 +55,7 @@ struct resp {
 	bool write_failed;
 	int write_errno;
 	uint64_t bytes;
-	char body[XFER_ERRBODY_MAX + 1]; /* any other body (or import's JSON) */
-	size_t nbody;
+	rep_http_body body;      /* any other body (or import's JSON) */
 };
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *ctx)
@@ -74,24 +74,18 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ctx)
 		r->bytes += n;
 		return n;
 	}
-	{
-		size_t take = XFER_ERRBODY_MAX - r->nbody;
-		if (take > n)
-			take = n;
-		memcpy(r->body + r->nbody, data, take);
-		r->nbody += take;
-		r->body[r->nbody] = '\0';
-	}
-	return n;
+	return rep_http_collect(data, 1, n, &r->body);
 }
 
 /* The server's reason: the first line of its body, printable, or a
  * placeholder. */
 static const char *reason(struct resp *r)
 {
-	char *p = r->body;
+	char *p = r->body.p;
 	size_t n;
 
+	if (!p)
+		return "(no reason given)";
 	while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
 		p++;
 	n = strcspn(p, "\r\n");
@@ -206,22 +200,12 @@ static CURL *open_request(struct xfer *x, struct curl_slist **hdrs,
 	}
 	snprintf(url, urlcap, "%s/%s?db=%s", x->base, x->cmd, esc);
 	curl_free(esc);
-	if (x->token[0]) {
-		size_t n = strlen(x->token) + 32;
-		char *h = malloc(n);
-		if (!h) {
-			curl_easy_cleanup(c);
-			return NULL;
-		}
-		snprintf(h, n, "Authorization: Bearer %s", x->token);
-		*hdrs = curl_slist_append(*hdrs, h);
-		free(h);
-		if (!*hdrs) {
-			curl_easy_cleanup(c);
-			return NULL;
-		}
+	if (rep_http_bearer(hdrs, x->token) < 0) {
+		curl_easy_cleanup(c);
+		return NULL;
 	}
 	r->curl = c;
+	r->body = (rep_http_body)REP_HTTP_BODY_INIT(XFER_ERRBODY_MAX, false);
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, *hdrs);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
@@ -333,6 +317,7 @@ out:
 		unlink(tmp);
 	curl_slist_free_all(hdrs);
 	curl_easy_cleanup(c);
+	rep_http_body_free(&r.body);
 	return rc;
 }
 
@@ -385,7 +370,7 @@ static int do_import(struct xfer *x)
 		rc = report(x, url, cc, &r, cerr);
 		goto out;
 	}
-	j = json_loads(r.body, 0, NULL);
+	j = json_loads(rep_http_body_text(&r.body), 0, NULL);
 	if (j && json_is_string(json_object_get(j, "txid")))
 		printf("%s: imported %s as TXID %s\n", x->db,
 		       from_stdin ? "stdin" : x->file,
@@ -400,6 +385,7 @@ out:
 		fclose(in);
 	curl_slist_free_all(hdrs);
 	curl_easy_cleanup(c);
+	rep_http_body_free(&r.body);
 	return rc;
 }
 

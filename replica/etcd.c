@@ -30,6 +30,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "http_client.h"
 #include "lib/clock.h"
 #include "lib/log.h"
 
@@ -190,35 +191,6 @@ static int parse_kv(json_t *j, rep_etcd_kv *kv)
 }
 
 /* --- HTTP --- */
-
-struct buf {
-	char *p;
-	size_t len, cap;
-	bool too_big;
-};
-
-static size_t collect(char *data, size_t size, size_t nmemb, void *ctx)
-{
-	struct buf *b = ctx;
-	size_t n = size * nmemb;
-
-	if (b->len + n + 1 > ANSWER_MAX) {
-		b->too_big = true;
-		return 0;
-	}
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = (b->len + n + 1) * 2;
-		char *p = realloc(b->p, cap);
-		if (!p)
-			return 0;
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, data, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-	return n;
-}
 
 int rep_etcd_new(char *const *endpoints, size_t n, const char *user,
 		 const char *password, rep_etcd **out)
@@ -383,7 +355,7 @@ static void log_transport(rep_etcd *e, size_t idx, const char *path,
 /* A streaming request's state (watch): bytes are split into lines, each
  * parsed and handed to on_line; on_line returns <0 to fail, 1 to end. */
 struct stream {
-	struct buf line;
+	rep_http_body line;      /* the line being read */
 	int (*on_line)(void *ctx, json_t *j);
 	void *ctx;
 	int rc;                  /* on_line's result that ended it */
@@ -399,7 +371,7 @@ static size_t stream_write(char *data, size_t size, size_t nmemb, void *ctx)
 		json_t *j;
 		json_error_t je;
 		if (data[i] != '\n') {
-			if (collect(&data[i], 1, 1, &s->line) != 1)
+			if (rep_http_collect(&data[i], 1, 1, &s->line) != 1)
 				return 0;
 			continue;
 		}
@@ -431,7 +403,7 @@ static int stream_progress(void *ctx, curl_off_t dt, curl_off_t dn,
  * or a negative errno for transport failures. */
 static int attempt(rep_etcd *e, size_t idx, const char *path,
 		   const char *body, int64_t timeout_ms, const char *token,
-		   struct stream *st, long *status, struct buf *ans)
+		   struct stream *st, long *status, rep_http_body *ans)
 {
 	CURL *c = curl_easy_init();
 	struct curl_slist *hdrs = NULL;
@@ -473,7 +445,7 @@ static int attempt(rep_etcd *e, size_t idx, const char *path,
 		curl_easy_setopt(c, CURLOPT_XFERINFODATA, st);
 		curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
 	} else {
-		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, rep_http_collect);
 		curl_easy_setopt(c, CURLOPT_WRITEDATA, ans);
 	}
 	cc = curl_easy_perform(c);
@@ -495,7 +467,7 @@ static int authenticate(rep_etcd *e, size_t idx, int64_t timeout_ms)
 {
 	json_t *req = json_pack("{ssss}", "name", e->user, "password",
 				e->password), *ans = NULL;
-	struct buf b = {0};
+	rep_http_body b = REP_HTTP_BODY_INIT(ANSWER_MAX, true);
 	char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
 	long status = 0;
 	int rc;
@@ -528,7 +500,7 @@ static int authenticate(rep_etcd *e, size_t idx, int64_t timeout_ms)
 		}
 	}
 	json_decref(ans);
-	free(b.p);
+	rep_http_body_free(&b);
 	return rc;
 }
 
@@ -554,7 +526,7 @@ static int request(rep_etcd *e, const char *path, json_t *reqj,
 	pthread_mutex_unlock(&e->mu);
 	for (size_t k = 0; k < e->nurls; k++) {
 		size_t idx = (start + k) % e->nurls;
-		struct buf b = {0};
+		rep_http_body b = REP_HTTP_BODY_INIT(ANSWER_MAX, true);
 		long status = 0;
 		char *token = NULL;
 		json_t *ans = NULL;
@@ -581,7 +553,7 @@ static int request(rep_etcd *e, const char *path, json_t *reqj,
 			     &b);
 		free(token);
 		if (rc < 0) {
-			free(b.p);
+			rep_http_body_free(&b);
 			continue; /* the next endpoint */
 		}
 		if (st && status == 200) {
@@ -622,7 +594,7 @@ static int request(rep_etcd *e, const char *path, json_t *reqj,
 			}
 		}
 		json_decref(ans);
-		free(b.p);
+		rep_http_body_free(&b);
 		if (rc == -EACCES && e->user[0] && !reauthed) {
 			reauthed = true;
 			pthread_mutex_lock(&e->mu);
@@ -876,7 +848,8 @@ int rep_etcd_watch(rep_etcd *e, const char *key, int64_t start_rev,
 		   const atomic_bool *cancel)
 {
 	struct watch_ctx w = {fn, ctx, false};
-	struct stream st = {{0}, watch_line, &w, 0, cancel};
+	struct stream st = {REP_HTTP_BODY_INIT(ANSWER_MAX, true), watch_line,
+			    &w, 0, cancel};
 	char *k = b64_dup(key);
 	json_t *req;
 	int rc;
@@ -890,6 +863,6 @@ int rep_etcd_watch(rep_etcd *e, const char *key, int64_t start_rev,
 		return -ENOMEM;
 	rc = request(e, "/v3/watch", req, max_ms, &st, NULL);
 	json_decref(req);
-	free(st.line.p);
+	rep_http_body_free(&st.line);
 	return rc;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "lib/bytes.h"
+#include "ltx/ltx.h"
 
 void rep_frame_put_header(uint8_t *out, uint8_t type, uint32_t len,
 			  uint64_t epoch)
@@ -169,6 +170,74 @@ void rep_get_str(rep_cursor *c, char *buf, size_t cap)
 	}
 	memcpy(buf, p, n);
 	buf[n] = '\0';
+}
+
+/* Whether the cursor is good and used up: the end of a payload. */
+static bool whole(const rep_cursor *k)
+{
+	return !k->bad && k->left == 0;
+}
+
+int rep_frame_read_hello(const rep_frame *f, rep_hello *out)
+{
+	rep_cursor k = {f->payload, f->len, false};
+
+	out->cluster = rep_get_u64(&k);
+	out->node = rep_get_u64(&k);
+	rep_get_str(&k, out->url, sizeof(out->url));
+	return whole(&k) ? 0 : -EPROTO;
+}
+
+static bool valid_name(const char *s)
+{
+	return s[0] && s[0] != '.' && !strchr(s, '/');
+}
+
+int rep_frame_read_begin(const rep_frame *f, rep_begin *out)
+{
+	rep_cursor k = {f->payload, f->len, false};
+
+	rep_get_str(&k, out->name, sizeof(out->name));
+	out->len = rep_get_u64(&k);
+	out->min_txid = rep_get_u64(&k);
+	out->max_txid = rep_get_u64(&k);
+	out->kind = rep_get_u8(&k);
+	if (!whole(&k) || !valid_name(out->name) ||
+	    out->len < LTX_HEADER_SIZE || out->min_txid == 0 ||
+	    out->max_txid < out->min_txid || out->kind > 1)
+		return -EPROTO;
+	return 0;
+}
+
+int rep_frame_read_end(const rep_frame *f, uint64_t *len)
+{
+	rep_cursor k = {f->payload, f->len, false};
+
+	*len = rep_get_u64(&k);
+	return whole(&k) ? 0 : -EPROTO;
+}
+
+int rep_frame_read_heartbeat(const rep_frame *f, rep_heartbeat *out)
+{
+	out->k = (rep_cursor){f->payload, f->len, false};
+	out->wall_ms = (int64_t)rep_get_u64(&out->k);
+	out->count = rep_get_u32(&out->k);
+	out->seen = 0;
+	return out->k.bad ? -EPROTO : 0;
+}
+
+int rep_frame_heartbeat_next(rep_heartbeat *h, char *name, uint64_t *txid,
+			     uint64_t *checksum)
+{
+	if (h->seen == h->count)
+		return whole(&h->k) ? 0 : -EPROTO;
+	rep_get_str(&h->k, name, REP_NAME_MAX + 1);
+	*txid = rep_get_u64(&h->k);
+	*checksum = rep_get_u64(&h->k);
+	if (h->k.bad)
+		return -EPROTO;
+	h->seen++;
+	return 1;
 }
 
 static uint8_t *room(rep_writer *w, size_t n)

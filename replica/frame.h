@@ -22,9 +22,12 @@
  *              u16 n, n bytes of name, u64 TXID, u64 checksum
  *   READY      empty: every database has been brought up to date once
  *
- * Rules (the parser's errors): F1 known type; F2 flags and reserved zero;
- * F3 length within the limit; F4 payload well-formed for its type (names
- * 1..200 bytes, counts that fit the payload, nothing left over).
+ * Rules: F1 known type; F2 flags and reserved zero; F3 length within the
+ * limit (the parser's errors); F4 payload well-formed for its type (the
+ * payload readers' rep_frame_read_*: every field present, names 1..200
+ * bytes without '/' and not starting with '.', a URL below 1024 bytes,
+ * a BEGIN's record at least an LTX header long with 1 <= min TXID <= max
+ * TXID and kind 0 or 1, counts that fit the payload, nothing left over).
  */
 #ifndef REPLICA_FRAME_H
 #define REPLICA_FRAME_H
@@ -37,6 +40,7 @@
 #define REP_FRAME_MAX_PAYLOAD (1u << 20)
 #define REP_FRAME_DATA_MAX (256u * 1024)
 #define REP_NAME_MAX 200
+#define REP_URL_MAX 1023
 
 enum rep_frame_type {
 	REP_FRAME_HELLO = 1,
@@ -92,6 +96,35 @@ uint64_t rep_get_u64(rep_cursor *c);
 /* A length-prefixed string (u16) copied NUL-terminated into buf (cap
  * bytes); marks the cursor bad when it does not fit or holds a NUL. */
 void rep_get_str(rep_cursor *c, char *buf, size_t cap);
+
+/* The payloads, read whole: 0, or -EPROTO when rule F4 is broken. */
+typedef struct rep_hello {
+	uint64_t cluster, node;
+	char url[REP_URL_MAX + 1];
+} rep_hello;
+
+typedef struct rep_begin {
+	char name[REP_NAME_MAX + 1];
+	uint64_t len, min_txid, max_txid;
+	uint8_t kind;            /* 0 log record, 1 snapshot */
+} rep_begin;
+
+/* A HEARTBEAT: the clock and the count, then each database in turn. */
+typedef struct rep_heartbeat {
+	int64_t wall_ms;
+	uint32_t count, seen;
+	rep_cursor k;
+} rep_heartbeat;
+
+int rep_frame_read_hello(const rep_frame *f, rep_hello *out);
+int rep_frame_read_begin(const rep_frame *f, rep_begin *out);
+int rep_frame_read_end(const rep_frame *f, uint64_t *len /* out */);
+int rep_frame_read_heartbeat(const rep_frame *f, rep_heartbeat *out);
+/* 1 with the next database's name (REP_NAME_MAX + 1 bytes) and position,
+ * 0 after the last one (and nothing left over), -EPROTO. */
+int rep_frame_heartbeat_next(rep_heartbeat *h, char *name,
+			     uint64_t *txid /* out */,
+			     uint64_t *checksum /* out */);
 
 /* Payload writer into a caller's buffer. */
 typedef struct rep_writer {

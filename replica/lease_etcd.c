@@ -12,9 +12,11 @@
  *                      to a lease of one TTL; only that node acquires
  *                      while it exists.
  *
- * States of this node (one thread, "lease", makes every transition but
- * FENCE, which the watchdog thread makes, and the handoff, which an HTTP
- * thread makes; all under l->mu):
+ * States of this node's lease (one thread, "lease", makes every
+ * transition but FENCE, which the watchdog thread makes, and the release,
+ * which the node makes (handoff.c); all under l->mu). The node's role
+ * follows (role.c): PRIMARY is rep_role_lead, FENCED and FOLLOW
+ * rep_role_follow.
  *
  *   FOLLOW --key absent, candidate--> ACQUIRE --created--> PRIMARY
  *     ^  \--key present: follow its url and epoch (watch it)
@@ -28,12 +30,11 @@
  *     --keepalive answers with a TTL (the lease never lapsed: nobody
  *       else can have the key)--> PRIMARY again, same epoch
  *     --keepalive says the lease is gone--> FOLLOW
- *   PRIMARY --stop--> DRAIN --> read-only, revoke --> (end)
- *   PRIMARY --POST /handoff--> DRAIN --> revoke --> FOLLOW (no acquiring
- *            for one TTL unless a handoff names this node)
- *   DRAIN:   the mount read-only, the role still primary so the streams
- *            go on, until every connected replica found nothing more to
- *            send (at most DRAIN_MS).
+ *   PRIMARY --stop (threads joined), the node drains, release-->
+ *            FENCED, revoke --> (end)
+ *   PRIMARY --POST /handoff: handoff_begin (the handoff key), the node
+ *            drains, release--> FOLLOW, revoke (no acquiring for one TTL
+ *            unless a handoff names this node)
  *
  * Invariant: the mount is writable only in PRIMARY, and only before the
  * deadline: the watchdog checks every WATCHDOG_MS, and the mount's write
@@ -59,8 +60,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
-
 #include "etcd.h"
 #include "lib/clock.h"
 #include "lib/log.h"
@@ -69,19 +68,21 @@
 #define WATCHDOG_MS 20
 #define WATCH_MAX_MS 5000        /* re-read the key at least this often */
 #define RETRY_MS 250
-#define DRAIN_MS 1000            /* clean stop: wait for replicas */
 #define NS_PER_MS 1000000LL
 
 enum lstate { L_FOLLOW, L_PRIMARY, L_FENCED, L_REFUSED };
 
-struct rep_lease {
+struct lease_etcd {
+	rep_lease base;
 	rep_node *n;
+	uint64_t node_id;        /* this node's */
+	bool candidate;          /* lease.candidate */
 	rep_etcd *etcd;
 	char *key_primary, *key_cluster, *key_handoff;
 	int64_t ttl_s;
 	int64_t margin_ns;
 	atomic_bool stop;        /* also cancels a watch */
-	/* For /metrics (rep_lease_get_stats). */
+	/* For /metrics (ops->stats). */
 	atomic_uint_fast64_t renewals, renewal_failures, acquisitions;
 	pthread_t thr, dog;
 	bool started;
@@ -95,9 +96,9 @@ struct rep_lease {
 	char *following;         /* url of the primary we follow */
 };
 
-static void lease_log(rep_lease *l, const char *fmt, ...)
+static void lease_log(struct lease_etcd *l, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
-static void lease_log(rep_lease *l, const char *fmt, ...)
+static void lease_log(struct lease_etcd *l, const char *fmt, ...)
 {
 	char path[PATH_MAX], line[512];
 	va_list ap;
@@ -110,7 +111,8 @@ static void lease_log(rep_lease *l, const char *fmt, ...)
 	if (len > (int)sizeof(line) - 2)
 		len = (int)sizeof(line) - 2;
 	line[len++] = '\n';
-	snprintf(path, sizeof(path), "%s/lease.log", l->n->o.data_dir);
+	snprintf(path, sizeof(path), "%s/lease.log",
+		 rep_node_options(l->n)->data_dir);
 	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 	if (fd < 0 || write(fd, line, (size_t)len) != len)
 		log_warn("cannot append to %s: %s", path, strerror(errno));
@@ -118,7 +120,7 @@ static void lease_log(rep_lease *l, const char *fmt, ...)
 		close(fd);
 }
 
-static void sleep_ms(rep_lease *l, int64_t ms)
+static void sleep_ms(struct lease_etcd *l, int64_t ms)
 {
 	int64_t end = lib_clock_monotonic_ns() + ms * NS_PER_MS;
 
@@ -137,20 +139,20 @@ static void sleep_ms(rep_lease *l, int64_t ms)
 
 /* --- transitions (l->mu held) --- */
 
-static void to_primary(rep_lease *l, int64_t deadline_ns)
+static void to_primary(struct lease_etcd *l, int64_t deadline_ns)
 {
 	l->state = L_PRIMARY;
 	l->deadline_ns = deadline_ns;
-	atomic_store(&l->n->write_deadline_ns, deadline_ns);
+	rep_node_set_write_deadline(l->n, deadline_ns);
 	free(l->following);
 	l->following = NULL;
-	rep_node_set_role(l->n, REP_ROLE_PRIMARY, (uint64_t)l->epoch, "");
+	rep_role_lead(l->n, (uint64_t)l->epoch);
 	lease_log(l, "primary epoch=%" PRId64 " node=%016" PRIx64, l->epoch,
-		  l->n->o.node_id);
+		  l->node_id);
 }
 
 /* PRIMARY -> FENCED (lease may still be ours) or FOLLOW (it is gone). */
-static void to_readonly(rep_lease *l, int state, const char *why)
+static void to_readonly(struct lease_etcd *l, int state, const char *why)
 {
 	bool was = l->state == L_PRIMARY;
 
@@ -159,14 +161,14 @@ static void to_readonly(rep_lease *l, int state, const char *why)
 		l->lease_id = 0;
 	if (!was)
 		return;
-	rep_node_set_role(l->n, REP_ROLE_REPLICA, (uint64_t)l->epoch, "");
+	rep_role_follow(l->n, (uint64_t)l->epoch, "");
 	lease_log(l, "fenced epoch=%" PRId64 " node=%016" PRIx64 " reason=%s",
-		  l->epoch, l->n->o.node_id, why);
+		  l->epoch, l->node_id, why);
 	log_warn("epoch %" PRId64 ": no longer accepting writes: %s", l->epoch,
 		 why);
 }
 
-static void follow(rep_lease *l, int64_t epoch, const char *url)
+static void follow(struct lease_etcd *l, int64_t epoch, const char *url)
 {
 	bool same = l->following && strcmp(l->following, url) == 0 &&
 		    l->epoch == epoch;
@@ -177,21 +179,21 @@ static void follow(rep_lease *l, int64_t epoch, const char *url)
 		log_error("etcd says the primary (%s) holds epoch %" PRId64
 			  ", older than the epoch %" PRIu64 " this node has "
 			  "seen: refusing to follow it (was etcd's data "
-			  "reset?)", url, epoch, l->n->epoch);
+			  "reset?)", url, epoch, rep_node_epoch(l->n));
 		return;
 	}
 	free(l->following);
 	l->following = strdup(url);
 	l->epoch = epoch;
 	l->state = L_FOLLOW;
-	rep_node_set_role(l->n, REP_ROLE_REPLICA, (uint64_t)epoch, url);
+	rep_role_follow(l->n, (uint64_t)epoch, url);
 }
 
 /* --- the watchdog: read-only at the deadline, whatever else happens --- */
 
 static void *dog_main(void *arg)
 {
-	rep_lease *l = arg;
+	struct lease_etcd *l = arg;
 
 	while (!atomic_load(&l->stop)) {
 		struct timespec ts = {0, WATCHDOG_MS * NS_PER_MS};
@@ -219,7 +221,7 @@ static int parse_hex64(const char *s, uint64_t *out)
 
 /* 0 when this node belongs to the cluster in etcd (creating it when a
  * candidate finds none), 1 to try again later, -EPROTO when refused. */
-static int check_cluster(rep_lease *l)
+static int check_cluster(struct lease_etcd *l)
 {
 	rep_node *n = l->n;
 	rep_etcd_kv kv = {0};
@@ -228,14 +230,12 @@ static int check_cluster(rep_lease *l)
 	char buf[32];
 	int rc;
 
-	pthread_mutex_lock(&n->mu);
-	mine = had = n->cluster_id;
-	pthread_mutex_unlock(&n->mu);
+	mine = had = rep_node_cluster(n);
 	rc = rep_etcd_get(l->etcd, l->key_cluster, 2000, &kv, NULL);
 	if (rc < 0)
 		return 1;
 	if (!kv.found) {
-		if (!n->o.candidate)
+		if (!l->candidate)
 			return 1; /* a candidate creates it */
 		while (mine == 0)
 			if (getrandom(&mine, sizeof(mine), 0) !=
@@ -279,19 +279,19 @@ static int check_cluster(rep_lease *l)
 
 /* --- the primary key --- */
 
-static char *primary_value(rep_lease *l)
+static char *primary_value(struct lease_etcd *l)
 {
-	rep_node *n = l->n;
+	const rep_node_opts *o = rep_node_options(l->n);
 	char node[32], cluster[32];
 	json_t *j;
 	char *s;
 
-	snprintf(node, sizeof(node), "%016" PRIx64, n->o.node_id);
-	pthread_mutex_lock(&n->mu);
-	snprintf(cluster, sizeof(cluster), "%016" PRIx64, n->cluster_id);
-	pthread_mutex_unlock(&n->mu);
-	j = json_pack("{ssssssss}", "node", node, "hostname", n->o.hostname,
-		      "url", n->advertise, "cluster", cluster);
+	snprintf(node, sizeof(node), "%016" PRIx64, l->node_id);
+	snprintf(cluster, sizeof(cluster), "%016" PRIx64,
+		 rep_node_cluster(l->n));
+	j = json_pack("{ssssssss}", "node", node, "hostname",
+		      o->lease.hostname, "url", o->lease.advertise_url,
+		      "cluster", cluster);
 	s = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	json_decref(j);
 	return s;
@@ -315,7 +315,7 @@ static bool parse_primary(const rep_etcd_kv *kv, char *url, size_t cap,
 
 /* Key absent: false while a handoff names another node (or this node
  * just handed off). */
-static bool may_acquire(rep_lease *l)
+static bool may_acquire(struct lease_etcd *l)
 {
 	rep_etcd_kv kv = {0};
 	uint64_t to = 0;
@@ -325,7 +325,7 @@ static bool may_acquire(rep_lease *l)
 		return false;
 	if (kv.found && parse_hex64(kv.value, &to) == 0) {
 		rep_etcd_kv_clear(&kv);
-		return to == l->n->o.node_id; /* handed to us, or not */
+		return to == l->node_id; /* handed to us, or not */
 	}
 	rep_etcd_kv_clear(&kv);
 	pthread_mutex_lock(&l->mu);
@@ -336,7 +336,7 @@ static bool may_acquire(rep_lease *l)
 }
 
 /* FOLLOW, key absent: grant, create-if-absent. */
-static void try_acquire(rep_lease *l)
+static void try_acquire(struct lease_etcd *l)
 {
 	rep_etcd_kv kv = {0};
 	int64_t id = 0, ttl = 0, sent;
@@ -364,7 +364,7 @@ static void try_acquire(rep_lease *l)
 		log_error("acquired the lease at revision %" PRId64 ", older "
 			  "than the epoch %" PRIu64 " this node has seen; "
 			  "giving it back (was etcd's data reset?)",
-			  kv.create_rev, l->n->epoch);
+			  kv.create_rev, rep_node_epoch(l->n));
 		rep_etcd_revoke(l->etcd, id, 2000);
 		rep_etcd_kv_clear(&kv);
 		sleep_ms(l, 5000);
@@ -406,9 +406,8 @@ static bool on_event(void *ctx, int type, const rep_etcd_kv *kv, int64_t rev)
 }
 
 /* FOLLOW: read the key; follow it, or acquire; then watch for a change. */
-static void follow_step(rep_lease *l)
+static void follow_step(struct lease_etcd *l)
 {
-	rep_node *n = l->n;
 	rep_etcd_kv kv = {0};
 	struct watch_ctx w = {0};
 	int64_t rev = 0;
@@ -421,7 +420,7 @@ static void follow_step(rep_lease *l)
 		return;
 	}
 	if (!kv.found) {
-		if (n->o.candidate && may_acquire(l)) {
+		if (l->candidate && may_acquire(l)) {
 			try_acquire(l);
 			pthread_mutex_lock(&l->mu);
 			rc = l->state == L_FOLLOW;
@@ -433,7 +432,7 @@ static void follow_step(rep_lease *l)
 		log_error("etcd key %s holds \"%.80s\", not a primary's "
 			  "description; waiting for it to change",
 			  l->key_primary, kv.value);
-	} else if (node == n->o.node_id) {
+	} else if (node == l->node_id) {
 		int64_t mine;
 		pthread_mutex_lock(&l->mu);
 		mine = l->lease_id;
@@ -460,7 +459,7 @@ static void follow_step(rep_lease *l)
 }
 
 /* PRIMARY or FENCED: renew every TTL/3; resume or step down. */
-static void primary_step(rep_lease *l)
+static void primary_step(struct lease_etcd *l)
 {
 	int64_t id, ttl = 0, sent, next;
 	int rc;
@@ -483,7 +482,7 @@ static void primary_step(rep_lease *l)
 			}
 		} else if (dl > l->deadline_ns) {
 			l->deadline_ns = dl;
-			atomic_store(&l->n->write_deadline_ns, dl);
+			rep_node_set_write_deadline(l->n, dl);
 		}
 	} else if (rc == -ENOENT) {
 		to_readonly(l, L_FOLLOW, "etcd says the lease is gone");
@@ -498,7 +497,7 @@ static void primary_step(rep_lease *l)
 
 static void *lease_main(void *arg)
 {
-	rep_lease *l = arg;
+	struct lease_etcd *l = arg;
 	int rc;
 
 	/* The cluster first: nothing else until this node is part of it. */
@@ -527,63 +526,11 @@ static void *lease_main(void *arg)
 	return NULL;
 }
 
-/* --- life cycle --- */
+/* --- the ops (lease.h) --- */
 
-int rep_lease_new(rep_node *n, rep_lease **out)
+static int etcd_start(rep_lease *base)
 {
-	rep_lease *l = calloc(1, sizeof(*l));
-	const char *prefix = n->o.etcd_prefix && n->o.etcd_prefix[0]
-				     ? n->o.etcd_prefix
-				     : "/ltxfs";
-	size_t plen = strlen(prefix);
-	int rc;
-
-	*out = NULL;
-	if (!l)
-		return -ENOMEM;
-	pthread_mutex_init(&l->mu, NULL);
-	l->n = n;
-	while (plen > 1 && prefix[plen - 1] == '/')
-		plen--;
-	l->key_primary = malloc(plen + 16);
-	l->key_cluster = malloc(plen + 16);
-	l->key_handoff = malloc(plen + 16);
-	if (!l->key_primary || !l->key_cluster || !l->key_handoff) {
-		rep_lease_free(l);
-		return -ENOMEM;
-	}
-	snprintf(l->key_primary, plen + 16, "%.*s/primary", (int)plen, prefix);
-	snprintf(l->key_cluster, plen + 16, "%.*s/cluster", (int)plen, prefix);
-	snprintf(l->key_handoff, plen + 16, "%.*s/handoff", (int)plen, prefix);
-	l->ttl_s = (n->o.etcd_ttl_ms + 999) / 1000;
-	if (l->ttl_s < 1)
-		l->ttl_s = 1;
-	/* Read-only this long before etcd could expire the lease: clock
-	 * rate differences and the time the switch itself takes. */
-	l->margin_ns = l->ttl_s * 1000000000LL / 20;
-	if (l->margin_ns < 100 * NS_PER_MS)
-		l->margin_ns = 100 * NS_PER_MS;
-	rc = rep_etcd_new(n->o.etcd_endpoints, n->o.etcd_nendpoints,
-			  n->o.etcd_username, n->o.etcd_password, &l->etcd);
-	if (rc == 0)
-		rc = rep_etcd_set_tls(l->etcd, n->o.etcd_tls_ca_file,
-				      n->o.etcd_tls_cert_file,
-				      n->o.etcd_tls_key_file);
-	if (rc < 0) {
-		log_error("lease.etcd: %s", rc != -EINVAL ? strerror(-rc)
-				: l->etcd ? "tls-cert-file and tls-key-file "
-					    "go together"
-					  : "no endpoints");
-		rep_lease_free(l);
-		return rc;
-	}
-	l->state = L_FOLLOW;
-	*out = l;
-	return 0;
-}
-
-int rep_lease_start(rep_lease *l)
-{
+	struct lease_etcd *l = (struct lease_etcd *)base;
 	int rc = pthread_create(&l->thr, NULL, lease_main, l);
 
 	if (rc != 0)
@@ -598,106 +545,98 @@ int rep_lease_start(rep_lease *l)
 	return 0;
 }
 
-static void hold_one(void *ctx, fs_db *db)
+static void etcd_stop(rep_lease *base)
 {
-	fs_db_hold_txns(db, *(bool *)ctx);
-}
+	struct lease_etcd *l = (struct lease_etcd *)base;
 
-static void any_open(void *ctx, fs_db *db)
-{
-	if (fs_db_txn_open(db))
-		*(bool *)ctx = true;
-}
-
-/* A clean stop (l->mu held): no new writes, then up to DRAIN_MS for every
- * connected replica to have received every transaction, streams still
- * open, before the lease goes. */
-static void drain(rep_lease *l)
-{
-	rep_node *n = l->n;
-	int64_t end = lib_clock_monotonic_ns() + DRAIN_MS * NS_PER_MS;
-	int want = 0, got = 0;
-
-	if (n->mount) {
-		/* New transactions wait, the open ones finish (at most
-		 * DRAIN_MS / 2), then every write fails. */
-		int64_t t_end = lib_clock_monotonic_ns() +
-				DRAIN_MS / 2 * NS_PER_MS;
-		bool open = true;
-		fs_mount_foreach(n->mount, hold_one, &(bool){true});
-		while (open && lib_clock_monotonic_ns() < t_end) {
-			open = false;
-			fs_mount_foreach(n->mount, any_open, &open);
-			if (open) {
-				struct timespec ts = {0, 2 * NS_PER_MS};
-				nanosleep(&ts, NULL);
-			}
-		}
-		fs_mount_set_role(n->mount, true, "");
-		fs_mount_foreach(n->mount, hold_one, &(bool){false});
-		/* A write that passed the read-only check just before the
-		 * switch finishes (and is published) before drain_gen is
-		 * read: a barrier on every database's lock, and a moment. */
-		open = false;
-		fs_mount_foreach(n->mount, any_open, &open);
-		{
-			struct timespec ts = {0, 20 * NS_PER_MS};
-			nanosleep(&ts, NULL);
-		}
-		fs_mount_foreach(n->mount, any_open, &open);
-	}
-	pthread_mutex_lock(&n->mu);
-	n->draining = true;
-	n->drain_gen = n->gen;
-	pthread_cond_broadcast(&n->cond);
-	for (;;) {
-		struct timespec ts;
-		want = atomic_load(&n->m.replicas);
-		got = n->drained;
-		if (got >= want || lib_clock_monotonic_ns() >= end)
-			break;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 20 * NS_PER_MS;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&n->cond, &n->mu, &ts);
-	}
-	pthread_mutex_unlock(&n->mu);
-	if (got < want)
-		log_warn("stopping: %d of %d replicas confirmed every "
-			 "transaction within %d ms; the others may miss the "
-			 "last ones", got, want, DRAIN_MS);
-	else
-		log_info("stopping: every replica (%d) has every transaction",
-			 want);
-}
-
-void rep_lease_stop(rep_lease *l)
-{
-	int64_t id = 0;
-
-	if (!l || !l->started)
+	if (!l->started)
 		return;
 	atomic_store(&l->stop, true);
 	pthread_join(l->thr, NULL);
 	pthread_join(l->dog, NULL);
 	l->started = false;
+}
+
+static bool etcd_held(rep_lease *base)
+{
+	struct lease_etcd *l = (struct lease_etcd *)base;
+	bool held;
+
 	pthread_mutex_lock(&l->mu);
-	if (l->state == L_PRIMARY)
-		drain(l);
+	held = l->state == L_PRIMARY;
+	pthread_mutex_unlock(&l->mu);
+	return held;
+}
+
+static uint64_t etcd_epoch(rep_lease *base)
+{
+	struct lease_etcd *l = (struct lease_etcd *)base;
+	int64_t e;
+
+	pthread_mutex_lock(&l->mu);
+	e = l->epoch;
+	pthread_mutex_unlock(&l->mu);
+	return e > 0 ? (uint64_t)e : 0;
+}
+
+/* Before the drain: this node must hold the lease; with to != 0, only
+ * `to` may take the key for one TTL (<prefix>/handoff). */
+static unsigned etcd_handoff_begin(rep_lease *base, uint64_t to, char *msg,
+				   size_t len)
+{
+	struct lease_etcd *l = (struct lease_etcd *)base;
+	rep_etcd_kv kv = {0};
+	int64_t hid = 0, ttl = 0;
+	bool created = false;
+	char buf[32];
+
+	if (!etcd_held(base)) {
+		snprintf(msg, len, "this node is not the primary");
+		return 409;
+	}
+	if (!to)
+		return 0;
+	snprintf(buf, sizeof(buf), "%016" PRIx64, to);
+	if (rep_etcd_grant(l->etcd, l->ttl_s, 2000, &hid, &ttl) < 0 ||
+	    rep_etcd_create(l->etcd, l->key_handoff, buf, hid, 2000,
+			    &created, &kv) < 0 || !created) {
+		rep_etcd_kv_clear(&kv);
+		if (hid)
+			rep_etcd_revoke(l->etcd, hid, 2000);
+		snprintf(msg, len, "etcd: cannot record the handoff "
+			 "(another one under way, or etcd unreachable)");
+		return 503;
+	}
+	rep_etcd_kv_clear(&kv);
+	return 0;
+}
+
+/* The lease goes: read-only (FENCED, or FOLLOW after a handoff, when no
+ * acquiring is tried for one TTL), then revoked so that another
+ * candidate takes over at once. */
+static void etcd_release(rep_lease *base, const char *why, bool handed_off)
+{
+	struct lease_etcd *l = (struct lease_etcd *)base;
+	int64_t id = 0, epoch;
+
+	pthread_mutex_lock(&l->mu);
 	if (l->state == L_PRIMARY || l->state == L_FENCED) {
-		to_readonly(l, L_FENCED, "shutting down");
-		id = l->lease_id;
+		id = l->lease_id; /* to_readonly forgets it in FOLLOW */
+		to_readonly(l, handed_off ? L_FOLLOW : L_FENCED, why);
 		l->lease_id = 0;
 	}
+	if (handed_off)
+		l->no_acquire_ns = lib_clock_monotonic_ns() +
+				   l->ttl_s * 1000000000LL;
+	epoch = l->epoch;
 	pthread_mutex_unlock(&l->mu);
 	if (id) {
 		int rc = rep_etcd_revoke(l->etcd, id, 2000);
+		if (handed_off)
+			return;
 		if (rc == 0 || rc == -ENOENT)
 			log_info("revoked the lease of epoch %" PRId64
-				 ": another node may take over", l->epoch);
+				 ": another node may take over", epoch);
 		else
 			log_warn("could not revoke the lease (%s); another "
 				 "node takes over when it expires",
@@ -705,166 +644,10 @@ void rep_lease_stop(rep_lease *l)
 	}
 }
 
-struct blocked_db {
-	char name[REP_NAME_MAX + 1];
-};
-
-static void find_blocked(void *ctx, fs_db *db)
+static void etcd_stats(rep_lease *base, rep_lease_stats *out)
 {
-	struct blocked_db *b = ctx;
+	struct lease_etcd *l = (struct lease_etcd *)base;
 
-	if (!b->name[0] && fs_db_capture_blocked(db, NULL, 0))
-		snprintf(b->name, sizeof(b->name), "%s", fs_db_name(db));
-}
-
-unsigned rep_lease_handoff(rep_lease *l, uint64_t to, char *msg, size_t len)
-{
-	int64_t id, hid = 0, ttl = 0;
-	char buf[32];
-	rep_etcd_kv kv = {0};
-	bool created = false;
-	int64_t t0 = lib_clock_monotonic_ns();
-
-	if (!l) {
-		snprintf(msg, len, "handoff needs lease.type etcd");
-		return 409;
-	}
-	pthread_mutex_lock(&l->mu);
-	if (l->state != L_PRIMARY) {
-		pthread_mutex_unlock(&l->mu);
-		snprintf(msg, len, "this node is not the primary");
-		return 409;
-	}
-	if (l->n->mount) {
-		/* A transaction a full disk keeps out of the log would not
-		 * reach the new primary (docs/STORAGE.md, "A full disk"). */
-		struct blocked_db b = {""};
-		fs_mount_foreach(l->n->mount, find_blocked, &b);
-		if (b.name[0]) {
-			pthread_mutex_unlock(&l->mu);
-			log_warn("handoff refused: db=%s: capture blocked: "
-				 "disk full (503)", b.name);
-			snprintf(msg, len, "db=%s: capture blocked: disk full; "
-				 "a handoff now would lose its committed "
-				 "transactions", b.name);
-			return 503;
-		}
-	}
-	if (to) {
-		/* Only `to` may take the key for one TTL. */
-		snprintf(buf, sizeof(buf), "%016" PRIx64, to);
-		if (rep_etcd_grant(l->etcd, l->ttl_s, 2000, &hid, &ttl) < 0 ||
-		    rep_etcd_create(l->etcd, l->key_handoff, buf, hid, 2000,
-				    &created, &kv) < 0 || !created) {
-			pthread_mutex_unlock(&l->mu);
-			rep_etcd_kv_clear(&kv);
-			if (hid)
-				rep_etcd_revoke(l->etcd, hid, 2000);
-			snprintf(msg, len, "etcd: cannot record the handoff "
-				 "(another one under way, or etcd "
-				 "unreachable)");
-			return 503;
-		}
-		rep_etcd_kv_clear(&kv);
-	}
-	drain(l);
-	id = l->lease_id;
-	to_readonly(l, L_FOLLOW, "handing off");
-	l->lease_id = 0;
-	l->no_acquire_ns = lib_clock_monotonic_ns() + l->ttl_s * 1000000000LL;
-	pthread_mutex_unlock(&l->mu);
-	rep_etcd_revoke(l->etcd, id, 2000);
-	log_info("handed the lease of epoch %" PRId64 " off%s%s after %" PRId64
-		 " ms", l->epoch, to ? " to " : "", to ? buf : "",
-		 (int64_t)((lib_clock_monotonic_ns() - t0) / NS_PER_MS));
-	snprintf(msg, len, "handed off%s%s\n", to ? " to " : "", to ? buf : "");
-	return 200;
-}
-
-struct promote_ans {
-	char body[256];
-	size_t len;
-};
-
-static size_t promote_body(char *data, size_t size, size_t nmemb, void *ctx)
-{
-	struct promote_ans *a = ctx;
-	size_t n = size * nmemb, take = sizeof(a->body) - 1 - a->len;
-
-	if (take > n)
-		take = n;
-	memcpy(a->body + a->len, data, take);
-	a->len += take;
-	a->body[a->len] = '\0';
-	return n;
-}
-
-unsigned rep_lease_promote(rep_lease *l, char *msg, size_t len)
-{
-	rep_node *n = l ? l->n : NULL;
-	struct promote_ans ans = {{0}, 0};
-	struct curl_slist *hdrs = NULL;
-	char url[1200], auth[600];
-	long status = 0;
-	CURL *c;
-
-	if (!l) {
-		snprintf(msg, len, "promote needs lease.type etcd");
-		return 409;
-	}
-	if (rep_node_is_primary(n)) {
-		snprintf(msg, len, "already the primary\n");
-		return 200;
-	}
-	if (!n->o.candidate) {
-		snprintf(msg, len, "lease.candidate is false on this node");
-		return 409;
-	}
-	pthread_mutex_lock(&n->mu);
-	snprintf(url, sizeof(url), "%s/handoff?to=%016" PRIx64,
-		 n->primary_url ? n->primary_url : "", n->o.node_id);
-	pthread_mutex_unlock(&n->mu);
-	if (strncmp(url, "/handoff", 8) == 0) {
-		snprintf(msg, len, "the primary is not known yet");
-		return 503;
-	}
-	c = curl_easy_init();
-	if (!c)
-		return 500;
-	if (n->o.token[0]) {
-		snprintf(auth, sizeof(auth), "Authorization: Bearer %s",
-			 n->o.token);
-		hdrs = curl_slist_append(hdrs, auth);
-	}
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, promote_body);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &ans);
-	if (curl_easy_perform(c) == CURLE_OK)
-		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-	curl_slist_free_all(hdrs);
-	curl_easy_cleanup(c);
-	if (status != 200) {
-		snprintf(msg, len, "the primary refused the handoff (%ld): %s",
-			 status, ans.body);
-		return 502;
-	}
-	for (int i = 0; i < 250 && !rep_node_is_primary(n); i++)
-		sleep_ms(l, 20);
-	if (!rep_node_is_primary(n)) {
-		snprintf(msg, len, "the primary handed off, but this node did "
-			 "not become primary within 5 s");
-		return 504;
-	}
-	snprintf(msg, len, "this node is the primary\n");
-	return 200;
-}
-
-void rep_lease_get_stats(rep_lease *l, rep_lease_stats *out)
-{
 	pthread_mutex_lock(&l->mu);
 	out->primary = l->state == L_PRIMARY;
 	out->epoch = l->epoch > 0 ? (uint64_t)l->epoch : 0;
@@ -880,11 +663,13 @@ void rep_lease_get_stats(rep_lease *l, rep_lease_stats *out)
 	out->etcd_errors = rep_etcd_errors(l->etcd);
 }
 
-void rep_lease_free(rep_lease *l)
+static void etcd_free(rep_lease *base)
 {
+	struct lease_etcd *l = (struct lease_etcd *)base;
+
 	if (!l)
 		return;
-	rep_lease_stop(l);
+	etcd_stop(base);
 	rep_etcd_free(l->etcd);
 	free(l->key_primary);
 	free(l->key_cluster);
@@ -892,4 +677,90 @@ void rep_lease_free(rep_lease *l)
 	free(l->following);
 	pthread_mutex_destroy(&l->mu);
 	free(l);
+}
+
+static const rep_lease_ops etcd_ops = {
+	.type = "etcd",
+	.fixed = false,
+	.start = etcd_start,
+	.stop = etcd_stop,
+	.held = etcd_held,
+	.epoch = etcd_epoch,
+	.handoff_begin = etcd_handoff_begin,
+	.release = etcd_release,
+	.stats = etcd_stats,
+	.free = etcd_free,
+};
+
+static int make_keys(struct lease_etcd *l, const char *prefix)
+{
+	size_t plen;
+
+	if (!prefix || !prefix[0])
+		prefix = "/ltxfs";
+	plen = strlen(prefix);
+	while (plen > 1 && prefix[plen - 1] == '/')
+		plen--;
+	l->key_primary = malloc(plen + 16);
+	l->key_cluster = malloc(plen + 16);
+	l->key_handoff = malloc(plen + 16);
+	if (!l->key_primary || !l->key_cluster || !l->key_handoff)
+		return -ENOMEM;
+	snprintf(l->key_primary, plen + 16, "%.*s/primary", (int)plen, prefix);
+	snprintf(l->key_cluster, plen + 16, "%.*s/cluster", (int)plen, prefix);
+	snprintf(l->key_handoff, plen + 16, "%.*s/handoff", (int)plen, prefix);
+	return 0;
+}
+
+int rep_lease_etcd_new(rep_node *n, rep_lease **out)
+{
+	const rep_node_opts *o = rep_node_options(n);
+	const rep_etcd_opts *eo = &o->lease.etcd;
+	struct lease_etcd *l = calloc(1, sizeof(*l));
+	int rc;
+
+	*out = NULL;
+	if (!l)
+		return -ENOMEM;
+	pthread_mutex_init(&l->mu, NULL);
+	l->base.ops = &etcd_ops;
+	l->base.n = n;
+	l->n = n;
+	l->node_id = o->node_id;
+	l->candidate = o->lease.candidate;
+	rc = make_keys(l, eo->prefix);
+	if (rc < 0) {
+		etcd_free(&l->base);
+		return rc;
+	}
+	l->ttl_s = (eo->ttl_ms + 999) / 1000;
+	if (l->ttl_s < 1)
+		l->ttl_s = 1;
+	/* Read-only this long before etcd could expire the lease: clock
+	 * rate differences and the time the switch itself takes. */
+	l->margin_ns = l->ttl_s * 1000000000LL / 20;
+	if (l->margin_ns < 100 * NS_PER_MS)
+		l->margin_ns = 100 * NS_PER_MS;
+	rc = rep_etcd_new(eo->endpoints, eo->nendpoints, eo->username,
+			  eo->password, &l->etcd);
+	if (rc == 0)
+		rc = rep_etcd_set_tls(l->etcd, eo->tls_ca_file,
+				      eo->tls_cert_file, eo->tls_key_file);
+	if (rc < 0) {
+		log_error("lease.etcd: %s", rc != -EINVAL ? strerror(-rc)
+				: l->etcd ? "tls-cert-file and tls-key-file "
+					    "go together"
+					  : "no endpoints");
+		etcd_free(&l->base);
+		return rc;
+	}
+	l->state = L_FOLLOW;
+	/* Every node starts as a replica that does not know the primary. */
+	rc = rep_role_follow(n, 0, "");
+	if (rc < 0) {
+		etcd_free(&l->base);
+		return rc;
+	}
+	*out = &l->base;
+	return 0;
 }

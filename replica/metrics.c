@@ -15,9 +15,10 @@
 #include "lease.h"
 #include "lib/clock.h"
 
+/* /info's role: DRAINING is still the primary, PROMOTING not yet. */
 static const char *role_name(int role)
 {
-	return role == REP_ROLE_PRIMARY ? "primary" : "replica";
+	return rep_role_leads(role) ? "primary" : "replica";
 }
 
 static void hex(char *buf, uint64_t v)
@@ -41,10 +42,10 @@ static void lag_of(rep_node *n, const char *name, ltx_pos local,
 	*out_ms = 0;
 	*out_txids = 0;
 	*out_primary = local;
-	for (size_t i = 0; i < n->nremotes; i++)
-		if (strcmp(n->remotes[i].name, name) == 0)
-			r = &n->remotes[i];
-	if (!r || n->role == REP_ROLE_PRIMARY)
+	for (size_t i = 0; i < n->follow.nremotes; i++)
+		if (strcmp(n->follow.remotes[i].name, name) == 0)
+			r = &n->follow.remotes[i];
+	if (!r || rep_role_leads(n->role.state))
 		return;
 	*out_primary = r->pos;
 	if (r->pos.txid > local.txid) {
@@ -125,18 +126,19 @@ char *rep_info_json(rep_node *n)
 	pthread_mutex_lock(&n->mu);
 	hex(node, n->o.node_id);
 	hex(cluster, n->cluster_id);
-	role = n->role;
+	role = n->role.state;
 	epoch = n->epoch;
-	connected = n->connected;
-	ready = n->ready;
-	primary = role == REP_ROLE_PRIMARY ? n->advertise : n->primary_url;
+	connected = n->follow.connected;
+	ready = n->follow.ready;
+	primary = rep_role_leads(role) ? n->o.lease.advertise_url
+				       : n->role.primary_url;
 	root = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:b, s:b, s:i, s:o}",
 			 "node", node, "cluster", n->cluster_id ? cluster : "",
 			 "role", role_name(role), "epoch", (json_int_t)epoch,
 			 "primary", primary ? primary : "", "advertise_url",
-			 n->advertise, "connected",
-			 role == REP_ROLE_PRIMARY ? 1 : connected, "ready",
-			 role == REP_ROLE_PRIMARY ? 1 : ready, "replicas",
+			 n->o.lease.advertise_url, "connected",
+			 rep_role_leads(role) ? 1 : connected, "ready",
+			 rep_role_leads(role) ? 1 : ready, "replicas",
 			 (int)atomic_load(&n->m.replicas), "databases", c.arr);
 	pthread_mutex_unlock(&n->mu);
 	if (!root)
@@ -310,18 +312,13 @@ static void capture_metrics(rep_node *n, struct text *t)
 	fs_mount_foreach(n->mount, capture_db, &c);
 }
 
-/* The lease as this node sees it. With the static lease: primary is the
- * role, epoch 1, no deadline, the counters 0. */
+/* The lease as this node sees it (lease.h; the static lease: primary is
+ * the role, epoch 1, no deadline, the counters 0). */
 static void lease_metrics(rep_node *n, struct text *t)
 {
 	rep_lease_stats s = {0};
 
-	if (n->lease) {
-		rep_lease_get_stats(n->lease, &s);
-	} else {
-		s.primary = rep_node_is_primary(n);
-		s.epoch = 1;
-	}
+	n->lease->ops->stats(n->lease, &s);
 	add(t, "# HELP ltxfs_lease_primary 1 while this node holds the lease "
 		"and accepts writes\n# TYPE ltxfs_lease_primary gauge\n"
 		"ltxfs_lease_primary %d\n", s.primary);
@@ -385,13 +382,20 @@ char *rep_metrics_text(rep_node *n)
 	pthread_mutex_lock(&n->mu);
 	add(&t, "# HELP ltxfs_primary 1 when this node is the primary\n"
 		"# TYPE ltxfs_primary gauge\nltxfs_primary %d\n",
-	    n->role == REP_ROLE_PRIMARY);
+	    rep_role_leads(n->role.state));
 	add(&t, "# HELP ltxfs_epoch Highest lease epoch seen\n"
 		"# TYPE ltxfs_epoch gauge\nltxfs_epoch %" PRIu64 "\n", n->epoch);
 	add(&t, "# HELP ltxfs_stream_connected 1 when this replica's stream "
 		"is open\n# TYPE ltxfs_stream_connected gauge\n"
-		"ltxfs_stream_connected %d\n", n->connected);
+		"ltxfs_stream_connected %d\n", n->follow.connected);
 	pthread_mutex_unlock(&n->mu);
+	{
+		char why[400];
+		add(&t, "# HELP ltxfs_ready 1 when GET /readyz answers 200 "
+			"(this node can serve an application)\n"
+			"# TYPE ltxfs_ready gauge\nltxfs_ready %d\n",
+		    rep_node_ready(n, why, sizeof(why)));
+	}
 	lease_metrics(n, &t);
 	add(&t, "# HELP ltxfs_connected_replicas Streams served now\n"
 		"# TYPE ltxfs_connected_replicas gauge\n"

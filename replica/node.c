@@ -1,23 +1,15 @@
 /*
- * The node: role, cluster ID, epoch, and the start and stop of the HTTP
- * server and stream client. Layout of the files it keeps:
+ * The node: cluster ID, epoch, the start and stop of the HTTP server,
+ * the stream client, the lease and retention, and the public queries
+ * (primary lookup, position waits). Layout of the files it keeps:
  *
  *   <data.dir>/cluster.id   "%016x\n": the cluster this node belongs to,
  *                           created by the first primary, adopted by a
  *                           replica from the primary's HELLO
  *   <data.dir>/epoch        "%llu\n": the highest lease epoch seen
  *
- * Role state machine (static lease: set once at start):
- *
- *   (new) --candidate--> PRIMARY     accepts writes, serves /stream
- *   (new) --otherwise--> REPLICA     read-only mount, stream client runs
- *
- * etcd lease (lease_etcd.c moves it, any number of times):
- *
- *   (new) --> REPLICA (primary unknown) <--lease lost / deadline--+
- *               --lease acquired--> PRIMARY -----------------------+
- * The stream client thread runs all along; it idles while this node is
- * primary or the primary is unknown.
+ * The role state machine is role.c's; the lease (lease.h) moves it; the
+ * drain and handoff are handoff.c's; commit subscribers are commit.c's.
  */
 #include "node_i.h"
 
@@ -35,13 +27,14 @@
 #include "lib/clock.h"
 #include "lib/io.h"
 #include "lib/log.h"
-#include "retention.h"
 #include "lease.h"
+#include "retention.h"
 
 #define NS_PER_MS 1000000LL
-/* How long a replica that became primary goes on applying the former
- * primary's stream (finish_stream_locked). */
-#define FINISH_STREAM_MS 500
+/* rep_node_wait_txid looks again at least this often (a database that
+ * appears by a snapshot is announced by a commit too; this bounds a
+ * wake-up missed between the check and the wait). */
+#define WAIT_POLL_MS 100
 
 const double rep_lat_bounds_ms[REP_LAT_BUCKETS] = {
 	0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
@@ -117,21 +110,22 @@ int rep_node_see_epoch(rep_node *n, uint64_t epoch)
 
 rep_remote *rep_remote_get(rep_node *n, const char *name)
 {
-	for (size_t i = 0; i < n->nremotes; i++)
-		if (strcmp(n->remotes[i].name, name) == 0)
-			return &n->remotes[i];
-	if (n->nremotes == n->capremotes) {
-		size_t cap = n->capremotes ? n->capremotes * 2 : 8;
-		rep_remote *p = realloc(n->remotes, cap * sizeof(*p));
+	for (size_t i = 0; i < n->follow.nremotes; i++)
+		if (strcmp(n->follow.remotes[i].name, name) == 0)
+			return &n->follow.remotes[i];
+	if (n->follow.nremotes == n->follow.capremotes) {
+		size_t cap = n->follow.capremotes ? n->follow.capremotes * 2
+						  : 8;
+		rep_remote *p = realloc(n->follow.remotes, cap * sizeof(*p));
 		if (!p)
 			return NULL;
-		n->remotes = p;
-		n->capremotes = cap;
+		n->follow.remotes = p;
+		n->follow.capremotes = cap;
 	}
-	memset(&n->remotes[n->nremotes], 0, sizeof(rep_remote));
-	snprintf(n->remotes[n->nremotes].name, sizeof(n->remotes[0].name),
-		 "%s", name);
-	return &n->remotes[n->nremotes++];
+	memset(&n->follow.remotes[n->follow.nremotes], 0, sizeof(rep_remote));
+	snprintf(n->follow.remotes[n->follow.nremotes].name,
+		 sizeof(n->follow.remotes[0].name), "%s", name);
+	return &n->follow.remotes[n->follow.nremotes++];
 }
 
 void rep_metrics_observe_latency(rep_metrics *m, double ms)
@@ -160,79 +154,49 @@ int rep_tmpfile(rep_node *n)
 	return fd;
 }
 
+
 static char *dup_or_empty(const char *s)
 {
 	return strdup(s ? s : "");
 }
 
-/* A replica becoming primary (n->mu held): what the former primary sent
- * before it let the lease go (a handoff or a clean stop sends everything,
- * then closes the stream) is applied before this node takes writes, or
- * its replicas, ahead of it, would be overwritten by its snapshot. The
- * stream client goes on until the stream ends or FINISH_STREAM_MS pass
- * (a former primary that is stopped or cut off sends nothing more), and
- * takes nothing new after that (stream_apply.c, rep_cli_enter); records
- * it has received are applied first (rep_node.in_cb). */
-static void finish_stream_locked(rep_node *n)
+/* The strings of o that the node keeps, duplicated (NULL: ""); the etcd
+ * options are used during rep_node_new only and not kept. */
+static int opts_dup(rep_node_opts *dst, const rep_node_opts *src)
 {
-	int64_t t0 = lib_clock_monotonic_ns();
-	bool waited = n->in_stream;
-
-	while (n->in_stream &&
-	       (lib_clock_monotonic_ns() < n->finish_until_ns || n->in_cb)) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 10 * NS_PER_MS;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&n->cond, &n->mu, &ts);
-	}
-	if (waited)
-		log_info("%s the former primary's stream before taking writes "
-			 "(%" PRId64 " ms)",
-			 n->in_stream ? "stopped reading" : "finished",
-			 (int64_t)((lib_clock_monotonic_ns() - t0) / NS_PER_MS));
+	*dst = *src;
+	memset(&dst->lease.etcd, 0, sizeof(dst->lease.etcd));
+	dst->data_dir = dup_or_empty(src->data_dir);
+	dst->mountpoint = dup_or_empty(src->mountpoint);
+	dst->http.addr = dup_or_empty(src->http.addr);
+	dst->http.token = dup_or_empty(src->http.token);
+	dst->lease.advertise_url = dup_or_empty(src->lease.advertise_url);
+	dst->lease.primary_url = dup_or_empty(src->lease.primary_url);
+	dst->lease.hostname = dup_or_empty(src->lease.hostname);
+	if (!dst->data_dir || !dst->mountpoint || !dst->http.addr ||
+	    !dst->http.token || !dst->lease.advertise_url ||
+	    !dst->lease.primary_url || !dst->lease.hostname)
+		return -ENOMEM;
+	return 0;
 }
 
-void rep_node_set_role(rep_node *n, int role, uint64_t epoch,
-		       const char *primary_url)
+static void opts_free(rep_node_opts *o)
 {
-	char *url = dup_or_empty(primary_url);
-	char *desc = dup_or_empty(primary_url);
+	free((char *)o->data_dir);
+	free((char *)o->mountpoint);
+	free((char *)o->http.addr);
+	free((char *)o->http.token);
+	free((char *)o->lease.advertise_url);
+	free((char *)o->lease.primary_url);
+	free((char *)o->lease.hostname);
+	memset(o, 0, sizeof(*o));
+}
 
-	pthread_mutex_lock(&n->mu);
-	if (role == REP_ROLE_PRIMARY && n->role != REP_ROLE_PRIMARY) {
-		/* Not primary (for /info, /promote, writes) until done. */
-		n->finish_until_ns = lib_clock_monotonic_ns() +
-				     FINISH_STREAM_MS * NS_PER_MS;
-		n->promoting = true;
-		n->role_gen++;
-		pthread_cond_broadcast(&n->cond);
-		finish_stream_locked(n);
-		n->promoting = false;
-	}
-	n->role = role;
-	if (epoch > n->epoch)
-		n->epoch = epoch;
-	free(n->primary_url);
-	free(n->primary_desc);
-	n->primary_url = url;
-	n->primary_desc = desc;
-	n->role_gen++;
-	pthread_cond_broadcast(&n->cond);
-	pthread_mutex_unlock(&n->mu);
-	if (n->mount && role == REP_ROLE_PRIMARY)
-		/* The daemon's own handles in its mount (a replica's WAL
-		 * index and locks) would stand in the writers' way. */
-		fs_mount_release_apply(n->mount);
-	if (n->mount)
-		fs_mount_set_role(n->mount, role != REP_ROLE_PRIMARY, desc);
-	log_info("role: %s (epoch %" PRIu64 "%s%s)",
-		 role == REP_ROLE_PRIMARY ? "primary" : "replica", n->epoch,
-		 role == REP_ROLE_PRIMARY ? "" : ", primary ",
-		 role == REP_ROLE_PRIMARY ? "" : url);
+int rep_lease_new(rep_node *n, rep_lease **out)
+{
+	if (n->o.lease.type == REP_LEASE_ETCD)
+		return rep_lease_etcd_new(n, out);
+	return rep_lease_static_new(n, out);
 }
 
 int rep_node_new(const rep_node_opts *opts, rep_node **out)
@@ -246,20 +210,12 @@ int rep_node_new(const rep_node_opts *opts, rep_node **out)
 	if (!n)
 		return -ENOMEM;
 	pthread_mutex_init(&n->mu, NULL);
+	pthread_mutex_init(&n->handoff_mu, NULL);
 	pthread_cond_init(&n->cond, NULL);
-	n->o = *opts;
-	n->o.data_dir = strdup(opts->data_dir);
-	n->o.mountpoint = strdup(opts->mountpoint);
-	n->o.http_addr = dup_or_empty(opts->http_addr);
-	n->o.token = dup_or_empty(opts->token);
-	n->o.advertise_url = dup_or_empty(opts->advertise_url);
-	n->o.primary_url = dup_or_empty(opts->primary_url);
-	n->o.hostname = dup_or_empty(opts->hostname);
-	n->advertise = dup_or_empty(opts->advertise_url);
-	if (!n->o.data_dir || !n->o.mountpoint || !n->advertise) {
-		rc = -ENOMEM;
+	rc = opts_dup(&n->o, opts);
+	if (rc < 0)
 		goto fail;
-	}
+	n->o.lease.etcd = opts->lease.etcd; /* for rep_lease_new only */
 	n->flip_record = flip ? atoi(flip) : 0;
 	if (n->flip_record)
 		log_warn("test fault switch: record %d sent will have a byte "
@@ -272,39 +228,12 @@ int rep_node_new(const rep_node_opts *opts, rep_node **out)
 	if (rc < 0)
 		goto fail;
 	n->epoch = v;
-	if (opts->etcd_nendpoints > 0) {
+	rc = rep_commit_add_builtin(n);
+	if (rc == 0)
 		rc = rep_lease_new(n, &n->lease);
-		if (rc < 0)
-			goto fail;
-		rep_node_set_role(n, REP_ROLE_REPLICA, 0, "");
-		*out = n;
-		return 0;
-	}
-	if (!opts->candidate && !n->o.primary_url[0]) {
-		log_error("lease.static: this node is not the primary "
-			  "(lease.candidate is false) but lease.primary-url is "
-			  "empty; set it to the primary's advertise URL");
-		rc = -EINVAL;
+	memset(&n->o.lease.etcd, 0, sizeof(n->o.lease.etcd));
+	if (rc < 0)
 		goto fail;
-	}
-	if (opts->candidate) {
-		if (n->cluster_id == 0) {
-			uint64_t id = 0;
-			while (id == 0)
-				if (getrandom(&id, sizeof(id), 0) !=
-				    (ssize_t)sizeof(id))
-					id = (uint64_t)lib_clock_wall_ms() *
-					     2654435761u;
-			rc = rep_node_set_cluster(n, id);
-			if (rc < 0)
-				goto fail;
-		}
-		if (n->epoch < 1)
-			rep_node_see_epoch(n, 1);
-		rep_node_set_role(n, REP_ROLE_PRIMARY, 1, "");
-	} else {
-		rep_node_set_role(n, REP_ROLE_REPLICA, 0, n->o.primary_url);
-	}
 	*out = n;
 	return 0;
 fail:
@@ -312,14 +241,19 @@ fail:
 	return rc;
 }
 
-bool rep_node_is_primary(rep_node *n)
+int rep_node_role(rep_node *n)
 {
-	bool p;
+	int r;
 
 	pthread_mutex_lock(&n->mu);
-	p = n->role == REP_ROLE_PRIMARY;
+	r = n->role.state;
 	pthread_mutex_unlock(&n->mu);
-	return p;
+	return r;
+}
+
+bool rep_node_is_primary(rep_node *n)
+{
+	return rep_role_leads(rep_node_role(n));
 }
 
 const _Atomic int64_t *rep_node_write_deadline(rep_node *n)
@@ -327,20 +261,116 @@ const _Atomic int64_t *rep_node_write_deadline(rep_node *n)
 	return &n->write_deadline_ns;
 }
 
-const char *rep_node_primary_desc(rep_node *n)
+void rep_node_set_write_deadline(rep_node *n, int64_t deadline_ns)
 {
-	return n->primary_desc ? n->primary_desc : "";
+	atomic_store(&n->write_deadline_ns, deadline_ns);
 }
 
-void rep_node_on_commit(void *ctx, fs_db *db, ltx_pos pos)
+const char *rep_node_primary_desc(rep_node *n)
 {
-	rep_node *n = ctx;
+	return n->role.primary_desc ? n->role.primary_desc : "";
+}
 
-	rep_retention_on_commit(n, db);
+int rep_node_primary_url(rep_node *n, char *buf, size_t len)
+{
+	const char *url;
+	int rc = 0;
+
 	pthread_mutex_lock(&n->mu);
-	n->gen++;
-	pthread_cond_broadcast(&n->cond);
+	url = rep_role_leads(n->role.state) ? n->o.lease.advertise_url
+	      : n->role.state == REP_ROLE_REPLICA && n->role.primary_url
+		      ? n->role.primary_url
+		      : "";
+	if (!url[0])
+		rc = -ENOENT;
+	else if ((size_t)snprintf(buf, len, "%s", url) >= len)
+		rc = -ENAMETOOLONG;
 	pthread_mutex_unlock(&n->mu);
+	if (rc < 0 && len)
+		buf[0] = '\0';
+	return rc;
+}
+
+bool rep_node_caught_up(rep_node *n)
+{
+	bool ok;
+
+	pthread_mutex_lock(&n->mu);
+	ok = rep_role_leads(n->role.state) ||
+	     (n->role.state == REP_ROLE_REPLICA && n->follow.connected &&
+	      n->follow.ready);
+	pthread_mutex_unlock(&n->mu);
+	return ok;
+}
+
+const rep_node_opts *rep_node_options(rep_node *n)
+{
+	return &n->o;
+}
+
+uint64_t rep_node_epoch(rep_node *n)
+{
+	uint64_t e;
+
+	pthread_mutex_lock(&n->mu);
+	e = n->epoch;
+	pthread_mutex_unlock(&n->mu);
+	return e;
+}
+
+uint64_t rep_node_cluster(rep_node *n)
+{
+	uint64_t c;
+
+	pthread_mutex_lock(&n->mu);
+	c = n->cluster_id;
+	pthread_mutex_unlock(&n->mu);
+	return c;
+}
+
+/* Whether db has reached txid (mu held; fs locks after it). */
+static bool reached_locked(rep_node *n, const char *db, uint64_t txid)
+{
+	fs_db *d = n->mount ? fs_mount_db(n->mount, db) : NULL;
+
+	return d && fs_db_pos(d).txid >= txid;
+}
+
+int rep_node_wait_txid(rep_node *n, const char *db, uint64_t txid,
+		       int64_t deadline_ns)
+{
+	int rc;
+
+	atomic_fetch_add(&n->waiters, 1);
+	pthread_mutex_lock(&n->mu);
+	for (;;) {
+		int64_t left = deadline_ns - lib_clock_monotonic_ns();
+		struct timespec ts;
+		if (n->role.state == REP_ROLE_STOPPED) {
+			rc = -ESHUTDOWN;
+			break;
+		}
+		if (reached_locked(n, db, txid)) {
+			rc = 0;
+			break;
+		}
+		if (left <= 0) {
+			rc = -ETIMEDOUT;
+			break;
+		}
+		if (left > WAIT_POLL_MS * NS_PER_MS)
+			left = WAIT_POLL_MS * NS_PER_MS;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += (long)left;
+		while (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&n->cond, &n->mu, &ts);
+	}
+	pthread_mutex_unlock(&n->mu);
+	atomic_fetch_sub(&n->waiters, 1);
+	return rc;
 }
 
 int rep_node_start(rep_node *n, fs_mount *m)
@@ -348,6 +378,7 @@ int rep_node_start(rep_node *n, fs_mount *m)
 	int rc;
 
 	n->mount = m;
+	rep_commit_fix(n);
 	rc = rep_retention_start(n);
 	if (rc < 0)
 		return rc;
@@ -356,7 +387,8 @@ int rep_node_start(rep_node *n, fs_mount *m)
 		rep_retention_stop(n); /* the caller frees the mount next */
 		return rc;
 	}
-	if (!rep_node_is_primary(n) || n->lease) {
+	/* A static primary never follows anyone. */
+	if (!n->lease->ops->fixed || !rep_node_is_primary(n)) {
 		rc = pthread_create(&n->client, NULL, rep_client_main, n);
 		if (rc != 0) {
 			rep_server_stop(n);
@@ -365,7 +397,8 @@ int rep_node_start(rep_node *n, fs_mount *m)
 		}
 		n->client_started = true;
 	}
-	if (n->lease && (rc = rep_lease_start(n->lease)) < 0) {
+	rc = n->lease->ops->start(n->lease);
+	if (rc < 0) {
 		rep_node_stop(n);
 		return rc;
 	}
@@ -376,11 +409,9 @@ void rep_node_stop(rep_node *n)
 {
 	if (!n)
 		return;
-	rep_lease_stop(n->lease); /* a primary gives its lease back first */
-	pthread_mutex_lock(&n->mu);
-	n->stopping = true;
-	pthread_cond_broadcast(&n->cond);
-	pthread_mutex_unlock(&n->mu);
+	if (n->lease)
+		rep_handoff_stop(n); /* a primary gives its lease back first */
+	rep_role_stop(n);
 	if (n->client_started) {
 		pthread_join(n->client, NULL);
 		n->client_started = false;
@@ -394,19 +425,13 @@ void rep_node_free(rep_node *n)
 	if (!n)
 		return;
 	rep_node_stop(n);
-	rep_lease_free(n->lease);
-	free((char *)n->o.data_dir);
-	free((char *)n->o.mountpoint);
-	free((char *)n->o.http_addr);
-	free((char *)n->o.token);
-	free((char *)n->o.advertise_url);
-	free((char *)n->o.primary_url);
-	free((char *)n->o.hostname);
-	free(n->advertise);
-	free(n->primary_url);
-	free(n->primary_desc);
-	free(n->remotes);
+	if (n->lease)
+		n->lease->ops->free(n->lease);
+	opts_free(&n->o);
+	rep_role_free(&n->role);
+	free(n->follow.remotes);
 	pthread_mutex_destroy(&n->mu);
+	pthread_mutex_destroy(&n->handoff_mu);
 	pthread_cond_destroy(&n->cond);
 	free(n);
 }

@@ -23,15 +23,17 @@ struct rep_retention {
 
 static void set_policy(rep_node *n, fs_log *log)
 {
-	fs_log_set_retention(log, n->o.retention_ms,
-			     n->o.retention_bytes > 0 ?
-				     (uint64_t)n->o.retention_bytes : 0);
+	fs_log_set_retention(log, n->o.retention.ms,
+			     n->o.retention.bytes > 0 ?
+				     (uint64_t)n->o.retention.bytes : 0);
 }
 
-void rep_retention_on_commit(rep_node *n, fs_db *db)
+void rep_retention_on_commit(void *ctx, fs_db *db, ltx_pos pos)
 {
+	rep_node *n = ctx;
 	fs_log *log = fs_db_log(db);
 
+	(void)pos;
 	if (log)
 		set_policy(n, log);
 }
@@ -111,7 +113,7 @@ int rep_retention_start(rep_node *n)
 	pthread_condattr_destroy(&ca);
 	log_info("retention: LTX records kept %" PRId64 " ms, each log capped "
 		 "at %" PRId64 " bytes (0: no cap), checked every %d ms",
-		 n->o.retention_ms, n->o.retention_bytes,
+		 n->o.retention.ms, n->o.retention.bytes,
 		 REP_RETENTION_INTERVAL_MS);
 	pass(n);
 	rc = pthread_create(&r->thread, NULL, retention_main, r);

@@ -10,11 +10,13 @@
  * application writes.
  *
  *   rep_retention_start(n);   // from rep_node_start, after the mount
- *   rep_retention_on_commit(n, db);  // from rep_node_on_commit
+ *   rep_retention_on_commit          // a commit subscriber (commit.c)
  *   rep_retention_stop(n);    // from rep_node_stop
  */
 #ifndef REPLICA_RETENTION_H
 #define REPLICA_RETENTION_H
+
+#include "ltx/pos.h"
 
 #define REP_RETENTION_INTERVAL_MS 1000
 
@@ -25,10 +27,11 @@ struct rep_node;
 int rep_retention_start(struct rep_node *n);
 /* Stops and joins the thread; safe when it was never started. */
 void rep_retention_stop(struct rep_node *n);
-/* From rep_node_on_commit: gives db's log the policy (a few atomic
- * stores), so a database created and written at once rolls its segments
- * by it from its second record on, before the next pass. */
+/* The commit subscriber (rep_commit_fn, ctx the node): gives db's log
+ * the policy (a few atomic stores), so a database created and written at
+ * once rolls its segments by it from its second record on, before the
+ * next pass. */
 struct fs_db;
-void rep_retention_on_commit(struct rep_node *n, struct fs_db *db);
+void rep_retention_on_commit(void *ctx, struct fs_db *db, ltx_pos pos);
 
 #endif

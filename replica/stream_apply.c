@@ -23,27 +23,27 @@ bool rep_cli_finishing_locked(const struct rep_cli *c, const rep_frame *f)
 {
 	const rep_node *n = c->n;
 
-	return n->promoting && c->hello_epoch &&
+	return n->role.state == REP_ROLE_PROMOTING && c->hello_epoch &&
 	       (!f || f->epoch == c->hello_epoch) &&
-	       lib_clock_monotonic_ns() < n->finish_until_ns;
+	       lib_clock_monotonic_ns() < n->role.finish_until_ns;
 }
 
 /* Whether records may be applied (n->mu held). new_data: bytes just
  * received, accepted while the stream's primary is followed, or while
  * this node, becoming primary, finishes the stream; otherwise records
  * already queued, which a node becoming primary waits for
- * (rep_node.in_cb, node.c). */
+ * (rep_follow.in_cb, role.c). */
 static bool may_apply_locked(const struct rep_cli *c, bool new_data)
 {
 	const rep_node *n = c->n;
 
-	if (n->role_gen == c->role_gen)
+	if (n->role.gen == c->role_gen)
 		return true;
 	return new_data ? rep_cli_finishing_locked(c, NULL)
-			: n->promoting && c->hello_epoch;
+			: n->role.state == REP_ROLE_PROMOTING && c->hello_epoch;
 }
 
-/* Enters the handling of received data (rep_node.in_cb set); false when
+/* Enters the handling of received data (rep_follow.in_cb set); false when
  * nothing may be applied any more (a stopping node takes new data until
  * libcurl's progress callback ends the transfer, but applies nothing
  * queued after that). */
@@ -53,20 +53,21 @@ bool rep_cli_enter(struct rep_cli *c, bool new_data)
 	bool ok;
 
 	pthread_mutex_lock(&n->mu);
-	ok = (new_data || !n->stopping) && may_apply_locked(c, new_data);
+	ok = (new_data || n->role.state != REP_ROLE_STOPPED) &&
+	     may_apply_locked(c, new_data);
 	if (ok)
-		n->in_cb = true;
+		n->follow.in_cb = true;
 	pthread_mutex_unlock(&n->mu);
 	return ok;
 }
 
-/* rep_node.in_cb stays set while records received are queued. */
+/* rep_follow.in_cb stays set while records received are queued. */
 void rep_cli_leave(struct rep_cli *c)
 {
 	rep_node *n = c->n;
 
 	pthread_mutex_lock(&n->mu);
-	n->in_cb = rep_cli_queued(c) > 0;
+	n->follow.in_cb = rep_cli_queued(c) > 0;
 	pthread_cond_broadcast(&n->cond);
 	pthread_mutex_unlock(&n->mu);
 }
@@ -181,7 +182,7 @@ static int apply_db(struct rep_cli *c, size_t i, bool wait)
 	return rc;
 }
 
-/* READY is told (rep_node.ready) once nothing received is queued. */
+/* READY is told (rep_follow.ready) once nothing received is queued. */
 void rep_cli_tell_ready(struct rep_cli *c)
 {
 	rep_node *n = c->n;
@@ -191,7 +192,8 @@ void rep_cli_tell_ready(struct rep_cli *c)
 	log_info("caught up with the primary");
 	c->told_ready = true;
 	pthread_mutex_lock(&n->mu);
-	n->ready = true;
+	n->follow.ready = true;
+	n->follow.caught_up_once = true;
 	pthread_mutex_unlock(&n->mu);
 }
 

@@ -68,15 +68,8 @@ static size_t take_data(struct rep_cli *c, char *data, size_t n)
 {
 	size_t off = 0;
 
-	if (c->status != 200) {
-		size_t take = ERRBODY_MAX - c->nerr;
-		if (take > n)
-			take = n;
-		memcpy(c->errbody + c->nerr, data, take);
-		c->nerr += take;
-		c->errbody[c->nerr] = '\0';
-		return n;
-	}
+	if (c->status != 200)
+		return rep_http_collect(data, 1, n, &c->errbody);
 	while (off < n) {
 		rep_frame f;
 		size_t used = 0;
@@ -98,8 +91,8 @@ static size_t take_data(struct rep_cli *c, char *data, size_t n)
 
 /* Data from the primary. Once this node has become primary and the time
  * to finish the stream is over, nothing more is taken: checked on entry
- * under n->mu, and rep_node_set_role waits for a call under way and for
- * the records it queued (in_cb). */
+ * under n->mu, and rep_role_lead (PROMOTING) waits for a call under way
+ * and for the records it queued (in_cb). */
 static size_t write_cb(char *data, size_t size, size_t nmemb, void *ctx)
 {
 	struct rep_cli *c = ctx;
@@ -133,8 +126,9 @@ static int progress_cb(void *ctx, curl_off_t dt, curl_off_t dn, curl_off_t ut,
 	bool stop;
 
 	pthread_mutex_lock(&c->n->mu);
-	stop = c->n->stopping || (c->n->role_gen != c->role_gen &&
-				  !rep_cli_finishing_locked(c, NULL));
+	stop = c->n->role.state == REP_ROLE_STOPPED ||
+	       (c->n->role.gen != c->role_gen &&
+		!rep_cli_finishing_locked(c, NULL));
 	pthread_mutex_unlock(&c->n->mu);
 	return stop ? 1 : 0;
 }
@@ -231,7 +225,7 @@ static void stream_once(rep_node *n, struct rep_cli *c, CURL *curl,
 {
 	struct url_ctx u = {NULL, 0, 0, false, curl};
 	struct curl_slist *hdrs = NULL;
-	char tmp[128], auth[600];
+	char tmp[128];
 	uint64_t cluster;
 	CURLcode cc;
 
@@ -251,10 +245,10 @@ static void stream_once(rep_node *n, struct rep_cli *c, CURL *curl,
 		rep_cli_why(c, "out of memory");
 		return;
 	}
-	if (n->o.token[0]) {
-		snprintf(auth, sizeof(auth), "Authorization: Bearer %s",
-			 n->o.token);
-		hdrs = curl_slist_append(hdrs, auth);
+	if (rep_http_bearer(&hdrs, n->o.http.token) < 0) {
+		free(u.buf);
+		rep_cli_why(c, "out of memory");
+		return;
 	}
 	curl_easy_reset(curl);
 	curl_easy_setopt(curl, CURLOPT_URL, u.buf);
@@ -274,19 +268,20 @@ static void stream_once(rep_node *n, struct rep_cli *c, CURL *curl,
 	curl_easy_setopt(curl, CURLOPT_BUFFERSIZE, 256L * 1024);
 	cc = perform(c, curl);
 	pthread_mutex_lock(&n->mu);
-	n->connected = false;
-	n->ready = false;
+	n->follow.connected = false;
+	n->follow.ready = false;
 	pthread_mutex_unlock(&n->mu);
 	if (c->status == 401 || c->status == 409 || c->status == 421) {
 		c->refused = true;
 		rep_cli_why(c, "the primary answered %ld: %s", c->status,
-			c->errbody[0] ? c->errbody : "(no reason given)");
+			c->errbody.len ? rep_http_body_text(&c->errbody)
+				       : "(no reason given)");
 		size_t l = strlen(c->why);
 		if (l && c->why[l - 1] == '\n')
 			c->why[l - 1] = '\0';
 	} else if (c->status && c->status != 200) {
 		rep_cli_why(c, "the primary answered %ld: %s", c->status,
-			c->errbody);
+			rep_http_body_text(&c->errbody));
 	} else if (!c->why[0]) {
 		rep_cli_why(c, "%s", cc == CURLE_OK
 					     ? "the primary closed the stream"
@@ -339,6 +334,7 @@ void *rep_client_main(void *arg)
 	memset(&c, 0, sizeof(c));
 	c.n = n;
 	c.scratch_keep = scratch_keep();
+	c.errbody = (rep_http_body)REP_HTTP_BODY_INIT(ERRBODY_MAX, false);
 	c.multi = curl_multi_init();
 	if (!curl || !c.multi || rep_parser_init(&c.parser) < 0) {
 		log_error("stream client: out of memory; not replicating");
@@ -350,13 +346,14 @@ void *rep_client_main(void *arg)
 	for (;;) {
 		char *primary;
 		pthread_mutex_lock(&n->mu);
-		if (n->stopping) {
+		if (n->role.state == REP_ROLE_STOPPED) {
 			pthread_mutex_unlock(&n->mu);
 			break;
 		}
-		if (n->lease && (n->role == REP_ROLE_PRIMARY ||
-				 !n->primary_url || !n->primary_url[0])) {
-			/* etcd lease: nothing to follow now. */
+		if (n->role.state != REP_ROLE_REPLICA ||
+		    !n->role.primary_url || !n->role.primary_url[0]) {
+			/* Primary, or the primary is not known (etcd lease):
+			 * nothing to follow now. */
 			struct timespec ts;
 			clock_gettime(CLOCK_REALTIME, &ts);
 			ts.tv_sec += 1;
@@ -364,15 +361,14 @@ void *rep_client_main(void *arg)
 			pthread_mutex_unlock(&n->mu);
 			continue;
 		}
-		primary = strdup(n->primary_url ? n->primary_url : "");
-		c.role_gen = n->role_gen;
+		primary = strdup(n->role.primary_url);
+		c.role_gen = n->role.gen;
 		pthread_mutex_unlock(&n->mu);
 		if (!first)
 			atomic_fetch_add(&n->m.reconnects, 1);
 		first = false;
 		c.status = 0;
-		c.nerr = 0;
-		c.errbody[0] = '\0';
+		rep_http_body_reset(&c.errbody);
 		c.why[0] = '\0';
 		c.refused = false;
 		c.got_ready = false;
@@ -384,7 +380,7 @@ void *rep_client_main(void *arg)
 		fs_mount_foreach(n->mount, abandon_one, NULL);
 		c.hello_epoch = 0;
 		pthread_mutex_lock(&n->mu);
-		n->in_stream = true;
+		n->follow.in_stream = true;
 		pthread_mutex_unlock(&n->mu);
 		if (primary && primary[0])
 			stream_once(n, &c, curl, primary);
@@ -393,11 +389,11 @@ void *rep_client_main(void *arg)
 		rep_cli_finish(&c);
 		rep_cli_drop(&c);
 		pthread_mutex_lock(&n->mu);
-		n->in_stream = false;
+		n->follow.in_stream = false;
 		pthread_cond_broadcast(&n->cond);
 		pthread_mutex_unlock(&n->mu);
 		pthread_mutex_lock(&n->mu);
-		if (!n->stopping)
+		if (n->role.state != REP_ROLE_STOPPED)
 			log_warn("stream from %s ended: %s; reconnecting",
 				 primary ? primary : "?", c.why);
 		pthread_mutex_unlock(&n->mu);
@@ -415,7 +411,7 @@ void *rep_client_main(void *arg)
 				ts.tv_nsec -= 1000000000;
 			}
 			pthread_mutex_lock(&n->mu);
-			if (!n->stopping)
+			if (n->role.state != REP_ROLE_STOPPED)
 				pthread_cond_timedwait(&n->cond, &n->mu, &ts);
 			pthread_mutex_unlock(&n->mu);
 		}
@@ -423,6 +419,7 @@ void *rep_client_main(void *arg)
 			backoff *= 2;
 	}
 	rep_parser_free(&c.parser);
+	rep_http_body_free(&c.errbody);
 	ltx_decoder_free(c.dec);
 	rep_scratch_free(c.sc);
 	curl_multi_cleanup(c.multi);

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "fs/db_apply.h"
+#include "http_client.h"
 #include "ltx/decoder.h"
 #include "node_i.h"
 #include "scratch.h"
@@ -37,15 +38,14 @@ struct rep_cli {
 	rep_parser parser;
 	CURLM *multi;
 	long status;
-	char errbody[ERRBODY_MAX + 1];
-	size_t nerr;
+	rep_http_body errbody;   /* a refusal's reason (ERRBODY_MAX kept) */
 	char why[400];           /* why the stream ended, when we ended it */
 	bool refused;            /* 401/409: back off longer */
 	bool got_ready;          /* READY arrived on this stream */
-	bool told_ready;         /* ... and rep_node.ready is set: nothing
+	bool told_ready;         /* ... and rep_follow.ready is set: nothing
 				  * was queued any more */
 	bool failed;             /* an apply failed: none until reconnected */
-	uint64_t role_gen;       /* rep_node.role_gen when connecting: a
+	uint64_t role_gen;       /* rep_role_sm.gen when connecting: a
 				  * role or primary change ends the stream */
 	uint64_t hello_epoch;    /* the epoch this stream's HELLO carried */
 	/* The record being received (its bytes: sc). */
@@ -86,7 +86,7 @@ bool rep_cli_has_queued(const struct rep_cli *c, const fs_db *db);
 /* Whether this node, becoming primary, may still finish the stream (f:
  * a frame of it, or NULL); n->mu held. */
 bool rep_cli_finishing_locked(const struct rep_cli *c, const rep_frame *f);
-/* Around the handling of received data: rep_node.in_cb is set from
+/* Around the handling of received data: rep_follow.in_cb is set from
  * rep_cli_enter (false: nothing may be applied any more; new_data: bytes
  * libcurl hands over) until rep_cli_leave finds nothing queued. */
 bool rep_cli_enter(struct rep_cli *c, bool new_data);
@@ -94,7 +94,7 @@ void rep_cli_leave(struct rep_cli *c);
 /* Applies what is queued (wait: for local readers too); 0, or <0 with
  * c->why set. */
 int rep_cli_apply(struct rep_cli *c, bool wait);
-/* rep_node.ready once READY came and nothing is queued. */
+/* rep_follow.ready once READY came and nothing is queued. */
 void rep_cli_tell_ready(struct rep_cli *c);
 /* Tries a waiting apply again when it is due (outside libcurl's
  * callbacks); 0, or <0 with c->why set. */

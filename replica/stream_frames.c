@@ -16,15 +16,15 @@
 static int on_hello(struct rep_cli *c, const rep_frame *f)
 {
 	rep_node *n = c->n;
-	rep_cursor k = {f->payload, f->len, false};
-	uint64_t cluster = rep_get_u64(&k), node = rep_get_u64(&k), mine;
-	char url[1024];
+	uint64_t cluster, node, mine;
+	rep_hello h;
 
-	rep_get_str(&k, url, sizeof(url));
-	if (k.bad || k.left) {
+	if (rep_frame_read_hello(f, &h) < 0) {
 		rep_cli_why(c, "malformed HELLO frame (rule F4)");
 		return -EPROTO;
 	}
+	cluster = h.cluster;
+	node = h.node;
 	if (rep_node_see_epoch(n, f->epoch) < 0) {
 		rep_cli_why(c, "the primary's epoch %" PRIu64 " is older than "
 			    "the %" PRIu64 " this node has seen; refusing it",
@@ -35,14 +35,14 @@ static int on_hello(struct rep_cli *c, const rep_frame *f)
 	c->hello_epoch = f->epoch;
 	pthread_mutex_lock(&n->mu);
 	mine = n->cluster_id;
-	if (n->primary_node != node) {
+	if (n->follow.primary_node != node) {
 		/* What another primary had says nothing of this one. */
-		for (size_t i = 0; i < n->nremotes; i++) {
-			n->remotes[i].pos = (ltx_pos){0, 0};
-			n->remotes[i].behind_since_ms = 0;
+		for (size_t i = 0; i < n->follow.nremotes; i++) {
+			n->follow.remotes[i].pos = (ltx_pos){0, 0};
+			n->follow.remotes[i].behind_since_ms = 0;
 		}
 	}
-	n->primary_node = node;
+	n->follow.primary_node = node;
 	pthread_mutex_unlock(&n->mu);
 	if (mine && cluster != mine) {
 		rep_cli_why(c, "the primary belongs to cluster %016" PRIx64
@@ -55,9 +55,9 @@ static int on_hello(struct rep_cli *c, const rep_frame *f)
 	if (!mine && cluster && rep_node_set_cluster(n, cluster) < 0)
 		return -EIO;
 	log_info("streaming from primary %016" PRIx64 " (%s), epoch %" PRIu64,
-		 node, url, f->epoch);
+		 node, h.url, f->epoch);
 	pthread_mutex_lock(&n->mu);
-	n->connected = true;
+	n->follow.connected = true;
 	pthread_mutex_unlock(&n->mu);
 	return 0;
 }
@@ -142,25 +142,23 @@ static int ensure_scratch(struct rep_cli *c)
 
 static int on_begin(struct rep_cli *c, const rep_frame *f)
 {
-	rep_cursor k = {f->payload, f->len, false};
 	uint64_t minx, maxx, len;
+	rep_begin b;
 	int rc = 0;
 
 	if (c->in_record) {
 		rep_cli_why(c, "BEGIN inside a record");
 		return -EPROTO;
 	}
-	rep_get_str(&k, c->name, sizeof(c->name));
-	len = rep_get_u64(&k);
-	minx = rep_get_u64(&k);
-	maxx = rep_get_u64(&k);
-	c->kind = rep_get_u8(&k);
-	if (k.bad || k.left || !c->name[0] || c->name[0] == '.' ||
-	    strchr(c->name, '/') || len < LTX_HEADER_SIZE ||
-	    minx == 0 || maxx < minx || c->kind > 1) {
+	if (rep_frame_read_begin(f, &b) < 0) {
 		rep_cli_why(c, "malformed BEGIN frame (rule F4)");
 		return -EPROTO;
 	}
+	memcpy(c->name, b.name, sizeof(c->name));
+	len = b.len;
+	minx = b.min_txid;
+	maxx = b.max_txid;
+	c->kind = b.kind;
 	rc = fs_mount_open_db(c->n->mount, c->name, &c->db);
 	if (rc < 0) {
 		/* That database alone is out of service here (damaged and
@@ -256,12 +254,12 @@ static int on_data(struct rep_cli *c, const rep_frame *f)
 
 static int on_end(struct rep_cli *c, const rep_frame *f)
 {
-	rep_cursor k = {f->payload, f->len, false};
-	uint64_t len = rep_get_u64(&k), want = 0, got = 0;
+	uint64_t len = 0, want = 0, got = 0;
+	bool bad = rep_frame_read_end(f, &len) < 0;
 	int rc;
 
 	if (c->in_record && c->skip) {
-		if (k.bad || k.left || len != c->skip_len ||
+		if (bad || len != c->skip_len ||
 		    c->skip_got != len) {
 			rep_cli_why(c, "END does not match the record (%" PRIu64
 				    " of %" PRIu64 " bytes)", c->skip_got,
@@ -274,7 +272,7 @@ static int on_end(struct rep_cli *c, const rep_frame *f)
 	}
 	if (c->in_record)
 		rep_scratch_receiving(c->sc, &want, &got);
-	if (!c->in_record || k.bad || k.left || len != want || got != want) {
+	if (!c->in_record || bad || len != want || got != want) {
 		rep_cli_why(c, "END does not match the record (%" PRIu64 " of %"
 			PRIu64 " bytes)", got, want);
 		return -EPROTO;
@@ -292,28 +290,22 @@ static int on_end(struct rep_cli *c, const rep_frame *f)
 
 static int on_heartbeat(struct rep_cli *c, const rep_frame *f)
 {
-	rep_cursor k = {f->payload, f->len, false};
-	uint32_t count;
+	char name[REP_NAME_MAX + 1];
+	rep_heartbeat hb;
+	ltx_pos p;
+	int rc = rep_frame_read_heartbeat(f, &hb);
 
-	(void)rep_get_u64(&k);
-	count = rep_get_u32(&k);
-	for (uint32_t i = 0; i < count && !k.bad; i++) {
-		char name[REP_NAME_MAX + 1];
-		ltx_pos p;
-		fs_db *db;
-		rep_get_str(&k, name, sizeof(name));
-		p.txid = rep_get_u64(&k);
-		p.checksum = rep_get_u64(&k);
-		if (k.bad)
-			break;
-		db = fs_mount_db(c->n->mount, name);
+	while (rc == 0 && (rc = rep_frame_heartbeat_next(&hb, name, &p.txid,
+							 &p.checksum)) == 1) {
+		fs_db *db = fs_mount_db(c->n->mount, name);
+		rc = 0;
 		note_remote(c->n, name, p,
 			    db ? fs_db_pos(db) : (ltx_pos){0, 0}, false);
 		/* Idle: checkpoint what a reader that has ended held back. */
 		if (db)
 			fs_db_apply_checkpoint(db);
 	}
-	if (k.bad || k.left) {
+	if (rc < 0) {
 		rep_cli_why(c, "malformed HEARTBEAT frame (rule F4)");
 		return -EPROTO;
 	}
@@ -329,7 +321,7 @@ int rep_cli_on_frame(struct rep_cli *c, const rep_frame *f)
 		bool moved;
 		pthread_mutex_lock(&n->mu);
 		epoch = n->epoch;
-		moved = n->role_gen != c->role_gen;
+		moved = n->role.gen != c->role_gen;
 		if (moved && rep_cli_finishing_locked(c, f))
 			moved = false, epoch = f->epoch;
 		pthread_mutex_unlock(&n->mu);
@@ -345,7 +337,7 @@ int rep_cli_on_frame(struct rep_cli *c, const rep_frame *f)
 		}
 	}
 	pthread_mutex_lock(&n->mu);
-	n->last_frame_ms = lib_clock_wall_ms();
+	n->follow.last_frame_ms = lib_clock_wall_ms();
 	pthread_mutex_unlock(&n->mu);
 	/* Records received are applied before any news about them (as
 	 * far as local readers let them). */

@@ -84,12 +84,24 @@ struct sub {
 	int flip_at;             /* byte of this record to corrupt, or -1 */
 	uint64_t gen;            /* commit generation last scanned */
 	uint64_t epoch;
-	bool drained;            /* counted in rep_node.drained */
+	bool drained;            /* counted in rep_node.drain */
 	size_t rr_next;          /* SCAN starts at this slot (round robin) */
 	bool post_known;         /* next.checksum read from the record */
 	int err;                 /* an error to report on the next call */
 	int64_t woke_ns;         /* last wake-up for a commit (monotonic) */
 };
+
+void rep_stream_on_commit(void *ctx, fs_db *db, ltx_pos pos)
+{
+	rep_node *n = ctx;
+
+	(void)db;
+	(void)pos;
+	pthread_mutex_lock(&n->mu);
+	n->gen++;
+	pthread_cond_broadcast(&n->cond);
+	pthread_mutex_unlock(&n->mu);
+}
 
 static struct sub_db *sub_db_get(struct sub *s, const char *name)
 {
@@ -127,7 +139,7 @@ static void sub_free(void *cls)
 
 	if (s->drained) {
 		pthread_mutex_lock(&s->n->mu);
-		s->n->drained--;
+		rep_drain_stream_gone_locked(s->n);
 		pthread_mutex_unlock(&s->n->mu);
 	}
 	end_record(s);
@@ -162,7 +174,7 @@ static void emit_hello(struct sub *s)
 	rep_put_u64(&w, n->cluster_id);
 	pthread_mutex_unlock(&n->mu);
 	rep_put_u64(&w, n->o.node_id);
-	rep_put_str(&w, n->advertise);
+	rep_put_str(&w, n->o.lease.advertise_url);
 	emit(s, REP_FRAME_HELLO, buf, (uint32_t)w.len);
 	s->hello_sent = true;
 }
@@ -527,7 +539,7 @@ static int produce(struct sub *s, bool may_wait)
 		uint64_t gen;
 		int rc;
 		pthread_mutex_lock(&n->mu);
-		if (n->stopping || n->role != REP_ROLE_PRIMARY) {
+		if (!rep_role_leads(n->role.state)) {
 			pthread_mutex_unlock(&n->mu);
 			return -ESHUTDOWN;
 		}
@@ -538,15 +550,10 @@ static int produce(struct sub *s, bool may_wait)
 			return rc;
 		if (rc == 1)
 			return 0;
-		/* Nothing to send since commit generation gen: a stop that
-		 * drains (rep_node.draining) counts this replica as having
-		 * everything. */
+		/* Nothing to send since commit generation gen: a drain
+		 * (handoff.c) counts this replica as having everything. */
 		pthread_mutex_lock(&n->mu);
-		if (n->draining && gen >= n->drain_gen && !s->drained) {
-			s->drained = true;
-			n->drained++;
-			pthread_cond_broadcast(&n->cond);
-		}
+		rep_drain_stream_idle_locked(n, gen, &s->drained);
 		pthread_mutex_unlock(&n->mu);
 		if (!s->ready_sent) {
 			emit(s, REP_FRAME_READY, NULL, 0);
@@ -561,7 +568,7 @@ static int produce(struct sub *s, bool may_wait)
 		}
 		/* Up to date: wait for a commit or the heartbeat interval. */
 		pthread_mutex_lock(&n->mu);
-		if (n->gen == gen && !n->stopping) {
+		if (n->gen == gen && n->role.state != REP_ROLE_STOPPED) {
 			struct timespec ts;
 			clock_gettime(CLOCK_REALTIME, &ts);
 			ts.tv_sec += REP_HEARTBEAT_MS / 1000;
@@ -716,10 +723,11 @@ int rep_stream_response(rep_node *n, struct MHD_Connection *conn,
 	pthread_mutex_lock(&n->mu);
 	cluster = n->cluster_id;
 	s->epoch = n->epoch;
-	if (n->role != REP_ROLE_PRIMARY) {
-		pthread_mutex_unlock(&n->mu);
+	if (!rep_role_leads(n->role.state)) {
 		snprintf(err, errlen, "this node is not the primary; the "
-			 "primary is %s", n->primary_url ? n->primary_url : "?");
+			 "primary is %s",
+			 n->role.primary_url ? n->role.primary_url : "?");
+		pthread_mutex_unlock(&n->mu);
 		*out_status = MHD_HTTP_MISDIRECTED_REQUEST;
 		goto fail;
 	}

@@ -1,5 +1,6 @@
 /*
- * Shared by the fuzz target, its replay driver and the corpus generator.
+ * Shared by the fuzz targets (fuzz_decoder.c, fuzz_frame.c), their replay
+ * driver and the corpus generators.
  *
  * The decoder target applies every input to a small database, the same
  * each time: FUZZ_SEED_PAGES pages of FUZZ_SEED_PAGE_SIZE bytes given by
@@ -21,11 +22,10 @@
  * invariant. */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* For the replay driver's --valid check: the rc of the last input's full
- * decode (0: a valid file) and of its apply to the seed database (0:
- * applied; 1: not attempted). */
-extern int fuzz_decoder_last_rc;
-extern int fuzz_decoder_last_apply_rc;
+/* For the replay driver's --valid check: 0 when the last input was a
+ * valid one for the target (a seed must be), else -1 with the reason in
+ * why. */
+int fuzz_last_invalid(char *why, size_t len);
 
 static inline void fuzz_seed_page(uint32_t pgno, uint8_t *page)
 {

@@ -47,8 +47,25 @@
 #define MAX_APPLY_BYTES (16u << 20)
 #define MAX_FIXUP (4u << 20)
 
-int fuzz_decoder_last_rc;
-int fuzz_decoder_last_apply_rc;
+/* The rc of the last input's full decode (0: a valid file) and of its
+ * apply to the seed database (0: applied; 1: not attempted). */
+static int fuzz_decoder_last_rc;
+static int fuzz_decoder_last_apply_rc;
+
+int fuzz_last_invalid(char *why, size_t len)
+{
+	if (fuzz_decoder_last_rc != 0) {
+		snprintf(why, len, "a seed that does not decode (rc %d)",
+			 fuzz_decoder_last_rc);
+		return -1;
+	}
+	if (fuzz_decoder_last_apply_rc != 0) {
+		snprintf(why, len, "a seed that does not apply to the seed "
+			 "database (rc %d)", fuzz_decoder_last_apply_rc);
+		return -1;
+	}
+	return 0;
+}
 
 static void check(bool ok, const char *what)
 {

@@ -3,10 +3,12 @@
  * without libFuzzer: the corpus and the regressions are replayed in every
  * build (suite 'fuzz'), so a fixed crash stays fixed.
  *
- *   fuzz_decoder_replay [--valid DIR]... DIR...
+ *   fuzz_<target>_replay [--valid DIR]... DIR...
  *
- * Files in a --valid directory must also decode without error and apply
- * to the seed database (the seed corpus is made of such files). Names
+ * Files in a --valid directory must also be valid inputs of the target
+ * (fuzz_last_invalid: for the decoder, files that decode without error
+ * and apply to the seed database; the seed corpus is made of such
+ * files). Names
  * starting with '.' are skipped.
  * Exits 1 when a --valid directory is empty or holds an invalid file; a
  * crash or a broken invariant aborts.
@@ -26,6 +28,7 @@
 static int run_file(const char *path, bool want_valid)
 {
 	FILE *f = fopen(path, "rb");
+	char why[200];
 	uint8_t *buf;
 	size_t n;
 
@@ -40,15 +43,8 @@ static int run_file(const char *path, bool want_valid)
 	fclose(f);
 	LLVMFuzzerTestOneInput(buf, n);
 	free(buf);
-	if (want_valid && fuzz_decoder_last_rc != 0) {
-		fprintf(stderr, "%s: a seed that does not decode (rc %d)\n",
-			path, fuzz_decoder_last_rc);
-		return -1;
-	}
-	if (want_valid && fuzz_decoder_last_apply_rc != 0) {
-		fprintf(stderr, "%s: a seed that does not apply to the seed "
-			"database (rc %d)\n", path,
-			fuzz_decoder_last_apply_rc);
+	if (want_valid && fuzz_last_invalid(why, sizeof(why)) < 0) {
+		fprintf(stderr, "%s: %s\n", path, why);
 		return -1;
 	}
 	return 0;

@@ -201,6 +201,7 @@ class Node:
         self.proc = None
         self._log = None
         self.starts = 0
+        self.mount_args = []   # after `mount -c ltxfs.yml` (e.g. -- CMD)
         _nodes.append(self)
 
     # -- lifecycle -----------------------------------------------------
@@ -217,7 +218,7 @@ class Node:
         self._log.write(b"==== harness: start #%d ====\n" % self.starts)
         self._log.flush()
         self.proc = subprocess.Popen(
-            [ltxfs_bin(), "mount", "-c", self.cfg],
+            [ltxfs_bin(), "mount", "-c", self.cfg] + self.mount_args,
             stdin=subprocess.DEVNULL, stdout=self._log,
             stderr=subprocess.STDOUT, cwd=self.root,
             start_new_session=True)

@@ -1,4 +1,4 @@
-/* Tests of cmd/cfg.c: defaults, every key, ${VAR} expansion, errors that
+/* Tests of cmd/cfg*.c: defaults, every key, ${VAR} expansion, errors that
  * name the key and line, and the round trip of `ltxfs config --defaults`. */
 #include <errno.h>
 #include <setjmp.h>
@@ -95,6 +95,8 @@ static void check_defaults(const ltxfs_cfg *c)
 	assert_string_equal(c->lease.etcd.username, "");
 	assert_string_equal(c->lease.etcd.password, "");
 	assert_int_equal(c->exec.count, 0);
+	assert_int_equal(c->exec_grace_ms, 10000);
+	assert_int_equal(c->http.ready_max_lag_ms, 10000);
 	assert_int_equal(c->log.level, LIB_LOG_INFO);
 	assert_int_equal(c->log.format, LIB_LOG_TEXT);
 }
@@ -176,9 +178,9 @@ static void check_full(const ltxfs_cfg *c)
 	assert_string_equal(c->lease.etcd.username, "root");
 	assert_string_equal(c->lease.etcd.password, "p\"w");
 	assert_int_equal(c->exec.count, 2);
-	assert_string_equal(c->exec.items[0], "./app --port 8080");
+	assert_string_equal(c->exec.items[0].cmd, "./app --port 8080");
 	/* A lone $ is not special. */
-	assert_string_equal(c->exec.items[1], "echo 'two words' \"$$HOME\"");
+	assert_string_equal(c->exec.items[1].cmd, "echo 'two words' \"$$HOME\"");
 	assert_int_equal(c->log.level, LIB_LOG_DEBUG);
 	assert_int_equal(c->log.format, LIB_LOG_JSON);
 }
@@ -214,7 +216,7 @@ static void test_single_string_lists(void **state)
 				    "    endpoints: http://etcd:2379\n"),
 			 0);
 	assert_int_equal(cfg.exec.count, 1);
-	assert_string_equal(cfg.exec.items[0], "./run.sh");
+	assert_string_equal(cfg.exec.items[0].cmd, "./run.sh");
 	assert_int_equal(cfg.lease.etcd.endpoints.count, 1);
 	assert_string_equal(cfg.lease.etcd.endpoints.items[0],
 			    "http://etcd:2379");
@@ -223,7 +225,7 @@ static void test_single_string_lists(void **state)
 	/* Flow style, and null meaning empty. */
 	assert_int_equal(load(&cfg, "exec: [a, 'b c']\n"), 0);
 	assert_int_equal(cfg.exec.count, 2);
-	assert_string_equal(cfg.exec.items[1], "b c");
+	assert_string_equal(cfg.exec.items[1].cmd, "b c");
 	cfg_free(&cfg);
 	assert_int_equal(load(&cfg, "exec:\n"), 0);
 	assert_int_equal(cfg.exec.count, 0);
@@ -258,7 +260,7 @@ static void test_env_expansion(void **state)
 	assert_int_equal(cfg.data.retention_ms, 90000);
 	assert_string_equal(cfg.lease.hostname, "");
 	assert_string_equal(cfg.lease.advertise_url, "http://node-3:20202");
-	assert_string_equal(cfg.exec.items[0], "echo ${HOME} $node-3 $HOME");
+	assert_string_equal(cfg.exec.items[0].cmd, "echo ${HOME} $node-3 $HOME");
 	cfg_free(&cfg);
 
 	expect_error("fuse:\n  debug: false\n  dir: /a/${LTXFS_TEST_UNSET}\n",
@@ -396,7 +398,8 @@ static void test_bad_values(void **state)
 	expect_error("fuse:\n  dir: [a, b]\n",
 		     "t.yml:2: fuse.dir: expected a single value, not a list");
 	expect_error("exec:\n  - a\n  - [b]\n",
-		     "t.yml:3: exec: expected a list or a string, not a list");
+		     "t.yml:3: exec: expected a string or a mapping (cmd, "
+		     "if-candidate), not a list");
 	expect_error("exec:\n  - a\n  - ''\n", "t.yml:3: exec: empty item");
 	expect_error("fuse:\n  dir: /mnt\ndata:\n  dir: /mnt/data\n",
 		     "t.yml:4: data.dir \"/mnt/data\" is inside fuse.dir "
@@ -546,6 +549,65 @@ static void test_full_round_trip(void **state)
 	free(text);
 }
 
+/* exec as LiteFS writes it: items are strings or {cmd, if-candidate}. */
+static void test_exec_forms(void **state)
+{
+	ltxfs_cfg cfg, again;
+	char *text;
+
+	(void)state;
+	setenv("LTXFS_TEST_MIG", "./migrate.sh", 1);
+	assert_int_equal(load(&cfg, "exec:\n"
+				    "  - cmd: ${LTXFS_TEST_MIG} --up\n"
+				    "    if-candidate: true\n"
+				    "  - cmd: ./check\n"
+				    "    if-candidate: no\n"
+				    "  - ./app --port 8080\n"
+				    "exec-grace-period: 30s\n"),
+			 0);
+	assert_int_equal(cfg.exec.count, 3);
+	assert_string_equal(cfg.exec.items[0].cmd, "./migrate.sh --up");
+	assert_true(cfg.exec.items[0].if_candidate);
+	assert_string_equal(cfg.exec.items[1].cmd, "./check");
+	assert_false(cfg.exec.items[1].if_candidate);
+	assert_string_equal(cfg.exec.items[2].cmd, "./app --port 8080");
+	assert_false(cfg.exec.items[2].if_candidate);
+	assert_int_equal(cfg.exec_grace_ms, 30000);
+	/* Printed, it loads back the same. */
+	text = print_to_string(&cfg, true);
+	assert_int_equal(load(&again, text), 0);
+	assert_same_cfg(&cfg, &again);
+	assert_true(again.exec.items[0].if_candidate);
+	free(text);
+	cfg_free(&again);
+	cfg_free(&cfg);
+	/* A mapping alone is a one-item list. */
+	assert_int_equal(load(&cfg, "exec:\n  cmd: ./app\n"), 0);
+	assert_int_equal(cfg.exec.count, 1);
+	assert_string_equal(cfg.exec.items[0].cmd, "./app");
+	cfg_free(&cfg);
+	unsetenv("LTXFS_TEST_MIG");
+
+	expect_error("exec:\n  - cmd: ''\n",
+		     "t.yml:2: exec.cmd: must not be empty");
+	expect_error("exec:\n  - if-candidate: true\n",
+		     "t.yml:2: exec: an item without cmd");
+	expect_error("exec:\n  - cmd: a\n    foo: 1\n",
+		     "t.yml:3: exec: unknown or repeated key \"foo\" (an item "
+		     "has cmd and if-candidate)");
+	expect_error("exec:\n  - cmd: a\n    cmd: b\n",
+		     "t.yml:3: exec: unknown or repeated key \"cmd\" (an item "
+		     "has cmd and if-candidate)");
+	expect_error("exec:\n  - cmd: a\n    if-candidate: maybe\n",
+		     "t.yml:3: exec.if-candidate: \"maybe\" is not a boolean "
+		     "(true or false)");
+	expect_error("exec:\n  - cmd: [a]\n",
+		     "t.yml:2: exec.cmd: expected a single value, not a list");
+	expect_error("exec-grace-period: soon\n",
+		     "t.yml:1: exec-grace-period: \"soon\" is not a duration "
+		     "(e.g. 500ms, 10s, 2m, 1h, or plain seconds)");
+}
+
 static void test_durations(void **state)
 {
 	static const struct {
@@ -603,6 +665,7 @@ int main(void)
 		cmocka_unit_test_setup(test_file_error_names_file, setup),
 		cmocka_unit_test_setup(test_defaults_round_trip, setup),
 		cmocka_unit_test_setup(test_full_round_trip, setup),
+		cmocka_unit_test_setup(test_exec_forms, setup),
 		cmocka_unit_test_setup(test_durations, setup),
 		cmocka_unit_test_setup(test_print_durations, setup),
 	};
