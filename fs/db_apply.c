@@ -1273,6 +1273,8 @@ void fs_db_release_apply(fs_db *db)
 	pthread_mutex_lock(&db->apply_mu);
 	if (db->walidx) {
 		bool done = false;
+		uint32_t published;
+		int rc;
 		fs_walidx_checkpoint(db->walidx, true, &done);
 		if (!done) {
 			log_warn("db=%s: local readers kept %" PRIu32 " WAL "
@@ -1281,7 +1283,17 @@ void fs_db_release_apply(fs_db *db)
 				 fs_walidx_pending(db->walidx));
 			db->apply_unclean = true;
 		}
+		published = fs_walidx_published(db->walidx);
 		close_walidx(db);
+		/* SQLite may append to this WAL once the node is primary. */
+		pthread_mutex_lock(&db->mu);
+		rc = fs_db_wal_adopt_locked(db, published);
+		pthread_mutex_unlock(&db->mu);
+		if (rc < 0)
+			log_warn("db=%s: taking over the WAL the replica "
+				 "wrote: %s (frames written past a header "
+				 "ltxfs does not track are refused)",
+				 db->name, strerror(-rc));
 	}
 	close_lock_fd(db);
 	note_pending(db);

@@ -266,6 +266,12 @@ void fs_db_wal_retry(fs_db *db);
  * other writer of the page checksums holds mu. */
 int fs_db_wal_check_drop_locked(fs_db *db, uint64_t new_size,
 				const char *what);
+/* Promotion: the WAL that walidx wrote while this node was a replica
+ * (frames applied from the log, published up to max_frames) becomes the
+ * capture's: its committed transactions count as captured, and SQLite's
+ * next frames, which continue its checksum chain, are checked and
+ * captured. mu held, the queue empty. */
+int fs_db_wal_adopt_locked(fs_db *db, uint32_t max_frames);
 /* The database is deleted after a failed capture: its queued WAL
  * transactions are dropped and the WAL's frames are no longer tracked
  * (a new header starts again); mu held. */

@@ -21,9 +21,17 @@
  * FS_DB_FULL_RETRY_MS; the first success resumes everything.
  *
  * Tracker states (under db->mu):
- *   NO_HEADER  wal_hdr_ok false: nothing valid; frames ignored
+ *   NO_HEADER  wal_hdr_ok false: nothing valid; a frame written past the
+ *              header is refused (EIO, logged): SQLite writes a header
+ *              before any frame, so the tracker has lost the WAL, and a
+ *              frame it does not check would be a commit left out of the
+ *              log (a promoted replica appended to the WAL its apply wrote
+ *              and none of its commits was captured)
  *   OPEN       wal_hdr_ok: frames [32, wal_valid) checked; those from
  *              wal_txn_start are the open transaction (db->frames)
+ * A replica's WAL is written by fs/walidx.c, not through here; at its
+ * promotion fs_db_wal_adopt_locked enters OPEN at the end of its last
+ * published transaction, every transaction before it already in the log.
  * A write into the header's 32 bytes is judged by the header the file
  * will then hold (its other bytes read from the file, so a header
  * written in pieces counts, as it does for SQLite): a new valid header
@@ -558,6 +566,16 @@ static void rewind_to(fs_db *db, uint64_t off)
 	}
 }
 
+/* A frame written while no header is tracked: module comment. */
+static int refuse_untracked(fs_db *db, off_t off)
+{
+	log_error("db=%s: refusing a write at offset %lld of %s-wal (EIO): "
+		  "ltxfs tracks no WAL header for it, so its frames could "
+		  "not be checked or captured into the LTX log", db->name,
+		  (long long)off, db->name);
+	return -EIO;
+}
+
 int fs_db_wal_write(fs_db *db, const void *buf, size_t n, off_t off)
 {
 	uint64_t end = (uint64_t)off + n;
@@ -585,6 +603,10 @@ int fs_db_wal_write(fs_db *db, const void *buf, size_t n, off_t off)
 		rc = fs_db_refuse_ro_locked(db, FS_KIND_WAL);
 		if (rc < 0)
 			goto out;
+	}
+	if (!in_hdr && !db->wal_hdr_ok) {
+		rc = refuse_untracked(db, off);
+		goto out;
 	}
 	if (off < FS_WAL_HDR_SIZE)
 		fs_db_wait_snapshot_locked(db, false); /* a WAL restart */
@@ -652,6 +674,42 @@ static int capture_txn(fs_db *db, fs_wal_txn *t)
 		pthread_mutex_unlock(&db->mu);
 	}
 	pthread_mutex_unlock(&db->capture_mu);
+	return rc;
+}
+
+int fs_db_wal_adopt_locked(fs_db *db, uint32_t max_frames)
+{
+	uint8_t hdr[FS_WAL_HDR_SIZE];
+	struct stat st;
+	uint64_t end;
+	int rc;
+
+	if (db->q_head)
+		return -EBUSY; /* a primary's queue: not a replica's WAL */
+	tracker_reset(db);
+	if (db->fds[FS_KIND_WAL] < 0)
+		return 0;
+	if (fstat(db->fds[FS_KIND_WAL], &st) < 0)
+		return -errno;
+	db->wal_size = (uint64_t)st.st_size;
+	if (db->wal_size < FS_WAL_HDR_SIZE)
+		return 0;
+	rc = lib_io_pread_full(db->fds[FS_KIND_WAL], hdr, sizeof(hdr), 0, NULL);
+	if (rc == 0)
+		rc = take_header(db, hdr);
+	if (rc < 0 || !db->wal_hdr_ok)
+		return rc;
+	end = FS_WAL_HDR_SIZE + (uint64_t)max_frames * frame_size(db);
+	if (db->wal_size > end)
+		db->wal_size = end; /* SQLite writes over the rest */
+	rc = advance(db, NULL, 0, 0);
+	while (db->q_head) {
+		fs_wal_txn *t = db->q_head;
+		db->q_head = t->next;
+		free(t);
+	}
+	db->q_tail = NULL;
+	db->cap_wal_end = db->wal_txn_start;
 	return rc;
 }
 

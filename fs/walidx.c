@@ -1647,6 +1647,11 @@ out:
 	return rc;
 }
 
+uint32_t fs_walidx_published(fs_walidx *w)
+{
+	return w->hdr.mx_frame;
+}
+
 uint32_t fs_walidx_pending(fs_walidx *w)
 {
 	uint32_t mx = w->hdr.mx_frame, nb = w->backfill;

@@ -145,6 +145,10 @@ uint32_t fs_walidx_pending(fs_walidx *w);
 
 void fs_walidx_get_stats(fs_walidx *w, fs_walidx_stats *out);
 
+/* The last frame published to readers (mxFrame of the last header walidx
+ * wrote; 0: none), no I/O. Frames past it are an abandoned transaction's. */
+uint32_t fs_walidx_published(fs_walidx *w);
+
 /* Tries a final checkpoint (synced), waits for readers' pages of -shm in
  * flight to its storage (with shm_store: see there), releases every lock,
  * closes its own fds (never the caller's). NULL is a no-op. */

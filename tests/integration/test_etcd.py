@@ -8,6 +8,7 @@ Cases (argv[1]):
   failover   kill -9 of the primary under writes: a new primary accepts a
              write within TTL + 2 s (measured, printed); the old one
              restarts, rejoins as a replica and converges.
+  failover-wal  the same with the database in WAL mode.
   sigstop    SIGSTOP of the primary past its TTL, then SIGCONT: it is
              read-only, no write it acknowledged is later than the new
              primary's first, and it rejoins as a replica.
@@ -264,10 +265,10 @@ def wait_one_primary(nodes, timeout):
     return wait_for(one, timeout, "exactly one primary", interval=0.05)
 
 
-def start_writes(nodes, n):
-    """setup(nodes), then a Writer started and n writes acknowledged.
-    Returns (primary, writer)."""
-    p = setup(nodes)
+def start_writes(nodes, n, mode="DELETE"):
+    """setup(nodes, mode), then a Writer started and n writes
+    acknowledged. Returns (primary, writer)."""
+    p = setup(nodes, mode)
     w = Writer(nodes)
     w.start()
     wait_for(lambda: len(w.acks) >= n, 30, "%d writes on the primary" % n)
@@ -289,12 +290,12 @@ def median_max(took):
     return (took[(len(took) - 1) // 2] + took[len(took) // 2]) / 2, took[-1]
 
 
-def setup(nodes):
+def setup(nodes, mode="DELETE"):
     for n in nodes:
         n.start()
     p = wait_one_primary(nodes, 20)
     c = h.connect(p.path(DB))
-    c.execute("PRAGMA journal_mode=DELETE")
+    c.execute("PRAGMA journal_mode=%s" % mode)
     c.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT, "
               "at TEXT)")
     c.close()
@@ -461,8 +462,8 @@ def converge_and_check(nodes, w):
 
 # -- cases ------------------------------------------------------------------
 
-def case_failover(nodes, etcd):
-    p, w = start_writes(nodes, 50)
+def case_failover(nodes, etcd, mode="DELETE"):
+    p, w = start_writes(nodes, 50, mode)
     t0 = time.monotonic()
     p.kill9()
     a = wait_for(lambda: w.first_ack_after(t0, p.name), TTL + 10,
@@ -476,6 +477,13 @@ def case_failover(nodes, etcd):
     p.start()
     p.wait_ready_replica(30)
     finish_writes(nodes, w, t0, 40, "more writes")
+
+
+def case_failover_wal(nodes, etcd):
+    """failover with the database in WAL mode: the killed primary
+    restarts onto its own -wal and -shm and rejoins; every node's SQLite
+    then reads the same rows (converge_and_check)."""
+    case_failover(nodes, etcd, "WAL")
 
 
 def case_sigstop(nodes, etcd):
@@ -870,7 +878,8 @@ def case_chaos(nodes, etcd):
           % lost)
 
 
-CASES = {"failover": case_failover, "sigstop": case_sigstop,
+CASES = {"failover": case_failover, "failover-wal": case_failover_wal,
+         "sigstop": case_sigstop,
          "etcd-down": case_etcd_down, "shutdown": case_shutdown,
          "diverge": case_diverge, "bench-failover": bench_failover,
          "auth": case_auth, "other-cluster": case_other_cluster,
