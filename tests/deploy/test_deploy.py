@@ -116,7 +116,7 @@ def t_bad_input():
         lines = [l for l in (out + err).splitlines()
                  if "ltxfs-nowhere.invalid" in l]
         print("  %d log lines in ~10 s, e.g. %s" % (len(lines),
-                                                    lines[:1]))
+                                                    lines[-1:]))
         check(1 <= len(lines) <= 10, "%d lines about the primary in 10 s"
               % len(lines))
 
