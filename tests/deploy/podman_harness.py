@@ -139,6 +139,14 @@ class Pod:
                             check_rc=False)
         return rc == 0 and out.strip() == "true"
 
+    def ip(self, c):
+        """The container's address on its network ("" when not running);
+        reachable from this host (root podman's bridge)."""
+        rc, out, _ = podman("inspect", "-f", "{{range .NetworkSettings."
+                            "Networks}}{{.IPAddress}}{{end}}", c,
+                            check_rc=False)
+        return out.strip() if rc == 0 else ""
+
     def exec(self, c, *cmd, timeout=CMD_TIMEOUT, check_rc=True, input=None):
         return podman(*(["exec", "-i", c] + list(cmd)), timeout=timeout,
                       check_rc=check_rc, input=input)
