@@ -6,7 +6,9 @@ meson test per subcommand:
                on /healthz, the entrypoint `ltxfs mount` and the volume
                /var/lib/ltxfs; a container from it with nothing but
                --device /dev/fuse --cap-add SYS_ADMIN becomes ready and its
-               HEALTHCHECK passes
+               HEALTHCHECK passes; an application image built by
+               deploy/example/Dockerfile (ltxfs copied in, the
+               application supervised) runs its application and exits 0
     bad-input  a container without --device /dev/fuse, and one without
                --cap-add SYS_ADMIN, exit at once (<= 10 s), nonzero, with
                one line naming what is missing and the podman option;
@@ -30,6 +32,7 @@ meson test per subcommand:
 """
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -40,6 +43,7 @@ import podman_harness as ph
 from podman_harness import Pod, TestFailure, check, podman, wait_for
 
 APP_DB = "/litefs/app.db"
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 
 
 def one_line_exit(p, c, want):
@@ -91,6 +95,26 @@ def t_image():
         check(p.sql(c, "SELECT count(*) FROM t").strip() == "1",
               "row not read back")
         check(p.stop(c) == 0, "SIGTERM: nonzero exit")
+
+        # An application's image with ltxfs copied in (deploy/example).
+        app = img.replace("/ltxfs:", "/ltxfs-example:")
+        podman("build", "--quiet", "--format", "docker",
+               "--build-arg", "LTXFS_IMAGE=" + img,
+               "--build-arg", "BASE=localhost/debian:bookworm",
+               "-t", app, os.path.join(ROOT, "deploy", "example"),
+               timeout=600)
+        c = p.name("example")
+        podman("run", "-d", "--name", c, "--init", "--no-healthcheck",
+               "--device", "/dev/fuse", "--cap-add", "SYS_ADMIN", app)
+        p.containers.append(c)
+        _, out, _ = podman("wait", c, timeout=60)
+        logs = p.logs(c)
+        print("  example app image: exit %s, %s" % (
+            out.strip(), [l for l in logs.splitlines() if "app:" in l]))
+        check(out.strip() == "0", "the example exited %s:\n%s"
+              % (out.strip(), logs))
+        check("app: 1 rows" in logs, "the example's app did not read "
+              "its row:\n%s" % logs)
 
 
 def t_bad_input():
