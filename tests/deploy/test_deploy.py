@@ -20,9 +20,13 @@ meson test per subcommand:
                a writer in the primary records acknowledged ids outside;
                both replicas' readers see them; `podman stop` (SIGTERM) of
                the primary during writes: every acknowledged id is on both
-               replicas; the primary recreated on another IP address (as a
-               rescheduled pod is): the replicas follow it again (they
-               resolve its name anew) and have its new rows
+               replicas
+    readdress  (suite deploy-readdress) the primary stopped, removed and
+               recreated at once with its volume on another IP address
+               (as a rescheduled pod is): within 60 s both replicas
+               follow it (they resolve its name anew, and a lookup never
+               holds the stream past its connect timeout) and have its
+               new rows
     seed       two application containers on one host, each its own ltxfs
                mount and volume, the application supervised by ltxfs
                (`ltxfs mount -- sh -c APP`); writes of both applications'
@@ -216,19 +220,36 @@ def t_static():
                   "%s integrity" % r)
         print("  both replicas hold every acknowledged id")
 
-        # The primary recreated on another address, as a rescheduled pod
-        # with the same volume and name.
+
+def t_readdress():
+    with Pod() as p:
+        p.image()
+        sub = random.randrange(100, 200)
+        net = p.network(subnet="10.%d.8.0/24" % sub)
+        vol0 = p.volume("n0-data")
+        a = p.node("n0", net, volume=vol0, ip="10.%d.8.10" % sub)
+        reps = [p.node("n%d" % i, net, primary_of=a) for i in (1, 2)]
+        for c in [a] + reps:
+            p.wait_ready(c)
+        p.sql(a, "CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT)")
+        acked = set(Writer(p, a, 1, 20).wait())
+        for r in reps:
+            wait_for(lambda: acked <= ids(p, r), 30, "%s to read the rows"
+                     % r, interval=0.2)
+        check(p.stop(a) == 0, "the primary's stop: nonzero exit")
+
+        # The primary recreated at once on another address, as a
+        # rescheduled pod with the same volume and name.
         podman("rm", "-f", "-v", "-t", "0", a)
-        p.node("n0", net, volume=vol0, ip="10.%d.7.20" % sub)
+        p.node("n0", net, volume=vol0, ip="10.%d.8.20" % sub)
         p.wait_ready(a)
         check(acked <= ids(p, a), "the restarted primary lacks acked ids")
         t0 = time.monotonic()
-        w = Writer(p, a, 200000, 20)
-        new = set(w.wait())
+        new = set(Writer(p, a, 200000, 20).wait())
         check(len(new) == 20, "%d of 20 writes after the restart"
               % len(new))
         for r in reps:
-            wait_for(lambda: new <= ids(p, r, "WHERE id >= 200000"), 30,
+            wait_for(lambda: new <= ids(p, r, "WHERE id >= 200000"), 60,
                      "%s to follow the recreated primary" % r,
                      interval=0.2)
             p.wait_ready(r, timeout=30)
@@ -288,7 +309,7 @@ def t_seed():
 
 
 TESTS = {"image": t_image, "bad-input": t_bad_input, "static": t_static,
-         "seed": t_seed}
+         "seed": t_seed, "readdress": t_readdress}
 
 if __name__ == "__main__":
     ph.main(TESTS[sys.argv[1]])
