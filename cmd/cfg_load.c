@@ -313,6 +313,33 @@ static int load_exec(struct cfg_loader *ld, const struct cfg_key *k,
 	return rc;
 }
 
+/* A list written as one string (not a YAML sequence): after expansion,
+ * empty is the empty list and commas separate items, so a list can come
+ * from one environment variable (lease.etcd.endpoints from a container's
+ * env). */
+static int load_list_string(struct cfg_loader *ld, const struct cfg_key *k,
+			    const yaml_node_t *n)
+{
+	char why[512];
+	char *v = NULL, *item, *next;
+	int rc;
+
+	rc = load_text(ld, k->name, n, &v);
+	if (rc < 0)
+		return rc;
+	for (item = v; rc == 0 && *v && item; item = next) {
+		next = strchr(item, ',');
+		if (next)
+			*next++ = '\0';
+		rc = cfg_key_set(ld->cfg, k, item, why, sizeof(why));
+		if (rc == -EINVAL)
+			rc = cfg_loader_error(ld, node_line(n), "%s: %s",
+					      k->name, why);
+	}
+	free(v);
+	return rc;
+}
+
 static int load_key(struct cfg_loader *ld, const struct cfg_key *k,
 		    const yaml_node_t *n)
 {
@@ -343,6 +370,8 @@ static int load_key(struct cfg_loader *ld, const struct cfg_key *k,
 	if (k->type != T_LIST)
 		return load_scalar(ld, k, n);
 	cfg_strlist_free(cfg_field(ld->cfg, k));
+	if (n->type == YAML_SCALAR_NODE)
+		return load_list_string(ld, k, n);
 	if (n->type != YAML_SEQUENCE_NODE)
 		return load_scalar(ld, k, n);
 	for (yaml_node_item_t *it = n->data.sequence.items.start;

@@ -299,8 +299,10 @@ static int end_txn(fs_db *db, const char *why)
 	rc = db_commit_pages(db, ps, &commit);
 	if (rc < 0)
 		goto out_clear;
-	qsort(db->dirty, db->ndirty, sizeof(uint32_t), cmp_u32);
-	pages = malloc(db->ndirty * sizeof(*pages));
+	/* qsort's array must not be NULL, even with no element (UBSan) */
+	if (db->ndirty > 1)
+		qsort(db->dirty, db->ndirty, sizeof(uint32_t), cmp_u32);
+	pages = malloc((db->ndirty ? db->ndirty : 1) * sizeof(*pages));
 	buf = malloc(ps);
 	if (!pages || !buf) {
 		rc = -ENOMEM;

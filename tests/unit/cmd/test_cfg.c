@@ -21,6 +21,7 @@ static int setup(void **state)
 {
 	unsetenv(CFG_TOKEN_ENV);
 	unsetenv("LTXFS_TEST_UNSET");
+	unsetenv("LTXFS_TEST_EPS");
 	err[0] = '\0';
 	return 0;
 }
@@ -281,6 +282,34 @@ static void test_env_expansion(void **state)
 	unsetenv("LTXFS_TEST_LEVEL");
 	unsetenv("LTXFS_TEST_EMPTY");
 	unsetenv("LTXFS_TEST_HOST");
+}
+
+/* A list given as one string from the environment (a container's or a
+ * pod's): empty after expansion is the empty list, and commas separate
+ * items, so lease.etcd.endpoints can come from one variable. */
+static void test_env_list(void **state)
+{
+	const char *y = "lease:\n  etcd:\n"
+			"    endpoints: ${LTXFS_TEST_EPS:-}\n";
+	ltxfs_cfg cfg;
+
+	assert_int_equal(load(&cfg, y), 0);
+	assert_int_equal(cfg.lease.etcd.endpoints.count, 0);
+	cfg_free(&cfg);
+
+	setenv("LTXFS_TEST_EPS", "http://e1:2379,http://e2:2379", 1);
+	assert_int_equal(load(&cfg, y), 0);
+	assert_int_equal(cfg.lease.etcd.endpoints.count, 2);
+	assert_string_equal(cfg.lease.etcd.endpoints.items[0],
+			    "http://e1:2379");
+	assert_string_equal(cfg.lease.etcd.endpoints.items[1],
+			    "http://e2:2379");
+	cfg_free(&cfg);
+
+	/* An empty item between commas is still refused. */
+	setenv("LTXFS_TEST_EPS", "http://e1:2379,,http://e2:2379", 1);
+	expect_error(y, "t.yml:3: lease.etcd.endpoints: empty item");
+	unsetenv("LTXFS_TEST_EPS");
 }
 
 static void test_token_env(void **state)
@@ -656,6 +685,7 @@ int main(void)
 		cmocka_unit_test_setup(test_partial_keeps_defaults, setup),
 		cmocka_unit_test_setup(test_single_string_lists, setup),
 		cmocka_unit_test_setup(test_env_expansion, setup),
+		cmocka_unit_test_setup(test_env_list, setup),
 		cmocka_unit_test_setup(test_token_env, setup),
 		cmocka_unit_test_setup(test_unknown_keys, setup),
 		cmocka_unit_test_setup(test_bad_values, setup),
