@@ -30,6 +30,7 @@ Rules:
 import base64
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -352,7 +353,7 @@ def config_dirs(tmp, pod, objs):
             fail('volume %s: ConfigMap %s not rendered' % (
                 v['name'], v['configMap']['name']))
         d = os.path.join(tmp, 'cm-' + v['name'])
-        os.makedirs(d)
+        os.makedirs(d, exist_ok=True)
         for fname, text in cm['data'].items():
             with open(os.path.join(d, fname), 'w') as f:
                 f.write(text)
@@ -374,14 +375,28 @@ def security_args(c, pod):
     return args
 
 
-def podman_run_args(pods, sts, objs, i, tmp, image, namespace, dirs):
+def expand_refs(text, env):
+    """$(VAR) of the container's env replaced, $$(VAR) kept as $(VAR),
+    as the kubelet does in command and args."""
+    return re.sub(r'\$(\$|\(([A-Za-z_][A-Za-z0-9_]*)\))',
+                  lambda m: '$' if m.group(1) == '$' else
+                  env.get(m.group(2), m.group(0)), text)
+
+
+def only_container(sts):
+    pod = sts['spec']['template']['spec']
+    if len(pod['containers']) != 1 or pod.get('initContainers'):
+        fail('%s: only a pod of one container is converted' %
+             sts['metadata']['name'])
+    return pod['containers'][0]
+
+
+def podman_run_args(pods, sts, objs, i, image, namespace, dirs):
     """`podman run` arguments for pod <sts>-i of the StatefulSet."""
     spec = sts['spec']
     pod = spec['template']['spec']
     svc = spec['serviceName']
-    c = ltxfs_container(sts)
-    if len(pod['containers']) != 1 or pod.get('initContainers'):
-        fail('only a pod of one container is converted')
+    c = only_container(sts)
     secret_data = {o['metadata']['name']: o['data'] for o in objs
                    if o['kind'] == 'Secret'}
     name = '%s-%d' % (sts['metadata']['name'], i)
@@ -393,7 +408,8 @@ def podman_run_args(pods, sts, objs, i, tmp, image, namespace, dirs):
                                           30))]
     pods.containers.append(cname)
     args += security_args(c, pod)
-    for k, v in env_of(c, name, namespace, secret_data).items():
+    env = env_of(c, name, namespace, secret_data)
+    for k, v in env.items():
         args += ['--env', '%s=%s' % (k, v)]
     claims = {t['metadata']['name'] for t in spec['volumeClaimTemplates']}
     for m in c.get('volumeMounts', []):
@@ -404,7 +420,8 @@ def podman_run_args(pods, sts, objs, i, tmp, image, namespace, dirs):
             args += ['-v', '%s:%s:ro' % (dirs[m['name']], m['mountPath'])]
         else:
             fail('volumeMount %s: no such volume' % m['name'])
-    cmd = c.get('command', []) + c.get('args', [])
+    cmd = [expand_refs(a, env) for a in
+           c.get('command', []) + c.get('args', [])]
     if cmd:
         args += ['--entrypoint', json.dumps(cmd[:1])]
     args.append(image)
@@ -412,10 +429,30 @@ def podman_run_args(pods, sts, objs, i, tmp, image, namespace, dirs):
     return cname, args
 
 
+def start_sts(pods, sts, objs, image, tmp):
+    """Pods <sts>-0..replicas-1 started; their container names."""
+    dirs = config_dirs(os.path.join(tmp, sts['metadata']['name']),
+                       sts['spec']['template']['spec'], objs)
+    names = []
+    for i in range(sts['spec']['replicas']):
+        cname, args = podman_run_args(pods, sts, objs, i, image,
+                                      'ltxfs-test', dirs)
+        run(args)
+        names.append(cname)
+    return names
+
+
 def pod_ip(cname, net):
+    """The pod's address; a container that has exited fails the test
+    with its log."""
     p = run(['podman', 'inspect', cname, '--format',
-             '{{json .NetworkSettings.Networks}}'])
-    return json.loads(p.stdout)[net]['IPAddress']
+             '{{.State.Status}} {{json .NetworkSettings.Networks}}'])
+    status, nets = p.stdout.split(' ', 1)
+    if status not in ('running', 'created', 'configured'):
+        logs = run(['podman', 'logs', cname], check=False)
+        fail('%s is %s:\n%s%s' % (cname, status, logs.stdout,
+                                   logs.stderr[-3000:]))
+    return json.loads(nets).get(net, {}).get('IPAddress')
 
 
 def http_get(url, token=None, timeout=3):
@@ -461,6 +498,25 @@ def processes(cname):
     return pexec(cname, 'sh', '-c', script).stdout
 
 
+def ltxfs_image():
+    """The image of this source tree (tests/deploy/setup.sh; $LTXFS_IMAGE
+    names it if set)."""
+    tag = os.environ.get('LTXFS_IMAGE')
+    p = run(['bash', os.path.join(HERE, 'setup.sh')] + ([tag] if tag else
+                                                         []), timeout=900)
+    return p.stdout.strip().splitlines()[-1]
+
+
+def etcd_image():
+    """k8s/etcd.Dockerfile built on setup.sh's base image."""
+    tag = 'localhost/ltxfs-etcd:test'
+    run(['podman', 'build', '--quiet', '--format', 'docker',
+         '--build-arg', 'BASE=localhost/debian:bookworm',
+         '-f', os.path.join(HERE, 'k8s', 'etcd.Dockerfile'), '-t', tag,
+         os.path.join(HERE, 'k8s')], timeout=600)
+    return tag
+
+
 def run_pods():
     """The static overlay's pod template as pods ltxfs-0..2 on a podman
     network: each ready by its readinessProbe, alive by its livenessProbe,
@@ -479,20 +535,10 @@ def run_pods():
             objs = to_objects(modules, render(tree, 'static'), tmp)
             sts = find(objs, 'StatefulSet', 'ltxfs')
             c = ltxfs_container(sts)
-            image = os.environ.get('LTXFS_IMAGE', 'localhost/ltxfs:test')
-            p = run(['bash', os.path.join(HERE, 'setup.sh'), image],
-                    timeout=900)
-            image = p.stdout.strip().splitlines()[-1]
+            image = ltxfs_image()
             log('image %s in place of %s' % (image, c['image']))
             pods.network()
-            dirs = config_dirs(tmp, sts['spec']['template']['spec'], objs)
-            n = sts['spec']['replicas']
-            names = []
-            for i in range(n):
-                cname, args = podman_run_args(pods, sts, objs, i, tmp,
-                                              image, 'ltxfs-test', dirs)
-                run(args)
-                names.append(cname)
+            names = start_sts(pods, sts, objs, image, tmp)
             check_pods(pods, c, names, token)
     finally:
         pods.cleanup()
@@ -564,14 +610,118 @@ def check_pods(pods, c, names, token):
                                                drained[-1].strip()))
 
 
+def info(ip, token):
+    st, body = http_get('http://%s:20202/info' % ip, token)
+    return json.loads(body) if st == 200 else {}
+
+
+def primaries(ips, token):
+    return [c for c, ip in ips.items()
+            if info(ip, token).get('role') == 'primary']
+
+
+def wait_ready(names, net, probe_of, limit):
+    ips = {}
+    for cname in names:
+        ips[cname] = wait_for(cname + ' address',
+                              lambda: (pod_ip(cname, net),), 10)[0]
+    for cname in names:
+        url = probe_of(ips[cname])
+        wait_for(cname + ' readinessProbe ' + url,
+                 lambda: (lambda r: (r[0] == 200, r))(http_get(url)), limit)
+    return ips
+
+
+def sql(cname, q, check=True):
+    return pexec(cname, 'sqlite3', '/litefs/app.db', q, check=check)
+
+
+def wait_row(cname, k, v):
+    wait_for('%s reads %s=%s' % (cname, k, v),
+             lambda: (lambda out: (out == v, out))(sql(
+                 cname, "SELECT v FROM kv WHERE k='%s'" % k,
+                 check=False).stdout.strip()), 15)
+
+
+def run_etcd_pods():
+    """The etcd overlay's two StatefulSets as pods etcd-0..2 (Debian's
+    etcd in k8s/etcd.Dockerfile in place of the overlay's image) and
+    ltxfs-0..2: one ltxfs pod takes the lease, every pod is ready with
+    its application running, a write on the primary is read on both
+    replicas; the manifest's preStop hook, run in the primary, hands the
+    lease to another pod, and after the old primary's SIGTERM stop the
+    new primary has every row and its writes reach the last replica."""
+    need(['kubectl', 'node', 'npm', 'podman'])
+    modules = npm_dir()
+    pods = Pods(secrets.token_hex(4))
+    token = secrets.token_hex(16)
+    try:
+        with tempfile.TemporaryDirectory(prefix='ltxfs-k8s-') as tmp:
+            tree = copy_tree(tmp, token)
+            objs = to_objects(modules, render(tree, 'etcd'), tmp)
+            sts = find(objs, 'StatefulSet', 'ltxfs')
+            ests = find(objs, 'StatefulSet', 'etcd')
+            c, ec = ltxfs_container(sts), only_container(ests)
+            image = ltxfs_image()
+            eimage = etcd_image()
+            log('images %s, %s in place of %s, %s' % (
+                image, eimage, c['image'], ec['image']))
+            pods.network()
+            enames = start_sts(pods, ests, objs, eimage, tmp)
+            wait_ready(enames, pods.net,
+                       lambda ip: probe_url(ec, 'readinessProbe', ip), 60)
+            log('etcd pods ready: ' + ', '.join(enames))
+            names = start_sts(pods, sts, objs, image, tmp)
+            ips = wait_ready(names, pods.net,
+                             lambda ip: probe_url(c, 'readinessProbe', ip),
+                             90)
+            check_etcd_pods(pods, c, names, ips, token)
+    finally:
+        pods.cleanup()
+    log('1 passed, 0 failed')
+
+
+def check_etcd_pods(pods, c, names, ips, token):
+    prim = wait_for('one primary', lambda: (lambda p: (len(p) == 1, p))(
+        primaries(ips, token)), 30)[1][0]
+    for cname in names:
+        if 'sleep infinity' not in processes(cname):
+            fail('%s: the exec application is not running' % cname)
+    reps = [n for n in names if n != prim]
+    log('primary %s; every pod ready, exec application runs' % prim)
+    sql(prim, "INSERT INTO kv VALUES('a', 'before-handoff')")
+    for r in reps:
+        wait_row(r, 'a', 'before-handoff')
+    hook = c['lifecycle']['preStop']['exec']['command']
+    pexec(prim, *hook)
+    new = wait_for('another primary after the preStop hook',
+                   lambda: (lambda p: (len(p) == 1 and p[0] != prim, p))(
+                       primaries(ips, token)), 15)[1][0]
+    logs = run(['podman', 'logs', prim])
+    said = [l for l in (logs.stdout + logs.stderr).splitlines()
+            if '(HTTP ' in l]
+    if not said or '(HTTP 200)' not in said[-1]:
+        fail('%s: the preStop hook did not say 200: %s' % (prim, said))
+    log('preStop hook on %s: %s; primary now %s' % (prim, said[-1].strip(),
+                                                     new))
+    run(['podman', 'stop', prim], timeout=60)
+    wait_row(new, 'a', 'before-handoff')
+    sql(new, "INSERT INTO kv VALUES('b', 'after-handoff')")
+    last = [n for n in reps if n != new][0]
+    wait_row(last, 'b', 'after-handoff')
+    wait_row(last, 'a', 'before-handoff')
+    log('after %s stopped: %s has every row, its write read on %s' % (
+        prim, new, last))
+
+
 def main():
-    if len(sys.argv) != 2 or sys.argv[1] not in ('render', 'pods'):
-        sys.stderr.write('usage: test_kubernetes.py render|pods\n')
+    modes = {'render': test_render, 'pods': run_pods,
+             'etcd-pods': run_etcd_pods}
+    if len(sys.argv) != 2 or sys.argv[1] not in modes:
+        sys.stderr.write('usage: test_kubernetes.py %s\n' %
+                         '|'.join(modes))
         return 2
-    if sys.argv[1] == 'render':
-        test_render()
-    else:
-        run_pods()
+    modes[sys.argv[1]]()
     return 0
 
 
