@@ -11,6 +11,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <linux/capability.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +30,7 @@
 #include "lib/log.h"
 #include "node_id.h"
 #include "owner.h"
+#include "procfs.h"
 #include "replica/node.h"
 #include "watchdog.h"
 
@@ -94,12 +97,22 @@ static int check_readable(const char *key, const char *path)
 static int preflight(const ltxfs_cfg *cfg)
 {
 	char probe[PATH_MAX];
+	bool has_admin;
 	int fd;
 
 	if (access("/dev/fuse", R_OK | W_OK) != 0) {
 		fprintf(stderr, "ltxfs mount: /dev/fuse is missing or not "
 			"accessible (%s); load the fuse module or run the "
 			"container with --device /dev/fuse\n", strerror(errno));
+		return -1;
+	}
+	if (cmd_procfs_cap_bounding(CAP_SYS_ADMIN, &has_admin) == 0 &&
+	    !has_admin) {
+		fprintf(stderr, "ltxfs mount: the capability CAP_SYS_ADMIN, "
+			"needed to mount FUSE, is not in this process's "
+			"bounding set; run the container with --cap-add "
+			"SYS_ADMIN (Kubernetes: securityContext.capabilities"
+			".add: [SYS_ADMIN])\n");
 		return -1;
 	}
 	if (mkdir(cfg->data.dir, 0755) < 0 && errno != EEXIST) {

@@ -7,6 +7,8 @@
  * /proc/locks, one line per lock (or waiter, marked "->"):
  *   N: [->] FLOCK|POSIX|OFDLCK ADVISORY|MANDATORY READ|WRITE PID MJ:MN:INO ...
  *   MJ and MN are hex, INO decimal; OFD locks show PID -1.
+ * /proc/self/status, "Name:\tvalue" lines; CapBnd is the bounding set
+ *   as 16 hex digits, bit N for capability N.
  */
 #include "procfs.h"
 
@@ -211,4 +213,25 @@ pid_t cmd_procfs_flock_holder(dev_t dev, ino_t ino)
 	}
 	fclose(f);
 	return found;
+}
+
+int cmd_procfs_cap_bounding(int cap, bool *out)
+{
+	unsigned long long set;
+	char line[256];
+	int rc = -ENOENT;
+	FILE *f;
+
+	f = fopen("/proc/self/status", "re");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "CapBnd: %llx", &set) == 1) {
+			*out = cap >= 0 && cap < 64 && (set >> cap & 1);
+			rc = 0;
+			break;
+		}
+	}
+	fclose(f);
+	return rc;
 }

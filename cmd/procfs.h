@@ -44,4 +44,11 @@ bool cmd_procfs_exiting(pid_t pid);
  * when none is listed. */
 pid_t cmd_procfs_flock_holder(dev_t dev, ino_t ino);
 
+/* Whether capability cap (linux/capability.h number, e.g. 21 for
+ * CAP_SYS_ADMIN) is in this process's bounding set (CapBnd of
+ * /proc/self/status): without it neither ltxfs nor the set-user-ID
+ * fusermount3 it may run can ever hold it. 0 and *out, or -errno
+ * (-ENOENT when /proc says nothing). */
+int cmd_procfs_cap_bounding(int cap, bool *out);
+
 #endif

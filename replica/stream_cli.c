@@ -7,7 +7,9 @@
  * States:  CONNECTING --200--> STREAMING --(error, EOF, bad record)-->
  *          BACKOFF (100 ms doubling to 2 s; reset once READY arrives)
  *          --> CONNECTING.   A 401 or 409 (wrong token, other cluster)
- *          backs off 5 s and says so in the log each time.
+ *          backs off 5 s and says so in the log each time. Each
+ *          CONNECTING resolves the primary's host name anew (no DNS
+ *          cache): a restarted primary may have a new address.
  *
  * Each record arrives as BEGIN, DATA..., END; its bytes go to the scratch
  * file (scratch.c: one unlinked temporary file for the thread's life,
@@ -262,6 +264,10 @@ static void stream_once(rep_node *n, struct rep_cli *c, CURL *curl,
 	curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
+	/* The primary's name is resolved anew at each connection: a
+	 * restarted container or rescheduled pod keeps its name, not its
+	 * address (the multi handle's DNS cache kept the old one 60 s). */
+	curl_easy_setopt(curl, CURLOPT_DNS_CACHE_TIMEOUT, 0L);
 	curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, (long)STALL_SECONDS);
 	curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);

@@ -2,7 +2,11 @@
 # Prepares podman on this machine for the deploy tests and builds the ltxfs
 # image from this source tree. Idempotent: what exists is kept.
 #
-#   tests/deploy/setup.sh [IMAGE]     (default IMAGE: localhost/ltxfs:test)
+#   tests/deploy/setup.sh [IMAGE]
+#
+# IMAGE defaults to localhost/ltxfs:src-HASH, HASH from the source tree's
+# path, so that two checkouts on one machine do not overwrite each other's
+# image.
 #
 # Prints the image's name as its last line of standard output; the rest
 # goes to standard error.
@@ -22,12 +26,13 @@
 #  4. The ltxfs image is built with `podman build --format docker` (keeps
 #     the HEALTHCHECK) and BASE=localhost/debian:bookworm; podman's layer
 #     cache makes a second build take seconds.
+#  5. One run at a time on a machine (flock on /var/tmp/ltxfs-deploy.lock).
 set -euo pipefail
 
 MARK='# written by ltxfs tests/deploy/setup.sh'
 BASE_IMAGE=localhost/debian:bookworm
-IMAGE=${1:-localhost/ltxfs:test}
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
+IMAGE=${1:-localhost/ltxfs:src-$(printf %s "$SRC" | sha1sum | cut -c1-8)}
 CONF=/etc/containers/containers.conf
 
 say() { echo "setup.sh: $*" >&2; }
@@ -118,6 +123,8 @@ build_image() {
 }
 
 need_tools
+exec 9>/var/tmp/ltxfs-deploy.lock
+flock 9
 write_conf
 make_base
 build_image

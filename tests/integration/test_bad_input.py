@@ -16,12 +16,20 @@ One meson test per subcommand:
                  the node serves the others but not that database (log line naming
                  the database and "corrupt"); restoring the byte restores
                  service
+    no-fuse-access  ltxfs mount without /dev/fuse (a tmpfs over /dev in a
+                 mount namespace of its own) and without CAP_SYS_ADMIN
+                 (dropped from the bounding set by setpriv): it exits at
+                 once, nonzero, with one line naming what is missing and
+                 how to grant it (--device /dev/fuse, --cap-add
+                 SYS_ADMIN), and mounts nothing
 """
 
 import errno
 import os
 import re
+import shutil
 import sqlite3
+import subprocess
 import sys
 
 import ltxfs_harness as h
@@ -292,9 +300,43 @@ def t_corrupt_log():
         n.verify()
 
 
+def refused_start(n, wrap, want):
+    """Runs `ltxfs mount` under the command prefix wrap; it must exit
+    nonzero within 10 s with one line on stderr containing every string
+    of want, and leave nothing mounted."""
+    cmd = wrap + [h.ltxfs_bin(), "mount", "-c", n.cfg]
+    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=10, cwd=n.root)
+    err = p.stderr.decode(errors="replace")
+    print("  %s: exit %d, %r" % (" ".join(wrap[:2]), p.returncode, err))
+    h.check(p.returncode != 0, "ltxfs mount exited 0")
+    lines = err.splitlines()
+    h.check(len(lines) == 1, "%d lines on stderr, not one" % len(lines))
+    for w in want:
+        h.check(w in lines[0], "the line does not say %r" % w)
+    h.check(not h.is_mounted(n.mnt), "%s is mounted" % n.mnt)
+
+
+def t_no_fuse_access():
+    for tool in ("setpriv", "unshare"):
+        h.check(shutil.which(tool), "%s is not installed (util-linux)"
+                % tool)
+    with h.Node("nofuse") as n:
+        refused_start(n, ["unshare", "--mount", "--propagation",
+                          "private", "--", "sh", "-c",
+                          'mount -t tmpfs none /dev && exec "$@"', "sh"],
+                      ["/dev/fuse", "--device /dev/fuse"])
+        refused_start(n, ["setpriv", "--bounding-set", "-sys_admin",
+                          "--inh-caps", "-sys_admin", "--"],
+                      ["CAP_SYS_ADMIN", "--cap-add SYS_ADMIN"])
+        # The same node starts once it has both.
+        n.start()
+        n.stop()
+
+
 TESTS = {"namespace": t_namespace, "non-sqlite": t_non_sqlite,
          "journal-off": t_journal_off, "unaligned": t_unaligned,
-         "corrupt-log": t_corrupt_log}
+         "corrupt-log": t_corrupt_log, "no-fuse-access": t_no_fuse_access}
 
 if __name__ == "__main__":
     h.main(TESTS[sys.argv[1]])
