@@ -10,22 +10,30 @@
                               and the objects' references checked
   test_kubernetes.py pods     the static overlay's StatefulSet pod
                               template run for real under podman as pods
-                              ltxfs-0..2 (see run_pods)
+                              ltxfs-0..2 (run_pods)
+  test_kubernetes.py etcd-pods
+                              the etcd overlay's etcd and ltxfs
+                              StatefulSets run so, and its preStop hook
+                              (run_etcd_pods)
 
 Rules:
  1. Real tools only: kubectl, node and npm, podman. A missing one makes
     the test skip (77) with its name, except under CI=true, where it fails.
  2. The manifests are rendered from a copy of deploy/kubernetes with a
     cluster token of this run (base/cluster-token.env is never shipped).
- 3. The pod run converts, and refuses what it does not know: every env
-    source, volume and security setting of the template is either turned
+ 3. The pod runs convert, and refuse what they do not know: every env
+    source, volume and security setting of a template is either turned
     into its podman equivalent or the test fails naming it, so the
-    manifest cannot grow something this test silently leaves out. Ports
-    are not published (the test reaches each pod at its network address,
-    as the kubelet's probes do) and resource requests are not enforced.
- 4. Every wait is bounded; every container, volume and network is named
-    with this run's id and removed by that name at the end, even on
-    failure.
+    manifest cannot grow something this test silently leaves out. The
+    image is the one tests/deploy/setup.sh builds from this tree, in
+    place of the manifest's. Ports are not published (the test reaches
+    each pod at its network address, as the kubelet's probes do),
+    resource requests are not enforced, and the kubelet's own work (probe
+    scheduling, restarts, hooks on deletion) is not there: the test
+    performs the probes' requests and runs the preStop command itself.
+ 4. Pods live in a podman_harness.Pod: every container, volume and
+    network is named with the run's id and removed by that name at the
+    end, even on failure or a timeout; every wait is bounded.
 """
 import base64
 import json
@@ -36,11 +44,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import podman_harness as ph  # noqa: E402
+from podman_harness import TestFailure, wait_for  # noqa: E402
 SRC = os.path.dirname(os.path.dirname(HERE))
 K8S = os.path.join(SRC, 'deploy', 'kubernetes')
 OVERLAYS = ['static', 'etcd']
@@ -52,8 +62,7 @@ def log(msg):
 
 
 def fail(msg):
-    log('FAIL: ' + msg)
-    sys.exit(1)
+    raise TestFailure(msg)
 
 
 def need(tools):
@@ -279,38 +288,9 @@ def test_render():
             check_references(objs, overlay)
             if overlay == 'static':
                 check_validator_fails(modules, objs, tmp)
-    log('1 passed, 0 failed')
 
 
 # -- the pod template under podman --------------------------------------
-
-class Pods:
-    """Containers, volumes and a network of one run, removed by name."""
-
-    def __init__(self, run_id):
-        self.id = run_id
-        self.net = 'ltxfs-k8s-%s' % run_id
-        self.containers = []
-        self.volumes = []
-        self.made_net = False
-
-    def network(self):
-        run(['podman', 'network', 'create', self.net])
-        self.made_net = True
-
-    def volume(self, name):
-        run(['podman', 'volume', 'create', name])
-        self.volumes.append(name)
-        return name
-
-    def cleanup(self):
-        for c in self.containers:
-            run(['podman', 'rm', '-f', '-t', '5', c], check=False)
-        for v in self.volumes:
-            run(['podman', 'volume', 'rm', '-f', v], check=False)
-        if self.made_net:
-            run(['podman', 'network', 'rm', '-f', self.net], check=False)
-
 
 def env_of(c, pod_name, namespace, secret_data):
     """The container's env as the kubelet would set it (rule 3)."""
@@ -391,30 +371,33 @@ def only_container(sts):
     return pod['containers'][0]
 
 
-def podman_run_args(pods, sts, objs, i, image, namespace, dirs):
-    """`podman run` arguments for pod <sts>-i of the StatefulSet."""
+def podman_run_args(pod, net, sts, objs, i, image, dirs):
+    """`podman run` arguments for pod <sts>-i of the StatefulSet: the
+    container <run>-<sts>-i of pod (a podman_harness.Pod), named
+    <sts>-i and <sts>-i.<service> on net, as the headless Service
+    names it."""
     spec = sts['spec']
-    pod = spec['template']['spec']
+    tmpl = spec['template']['spec']
     svc = spec['serviceName']
     c = only_container(sts)
     secret_data = {o['metadata']['name']: o['data'] for o in objs
                    if o['kind'] == 'Secret'}
     name = '%s-%d' % (sts['metadata']['name'], i)
-    cname = '%s-%s' % (name, pods.id)
-    args = ['podman', 'run', '-d', '--name', cname,
-            '--network', pods.net, '--hostname', name,
-            '--network-alias', name, '--network-alias', name + '.' + svc,
-            '--stop-timeout', str(pod.get('terminationGracePeriodSeconds',
-                                          30))]
-    pods.containers.append(cname)
-    args += security_args(c, pod)
-    env = env_of(c, name, namespace, secret_data)
+    cname = pod.name(name)
+    args = ['run', '-d', '--name', cname, '--network', net,
+            '--hostname', name, '--network-alias', name,
+            '--network-alias', name + '.' + svc, '--no-healthcheck',
+            '--stop-timeout', str(tmpl.get('terminationGracePeriodSeconds',
+                                           30))]
+    pod.containers.append(cname)
+    args += security_args(c, tmpl)
+    env = env_of(c, name, 'ltxfs-test', secret_data)
     for k, v in env.items():
         args += ['--env', '%s=%s' % (k, v)]
     claims = {t['metadata']['name'] for t in spec['volumeClaimTemplates']}
     for m in c.get('volumeMounts', []):
         if m['name'] in claims:
-            vol = pods.volume('%s-%s-%s' % (m['name'], name, pods.id))
+            vol = pod.volume('%s-%s' % (m['name'], name))
             args += ['-v', '%s:%s' % (vol, m['mountPath'])]
         elif m['name'] in dirs:
             args += ['-v', '%s:%s:ro' % (dirs[m['name']], m['mountPath'])]
@@ -424,35 +407,18 @@ def podman_run_args(pods, sts, objs, i, image, namespace, dirs):
            c.get('command', []) + c.get('args', [])]
     if cmd:
         args += ['--entrypoint', json.dumps(cmd[:1])]
-    args.append(image)
-    args += cmd[1:]
-    return cname, args
+    return args + [image] + cmd[1:]
 
 
-def start_sts(pods, sts, objs, image, tmp):
+def start_sts(pod, net, sts, objs, image, tmp):
     """Pods <sts>-0..replicas-1 started; their container names."""
     dirs = config_dirs(os.path.join(tmp, sts['metadata']['name']),
                        sts['spec']['template']['spec'], objs)
     names = []
     for i in range(sts['spec']['replicas']):
-        cname, args = podman_run_args(pods, sts, objs, i, image,
-                                      'ltxfs-test', dirs)
-        run(args)
-        names.append(cname)
+        ph.podman(*podman_run_args(pod, net, sts, objs, i, image, dirs))
+        names.append(pod.name('%s-%d' % (sts['metadata']['name'], i)))
     return names
-
-
-def pod_ip(cname, net):
-    """The pod's address; a container that has exited fails the test
-    with its log."""
-    p = run(['podman', 'inspect', cname, '--format',
-             '{{.State.Status}} {{json .NetworkSettings.Networks}}'])
-    status, nets = p.stdout.split(' ', 1)
-    if status not in ('running', 'created', 'configured'):
-        logs = run(['podman', 'logs', cname], check=False)
-        fail('%s is %s:\n%s%s' % (cname, status, logs.stdout,
-                                   logs.stderr[-3000:]))
-    return json.loads(nets).get(net, {}).get('IPAddress')
 
 
 def http_get(url, token=None, timeout=3):
@@ -473,141 +439,36 @@ def probe_url(c, probe, ip):
     return 'http://%s:%d%s' % (ip, g['port'], g['path'])
 
 
-def wait_for(what, fn, limit):
-    """fn() until it returns a true value, at most limit seconds."""
-    end = time.monotonic() + limit
-    last = None
-    for _ in range(int(limit * 10) + 1):
-        last = fn()
-        if last and last[0]:
-            return last
-        if time.monotonic() > end:
-            break
-        time.sleep(0.1)
-    fail('%s: not within %ds (last: %s)' % (what, limit, last))
+def wait_ready(pod, names, probe_of, limit):
+    """Each pod's address once it has one, and its probe (the URL
+    probe_of(address)) answering 200, as the kubelet's readiness probe
+    would see it; a container that exits fails the test with its log."""
+    def addr(c):
+        if not pod.running(c):
+            fail('%s exited:\n%s' % (c, pod.logs(c)))
+        return pod.ip(c)
+
+    ips = {c: wait_for(lambda: addr(c), 10, c + ' address') for c in names}
+    for c in names:
+        url = probe_of(ips[c])
+        wait_for(lambda: addr(c) and http_get(url)[0] == 200, limit,
+                 '%s readiness %s' % (c, url), interval=0.2)
+    return ips
 
 
-def pexec(cname, *cmd, check=True):
-    return run(['podman', 'exec', cname] + list(cmd), check=check,
-               timeout=30)
-
-
-def processes(cname):
+def processes(pod, c):
     script = ('for p in /proc/[0-9]*; do printf "%s " "${p#/proc/}"; '
               'tr "\\0" " " < "$p/cmdline"; echo; done')
-    return pexec(cname, 'sh', '-c', script).stdout
+    return pod.exec(c, 'sh', '-c', script)[1]
 
 
-def ltxfs_image():
-    """The image of this source tree (tests/deploy/setup.sh; $LTXFS_IMAGE
-    names it if set)."""
-    tag = os.environ.get('LTXFS_IMAGE')
-    p = run(['bash', os.path.join(HERE, 'setup.sh')] + ([tag] if tag else
-                                                         []), timeout=900)
-    return p.stdout.strip().splitlines()[-1]
+def select(pod, c, k):
+    return pod.sql(c, "SELECT v FROM kv WHERE k='%s'" % k).strip()
 
 
-def etcd_image():
-    """k8s/etcd.Dockerfile built on setup.sh's base image."""
-    tag = 'localhost/ltxfs-etcd:test'
-    run(['podman', 'build', '--quiet', '--format', 'docker',
-         '--build-arg', 'BASE=localhost/debian:bookworm',
-         '-f', os.path.join(HERE, 'k8s', 'etcd.Dockerfile'), '-t', tag,
-         os.path.join(HERE, 'k8s')], timeout=600)
-    return tag
-
-
-def run_pods():
-    """The static overlay's pod template as pods ltxfs-0..2 on a podman
-    network: each ready by its readinessProbe, alive by its livenessProbe,
-    ltxfs PID 1 with the application (exec) its child, the token in
-    force, the migration (if-candidate) replicated, a write on ltxfs-0
-    read on ltxfs-1 and ltxfs-2, ltxfs-1 read-only naming ltxfs-0, and
-    a clean stop (SIGTERM) of the primary draining both replicas."""
-    need(['kubectl', 'node', 'npm', 'podman'])
-    modules = npm_dir()
-    run_id = secrets.token_hex(4)
-    pods = Pods(run_id)
-    token = secrets.token_hex(16)
-    try:
-        with tempfile.TemporaryDirectory(prefix='ltxfs-k8s-') as tmp:
-            tree = copy_tree(tmp, token)
-            objs = to_objects(modules, render(tree, 'static'), tmp)
-            sts = find(objs, 'StatefulSet', 'ltxfs')
-            c = ltxfs_container(sts)
-            image = ltxfs_image()
-            log('image %s in place of %s' % (image, c['image']))
-            pods.network()
-            names = start_sts(pods, sts, objs, image, tmp)
-            check_pods(pods, c, names, token)
-    finally:
-        pods.cleanup()
-    log('1 passed, 0 failed')
-
-
-def check_pods(pods, c, names, token):
-    ips = {}
-    for cname in names:
-        ips[cname] = wait_for(
-            cname + ' address',
-            lambda: (pod_ip(cname, pods.net),), 10)[0]
-    for cname in names:
-        ip = ips[cname]
-        st = wait_for(cname + ' readinessProbe',
-                      lambda: (lambda r: (r[0] == 200, r))(
-                          http_get(probe_url(c, 'readinessProbe', ip))),
-                      60)
-        live = http_get(probe_url(c, 'livenessProbe', ip))
-        if live[0] != 200:
-            fail('%s livenessProbe: %s' % (cname, live))
-        log('%s (%s): readyz %s, healthz %s' % (cname, ip, st[1][1].strip(),
-                                               live[1].strip()))
-        info = 'http://%s:20202/info' % ip
-        if http_get(info)[0] != 401 or http_get(info, token)[0] != 200:
-            fail('%s: the Secret\'s token is not in force on /info' % cname)
-        ps = processes(cname)
-        pid1 = [l for l in ps.splitlines() if l.startswith('1 ')]
-        if not pid1 or 'ltxfs mount -c /etc/ltxfs/ltxfs.yml' not in pid1[0]:
-            fail('%s: PID 1 is not ltxfs: %s' % (cname, ps))
-        if 'sleep infinity' not in ps:
-            fail('%s: the exec application is not running:\n%s' % (
-                cname, ps))
-    log('every pod: ready, alive, token in force, exec application runs')
-    primary, replicas = names[0], names[1:]
-    for r in replicas:
-        tables = pexec(r, 'sqlite3', '/litefs/app.db', '.tables').stdout
-        if 'kv' not in tables.split():
-            fail('%s: the if-candidate migration did not replicate: %r' %
-                 (r, tables))
-    value = 'v-' + secrets.token_hex(4)
-    pexec(primary, 'sqlite3', '/litefs/app.db',
-          "INSERT INTO kv VALUES('k', '%s')" % value)
-    for r in replicas:
-        wait_for(r + ' reads the write of ' + primary,
-                 lambda: (lambda out: (out == value, out))(pexec(
-                     r, 'sqlite3', '/litefs/app.db',
-                     "SELECT v FROM kv WHERE k='k'",
-                     check=False).stdout.strip()), 10)
-    log('a write on %s read on %s' % (primary, ', '.join(replicas)))
-    w = pexec(replicas[0], 'sqlite3', '/litefs/app.db',
-              "INSERT INTO kv VALUES('x', 'y')", check=False)
-    if w.returncode == 0 or 'readonly' not in w.stderr:
-        fail('%s took a write: %s' % (replicas[0], w.stderr))
-    prim = pexec(replicas[0], 'cat', '/litefs/.primary').stdout
-    if 'ltxfs-0' not in prim:
-        fail('%s: .primary is %r, not ltxfs-0' % (replicas[0], prim))
-    log('%s is read-only; .primary: %s' % (replicas[0], prim.strip()))
-    run(['podman', 'stop', primary], timeout=60)
-    out = run(['podman', 'logs', primary]).stdout + \
-        run(['podman', 'logs', primary]).stderr
-    drained = [l for l in out.splitlines() if 'every replica' in l]
-    if not drained or '(%d)' % len(replicas) not in drained[-1]:
-        fail('%s: no drain of its %d replicas on SIGTERM:\n%s' % (
-            primary, len(replicas), out[-3000:]))
-    code = run(['podman', 'inspect', primary, '--format',
-                '{{.State.ExitCode}}']).stdout.strip()
-    log('%s stopped (SIGTERM, exit %s): %s' % (primary, code,
-                                               drained[-1].strip()))
+def wait_row(pod, c, k, v):
+    wait_for(lambda: select(pod, c, k) == v, 15,
+             '%s reads %s=%s' % (c, k, v), interval=0.2)
 
 
 def info(ip, token):
@@ -620,27 +481,87 @@ def primaries(ips, token):
             if info(ip, token).get('role') == 'primary']
 
 
-def wait_ready(names, net, probe_of, limit):
-    ips = {}
-    for cname in names:
-        ips[cname] = wait_for(cname + ' address',
-                              lambda: (pod_ip(cname, net),), 10)[0]
-    for cname in names:
-        url = probe_of(ips[cname])
-        wait_for(cname + ' readinessProbe ' + url,
-                 lambda: (lambda r: (r[0] == 200, r))(http_get(url)), limit)
-    return ips
+def etcd_image():
+    """k8s/etcd.Dockerfile built on setup.sh's base image."""
+    tag = 'localhost/ltxfs-etcd:test'
+    ph.podman('build', '--quiet', '--format', 'docker',
+              '--build-arg', 'BASE=localhost/debian:bookworm',
+              '-f', os.path.join(HERE, 'k8s', 'etcd.Dockerfile'), '-t', tag,
+              os.path.join(HERE, 'k8s'), timeout=600)
+    return tag
 
 
-def sql(cname, q, check=True):
-    return pexec(cname, 'sqlite3', '/litefs/app.db', q, check=check)
+def rendered(tmp, overlay, token):
+    modules = npm_dir()
+    tree = copy_tree(tmp, token)
+    return to_objects(modules, render(tree, overlay), tmp)
 
 
-def wait_row(cname, k, v):
-    wait_for('%s reads %s=%s' % (cname, k, v),
-             lambda: (lambda out: (out == v, out))(sql(
-                 cname, "SELECT v FROM kv WHERE k='%s'" % k,
-                 check=False).stdout.strip()), 15)
+def run_pods():
+    """The static overlay's pod template as pods ltxfs-0..2 on a podman
+    network: each ready by its readinessProbe, alive by its livenessProbe,
+    ltxfs PID 1 with the application (exec) its child, the token in
+    force, the migration (if-candidate) replicated, a write on ltxfs-0
+    read on ltxfs-1 and ltxfs-2, ltxfs-1 read-only naming ltxfs-0, and
+    a clean stop (SIGTERM) of the primary draining both replicas."""
+    need(['kubectl', 'node', 'npm'])
+    token = secrets.token_hex(16)
+    with tempfile.TemporaryDirectory(prefix='ltxfs-k8s-') as tmp, \
+            ph.Pod() as pod:
+        objs = rendered(tmp, 'static', token)
+        sts = find(objs, 'StatefulSet', 'ltxfs')
+        c = ltxfs_container(sts)
+        image = pod.image()
+        log('image %s in place of %s' % (image, c['image']))
+        net = pod.network()
+        names = start_sts(pod, net, sts, objs, image, tmp)
+        ips = wait_ready(pod, names,
+                         lambda ip: probe_url(c, 'readinessProbe', ip), 60)
+        check_pods(pod, c, names, ips, token)
+
+
+def check_pods(pod, c, names, ips, token):
+    for n in names:
+        live = http_get(probe_url(c, 'livenessProbe', ips[n]))
+        if live[0] != 200:
+            fail('%s livenessProbe: %s' % (n, live))
+        url = 'http://%s:20202/info' % ips[n]
+        if http_get(url)[0] != 401 or http_get(url, token)[0] != 200:
+            fail('%s: the Secret\'s token is not in force on /info' % n)
+        ps = processes(pod, n)
+        pid1 = [l for l in ps.splitlines() if l.startswith('1 ')]
+        if not pid1 or 'ltxfs mount -c /etc/ltxfs/ltxfs.yml' not in pid1[0]:
+            fail('%s: PID 1 is not ltxfs: %s' % (n, ps))
+        if 'sleep infinity' not in ps:
+            fail('%s: the exec application is not running:\n%s' % (n, ps))
+    log('every pod: ready, alive, token in force, exec application runs')
+    primary, replicas = names[0], names[1:]
+    for r in replicas:
+        tables = pod.sql(r, '.tables')
+        if 'kv' not in tables.split():
+            fail('%s: the if-candidate migration did not replicate: %r' %
+                 (r, tables))
+    value = 'v-' + secrets.token_hex(4)
+    pod.sql(primary, "INSERT INTO kv VALUES('k', '%s')" % value)
+    for r in replicas:
+        wait_row(pod, r, 'k', value)
+    log('a write on %s read on %s' % (primary, ', '.join(replicas)))
+    rc, _, err = pod.exec(replicas[0], 'sqlite3', '/litefs/app.db',
+                          "INSERT INTO kv VALUES('x', 'y')", check_rc=False)
+    if rc == 0 or 'readonly' not in err:
+        fail('%s took a write: %s' % (replicas[0], err))
+    prim = pod.exec(replicas[0], 'cat', '/litefs/.primary')[1]
+    if 'ltxfs-0' not in prim:
+        fail('%s: .primary is %r, not ltxfs-0' % (replicas[0], prim))
+    log('%s is read-only; .primary: %s' % (replicas[0], prim.strip()))
+    code = pod.stop(primary)
+    drained = [l for l in pod.logs(primary, 200).splitlines()
+               if 'every replica' in l]
+    if not drained or '(%d)' % len(replicas) not in drained[-1]:
+        fail('%s: no drain of its %d replicas on SIGTERM:\n%s' % (
+            primary, len(replicas), pod.logs(primary)))
+    log('%s stopped (SIGTERM, exit %d): %s' % (primary, code,
+                                               drained[-1].strip()))
 
 
 def run_etcd_pods():
@@ -651,72 +572,72 @@ def run_etcd_pods():
     replicas; the manifest's preStop hook, run in the primary, hands the
     lease to another pod, and after the old primary's SIGTERM stop the
     new primary has every row and its writes reach the last replica."""
-    need(['kubectl', 'node', 'npm', 'podman'])
-    modules = npm_dir()
-    pods = Pods(secrets.token_hex(4))
+    need(['kubectl', 'node', 'npm'])
     token = secrets.token_hex(16)
-    try:
-        with tempfile.TemporaryDirectory(prefix='ltxfs-k8s-') as tmp:
-            tree = copy_tree(tmp, token)
-            objs = to_objects(modules, render(tree, 'etcd'), tmp)
-            sts = find(objs, 'StatefulSet', 'ltxfs')
-            ests = find(objs, 'StatefulSet', 'etcd')
-            c, ec = ltxfs_container(sts), only_container(ests)
-            image = ltxfs_image()
-            eimage = etcd_image()
-            log('images %s, %s in place of %s, %s' % (
-                image, eimage, c['image'], ec['image']))
-            pods.network()
-            enames = start_sts(pods, ests, objs, eimage, tmp)
-            wait_ready(enames, pods.net,
-                       lambda ip: probe_url(ec, 'readinessProbe', ip), 60)
-            log('etcd pods ready: ' + ', '.join(enames))
-            names = start_sts(pods, sts, objs, image, tmp)
-            ips = wait_ready(names, pods.net,
-                             lambda ip: probe_url(c, 'readinessProbe', ip),
-                             90)
-            check_etcd_pods(pods, c, names, ips, token)
-    finally:
-        pods.cleanup()
-    log('1 passed, 0 failed')
+    with tempfile.TemporaryDirectory(prefix='ltxfs-k8s-') as tmp, \
+            ph.Pod() as pod:
+        objs = rendered(tmp, 'etcd', token)
+        sts = find(objs, 'StatefulSet', 'ltxfs')
+        ests = find(objs, 'StatefulSet', 'etcd')
+        c, ec = ltxfs_container(sts), only_container(ests)
+        image = pod.image()
+        eimage = etcd_image()
+        log('images %s, %s in place of %s, %s' % (
+            image, eimage, c['image'], ec['image']))
+        net = pod.network()
+        enames = start_sts(pod, net, ests, objs, eimage, tmp)
+        wait_ready(pod, enames,
+                   lambda ip: probe_url(ec, 'readinessProbe', ip), 60)
+        log('etcd pods ready: ' + ', '.join(enames))
+        names = start_sts(pod, net, sts, objs, image, tmp)
+        ips = wait_ready(pod, names,
+                         lambda ip: probe_url(c, 'readinessProbe', ip), 90)
+        check_etcd_pods(pod, c, names, ips, token)
 
 
-def check_etcd_pods(pods, c, names, ips, token):
-    prim = wait_for('one primary', lambda: (lambda p: (len(p) == 1, p))(
-        primaries(ips, token)), 30)[1][0]
-    for cname in names:
-        if 'sleep infinity' not in processes(cname):
-            fail('%s: the exec application is not running' % cname)
+def check_etcd_pods(pod, c, names, ips, token):
+    prim = wait_for(lambda: (lambda p: len(p) == 1 and p[0])(
+        primaries(ips, token)), 30, 'one primary')
+    for n in names:
+        if 'sleep infinity' not in processes(pod, n):
+            fail('%s: the exec application is not running' % n)
     reps = [n for n in names if n != prim]
     log('primary %s; every pod ready, exec application runs' % prim)
-    sql(prim, "INSERT INTO kv VALUES('a', 'before-handoff')")
+    pod.sql(prim, "INSERT INTO kv VALUES('a', 'before-handoff')")
     for r in reps:
-        wait_row(r, 'a', 'before-handoff')
+        wait_row(pod, r, 'a', 'before-handoff')
     hook = c['lifecycle']['preStop']['exec']['command']
-    pexec(prim, *hook)
-    new = wait_for('another primary after the preStop hook',
-                   lambda: (lambda p: (len(p) == 1 and p[0] != prim, p))(
-                       primaries(ips, token)), 15)[1][0]
-    logs = run(['podman', 'logs', prim])
-    said = [l for l in (logs.stdout + logs.stderr).splitlines()
-            if '(HTTP ' in l]
+    pod.exec(prim, *hook)
+    new = wait_for(lambda: (lambda p: len(p) == 1 and p[0] != prim and p[0])(
+        primaries(ips, token)), 15, 'another primary after the preStop hook')
+    said = [l for l in pod.logs(prim, 200).splitlines() if '(HTTP ' in l]
     if not said or '(HTTP 200)' not in said[-1]:
         fail('%s: the preStop hook did not say 200: %s' % (prim, said))
     log('preStop hook on %s: %s; primary now %s' % (prim, said[-1].strip(),
                                                      new))
-    run(['podman', 'stop', prim], timeout=60)
-    wait_row(new, 'a', 'before-handoff')
-    sql(new, "INSERT INTO kv VALUES('b', 'after-handoff')")
+    pod.stop(prim)
+    wait_row(pod, new, 'a', 'before-handoff')
+    pod.sql(new, "INSERT INTO kv VALUES('b', 'after-handoff')")
     last = [n for n in reps if n != new][0]
-    wait_row(last, 'b', 'after-handoff')
-    wait_row(last, 'a', 'before-handoff')
+    wait_row(pod, last, 'b', 'after-handoff')
+    wait_row(pod, last, 'a', 'before-handoff')
     log('after %s stopped: %s has every row, its write read on %s' % (
         prim, new, last))
 
 
+def render_main():
+    try:
+        test_render()
+    except TestFailure as e:
+        log('FAIL: %s' % e)
+        sys.exit(1)
+    log('1 passed, 0 failed')
+
+
 def main():
-    modes = {'render': test_render, 'pods': run_pods,
-             'etcd-pods': run_etcd_pods}
+    modes = {'render': render_main,
+             'pods': lambda: ph.main(run_pods),
+             'etcd-pods': lambda: ph.main(run_etcd_pods)}
     if len(sys.argv) != 2 or sys.argv[1] not in modes:
         sys.stderr.write('usage: test_kubernetes.py %s\n' %
                          '|'.join(modes))
