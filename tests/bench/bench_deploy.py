@@ -61,7 +61,7 @@ def container_start(p, net, short, vol):
     dt = ready_at("http://%s:20202/readyz" % ip.strip(), t0,
                   lambda: p.running(c))
     check(p.stop(c) == 0, "%s: nonzero exit" % c)
-    podman("rm", "-f", c)
+    podman("rm", "-f", "-v", c)
     return dt
 
 
@@ -99,7 +99,7 @@ def fill(p, net, vol, gib):
     print("  filled big.db (%d GiB) in %.0fs" % (gib,
                                                   time.monotonic() - t0))
     check(p.stop(c) == 0, "fill: nonzero exit")
-    podman("rm", "-f", c)
+    podman("rm", "-f", "-v", c)
 
 
 def med(xs):

@@ -190,13 +190,27 @@ class Pod:
 
     # -- clean-up ----------------------------------------------------
 
+    def anonymous_volumes(self, c):
+        """The volumes of container c that are not the run's own (the
+        image's VOLUME when no -v names one)."""
+        rc, out, _ = podman("inspect", "-f", "{{range .Mounts}}{{.Name}} "
+                            "{{end}}", c, check_rc=False)
+        return [v for v in out.split() if v not in self.volumes] \
+            if rc == 0 else []
+
     def close(self):
         errs = []
+        anon = []
         for c in reversed(self.containers):
-            rc, _, err = podman("rm", "-f", "-t", "0", c, check_rc=False,
+            anon += self.anonymous_volumes(c)
+            rc, _, err = podman("rm", "-f", "-v", "-t", "0", c,
+                                check_rc=False,
                                 timeout=60)
             if rc != 0 and "no such container" not in err.lower():
                 errs.append("rm %s: %s" % (c, err.strip()))
+        for v in anon:
+            if podman("volume", "exists", v, check_rc=False)[0] == 0:
+                errs.append("anonymous volume %s left" % v)
         for v in self.volumes:
             rc, _, err = podman("volume", "rm", "-f", v, check_rc=False)
             if rc != 0:

@@ -194,7 +194,7 @@ def t_static():
 
         # The primary recreated on another address, as a rescheduled pod
         # with the same volume and name.
-        podman("rm", "-f", "-t", "0", a)
+        podman("rm", "-f", "-v", "-t", "0", a)
         p.node("n0", net, volume=vol0, ip="10.%d.7.20" % sub)
         p.wait_ready(a)
         check(acked <= ids(p, a), "the restarted primary lacks acked ids")
