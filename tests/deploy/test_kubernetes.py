@@ -1,0 +1,650 @@
+#!/usr/bin/env python3
+"""deploy/kubernetes, checked without an API server (none runs here).
+
+  test_kubernetes.py render   each overlay rendered by `kubectl kustomize`
+                              (the kubectl on PATH: CI's is Debian 12's
+                              1.20 with kustomize v2.0.3), every object
+                              validated against the Kubernetes 1.27
+                              schemas (npm kubernetes-models, k8s/), the
+                              validator shown to fail on broken objects,
+                              and the objects' references checked
+  test_kubernetes.py pods     the static overlay's StatefulSet pod
+                              template run for real under podman as pods
+                              ltxfs-0..2 (run_pods)
+  test_kubernetes.py etcd-pods
+                              the etcd overlay's etcd and ltxfs
+                              StatefulSets run so, and its preStop hook
+                              (run_etcd_pods)
+
+Rules:
+ 1. Real tools only: kubectl, node and npm, podman. A missing one makes
+    the test skip (77) with its name, except under CI=true, where it fails.
+ 2. The manifests are rendered from a copy of deploy/kubernetes with a
+    cluster token of this run (base/cluster-token.env is never shipped).
+ 3. The pod runs convert, and refuse what they do not know: every env
+    source, volume and security setting of a template is either turned
+    into its podman equivalent or the test fails naming it, so the
+    manifest cannot grow something this test silently leaves out. The
+    image is the one tests/deploy/setup.sh builds from this tree, in
+    place of the manifest's. Ports are not published (the test reaches
+    each pod at its network address, as the kubelet's probes do),
+    resource requests are not enforced, and the kubelet's own work (probe
+    scheduling, restarts, hooks on deletion) is not there: the test
+    performs the probes' requests and runs the preStop command itself.
+ 4. Pods live in a podman_harness.Pod: every container, volume and
+    network is named with the run's id and removed by that name at the
+    end, even on failure or a timeout; every wait is bounded.
+"""
+import base64
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import podman_harness as ph  # noqa: E402
+from podman_harness import TestFailure, wait_for  # noqa: E402
+SRC = os.path.dirname(os.path.dirname(HERE))
+K8S = os.path.join(SRC, 'deploy', 'kubernetes')
+OVERLAYS = ['static', 'etcd']
+SKIP = 77
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def fail(msg):
+    raise TestFailure(msg)
+
+
+def need(tools):
+    missing = [t for t in tools if shutil.which(t) is None]
+    if not missing:
+        return
+    why = 'missing ' + ', '.join(missing) + ' (scripts/install-deps)'
+    if os.environ.get('CI') == 'true':
+        fail(why + ', required in CI')
+    log('SKIP: ' + why)
+    sys.exit(SKIP)
+
+
+def run(cmd, check=True, timeout=120, **kw):
+    p = subprocess.run(cmd, capture_output=True, text=True,
+                       timeout=timeout, **kw)
+    if check and p.returncode != 0:
+        fail('%s exited %d: %s' % (' '.join(cmd), p.returncode,
+                                   (p.stderr or p.stdout).strip()[-2000:]))
+    return p
+
+
+# -- rendering and validation ------------------------------------------
+
+def copy_tree(tmp, token):
+    """deploy/kubernetes copied under tmp, with this run's cluster token."""
+    dst = os.path.join(tmp, 'kubernetes')
+    shutil.copytree(K8S, dst, ignore=shutil.ignore_patterns(
+        'cluster-token.env'))
+    if token is not None:
+        with open(os.path.join(dst, 'base', 'cluster-token.env'), 'w') as f:
+            f.write('token=%s\n' % token)
+    return dst
+
+
+def render(tree, overlay):
+    p = run(['kubectl', 'kustomize', os.path.join(tree, overlay)])
+    return p.stdout
+
+
+def npm_dir():
+    """kubernetes-models and yaml installed (npm ci) into the build dir."""
+    d = os.environ.get('LTXFS_K8S_NPM_DIR') or os.path.join(
+        tempfile.gettempdir(), 'ltxfs-k8s-npm')
+    os.makedirs(d, exist_ok=True)
+    lock = os.path.join(HERE, 'k8s', 'package-lock.json')
+    have = os.path.join(d, 'package-lock.json')
+    ready = os.path.join(d, 'node_modules', 'kubernetes-models')
+    same = os.path.exists(have) and \
+        open(have, 'rb').read() == open(lock, 'rb').read()
+    if not (same and os.path.isdir(ready)):
+        for f in ('package.json', 'package-lock.json'):
+            shutil.copy(os.path.join(HERE, 'k8s', f), d)
+        log('npm ci in %s' % d)
+        run(['npm', 'ci', '--no-audit', '--no-fund', '--ignore-scripts'],
+            cwd=d, timeout=300)
+    return os.path.join(d, 'node_modules')
+
+
+def validate(modules, path):
+    env = dict(os.environ, NODE_PATH=modules)
+    return run(['node', os.path.join(HERE, 'k8s', 'validate.js'), path],
+               check=False, env=env)
+
+
+def to_objects(modules, text, tmp):
+    """The YAML documents as Python objects (yaml parsed by node)."""
+    path = os.path.join(tmp, 'objs.yaml')
+    with open(path, 'w') as f:
+        f.write(text)
+    code = ("const Y=require('yaml'),fs=require('fs');"
+            "console.log(JSON.stringify(Y.parseAllDocuments("
+            "fs.readFileSync(process.argv[1],'utf8'))"
+            ".map(d=>d.toJS()).filter(o=>o)))")
+    env = dict(os.environ, NODE_PATH=modules)
+    return json.loads(run(['node', '-e', code, path], env=env).stdout)
+
+
+def to_yaml_docs(objs):
+    """JSON is YAML: one document per object."""
+    return ''.join('---\n' + json.dumps(o) + '\n' for o in objs)
+
+
+def find(objs, kind, name=None, prefix=None):
+    got = [o for o in objs if o['kind'] == kind and
+           (name is None or o['metadata']['name'] == name) and
+           (prefix is None or o['metadata']['name'].startswith(prefix))]
+    if len(got) != 1:
+        fail('expected one %s %s, found %d' % (kind, name or prefix or '',
+                                                len(got)))
+    return got[0]
+
+
+def check_validator_fails(modules, objs, tmp):
+    """The validator rejects a string where an int is required and a
+    container without its required name, naming the field."""
+    cases = [
+        ('replicas "3"', lambda s: s['spec'].__setitem__('replicas', '3'),
+         'replicas must be integer'),
+        ('container without name',
+         lambda s: s['spec']['template']['spec']['containers'][0].pop(
+             'name'), 'must have required property name'),
+        ('probe port as a list',
+         lambda s: s['spec']['template']['spec']['containers'][0][
+             'readinessProbe']['httpGet'].__setitem__('port', [20202]),
+         'readinessProbe/httpGet/port'),
+    ]
+    for what, breakit, expect in cases:
+        bad = json.loads(json.dumps(objs))
+        breakit(find(bad, 'StatefulSet', 'ltxfs'))
+        path = os.path.join(tmp, 'bad.yaml')
+        with open(path, 'w') as f:
+            f.write(to_yaml_docs(bad))
+        p = validate(modules, path)
+        if p.returncode == 0 or 'FAIL StatefulSet/ltxfs' not in p.stdout \
+                or expect not in p.stdout:
+            fail('validator accepted a broken object (%s): rc %d\n%s%s' %
+                 (what, p.returncode, p.stdout, p.stderr))
+        log('validator refuses %s: %s' % (what, [
+            l for l in p.stdout.splitlines() if l.startswith('FAIL')][0]))
+
+
+def ltxfs_container(sts):
+    cs = sts['spec']['template']['spec']['containers']
+    got = [c for c in cs if c['name'] == 'ltxfs']
+    if len(got) != 1:
+        fail('StatefulSet %s has no container ltxfs' %
+             sts['metadata']['name'])
+    return got[0]
+
+
+def check_references(objs, overlay):
+    """What kustomize must have kept consistent, and the probes and names
+    docs/DEPLOY.md promises."""
+    sts = find(objs, 'StatefulSet', 'ltxfs')
+    spec = sts['spec']
+    pod = spec['template']['spec']
+    c = ltxfs_container(sts)
+    labels = spec['template']['metadata']['labels']
+    cm = find(objs, 'ConfigMap', prefix='ltxfs-config')
+    sec = find(objs, 'Secret', prefix='ltxfs-token')
+    vols = {v['name']: v for v in pod['volumes']}
+    if vols['config']['configMap']['name'] != cm['metadata']['name']:
+        fail('%s: config volume names %s, the ConfigMap is %s' % (
+            overlay, vols['config']['configMap']['name'],
+            cm['metadata']['name']))
+    env = {e['name']: e for e in c['env']}
+    ref = env['LTXFS_TOKEN']['valueFrom']['secretKeyRef']
+    if ref['name'] != sec['metadata']['name'] or \
+            ref['key'] not in sec['data']:
+        fail('%s: LTXFS_TOKEN refers to %s/%s, not the Secret' % (
+            overlay, ref['name'], ref['key']))
+    if env['POD_NAME']['valueFrom']['fieldRef']['fieldPath'] != \
+            'metadata.name':
+        fail('%s: POD_NAME is not the pod name' % overlay)
+    probes = (c['readinessProbe']['httpGet'], c['livenessProbe']['httpGet'])
+    if [p['path'] for p in probes] != ['/readyz', '/healthz'] or \
+            [p['port'] for p in probes] != [20202, 20202]:
+        fail('%s: probes are %s' % (overlay, probes))
+    nodes = find(objs, 'Service', spec['serviceName'])
+    if nodes['spec'].get('clusterIP') != 'None' or \
+            not nodes['spec'].get('publishNotReadyAddresses'):
+        fail('%s: Service %s is not headless with unready addresses' % (
+            overlay, spec['serviceName']))
+    for kind, name, sel in (
+            ('Service', 'ltxfs', 'selector'),
+            ('Service', 'ltxfs-client', 'selector'),
+            ('PodDisruptionBudget', 'ltxfs', 'matchLabels')):
+        o = find(objs, kind, name)
+        s = o['spec']['selector']
+        s = s.get('matchLabels', s) if sel == 'matchLabels' else s
+        if any(labels.get(k) != v for k, v in s.items()) or not s:
+            fail('%s: %s %s selects %s, not the pods %s' % (
+                overlay, kind, name, s, labels))
+    mounts = {m['name'] for m in c['volumeMounts']}
+    claims = {t['metadata']['name'] for t in spec['volumeClaimTemplates']}
+    if not claims <= mounts:
+        fail('%s: claims %s not all mounted' % (overlay, claims))
+    yml = cm['data']['ltxfs.yml']
+    if 'http://${POD_NAME}.%s:20202' % spec['serviceName'] not in yml:
+        fail('%s: advertise-url does not use <pod>.<service>' % overlay)
+    if overlay == 'etcd':
+        etcd = find(objs, 'StatefulSet', 'etcd')
+        for i in range(etcd['spec']['replicas']):
+            if 'http://etcd-%d.%s:2379' % (i, etcd['spec']['serviceName']) \
+                    not in yml:
+                fail('etcd: ltxfs.yml does not name etcd member %d' % i)
+        hook = c['lifecycle']['preStop']['exec']['command']
+        script = hook[-1].rsplit('/', 1)[1]
+        if script not in cm['data']:
+            fail('etcd: preStop runs %s, not in the ConfigMap' % hook)
+    log('%s: references, probes and names consistent' % overlay)
+
+
+def test_render():
+    need(['kubectl', 'node', 'npm'])
+    ver = run(['kubectl', 'version', '--client']).stdout.strip()
+    log('kubectl: ' + ver.splitlines()[0])
+    modules = npm_dir()
+    with tempfile.TemporaryDirectory(prefix='ltxfs-k8s-') as tmp:
+        bare = copy_tree(os.path.join(tmp, 'bare'), None)
+        p = run(['kubectl', 'kustomize', os.path.join(bare, 'static')],
+                check=False)
+        if p.returncode == 0 or 'cluster-token.env' not in p.stderr:
+            fail('rendered without a cluster token file: rc %d %s' % (
+                p.returncode, p.stderr.strip()))
+        log('without base/cluster-token.env: refused, rc %d' %
+            p.returncode)
+        tree = copy_tree(tmp, secrets.token_hex(16))
+        for overlay in OVERLAYS:
+            text = render(tree, overlay)
+            path = os.path.join(tmp, overlay + '.yaml')
+            with open(path, 'w') as f:
+                f.write(text)
+            p = validate(modules, path)
+            sys.stdout.write(p.stdout)
+            objs = to_objects(modules, text, tmp)
+            oks = [l for l in p.stdout.splitlines() if l.startswith('ok ')]
+            if p.returncode != 0 or len(oks) != len(objs):
+                fail('%s: %d of %d objects valid: %s' % (
+                    overlay, len(oks), len(objs), p.stderr))
+            log('%s: %d objects rendered and valid' % (overlay, len(objs)))
+            check_references(objs, overlay)
+            if overlay == 'static':
+                check_validator_fails(modules, objs, tmp)
+
+
+# -- the pod template under podman --------------------------------------
+
+def env_of(c, pod_name, namespace, secret_data):
+    """The container's env as the kubelet would set it (rule 3)."""
+    out = {}
+    for e in c.get('env', []):
+        if 'value' in e:
+            out[e['name']] = e['value']
+            continue
+        src = e.get('valueFrom', {})
+        if 'fieldRef' in src:
+            path = src['fieldRef']['fieldPath']
+            if path == 'metadata.name':
+                out[e['name']] = pod_name
+            elif path == 'metadata.namespace':
+                out[e['name']] = namespace
+            else:
+                fail('env %s: fieldRef %s not converted' % (e['name'], path))
+        elif 'secretKeyRef' in src:
+            ref = src['secretKeyRef']
+            name, key = ref['name'], ref['key']
+            if name not in secret_data or key not in secret_data[name]:
+                fail('env %s: Secret %s/%s not rendered' % (e['name'], name,
+                                                            key))
+            out[e['name']] = base64.b64decode(
+                secret_data[name][key]).decode()
+        else:
+            fail('env %s: source %s not converted' % (e['name'], src))
+    return out
+
+
+def config_dirs(tmp, pod, objs):
+    """Each configMap volume of the pod as a directory of its files."""
+    cms = {o['metadata']['name']: o for o in objs if o['kind'] == 'ConfigMap'}
+    dirs = {}
+    for v in pod.get('volumes', []):
+        if set(v) != {'name', 'configMap'}:
+            fail('volume %s: only configMap volumes are converted' % v)
+        cm = cms.get(v['configMap']['name'])
+        if cm is None:
+            fail('volume %s: ConfigMap %s not rendered' % (
+                v['name'], v['configMap']['name']))
+        d = os.path.join(tmp, 'cm-' + v['name'])
+        os.makedirs(d, exist_ok=True)
+        for fname, text in cm['data'].items():
+            with open(os.path.join(d, fname), 'w') as f:
+                f.write(text)
+        dirs[v['name']] = d
+    return dirs
+
+
+def security_args(c, pod):
+    sc = dict(c.get('securityContext', {}))
+    args = []
+    if sc.pop('privileged', False):
+        args.append('--privileged')
+    caps = sc.pop('capabilities', {})
+    args += ['--cap-add=' + x for x in caps.pop('add', [])]
+    args += ['--cap-drop=' + x for x in caps.pop('drop', [])]
+    if sc or caps or pod.get('securityContext'):
+        fail('securityContext %s not converted' % (sc or caps or
+                                                  pod['securityContext']))
+    return args
+
+
+def expand_refs(text, env):
+    """$(VAR) of the container's env replaced, $$(VAR) kept as $(VAR),
+    as the kubelet does in command and args."""
+    return re.sub(r'\$(\$|\(([A-Za-z_][A-Za-z0-9_]*)\))',
+                  lambda m: '$' if m.group(1) == '$' else
+                  env.get(m.group(2), m.group(0)), text)
+
+
+def only_container(sts):
+    pod = sts['spec']['template']['spec']
+    if len(pod['containers']) != 1 or pod.get('initContainers'):
+        fail('%s: only a pod of one container is converted' %
+             sts['metadata']['name'])
+    return pod['containers'][0]
+
+
+def podman_run_args(pod, net, sts, objs, i, image, dirs):
+    """`podman run` arguments for pod <sts>-i of the StatefulSet: the
+    container <run>-<sts>-i of pod (a podman_harness.Pod), named
+    <sts>-i and <sts>-i.<service> on net, as the headless Service
+    names it."""
+    spec = sts['spec']
+    tmpl = spec['template']['spec']
+    svc = spec['serviceName']
+    c = only_container(sts)
+    secret_data = {o['metadata']['name']: o['data'] for o in objs
+                   if o['kind'] == 'Secret'}
+    name = '%s-%d' % (sts['metadata']['name'], i)
+    cname = pod.name(name)
+    args = ['run', '-d', '--name', cname, '--network', net,
+            '--hostname', name, '--network-alias', name,
+            '--network-alias', name + '.' + svc, '--no-healthcheck',
+            '--stop-timeout', str(tmpl.get('terminationGracePeriodSeconds',
+                                           30))]
+    pod.containers.append(cname)
+    args += security_args(c, tmpl)
+    env = env_of(c, name, 'ltxfs-test', secret_data)
+    for k, v in env.items():
+        args += ['--env', '%s=%s' % (k, v)]
+    claims = {t['metadata']['name'] for t in spec['volumeClaimTemplates']}
+    for m in c.get('volumeMounts', []):
+        if m['name'] in claims:
+            vol = pod.volume('%s-%s' % (m['name'], name))
+            args += ['-v', '%s:%s' % (vol, m['mountPath'])]
+        elif m['name'] in dirs:
+            args += ['-v', '%s:%s:ro' % (dirs[m['name']], m['mountPath'])]
+        else:
+            fail('volumeMount %s: no such volume' % m['name'])
+    cmd = [expand_refs(a, env) for a in
+           c.get('command', []) + c.get('args', [])]
+    if cmd:
+        args += ['--entrypoint', json.dumps(cmd[:1])]
+    return args + [image] + cmd[1:]
+
+
+def start_sts(pod, net, sts, objs, image, tmp):
+    """Pods <sts>-0..replicas-1 started; their container names."""
+    dirs = config_dirs(os.path.join(tmp, sts['metadata']['name']),
+                       sts['spec']['template']['spec'], objs)
+    names = []
+    for i in range(sts['spec']['replicas']):
+        ph.podman(*podman_run_args(pod, net, sts, objs, i, image, dirs))
+        names.append(pod.name('%s-%d' % (sts['metadata']['name'], i)))
+    return names
+
+
+def http_get(url, token=None, timeout=3):
+    req = urllib.request.Request(url)
+    if token:
+        req.add_header('Authorization', 'Bearer ' + token)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode(errors='replace')
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors='replace')
+    except OSError as e:
+        return None, str(e)
+
+
+def probe_url(c, probe, ip):
+    g = c[probe]['httpGet']
+    return 'http://%s:%d%s' % (ip, g['port'], g['path'])
+
+
+def wait_ready(pod, names, probe_of, limit):
+    """Each pod's address once it has one, and its probe (the URL
+    probe_of(address)) answering 200, as the kubelet's readiness probe
+    would see it; a container that exits fails the test with its log."""
+    def addr(c):
+        if not pod.running(c):
+            fail('%s exited:\n%s' % (c, pod.logs(c)))
+        return pod.ip(c)
+
+    ips = {c: wait_for(lambda: addr(c), 10, c + ' address') for c in names}
+    for c in names:
+        url = probe_of(ips[c])
+        wait_for(lambda: addr(c) and http_get(url)[0] == 200, limit,
+                 '%s readiness %s' % (c, url), interval=0.2)
+    return ips
+
+
+def processes(pod, c):
+    script = ('for p in /proc/[0-9]*; do printf "%s " "${p#/proc/}"; '
+              'tr "\\0" " " < "$p/cmdline"; echo; done')
+    return pod.exec(c, 'sh', '-c', script)[1]
+
+
+def select(pod, c, k):
+    return pod.sql(c, "SELECT v FROM kv WHERE k='%s'" % k).strip()
+
+
+def wait_row(pod, c, k, v):
+    wait_for(lambda: select(pod, c, k) == v, 15,
+             '%s reads %s=%s' % (c, k, v), interval=0.2)
+
+
+def info(ip, token):
+    st, body = http_get('http://%s:20202/info' % ip, token)
+    return json.loads(body) if st == 200 else {}
+
+
+def primaries(ips, token):
+    return [c for c, ip in ips.items()
+            if info(ip, token).get('role') == 'primary']
+
+
+def etcd_image():
+    """k8s/etcd.Dockerfile built on setup.sh's base image."""
+    tag = 'localhost/ltxfs-etcd:test'
+    ph.podman('build', '--quiet', '--format', 'docker',
+              '--build-arg', 'BASE=localhost/debian:bookworm',
+              '-f', os.path.join(HERE, 'k8s', 'etcd.Dockerfile'), '-t', tag,
+              os.path.join(HERE, 'k8s'), timeout=600)
+    return tag
+
+
+def rendered(tmp, overlay, token):
+    modules = npm_dir()
+    tree = copy_tree(tmp, token)
+    return to_objects(modules, render(tree, overlay), tmp)
+
+
+def run_pods():
+    """The static overlay's pod template as pods ltxfs-0..2 on a podman
+    network: each ready by its readinessProbe, alive by its livenessProbe,
+    ltxfs PID 1 with the application (exec) its child, the token in
+    force, the migration (if-candidate) replicated, a write on ltxfs-0
+    read on ltxfs-1 and ltxfs-2, ltxfs-1 read-only naming ltxfs-0, and
+    a clean stop (SIGTERM) of the primary draining both replicas."""
+    need(['kubectl', 'node', 'npm'])
+    token = secrets.token_hex(16)
+    with tempfile.TemporaryDirectory(prefix='ltxfs-k8s-') as tmp, \
+            ph.Pod() as pod:
+        objs = rendered(tmp, 'static', token)
+        sts = find(objs, 'StatefulSet', 'ltxfs')
+        c = ltxfs_container(sts)
+        image = pod.image()
+        log('image %s in place of %s' % (image, c['image']))
+        net = pod.network()
+        names = start_sts(pod, net, sts, objs, image, tmp)
+        ips = wait_ready(pod, names,
+                         lambda ip: probe_url(c, 'readinessProbe', ip), 60)
+        check_pods(pod, c, names, ips, token)
+
+
+def check_pods(pod, c, names, ips, token):
+    for n in names:
+        live = http_get(probe_url(c, 'livenessProbe', ips[n]))
+        if live[0] != 200:
+            fail('%s livenessProbe: %s' % (n, live))
+        url = 'http://%s:20202/info' % ips[n]
+        if http_get(url)[0] != 401 or http_get(url, token)[0] != 200:
+            fail('%s: the Secret\'s token is not in force on /info' % n)
+        ps = processes(pod, n)
+        pid1 = [l for l in ps.splitlines() if l.startswith('1 ')]
+        if not pid1 or 'ltxfs mount -c /etc/ltxfs/ltxfs.yml' not in pid1[0]:
+            fail('%s: PID 1 is not ltxfs: %s' % (n, ps))
+        if 'sleep infinity' not in ps:
+            fail('%s: the exec application is not running:\n%s' % (n, ps))
+    log('every pod: ready, alive, token in force, exec application runs')
+    primary, replicas = names[0], names[1:]
+    for r in replicas:
+        tables = pod.sql(r, '.tables')
+        if 'kv' not in tables.split():
+            fail('%s: the if-candidate migration did not replicate: %r' %
+                 (r, tables))
+    value = 'v-' + secrets.token_hex(4)
+    pod.sql(primary, "INSERT INTO kv VALUES('k', '%s')" % value)
+    for r in replicas:
+        wait_row(pod, r, 'k', value)
+    log('a write on %s read on %s' % (primary, ', '.join(replicas)))
+    rc, _, err = pod.exec(replicas[0], 'sqlite3', '/litefs/app.db',
+                          "INSERT INTO kv VALUES('x', 'y')", check_rc=False)
+    if rc == 0 or 'readonly' not in err:
+        fail('%s took a write: %s' % (replicas[0], err))
+    prim = pod.exec(replicas[0], 'cat', '/litefs/.primary')[1]
+    if 'ltxfs-0' not in prim:
+        fail('%s: .primary is %r, not ltxfs-0' % (replicas[0], prim))
+    log('%s is read-only; .primary: %s' % (replicas[0], prim.strip()))
+    code = pod.stop(primary)
+    drained = [l for l in pod.logs(primary, 200).splitlines()
+               if 'every replica' in l]
+    if not drained or '(%d)' % len(replicas) not in drained[-1]:
+        fail('%s: no drain of its %d replicas on SIGTERM:\n%s' % (
+            primary, len(replicas), pod.logs(primary)))
+    log('%s stopped (SIGTERM, exit %d): %s' % (primary, code,
+                                               drained[-1].strip()))
+
+
+def run_etcd_pods():
+    """The etcd overlay's two StatefulSets as pods etcd-0..2 (Debian's
+    etcd in k8s/etcd.Dockerfile in place of the overlay's image) and
+    ltxfs-0..2: one ltxfs pod takes the lease, every pod is ready with
+    its application running, a write on the primary is read on both
+    replicas; the manifest's preStop hook, run in the primary, hands the
+    lease to another pod, and after the old primary's SIGTERM stop the
+    new primary has every row and its writes reach the last replica."""
+    need(['kubectl', 'node', 'npm'])
+    token = secrets.token_hex(16)
+    with tempfile.TemporaryDirectory(prefix='ltxfs-k8s-') as tmp, \
+            ph.Pod() as pod:
+        objs = rendered(tmp, 'etcd', token)
+        sts = find(objs, 'StatefulSet', 'ltxfs')
+        ests = find(objs, 'StatefulSet', 'etcd')
+        c, ec = ltxfs_container(sts), only_container(ests)
+        image = pod.image()
+        eimage = etcd_image()
+        log('images %s, %s in place of %s, %s' % (
+            image, eimage, c['image'], ec['image']))
+        net = pod.network()
+        enames = start_sts(pod, net, ests, objs, eimage, tmp)
+        wait_ready(pod, enames,
+                   lambda ip: probe_url(ec, 'readinessProbe', ip), 60)
+        log('etcd pods ready: ' + ', '.join(enames))
+        names = start_sts(pod, net, sts, objs, image, tmp)
+        ips = wait_ready(pod, names,
+                         lambda ip: probe_url(c, 'readinessProbe', ip), 90)
+        check_etcd_pods(pod, c, names, ips, token)
+
+
+def check_etcd_pods(pod, c, names, ips, token):
+    prim = wait_for(lambda: (lambda p: len(p) == 1 and p[0])(
+        primaries(ips, token)), 30, 'one primary')
+    for n in names:
+        if 'sleep infinity' not in processes(pod, n):
+            fail('%s: the exec application is not running' % n)
+    reps = [n for n in names if n != prim]
+    log('primary %s; every pod ready, exec application runs' % prim)
+    pod.sql(prim, "INSERT INTO kv VALUES('a', 'before-handoff')")
+    for r in reps:
+        wait_row(pod, r, 'a', 'before-handoff')
+    hook = c['lifecycle']['preStop']['exec']['command']
+    pod.exec(prim, *hook)
+    new = wait_for(lambda: (lambda p: len(p) == 1 and p[0] != prim and p[0])(
+        primaries(ips, token)), 15, 'another primary after the preStop hook')
+    said = [l for l in pod.logs(prim, 200).splitlines() if '(HTTP ' in l]
+    if not said or '(HTTP 200)' not in said[-1]:
+        fail('%s: the preStop hook did not say 200: %s' % (prim, said))
+    log('preStop hook on %s: %s; primary now %s' % (prim, said[-1].strip(),
+                                                     new))
+    pod.stop(prim)
+    wait_row(pod, new, 'a', 'before-handoff')
+    pod.sql(new, "INSERT INTO kv VALUES('b', 'after-handoff')")
+    last = [n for n in reps if n != new][0]
+    wait_row(pod, last, 'b', 'after-handoff')
+    wait_row(pod, last, 'a', 'before-handoff')
+    log('after %s stopped: %s has every row, its write read on %s' % (
+        prim, new, last))
+
+
+def render_main():
+    try:
+        test_render()
+    except TestFailure as e:
+        log('FAIL: %s' % e)
+        sys.exit(1)
+    log('1 passed, 0 failed')
+
+
+def main():
+    modes = {'render': render_main,
+             'pods': lambda: ph.main(run_pods),
+             'etcd-pods': lambda: ph.main(run_etcd_pods)}
+    if len(sys.argv) != 2 or sys.argv[1] not in modes:
+        sys.stderr.write('usage: test_kubernetes.py %s\n' %
+                         '|'.join(modes))
+        return 2
+    modes[sys.argv[1]]()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
