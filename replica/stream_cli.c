@@ -83,7 +83,9 @@ static size_t take_data(struct rep_cli *c, char *data, size_t n)
 		if (rc == 1 && rep_cli_on_frame(c, &f) < 0)
 			return 0;
 	}
-	c->apply_due = true; /* applied when libcurl has no more: perform */
+	/* Everything curl had is parsed: apply what is complete. */
+	if (rep_cli_apply(c, false) < 0)
+		return 0;
 	return n;
 }
 
@@ -191,29 +193,7 @@ static int poll_ms(const struct rep_cli *c)
 	return left < 1 ? 1 : left > RETRY_MS ? RETRY_MS : (int)left;
 }
 
-/* Everything libcurl read in one curl_multi_perform is parsed: what is
- * complete is applied. Over TLS libcurl hands data over one TLS record
- * (16 KiB) per write callback; an apply per callback cost a lock cycle
- * per 16 KiB and made catch-up over HTTPS CPU-bound. 0, or <0 with
- * c->why set. */
-static int apply_taken(struct rep_cli *c)
-{
-	int rc;
-
-	if (!c->apply_due)
-		return 0;
-	c->apply_due = false;
-	if (!rep_cli_enter(c, true)) {
-		rep_cli_why(c, "the primary changed");
-		return -ESTALE;
-	}
-	rc = rep_cli_apply(c, false);
-	rep_cli_leave(c);
-	return rc;
-}
-
-/* Runs the transfer, applying what each round of reads completed and
- * trying waiting applies again between reads. */
+/* Runs the transfer, trying waiting applies again between reads. */
 static CURLcode perform(struct rep_cli *c, CURL *curl)
 {
 	CURLcode cc = CURLE_OK;
@@ -221,12 +201,9 @@ static CURLcode perform(struct rep_cli *c, CURL *curl)
 	CURLMsg *msg;
 	int running = 1, left;
 
-	c->apply_due = false;
 	mc = curl_multi_add_handle(c->multi, curl);
 	while (mc == CURLM_OK && running) {
 		mc = curl_multi_perform(c->multi, &running);
-		if (mc == CURLM_OK && apply_taken(c) < 0)
-			break;
 		if (mc != CURLM_OK || !running)
 			break;
 		if (rep_cli_retry(c) < 0)

@@ -68,9 +68,6 @@ struct rep_cli {
 	fs_db *waiting[WAIT_MAX];
 	size_t nwaiting;
 	int64_t retry_ns;
-	/* Bytes were parsed since the last apply: what is complete is
-	 * applied once libcurl has handed over all it read (perform). */
-	bool apply_due;
 };
 
 /* stream_cli.c: why the stream ends (c->why), for the log. */
