@@ -8,17 +8,6 @@
 
 static const char *const metrics_auth_names[] = {"token", "none", NULL};
 
-static int parse_metrics_auth(const char *s, int *out)
-{
-	for (int i = 0; metrics_auth_names[i]; i++) {
-		if (strcmp(s, metrics_auth_names[i]) == 0) {
-			*out = i;
-			return 0;
-		}
-	}
-	return -EINVAL;
-}
-
 static const struct cfg_key keys[] = {
 	{.name = "http.addr", .type = T_STR, .off = CFG_OFF(http.addr),
 	 .def = ":20202", .flags = F_NONEMPTY | F_ADDR,
@@ -47,7 +36,7 @@ static const struct cfg_key keys[] = {
 		 "Needs http.token."},
 	{.name = "http.metrics-auth", .type = T_ENUM,
 	 .off = CFG_OFF(http.metrics_auth), .def = "token",
-	 .names = metrics_auth_names, .parse = parse_metrics_auth,
+	 .names = metrics_auth_names,
 	 .help = "token: /metrics and /info need http.token or\n"
 		 "http.metrics-token; none: they need no token."},
 	{.name = "http.tls-cert-file", .type = T_STR,

@@ -81,7 +81,8 @@ const char *rep_http_hint(const char *url, CURLcode cc);
  * safe in a threaded daemon.
  */
 int rep_http_call(const char *method, const char *url, const char *token,
-		  const rep_http_tls *tls, long timeout_ms, long *status /* out */,
+		  const rep_http_tls *tls, long timeout_ms,
+		  long *status /* out */,
 		  rep_http_body *body /* out */, char *err, size_t errlen);
 
 #endif

@@ -1473,7 +1473,8 @@ static void make_pki(void)
 		 "-CAcreateserial -days 2 -out node.crt -extfile node.ext",
 		 pki);
 	if (system(cmd) != 0)
-		bench_fail("openssl could not make the certificates in %s", pki);
+		bench_fail("openssl could not make the certificates in %s",
+			   pki);
 }
 
 /* Plain HTTP and HTTPS with mutual TLS side by side, runs interleaved:
