@@ -1,5 +1,7 @@
-/* The server side's TLS credentials: see tls.h (rules T1-T3). */
-#include "tls.h"
+/* The server side's TLS credentials: the holder, its reloads and the
+ * check of a client's certificate; see tls.h (rules T1-T3). Loading and
+ * checking one set of files is tls_creds.c's. */
+#include "tls_i.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -17,18 +19,9 @@
 
 #define RETIRE_S 60             /* T2: a swapped-out set lives this long */
 #define RETIRED_MAX 8           /* more swaps than this within RETIRE_S
-				 * keep the oldest (reloads are rare) */
+				 * free the oldest early (reloads are
+				 * rare) */
 #define WATCH_MS 1000
-
-/* One loaded set: the chain and key handed to GnuTLS, the client CA. */
-struct creds {
-	gnutls_pcert_st *pcert;
-	unsigned npcert;
-	gnutls_privkey_t key;
-	gnutls_x509_trust_list_t ca; /* NULL: not mutual */
-	char fpr[65];
-	int64_t retired_ns;          /* CLOCK_MONOTONIC, 0: current */
-};
 
 /* What a file looked like at the last attempt (rule T1's "once per
  * change"). */
@@ -43,238 +36,13 @@ struct rep_tls {
 	char *cert, *key, *client_ca; /* paths; client_ca "" or set */
 	char *ca_pem;                 /* client CA text; NULL: none */
 	pthread_mutex_t mu;           /* guards cur, retired, sigs */
-	struct creds *cur;
-	struct creds *retired[RETIRED_MAX];
+	struct rep_tls_creds *cur;
+	struct rep_tls_creds *retired[RETIRED_MAX];
 	struct sig sigs[3];
 	pthread_t watcher;
 	bool watching, stop;          /* stop: guarded by mu */
 	pthread_cond_t cond;
 };
-
-static void creds_free(struct creds *c)
-{
-	if (!c)
-		return;
-	for (unsigned i = 0; i < c->npcert; i++)
-		gnutls_pcert_deinit(&c->pcert[i]);
-	free(c->pcert);
-	if (c->key)
-		gnutls_privkey_deinit(c->key);
-	if (c->ca)
-		gnutls_x509_trust_list_deinit(c->ca, 1);
-	free(c);
-}
-
-/* The file's bytes; a missing or unreadable one logged naming the key. */
-static int load_file(const char *key, const char *path, gnutls_datum_t *d)
-{
-	FILE *f = fopen(path, "rb");
-	int rc;
-
-	if (!f) {
-		rc = -errno;
-		log_error("%s %s: cannot read: %s", key, path, strerror(-rc));
-		return rc;
-	}
-	fclose(f);
-	rc = gnutls_load_file(path, d);
-	if (rc < 0) {
-		log_error("%s %s: cannot read: %s", key, path,
-			  gnutls_strerror(rc));
-		return -EIO;
-	}
-	return 0;
-}
-
-static void fmt_time(time_t t, char *buf, size_t len)
-{
-	struct tm tm;
-
-	gmtime_r(&t, &tm);
-	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
-/* T1's dates of the leaf certificate. */
-static int check_dates(const char *key, const char *path,
-		       gnutls_x509_crt_t crt)
-{
-	time_t from = gnutls_x509_crt_get_activation_time(crt);
-	time_t to = gnutls_x509_crt_get_expiration_time(crt);
-	time_t now = time(NULL);
-	char a[32], b[32];
-
-	fmt_time(from, a, sizeof(a));
-	fmt_time(to, b, sizeof(b));
-	if (now > to) {
-		log_error("%s %s: the certificate expired on %s (valid from "
-			  "%s to %s)", key, path, b, a, b);
-		return -EINVAL;
-	}
-	if (now < from) {
-		log_error("%s %s: the certificate is not valid before %s "
-			  "(valid from %s to %s)", key, path, a, a, b);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-/* The DER of a public key, for comparing a key with a certificate. */
-static int pub_der(gnutls_pubkey_t pub, gnutls_datum_t *out)
-{
-	return gnutls_pubkey_export2(pub, GNUTLS_X509_FMT_DER, out);
-}
-
-static int key_matches(gnutls_privkey_t key, gnutls_pubkey_t cert_pub)
-{
-	gnutls_pubkey_t pub = NULL;
-	gnutls_datum_t a = {NULL, 0}, b = {NULL, 0};
-	int same = 0;
-
-	if (gnutls_pubkey_init(&pub) < 0)
-		return 0;
-	if (gnutls_pubkey_import_privkey(pub, key, 0, 0) == 0 &&
-	    pub_der(pub, &a) == 0 && pub_der(cert_pub, &b) == 0)
-		same = a.size == b.size && memcmp(a.data, b.data, a.size) == 0;
-	gnutls_free(a.data);
-	gnutls_free(b.data);
-	gnutls_pubkey_deinit(pub);
-	return same;
-}
-
-static void fingerprint(gnutls_x509_crt_t crt, char *out, size_t len)
-{
-	unsigned char md[32];
-	size_t n = sizeof(md);
-
-	out[0] = '\0';
-	if (gnutls_x509_crt_get_fingerprint(crt, GNUTLS_DIG_SHA256, md, &n) <
-	    0)
-		return;
-	for (size_t i = 0; i < n && 2 * i + 2 < len; i++)
-		snprintf(out + 2 * i, 3, "%02x", md[i]);
-}
-
-/* The chain of cert_path into c->pcert, its dates checked. */
-static int load_chain(struct creds *c, const char *ckey, const char *path)
-{
-	gnutls_datum_t d = {NULL, 0};
-	gnutls_x509_crt_t *crts = NULL;
-	unsigned n = 0;
-	int rc = load_file(ckey, path, &d);
-
-	if (rc < 0)
-		return rc;
-	if (gnutls_x509_crt_list_import2(&crts, &n, &d, GNUTLS_X509_FMT_PEM,
-					 0) < 0 || n == 0) {
-		log_error("%s %s: no PEM certificate in it", ckey, path);
-		rc = -EINVAL;
-		goto out;
-	}
-	rc = check_dates(ckey, path, crts[0]);
-	if (rc < 0)
-		goto out;
-	fingerprint(crts[0], c->fpr, sizeof(c->fpr));
-	c->pcert = calloc(n, sizeof(*c->pcert));
-	if (!c->pcert) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	if (gnutls_pcert_import_x509_list(c->pcert, crts, &n, 0) < 0) {
-		log_error("%s %s: the certificates cannot be used", ckey,
-			  path);
-		free(c->pcert);
-		c->pcert = NULL;
-		rc = -EINVAL;
-		goto out;
-	}
-	c->npcert = n;
-out:
-	for (unsigned i = 0; i < n; i++)
-		gnutls_x509_crt_deinit(crts[i]);
-	gnutls_free(crts);
-	gnutls_free(d.data);
-	return rc;
-}
-
-static int load_key(struct creds *c, const char *kkey, const char *path,
-		    const char *ckey, const char *cert_path)
-{
-	gnutls_datum_t d = {NULL, 0};
-	int rc = load_file(kkey, path, &d);
-
-	if (rc < 0)
-		return rc;
-	rc = gnutls_privkey_init(&c->key);
-	if (rc == 0)
-		rc = gnutls_privkey_import_x509_raw(c->key, &d,
-						    GNUTLS_X509_FMT_PEM, NULL,
-						    0);
-	gnutls_free(d.data);
-	if (rc < 0) {
-		log_error("%s %s: not a PEM private key (without a "
-			  "passphrase): %s", kkey, path, gnutls_strerror(rc));
-		return -EINVAL;
-	}
-	if (!key_matches(c->key, c->pcert[0].pubkey)) {
-		log_error("%s %s: the key does not match the certificate of "
-			  "%s %s", kkey, path, ckey, cert_path);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-static int load_ca(struct creds *c, const char *path)
-{
-	gnutls_datum_t d = {NULL, 0};
-	int rc = load_file("http.tls-client-ca-file", path, &d);
-
-	if (rc < 0)
-		return rc;
-	rc = gnutls_x509_trust_list_init(&c->ca, 0);
-	if (rc == 0)
-		rc = gnutls_x509_trust_list_add_trust_mem(
-			c->ca, &d, NULL, GNUTLS_X509_FMT_PEM, 0, 0);
-	gnutls_free(d.data);
-	if (rc <= 0) {
-		log_error("http.tls-client-ca-file %s: no PEM certificate in "
-			  "it", path);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-static int creds_load(const char *cert, const char *ckey, const char *key,
-		      const char *kkey, const char *client_ca,
-		      struct creds **out)
-{
-	struct creds *c = calloc(1, sizeof(*c));
-	int rc;
-
-	*out = NULL;
-	if (!c)
-		return -ENOMEM;
-	rc = load_chain(c, ckey, cert);
-	if (rc == 0)
-		rc = load_key(c, kkey, key, ckey, cert);
-	if (rc == 0 && client_ca && client_ca[0])
-		rc = load_ca(c, client_ca);
-	if (rc < 0) {
-		creds_free(c);
-		return rc;
-	}
-	*out = c;
-	return 0;
-}
-
-int rep_tls_check_pair(const char *cert, const char *cert_key,
-		       const char *key, const char *key_key)
-{
-	struct creds *c;
-	int rc = creds_load(cert, cert_key, key, key_key, NULL, &c);
-
-	creds_free(c);
-	return rc;
-}
 
 static void sig_of(const char *path, struct sig *s)
 {
@@ -298,9 +66,9 @@ static bool sig_same(const struct sig *a, const struct sig *b)
 
 static void free_tls(rep_tls *t)
 {
-	creds_free(t->cur);
+	rep_tls_creds_free(t->cur);
 	for (int i = 0; i < RETIRED_MAX; i++)
-		creds_free(t->retired[i]);
+		rep_tls_creds_free(t->retired[i]);
 	free(t->cert);
 	free(t->key);
 	free(t->client_ca);
@@ -347,8 +115,8 @@ int rep_tls_new(const rep_tls_files *f, rep_tls **out)
 	sig_of(t->cert, &t->sigs[0]);
 	sig_of(t->key, &t->sigs[1]);
 	sig_of(t->client_ca, &t->sigs[2]);
-	rc = creds_load(t->cert, "http.tls-cert-file", t->key,
-			"http.tls-key-file", t->client_ca, &t->cur);
+	rc = rep_tls_creds_load(t->cert, "http.tls-cert-file", t->key,
+				"http.tls-key-file", t->client_ca, &t->cur);
 	if (rc == 0 && ca[0] && !(t->ca_pem = read_text(ca)))
 		rc = -ENOMEM;
 	if (rc < 0) {
@@ -385,15 +153,15 @@ const char *rep_tls_client_ca_pem(const rep_tls *t)
 
 /* T2: c joins the retired sets; those past RETIRE_S are freed. Under
  * mu. */
-static void retire_locked(rep_tls *t, struct creds *c, int64_t now)
+static void retire_locked(rep_tls *t, struct rep_tls_creds *c, int64_t now)
 {
 	int oldest = 0;
 
 	for (int i = 0; i < RETIRED_MAX; i++) {
-		struct creds *r = t->retired[i];
+		struct rep_tls_creds *r = t->retired[i];
 		if (r && now - r->retired_ns > (int64_t)RETIRE_S * 1000000000)
 		{
-			creds_free(r);
+			rep_tls_creds_free(r);
 			t->retired[i] = NULL;
 		}
 	}
@@ -408,14 +176,14 @@ static void retire_locked(rep_tls *t, struct creds *c, int64_t now)
 	}
 	/* Full: the newest retired sets are the ones a handshake may still
 	 * hold; the oldest goes. */
-	creds_free(t->retired[oldest]);
+	rep_tls_creds_free(t->retired[oldest]);
 	t->retired[oldest] = c;
 }
 
 int rep_tls_reload(rep_tls *t, bool force)
 {
 	struct sig now[3];
-	struct creds *c = NULL;
+	struct rep_tls_creds *c = NULL;
 	char fpr[65];
 	int rc;
 
@@ -430,8 +198,8 @@ int rep_tls_reload(rep_tls *t, bool force)
 	}
 	memcpy(t->sigs, now, sizeof(now));
 	pthread_mutex_unlock(&t->mu);
-	rc = creds_load(t->cert, "http.tls-cert-file", t->key,
-			"http.tls-key-file", t->client_ca, &c);
+	rc = rep_tls_creds_load(t->cert, "http.tls-cert-file", t->key,
+				"http.tls-key-file", t->client_ca, &c);
 	if (rc < 0) {
 		log_warn("TLS reload refused: the certificate in use stays "
 			 "(the reason is in the line before)");
