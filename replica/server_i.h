@@ -84,7 +84,8 @@ int rep_server_tls_options(rep_node *n, struct MHD_OptionItem *o,
 bool rep_server_peer_ok(rep_node *n, struct MHD_Connection *c,
 			const char *method, const char *url);
 /* MHD_OPTION_EXTERNAL_LOGGER with the node as cls (rule S3). */
-void rep_server_mhd_log(void *cls, const char *fmt, va_list ap);
+void rep_server_mhd_log(void *cls, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
 
 /* xfer_srv.c */
 enum MHD_Result rep_export_handler(rep_node *n, struct MHD_Connection *c,
