@@ -56,7 +56,7 @@ import cluster_harness as ch
 import ltxfs_harness as h
 import test_etcd as te
 from ltxfs_harness import TestFailure, check, wait_for
-from pki import CLIENT_EXT, Pki
+from pki import Pki
 
 TOKEN = "tls-test-token"
 MTOKEN = "metrics-only-token"
@@ -157,11 +157,10 @@ def case_tls_cluster():
             for n in nodes:
                 wait_for(lambda: os.path.exists(n.path(db)), 30,
                          "%s: %s" % (n.name, db))
-            want = newp.settled_pos(db) if db == DB else None
-            if want:
-                for n in nodes:
-                    wait_for(lambda: n.pos_or_none(db) == want, 30,
-                             "%s: %s at %s" % (n.name, db, want))
+            want = newp.settled_pos(db)
+            for n in nodes:
+                wait_for(lambda: n.pos_or_none(db) == want, 30,
+                         "%s: %s at %s" % (n.name, db, want))
             for n in nodes:
                 digests[(n.name, db)] = h.content_digest(
                     n.path(db), ro=n is not newp)
