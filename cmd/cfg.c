@@ -269,6 +269,18 @@ static int check_range(const struct cfg_key *k, int64_t v, char *why,
 	}
 	return -EINVAL;
 }
+/* A T_ENUM value without a parse function: its index in names[]. */
+static int enum_by_name(const struct cfg_key *k, const char *v, int *out)
+{
+	for (int i = 0; k->names[i]; i++) {
+		if (strcmp(v, k->names[i]) == 0) {
+			*out = i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
 
 int cfg_key_set(ltxfs_cfg *cfg, const struct cfg_key *k, const char *v,
 		char *why, size_t whylen)
@@ -343,7 +355,7 @@ int cfg_key_set(ltxfs_cfg *cfg, const struct cfg_key *k, const char *v,
 		*(int64_t *)f = n;
 		return 0;
 	case T_ENUM:
-		if (k->parse(v, &e) < 0) {
+		if ((k->parse ? k->parse(v, &e) : enum_by_name(k, v, &e)) < 0) {
 			int len = snprintf(why, whylen, "\"%s\" is not one of",
 					   v);
 

@@ -33,6 +33,12 @@ enum cfg_lease_type {
 	CFG_LEASE_ETCD = 1,
 };
 
+/* http.metrics-auth: what /metrics and /info need. */
+enum cfg_metrics_auth {
+	CFG_METRICS_AUTH_TOKEN = 0, /* the cluster or the metrics token */
+	CFG_METRICS_AUTH_NONE = 1,  /* nothing */
+};
+
 /* A list of owned strings; a single scalar in the file is a 1-item list. */
 typedef struct cfg_strlist {
 	char **items;
@@ -71,6 +77,15 @@ typedef struct ltxfs_cfg {
 		char *token; /* cluster bearer token; "" = no auth */
 		int64_t max_import_size; /* POST /import bodies; 0 = no cap */
 		int64_t ready_max_lag_ms; /* GET /readyz; >= 1 */
+		char *metrics_token; /* reads /metrics, /info; "" = none */
+		int metrics_auth;    /* enum cfg_metrics_auth */
+		/* TLS (docs/CONFIG.md), "" = unset: the server's
+		 * certificate and key go together, the client CA needs
+		 * them; the client side's CA ("" = the system store),
+		 * certificate and key (together) */
+		char *tls_cert_file, *tls_key_file, *tls_client_ca_file;
+		char *tls_ca_file, *tls_client_cert_file;
+		char *tls_client_key_file;
 	} http;
 	struct {
 		int type; /* enum cfg_lease_type */

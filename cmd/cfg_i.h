@@ -54,7 +54,8 @@ struct cfg_key {
 	unsigned flags;
 	int64_t min, max;
 	const char *const *names; /* T_ENUM: value -> name, NULL-terminated */
-	int (*parse)(const char *s, int *out);
+	int (*parse)(const char *s, int *out); /* T_ENUM; NULL: the
+						 * index in names */
 	const char *help; /* lines separated by \n */
 };
 

@@ -8,20 +8,9 @@
 
 static const char *const type_names[] = {"static", "etcd", NULL};
 
-static int parse_type(const char *s, int *out)
-{
-	for (int i = 0; type_names[i]; i++) {
-		if (strcmp(s, type_names[i]) == 0) {
-			*out = i;
-			return 0;
-		}
-	}
-	return -EINVAL;
-}
-
 static const struct cfg_key lease_keys[] = {
 	{.name = "lease.type", .type = T_ENUM, .off = CFG_OFF(lease.type),
-	 .def = "static", .names = type_names, .parse = parse_type,
+	 .def = "static", .names = type_names,
 	 .help = "static: the primary is fixed by configuration;\n"
 		 "etcd: nodes compete for a lease in etcd."},
 	{.name = "lease.candidate", .type = T_BOOL,

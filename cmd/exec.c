@@ -427,16 +427,26 @@ static void wait_done_locked(cmd_exec *e, int64_t ms)
 	}
 }
 
+bool cmd_exec_hup(cmd_exec *e)
+{
+	bool passed = false;
+
+	pthread_mutex_lock(&e->mu);
+	if (e->child && e->app && !e->stop) {
+		log_info("exec: signal %d passed on to the application "
+			 "(process group %d)", SIGHUP, (int)e->child);
+		kill(-e->child, SIGHUP);
+		passed = true;
+	}
+	pthread_mutex_unlock(&e->mu);
+	return passed;
+}
+
 bool cmd_exec_signal(cmd_exec *e, int sig)
 {
-	pthread_mutex_lock(&e->mu);
-	if (sig == SIGHUP && e->child && e->app && !e->stop) {
-		log_info("exec: signal %d passed on to the application "
-			 "(process group %d)", sig, (int)e->child);
-		kill(-e->child, sig);
-		pthread_mutex_unlock(&e->mu);
+	if (sig == SIGHUP)
 		return false;
-	}
+	pthread_mutex_lock(&e->mu);
 	if (!e->stop) {
 		e->stop = true;
 		e->stop_sig = sig;

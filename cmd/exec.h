@@ -43,12 +43,16 @@ typedef struct cmd_exec_opts {
 int cmd_exec_start(const cmd_exec_opts *opts, cmd_exec **out);
 
 /*
- * A signal ltxfs received. SIGHUP while the application runs is passed
- * to it and ltxfs goes on: false. Otherwise ltxfs stops: whatever runs
+ * A signal ltxfs received (SIGINT, SIGTERM): ltxfs stops. Whatever runs
  * gets sig (its process group), up to grace_ms to exit, then SIGKILL;
- * returns true once it has exited (the thread has ended).
+ * returns true once it has exited (the thread has ended). SIGHUP never
+ * stops ltxfs: it is cmd_exec_hup's, and this returns false.
  */
 bool cmd_exec_signal(cmd_exec *e, int sig);
+
+/* SIGHUP: passed to the application's process group when it runs
+ * (true), else nothing (false). */
+bool cmd_exec_hup(cmd_exec *e);
 
 /* Once the thread has ended: the exit code for ltxfs (the application's,
  * 128 + the signal that killed it, or a failed command's), or -1 when

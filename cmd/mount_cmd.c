@@ -3,7 +3,8 @@
  * them: cmd.h).
  *
  * mount: loads the config, checks that it can work (a one-line reason
- * otherwise), mounts and serves in the foreground until SIGINT/SIGTERM,
+ * otherwise), mounts and serves in the foreground until SIGINT/SIGTERM
+ * (SIGHUP re-reads the TLS certificates and goes to the application),
  * then unmounts and closes every database cleanly.
  */
 #include <dirent.h>
@@ -129,6 +130,8 @@ static int preflight(const ltxfs_cfg *cfg)
 	}
 	close(fd);
 	unlink(probe);
+	if (check_readable("http.tls-ca-file", cfg->http.tls_ca_file) < 0)
+		return -1;
 	if (cfg->lease.type == CFG_LEASE_ETCD &&
 	    (check_readable("lease.etcd.tls-ca-file",
 			    cfg->lease.etcd.tls_ca_file) < 0 ||
@@ -150,6 +153,14 @@ static rep_http_opts http_opts(const ltxfs_cfg *cfg)
 		.token = cfg->http.token,
 		.max_import_size = cfg->http.max_import_size,
 		.ready_max_lag_ms = cfg->http.ready_max_lag_ms,
+		.metrics_token = cfg->http.metrics_token,
+		.metrics_open = cfg->http.metrics_auth == CFG_METRICS_AUTH_NONE,
+		.tls_cert_file = cfg->http.tls_cert_file,
+		.tls_key_file = cfg->http.tls_key_file,
+		.tls_client_ca_file = cfg->http.tls_client_ca_file,
+		.tls_ca_file = cfg->http.tls_ca_file,
+		.tls_client_cert_file = cfg->http.tls_client_cert_file,
+		.tls_client_key_file = cfg->http.tls_client_key_file,
 	};
 }
 
@@ -237,8 +248,23 @@ static void on_exec_done(void *ctx)
 	stop_all(ctx);
 }
 
-/* Waits for SIGINT/SIGTERM/SIGHUP. With an application (exec), the signal
- * goes to it first (exec.c: SIGHUP only that; the others stop it within
+/* SIGHUP never stops ltxfs: the TLS certificates are re-read when
+ * configured, the signal goes to the application when one runs, and
+ * when neither, a line says so. */
+static void on_hup(struct stopper *st, cmd_exec *ex)
+{
+	int rc = rep_node_reload_tls(st->node);
+	bool passed = ex && cmd_exec_hup(ex);
+
+	if (rc == -ENOENT && !passed)
+		log_info("SIGHUP: nothing to reload (no http.tls-cert-file, "
+			 "no application running)");
+	else if (rc == 0)
+		log_info("SIGHUP: TLS certificate and key re-read");
+}
+
+/* Waits for SIGINT/SIGTERM/SIGHUP. SIGHUP: on_hup. With an application
+ * (exec), SIGINT/SIGTERM go to it first (exec.c: they stop it within
  * exec-grace-period); then ltxfs stops. */
 static void *stopper_main(void *arg)
 {
@@ -254,8 +280,12 @@ static void *stopper_main(void *arg)
 		ex = st->stopping ? NULL : st->exec;
 		st->busy = ex != NULL;
 		pthread_mutex_unlock(&st->mu);
-		if (ex)
+		if (sig == SIGHUP) {
+			on_hup(st, ex);
+			stop = false;
+		} else if (ex) {
 			stop = cmd_exec_signal(ex, sig);
+		}
 		pthread_mutex_lock(&st->mu);
 		st->busy = false;
 		pthread_cond_broadcast(&st->cond);

@@ -4,7 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
-int cmd_node_url_from_addr(const char *addr, char *out, size_t n)
+int cmd_node_url_from_addr(const char *addr, bool https, char *out,
+			   size_t n)
 {
 	const char *colon = strrchr(addr, ':');
 	char host[300];
@@ -21,7 +22,8 @@ int cmd_node_url_from_addr(const char *addr, char *out, size_t n)
 		snprintf(host, sizeof(host), "127.0.0.1");
 	else if (strcmp(host, "[::]") == 0 || strcmp(host, "::") == 0)
 		snprintf(host, sizeof(host), "[::1]");
-	if ((size_t)snprintf(out, n, "http://%s:%s", host, colon + 1) >= n)
+	if ((size_t)snprintf(out, n, "%s://%s:%s", https ? "https" : "http",
+			     host, colon + 1) >= n)
 		return -ENAMETOOLONG;
 	return 0;
 }

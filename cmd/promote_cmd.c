@@ -21,7 +21,8 @@ int cmd_promote(int argc, char **argv)
 	const char *cfg_path = NULL, *url = NULL, *t;
 	char base[512], full[600], err[512], cerr[CURL_ERROR_SIZE];
 	rep_http_body ans = REP_HTTP_BODY_INIT(1023, false);
-	ltxfs_cfg cfg;
+	ltxfs_cfg cfg = {0};
+	rep_http_tls tls = {NULL, NULL, NULL};
 	char *token = NULL, *text, empty[1] = "";
 	long status = 0;
 	size_t n;
@@ -46,15 +47,18 @@ int cmd_promote(int argc, char **argv)
 			return 1;
 		}
 		token = strdup(cfg.http.token);
-		if (!url && cmd_node_url_from_addr(cfg.http.addr, base,
-						  sizeof(base)) < 0) {
+		tls = (rep_http_tls){cfg.http.tls_ca_file,
+				     cfg.http.tls_client_cert_file,
+				     cfg.http.tls_client_key_file};
+		if (!url && cmd_node_url_from_addr(cfg.http.addr,
+						  cfg.http.tls_cert_file[0],
+						  base, sizeof(base)) < 0) {
 			fprintf(stderr, "ltxfs promote: http.addr \"%s\" is not "
 				"[HOST]:PORT\n", cfg.http.addr);
 			cfg_free(&cfg);
 			free(token);
 			return 1;
 		}
-		cfg_free(&cfg);
 	} else {
 		t = getenv(CFG_TOKEN_ENV);
 		token = strdup(t ? t : "");
@@ -65,6 +69,7 @@ int cmd_promote(int argc, char **argv)
 			fprintf(stderr, "ltxfs promote: --url must start with "
 				"http:// or https://\n");
 			free(token);
+			cfg_free(&cfg);
 			return 2;
 		}
 		n = strlen(url);
@@ -74,12 +79,14 @@ int cmd_promote(int argc, char **argv)
 	}
 	if (!token) {
 		fprintf(stderr, "ltxfs promote: out of memory\n");
+		cfg_free(&cfg);
 		return 1;
 	}
 	snprintf(full, sizeof(full), "%s/promote", base);
-	rc = rep_http_call("POST", full, token, 30000L, &status, &ans, cerr,
-			   sizeof(cerr));
+	rc = rep_http_call("POST", full, token, &tls, 30000L, &status, &ans,
+			   cerr, sizeof(cerr));
 	free(token);
+	cfg_free(&cfg);
 	if (rc < 0) {
 		fprintf(stderr, "ltxfs promote: %s: %s\n", full, cerr);
 		rep_http_body_free(&ans);

@@ -43,6 +43,8 @@ struct xfer {
 	const char *cmd;         /* "export" or "import" */
 	char base[1024];         /* http://host:port, no trailing '/' */
 	char *token;             /* owned; "" = none */
+	ltxfs_cfg cfg;           /* owned; zeroed without a config */
+	rep_http_tls tls;        /* cfg's http.tls-* (NULL: the defaults) */
 	const char *db;
 	const char *file;        /* OUT or IN; "-" = stdout/stdin */
 };
@@ -109,7 +111,7 @@ static int parse(struct xfer *x, int argc, char **argv)
 {
 	const char *cfg_path = NULL, *url = NULL, *pos[2];
 	int npos = 0;
-	ltxfs_cfg cfg;
+	ltxfs_cfg *cfg = &x->cfg;
 	char err[512];
 	bool want_cfg;
 
@@ -137,20 +139,22 @@ static int parse(struct xfer *x, int argc, char **argv)
 	x->file = pos[1];
 	want_cfg = cfg_path != NULL || url == NULL;
 	if (want_cfg) {
-		if (cfg_load(&cfg, cfg_path, NULL, err, sizeof(err)) < 0) {
+		if (cfg_load(cfg, cfg_path, NULL, err, sizeof(err)) < 0) {
 			fprintf(stderr, "ltxfs %s: %s\n", x->cmd, err);
-			cfg_free(&cfg);
 			return 1;
 		}
-		x->token = strdup(cfg.http.token);
-		if (!url && cmd_node_url_from_addr(cfg.http.addr, x->base,
+		x->token = strdup(cfg->http.token);
+		x->tls = (rep_http_tls){cfg->http.tls_ca_file,
+					cfg->http.tls_client_cert_file,
+					cfg->http.tls_client_key_file};
+		if (!url && cmd_node_url_from_addr(cfg->http.addr,
+						  cfg->http.tls_cert_file[0],
+						  x->base,
 						  sizeof(x->base)) < 0) {
 			fprintf(stderr, "ltxfs %s: http.addr \"%s\" is not "
-				"[HOST]:PORT\n", x->cmd, cfg.http.addr);
-			cfg_free(&cfg);
+				"[HOST]:PORT\n", x->cmd, cfg->http.addr);
 			return 1;
 		}
-		cfg_free(&cfg);
 	} else {
 		const char *t = getenv(CFG_TOKEN_ENV);
 		x->token = strdup(t ? t : "");
@@ -214,6 +218,7 @@ static CURL *open_request(struct xfer *x, struct curl_slist **hdrs,
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, XFER_CONNECT_TIMEOUT_S);
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, XFER_STALL_S);
+	rep_http_tls_apply(c, &x->tls);
 	return c;
 }
 
@@ -229,8 +234,9 @@ static int report(struct xfer *x, const char *url, CURLcode cc,
 		fprintf(stderr, "ltxfs %s: %s: HTTP %ld: %s\n", x->cmd, url,
 			r->status, reason(r));
 	} else {
-		fprintf(stderr, "ltxfs %s: %s: %s\n", x->cmd, url,
-			curl_err[0] ? curl_err : curl_easy_strerror(cc));
+		fprintf(stderr, "ltxfs %s: %s: %s%s\n", x->cmd, url,
+			curl_err[0] ? curl_err : curl_easy_strerror(cc),
+			rep_http_hint(url, cc));
 	}
 	return 1;
 }
@@ -406,6 +412,7 @@ static int run(const char *cmd, int argc, char **argv)
 		}
 	}
 	free(x.token);
+	cfg_free(&x.cfg);
 	return rc;
 }
 

@@ -240,6 +240,7 @@ unsigned rep_promote(rep_node *n, char *msg, size_t len)
 	rep_http_body ans = REP_HTTP_BODY_INIT(255, false);
 	char url[1200], primary[1024], err[CURL_ERROR_SIZE];
 	long status = 0;
+	rep_http_tls tls;
 
 	if (l->ops->fixed) {
 		snprintf(msg, len, "promote needs lease.type etcd");
@@ -259,8 +260,10 @@ unsigned rep_promote(rep_node *n, char *msg, size_t len)
 	}
 	snprintf(url, sizeof(url), "%s/handoff?to=%016" PRIx64, primary,
 		 n->o.node_id);
-	if (rep_http_call("POST", url, n->o.http.token, PROMOTE_TIMEOUT_MS,
-			  &status, &ans, err, sizeof(err)) < 0)
+	tls = rep_node_client_tls(n);
+	if (rep_http_call("POST", url, n->o.http.token, &tls,
+			  PROMOTE_TIMEOUT_MS, &status, &ans, err,
+			  sizeof(err)) < 0)
 		status = 0;
 	if (status != 200) {
 		snprintf(msg, len, "the primary refused the handoff (%ld): %s",

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 size_t rep_http_collect(char *data, size_t size, size_t nmemb, void *ctx)
 {
@@ -76,9 +77,51 @@ int rep_http_bearer(struct curl_slist **hdrs, const char *token)
 	return 0;
 }
 
+static bool set(const char *s)
+{
+	return s && s[0];
+}
+
+void rep_http_tls_apply(CURL *c, const rep_http_tls *t)
+{
+	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (!t)
+		return;
+	if (set(t->ca_file))
+		curl_easy_setopt(c, CURLOPT_CAINFO, t->ca_file);
+	if (set(t->cert_file) && set(t->key_file)) {
+		curl_easy_setopt(c, CURLOPT_SSLCERT, t->cert_file);
+		curl_easy_setopt(c, CURLOPT_SSLKEY, t->key_file);
+	}
+}
+
+const char *rep_http_hint(const char *url, CURLcode cc)
+{
+	bool https = strncasecmp(url, "https://", 8) == 0;
+
+	if (!https && (cc == CURLE_GOT_NOTHING || cc == CURLE_RECV_ERROR ||
+		       cc == CURLE_WEIRD_SERVER_REPLY))
+		return " (does the node serve HTTPS? then use an https:// "
+		       "URL)";
+	if (https && cc == CURLE_SSL_CONNECT_ERROR)
+		return " (the TLS handshake failed: does the node serve "
+		       "plain HTTP, or want a client certificate, "
+		       "http.tls-client-cert-file?)";
+	if (https && cc == CURLE_PEER_FAILED_VERIFICATION)
+		return " (the node's certificate is not signed by "
+		       "http.tls-ca-file or the system store, or does not "
+		       "name the URL's host)";
+	if (https && (cc == CURLE_SSL_CERTPROBLEM ||
+		      cc == CURLE_SSL_CACERT_BADFILE))
+		return " (check http.tls-ca-file, tls-client-cert-file and "
+		       "tls-client-key-file)";
+	return "";
+}
+
 int rep_http_call(const char *method, const char *url, const char *token,
-		  long timeout_ms, long *status, rep_http_body *body,
-		  char *err, size_t errlen)
+		  const rep_http_tls *tls, long timeout_ms, long *status,
+		  rep_http_body *body, char *err, size_t errlen)
 {
 	struct curl_slist *hdrs = NULL;
 	char cerr[CURL_ERROR_SIZE] = "";
@@ -100,12 +143,14 @@ int rep_http_call(const char *method, const char *url, const char *token,
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, rep_http_collect);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
+	rep_http_tls_apply(c, tls);
 	cc = curl_easy_perform(c);
 	if (cc == CURLE_OK)
 		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
 	else
-		snprintf(err, errlen, "%s", cerr[0] ? cerr
-						    : curl_easy_strerror(cc));
+		snprintf(err, errlen, "%s%s",
+			 cerr[0] ? cerr : curl_easy_strerror(cc),
+			 rep_http_hint(url, cc));
 	curl_slist_free_all(hdrs);
 	curl_easy_cleanup(c);
 	return cc == CURLE_OK ? 0 : -EIO;

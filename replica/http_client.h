@@ -53,15 +53,36 @@ const char *rep_http_body_text(const rep_http_body *b);
 int rep_http_bearer(struct curl_slist **hdrs, const char *token);
 
 /*
+ * TLS of https:// URLs (docs/PROTOCOL.md, "TLS"): the server's
+ * certificate is always verified, against ca_file or else the system
+ * store (there is no way to turn that off); cert_file and key_file, when
+ * set, are this side's client certificate (mutual TLS). NULL or "":
+ * unset. The files are read at each new connection, so a rotated client
+ * certificate is used from the next one on.
+ */
+typedef struct rep_http_tls {
+	const char *ca_file, *cert_file, *key_file;
+} rep_http_tls;
+
+/* Sets t (NULL: the defaults) on c. */
+void rep_http_tls_apply(CURL *c, const rep_http_tls *t);
+/* A hint for a failed transfer to url, "" when none: a plain-HTTP URL
+ * to a node that speaks HTTPS, or the other way round, or a
+ * certificate that was not verified. */
+const char *rep_http_hint(const char *url, CURLcode cc);
+
+/*
  * One request whose answer is a short text: method "GET" or "POST" (an
- * empty body), the bearer token ("" none), at most timeout_ms. Returns 0
+ * empty body), the bearer token ("" none), TLS as rep_http_tls_apply,
+ * at most timeout_ms. Returns 0
  * with the HTTP status in *status and the answer in body (collected as
  * body->max and strict say; the caller frees it), or -EIO when no answer
  * came, with libcurl's reason in err. Signals are not used (NOSIGNAL):
  * safe in a threaded daemon.
  */
 int rep_http_call(const char *method, const char *url, const char *token,
-		  long timeout_ms, long *status /* out */,
+		  const rep_http_tls *tls, long timeout_ms,
+		  long *status /* out */,
 		  rep_http_body *body /* out */, char *err, size_t errlen);
 
 #endif

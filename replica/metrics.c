@@ -420,7 +420,8 @@ char *rep_metrics_text(rep_node *n)
 	COUNTER("ltxfs_stream_reconnects_total", reconnects,
 		"Stream connections this replica opened after the first");
 	COUNTER("ltxfs_http_unauthorized_total", unauthorized,
-		"Requests refused for a missing or wrong token");
+		"Requests refused for a missing or wrong token or client "
+		"certificate");
 #undef COUNTER
 	add(&t, "# HELP ltxfs_apply_latency_seconds From commit on the primary "
 		"(LTX timestamp) to applied here\n"

@@ -29,6 +29,7 @@
 #include "lib/log.h"
 #include "lease.h"
 #include "retention.h"
+#include "tls.h"
 
 #define NS_PER_MS 1000000LL
 /* rep_node_wait_txid looks again at least this often (a database that
@@ -162,19 +163,43 @@ static char *dup_or_empty(const char *s)
 
 /* The strings of o that the node keeps, duplicated (NULL: ""); the etcd
  * options are used during rep_node_new only and not kept. */
+/* The strings of rep_http_opts, by offset, for opts_dup and free. */
+static const size_t http_strs[] = {
+	offsetof(rep_http_opts, addr),
+	offsetof(rep_http_opts, token),
+	offsetof(rep_http_opts, metrics_token),
+	offsetof(rep_http_opts, tls_cert_file),
+	offsetof(rep_http_opts, tls_key_file),
+	offsetof(rep_http_opts, tls_client_ca_file),
+	offsetof(rep_http_opts, tls_ca_file),
+	offsetof(rep_http_opts, tls_client_cert_file),
+	offsetof(rep_http_opts, tls_client_key_file),
+};
+#define N_HTTP_STRS (sizeof(http_strs) / sizeof(http_strs[0]))
+
+static const char **http_str(rep_http_opts *o, size_t i)
+{
+	return (const char **)((char *)o + http_strs[i]);
+}
+
 static int opts_dup(rep_node_opts *dst, const rep_node_opts *src)
 {
+	bool oom = false;
+
 	*dst = *src;
+	for (size_t i = 0; i < N_HTTP_STRS; i++) {
+		const char **p = http_str(&dst->http, i);
+		*p = dup_or_empty(*p); /* every one replaced: opts_free */
+		oom |= !*p;
+	}
 	memset(&dst->lease.etcd, 0, sizeof(dst->lease.etcd));
 	dst->data_dir = dup_or_empty(src->data_dir);
 	dst->mountpoint = dup_or_empty(src->mountpoint);
-	dst->http.addr = dup_or_empty(src->http.addr);
-	dst->http.token = dup_or_empty(src->http.token);
 	dst->lease.advertise_url = dup_or_empty(src->lease.advertise_url);
 	dst->lease.primary_url = dup_or_empty(src->lease.primary_url);
 	dst->lease.hostname = dup_or_empty(src->lease.hostname);
-	if (!dst->data_dir || !dst->mountpoint || !dst->http.addr ||
-	    !dst->http.token || !dst->lease.advertise_url ||
+	if (oom || !dst->data_dir || !dst->mountpoint ||
+	    !dst->lease.advertise_url ||
 	    !dst->lease.primary_url || !dst->lease.hostname)
 		return -ENOMEM;
 	return 0;
@@ -184,8 +209,8 @@ static void opts_free(rep_node_opts *o)
 {
 	free((char *)o->data_dir);
 	free((char *)o->mountpoint);
-	free((char *)o->http.addr);
-	free((char *)o->http.token);
+	for (size_t i = 0; i < N_HTTP_STRS; i++)
+		free((char *)*http_str(&o->http, i));
 	free((char *)o->lease.advertise_url);
 	free((char *)o->lease.primary_url);
 	free((char *)o->lease.hostname);
@@ -197,6 +222,43 @@ int rep_lease_new(rep_node *n, rep_lease **out)
 	if (n->o.lease.type == REP_LEASE_ETCD)
 		return rep_lease_etcd_new(n, out);
 	return rep_lease_static_new(n, out);
+}
+
+/* The TLS files of the configuration, checked (tls.h, rule T1): the
+ * client side's pair, and the server's credentials. */
+static int tls_setup(rep_node *n)
+{
+	const rep_http_opts *h = &n->o.http;
+	rep_tls_files f = {h->tls_cert_file, h->tls_key_file,
+			   h->tls_client_ca_file};
+	int rc;
+
+	if (h->tls_client_cert_file[0]) {
+		rc = rep_tls_check_pair(h->tls_client_cert_file,
+					"http.tls-client-cert-file",
+					h->tls_client_key_file,
+					"http.tls-client-key-file");
+		if (rc < 0)
+			return rc;
+	}
+	if (!h->tls_cert_file[0])
+		return 0;
+	return rep_tls_new(&f, &n->tls);
+}
+
+rep_http_tls rep_node_client_tls(rep_node *n)
+{
+	const rep_http_opts *h = &n->o.http;
+
+	return (rep_http_tls){h->tls_ca_file, h->tls_client_cert_file,
+			      h->tls_client_key_file};
+}
+
+int rep_node_reload_tls(rep_node *n)
+{
+	if (!n->tls)
+		return -ENOENT;
+	return rep_tls_reload(n->tls, true) < 0 ? -EINVAL : 0;
 }
 
 int rep_node_new(const rep_node_opts *opts, rep_node **out)
@@ -211,8 +273,11 @@ int rep_node_new(const rep_node_opts *opts, rep_node **out)
 		return -ENOMEM;
 	pthread_mutex_init(&n->mu, NULL);
 	pthread_mutex_init(&n->handoff_mu, NULL);
+	pthread_mutex_init(&n->mhd_log.mu, NULL);
 	pthread_cond_init(&n->cond, NULL);
 	rc = opts_dup(&n->o, opts);
+	if (rc == 0)
+		rc = tls_setup(n);
 	if (rc < 0)
 		goto fail;
 	n->o.lease.etcd = opts->lease.etcd; /* for rep_lease_new only */
@@ -379,6 +444,12 @@ int rep_node_start(rep_node *n, fs_mount *m)
 
 	n->mount = m;
 	rep_commit_fix(n);
+	if (n->tls && !n->tls_watching) {
+		rc = rep_tls_watch_start(n->tls);
+		if (rc < 0)
+			return rc;
+		n->tls_watching = true;
+	}
 	rc = rep_retention_start(n);
 	if (rc < 0)
 		return rc;
@@ -427,11 +498,13 @@ void rep_node_free(rep_node *n)
 	rep_node_stop(n);
 	if (n->lease)
 		n->lease->ops->free(n->lease);
+	rep_tls_free(n->tls); /* the server stopped: no handshake left */
 	opts_free(&n->o);
 	rep_role_free(&n->role);
 	free(n->follow.remotes);
 	pthread_mutex_destroy(&n->mu);
 	pthread_mutex_destroy(&n->handoff_mu);
+	pthread_mutex_destroy(&n->mhd_log.mu);
 	pthread_cond_destroy(&n->cond);
 	free(n);
 }

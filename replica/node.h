@@ -40,6 +40,15 @@ typedef struct rep_http_opts {
 	int64_t ready_max_lag_ms;    /* GET /readyz: a replica further
 				      * behind is not ready; 0: the
 				      * default, REP_READY_MAX_LAG_MS */
+	const char *metrics_token;   /* also reads /metrics, /info; "" */
+	bool metrics_open;           /* /metrics, /info need no token */
+	/* TLS, NULL or "" unset (docs/CONFIG.md): the server's
+	 * certificate and key, the CA of client certificates (mutual
+	 * TLS); the client side's CA (else the system store),
+	 * certificate and key. */
+	const char *tls_cert_file, *tls_key_file, *tls_client_ca_file;
+	const char *tls_ca_file, *tls_client_cert_file;
+	const char *tls_client_key_file;
 } rep_http_opts;
 
 #define REP_READY_MAX_LAG_MS 10000
@@ -143,6 +152,11 @@ int rep_node_on_commit_add(rep_node *n, rep_commit_fn fn, void *ctx);
 /* fs_commit_fn: a transaction was recorded (primary) or applied
  * (replica); calls the subscribers. */
 void rep_node_on_commit(void *ctx, fs_db *db, ltx_pos pos);
+
+/* SIGHUP: re-reads the server's certificate, key and client CA (they
+ * are also checked once a second). 0 reloaded; -ENOENT: no TLS
+ * configured; other < 0: refused, the old ones stay (logged). */
+int rep_node_reload_tls(rep_node *n);
 
 /* Starts the HTTP server and, on a replica, the stream client. */
 int rep_node_start(rep_node *n, fs_mount *m);

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "http_client.h"
 #include "frame.h"
 #include "node.h"
 #include "role.h"
@@ -94,6 +95,13 @@ struct rep_node {
 	struct rep_lease *lease; /* static or etcd; never NULL once new
 				  * returned */
 	struct MHD_Daemon *mhd;
+	struct rep_tls *tls;     /* http.tls-cert-file set, else NULL */
+	bool tls_watching;       /* its file watcher runs (rep_node_start) */
+	struct {
+		pthread_mutex_t mu;
+		int64_t window_ns;   /* CLOCK_MONOTONIC second of count */
+		unsigned count, dropped;
+	} mhd_log;               /* server_tls.c: libmicrohttpd's lines */
 	rep_commit_subs subs;
 	pthread_mutex_t handoff_mu; /* one drain at a time (handoff.c) */
 
@@ -131,6 +139,8 @@ int rep_tmpfile(rep_node *n);
 const rep_node_opts *rep_node_options(rep_node *n);
 uint64_t rep_node_epoch(rep_node *n);
 uint64_t rep_node_cluster(rep_node *n);
+/* The client side's TLS files (http.tls-ca-file, tls-client-*). */
+rep_http_tls rep_node_client_tls(rep_node *n);
 /* The deadline the mount refuses writes at (CLOCK_BOOTTIME ns; 0 none). */
 void rep_node_set_write_deadline(rep_node *n, int64_t deadline_ns);
 

@@ -9,8 +9,13 @@
  *     another method 405 "method not allowed" and an Allow header;
  *   - with http.token set, every request to a route that needs it (all
  *     but the health checks /healthz and /readyz, and any unknown path)
- *     must carry "Authorization: Bearer <token>";
- *     otherwise 401 and a log line naming the peer;
+ *     must carry "Authorization: Bearer <token>"; /metrics and /info
+ *     also take http.metrics-token, or nothing with http.metrics-auth:
+ *     none; otherwise 401 and a log line naming the peer;
+ *   - with mutual TLS, a route whose peer column is set (all but the
+ *     probes, /info and /metrics; any unknown path) needs a client
+ *     certificate the client CA vouches for: otherwise 403 and a log
+ *     line naming the peer and why (server_tls.c, S2);
  *   - a request that announces a body to a route that takes none gets
  *     413 (or the 404/405 of a wrong path or method).
  * Errors are answered with a one-line text body saying why.
@@ -35,6 +40,7 @@
 
 #include "fs/superjournal.h"
 #include "lib/log.h"
+#include "tls.h"
 
 /*
  * What a peer can hold before it has shown the token (docs/PROTOCOL.md,
@@ -105,15 +111,25 @@ static bool token_equal(const char *got, const char *want)
 	return diff == 0;
 }
 
-static bool authorized(rep_node *n, struct MHD_Connection *c)
+/* Whether the request carries the token that auth asks for (enum
+ * rep_auth). */
+static bool authorized(rep_node *n, struct MHD_Connection *c, int auth)
 {
-	const char *h;
+	const rep_http_opts *o = &n->o.http;
+	const char *h, *got;
 
-	if (n->o.http.token[0] == '\0')
+	if (auth == REP_AUTH_NONE || o->token[0] == '\0')
+		return true;
+	if (auth == REP_AUTH_METRICS && o->metrics_open)
 		return true;
 	h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-	return h && strncmp(h, "Bearer ", 7) == 0 &&
-	       token_equal(h + 7, n->o.http.token);
+	if (!h || strncmp(h, "Bearer ", 7) != 0)
+		return false;
+	got = h + 7;
+	if (auth == REP_AUTH_METRICS && o->metrics_token[0] &&
+	    token_equal(got, o->metrics_token))
+		return true;
+	return token_equal(got, o->token);
 }
 
 bool rep_valid_db_name(const char *s)
@@ -246,18 +262,23 @@ static enum MHD_Result do_promote(rep_node *n, struct MHD_Connection *c,
 
 #define GET_HEAD (REP_M_GET | REP_M_HEAD)
 
+#define NONE REP_AUTH_NONE
+#define MTRC REP_AUTH_METRICS
+#define CLST REP_AUTH_CLUSTER
+
 static const rep_route routes[] = {
-	/* path        methods   token  body   handler */
-	{"/healthz", GET_HEAD, false, false, do_healthz, NULL, NULL},
-	{"/readyz", GET_HEAD, false, false, do_readyz, NULL, NULL},
-	{"/info", GET_HEAD, true, false, do_info, NULL, NULL},
-	{"/metrics", GET_HEAD, true, false, do_metrics, NULL, NULL},
-	{"/stream", GET_HEAD, true, false, do_stream, NULL, NULL},
-	{"/export", GET_HEAD, true, false, rep_export_handler, NULL, NULL},
-	{"/import", REP_M_POST, true, true, rep_import_handler,
+	/* path      methods    auth  peer   body   handler */
+	{"/healthz", GET_HEAD, NONE, false, false, do_healthz, NULL, NULL},
+	{"/readyz", GET_HEAD, NONE, false, false, do_readyz, NULL, NULL},
+	{"/info", GET_HEAD, MTRC, false, false, do_info, NULL, NULL},
+	{"/metrics", GET_HEAD, MTRC, false, false, do_metrics, NULL, NULL},
+	{"/stream", GET_HEAD, CLST, true, false, do_stream, NULL, NULL},
+	{"/export", GET_HEAD, CLST, true, false, rep_export_handler, NULL,
+	 NULL},
+	{"/import", REP_M_POST, CLST, true, true, rep_import_handler,
 	 rep_import_early, rep_import_upload},
-	{"/handoff", REP_M_POST, true, false, do_handoff, NULL, NULL},
-	{"/promote", REP_M_POST, true, false, do_promote, NULL, NULL},
+	{"/handoff", REP_M_POST, CLST, true, false, do_handoff, NULL, NULL},
+	{"/promote", REP_M_POST, CLST, true, false, do_promote, NULL, NULL},
 };
 
 static unsigned method_bit(const char *method)
@@ -358,11 +379,19 @@ static enum MHD_Result first_call(rep_node *n, struct MHD_Connection *c,
 				  rep_req *q)
 {
 	unsigned st = rep_route_match(method, url, &q->route);
-	bool token = !q->route || q->route->token;
+	int auth = q->route ? q->route->auth : REP_AUTH_CLUSTER;
+	bool peer = !q->route || q->route->peer;
 
-	if (token && !authorized(n, c))
+	if (peer && !rep_server_peer_ok(n, c, method, url)) {
+		q->failed = true;
+		return rep_reply_err(c, MHD_HTTP_FORBIDDEN,
+				     "this endpoint needs a client "
+				     "certificate signed by the cluster's "
+				     "CA (mutual TLS)");
+	}
+	if (!authorized(n, c, auth))
 		return refuse_token(n, c, method, url, q);
-	if (token)
+	if (auth != REP_AUTH_NONE)
 		MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
 					  AUTHED_TIMEOUT_S);
 	if (st == 0 && q->route->body)
@@ -471,21 +500,32 @@ static int parse_addr(const char *addr, struct sockaddr_storage *ss,
 int rep_server_start(rep_node *n)
 {
 	struct sockaddr_storage ss;
+	struct MHD_OptionItem tls[8];
+	/* poll(), not select(): with many databases open, the server's
+	 * descriptors are past FD_SETSIZE and select() refuses them
+	 * ("file descriptor for inter-thread communication channel
+	 * exceeds maximum value"). */
+	unsigned flags = MHD_USE_THREAD_PER_CONNECTION |
+			 MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
+			 MHD_USE_ERROR_LOG;
 	socklen_t len;
+	int rc;
 
 	if (parse_addr(n->o.http.addr, &ss, &len) < 0) {
 		log_error("http.addr \"%s\" is not [host]:port", n->o.http.addr);
 		return -EINVAL;
 	}
+	if (ss.ss_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	rc = rep_server_tls_options(n, tls, sizeof(tls) / sizeof(tls[0]),
+				    &flags);
+	if (rc < 0)
+		return rc;
 	n->mhd = MHD_start_daemon(
-		/* poll(), not select(): with many databases open, the
-		 * server's descriptors are past FD_SETSIZE and select()
-		 * refuses them ("file descriptor for inter-thread
-		 * communication channel exceeds maximum value"). */
-		MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-			MHD_USE_POLL | MHD_USE_ERROR_LOG |
-			(ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0),
-		0, NULL, NULL, handler, n, MHD_OPTION_SOCK_ADDR, &ss,
+		flags, 0, NULL, NULL, handler, n,
+		/* first, so that every message of the daemon comes here */
+		MHD_OPTION_EXTERNAL_LOGGER, rep_server_mhd_log, n,
+		MHD_OPTION_SOCK_ADDR, &ss,
 		MHD_OPTION_NOTIFY_COMPLETED, completed, n,
 		MHD_OPTION_CONNECTION_TIMEOUT, PREAUTH_TIMEOUT_S,
 		MHD_OPTION_CONNECTION_LIMIT, CONN_LIMIT,
@@ -495,13 +535,17 @@ int rep_server_start(rep_node *n)
 		 * default answered 414 from about 700 databases on. */
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY_LIMIT,
 		MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
-		MHD_OPTION_END);
+		MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
 	if (!n->mhd) {
 		log_error("cannot listen on %s (http.addr): in use or not a "
 			  "local address", n->o.http.addr);
 		return -EADDRINUSE;
 	}
-	log_info("HTTP API on %s", n->o.http.addr);
+	log_info("HTTP API on %s%s", n->o.http.addr,
+		 !n->tls ? ""
+		 : rep_tls_mutual(n->tls) ? " (HTTPS, client certificates "
+					    "checked)"
+					  : " (HTTPS)");
 	return 0;
 }
 

@@ -7,6 +7,7 @@
 #define REPLICA_SERVER_I_H
 
 #include <microhttpd.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -36,11 +37,20 @@ enum rep_method {
 	REP_M_POST = 1 << 2,
 };
 
+/* Which bearer token a route needs (when http.token is set). */
+enum rep_auth {
+	REP_AUTH_NONE = 0,       /* probes: none */
+	REP_AUTH_METRICS = 1,    /* the cluster token or http.metrics-token;
+				  * none with http.metrics-auth: none */
+	REP_AUTH_CLUSTER = 2,    /* the cluster token only */
+};
+
 typedef struct rep_route {
 	const char *path;
 	unsigned methods;        /* enum rep_method */
-	bool token;              /* needs the bearer token, when one is
-				  * configured */
+	int auth;                /* enum rep_auth */
+	bool peer;               /* mutual TLS: needs a verified client
+				  * certificate (server_tls.c, S2) */
 	bool body;               /* takes a request body: early refuses
 				  * it before it is read, upload stores
 				  * each piece */
@@ -65,6 +75,17 @@ enum MHD_Result rep_reply_err(struct MHD_Connection *c, unsigned status,
 bool rep_valid_db_name(const char *s);
 /* A query argument, or NULL. */
 const char *rep_arg(struct MHD_Connection *c, const char *name);
+
+/* server_tls.c: the daemon's options for TLS and its log (into o, up
+ * to max items, MHD_OPTION_END last; *flags gets MHD_USE_TLS), and the
+ * check of rule S2 (false: refused and logged; the caller answers). */
+int rep_server_tls_options(rep_node *n, struct MHD_OptionItem *o,
+			   size_t max, unsigned *flags);
+bool rep_server_peer_ok(rep_node *n, struct MHD_Connection *c,
+			const char *method, const char *url);
+/* MHD_OPTION_EXTERNAL_LOGGER with the node as cls (rule S3). */
+void rep_server_mhd_log(void *cls, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
 
 /* xfer_srv.c */
 enum MHD_Result rep_export_handler(rep_node *n, struct MHD_Connection *c,

@@ -229,7 +229,8 @@ static void stream_once(rep_node *n, struct rep_cli *c, CURL *curl,
 {
 	struct url_ctx u = {NULL, 0, 0, false, curl};
 	struct curl_slist *hdrs = NULL;
-	char tmp[128];
+	rep_http_tls tls = rep_node_client_tls(n);
+	char tmp[128], cerr[CURL_ERROR_SIZE];
 	uint64_t cluster;
 	CURLcode cc;
 
@@ -255,7 +256,10 @@ static void stream_once(rep_node *n, struct rep_cli *c, CURL *curl,
 		return;
 	}
 	curl_easy_reset(curl);
+	cerr[0] = '\0';
 	curl_easy_setopt(curl, CURLOPT_URL, u.buf);
+	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, cerr);
+	rep_http_tls_apply(curl, &tls);
 	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
 	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(curl, CURLOPT_WRITEDATA, c);
@@ -283,7 +287,8 @@ static void stream_once(rep_node *n, struct rep_cli *c, CURL *curl,
 	n->follow.connected = false;
 	n->follow.ready = false;
 	pthread_mutex_unlock(&n->mu);
-	if (c->status == 401 || c->status == 409 || c->status == 421) {
+	if (c->status == 401 || c->status == 403 || c->status == 409 ||
+	    c->status == 421) {
 		c->refused = true;
 		rep_cli_why(c, "the primary answered %ld: %s", c->status,
 			c->errbody.len ? rep_http_body_text(&c->errbody)
@@ -295,9 +300,11 @@ static void stream_once(rep_node *n, struct rep_cli *c, CURL *curl,
 		rep_cli_why(c, "the primary answered %ld: %s", c->status,
 			rep_http_body_text(&c->errbody));
 	} else if (!c->why[0]) {
-		rep_cli_why(c, "%s", cc == CURLE_OK
-					     ? "the primary closed the stream"
-					     : curl_easy_strerror(cc));
+		rep_cli_why(c, "%s%s",
+			    cc == CURLE_OK ? "the primary closed the stream"
+			    : cerr[0]      ? cerr
+					   : curl_easy_strerror(cc),
+			    cc == CURLE_OK ? "" : rep_http_hint(u.buf, cc));
 	}
 	curl_slist_free_all(hdrs);
 	free(u.buf);

@@ -42,7 +42,14 @@
  *     replica run that daemon binary (the clients are LTXFS_BIN's), and
  *     each run measures both pairs, in alternating order.
  *
- * Usage: bench_repl [all|lag|throughput|catchup|walapply|xfer]
+ *  6. tls (not part of "all"): plain HTTP and HTTPS with mutual TLS
+ *     side by side (a primary and a replica each; one CA and one
+ *     certificate made with openssl), runs interleaved: lag p99 as in
+ *     part 1, and catch-up of a fresh replica from the log records of
+ *     a LTXFS_BENCH_TLS_MB (256) MiB database as in part 3; the ratio
+ *     HTTPS / plain.
+ *
+ * Usage: bench_repl [all|lag|throughput|catchup|walapply|xfer|tls]
  *
  * Runs per measurement: LTXFS_BENCH_RUNS (default 3), medians reported.
  *
@@ -93,6 +100,7 @@ typedef struct node {
 	pid_t pid;        /* -1 when not running */
 	const char *bin;  /* the daemon's binary: ltxfs_bin unless set */
 	long retention_bytes; /* data.retention-bytes; -1: the default */
+	bool tls;         /* HTTPS + mutual TLS (part 6); its primary too */
 	bool used;
 } node;
 
@@ -104,6 +112,7 @@ static char root[4096], native[4200];
 static bool root_created; /* by bench_dir: remove it on a signal too */
 static const char *ltxfs_bin;
 static bool pin; /* LTXFS_BENCH_PIN: primaries and us on CPU 0, replicas 1 */
+static char pki[4200]; /* part 6: ca.crt, node.crt, node.key */
 
 /* ---- processes and mounts (async-signal-safe helpers) -------------- */
 
@@ -319,14 +328,22 @@ static void write_config(const node *n)
 	fprintf(f, "fuse:\n  dir: %s\ndata:\n  dir: %s\n", n->mnt, n->data);
 	if (n->retention_bytes >= 0)
 		fprintf(f, "  retention-bytes: %ld\n", n->retention_bytes);
-	fprintf(f, "http:\n  addr: 127.0.0.1:%d\n"
-		"lease:\n  type: static\n  hostname: %s\n"
-		"  advertise-url: http://127.0.0.1:%d\n",
-		n->port, n->name, n->port);
+	fprintf(f, "http:\n  addr: 127.0.0.1:%d\n", n->port);
+	if (n->tls)
+		fprintf(f, "  tls-cert-file: %s/node.crt\n"
+			"  tls-key-file: %s/node.key\n"
+			"  tls-client-ca-file: %s/ca.crt\n"
+			"  tls-ca-file: %s/ca.crt\n"
+			"  tls-client-cert-file: %s/node.crt\n"
+			"  tls-client-key-file: %s/node.key\n",
+			pki, pki, pki, pki, pki, pki);
+	fprintf(f, "lease:\n  type: static\n  hostname: %s\n"
+		"  advertise-url: %s://127.0.0.1:%d\n",
+		n->name, n->tls ? "https" : "http", n->port);
 	if (n->primary_port)
 		fprintf(f, "  candidate: false\n"
-			"  primary-url: http://127.0.0.1:%d\n",
-			n->primary_port);
+			"  primary-url: %s://127.0.0.1:%d\n",
+			n->tls ? "https" : "http", n->primary_port);
 	else
 		fprintf(f, "  candidate: true\n");
 	fprintf(f, "log:\n  level: %s\n",
@@ -355,6 +372,7 @@ static node *node_new(const char *name, const node *primary)
 	snprintf(n->log, sizeof(n->log), "%s/%s/daemon.log", root, name);
 	n->port = free_port();
 	n->primary_port = primary ? primary->port : 0;
+	n->tls = primary && primary->tls;
 	n->used = true;
 	n_nodes++;
 	if (mkdir(n->root, 0755) < 0 || mkdir(n->mnt, 0755) < 0 ||
@@ -1087,6 +1105,70 @@ static uint64_t prefill(node *n, const char *name, int mb, const char *jm)
  * (bytes long, at txid); a fresh replica each run, wiped afterwards.
  * snapshot: whether the primary is expected to send a snapshot (its log
  * no longer starts at TXID 1) rather than its log records. */
+struct catchup_result {
+	double secs, rate, rate_m, rss_r;
+};
+
+/* One fresh replica r of p catching up (see catchup_runs); wiped
+ * afterwards. */
+static void catchup_one(node *p, node *r, const char *db, uint64_t bytes,
+			uint64_t txid, bool snapshot, int i,
+			struct catchup_result *out)
+{
+	const char *how = snapshot ? "snapshot" : "log records";
+	char *rm[] = {"rm", "-rf", r->data, r->log, NULL};
+	int snaps = log_count(p, "a snapshot at TXID");
+	double t0, tm, t, cpu_p0 = node_cpu_s(p), cpu_r, cpu_p;
+	double run_r, wait_r;
+	char path[4500];
+
+	run_quiet(rm);
+	if (mkdir(r->data, 0755) < 0)
+		bench_fail("mkdir %s: %s", r->data, strerror(errno));
+	t0 = bench_now();
+	tm = node_start(r);
+	while (pos_txid(r, db) < txid) {
+		if (bench_now() - t0 > 600)
+			node_fail(r, "catch-up took over 600 s");
+		if (waitpid(r->pid, NULL, WNOHANG) == r->pid) {
+			r->pid = -1;
+			node_fail(r, "the replica exited");
+		}
+		sleep_ms(2);
+	}
+	t = bench_now() - t0;
+	node_sched(r, &run_r, &wait_r);
+	cpu_r = node_cpu_s(r);
+	cpu_p = node_cpu_s(p) - cpu_p0;
+	if (pos_txid(r, db) != txid)
+		bench_fail("catch-up: replica passed the primary");
+	snprintf(path, sizeof(path), "%s/%s", r->mnt, db);
+	if (bench_file_size(path) != bytes)
+		bench_fail("catch-up: replica's database is %" PRIu64
+			   " bytes, primary's %" PRIu64,
+			   bench_file_size(path), bytes);
+	if ((log_count(p, "a snapshot at TXID") > snaps) != snapshot)
+		bench_fail("catch-up: expected the primary to send %s", how);
+	out->secs = t;
+	out->rate = (double)bytes / 1e6 / t;
+	out->rate_m = (double)bytes / 1e6 / (t - tm);
+	out->rss_r = (double)node_hwm_kib(r);
+	printf("  catch-up from %s%s, run %d: %.3f s from exec (%.3f s "
+	       "to mount), %.0f MB/s (%.0f MB/s after the mount); VmHWM "
+	       "replica %.0f KiB, primary %ld KiB; CPU replica %.2f s, "
+	       "primary %.2f s; replica threads on a CPU %.2f s, "
+	       "runnable but waiting for a CPU %.2f s\n", how,
+	       r->tls ? " over HTTPS" : "", i, t, tm, out->rate, out->rate_m,
+	       out->rss_r, node_hwm_kib(p), cpu_r, cpu_p, run_r, wait_r);
+	fflush(stdout);
+	if (node_stop(r) != 0)
+		node_fail(r, "unclean exit after SIGTERM");
+}
+
+/* One catch-up measurement series against primary p, which holds db
+ * (bytes long, at txid); a fresh replica each run, wiped afterwards.
+ * snapshot: whether the primary is expected to send a snapshot (its log
+ * no longer starts at TXID 1) rather than its log records. */
 static void catchup_runs(node *p, node *r, const char *db, uint64_t bytes,
 			 uint64_t txid, bool snapshot)
 {
@@ -1095,54 +1177,12 @@ static void catchup_runs(node *p, node *r, const char *db, uint64_t bytes,
 	const char *how = snapshot ? "snapshot" : "log records";
 
 	for (int i = 0; i < nr; i++) {
-		char *rm[] = {"rm", "-rf", r->data, r->log, NULL};
-		int snaps = log_count(p, "a snapshot at TXID");
-		double t0, tm, t, cpu_p0 = node_cpu_s(p), cpu_r, cpu_p;
-		double run_r, wait_r;
-		char path[4500];
-
-		run_quiet(rm);
-		if (mkdir(r->data, 0755) < 0)
-			bench_fail("mkdir %s: %s", r->data, strerror(errno));
-		t0 = bench_now();
-		tm = node_start(r);
-		while (pos_txid(r, db) < txid) {
-			if (bench_now() - t0 > 600)
-				node_fail(r, "catch-up took over 600 s");
-			if (waitpid(r->pid, NULL, WNOHANG) == r->pid) {
-				r->pid = -1;
-				node_fail(r, "the replica exited");
-			}
-			sleep_ms(2);
-		}
-		t = bench_now() - t0;
-		node_sched(r, &run_r, &wait_r);
-		cpu_r = node_cpu_s(r);
-		cpu_p = node_cpu_s(p) - cpu_p0;
-		if (pos_txid(r, db) != txid)
-			bench_fail("catch-up: replica passed the primary");
-		snprintf(path, sizeof(path), "%s/%s", r->mnt, db);
-		if (bench_file_size(path) != bytes)
-			bench_fail("catch-up: replica's database is %" PRIu64
-				   " bytes, primary's %" PRIu64,
-				   bench_file_size(path), bytes);
-		if ((log_count(p, "a snapshot at TXID") > snaps) != snapshot)
-			bench_fail("catch-up: expected the primary to send %s",
-				   how);
-		secs[i] = t;
-		rate[i] = (double)bytes / 1e6 / t;
-		rate_m[i] = (double)bytes / 1e6 / (t - tm);
-		rss_r[i] = (double)node_hwm_kib(r);
-		printf("  catch-up from %s, run %d: %.3f s from exec (%.3f s "
-		       "to mount), %.0f MB/s (%.0f MB/s after the mount); VmHWM "
-		       "replica %.0f KiB, primary %ld KiB; CPU replica %.2f s, "
-		       "primary %.2f s; replica threads on a CPU %.2f s, "
-		       "runnable but waiting for a CPU %.2f s\n", how, i, t, tm,
-		       rate[i], rate_m[i], rss_r[i], node_hwm_kib(p), cpu_r,
-		       cpu_p, run_r, wait_r);
-		fflush(stdout);
-		if (node_stop(r) != 0)
-			node_fail(r, "unclean exit after SIGTERM");
+		struct catchup_result c;
+		catchup_one(p, r, db, bytes, txid, snapshot, i, &c);
+		secs[i] = c.secs;
+		rate[i] = c.rate;
+		rate_m[i] = c.rate_m;
+		rss_r[i] = c.rss_r;
 	}
 	printf("summary: bench_repl: catch-up of %.0f MB from %s = %.2f s, "
 	       "%.0f MB/s (%.0f MB/s after the mount) (target 150 MB/s) %s\n",
@@ -1408,6 +1448,100 @@ static void bench_xfer(void)
 	fflush(stdout);
 }
 
+/* ---- 6. TLS ---------------------------------------------------------- */
+
+/* A CA and one certificate for every node (IP:127.0.0.1, serverAuth and
+ * clientAuth) in <root>/pki, made with openssl. */
+static void make_pki(void)
+{
+	char cmd[16384];
+
+	snprintf(pki, sizeof(pki), "%s/pki", root);
+	if (mkdir(pki, 0755) < 0)
+		bench_fail("mkdir %s: %s", pki, strerror(errno));
+	snprintf(cmd, sizeof(cmd),
+		 "cd '%s' && EC='-newkey ec -pkeyopt "
+		 "ec_paramgen_curve:prime256v1 -nodes' && "
+		 "openssl req -x509 $EC -keyout ca.key -out ca.crt -days 2 "
+		 "-subj /CN=bench-ca && "
+		 "openssl req $EC -keyout node.key -out node.csr "
+		 "-subj /CN=bench-node && "
+		 "printf 'basicConstraints=CA:FALSE\\nsubjectAltName="
+		 "IP:127.0.0.1\\nextendedKeyUsage=serverAuth,clientAuth\\n' "
+		 "> node.ext && "
+		 "openssl x509 -req -in node.csr -CA ca.crt -CAkey ca.key "
+		 "-CAcreateserial -days 2 -out node.crt -extfile node.ext",
+		 pki);
+	if (system(cmd) != 0)
+		bench_fail("openssl could not make the certificates in %s",
+			   pki);
+}
+
+/* Plain HTTP and HTTPS with mutual TLS side by side, runs interleaved:
+ * lag at LTXFS_BENCH_LAG_RATE, and catch-up of a
+ * LTXFS_BENCH_TLS_MB (256) MiB database from the log records. */
+static void bench_tls(void)
+{
+	int nr = runs(), mb = env_int("LTXFS_BENCH_TLS_MB", 256, 1);
+	node *p[2], *r[2];
+	double p99[2][64], rate[2][64];
+	uint64_t bytes[2], txid[2];
+	const char *label[2] = {"plain HTTP", "HTTPS + mTLS"};
+	const char *db = "big.db";
+
+	make_pki();
+	for (int k = 0; k < 2; k++) {
+		char name[8];
+		snprintf(name, sizeof(name), "%sp", k ? "t" : "h");
+		p[k] = node_new(name, NULL);
+		p[k]->tls = k == 1;
+		p[k]->retention_bytes = 0;
+		write_config(p[k]);
+		node_start(p[k]);
+		snprintf(name, sizeof(name), "%sr", k ? "t" : "h");
+		r[k] = node_new(name, p[k]);
+		node_start(r[k]);
+	}
+	printf("tls: lag at %d tx/s for %d s, plain HTTP and HTTPS with "
+	       "mutual TLS interleaved\n",
+	       env_int("LTXFS_BENCH_LAG_RATE", 1000, 1),
+	       env_int("LTXFS_BENCH_LAG_S", 10, 1));
+	for (int i = 0; i < nr; i++)
+		for (int k = 0; k < 2; k++) {
+			struct lag_result res;
+			printf("  %s:\n", label[k]);
+			lag_run(p[k], r[k], i, &res);
+			p99[k][i] = res.p99;
+		}
+	printf("summary: bench_repl: tls lag p99 at 1000 tx/s = plain %.3f "
+	       "ms, HTTPS %.3f ms (medians) (target HTTPS p99 < 2 ms) %s\n",
+	       bench_median(p99[0], nr), bench_median(p99[1], nr),
+	       bench_verdict(bench_median(p99[1], nr) < 2.0));
+	print_load("after tls lag");
+	for (int k = 0; k < 2; k++) {
+		node_stop(r[k]);
+		bytes[k] = prefill(p[k], db, mb, "DELETE");
+		txid[k] = pos_txid(p[k], db);
+	}
+	for (int i = 0; i < nr; i++)
+		for (int k = 0; k < 2; k++) {
+			struct catchup_result c;
+			catchup_one(p[k], r[k], db, bytes[k], txid[k], false, i,
+				    &c);
+			rate[k][i] = c.rate;
+		}
+	printf("summary: bench_repl: tls catch-up of %.0f MB from log "
+	       "records = plain %.0f MB/s, HTTPS %.0f MB/s, ratio %.2f "
+	       "(medians) (target >= 0.90) %s\n", (double)bytes[0] / 1e6,
+	       bench_median(rate[0], nr), bench_median(rate[1], nr),
+	       bench_median(rate[1], nr) / bench_median(rate[0], nr),
+	       bench_verdict(bench_median(rate[1], nr) /
+				     bench_median(rate[0], nr) >= 0.9));
+	fflush(stdout);
+	for (int k = 0; k < 2; k++)
+		node_stop(p[k]);
+}
+
 int main(int argc, char **argv)
 {
 	const char *only = argc > 1 ? argv[1] : "all";
@@ -1472,10 +1606,13 @@ int main(int argc, char **argv)
 	} else if (strcmp(only, "xfer") == 0) {
 		bench_xfer();
 		print_load("after xfer");
+	} else if (strcmp(only, "tls") == 0) {
+		bench_tls();
+		print_load("after tls");
 	} else if (strcmp(only, "lag") != 0 &&
 		   strcmp(only, "throughput") != 0) {
 		bench_fail("usage: bench_repl "
-			   "[all|lag|throughput|catchup|walapply|xfer]");
+			   "[all|lag|throughput|catchup|walapply|xfer|tls]");
 	}
 	return 0;
 }

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -30,19 +31,46 @@ HTTP_TIMEOUT = 30.0
 
 
 def http(url, method="GET", token=None, data=None, headers=None,
-         timeout=HTTP_TIMEOUT):
-    """One HTTP request; returns (status, body bytes) for any status."""
+         timeout=HTTP_TIMEOUT, context=None):
+    """One HTTP request; returns (status, body bytes) for any status.
+    context: the ssl.SSLContext of an https:// URL."""
     hdr = dict(headers or {})
     if token is not None:
         hdr["Authorization"] = "Bearer " + token
     req = urllib.request.Request(url, data=data, method=method, headers=hdr)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout,
+                                    context=context) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         body = e.read()
         e.close()
         return e.code, body
+
+
+class Tls:
+    """A node's http.tls-* files (paths; None: unset) and the context
+    the harness reaches it with (trusting ca, showing client_cert)."""
+
+    def __init__(self, cert, key, ca, client_ca=None, client_cert=None,
+                 client_key=None):
+        self.cert, self.key, self.ca = cert, key, ca
+        self.client_ca = client_ca
+        self.client_cert, self.client_key = client_cert, client_key
+
+    def yml(self):
+        keys = [("tls-cert-file", self.cert), ("tls-key-file", self.key),
+                ("tls-ca-file", self.ca),
+                ("tls-client-ca-file", self.client_ca),
+                ("tls-client-cert-file", self.client_cert),
+                ("tls-client-key-file", self.client_key)]
+        return "".join("  %s: %s\n" % (k, v) for k, v in keys if v)
+
+    def context(self):
+        ctx = ssl.create_default_context(cafile=self.ca)
+        if self.client_cert:
+            ctx.load_cert_chain(self.client_cert, self.client_key)
+        return ctx
 
 
 class ClusterNode(h.Node):
@@ -54,14 +82,19 @@ class ClusterNode(h.Node):
     settle_pos = False
 
     def __init__(self, name, primary_url=None, token=None, extra_yml="",
-                 log_level="info", data_yml=""):
+                 log_level="info", data_yml="", tls=None, http_yml=""):
         self.port = free_port()
-        self.url = "http://127.0.0.1:%d" % self.port
+        self.tls = tls
+        self.ssl = tls.context() if tls else None
+        self.url = "%s://127.0.0.1:%d" % ("https" if tls else "http",
+                                          self.port)
         self.token = token
         lease = self.lease_yml(name, primary_url)
-        httpc = "http:\n  addr: 127.0.0.1:%d\n" % self.port
+        httpc = "http:\n  addr: 127.0.0.1:%d\n" % self.port + http_yml
         if token is not None:
             httpc += "  token: \"%s\"\n" % token
+        if tls:
+            httpc += tls.yml()
         super().__init__(name=name, log_level=log_level,
                          extra_yml=httpc + lease + extra_yml)
         self.is_primary = primary_url is None
@@ -91,12 +124,14 @@ class ClusterNode(h.Node):
 
     def healthy(self):
         try:
-            return http(self.url + "/healthz", timeout=2)[0] == 200
+            return http(self.url + "/healthz", timeout=2,
+                        context=self.ssl)[0] == 200
         except OSError:
             return False
 
     def get(self, path, token=None, **kw):
         """GET path (with this node's token unless one is given)."""
+        kw.setdefault("context", self.ssl)
         return http(self.url + path,
                     token=self.token if token is None else token, **kw)
 
@@ -189,11 +224,15 @@ class Cluster:
     replicas with lease.primary-url pointing at it."""
 
     def __init__(self, n, token=None, extra_yml="", primary_yml="",
-                 replica_yml="", primary_data_yml=""):
+                 replica_yml="", primary_data_yml="", tls=None, http_yml=""):
+        """tls: a Tls every node uses; http_yml: more keys of the http
+        section ("  key: value\n")."""
         self.nodes = []
+        self.tls, self.http_yml = tls, http_yml
         self.primary = ClusterNode("n0", token=token,
                                    extra_yml=extra_yml + primary_yml,
-                                   data_yml=primary_data_yml)
+                                   data_yml=primary_data_yml, tls=tls,
+                                   http_yml=http_yml)
         self.nodes.append(self.primary)
         for i in range(1, n):
             self.add_replica(token=token, extra_yml=extra_yml + replica_yml)
@@ -202,10 +241,12 @@ class Cluster:
     def replicas(self):
         return self.nodes[1:]
 
-    def add_replica(self, token=None, extra_yml="", name=None):
+    def add_replica(self, token=None, extra_yml="", name=None, tls=None):
+        """tls: this replica's, else the cluster's."""
         r = ClusterNode(name or "n%d" % len(self.nodes),
                         primary_url=self.primary.url, token=token,
-                        extra_yml=extra_yml)
+                        extra_yml=extra_yml, tls=tls or self.tls,
+                        http_yml=self.http_yml)
         self.nodes.append(r)
         return r
 

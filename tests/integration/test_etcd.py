@@ -122,10 +122,11 @@ class EtcdNode(ClusterNode):
     """A ClusterNode with lease.type etcd, a candidate. Its configuration
     ends with the lease.etcd section (test_etcd_tls.py appends to it)."""
 
-    def __init__(self, name, etcd, endpoints=None, auth=None):
+    def __init__(self, name, etcd, endpoints=None, auth=None, **kw):
+        """kw: more of ClusterNode's (tls, token, http_yml)."""
         self._endpoints = endpoints or [etcd.url]
         self._auth = auth
-        super().__init__(name, log_level="info")
+        super().__init__(name, log_level="info", **kw)
 
     def lease_yml(self, name, primary_url):
         yml = ("lease:\n  type: etcd\n  candidate: true\n"
@@ -145,7 +146,8 @@ class EtcdNode(ClusterNode):
     def info(self):
         """/info, or None when it does not answer within a second."""
         try:
-            return http_json(self.url + "/info", timeout=1.0)
+            st, body = self.get("/info", timeout=1.0)
+            return json.loads(body) if st == 200 else None
         except (OSError, ValueError):
             return None
 

@@ -26,62 +26,17 @@ are test_etcd.py's, imported.
 """
 
 import os
-import shutil
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
 import cluster_harness as ch
 import ltxfs_harness as h
+from pki import Pki
 import test_etcd as te
 from ltxfs_harness import TestFailure, check, wait_for
-
-
-def openssl(*args, cwd):
-    r = subprocess.run(["openssl"] + list(args), cwd=cwd,
-                       capture_output=True, text=True, timeout=60)
-    check(r.returncode == 0, "openssl %s: %s%s" % (" ".join(args), r.stdout,
-                                                   r.stderr))
-
-
-class Pki:
-    """ca.crt/ca.key, server.crt/key (IP:127.0.0.1), client.crt/key
-    signed by the CA; other-ca.crt, a CA that signed nothing here."""
-
-    def __init__(self):
-        check(shutil.which("openssl") is not None,
-              "openssl is missing (package openssl, scripts/install-deps)")
-        self.dir = tempfile.mkdtemp(prefix="ltxfs-it-pki-")
-        d = self.dir
-        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-              "-nodes"]
-        for ca in ("ca", "other-ca"):
-            openssl("req", "-x509", *ec, "-keyout", ca + ".key", "-out",
-                    ca + ".crt", "-days", "2", "-subj",
-                    "/CN=ltxfs test %s" % ca, cwd=d)
-        # etcd's JSON gateway dials etcd's gRPC port with the server
-        # certificate, so it needs clientAuth too.
-        exts = {"server": "subjectAltName=IP:127.0.0.1\n"
-                          "extendedKeyUsage=serverAuth,clientAuth\n",
-                "client": "extendedKeyUsage=clientAuth\n"}
-        for name, ext in exts.items():
-            with open(os.path.join(d, name + ".ext"), "w") as f:
-                f.write("basicConstraints=CA:FALSE\n" + ext)
-            openssl("req", *ec, "-keyout", name + ".key", "-out",
-                    name + ".csr", "-subj", "/CN=ltxfs test %s" % name,
-                    cwd=d)
-            openssl("x509", "-req", "-in", name + ".csr", "-CA", "ca.crt",
-                    "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-                    "-out", name + ".crt", "-extfile", name + ".ext", cwd=d)
-
-    def path(self, name):
-        return os.path.join(self.dir, name)
-
-    def close(self):
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class TlsEtcd(te.Etcd):

@@ -442,6 +442,47 @@ static void test_bad_values(void **state)
 		     "false)");
 }
 
+/* The TLS keys that go together, the scoped metrics token, and
+ * metrics-auth's values (issue 16). */
+static void test_http_tls_keys(void **state)
+{
+	ltxfs_cfg cfg;
+
+	(void)state;
+	expect_error("http:\n  tls-cert-file: /c\n",
+		     "t.yml:2: http.tls-cert-file is set but "
+		     "http.tls-key-file is empty: it needs it");
+	expect_error("http:\n  tls-key-file: /k\n",
+		     "t.yml:2: http.tls-key-file is set but "
+		     "http.tls-cert-file is empty: it needs it");
+	expect_error("http:\n  tls-client-ca-file: /ca\n",
+		     "t.yml:2: http.tls-client-ca-file is set but "
+		     "http.tls-cert-file is empty: it needs it");
+	expect_error("http:\n  tls-client-key-file: /k\n",
+		     "t.yml:2: http.tls-client-key-file is set but "
+		     "http.tls-client-cert-file is empty: it needs it");
+	expect_error("http:\n  metrics-token: m\n",
+		     "t.yml:2: http.metrics-token is set but http.token is "
+		     "empty: it needs it");
+	expect_error("http:\n  metrics-auth: open\n",
+		     "t.yml:2: http.metrics-auth: \"open\" is not one of "
+		     "token, none");
+	expect_error("http:\n  tls-skip-verify: true\n",
+		     "t.yml:2: unknown key \"http.tls-skip-verify\"");
+	assert_int_equal(load(&cfg, "http:\n  token: t\n"
+				    "  metrics-token: m\n"
+				    "  metrics-auth: none\n"
+				    "  tls-cert-file: /c\n"
+				    "  tls-key-file: /k\n"
+				    "  tls-client-ca-file: /ca\n"),
+			 0);
+	assert_string_equal(cfg.http.metrics_token, "m");
+	assert_int_equal(cfg.http.metrics_auth, CFG_METRICS_AUTH_NONE);
+	assert_string_equal(cfg.http.tls_client_ca_file, "/ca");
+	assert_string_equal(cfg.http.tls_ca_file, "");
+	cfg_free(&cfg);
+}
+
 static void test_bad_yaml(void **state)
 {
 	ltxfs_cfg cfg;
@@ -689,6 +730,7 @@ int main(void)
 		cmocka_unit_test_setup(test_token_env, setup),
 		cmocka_unit_test_setup(test_unknown_keys, setup),
 		cmocka_unit_test_setup(test_bad_values, setup),
+		cmocka_unit_test_setup(test_http_tls_keys, setup),
 		cmocka_unit_test_setup(test_bad_yaml, setup),
 		cmocka_unit_test_setup(test_empty, setup),
 		cmocka_unit_test_setup(test_missing_file, setup),

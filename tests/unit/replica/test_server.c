@@ -147,15 +147,20 @@ static void test_table_lookup(void **state)
 	(void)state;
 	assert_int_equal(rep_route_match("GET", "/info", &r), 0);
 	assert_string_equal(r->path, "/info");
-	assert_true(r->token);
+	assert_int_equal(r->auth, REP_AUTH_METRICS);
+	assert_false(r->peer);
 	assert_false(r->body);
+	assert_int_equal(rep_route_match("GET", "/stream", &r), 0);
+	assert_int_equal(r->auth, REP_AUTH_CLUSTER);
+	assert_true(r->peer);
 	assert_int_equal(rep_route_match("HEAD", "/metrics", &r), 0);
 	assert_int_equal(rep_route_match("POST", "/import", &r), 0);
 	assert_true(r->body);
 	assert_int_equal(rep_route_match("PUT", "/import", &r), 405);
 	assert_non_null(r);
 	assert_int_equal(rep_route_match("GET", "/healthz", &r), 0);
-	assert_false(r->token);
+	assert_int_equal(r->auth, REP_AUTH_NONE);
+	assert_false(r->peer);
 	assert_int_equal(rep_route_match("GET", "/nope", &r), 404);
 	assert_null(r);
 	assert_int_equal(rep_route_match("GET", "/info/", &r), 404);
@@ -236,7 +241,8 @@ static void test_readyz(void **state)
 
 	(void)state;
 	assert_int_equal(rep_route_match("GET", "/readyz", &r), 0);
-	assert_false(r->token);
+	assert_int_equal(r->auth, REP_AUTH_NONE);
+	assert_false(r->peer);
 	a = req("GET", "/readyz", NULL, NULL);
 	assert_int_equal(a.status, 503);
 	assert_string_equal(a.body, "not serving: the mount is not ready\n");
