@@ -29,10 +29,12 @@ from test_etcd import Etcd
 TTL = 4
 
 
-def info(p, c):
+def info(p, c, ip=None):
     """The node's GET /info, asked from this host at the container's
-    address (no podman exec: the takeover is timed by it), or None."""
-    ip = p.ip(c)
+    address (no podman exec: the takeover is timed by it), or None. ip:
+    the address if known (a podman inspect per poll made each poll take
+    up to a second under load, which counted in the takeover time)."""
+    ip = ip or p.ip(c)
     if not ip:
         return None
     try:
@@ -43,19 +45,26 @@ def info(p, c):
         return None
 
 
-def primaries(p, cs):
+def primaries(p, cs, ips):
+    """The containers of cs whose /info says primary; ips: the known
+    addresses (a container not yet started has none: asked again)."""
     out = []
     for c in cs:
-        if p.running(c):
-            i = info(p, c)
-            if i and i.get("role") == "primary":
-                out.append(c)
+        if not ips.get(c):
+            ips[c] = p.ip(c)
+        i = info(p, c, ips[c])
+        if i and i.get("role") == "primary":
+            out.append(c)
     return out
 
 
 def one_primary(p, cs, timeout, what):
+    """Waits for exactly one primary among cs, which must all be running
+    (their addresses are taken once)."""
+    ips = {}
+
     def got():
-        ps = primaries(p, cs)
+        ps = primaries(p, cs, ips)
         check(len(ps) <= 1, "two primaries: %s" % ps)
         return ps[0] if ps else None
     return wait_for(got, timeout, what, interval=0.1)
