@@ -24,6 +24,12 @@ static const struct cfg_key lease_keys[] = {
 	{.name = "lease.primary-url", .type = T_STR,
 	 .off = CFG_OFF(lease.primary_url), .def = "", .flags = F_URL,
 	 .help = "static: URL of the primary; needed on replicas."},
+	{.name = "lease.upstream-url", .type = T_STR,
+	 .off = CFG_OFF(lease.upstream_url), .def = "", .flags = F_URL,
+	 .help = "A replica streams from this node (a replica that follows\n"
+		 "the primary) instead of the primary; when it cannot, from\n"
+		 "the region's choice or the primary (docs/REGIONS.md).\n"
+		 "Empty: chosen by region, else the primary."},
 	{.name = "lease.hostname", .type = T_STR,
 	 .off = CFG_OFF(lease.hostname), .def = "",
 	 .help = "Name of this node shown to others. Empty: gethostname()."},
