@@ -19,6 +19,25 @@
 #define INFO_TIMEOUT_MS 2000L
 #define INFO_MAX (1u << 20)
 
+/* REP_CASCADE_AVOID_MS and REP_CASCADE_RECHECK_MS, or both
+ * $LTXFS_TEST_CASCADE_MS (tests: 100 ms to 30 s). */
+static int64_t period_ms;
+static pthread_once_t period_once = PTHREAD_ONCE_INIT;
+
+static void period_init(void)
+{
+	const char *e = getenv("LTXFS_TEST_CASCADE_MS");
+	long long v = e && *e ? atoll(e) : 0;
+
+	period_ms = v >= 100 && v <= 30000 ? v : 0;
+}
+
+static int64_t period_ns(int64_t def_ms)
+{
+	pthread_once(&period_once, period_init);
+	return (period_ms ? period_ms : def_ms) * NS_PER_MS_;
+}
+
 bool rep_region_valid(const char *s)
 {
 	size_t n = strlen(s);
@@ -165,7 +184,7 @@ void rep_cascade_connecting(rep_node *n, const char *url, bool to_primary,
 	c->to_primary = to_primary;
 	c->recheck = recheck;
 	c->recheck_ns = lib_clock_monotonic_ns() +
-			REP_CASCADE_RECHECK_MS * NS_PER_MS_;
+			period_ns(REP_CASCADE_RECHECK_MS);
 	c->node = 0;
 	c->depth = 0;
 	pthread_mutex_unlock(&n->mu);
@@ -197,11 +216,11 @@ void rep_cascade_ended(rep_node *n, bool avoid)
 		}
 		snprintf(c->avoid[slot].url, sizeof(c->avoid[slot].url), "%s",
 			 c->url);
-		c->avoid[slot].until_ns = now + REP_CASCADE_AVOID_MS *
-						NS_PER_MS_;
+		c->avoid[slot].until_ns = now + period_ns(REP_CASCADE_AVOID_MS);
 		atomic_fetch_add(&n->m.upstream_fallbacks, 1);
-		log_warn("upstream %s avoided for %d s: falling back to the "
-			 "next choice", c->url, REP_CASCADE_AVOID_MS / 1000);
+		log_warn("upstream %s avoided for %.1f s: falling back to the "
+			 "next choice", c->url,
+			 (double)period_ns(REP_CASCADE_AVOID_MS) / 1e9);
 	}
 	pthread_mutex_unlock(&n->mu);
 }
@@ -215,7 +234,7 @@ int rep_cascade_recheck(rep_node *n, char *why, size_t len)
 
 	pthread_mutex_lock(&n->mu);
 	if (c->recheck && now >= c->recheck_ns) {
-		c->recheck_ns = now + REP_CASCADE_RECHECK_MS * NS_PER_MS_;
+		c->recheck_ns = now + period_ns(REP_CASCADE_RECHECK_MS);
 		primary = strdup(n->role.primary_url ? n->role.primary_url
 						     : "");
 	}

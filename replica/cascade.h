@@ -42,6 +42,8 @@
  *      every REP_CASCADE_RECHECK_MS: when C4 chooses another upstream
  *      now, the stream ends and the next one goes there.
  *
+ * $LTXFS_TEST_CASCADE_MS (100..30000) replaces both periods, for tests.
+ *
  * Every field is guarded by rep_node.mu, except the followers' byte and
  * record counters (atomics).
  */
