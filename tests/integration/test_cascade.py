@@ -17,10 +17,11 @@ Cases (argv[1]):
              both converge.
   etcd       etcd lease, three candidates in one region: the primary's
              two replicas form a cascade (one follows the other); kill -9
-             of the primary under writes; a new primary, the cascade
-             follows it, the old primary rejoins; then every node's rows
-             are the same and the epoch checker (test_etcd.py) holds over
-             every node's LTX log.
+             of the primary under writes; a new primary, the old one
+             rejoins, the cascade forms again under the new primary and
+             its epoch reaches the last node through the intermediate;
+             then every node's rows are the same and the epoch checker
+             (test_etcd.py) holds over every node's LTX log.
 
 Node IDs are set (data/node.id) so that the region's choice is known:
 the lowest ID of a region follows the primary. LTXFS_TEST_CASCADE_MS
@@ -286,12 +287,17 @@ def case_etcd(nodes):
         p.start()
         p.wait_ready_replica(30)
         q = te.wait_one_primary(nodes, 20)
-        others = [n for n in nodes if n is not q]
-        for n in others:
-            wait_for(lambda n=n: upstream(n)[2] in (1, 2), 30,
-                     "%s streaming" % n.name)
-        print("after: %s" % ", ".join("%s<-%s" % (n.name, upstream(n)[0])
-                                      for n in others))
+        # The cascade forms again under the new primary (rechecked every
+        # 2 s here), and the new epoch reaches the follower through it.
+        reps = sorted((n for n in nodes if n is not q), key=lambda n:
+                      n.node_id())
+        wait_upstream(reps[0], q.url, 1)
+        wait_upstream(reps[1], reps[0].url, 2)
+        epoch = q.info()["epoch"]
+        wait_for(lambda: reps[1].info()["epoch"] == epoch, 10,
+                 "%s at epoch %d" % (reps[1].name, epoch))
+        print("cascade after the failover: %s -> %s -> %s (epoch %d)"
+              % (q.name, reps[0].name, reps[1].name, epoch))
         te.finish_writes(nodes, w, t0, 40, "more writes")
     except BaseException:
         sys.stdout.write("---- etcd log tail ----\n")
