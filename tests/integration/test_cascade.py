@@ -212,6 +212,8 @@ def case_static(nodes):
         wait_ready(f)
     check(m(p, "ltxfs_stream_snapshots_sent_total") == 0,
           "the primary sent a snapshot")
+    for n in (f1, f2, p):
+        n.stop()                # exit code 0: no leak, a clean stop
 
 
 def case_bad(nodes):
@@ -254,10 +256,19 @@ def case_bad(nodes):
     st, body = http(a.url + "/stream?node=%s" % a.node_id(), timeout=5)
     check(st == 409, "/stream from the node itself answered %d: %r"
           % (st, body))
-    # A follows P: P asking A for a stream would be a cycle.
-    st, body = http(a.url + "/stream?node=%s" % p.node_id(), timeout=5)
-    check(st == 409 and b"cycle" in body, "/stream from A's upstream "
-          "answered %d: %r" % (st, body))
+    # A follows P: P asking A for a stream would be a cycle. (A tries
+    # itself again every 2 s: meanwhile it answers 421, never 200.)
+    last = []
+
+    def cycle_refused():
+        last[:] = http(a.url + "/stream?node=%s" % p.node_id(), timeout=5)
+        check(last[0] in (409, 421), "/stream from A's upstream answered "
+              "%d: %r" % tuple(last))
+        return last[0] == 409 and b"cycle" in last[1]
+    wait_for(cycle_refused, 10, "A to refuse its upstream as a cycle "
+             "(last %r)" % (last,), interval=0.05)
+    for n in (c, b, a, p):
+        n.stop()
 
 
 def case_etcd(nodes):
