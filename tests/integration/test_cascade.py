@@ -156,6 +156,7 @@ def case_static(nodes):
             check(p.url in fh.read(), "%s: /.primary names the primary"
                   % f.name)
         check(m(f, "ltxfs_stream_upstream_depth") == 2, "depth metric")
+        wait_ready(f)           # caught up with R1, not behind P
     check(m(p, 'ltxfs_node_info{node="%s",region="a",role="primary"}'
             % p.node_id()) == 1, "ltxfs_node_info of the primary")
     check(m(p, "ltxfs_connected_replicas") == 1, "one stream on P")
