@@ -15,6 +15,11 @@
                               the etcd overlay's etcd and ltxfs
                               StatefulSets run so, and its preStop hook
                               (run_etcd_pods)
+  test_kubernetes.py tls-pods the static-tls overlay's pod template run
+                              so with a Secret ltxfs-tls made here
+                              (openssl, tests/integration/pki.py):
+                              HTTPS probes, replication over mutual TLS
+                              (run_tls_pods)
 
 Rules:
  1. Real tools only: kubectl, node and npm, podman. A missing one makes
@@ -34,6 +39,9 @@ Rules:
  4. Pods live in a podman_harness.Pod: every container, volume and
     network is named with the run's id and removed by that name at the
     end, even on failure or a timeout; every wait is bounded.
+ 5. Secrets the manifests use but do not generate (static-tls's
+    ltxfs-tls) are made by the test as an installation would (TLS_SECRET)
+    and given to the pods like the rendered ones.
 """
 import base64
 import json
@@ -52,8 +60,17 @@ sys.path.insert(0, HERE)
 import podman_harness as ph  # noqa: E402
 from podman_harness import TestFailure, wait_for  # noqa: E402
 SRC = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(SRC, 'tests', 'integration'))
 K8S = os.path.join(SRC, 'deploy', 'kubernetes')
-OVERLAYS = ['static', 'etcd']
+OVERLAYS = ['static', 'etcd', 'static-tls']
+NAMESPACE = 'ltxfs-test'
+TLS_SECRET = 'ltxfs-tls'
+# http.tls-* key of static-tls/ltxfs.yml: the Secret's key it must name.
+TLS_KEYS = {
+    'tls-cert-file': 'tls.crt', 'tls-key-file': 'tls.key',
+    'tls-client-ca-file': 'ca.crt', 'tls-ca-file': 'ca.crt',
+    'tls-client-cert-file': 'tls.crt', 'tls-client-key-file': 'tls.key',
+}
 SKIP = 77
 
 
@@ -204,11 +221,11 @@ def check_references(objs, overlay):
     labels = spec['template']['metadata']['labels']
     cm = find(objs, 'ConfigMap', prefix='ltxfs-config')
     sec = find(objs, 'Secret', prefix='ltxfs-token')
-    vols = {v['name']: v for v in pod['volumes']}
-    if vols['config']['configMap']['name'] != cm['metadata']['name']:
-        fail('%s: config volume names %s, the ConfigMap is %s' % (
-            overlay, vols['config']['configMap']['name'],
-            cm['metadata']['name']))
+    etc = config_volume(pod, c)
+    if volume_sources(etc, 'configMap') != [cm['metadata']['name']]:
+        fail('%s: the volume at /etc/ltxfs names ConfigMap %s, the '
+             'ConfigMap is %s' % (overlay, volume_sources(etc, 'configMap'),
+                                  cm['metadata']['name']))
     env = {e['name']: e for e in c['env']}
     ref = env['LTXFS_TOKEN']['valueFrom']['secretKeyRef']
     if ref['name'] != sec['metadata']['name'] or \
@@ -219,8 +236,10 @@ def check_references(objs, overlay):
             'metadata.name':
         fail('%s: POD_NAME is not the pod name' % overlay)
     probes = (c['readinessProbe']['httpGet'], c['livenessProbe']['httpGet'])
+    scheme = 'HTTPS' if overlay == 'static-tls' else 'HTTP'
     if [p['path'] for p in probes] != ['/readyz', '/healthz'] or \
-            [p['port'] for p in probes] != [20202, 20202]:
+            [p['port'] for p in probes] != [20202, 20202] or \
+            [p.get('scheme', 'HTTP') for p in probes] != [scheme] * 2:
         fail('%s: probes are %s' % (overlay, probes))
     nodes = find(objs, 'Service', spec['serviceName'])
     if nodes['spec'].get('clusterIP') != 'None' or \
@@ -242,7 +261,9 @@ def check_references(objs, overlay):
     if not claims <= mounts:
         fail('%s: claims %s not all mounted' % (overlay, claims))
     yml = cm['data']['ltxfs.yml']
-    if 'http://${POD_NAME}.%s:20202' % spec['serviceName'] not in yml:
+    if overlay == 'static-tls':
+        check_tls(objs, pod, c, etc, yml_of(cm), spec['serviceName'])
+    elif 'http://${POD_NAME}.%s:20202' % spec['serviceName'] not in yml:
         fail('%s: advertise-url does not use <pod>.<service>' % overlay)
     if overlay == 'etcd':
         etcd = find(objs, 'StatefulSet', 'etcd')
@@ -255,6 +276,72 @@ def check_references(objs, overlay):
         if script not in cm['data']:
             fail('etcd: preStop runs %s, not in the ConfigMap' % hook)
     log('%s: references, probes and names consistent' % overlay)
+
+
+def config_volume(pod, c):
+    """The volume mounted read-only at /etc/ltxfs, where the command
+    reads ltxfs.yml."""
+    ms = [m for m in c['volumeMounts'] if m['mountPath'] == '/etc/ltxfs']
+    if len(ms) != 1 or not ms[0].get('readOnly'):
+        fail('/etc/ltxfs: mounts %s, not one read-only' % ms)
+    vols = [v for v in pod['volumes'] if v['name'] == ms[0]['name']]
+    if len(vols) != 1:
+        fail('volume %s: %d of them' % (ms[0]['name'], len(vols)))
+    return vols[0]
+
+
+def volume_sources(v, kind):
+    """Names of the ConfigMaps or Secrets (kind configMap, secret) a
+    volume shows, itself or as a projected volume's sources."""
+    srcs = v['projected']['sources'] if 'projected' in v else [v]
+    key = 'secretName' if kind == 'secret' and 'projected' not in v \
+        else 'name'
+    return [x[kind][key] for x in srcs if kind in x]
+
+
+def yml_of(cm):
+    """The ConfigMap's ltxfs.yml parsed (python3-yaml is not a
+    dependency: node's yaml, as for the manifests)."""
+    code = ("const Y=require('yaml');process.stdout.write(JSON.stringify("
+            "Y.parse(require('fs').readFileSync(0,'utf8'))))")
+    env = dict(os.environ, NODE_PATH=npm_dir())
+    return json.loads(run(['node', '-e', code], env=env,
+                          input=cm['data']['ltxfs.yml']).stdout)
+
+
+def check_tls(objs, pod, c, etc, yml, svc):
+    """static-tls: every http.tls-* file of ltxfs.yml is the file the
+    Secret ltxfs-tls's key it must be shows in the container; the Secret
+    is not rendered (each installation makes its own); the URLs are
+    https:// names under the headless Service in the pod's namespace."""
+    if any(o['kind'] == 'Secret' and
+           o['metadata']['name'].startswith(TLS_SECRET) for o in objs):
+        fail('static-tls: Secret %s is rendered, it must not be shipped' %
+             TLS_SECRET)
+    if volume_sources(etc, 'secret') != [TLS_SECRET]:
+        fail('static-tls: /etc/ltxfs shows Secrets %s' %
+             volume_sources(etc, 'secret'))
+    items = [i for x in etc['projected']['sources'] if 'secret' in x
+             for i in x['secret']['items']]
+    files = {'/etc/ltxfs/' + i['path']: i['key'] for i in items}
+    http = yml.get('http', {})
+    for k, want in TLS_KEYS.items():
+        got = files.get(http.get(k))
+        if got != want:
+            fail('static-tls: http.%s is %r: the Secret\'s %s there, not '
+                 '%s' % (k, http.get(k), got, want))
+    lease = yml['lease']
+    host = '${POD_NAME}.%s.${POD_NAMESPACE}.svc' % svc
+    if lease['advertise-url'] != 'https://%s:20202' % host or \
+            not re.match(r'https://ltxfs-0\.%s\.\$\{POD_NAMESPACE\}'
+                         r'\.svc:20202$' % svc, lease['primary-url']):
+        fail('static-tls: URLs %s, %s' % (lease['advertise-url'],
+                                         lease['primary-url']))
+    env = {e['name'] for e in c['env']}
+    if 'POD_NAMESPACE' not in env:
+        fail('static-tls: ltxfs.yml needs POD_NAMESPACE, not set')
+    log('static-tls: every http.tls-* file is the Secret %s\'s, URLs '
+        'https' % TLS_SECRET)
 
 
 def test_render():
