@@ -49,6 +49,7 @@ import os
 import re
 import secrets
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -408,22 +409,56 @@ def env_of(c, pod_name, namespace, secret_data):
     return out
 
 
+def source_files(src, objs):
+    """{path: bytes} of one volume source: a configMap (every key) or a
+    secret (its items, key to path), as the kubelet writes them."""
+    kind = {'configMap': 'ConfigMap', 'secret': 'Secret'}
+    if len(src) != 1 or next(iter(src)) not in kind:
+        fail('volume source %s: only configMap and secret are converted' %
+             src)
+    k, ref = next(iter(src.items()))
+    if set(ref) - {'name', 'items'}:
+        fail('volume source %s: fields not converted' % src)
+    got = [o for o in objs if o['kind'] == kind[k] and
+           o['metadata']['name'] == ref['name']]
+    if len(got) != 1:
+        fail('%s %s: not rendered or made by the test' % (kind[k],
+                                                         ref['name']))
+    if k == 'configMap':
+        data = {n: t.encode() for n, t in got[0]['data'].items()}
+    else:
+        data = {n: base64.b64decode(t) for n, t in got[0]['data'].items()}
+    if 'items' not in ref:
+        return data
+    if any(i['key'] not in data or set(i) != {'key', 'path'}
+           for i in ref['items']):
+        fail('volume source %s: an item is not in %s' % (src, ref['name']))
+    return {i['path']: data[i['key']] for i in ref['items']}
+
+
 def config_dirs(tmp, pod, objs):
-    """Each configMap volume of the pod as a directory of its files."""
-    cms = {o['metadata']['name']: o for o in objs if o['kind'] == 'ConfigMap'}
+    """Each configMap, secret or projected volume of the pod as a
+    directory of its files (rule 3)."""
     dirs = {}
     for v in pod.get('volumes', []):
-        if set(v) != {'name', 'configMap'}:
-            fail('volume %s: only configMap volumes are converted' % v)
-        cm = cms.get(v['configMap']['name'])
-        if cm is None:
-            fail('volume %s: ConfigMap %s not rendered' % (
-                v['name'], v['configMap']['name']))
-        d = os.path.join(tmp, 'cm-' + v['name'])
-        os.makedirs(d, exist_ok=True)
-        for fname, text in cm['data'].items():
-            with open(os.path.join(d, fname), 'w') as f:
-                f.write(text)
+        rest = {k: x for k, x in v.items() if k != 'name'}
+        if list(rest) == ['projected'] and list(
+                rest['projected']) == ['sources']:
+            srcs = rest['projected']['sources']
+        elif list(rest) == ['configMap']:
+            srcs = [rest]
+        elif list(rest) == ['secret']:
+            ref = dict(rest['secret'])
+            srcs = [{'secret': dict(ref, name=ref.pop('secretName'))}]
+        else:
+            fail('volume %s: not converted' % v)
+        d = os.path.join(tmp, 'vol-' + v['name'])
+        for src in srcs:
+            for path, data in source_files(src, objs).items():
+                f = os.path.join(d, path)
+                os.makedirs(os.path.dirname(f), exist_ok=True)
+                with open(f, 'wb') as out:
+                    out.write(data)
         dirs[v['name']] = d
     return dirs
 
@@ -473,12 +508,14 @@ def podman_run_args(pod, net, sts, objs, i, image, dirs):
     cname = pod.name(name)
     args = ['run', '-d', '--name', cname, '--network', net,
             '--hostname', name, '--network-alias', name,
-            '--network-alias', name + '.' + svc, '--no-healthcheck',
+            '--network-alias', name + '.' + svc,
+            '--network-alias', '%s.%s.%s.svc' % (name, svc, NAMESPACE),
+            '--no-healthcheck',
             '--stop-timeout', str(tmpl.get('terminationGracePeriodSeconds',
                                            30))]
     pod.containers.append(cname)
     args += security_args(c, tmpl)
-    env = env_of(c, name, 'ltxfs-test', secret_data)
+    env = env_of(c, name, NAMESPACE, secret_data)
     for k, v in env.items():
         args += ['--env', '%s=%s' % (k, v)]
     claims = {t['metadata']['name'] for t in spec['volumeClaimTemplates']}
@@ -508,12 +545,16 @@ def start_sts(pod, net, sts, objs, image, tmp):
     return names
 
 
-def http_get(url, token=None, timeout=3):
+def http_get(url, token=None, timeout=3, ctx=None):
+    """(status, body) of GET url; an https URL's certificate is not
+    verified unless ctx says so (the kubelet's probes do not verify)."""
     req = urllib.request.Request(url)
     if token:
         req.add_header('Authorization', 'Bearer ' + token)
+    if ctx is None and url.startswith('https:'):
+        ctx = ssl._create_unverified_context()
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as r:
             return r.status, r.read().decode(errors='replace')
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode(errors='replace')
@@ -523,7 +564,8 @@ def http_get(url, token=None, timeout=3):
 
 def probe_url(c, probe, ip):
     g = c[probe]['httpGet']
-    return 'http://%s:%d%s' % (ip, g['port'], g['path'])
+    return '%s://%s:%d%s' % (g.get('scheme', 'HTTP').lower(), ip, g['port'],
+                             g['path'])
 
 
 def wait_ready(pod, names, probe_of, limit):
@@ -651,6 +693,99 @@ def check_pods(pod, c, names, ips, token):
                                                drained[-1].strip()))
 
 
+def tls_secret(tmp):
+    """The Secret ltxfs-tls an installation makes (docs/DEPLOY.md, "TLS"):
+    a CA and one certificate for every pod (pki.py, openssl), put into a
+    Secret by the kubectl on PATH; with the PKI, for its files."""
+    from pki import Pki
+    pki = Pki()
+    ext = ('subjectAltName=DNS:*.ltxfs.{0}.svc,'
+           'DNS:*.ltxfs.{0}.svc.cluster.local,DNS:localhost,IP:127.0.0.1\n'
+           'extendedKeyUsage=serverAuth,clientAuth\n').format(NAMESPACE)
+    crt = pki.issue('ltxfs', ext=ext)
+    p = run(['kubectl', 'create', 'secret', 'generic', TLS_SECRET,
+             '--type=kubernetes.io/tls', '--from-file=tls.crt=' + crt,
+             '--from-file=tls.key=' + pki.path('ltxfs.key'),
+             '--from-file=ca.crt=' + pki.path('ca.crt'),
+             '--dry-run=client', '-o', 'json'])
+    sec = json.loads(p.stdout)
+    path = os.path.join(tmp, 'secret.yaml')
+    with open(path, 'w') as f:
+        f.write(to_yaml_docs([sec]))
+    v = validate(npm_dir(), path)
+    if v.returncode != 0:
+        fail('Secret %s: %s%s' % (TLS_SECRET, v.stdout, v.stderr))
+    return sec, pki
+
+
+def run_tls_pods():
+    """The static-tls overlay's pod template as pods ltxfs-0..2, with the
+    Secret ltxfs-tls made here: each ready by its HTTPS readinessProbe and
+    alive by its livenessProbe, plain HTTP refused, /stream refused
+    without a client certificate (mutual TLS on) and the node's
+    certificate verified against the Secret's CA for its
+    <pod>.ltxfs.<namespace>.svc name; the migration and a write on
+    ltxfs-0 read on ltxfs-1 and ltxfs-2 (replication over mutual TLS)."""
+    need(['kubectl', 'node', 'npm', 'openssl'])
+    token = secrets.token_hex(16)
+    pki = None
+    with tempfile.TemporaryDirectory(prefix='ltxfs-k8s-') as tmp, \
+            ph.Pod() as pod:
+        try:
+            objs = rendered(tmp, 'static-tls', token)
+            sec, pki = tls_secret(tmp)
+            sts = find(objs, 'StatefulSet', 'ltxfs')
+            c = ltxfs_container(sts)
+            image = pod.image()
+            log('image %s in place of %s' % (image, c['image']))
+            net = pod.network()
+            names = start_sts(pod, net, sts, objs + [sec], image, tmp)
+            ips = wait_ready(pod, names, lambda ip: probe_url(
+                c, 'readinessProbe', ip), 60)
+            check_tls_pods(pod, c, names, ips, token, pki)
+        finally:
+            if pki:
+                pki.close()
+
+
+def check_tls_pods(pod, c, names, ips, token, pki):
+    for n in names:
+        live = http_get(probe_url(c, 'livenessProbe', ips[n]))
+        if live[0] != 200 or not probe_url(
+                c, 'livenessProbe', ips[n]).startswith('https://'):
+            fail('%s livenessProbe: %s' % (n, live))
+        plain = http_get('http://%s:20202/readyz' % ips[n])
+        if plain[0] is not None:
+            fail('%s answered plain HTTP: %s' % (n, plain))
+        st, body = http_get('https://%s:20202/stream' % ips[n], token)
+        if st != 403 or 'client certificate' not in body:
+            fail('%s: /stream without a client certificate: %s %s' % (
+                n, st, body))
+        # The chain verified against the Secret's ca.crt (the host name
+        # is checked by the replicas, which reach the pods by name).
+        ctx = ssl.create_default_context(cafile=pki.path('ca.crt'))
+        ctx.check_hostname = False
+        st, body = http_get('https://%s:20202/info' % ips[n], token,
+                            ctx=ctx)
+        if st != 200:
+            fail('%s: /info verified with the CA: %s %s' % (n, st, body))
+    log('every pod: HTTPS probes 200, plain HTTP refused, /stream needs '
+        'a client certificate, certificate signed by the Secret\'s CA')
+    primary, replicas = names[0], names[1:]
+    for r in replicas:
+        if 'kv' not in pod.sql(r, '.tables').split():
+            fail('%s: the if-candidate migration did not replicate' % r)
+    value = 'v-' + secrets.token_hex(4)
+    pod.sql(primary, "INSERT INTO kv VALUES('k', '%s')" % value)
+    for r in replicas:
+        wait_row(pod, r, 'k', value)
+    prim = pod.exec(replicas[0], 'cat', '/litefs/.primary')[1]
+    if 'ltxfs-0' not in prim:
+        fail('%s: .primary is %r, not ltxfs-0' % (replicas[0], prim))
+    log('a write on %s read on %s over mutual TLS; .primary: %s' % (
+        primary, ', '.join(replicas), prim.strip()))
+
+
 def run_etcd_pods():
     """The etcd overlay's two StatefulSets as pods etcd-0..2 (Debian's
     etcd in k8s/etcd.Dockerfile in place of the overlay's image) and
@@ -724,7 +859,8 @@ def render_main():
 def main():
     modes = {'render': render_main,
              'pods': lambda: ph.main(run_pods),
-             'etcd-pods': lambda: ph.main(run_etcd_pods)}
+             'etcd-pods': lambda: ph.main(run_etcd_pods),
+             'tls-pods': lambda: ph.main(run_tls_pods)}
     if len(sys.argv) != 2 or sys.argv[1] not in modes:
         sys.stderr.write('usage: test_kubernetes.py %s\n' %
                          '|'.join(modes))
