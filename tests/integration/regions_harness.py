@@ -67,7 +67,6 @@ import sys
 import time
 
 import cluster_harness as ch
-import ltxfs_harness as h
 from ltxfs_harness import TestFailure, check
 
 NODE_PORT = 20202          # every node's http.addr port (its own netns)
@@ -91,6 +90,14 @@ def nfdelay_bin():
     check(b and os.access(b, os.X_OK), "NFDELAY_BIN=%r is not an "
           "executable (meson sets it to tests/tools/nfdelay)" % b)
     return b
+
+
+def drop_proxies():
+    """The nodes' addresses are private: no HTTP proxy of the
+    environment may carry this process's requests (or curl's) to them."""
+    for k in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY",
+              "HTTPS_PROXY", "ALL_PROXY"):
+        os.environ.pop(k, None)
 
 
 def require_tools():
@@ -193,6 +200,7 @@ class Regions:
 
     def __init__(self, regions, delays):
         require_tools()
+        drop_proxies()
         self.delays = {}
         for (x, y), ms in delays.items():
             self.delays[(x, y)] = self.delays[(y, x)] = int(ms)
@@ -230,6 +238,7 @@ class Regions:
         self._ns_add(self.hub)
         run(["ip", "-n", self.hub, "link", "add", "br0", "type", "bridge"])
         run(["ip", "-n", self.hub, "link", "set", "br0", "up"])
+        os.makedirs(os.path.dirname(LOCK_PATH), exist_ok=True)
         with open(LOCK_PATH, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             self.net16 = self._pick_net()

@@ -7,27 +7,34 @@ delays a-b 30 ms, a-c 70 ms, b-c 50 ms, under 1 ms inside a region.
   delay
       The delay is real: TCP connect times (one round trip) between
       regions x and y are at least 2 * delay(x, y) and under
-      2 * delay(x, y) + 20 ms (median); inside a region under 5 ms. A
-      SIGKILLed nfdelay black-holes nothing (--queue-bypass): traffic into
-      its node goes on, only the other direction still delayed.
+      2 * delay(x, y) + 20 ms (median); inside a region under 5 ms. An
+      HTTP download of 8 MiB from a0 to c0 (curl in c0's namespace) runs
+      at more than 1 MB/s; its speed is printed. A SIGKILLed nfdelay
+      black-holes nothing (--queue-bypass): traffic into its node goes
+      on, only the other direction still delayed.
   replicate
       ltxfs on all six nodes (primary a0, static lease) replicates a
       workload of incompressible rows across the delays and converges:
       every node at the primary's position, the same rows, read by
       sqlite3 and by a small HTTP app (regions_app.py) running in the
       far region's namespaces on their mounts (the app on the primary
-      wrote a row; the one on replica c1 reads it and cannot write). The time from a commit's start on the
-      primary to its position on each replica is measured and printed
-      (median, max): in a far region at least the one-way delay. The
-      byte counters show what crosses into region c today: each of c's
-      two nodes received at least the random bytes written from region a (one
-      stream copy per replica; cascading replicas would make it one per
-      region), and nothing from region b.
+      wrote a row; the one on replica c1 reads it and cannot write).
+      The time from a commit's start on the primary to its position on
+      each replica is measured and printed (median, max): in a far
+      region at least the one-way delay. The byte counters show what
+      crosses into region c today: each of c's two nodes received at
+      least the random bytes written, from region a (one stream copy
+      per replica; cascading replicas would make it one per region),
+      and nothing from region b.
 """
 
 import os
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import ltxfs_harness as h
@@ -69,6 +76,42 @@ def check_rtt(net, src, dst, port, slack_ms=20.0):
     return med
 
 
+def throughput(net, src, dst, mb=8):
+    """HTTP download of mb MiB of src's file by curl in dst's namespace;
+    prints MB/s. A floor of 1 MB/s catches a delayer that collapses TCP
+    (delaying outbound packets gave 0.14 MB/s)."""
+    d = tempfile.mkdtemp(prefix="ltxfs-regions-www-")
+    try:
+        with open(os.path.join(d, "blob"), "wb") as f:
+            f.write(os.urandom(mb << 20))
+        net.spawn(src, [sys.executable, "-m", "http.server", "--bind",
+                        src.ip, "--directory", d, "8081"],
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                  what="http.server on " + src.name)
+
+        def up():
+            try:
+                socket.create_connection((src.ip, 8081), timeout=2).close()
+                return True
+            except OSError:
+                return False
+        wait_for(up, 30, "http.server on %s" % src.name, interval=0.05)
+        out = net.exec(dst, ["curl", "-sS", "-o", "/dev/null", "-w",
+                             "%{size_download} %{speed_download}",
+                             "http://%s:8081/blob" % src.ip], timeout=120)
+        size, speed = out.split()
+        check(int(size) == mb << 20, "downloaded %s bytes of %d"
+              % (size, mb << 20))
+        log("throughput %s -> %s (RTT %d ms): %.1f MB/s over HTTP"
+            % (src.name, dst.name,
+               2 * net.one_way_ms(src.region, dst.region),
+               float(speed) / 1e6))
+        check(float(speed) > 1e6, "%s -> %s: %.2f MB/s (under 1 MB/s)"
+              % (src.name, dst.name, float(speed) / 1e6))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def delay():
     port = 8080
     with Regions(REGIONS, DELAYS) as net:
@@ -78,6 +121,7 @@ def delay():
                      ("a0", "b0"), ("b1", "a1"), ("a1", "c0"),
                      ("c1", "a0"), ("b0", "c1"), ("c0", "b1")):
             check_rtt(net, n(s), n(d), port)
+        throughput(net, n("a0"), n("c0"))
         # A dead delayer: c0's inbound delay goes, a0's stays.
         net.kill_delayer(n("c0"))
         ts = net.tcp_connect_ms(n("a0"), n("c0"), port)
