@@ -50,6 +50,7 @@
 #define NFDELAY_DEFAULT_CAP 4096
 #define NFDELAY_MAX_DELAY_MS 60000
 #define NFDELAY_RCVBUF (8u << 20)
+#define NFDELAY_READ_BATCH 64
 
 /* One waiting packet: its id in its queue, and when it is due. */
 struct pending {
@@ -83,8 +84,9 @@ static int verdict(struct dqueue *q, uint32_t id, uint32_t v)
 	if (nfq_set_verdict(q->qh, id, v, 0, NULL) < 0) {
 		int saverr = errno;
 
-		fprintf(stderr, "nfdelay: queue %u: verdict for packet %u: %s\n",
-			q->num, id, strerror(saverr));
+		fprintf(stderr,
+		        "nfdelay: queue %u: verdict for packet %u: %s\n",
+		        q->num, id, strerror(saverr));
 		return -saverr;
 	}
 	return 0;
@@ -92,7 +94,7 @@ static int verdict(struct dqueue *q, uint32_t id, uint32_t v)
 
 /* libnetfilter_queue's callback: one packet arrived on queue data. */
 static int on_packet(struct nfq_q_handle *qh, struct nfgenmsg *msg,
-		     struct nfq_data *nfa, void *data)
+                     struct nfq_data *nfa, void *data)
 {
 	struct dqueue *q = data;
 	struct nfqnl_msg_packet_hdr *ph = nfq_get_msg_packet_hdr(nfa);
@@ -108,13 +110,13 @@ static int on_packet(struct nfq_q_handle *qh, struct nfgenmsg *msg,
 		return verdict(q, id, NF_DROP);
 	}
 	q->ring[(q->head + q->len) % q->cap] =
-		(struct pending){.id = id, .due_ns = now_ns() + q->delay_ns};
+	    (struct pending){.id = id, .due_ns = now_ns() + q->delay_ns};
 	q->len++;
 	q->delayed++;
 	return 0;
 }
 
-/* Accepts the packets of q due by now_ns (all of them when now_ns is
+/* Accepts the packets of q due by now (all of them when now is
  * INT64_MAX). Returns 0 or a negative errno. */
 static int release_due(struct dqueue *q, int64_t now)
 {
@@ -174,8 +176,10 @@ static int bind_queue(struct nfq_handle *h, struct dqueue *q, uint32_t cap)
 	if (q->qh == NULL) {
 		int saverr = errno;
 
-		fprintf(stderr, "nfdelay: cannot bind queue %u: %s (another "
-			"program bound to it?)\n", q->num, strerror(saverr));
+		fprintf(stderr,
+		        "nfdelay: cannot bind queue %u: %s (another "
+		        "program bound to it?)\n",
+		        q->num, strerror(saverr));
 		return saverr ? -saverr : -EIO;
 	}
 	if (nfq_set_mode(q->qh, NFQNL_COPY_META, 0) < 0 ||
@@ -183,18 +187,19 @@ static int bind_queue(struct nfq_handle *h, struct dqueue *q, uint32_t cap)
 		int saverr = errno;
 
 		fprintf(stderr, "nfdelay: queue %u: cannot configure: %s\n",
-			q->num, strerror(saverr));
+		        q->num, strerror(saverr));
 		return saverr ? -saverr : -EIO;
 	}
 	return 0;
 }
 
-/* Reads and handles every message waiting on fd. Returns 0 or a negative
- * errno. ENOBUFS (the socket overflowed) is reported and survived: the
- * kernel already dropped those packets. */
+/* Reads and handles the messages waiting on fd, at most
+ * NFDELAY_READ_BATCH of them, so that due verdicts are not held up by a
+ * flood. Returns 0 or a negative errno. ENOBUFS (the socket overflowed)
+ * is reported and survived: the kernel already dropped those packets. */
 static int read_packets(struct nfq_handle *h, int fd, char *buf, size_t size)
 {
-	for (;;) {
+	for (int i = 0; i < NFDELAY_READ_BATCH; i++) {
 		ssize_t n = recv(fd, buf, size, MSG_DONTWAIT);
 
 		if (n < 0) {
@@ -203,15 +208,18 @@ static int read_packets(struct nfq_handle *h, int fd, char *buf, size_t size)
 			if (saverr == EAGAIN || saverr == EINTR)
 				return 0;
 			if (saverr == ENOBUFS) {
-				fprintf(stderr, "nfdelay: netlink socket "
-					"overflowed; packets were lost\n");
+				fprintf(stderr,
+				        "nfdelay: netlink socket "
+				        "overflowed; packets were lost\n");
 				continue;
 			}
-			fprintf(stderr, "nfdelay: recv: %s\n", strerror(saverr));
+			fprintf(stderr, "nfdelay: recv: %s\n",
+			        strerror(saverr));
 			return -saverr;
 		}
 		nfq_handle_packet(h, buf, (int)n);
 	}
+	return 0;
 }
 
 static int block_signals(int *sfd /* out */)
@@ -235,7 +243,7 @@ static int run(struct nfq_handle *h, struct dqueue *qs, int n, int sfd)
 
 	for (;;) {
 		struct pollfd pfd[2] = {{.fd = fd, .events = POLLIN},
-					{.fd = sfd, .events = POLLIN}};
+		                        {.fd = sfd, .events = POLLIN}};
 		int64_t due = next_due(qs, n);
 		struct timespec ts, *tp = NULL;
 		int rc;
@@ -252,7 +260,8 @@ static int run(struct nfq_handle *h, struct dqueue *qs, int n, int sfd)
 		if (ppoll(pfd, 2, tp, NULL) < 0 && errno != EINTR) {
 			int saverr = errno;
 
-			fprintf(stderr, "nfdelay: ppoll: %s\n", strerror(saverr));
+			fprintf(stderr, "nfdelay: ppoll: %s\n",
+			        strerror(saverr));
 			return -saverr;
 		}
 		if (pfd[1].revents & POLLIN)
@@ -274,8 +283,9 @@ static int run(struct nfq_handle *h, struct dqueue *qs, int n, int sfd)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: nfdelay [-c CAP] QUEUE:MS [QUEUE:MS ...]\n"
-		"  delays the packets of each NFQUEUE queue by MS ms\n");
+	fprintf(stderr,
+	        "usage: nfdelay [-c CAP] QUEUE:MS [QUEUE:MS ...]\n"
+	        "  delays the packets of each NFQUEUE queue by MS ms\n");
 }
 
 int main(int argc, char **argv)
@@ -300,7 +310,8 @@ int main(int argc, char **argv)
 		cap = (uint32_t)c;
 	}
 	for (int i = optind; i < argc; i++) {
-		if (n == NFDELAY_MAX_QUEUES || parse_spec(argv[i], &qs[n]) < 0) {
+		if (n == NFDELAY_MAX_QUEUES ||
+		    parse_spec(argv[i], &qs[n]) < 0) {
 			usage();
 			return 2;
 		}
@@ -318,8 +329,10 @@ int main(int argc, char **argv)
 	h = nfq_open();
 	if (h == NULL) {
 		rc = -errno;
-		fprintf(stderr, "nfdelay: nfq_open: %s (root? module "
-			"nfnetlink_queue?)\n", strerror(errno));
+		fprintf(stderr,
+		        "nfdelay: nfq_open: %s (root? module "
+		        "nfnetlink_queue?)\n",
+		        strerror(errno));
 		goto out;
 	}
 	nfnl_rcvbufsiz(nfq_nfnlh(h), NFDELAY_RCVBUF);
@@ -336,10 +349,11 @@ int main(int argc, char **argv)
 out:
 	for (int i = 0; i < n; i++) {
 		if (qs[i].qh != NULL) {
-			fprintf(stderr, "nfdelay: queue %u: %llu delayed, %llu "
-				"dropped (FIFO full)\n", qs[i].num,
-				(unsigned long long)qs[i].delayed,
-				(unsigned long long)qs[i].dropped);
+			fprintf(stderr,
+			        "nfdelay: queue %u: %llu delayed, %llu "
+			        "dropped (FIFO full)\n",
+			        qs[i].num, (unsigned long long)qs[i].delayed,
+			        (unsigned long long)qs[i].dropped);
 			nfq_destroy_queue(qs[i].qh);
 		}
 		free(qs[i].ring);
