@@ -58,6 +58,7 @@ Rules:
 """
 
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -67,6 +68,7 @@ import sys
 import time
 
 import cluster_harness as ch
+import ltxfs_harness as h
 from ltxfs_harness import TestFailure, check
 
 NODE_PORT = 20202          # every node's http.addr port (its own netns)
@@ -428,6 +430,19 @@ class Regions:
         return False
 
 
+def start_etcd(net, n):
+    """A real etcd (test_etcd.Etcd) in n's namespace on n's address,
+    started; the caller closes it (after the nodes)."""
+    import test_etcd as te
+    etcd = te.Etcd(host=n.ip, cmd_prefix=n.nsenter)
+    try:
+        etcd.start()
+    except BaseException:
+        etcd.close()
+        raise
+    return etcd
+
+
 def _readline(p, timeout):
     """One line of p's stdout within timeout ("" at EOF or deadline)."""
     import select
@@ -458,16 +473,55 @@ class RegionNode(ch.ClusterNode):
         self.cmd_prefix = netnode.nsenter
 
 
+class RegionEtcdNode(RegionNode):
+    """A RegionNode with lease.type etcd (test_etcd's TTL and prefix),
+    a candidate or not."""
+
+    def __init__(self, netnode, etcd, candidate, **kw):
+        self._etcd, self._candidate = etcd, candidate
+        super().__init__(netnode, **kw)
+
+    def lease_yml(self, name, primary_url):
+        import test_etcd as te
+        return ("lease:\n  type: etcd\n  candidate: %s\n"
+                "  advertise-url: %s\n  hostname: %s\n"
+                "  etcd:\n    endpoints: [%s]\n    prefix: %s\n"
+                "    ttl: %ds\n" % ("true" if self._candidate else "false",
+                                    self.url, name, self._etcd.url,
+                                    te.PREFIX, int(te.TTL)))
+
+    def role(self):
+        """/info's role, or None when it does not answer in 2 s."""
+        try:
+            st, body = self.get("/info", timeout=2.0)
+            return json.loads(body)["role"] if st == 200 else None
+        except (OSError, ValueError, KeyError):
+            return None
+
+
 class RegionCluster(ch.Cluster):
-    """ltxfs on every node of net with the static lease: the first node
-    of the first region is the primary, every other node a replica
-    streaming from it. extra_yml/primary_yml/replica_yml as Cluster's."""
+    """ltxfs on every node of net. With the static lease (etcd None): the
+    first node of the first region is the primary, every other node a
+    replica streaming from it. With etcd (a test_etcd.Etcd, e.g. started
+    by start_etcd): every node has lease.type etcd, the candidates are
+    the nodes of the regions in candidates (default: the first region),
+    and start() sets .primary to the one that took the lease.
+    extra_yml/primary_yml/replica_yml as Cluster's."""
 
     def __init__(self, net, token=None, extra_yml="", primary_yml="",
-                 replica_yml=""):
+                 replica_yml="", etcd=None, candidates=None):
         self.net = net
         self.tls, self.http_yml = None, ""
+        self.etcd = etcd
         names = list(net.nodes)
+        if etcd is not None:
+            cand = candidates or net.region_names[:1]
+            self.nodes = [RegionEtcdNode(net.node(x), etcd,
+                                         net.node(x).region in cand,
+                                         token=token, extra_yml=extra_yml)
+                          for x in names]
+            self.primary = None
+            return
         self.primary = RegionNode(net.node(names[0]), token=token,
                                   extra_yml=extra_yml + primary_yml)
         self.nodes = [self.primary]
@@ -476,6 +530,31 @@ class RegionCluster(ch.Cluster):
                                          primary_url=self.primary.url,
                                          token=token,
                                          extra_yml=extra_yml + replica_yml))
+
+    @property
+    def replicas(self):
+        return [n for n in self.nodes if n is not self.primary]
+
+    def start(self, nodes=None):
+        if self.etcd is None:
+            return super().start(nodes)
+        for n in nodes if nodes is not None else self.nodes:
+            n.start()
+        self.wait_primary(30)
+        for n in self.replicas:
+            if n.running():
+                self.wait_connected(n)
+
+    def wait_primary(self, timeout):
+        """etcd lease: waits until exactly one running node says it is
+        primary; sets and returns .primary."""
+        def one():
+            p = [n for n in self.nodes
+                 if n.running() and n.role() == "primary"]
+            return p[0] if len(p) == 1 else None
+        self.primary = h.wait_for(one, timeout, "exactly one primary",
+                                  interval=0.05)
+        return self.primary
 
     def node(self, name):
         for n in self.nodes:

@@ -26,9 +26,17 @@ delays a-b 30 ms, a-c 70 ms, b-c 50 ms, under 1 ms inside a region.
       least the random bytes written, from region a (one stream copy
       per replica; cascading replicas would make it one per region),
       and nothing from region b.
+  etcd-failover
+      The etcd lease across regions: etcd in a1's namespace, only region
+      a's nodes candidates. The primary (in a) is SIGKILLed: the other
+      node of a takes the lease, its first write reaches every replica
+      (the times are printed), the killed node rejoins as a replica, and
+      all six nodes converge with the same rows; no node of b or c ever
+      is primary.
 """
 
 import os
+import sqlite3
 import shutil
 import socket
 import statistics
@@ -40,7 +48,8 @@ import time
 import ltxfs_harness as h
 from ltxfs_harness import check, wait_for
 from cluster_harness import http
-from regions_harness import RegionCluster, Regions
+import test_etcd as te
+from regions_harness import RegionCluster, Regions, start_etcd
 
 REGIONS = {"a": 2, "b": 2, "c": 2}
 DELAYS = {("a", "b"): 30, ("a", "c"): 70, ("b", "c"): 50}
@@ -248,7 +257,82 @@ def replicate():
         cl.stop()
 
 
-CASES = {"delay": delay, "replicate": replicate}
+def insert_when_writable(node, v, timeout=30):
+    """One row on a new primary, retried while its mount is still
+    read-only (it took the lease a moment ago)."""
+    def attempt():
+        try:
+            c = h.connect(node.path(DB), timeout=5)
+            try:
+                c.execute("INSERT INTO t(region, v) VALUES (?, "
+                          "randomblob(64))", (v,))
+            finally:
+                c.close()
+            return True
+        except sqlite3.OperationalError:
+            return False
+    wait_for(attempt, timeout, "%s: a write on the new primary" % node.name,
+             interval=0.05)
+
+
+def etcd_failover():
+    with Regions(REGIONS, DELAYS) as net:
+        etcd = start_etcd(net, net.node("a1"))
+        try:
+            with RegionCluster(net, etcd=etcd, candidates=["a"]) as cl:
+                t = time.monotonic()
+                cl.start()
+                p = cl.primary
+                log("6 nodes up, %s primary, in %.1fs"
+                    % (p.name, time.monotonic() - t))
+                check(p.netnode.region == "a", "%s (region %s) took the "
+                      "lease; only region a's nodes are candidates"
+                      % (p.name, p.netnode.region))
+                conn = h.connect(p.path(DB))
+                conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, "
+                             "region TEXT, v BLOB)")
+                write_rows(conn, 20, 4, 1024)
+                conn.close()
+                cl.wait_synced(DB, timeout=60)
+
+                t0 = time.monotonic()
+                p.kill9()
+                q = cl.wait_primary(te.TTL + 15)
+                took = time.monotonic() - t0
+                check(q.netnode.region == "a", "%s (region %s) took the "
+                      "lease after %s died" % (q.name, q.netnode.region,
+                                               p.name))
+                insert_when_writable(q, "after")
+                cl.wait_synced(DB, timeout=60,
+                               nodes=[n for n in cl.replicas
+                                      if n.running()])
+                log("kill -9 of primary %s: %s primary after %.2fs, its "
+                    "first write on every replica (c0, c1: 70 ms away) "
+                    "%.2fs after the kill (TTL %.0f s)"
+                    % (p.name, q.name, took, time.monotonic() - t0,
+                       te.TTL))
+                p.start()
+                cl.wait_connected(p)
+                cl.wait_synced(DB, timeout=60)
+                want = h.content_digest(q.path(DB))
+                for n in cl.replicas:
+                    check(n.role() == "replica", "%s: role %s"
+                          % (n.name, n.role()))
+                    check(n.netnode.region == "a" or
+                          n.log_count("acquired the lease") == 0,
+                          "%s (region %s, not a candidate) acquired the "
+                          "lease" % (n.name, n.netnode.region))
+                    check(h.content_digest(n.path(DB), ro=True) == want,
+                          "%s: rows differ from the primary's" % n.name)
+                check(q.log_count("acquired the lease") == 1,
+                      "%s: no 'acquired the lease' in its log" % q.name)
+                cl.stop()
+        finally:
+            etcd.close()
+
+
+CASES = {"delay": delay, "replicate": replicate,
+         "etcd-failover": etcd_failover}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
