@@ -208,6 +208,11 @@ class Regions:
             self.delays[(x, y)] = self.delays[(y, x)] = int(ms)
         self.region_names = list(regions)
         for x in self.region_names:
+            # Short: "p-<region><i>" must fit an interface name (15).
+            check(re.fullmatch(r"[a-z][a-z0-9]{0,7}", x) and
+                  0 < regions[x] <= 99, "region %r of %r nodes: a name "
+                  "of 1 to 8 of [a-z0-9] and 1 to 99 nodes" % (x,
+                                                              regions[x]))
             for y in self.region_names:
                 check(x == y or (x, y) in self.delays,
                       "no delay given between %s and %s" % (x, y))
