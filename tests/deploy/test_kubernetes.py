@@ -15,6 +15,11 @@
                               the etcd overlay's etcd and ltxfs
                               StatefulSets run so, and its preStop hook
                               (run_etcd_pods)
+  test_kubernetes.py tls-pods the static-tls overlay's pod template run
+                              so with a Secret ltxfs-tls made here
+                              (openssl, tests/integration/pki.py):
+                              HTTPS probes, replication over mutual TLS
+                              (run_tls_pods)
 
 Rules:
  1. Real tools only: kubectl, node and npm, podman. A missing one makes
@@ -34,6 +39,9 @@ Rules:
  4. Pods live in a podman_harness.Pod: every container, volume and
     network is named with the run's id and removed by that name at the
     end, even on failure or a timeout; every wait is bounded.
+ 5. Secrets the manifests use but do not generate (static-tls's
+    ltxfs-tls) are made by the test as an installation would (TLS_SECRET)
+    and given to the pods like the rendered ones.
 """
 import base64
 import json
@@ -41,6 +49,7 @@ import os
 import re
 import secrets
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -52,8 +61,17 @@ sys.path.insert(0, HERE)
 import podman_harness as ph  # noqa: E402
 from podman_harness import TestFailure, wait_for  # noqa: E402
 SRC = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(SRC, 'tests', 'integration'))
 K8S = os.path.join(SRC, 'deploy', 'kubernetes')
-OVERLAYS = ['static', 'etcd']
+OVERLAYS = ['static', 'etcd', 'static-tls']
+NAMESPACE = 'ltxfs-test'
+TLS_SECRET = 'ltxfs-tls'
+# http.tls-* key of static-tls/ltxfs.yml: the Secret's key it must name.
+TLS_KEYS = {
+    'tls-cert-file': 'tls.crt', 'tls-key-file': 'tls.key',
+    'tls-client-ca-file': 'ca.crt', 'tls-ca-file': 'ca.crt',
+    'tls-client-cert-file': 'tls.crt', 'tls-client-key-file': 'tls.key',
+}
 SKIP = 77
 
 
@@ -204,11 +222,11 @@ def check_references(objs, overlay):
     labels = spec['template']['metadata']['labels']
     cm = find(objs, 'ConfigMap', prefix='ltxfs-config')
     sec = find(objs, 'Secret', prefix='ltxfs-token')
-    vols = {v['name']: v for v in pod['volumes']}
-    if vols['config']['configMap']['name'] != cm['metadata']['name']:
-        fail('%s: config volume names %s, the ConfigMap is %s' % (
-            overlay, vols['config']['configMap']['name'],
-            cm['metadata']['name']))
+    etc = config_volume(pod, c)
+    if volume_sources(etc, 'configMap') != [cm['metadata']['name']]:
+        fail('%s: the volume at /etc/ltxfs names ConfigMap %s, the '
+             'ConfigMap is %s' % (overlay, volume_sources(etc, 'configMap'),
+                                  cm['metadata']['name']))
     env = {e['name']: e for e in c['env']}
     ref = env['LTXFS_TOKEN']['valueFrom']['secretKeyRef']
     if ref['name'] != sec['metadata']['name'] or \
@@ -219,8 +237,10 @@ def check_references(objs, overlay):
             'metadata.name':
         fail('%s: POD_NAME is not the pod name' % overlay)
     probes = (c['readinessProbe']['httpGet'], c['livenessProbe']['httpGet'])
+    scheme = 'HTTPS' if overlay == 'static-tls' else 'HTTP'
     if [p['path'] for p in probes] != ['/readyz', '/healthz'] or \
-            [p['port'] for p in probes] != [20202, 20202]:
+            [p['port'] for p in probes] != [20202, 20202] or \
+            [p.get('scheme', 'HTTP') for p in probes] != [scheme] * 2:
         fail('%s: probes are %s' % (overlay, probes))
     nodes = find(objs, 'Service', spec['serviceName'])
     if nodes['spec'].get('clusterIP') != 'None' or \
@@ -242,7 +262,9 @@ def check_references(objs, overlay):
     if not claims <= mounts:
         fail('%s: claims %s not all mounted' % (overlay, claims))
     yml = cm['data']['ltxfs.yml']
-    if 'http://${POD_NAME}.%s:20202' % spec['serviceName'] not in yml:
+    if overlay == 'static-tls':
+        check_tls(objs, pod, c, etc, yml_of(cm), spec['serviceName'])
+    elif 'http://${POD_NAME}.%s:20202' % spec['serviceName'] not in yml:
         fail('%s: advertise-url does not use <pod>.<service>' % overlay)
     if overlay == 'etcd':
         etcd = find(objs, 'StatefulSet', 'etcd')
@@ -255,6 +277,72 @@ def check_references(objs, overlay):
         if script not in cm['data']:
             fail('etcd: preStop runs %s, not in the ConfigMap' % hook)
     log('%s: references, probes and names consistent' % overlay)
+
+
+def config_volume(pod, c):
+    """The volume mounted read-only at /etc/ltxfs, where the command
+    reads ltxfs.yml."""
+    ms = [m for m in c['volumeMounts'] if m['mountPath'] == '/etc/ltxfs']
+    if len(ms) != 1 or not ms[0].get('readOnly'):
+        fail('/etc/ltxfs: mounts %s, not one read-only' % ms)
+    vols = [v for v in pod['volumes'] if v['name'] == ms[0]['name']]
+    if len(vols) != 1:
+        fail('volume %s: %d of them' % (ms[0]['name'], len(vols)))
+    return vols[0]
+
+
+def volume_sources(v, kind):
+    """Names of the ConfigMaps or Secrets (kind configMap, secret) a
+    volume shows, itself or as a projected volume's sources."""
+    srcs = v['projected']['sources'] if 'projected' in v else [v]
+    key = 'secretName' if kind == 'secret' and 'projected' not in v \
+        else 'name'
+    return [x[kind][key] for x in srcs if kind in x]
+
+
+def yml_of(cm):
+    """The ConfigMap's ltxfs.yml parsed (python3-yaml is not a
+    dependency: node's yaml, as for the manifests)."""
+    code = ("const Y=require('yaml');process.stdout.write(JSON.stringify("
+            "Y.parse(require('fs').readFileSync(0,'utf8'))))")
+    env = dict(os.environ, NODE_PATH=npm_dir())
+    return json.loads(run(['node', '-e', code], env=env,
+                          input=cm['data']['ltxfs.yml']).stdout)
+
+
+def check_tls(objs, pod, c, etc, yml, svc):
+    """static-tls: every http.tls-* file of ltxfs.yml is the file the
+    Secret ltxfs-tls's key it must be shows in the container; the Secret
+    is not rendered (each installation makes its own); the URLs are
+    https:// names under the headless Service in the pod's namespace."""
+    if any(o['kind'] == 'Secret' and
+           o['metadata']['name'].startswith(TLS_SECRET) for o in objs):
+        fail('static-tls: Secret %s is rendered, it must not be shipped' %
+             TLS_SECRET)
+    if volume_sources(etc, 'secret') != [TLS_SECRET]:
+        fail('static-tls: /etc/ltxfs shows Secrets %s' %
+             volume_sources(etc, 'secret'))
+    items = [i for x in etc['projected']['sources'] if 'secret' in x
+             for i in x['secret']['items']]
+    files = {'/etc/ltxfs/' + i['path']: i['key'] for i in items}
+    http = yml.get('http', {})
+    for k, want in TLS_KEYS.items():
+        got = files.get(http.get(k))
+        if got != want:
+            fail('static-tls: http.%s is %r: the Secret\'s %s there, not '
+                 '%s' % (k, http.get(k), got, want))
+    lease = yml['lease']
+    host = '${POD_NAME}.%s.${POD_NAMESPACE}.svc' % svc
+    if lease['advertise-url'] != 'https://%s:20202' % host or \
+            not re.match(r'https://ltxfs-0\.%s\.\$\{POD_NAMESPACE\}'
+                         r'\.svc:20202$' % svc, lease['primary-url']):
+        fail('static-tls: URLs %s, %s' % (lease['advertise-url'],
+                                         lease['primary-url']))
+    env = {e['name'] for e in c['env']}
+    if 'POD_NAMESPACE' not in env:
+        fail('static-tls: ltxfs.yml needs POD_NAMESPACE, not set')
+    log('static-tls: every http.tls-* file is the Secret %s\'s, URLs '
+        'https' % TLS_SECRET)
 
 
 def test_render():
@@ -321,22 +409,56 @@ def env_of(c, pod_name, namespace, secret_data):
     return out
 
 
+def source_files(src, objs):
+    """{path: bytes} of one volume source: a configMap (every key) or a
+    secret (its items, key to path), as the kubelet writes them."""
+    kind = {'configMap': 'ConfigMap', 'secret': 'Secret'}
+    if len(src) != 1 or next(iter(src)) not in kind:
+        fail('volume source %s: only configMap and secret are converted' %
+             src)
+    k, ref = next(iter(src.items()))
+    if set(ref) - {'name', 'items'}:
+        fail('volume source %s: fields not converted' % src)
+    got = [o for o in objs if o['kind'] == kind[k] and
+           o['metadata']['name'] == ref['name']]
+    if len(got) != 1:
+        fail('%s %s: not rendered or made by the test' % (kind[k],
+                                                         ref['name']))
+    if k == 'configMap':
+        data = {n: t.encode() for n, t in got[0]['data'].items()}
+    else:
+        data = {n: base64.b64decode(t) for n, t in got[0]['data'].items()}
+    if 'items' not in ref:
+        return data
+    if any(i['key'] not in data or set(i) != {'key', 'path'}
+           for i in ref['items']):
+        fail('volume source %s: an item is not in %s' % (src, ref['name']))
+    return {i['path']: data[i['key']] for i in ref['items']}
+
+
 def config_dirs(tmp, pod, objs):
-    """Each configMap volume of the pod as a directory of its files."""
-    cms = {o['metadata']['name']: o for o in objs if o['kind'] == 'ConfigMap'}
+    """Each configMap, secret or projected volume of the pod as a
+    directory of its files (rule 3)."""
     dirs = {}
     for v in pod.get('volumes', []):
-        if set(v) != {'name', 'configMap'}:
-            fail('volume %s: only configMap volumes are converted' % v)
-        cm = cms.get(v['configMap']['name'])
-        if cm is None:
-            fail('volume %s: ConfigMap %s not rendered' % (
-                v['name'], v['configMap']['name']))
-        d = os.path.join(tmp, 'cm-' + v['name'])
-        os.makedirs(d, exist_ok=True)
-        for fname, text in cm['data'].items():
-            with open(os.path.join(d, fname), 'w') as f:
-                f.write(text)
+        rest = {k: x for k, x in v.items() if k != 'name'}
+        if list(rest) == ['projected'] and list(
+                rest['projected']) == ['sources']:
+            srcs = rest['projected']['sources']
+        elif list(rest) == ['configMap']:
+            srcs = [rest]
+        elif list(rest) == ['secret']:
+            ref = dict(rest['secret'])
+            srcs = [{'secret': dict(ref, name=ref.pop('secretName'))}]
+        else:
+            fail('volume %s: not converted' % v)
+        d = os.path.join(tmp, 'vol-' + v['name'])
+        for src in srcs:
+            for path, data in source_files(src, objs).items():
+                f = os.path.join(d, path)
+                os.makedirs(os.path.dirname(f), exist_ok=True)
+                with open(f, 'wb') as out:
+                    out.write(data)
         dirs[v['name']] = d
     return dirs
 
@@ -386,12 +508,14 @@ def podman_run_args(pod, net, sts, objs, i, image, dirs):
     cname = pod.name(name)
     args = ['run', '-d', '--name', cname, '--network', net,
             '--hostname', name, '--network-alias', name,
-            '--network-alias', name + '.' + svc, '--no-healthcheck',
+            '--network-alias', name + '.' + svc,
+            '--network-alias', '%s.%s.%s.svc' % (name, svc, NAMESPACE),
+            '--no-healthcheck',
             '--stop-timeout', str(tmpl.get('terminationGracePeriodSeconds',
                                            30))]
     pod.containers.append(cname)
     args += security_args(c, tmpl)
-    env = env_of(c, name, 'ltxfs-test', secret_data)
+    env = env_of(c, name, NAMESPACE, secret_data)
     for k, v in env.items():
         args += ['--env', '%s=%s' % (k, v)]
     claims = {t['metadata']['name'] for t in spec['volumeClaimTemplates']}
@@ -421,12 +545,16 @@ def start_sts(pod, net, sts, objs, image, tmp):
     return names
 
 
-def http_get(url, token=None, timeout=3):
+def http_get(url, token=None, timeout=3, ctx=None):
+    """(status, body) of GET url; an https URL's certificate is not
+    verified unless ctx says so (the kubelet's probes do not verify)."""
     req = urllib.request.Request(url)
     if token:
         req.add_header('Authorization', 'Bearer ' + token)
+    if ctx is None and url.startswith('https:'):
+        ctx = ssl._create_unverified_context()
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as r:
             return r.status, r.read().decode(errors='replace')
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode(errors='replace')
@@ -436,7 +564,8 @@ def http_get(url, token=None, timeout=3):
 
 def probe_url(c, probe, ip):
     g = c[probe]['httpGet']
-    return 'http://%s:%d%s' % (ip, g['port'], g['path'])
+    return '%s://%s:%d%s' % (g.get('scheme', 'HTTP').lower(), ip, g['port'],
+                             g['path'])
 
 
 def wait_ready(pod, names, probe_of, limit):
@@ -564,6 +693,99 @@ def check_pods(pod, c, names, ips, token):
                                                drained[-1].strip()))
 
 
+def tls_secret(tmp):
+    """The Secret ltxfs-tls an installation makes (docs/DEPLOY.md, "TLS"):
+    a CA and one certificate for every pod (pki.py, openssl), put into a
+    Secret by the kubectl on PATH; with the PKI, for its files."""
+    from pki import Pki
+    pki = Pki()
+    ext = ('subjectAltName=DNS:*.ltxfs.{0}.svc,'
+           'DNS:*.ltxfs.{0}.svc.cluster.local,DNS:localhost,IP:127.0.0.1\n'
+           'extendedKeyUsage=serverAuth,clientAuth\n').format(NAMESPACE)
+    crt = pki.issue('ltxfs', ext=ext)
+    p = run(['kubectl', 'create', 'secret', 'generic', TLS_SECRET,
+             '--type=kubernetes.io/tls', '--from-file=tls.crt=' + crt,
+             '--from-file=tls.key=' + pki.path('ltxfs.key'),
+             '--from-file=ca.crt=' + pki.path('ca.crt'),
+             '--dry-run=client', '-o', 'json'])
+    sec = json.loads(p.stdout)
+    path = os.path.join(tmp, 'secret.yaml')
+    with open(path, 'w') as f:
+        f.write(to_yaml_docs([sec]))
+    v = validate(npm_dir(), path)
+    if v.returncode != 0:
+        fail('Secret %s: %s%s' % (TLS_SECRET, v.stdout, v.stderr))
+    return sec, pki
+
+
+def run_tls_pods():
+    """The static-tls overlay's pod template as pods ltxfs-0..2, with the
+    Secret ltxfs-tls made here: each ready by its HTTPS readinessProbe and
+    alive by its livenessProbe, plain HTTP refused, /stream refused
+    without a client certificate (mutual TLS on) and the node's
+    certificate verified against the Secret's CA for its
+    <pod>.ltxfs.<namespace>.svc name; the migration and a write on
+    ltxfs-0 read on ltxfs-1 and ltxfs-2 (replication over mutual TLS)."""
+    need(['kubectl', 'node', 'npm', 'openssl'])
+    token = secrets.token_hex(16)
+    pki = None
+    with tempfile.TemporaryDirectory(prefix='ltxfs-k8s-') as tmp, \
+            ph.Pod() as pod:
+        try:
+            objs = rendered(tmp, 'static-tls', token)
+            sec, pki = tls_secret(tmp)
+            sts = find(objs, 'StatefulSet', 'ltxfs')
+            c = ltxfs_container(sts)
+            image = pod.image()
+            log('image %s in place of %s' % (image, c['image']))
+            net = pod.network()
+            names = start_sts(pod, net, sts, objs + [sec], image, tmp)
+            ips = wait_ready(pod, names, lambda ip: probe_url(
+                c, 'readinessProbe', ip), 60)
+            check_tls_pods(pod, c, names, ips, token, pki)
+        finally:
+            if pki:
+                pki.close()
+
+
+def check_tls_pods(pod, c, names, ips, token, pki):
+    for n in names:
+        live = http_get(probe_url(c, 'livenessProbe', ips[n]))
+        if live[0] != 200 or not probe_url(
+                c, 'livenessProbe', ips[n]).startswith('https://'):
+            fail('%s livenessProbe: %s' % (n, live))
+        plain = http_get('http://%s:20202/readyz' % ips[n])
+        if plain[0] is not None:
+            fail('%s answered plain HTTP: %s' % (n, plain))
+        st, body = http_get('https://%s:20202/stream' % ips[n], token)
+        if st != 403 or 'client certificate' not in body:
+            fail('%s: /stream without a client certificate: %s %s' % (
+                n, st, body))
+        # The chain verified against the Secret's ca.crt (the host name
+        # is checked by the replicas, which reach the pods by name).
+        ctx = ssl.create_default_context(cafile=pki.path('ca.crt'))
+        ctx.check_hostname = False
+        st, body = http_get('https://%s:20202/info' % ips[n], token,
+                            ctx=ctx)
+        if st != 200:
+            fail('%s: /info verified with the CA: %s %s' % (n, st, body))
+    log('every pod: HTTPS probes 200, plain HTTP refused, /stream needs '
+        'a client certificate, certificate signed by the Secret\'s CA')
+    primary, replicas = names[0], names[1:]
+    for r in replicas:
+        if 'kv' not in pod.sql(r, '.tables').split():
+            fail('%s: the if-candidate migration did not replicate' % r)
+    value = 'v-' + secrets.token_hex(4)
+    pod.sql(primary, "INSERT INTO kv VALUES('k', '%s')" % value)
+    for r in replicas:
+        wait_row(pod, r, 'k', value)
+    prim = pod.exec(replicas[0], 'cat', '/litefs/.primary')[1]
+    if 'ltxfs-0' not in prim:
+        fail('%s: .primary is %r, not ltxfs-0' % (replicas[0], prim))
+    log('a write on %s read on %s over mutual TLS; .primary: %s' % (
+        primary, ', '.join(replicas), prim.strip()))
+
+
 def run_etcd_pods():
     """The etcd overlay's two StatefulSets as pods etcd-0..2 (Debian's
     etcd in k8s/etcd.Dockerfile in place of the overlay's image) and
@@ -637,7 +859,8 @@ def render_main():
 def main():
     modes = {'render': render_main,
              'pods': lambda: ph.main(run_pods),
-             'etcd-pods': lambda: ph.main(run_etcd_pods)}
+             'etcd-pods': lambda: ph.main(run_etcd_pods),
+             'tls-pods': lambda: ph.main(run_tls_pods)}
     if len(sys.argv) != 2 or sys.argv[1] not in modes:
         sys.stderr.write('usage: test_kubernetes.py %s\n' %
                          '|'.join(modes))

@@ -82,15 +82,19 @@ class ClusterNode(h.Node):
     settle_pos = False
 
     def __init__(self, name, primary_url=None, token=None, extra_yml="",
-                 log_level="info", data_yml="", tls=None, http_yml=""):
-        self.port = free_port()
+                 log_level="info", data_yml="", tls=None, http_yml="",
+                 host="127.0.0.1", port=None):
+        """host, port: where http.addr listens (default a free port on
+        127.0.0.1; another host is e.g. a network namespace's address)."""
+        self.host = host
+        self.port = port if port is not None else free_port()
         self.tls = tls
         self.ssl = tls.context() if tls else None
-        self.url = "%s://127.0.0.1:%d" % ("https" if tls else "http",
-                                          self.port)
+        self.url = "%s://%s:%d" % ("https" if tls else "http", host,
+                                   self.port)
         self.token = token
         lease = self.lease_yml(name, primary_url)
-        httpc = "http:\n  addr: 127.0.0.1:%d\n" % self.port + http_yml
+        httpc = "http:\n  addr: %s:%d\n" % (host, self.port) + http_yml
         if token is not None:
             httpc += "  token: \"%s\"\n" % token
         if tls:

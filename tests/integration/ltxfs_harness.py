@@ -202,6 +202,7 @@ class Node:
         self._log = None
         self.starts = 0
         self.mount_args = []   # after `mount -c ltxfs.yml` (e.g. -- CMD)
+        self.cmd_prefix = []   # before the daemon's argv (e.g. nsenter)
         _nodes.append(self)
 
     # -- lifecycle -----------------------------------------------------
@@ -218,7 +219,8 @@ class Node:
         self._log.write(b"==== harness: start #%d ====\n" % self.starts)
         self._log.flush()
         self.proc = subprocess.Popen(
-            [ltxfs_bin(), "mount", "-c", self.cfg] + self.mount_args,
+            self.cmd_prefix + [ltxfs_bin(), "mount", "-c", self.cfg] +
+            self.mount_args,
             stdin=subprocess.DEVNULL, stdout=self._log,
             stderr=subprocess.STDOUT, cwd=self.root,
             start_new_session=True)

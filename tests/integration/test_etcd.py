@@ -54,13 +54,16 @@ def http_json(url, body=None, timeout=2.0):
 
 
 class Etcd:
-    """One real etcd member on loopback ports, its own data directory."""
+    """One real etcd member on loopback ports, its own data directory.
+    host, cmd_prefix: another address to listen on and a prefix of its
+    command (regions_harness runs it in a network namespace)."""
 
-    def __init__(self):
+    def __init__(self, host="127.0.0.1", cmd_prefix=()):
         self.root = tempfile.mkdtemp(prefix="ltxfs-it-etcd-")
+        self.host, self.cmd_prefix = host, list(cmd_prefix)
         self.port = free_port()
         self.peer = free_port()
-        self.url = "http://127.0.0.1:%d" % self.port
+        self.url = "http://%s:%d" % (host, self.port)
         self.proc = None
         self.log_path = os.path.join(self.root, "etcd.log")
 
@@ -81,10 +84,10 @@ class Etcd:
         """Starts etcd (server_args()) and waits until answers()."""
         check(os.access("/usr/bin/etcd", os.X_OK),
               "/usr/bin/etcd is missing (package etcd-server)")
-        p = "http://127.0.0.1:%d" % self.peer
+        p = "http://%s:%d" % (self.host, self.peer)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            ["/usr/bin/etcd", "--data-dir", os.path.join(self.root, "d"),
+            self.cmd_prefix + ["/usr/bin/etcd", "--data-dir", os.path.join(self.root, "d"),
              "--name", "default",
              "--listen-client-urls", self.url,
              "--advertise-client-urls", self.url] + self.server_args() +
