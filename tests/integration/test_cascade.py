@@ -15,6 +15,9 @@ Cases (argv[1]):
              node falls back to P. Two nodes whose upstream-url name
              each other: never a cycle (sampled), each refusal logged,
              both converge.
+  regions    emulated regions (suite regions): a cascade per region,
+             one copy of the stream into each region by the byte
+             counters, kill -9 of an intermediate (case_regions).
   etcd       etcd lease, three candidates in one region: the primary's
              two replicas form a cascade (one follows the other); kill -9
              of the primary under writes; a new primary, the old one
@@ -327,7 +330,108 @@ def case_etcd(nodes):
         etcd.close()
 
 
-CASES = {"static": case_static, "bad": case_bad, "etcd": case_etcd}
+def write_random(p, txns, rows=8, size=4096):
+    """txns transactions of rows random (incompressible) blobs on p."""
+    c = h.connect(p.path(DB))
+    try:
+        c.execute("CREATE TABLE IF NOT EXISTS r(id INTEGER PRIMARY KEY, "
+                  "v BLOB)")
+        for _ in range(txns):
+            c.execute("BEGIN")
+            for _ in range(rows):
+                c.execute("INSERT INTO r(v) VALUES (randomblob(?))",
+                          (size,))
+            c.execute("COMMIT")
+    finally:
+        c.close()
+    return txns * rows * size
+
+
+def case_regions(nodes):
+    """Emulated regions (regions_harness.py; suite regions): a (the
+    primary a0, and a1), b and c of two nodes each, one-way delays a-b
+    30 ms, a-c 70 ms, b-c 50 ms. Every node has its region and no
+    lease.upstream-url: b0 and c0 (the lower node IDs of their regions)
+    follow a0, b1 and c1 follow them. The bytes into region c from
+    region a are one copy of the stream; kill -9 of c0: c1 falls back to
+    a0 without a snapshot and converges."""
+    from regions_harness import RegionCluster, Regions
+    regions = {"a": 2, "b": 2, "c": 2}
+    delays = {("a", "b"): 30, ("a", "c"): 70, ("b", "c"): 50}
+    ids = {"a0": 0x9000, "a1": 0x9100, "b0": 0x200, "b1": 0x300,
+           "c0": 0x400, "c1": 0x500}
+    with Regions(regions, delays) as net, RegionCluster(net) as cl:
+        for n in cl.nodes:
+            with open(n.cfg, "a") as f:
+                f.write("region: %s\n" % n.netnode.region)
+            set_id(n, ids[n.name])
+        p, a1 = cl.primary, cl.node("a1")
+        b0, b1 = cl.region("b")
+        c0, c1 = cl.region("c")
+        p.start()
+        write_random(p, 1)
+        for n in (a1, b0, c0):
+            n.start()
+        for n in (a1, b0, c0):
+            wait_upstream(n, p.url, 1)
+            wait_ready(n)
+        b1.start()
+        c1.start()
+        wait_upstream(b1, b0.url, 2)
+        wait_upstream(c1, c0.url, 2)
+        cl.wait_synced(DB)
+        print("cascades: a0 -> a1; a0 -> b0 -> b1; a0 -> c0 -> c1")
+
+        def counters():
+            return {n.name: {r: net.bytes_in_from(n.netnode, r)
+                             for r in regions} for n in cl.replicas}
+        before = counters()
+        payload = write_random(p, 60)
+        cl.wait_synced(DB)
+        after = counters()
+        d = {k: {r: after[k][r] - before[k][r] for r in regions}
+             for k in after}
+        for k in sorted(d):
+            print("%s received from a %d, b %d, c %d bytes (payload %d)"
+                  % (k, d[k]["a"], d[k]["b"], d[k]["c"], payload))
+        for x0, x1, x in (("b0", "b1", "b"), ("c0", "c1", "c")):
+            into = d[x0]["a"] + d[x1]["a"]
+            print("bytes into region %s from region a: %d = %.2f x the "
+                  "random bytes written" % (x, into, into / payload))
+            check(d[x0]["a"] >= payload, "%s: %d bytes from a, under the "
+                  "payload %d" % (x0, d[x0]["a"], payload))
+            check(d[x1]["a"] < 64 * 1024, "%s: %d bytes from region a "
+                  "(it streams from %s)" % (x1, d[x1]["a"], x0))
+            check(d[x1][x] >= payload, "%s: %d bytes from its region"
+                  % (x1, d[x1][x]))
+            check(into <= 1.3 * payload, "region %s received %d bytes "
+                  "from a: more than one copy of %d" % (x, into, payload))
+        check(m(p, "ltxfs_connected_replicas") == 3, "the primary serves "
+              "a1, b0, c0 only")
+
+        snaps = m(c1, "ltxfs_snapshots_applied_total")
+        t0 = time.monotonic()
+        c0.kill9()
+        write_random(p, 10)
+        wait_upstream(c1, p.url, 1)
+        print("c1: streaming from a0 %.2f s after kill -9 of c0"
+              % (time.monotonic() - t0))
+        check(time.monotonic() - t0 <= FALLBACK_MAX_S, "fallback too slow")
+        live = [n for n in cl.replicas if n is not c0]
+        cl.wait_synced(DB, nodes=live)
+        want = h.content_digest(p.path(DB))
+        for n in live:
+            check(h.content_digest(n.path(DB), ro=True) == want,
+                  "%s: rows differ from the primary's" % n.name)
+        check(m(c1, "ltxfs_snapshots_applied_total") == snaps,
+              "c1 applied a snapshot after the fallback")
+        check(m(p, "ltxfs_stream_snapshots_sent_total") == 0,
+              "the primary sent a snapshot")
+        cl.stop()
+
+
+CASES = {"static": case_static, "bad": case_bad, "etcd": case_etcd,
+         "regions": case_regions}
 
 
 def run():
