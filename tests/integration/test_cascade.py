@@ -11,8 +11,9 @@ Cases (argv[1]):
              F1 and F2 fall back within a few seconds (to P, or F1 to
              F2), resume from their positions without a snapshot, and
              converge with P.
-  bad        lease.upstream-url at the node itself: refused (409), the
-             node falls back to P. Two nodes whose upstream-url name
+  bad        lease.upstream-url at the node itself: as written in
+             lease.advertise-url, a configuration error; under another
+             name, refused (409) and the node falls back to P. Two nodes whose upstream-url name
              each other: never a cycle (sampled), each refusal logged,
              both converge.
   regions    emulated regions (suite regions): a cascade per region,
@@ -32,6 +33,7 @@ shortens the avoid and recheck periods of cascade.h to 2 s.
 """
 
 import os
+import subprocess
 import sys
 import time
 
@@ -225,9 +227,20 @@ def case_bad(nodes):
     a = node("a", p, region="c", nid=0x100)
     with open(a.cfg) as f:
         text = f.read()
+    # Its own URL as written in lease.advertise-url: a configuration
+    # error; the same node under another name: refused at run time.
     with open(a.cfg, "w") as f:
         f.write(text.replace("  primary-url: ", "  upstream-url: %s\n"
                              "  primary-url: " % a.url, 1))
+    r = subprocess.run([h.ltxfs_bin(), "config", "-c", a.cfg],
+                       capture_output=True, text=True, timeout=30)
+    check(r.returncode != 0 and "cannot stream from itself" in r.stderr,
+          "ltxfs config with upstream-url = advertise-url: exit %d: %s"
+          % (r.returncode, r.stderr))
+    with open(a.cfg, "w") as f:
+        f.write(text.replace("  primary-url: ", "  upstream-url: %s\n"
+                             "  primary-url: " % a.url.replace(
+                                 "127.0.0.1", "localhost"), 1))
     b = node("b", p, region="d", nid=0x200)
     c = node("c", p, region="d", upstream=b.url, nid=0x300)
     with open(b.cfg) as f:

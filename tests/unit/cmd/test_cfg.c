@@ -450,6 +450,11 @@ static void test_bad_values(void **state)
 	expect_error("lease:\n  upstream-url: node2:20202\n",
 		     "t.yml:2: lease.upstream-url: \"node2:20202\" is not an "
 		     "http:// or https:// URL");
+	expect_error("lease:\n  advertise-url: http://n1:20202\n"
+		     "  upstream-url: http://n1:20202\n",
+		     "t.yml:3: lease.upstream-url is this node's own "
+		     "lease.advertise-url (http://n1:20202): a node cannot "
+		     "stream from itself");
 	/* Multi-line values still give a one-line error. */
 	expect_error("fuse:\n  debug: \"a\\nb\"\n",
 		     "t.yml:2: fuse.debug: \"a b\" is not a boolean (true or "
