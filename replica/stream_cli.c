@@ -253,13 +253,15 @@ static int add_identity(struct curl_slist **hdrs, rep_node *n)
 	return 0;
 }
 
-/* One connection; returns when it ends. */
+/* One connection to url (the primary or an upstream); returns when it
+ * ends. */
 static void stream_once(rep_node *n, struct rep_cli *c, CURL *curl,
-			const char *primary)
+			const char *url)
 {
 	struct url_ctx u = {NULL, 0, 0, false, curl};
 	struct curl_slist *hdrs = NULL;
 	rep_http_tls tls = rep_node_client_tls(n);
+	const char *who;
 	char tmp[128], cerr[CURL_ERROR_SIZE];
 	uint64_t cluster;
 	CURLcode cc;
@@ -267,7 +269,7 @@ static void stream_once(rep_node *n, struct rep_cli *c, CURL *curl,
 	pthread_mutex_lock(&n->mu);
 	cluster = n->cluster_id;
 	pthread_mutex_unlock(&n->mu);
-	url_add(&u, primary);
+	url_add(&u, url);
 	snprintf(tmp, sizeof(tmp), "/stream?node=%016" PRIx64, n->o.node_id);
 	url_add(&u, tmp);
 	if (cluster) {
@@ -318,25 +320,27 @@ static void stream_once(rep_node *n, struct rep_cli *c, CURL *curl,
 	pthread_mutex_lock(&n->mu);
 	n->follow.connected = false;
 	n->follow.ready = false;
+	who = n->cascade.to_primary ? "primary" : "upstream";
 	pthread_mutex_unlock(&n->mu);
 	if (c->status == 401 || c->status == 403 || c->status == 409 ||
 	    c->status == 421) {
 		c->refused = true;
-		rep_cli_why(c, "the primary answered %ld: %s", c->status,
+		rep_cli_why(c, "the %s answered %ld: %s", who, c->status,
 			c->errbody.len ? rep_http_body_text(&c->errbody)
 				       : "(no reason given)");
 		size_t l = strlen(c->why);
 		if (l && c->why[l - 1] == '\n')
 			c->why[l - 1] = '\0';
 	} else if (c->status && c->status != 200) {
-		rep_cli_why(c, "the primary answered %ld: %s", c->status,
+		rep_cli_why(c, "the %s answered %ld: %s", who, c->status,
 			rep_http_body_text(&c->errbody));
 	} else if (!c->why[0]) {
-		rep_cli_why(c, "%s%s",
-			    cc == CURLE_OK ? "the primary closed the stream"
-			    : cerr[0]      ? cerr
-					   : curl_easy_strerror(cc),
-			    cc == CURLE_OK ? "" : rep_http_hint(u.buf, cc));
+		if (cc == CURLE_OK)
+			rep_cli_why(c, "the %s closed the stream", who);
+		else
+			rep_cli_why(c, "%s%s", cerr[0] ? cerr
+						       : curl_easy_strerror(cc),
+				    rep_http_hint(u.buf, cc));
 	}
 	curl_slist_free_all(hdrs);
 	free(u.buf);
