@@ -92,6 +92,7 @@ typedef struct ltxfs_cfg {
 		bool candidate;
 		char *advertise_url; /* this node's URL; "" = unset */
 		char *primary_url;   /* static: the primary's URL */
+		char *upstream_url;  /* a replica to stream from; "" */
 		char *hostname;      /* "" = gethostname() at run time */
 		struct {
 			cfg_strlist endpoints; /* http(s) URLs */
@@ -106,6 +107,7 @@ typedef struct ltxfs_cfg {
 			char *tls_key_file;  /* its private key, PEM */
 		} etcd;
 	} lease;
+	char *region;          /* this node's region; "" = none */
 	cfg_execlist exec;     /* run once the node is ready (cmd/exec.c) */
 	int64_t exec_grace_ms; /* the application's time to exit when
 				* ltxfs stops */

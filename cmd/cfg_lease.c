@@ -24,6 +24,12 @@ static const struct cfg_key lease_keys[] = {
 	{.name = "lease.primary-url", .type = T_STR,
 	 .off = CFG_OFF(lease.primary_url), .def = "", .flags = F_URL,
 	 .help = "static: URL of the primary; needed on replicas."},
+	{.name = "lease.upstream-url", .type = T_STR,
+	 .off = CFG_OFF(lease.upstream_url), .def = "", .flags = F_URL,
+	 .help = "A replica streams from this node (a replica that follows\n"
+		 "the primary) instead of the primary; when it cannot, from\n"
+		 "the region's choice or the primary (docs/REGIONS.md).\n"
+		 "Empty: chosen by region, else the primary."},
 	{.name = "lease.hostname", .type = T_STR,
 	 .off = CFG_OFF(lease.hostname), .def = "",
 	 .help = "Name of this node shown to others. Empty: gethostname()."},
@@ -62,10 +68,21 @@ static const struct cfg_key etcd_keys[] = {
 	 .help = "PEM private key of lease.etcd.tls-cert-file."},
 };
 
-/* lease.type etcd needs its endpoints. */
+/* lease.type etcd needs its endpoints; a node does not stream from
+ * itself (the same URL written twice; other spellings of it are refused
+ * by the node itself: replica/cascade.h, C2). */
 static int finish_lease(struct cfg_loader *ld)
 {
 	const ltxfs_cfg *cfg = cfg_loader_cfg(ld);
+
+	if (cfg->lease.upstream_url[0] &&
+	    strcmp(cfg->lease.upstream_url, cfg->lease.advertise_url) == 0)
+		return cfg_loader_error(ld,
+					cfg_loader_line(ld, "lease.upstream-url"),
+					"lease.upstream-url is this node's own "
+					"lease.advertise-url (%s): a node cannot "
+					"stream from itself",
+					cfg->lease.upstream_url);
 
 	if (cfg->lease.type == CFG_LEASE_ETCD &&
 	    cfg->lease.etcd.endpoints.count == 0)

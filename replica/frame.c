@@ -185,6 +185,15 @@ int rep_frame_read_hello(const rep_frame *f, rep_hello *out)
 	out->cluster = rep_get_u64(&k);
 	out->node = rep_get_u64(&k);
 	rep_get_str(&k, out->url, sizeof(out->url));
+	out->hops = 0;
+	out->primary = out->node;
+	if (!k.bad && k.left > 0) {
+		/* A replica that serves the stream (cascade.h). */
+		out->hops = rep_get_u8(&k);
+		out->primary = rep_get_u64(&k);
+		if (out->hops != 1)
+			return -EPROTO;
+	}
 	return whole(&k) ? 0 : -EPROTO;
 }
 

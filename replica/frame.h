@@ -11,8 +11,10 @@
  *    16    L payload
  *
  * Payloads:
- *   HELLO      u64 cluster ID, u64 primary node ID, u16 n, n bytes of the
- *              primary's advertise URL
+ *   HELLO      u64 cluster ID, u64 sender's node ID, u16 n, n bytes of
+ *              the sender's advertise URL; then, only from a replica
+ *              that serves the stream (cascade.h): u8 hops (1: it follows
+ *              the primary directly), u64 the primary's node ID
  *   BEGIN      u16 n, n bytes of database name, u64 record length,
  *              u64 min TXID, u64 max TXID, u8 kind (0 log record,
  *              1 snapshot sent instead of records)
@@ -27,7 +29,8 @@
  * payload readers' rep_frame_read_*: every field present, names 1..200
  * bytes without '/' and not starting with '.', a URL below 1024 bytes,
  * a BEGIN's record at least an LTX header long with 1 <= min TXID <= max
- * TXID and kind 0 or 1, counts that fit the payload, nothing left over).
+ * TXID and kind 0 or 1, a HELLO's hops 1 when present, counts that fit
+ * the payload, nothing left over).
  */
 #ifndef REPLICA_FRAME_H
 #define REPLICA_FRAME_H
@@ -101,6 +104,8 @@ void rep_get_str(rep_cursor *c, char *buf, size_t cap);
 typedef struct rep_hello {
 	uint64_t cluster, node;
 	char url[REP_URL_MAX + 1];
+	uint8_t hops;            /* 0: the sender is the primary */
+	uint64_t primary;        /* the primary's node ID (node when 0 hops) */
 } rep_hello;
 
 typedef struct rep_begin {

@@ -108,6 +108,35 @@ static void info_oos(void *ctx, const char *name, const char *reason)
 		json_array_append_new(c->arr, o);
 }
 
+/* "upstream" (a replica: what it streams from; null on the primary) and
+ * "followers" (the streams this node serves), mu held (cascade.h). */
+static void info_cascade_locked(rep_node *n, json_t *root)
+{
+	const rep_cascade *c = &n->cascade;
+	json_t *arr = json_array(), *up = json_null();
+	char id[17];
+
+	if (!rep_role_leads(n->role.state)) {
+		hex(id, c->node);
+		up = json_pack("{s:s, s:s, s:i}", "url", c->url, "node",
+			       c->node ? id : "", "depth", c->depth);
+	}
+	json_object_set_new(root, "upstream", up);
+	for (const rep_follower *f = c->followers; f && arr; f = f->next) {
+		hex(id, f->node);
+		json_array_append_new(
+			arr, json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I}",
+				       "node", id, "region", f->region, "url",
+				       f->url, "peer", f->peer, "since_ms",
+				       (json_int_t)f->since_ms, "bytes_sent",
+				       (json_int_t)atomic_load(&f->bytes),
+				       "records_sent",
+				       (json_int_t)atomic_load(&f->records)));
+	}
+	if (arr)
+		json_object_set_new(root, "followers", arr);
+}
+
 char *rep_info_json(rep_node *n)
 {
 	struct info_ctx c = {n, json_array(), lib_clock_wall_ms()};
@@ -140,6 +169,10 @@ char *rep_info_json(rep_node *n)
 			 rep_role_leads(role) ? 1 : connected, "ready",
 			 rep_role_leads(role) ? 1 : ready, "replicas",
 			 (int)atomic_load(&n->m.replicas), "databases", c.arr);
+	if (root) {
+		json_object_set_new(root, "region", json_string(n->o.region));
+		info_cascade_locked(n, root);
+	}
 	pthread_mutex_unlock(&n->mu);
 	if (!root)
 		return NULL;
@@ -388,6 +421,21 @@ char *rep_metrics_text(rep_node *n)
 	add(&t, "# HELP ltxfs_stream_connected 1 when this replica's stream "
 		"is open\n# TYPE ltxfs_stream_connected gauge\n"
 		"ltxfs_stream_connected %d\n", n->follow.connected);
+	{
+		char id[17];
+		hex(id, n->o.node_id);
+		/* region is [A-Za-z0-9._-] (cascade.h): no escaping. */
+		add(&t, "# HELP ltxfs_node_info This node: its ID, region "
+			"and role\n# TYPE ltxfs_node_info gauge\n"
+			"ltxfs_node_info{node=\"%s\",region=\"%s\",role=\"%s\"} 1\n",
+		    id, n->o.region, role_name(n->role.state));
+	}
+	add(&t, "# HELP ltxfs_stream_upstream_depth 1 when this replica "
+		"streams from the primary, 2 from another replica, 0 not "
+		"connected or the primary\n"
+		"# TYPE ltxfs_stream_upstream_depth gauge\n"
+		"ltxfs_stream_upstream_depth %d\n",
+	    rep_role_leads(n->role.state) ? 0 : n->cascade.depth);
 	pthread_mutex_unlock(&n->mu);
 	{
 		char why[400];
@@ -419,6 +467,9 @@ char *rep_metrics_text(rep_node *n)
 		"Records rejected or failed (each followed by a reconnect)");
 	COUNTER("ltxfs_stream_reconnects_total", reconnects,
 		"Stream connections this replica opened after the first");
+	COUNTER("ltxfs_stream_upstream_fallbacks_total", upstream_fallbacks,
+		"Streams from a replica upstream that ended and made this "
+		"node fall back to another upstream");
 	COUNTER("ltxfs_http_unauthorized_total", unauthorized,
 		"Requests refused for a missing or wrong token or client "
 		"certificate");

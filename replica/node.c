@@ -198,8 +198,11 @@ static int opts_dup(rep_node_opts *dst, const rep_node_opts *src)
 	dst->lease.advertise_url = dup_or_empty(src->lease.advertise_url);
 	dst->lease.primary_url = dup_or_empty(src->lease.primary_url);
 	dst->lease.hostname = dup_or_empty(src->lease.hostname);
+	dst->lease.upstream_url = dup_or_empty(src->lease.upstream_url);
+	dst->region = dup_or_empty(src->region);
 	if (oom || !dst->data_dir || !dst->mountpoint ||
-	    !dst->lease.advertise_url ||
+	    !dst->lease.advertise_url || !dst->lease.upstream_url ||
+	    !dst->region ||
 	    !dst->lease.primary_url || !dst->lease.hostname)
 		return -ENOMEM;
 	return 0;
@@ -214,6 +217,8 @@ static void opts_free(rep_node_opts *o)
 	free((char *)o->lease.advertise_url);
 	free((char *)o->lease.primary_url);
 	free((char *)o->lease.hostname);
+	free((char *)o->lease.upstream_url);
+	free((char *)o->region);
 	memset(o, 0, sizeof(*o));
 }
 

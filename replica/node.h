@@ -75,6 +75,9 @@ typedef struct rep_lease_opts {
 	bool candidate;              /* may be primary; static: is it */
 	const char *advertise_url;   /* this node's URL for others */
 	const char *primary_url;     /* static lease, replica: the primary */
+	const char *upstream_url;    /* replica: stream from this replica
+				      * ("": by region, else the primary;
+				      * cascade.h) */
 	const char *hostname;
 	rep_etcd_opts etcd;
 } rep_lease_opts;
@@ -89,6 +92,7 @@ typedef struct rep_node_opts {
 	const char *data_dir;
 	const char *mountpoint;
 	uint64_t node_id;
+	const char *region;          /* "" none (cascade.h) */
 	rep_http_opts http;
 	rep_lease_opts lease;
 	rep_retention_opts retention;

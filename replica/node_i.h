@@ -4,8 +4,8 @@
  * subscribers), handoff.c (drain, handoff, promote), the leases
  * (lease_static.c, lease_etcd.c: through the calls marked "for the
  * leases" only), server.c, stream_srv.c, the stream client
- * (stream_cli.c, stream_frames.c, stream_apply.c), retention.c and
- * metrics.c.
+ * (stream_cli.c, stream_frames.c, stream_apply.c), cascade.c,
+ * retention.c and metrics.c.
  *
  * Lock order (replica/): rep_node.handoff_mu, then a lease's own mutex,
  * then rep_node.mu, then any fs/ lock (fs/db_i.h). Nothing is called
@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cascade.h"
 #include "http_client.h"
 #include "frame.h"
 #include "node.h"
@@ -43,6 +44,7 @@ typedef struct rep_metrics {
 	atomic_uint_fast64_t bytes_received, records_applied;
 	atomic_uint_fast64_t snapshots_applied, apply_errors, reconnects;
 	atomic_uint_fast64_t unauthorized;
+	atomic_uint_fast64_t upstream_fallbacks; /* cascade.h, C5 */
 	atomic_int replicas;     /* streams being served now */
 	/* Commit-on-primary to applied-here latency, ms. */
 	atomic_uint_fast64_t lat_count, lat_sum_us;
@@ -113,6 +115,8 @@ struct rep_node {
 	uint64_t cluster_id;     /* 0 until known; <data>/cluster.id */
 	uint64_t gen;            /* bumped on every commit */
 	rep_follow follow;       /* replica: the stream client's state */
+	rep_cascade cascade;     /* its upstream, the followers served
+				  * (cascade.h) */
 	rep_drain_state drain;  /* handoff.c */
 	atomic_int waiters;      /* in rep_node_wait_txid (atomic) */
 	_Atomic int64_t write_deadline_ns; /* etcd lease: CLOCK_BOOTTIME;

@@ -18,6 +18,13 @@
  * restart of the primary does not take every replica out of service),
  * and one that joins or falls behind is not ready until it has caught
  * up.
+ *
+ * A cascaded replica (cascade.h) has the same rules with its upstream in
+ * the primary's place for "caught up" and "heard from"; the positions
+ * it lags behind are still the primary's, which its upstream relays in
+ * heartbeats. So it is ready when it has caught up with its upstream and
+ * neither it nor its upstream is more than ready-max-lag behind the
+ * primary.
  */
 #include "node_i.h"
 
@@ -67,6 +74,7 @@ static bool replica_ready_locked(rep_node *n, char *why, size_t len)
 	char name[REP_NAME_MAX + 1] = "";
 	uint64_t txids;
 	bool behind;
+	const char *who = "primary", *url = n->role.primary_url;
 
 	if (!n->role.primary_url || !n->role.primary_url[0]) {
 		snprintf(why, len, "no primary known");
@@ -74,10 +82,12 @@ static bool replica_ready_locked(rep_node *n, char *why, size_t len)
 	}
 	behind = furthest_behind_locked(n, now, name, sizeof(name), &ms,
 					&txids);
+	if (!n->cascade.to_primary && n->cascade.url[0])
+		who = "upstream", url = n->cascade.url;
 	if (!n->follow.caught_up_once) {
 		if (!n->follow.connected)
 			snprintf(why, len, "catching up: not connected to the "
-				 "primary %s", n->role.primary_url);
+				 "%s %s", who, url);
 		else if (behind)
 			snprintf(why, len, "catching up with the primary: "
 				 "db=%s %" PRIu64 " transaction%s behind", name,
@@ -87,8 +97,8 @@ static bool replica_ready_locked(rep_node *n, char *why, size_t len)
 		return false;
 	}
 	if (now - n->follow.last_frame_ms > limit) {
-		snprintf(why, len, "no word from the primary %s for %.1f s "
-			 "(http.ready-max-lag %.1f s)", n->role.primary_url,
+		snprintf(why, len, "no word from the %s %s for %.1f s "
+			 "(http.ready-max-lag %.1f s)", who, url,
 			 (double)(now - n->follow.last_frame_ms) / 1000.0,
 			 (double)limit / 1000.0);
 		return false;

@@ -3,6 +3,9 @@
  * to the primary, applies what arrives, and reconnects after any failure
  * from its own positions (so it resumes where it stopped, after a
  * restart too, without a snapshot while the primary keeps the records).
+ * The stream may come from another replica instead (its upstream,
+ * chosen before each connection: rules C4-C6 in cascade.h); what is
+ * said here of the primary then holds of that upstream.
  *
  * States:  CONNECTING --200--> STREAMING --(error, EOF, bad record)-->
  *          BACKOFF (100 ms doubling to 2 s; reset once READY arrives)
@@ -212,6 +215,10 @@ static CURLcode perform(struct rep_cli *c, CURL *curl)
 			break;
 		if (rep_cli_retry(c) < 0)
 			break;
+		if (rep_cascade_recheck(c->n, c->why, sizeof(c->why)) == 1) {
+			c->moving = true;
+			break;
+		}
 		mc = curl_multi_poll(c->multi, NULL, 0, poll_ms(c), NULL);
 	}
 	if (mc != CURLM_OK && !c->why[0])
@@ -223,13 +230,38 @@ static CURLcode perform(struct rep_cli *c, CURL *curl)
 	return cc;
 }
 
-/* One connection; returns when it ends. */
+/* The headers that name this node to its upstream (cascade.h). 0 or
+ * -ENOMEM. */
+static int add_identity(struct curl_slist **hdrs, rep_node *n)
+{
+	char h[REP_URL_MAX + 64];
+	struct curl_slist *l;
+
+	if (n->o.region[0]) {
+		snprintf(h, sizeof(h), REP_HDR_REGION ": %s", n->o.region);
+		if (!(l = curl_slist_append(*hdrs, h)))
+			return -ENOMEM;
+		*hdrs = l;
+	}
+	if (n->o.lease.advertise_url[0]) {
+		snprintf(h, sizeof(h), REP_HDR_ADVERTISE ": %s",
+			 n->o.lease.advertise_url);
+		if (!(l = curl_slist_append(*hdrs, h)))
+			return -ENOMEM;
+		*hdrs = l;
+	}
+	return 0;
+}
+
+/* One connection to url (the primary or an upstream); returns when it
+ * ends. */
 static void stream_once(rep_node *n, struct rep_cli *c, CURL *curl,
-			const char *primary)
+			const char *url)
 {
 	struct url_ctx u = {NULL, 0, 0, false, curl};
 	struct curl_slist *hdrs = NULL;
 	rep_http_tls tls = rep_node_client_tls(n);
+	const char *who;
 	char tmp[128], cerr[CURL_ERROR_SIZE];
 	uint64_t cluster;
 	CURLcode cc;
@@ -237,7 +269,7 @@ static void stream_once(rep_node *n, struct rep_cli *c, CURL *curl,
 	pthread_mutex_lock(&n->mu);
 	cluster = n->cluster_id;
 	pthread_mutex_unlock(&n->mu);
-	url_add(&u, primary);
+	url_add(&u, url);
 	snprintf(tmp, sizeof(tmp), "/stream?node=%016" PRIx64, n->o.node_id);
 	url_add(&u, tmp);
 	if (cluster) {
@@ -250,8 +282,10 @@ static void stream_once(rep_node *n, struct rep_cli *c, CURL *curl,
 		rep_cli_why(c, "out of memory");
 		return;
 	}
-	if (rep_http_bearer(&hdrs, n->o.http.token) < 0) {
+	if (rep_http_bearer(&hdrs, n->o.http.token) < 0 ||
+	    add_identity(&hdrs, n) < 0) {
 		free(u.buf);
+		curl_slist_free_all(hdrs);
 		rep_cli_why(c, "out of memory");
 		return;
 	}
@@ -286,25 +320,27 @@ static void stream_once(rep_node *n, struct rep_cli *c, CURL *curl,
 	pthread_mutex_lock(&n->mu);
 	n->follow.connected = false;
 	n->follow.ready = false;
+	who = n->cascade.to_primary ? "primary" : "upstream";
 	pthread_mutex_unlock(&n->mu);
 	if (c->status == 401 || c->status == 403 || c->status == 409 ||
 	    c->status == 421) {
 		c->refused = true;
-		rep_cli_why(c, "the primary answered %ld: %s", c->status,
+		rep_cli_why(c, "the %s answered %ld: %s", who, c->status,
 			c->errbody.len ? rep_http_body_text(&c->errbody)
 				       : "(no reason given)");
 		size_t l = strlen(c->why);
 		if (l && c->why[l - 1] == '\n')
 			c->why[l - 1] = '\0';
 	} else if (c->status && c->status != 200) {
-		rep_cli_why(c, "the primary answered %ld: %s", c->status,
+		rep_cli_why(c, "the %s answered %ld: %s", who, c->status,
 			rep_http_body_text(&c->errbody));
 	} else if (!c->why[0]) {
-		rep_cli_why(c, "%s%s",
-			    cc == CURLE_OK ? "the primary closed the stream"
-			    : cerr[0]      ? cerr
-					   : curl_easy_strerror(cc),
-			    cc == CURLE_OK ? "" : rep_http_hint(u.buf, cc));
+		if (cc == CURLE_OK)
+			rep_cli_why(c, "the %s closed the stream", who);
+		else
+			rep_cli_why(c, "%s%s", cerr[0] ? cerr
+						       : curl_easy_strerror(cc),
+				    rep_http_hint(u.buf, cc));
 	}
 	curl_slist_free_all(hdrs);
 	free(u.buf);
@@ -363,7 +399,8 @@ void *rep_client_main(void *arg)
 	}
 	fs_mount_foreach(n->mount, prepare_one, NULL);
 	for (;;) {
-		char *primary;
+		char *primary, up[REP_URL_MAX + 1] = "";
+		bool to_primary = true, recheck = false, avoid;
 		pthread_mutex_lock(&n->mu);
 		if (n->role.state == REP_ROLE_STOPPED) {
 			pthread_mutex_unlock(&n->mu);
@@ -398,11 +435,17 @@ void *rep_client_main(void *arg)
 		c.parser.need = c.parser.have = 0;
 		fs_mount_foreach(n->mount, abandon_one, NULL);
 		c.hello_epoch = 0;
+		c.moving = false;
+		if (primary && primary[0]) {
+			rep_cascade_choose(n, primary, up, sizeof(up),
+					   &to_primary, &recheck);
+			rep_cascade_connecting(n, up, to_primary, recheck);
+		}
 		pthread_mutex_lock(&n->mu);
 		n->follow.in_stream = true;
 		pthread_mutex_unlock(&n->mu);
-		if (primary && primary[0])
-			stream_once(n, &c, curl, primary);
+		if (up[0])
+			stream_once(n, &c, curl, up);
 		else
 			rep_cli_why(&c, "the primary is not known yet");
 		rep_cli_finish(&c);
@@ -410,17 +453,24 @@ void *rep_client_main(void *arg)
 		pthread_mutex_lock(&n->mu);
 		n->follow.in_stream = false;
 		pthread_cond_broadcast(&n->cond);
+		avoid = !to_primary && !c.moving &&
+			n->role.state != REP_ROLE_STOPPED &&
+			n->role.gen == c.role_gen;
 		pthread_mutex_unlock(&n->mu);
+		rep_cascade_ended(n, avoid);
 		pthread_mutex_lock(&n->mu);
 		if (n->role.state != REP_ROLE_STOPPED)
 			log_warn("stream from %s ended: %s; reconnecting",
-				 primary ? primary : "?", c.why);
+				 up[0] ? up : "?", c.why);
 		pthread_mutex_unlock(&n->mu);
 		free(primary);
-		if (c.got_ready)
+		if (c.got_ready || avoid || c.moving)
 			backoff = BACKOFF_MIN_MS;
 		{
-			int wait = c.refused ? REFUSED_BACKOFF_MS : backoff;
+			/* Another upstream is tried at once (C5). */
+			int wait = avoid || c.moving ? BACKOFF_MIN_MS
+				   : c.refused	     ? REFUSED_BACKOFF_MS
+						     : backoff;
 			struct timespec ts;
 			clock_gettime(CLOCK_REALTIME, &ts);
 			ts.tv_sec += wait / 1000;

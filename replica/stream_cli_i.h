@@ -45,6 +45,7 @@ struct rep_cli {
 	bool told_ready;         /* ... and rep_follow.ready is set: nothing
 				  * was queued any more */
 	bool failed;             /* an apply failed: none until reconnected */
+	bool moving;             /* ended to move to another upstream (C6) */
 	uint64_t role_gen;       /* rep_role_sm.gen when connecting: a
 				  * role or primary change ends the stream */
 	uint64_t hello_epoch;    /* the epoch this stream's HELLO carried */

@@ -35,6 +35,8 @@ static int on_hello(struct rep_cli *c, const rep_frame *f)
 	c->hello_epoch = f->epoch;
 	pthread_mutex_lock(&n->mu);
 	mine = n->cluster_id;
+	rep_cascade_hello_locked(n, node, h.hops);
+	node = h.primary; /* the same as node unless through a replica */
 	if (n->follow.primary_node != node) {
 		/* What another primary had says nothing of this one. */
 		for (size_t i = 0; i < n->follow.nremotes; i++) {
@@ -54,8 +56,13 @@ static int on_hello(struct rep_cli *c, const rep_frame *f)
 	}
 	if (!mine && cluster && rep_node_set_cluster(n, cluster) < 0)
 		return -EIO;
-	log_info("streaming from primary %016" PRIx64 " (%s), epoch %" PRIu64,
-		 node, h.url, f->epoch);
+	if (h.hops)
+		log_info("streaming from replica %016" PRIx64 " (%s), which "
+			 "follows primary %016" PRIx64 ", epoch %" PRIu64,
+			 h.node, h.url, node, f->epoch);
+	else
+		log_info("streaming from primary %016" PRIx64 " (%s), epoch %"
+			 PRIu64, node, h.url, f->epoch);
 	pthread_mutex_lock(&n->mu);
 	n->follow.connected = true;
 	pthread_mutex_unlock(&n->mu);

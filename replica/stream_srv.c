@@ -25,6 +25,11 @@
  * log segment (or the snapshot's temporary file), and END: memory stays
  * bounded whatever the record's size.
  *
+ * A replica serves /stream too, as an intermediate of a cascade (rules
+ * C1-C3 in cascade.h): the same frames from its own LTX log, stamped with
+ * the epoch it has seen, its HELLO extended with hops and the primary's
+ * node ID, its heartbeats relaying the primary's positions it knows.
+ *
  * Each call of the content reader fills libmicrohttpd's buffer with as
  * many frames as are ready (it waits for a commit only when it has
  * nothing to hand over), so records committed while the previous ones
@@ -89,6 +94,9 @@ struct sub {
 	bool post_known;         /* next.checksum read from the record */
 	int err;                 /* an error to report on the next call */
 	int64_t woke_ns;         /* last wake-up for a commit (monotonic) */
+	bool relay;              /* served by a replica (cascade.h) */
+	uint64_t role_gen;       /* ... under this rep_role_sm.gen */
+	rep_follower *fol;       /* in rep_cascade.followers */
 };
 
 void rep_stream_on_commit(void *ctx, fs_db *db, ltx_pos pos)
@@ -145,6 +153,10 @@ static void sub_free(void *cls)
 	end_record(s);
 	for (size_t i = 0; i < s->ndbs; i++)
 		fs_log_iter_free(s->dbs[i].it);
+	pthread_mutex_lock(&s->n->mu);
+	rep_cascade_follower_remove_locked(s->n, s->fol);
+	pthread_mutex_unlock(&s->n->mu);
+	free(s->fol);
 	atomic_fetch_sub(&s->n->m.replicas, 1);
 	log_info("stream to replica %016" PRIx64 " (%s) closed", s->node,
 		 s->peer);
@@ -169,12 +181,18 @@ static void emit_hello(struct sub *s)
 	uint8_t buf[1024];
 	rep_writer w = {buf, 0, sizeof(buf), false};
 	rep_node *n = s->n;
+	uint64_t primary;
 
 	pthread_mutex_lock(&n->mu);
 	rep_put_u64(&w, n->cluster_id);
+	primary = n->follow.primary_node;
 	pthread_mutex_unlock(&n->mu);
 	rep_put_u64(&w, n->o.node_id);
 	rep_put_str(&w, n->o.lease.advertise_url);
+	if (s->relay) {
+		rep_put_u8(&w, 1);
+		rep_put_u64(&w, primary);
+	}
 	emit(s, REP_FRAME_HELLO, buf, (uint32_t)w.len);
 	s->hello_sent = true;
 }
@@ -182,7 +200,22 @@ static void emit_hello(struct sub *s)
 struct hb_ctx {
 	rep_writer *w;
 	uint32_t count;
+	rep_node *relay;         /* a replica's stream: n, else NULL */
 };
+
+/* An intermediate relays the primary's position when it knows one ahead
+ * of its own (rule C3), so its followers' lag is the primary's. */
+static ltx_pos relayed(rep_node *n, const char *name, ltx_pos p)
+{
+	pthread_mutex_lock(&n->mu);
+	for (size_t i = 0; i < n->follow.nremotes; i++) {
+		const rep_remote *r = &n->follow.remotes[i];
+		if (strcmp(r->name, name) == 0 && r->pos.txid > p.txid)
+			p = r->pos;
+	}
+	pthread_mutex_unlock(&n->mu);
+	return p;
+}
 
 static void hb_one(void *ctx, fs_db *db)
 {
@@ -191,6 +224,8 @@ static void hb_one(void *ctx, fs_db *db)
 
 	if (p.txid == 0)
 		return;
+	if (h->relay)
+		p = relayed(h->relay, fs_db_name(db), p);
 	rep_put_str(h->w, fs_db_name(db));
 	rep_put_u64(h->w, p.txid);
 	rep_put_u64(h->w, p.checksum);
@@ -201,7 +236,7 @@ static void emit_heartbeat(struct sub *s)
 {
 	rep_writer w = {s->out + REP_FRAME_HEADER_SIZE, 0,
 			REP_FRAME_MAX_PAYLOAD, false};
-	struct hb_ctx h = {&w, 0};
+	struct hb_ctx h = {&w, 0, s->relay ? s->n : NULL};
 
 	rep_put_u64(&w, (uint64_t)lib_clock_wall_ms());
 	rep_put_u32(&w, 0); /* count, filled below */
@@ -512,6 +547,7 @@ static int produce(struct sub *s, bool may_wait)
 			s->off += want;
 			s->left -= want;
 			atomic_fetch_add(&n->m.bytes_sent, want);
+			atomic_fetch_add(&s->fol->bytes, want);
 			return 0;
 		}
 		if (!s->post_known) {
@@ -532,6 +568,7 @@ static int produce(struct sub *s, bool may_wait)
 		}
 		s->cur->pos = s->next;
 		atomic_fetch_add(&n->m.records_sent, 1);
+		atomic_fetch_add(&s->fol->records, 1);
 		end_record(s);
 		return 0;
 	}
@@ -539,7 +576,8 @@ static int produce(struct sub *s, bool may_wait)
 		uint64_t gen;
 		int rc;
 		pthread_mutex_lock(&n->mu);
-		if (!rep_role_leads(n->role.state)) {
+		if (s->relay ? !rep_cascade_serving_locked(n, s->role_gen)
+			     : !rep_role_leads(n->role.state)) {
 			pthread_mutex_unlock(&n->mu);
 			return -ESHUTDOWN;
 		}
@@ -694,6 +732,43 @@ static enum MHD_Result arg(void *cls, enum MHD_ValueKind kind,
 	return c->bad ? MHD_NO : MHD_YES;
 }
 
+/* The follower's entry (cascade.h) from the request: its node ID, and
+ * the headers naming its region and advertise URL. 0, -ENOMEM, or
+ * -EINVAL with the reason in err. */
+static int follower_new(struct sub *s, struct MHD_Connection *conn,
+			char *err, size_t errlen)
+{
+	const char *region = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+							 REP_HDR_REGION);
+	const char *url = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+						      REP_HDR_ADVERTISE);
+	rep_follower *f = calloc(1, sizeof(*f));
+
+	if (!f) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	s->fol = f;
+	f->node = s->node;
+	f->since_ms = lib_clock_wall_ms();
+	snprintf(f->peer, sizeof(f->peer), "%s", s->peer);
+	if (region && region[0] && !rep_region_valid(region)) {
+		snprintf(err, errlen, REP_HDR_REGION " must be 1 to %d bytes "
+			 "of A-Z a-z 0-9 . _ -", REP_REGION_MAX);
+		return -EINVAL;
+	}
+	if (url && (strlen(url) > REP_URL_MAX ||
+		    (url[0] && strncmp(url, "http://", 7) != 0 &&
+		     strncmp(url, "https://", 8) != 0))) {
+		snprintf(err, errlen, REP_HDR_ADVERTISE " must be an http:// "
+			 "or https:// URL below %d bytes", REP_URL_MAX + 1);
+		return -EINVAL;
+	}
+	snprintf(f->region, sizeof(f->region), "%s", region ? region : "");
+	snprintf(f->url, sizeof(f->url), "%s", url ? url : "");
+	return 0;
+}
+
 int rep_stream_response(rep_node *n, struct MHD_Connection *conn,
 			struct MHD_Response **out, unsigned *out_status,
 			char *err, size_t errlen)
@@ -720,18 +795,22 @@ int rep_stream_response(rep_node *n, struct MHD_Connection *conn,
 		*out_status = MHD_HTTP_BAD_REQUEST;
 		goto fail;
 	}
+	if (follower_new(s, conn, err, errlen) < 0) {
+		*out_status = MHD_HTTP_BAD_REQUEST;
+		goto fail;
+	}
 	pthread_mutex_lock(&n->mu);
 	cluster = n->cluster_id;
 	s->epoch = n->epoch;
-	if (!rep_role_leads(n->role.state)) {
-		snprintf(err, errlen, "this node is not the primary; the "
-			 "primary is %s",
-			 n->role.primary_url ? n->role.primary_url : "?");
-		pthread_mutex_unlock(&n->mu);
-		*out_status = MHD_HTTP_MISDIRECTED_REQUEST;
+	s->relay = !rep_role_leads(n->role.state);
+	s->role_gen = n->role.gen;
+	*out_status = rep_cascade_may_serve_locked(n, s->node, err, errlen);
+	pthread_mutex_unlock(&n->mu);
+	if (*out_status) {
+		if (*out_status == MHD_HTTP_CONFLICT)
+			log_warn("refusing stream from %s: %s", s->peer, err);
 		goto fail;
 	}
-	pthread_mutex_unlock(&n->mu);
 	if (c.cluster && c.cluster != cluster) {
 		snprintf(err, errlen, "replica %016" PRIx64 " belongs to cluster "
 			 "%016" PRIx64 " but this primary's cluster is %016"
@@ -742,6 +821,7 @@ int rep_stream_response(rep_node *n, struct MHD_Connection *conn,
 	}
 	s->out = malloc(REP_FRAME_HEADER_SIZE + REP_FRAME_MAX_PAYLOAD);
 	if (!s->out) {
+		free(s->fol);
 		free(s->dbs);
 		free(s);
 		return -ENOMEM;
@@ -750,16 +830,23 @@ int rep_stream_response(rep_node *n, struct MHD_Connection *conn,
 						 reader, s, sub_free);
 	if (!*out) {
 		free(s->out);
+		free(s->fol);
 		free(s->dbs);
 		free(s);
 		return -ENOMEM;
 	}
 	atomic_fetch_add(&n->m.replicas, 1);
+	pthread_mutex_lock(&n->mu);
+	rep_cascade_follower_add_locked(n, s->fol);
+	pthread_mutex_unlock(&n->mu);
 	*out_status = MHD_HTTP_OK;
-	log_info("stream to replica %016" PRIx64 " (%s) opened with %zu "
-		 "database positions", s->node, s->peer, s->ndbs);
+	log_info("stream to replica %016" PRIx64 " (%s%s%s) opened with %zu "
+		 "database positions%s", s->node, s->peer,
+		 s->fol->region[0] ? ", region " : "", s->fol->region, s->ndbs,
+		 s->relay ? ", relayed from the primary (cascade)" : "");
 	return 0;
 fail:
+	free(s->fol);
 	for (size_t i = 0; i < s->ndbs; i++)
 		fs_log_iter_free(s->dbs[i].it);
 	free(s->dbs);

@@ -90,6 +90,8 @@ static void check_defaults(const ltxfs_cfg *c)
 	assert_string_equal(c->lease.advertise_url, "");
 	assert_string_equal(c->lease.primary_url, "");
 	assert_string_equal(c->lease.hostname, "");
+	assert_string_equal(c->lease.upstream_url, "");
+	assert_string_equal(c->region, "");
 	assert_int_equal(c->lease.etcd.endpoints.count, 0);
 	assert_string_equal(c->lease.etcd.prefix, "/ltxfs");
 	assert_int_equal(c->lease.etcd.ttl_ms, 10000);
@@ -135,6 +137,7 @@ static const char full_yaml[] =
 	"  candidate: false\n"
 	"  advertise-url: http://node1:20202\n"
 	"  primary-url: https://node0:20202\n"
+	"  upstream-url: http://node2:20202\n"
 	"  hostname: node1\n"
 	"  etcd:\n"
 	"    endpoints:\n"
@@ -144,6 +147,7 @@ static const char full_yaml[] =
 	"    ttl: 1m30s\n"
 	"    username: root\n"
 	"    password: \"p\\\"w\"\n"
+	"region: eu-west.1_b\n"
 	"exec:\n"
 	"  - ./app --port 8080\n"
 	"  - \"echo 'two words' \\\"$$HOME\\\"\"\n"
@@ -169,6 +173,8 @@ static void check_full(const ltxfs_cfg *c)
 	assert_string_equal(c->lease.advertise_url, "http://node1:20202");
 	assert_string_equal(c->lease.primary_url, "https://node0:20202");
 	assert_string_equal(c->lease.hostname, "node1");
+	assert_string_equal(c->lease.upstream_url, "http://node2:20202");
+	assert_string_equal(c->region, "eu-west.1_b");
 	assert_int_equal(c->lease.etcd.endpoints.count, 2);
 	assert_string_equal(c->lease.etcd.endpoints.items[0],
 			    "http://etcd0:2379");
@@ -436,6 +442,19 @@ static void test_bad_values(void **state)
 	expect_error("fuse:\n  dir: /var/lib/ltxfs/\n",
 		     "t.yml:2: data.dir \"/var/lib/ltxfs\" is inside fuse.dir "
 		     "\"/var/lib/ltxfs/\"");
+	/* A region is a metrics label: a short plain name. */
+	expect_error("region: eu west\n", "t.yml:1: region \"eu west\" must "
+		     "be up to 63 bytes of A-Z a-z 0-9 . _ -");
+	expect_error("region: \"a\\\"b\"\n", "t.yml:1: region \"a\"b\" must "
+		     "be up to 63 bytes of A-Z a-z 0-9 . _ -");
+	expect_error("lease:\n  upstream-url: node2:20202\n",
+		     "t.yml:2: lease.upstream-url: \"node2:20202\" is not an "
+		     "http:// or https:// URL");
+	expect_error("lease:\n  advertise-url: http://n1:20202\n"
+		     "  upstream-url: http://n1:20202\n",
+		     "t.yml:3: lease.upstream-url is this node's own "
+		     "lease.advertise-url (http://n1:20202): a node cannot "
+		     "stream from itself");
 	/* Multi-line values still give a one-line error. */
 	expect_error("fuse:\n  debug: \"a\\nb\"\n",
 		     "t.yml:2: fuse.debug: \"a b\" is not a boolean (true or "

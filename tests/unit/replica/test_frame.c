@@ -353,7 +353,25 @@ static void test_payload_readers(void **state)
 	assert_string_equal(hello.url, "http://x");
 	f.len--; /* short */
 	assert_int_equal(rep_frame_read_hello(&f, &hello), -EPROTO);
+	assert_int_equal(hello.hops, 0);
+	assert_true(hello.primary == 2);
 	rep_put_u8(&w, 0); /* one byte left over */
+	f = frame_of(REP_FRAME_HELLO, &w);
+	assert_int_equal(rep_frame_read_hello(&f, &hello), -EPROTO);
+	/* A replica's HELLO (cascade.h): hops 1 and the primary's ID. */
+	w.len--;
+	rep_put_u8(&w, 1);
+	rep_put_u64(&w, 7);
+	f = frame_of(REP_FRAME_HELLO, &w);
+	assert_int_equal(rep_frame_read_hello(&f, &hello), 0);
+	assert_int_equal(hello.hops, 1);
+	assert_true(hello.primary == 7 && hello.node == 2);
+	rep_put_u8(&w, 0); /* one byte left over */
+	f = frame_of(REP_FRAME_HELLO, &w);
+	assert_int_equal(rep_frame_read_hello(&f, &hello), -EPROTO);
+	w.len -= 10;
+	rep_put_u8(&w, 2); /* two hops: never served (rule C1) */
+	rep_put_u64(&w, 7);
 	f = frame_of(REP_FRAME_HELLO, &w);
 	assert_int_equal(rep_frame_read_hello(&f, &hello), -EPROTO);
 	/* A URL of 1024 bytes is too long. */
