@@ -21,7 +21,8 @@
 /* The sections, in printing order; a section's keys are contiguous. */
 static const struct cfg_section *const sections[] = {
 	&cfg_fuse_section, &cfg_data_section, &cfg_http_section,
-	&cfg_lease_section, &cfg_lease_etcd_section, &cfg_exec_section,
+	&cfg_lease_section, &cfg_lease_etcd_section, &cfg_proxy_section,
+	&cfg_exec_section,
 	&cfg_log_section,
 };
 
