@@ -24,9 +24,10 @@
  *       gets the cookie: the TXID of proxy.db once the application's
  *       answer head arrived (everything committed before it is in).
  *   R6. The proxy answers itself, one text line: 400 a malformed
- *       request, 401 (R2), 431 a head too large, 502 the application or
- *       the primary's proxy unreachable or without an answer, 503 no
- *       primary known, or R2's loop guard. After an answer of its own
+ *       request, 401 (R2), 431 a head too large, 502 the application
+ *       unreachable, or no answer from the application or the
+ *       primary's proxy; 503 no primary known, the primary's proxy
+ *       unreachable (a primary stopped), or R2's loop guard. After an answer of its own
  *       to a request with a body, the connection is closed.
  *   R7. Requests sent on (R3-R5) carry X-Forwarded-For (the client's
  *       address appended), X-Forwarded-Proto and X-Forwarded-Host (kept
@@ -331,7 +332,9 @@ static px_conn *upstream(struct session *s, int dest, bool *reused,
 	close_up(s, dest);
 	fd = rep_proxy_connect(p, h, pt);
 	if (fd < 0) {
-		*status = 502;
+		/* The application down: 502; the primary's proxy: as
+		 * good as no primary (R6). */
+		*status = dest == DEST_LOCAL ? 502 : 503;
 		if (dest == DEST_PRIMARY)
 			rep_proxy_primary_forget(p);
 		snprintf(why, wl, "%s %s:%s cannot be reached: %s",
