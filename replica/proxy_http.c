@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 void px_conn_init(px_conn *c, int fd, int timeout_ms)
@@ -17,6 +18,12 @@ void px_conn_init(px_conn *c, int fd, int timeout_ms)
 	c->fd = fd;
 	c->timeout_ms = timeout_ms;
 	c->off = c->len = 0;
+	if (fd >= 0 && timeout_ms >= 0) {
+		/* A timeout on the socket, not a poll before each read. */
+		struct timeval tv = {timeout_ms / 1000,
+				     (timeout_ms % 1000) * 1000};
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	}
 }
 
 /* Reads more into c->buf (compacting first). 0; -ENODATA at EOF;
@@ -34,22 +41,12 @@ static int fill(px_conn *c)
 		c->len -= c->off;
 		c->off = 0;
 	}
-	if (c->timeout_ms >= 0) {
-		struct pollfd pf = {.fd = c->fd, .events = POLLIN};
-		int r;
-		do
-			r = poll(&pf, 1, c->timeout_ms);
-		while (r < 0 && errno == EINTR);
-		if (r == 0)
-			return -ETIMEDOUT;
-		if (r < 0)
-			return -errno;
-	}
 	do
 		n = recv(c->fd, c->buf + c->len, sizeof(c->buf) - c->len, 0);
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
-		return -errno;
+		return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT
+							       : -errno;
 	if (n == 0)
 		return -ENODATA;
 	c->len += (size_t)n;
@@ -496,6 +493,39 @@ void px_out_add(px_out *o, const char *fmt, ...)
 			o->cap = cap;
 		}
 	}
+}
+
+void px_out_bytes(px_out *o, const void *p, size_t len)
+{
+	if (o->oom)
+		return;
+	if (o->cap - o->len < len) {
+		size_t cap = o->cap * 2 + len;
+		char *q = realloc(o->p, cap);
+		if (!q) {
+			o->oom = true;
+			return;
+		}
+		o->p = q;
+		o->cap = cap;
+	}
+	memcpy(o->p + o->len, p, len);
+	o->len += len;
+}
+
+void px_out_take_body(px_out *o, px_conn *c, uint64_t *left)
+{
+	size_t take = px_conn_pending(c);
+
+	if (take > *left)
+		take = (size_t)*left;
+	if (take == 0)
+		return;
+	px_out_bytes(o, c->buf + c->off, take);
+	if (o->oom)
+		return;
+	c->off += take;
+	*left -= take;
 }
 
 void px_out_free(px_out *o)

@@ -33,8 +33,9 @@
 #define PX_HEADERS_MAX 128
 #define PX_BUF 65536
 
-/* A buffered reader over a socket. timeout_ms < 0: wait for ever (the
- * proxy stops it with shutdown()). */
+/* A buffered reader over a socket. timeout_ms >= 0: px_conn_init sets
+ * it as the socket's SO_RCVTIMEO; < 0: wait for ever (the proxy stops
+ * it with shutdown()). */
 typedef struct px_conn {
 	int fd;
 	int timeout_ms;
@@ -104,6 +105,11 @@ typedef struct px_out {
 
 void px_out_add(px_out *o, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/* Appends len raw bytes. */
+void px_out_bytes(px_out *o, const void *p, size_t len);
+/* Moves the start of a PX_BODY_LENGTH body (*left bytes) that c has
+ * buffered already into o, so that head and body go in one send. */
+void px_out_take_body(px_out *o, px_conn *c, uint64_t *left);
 void px_out_free(px_out *o);
 
 #endif

@@ -292,8 +292,8 @@ static bool still_open(px_conn *c)
 
 /* The connection to dest, opened when needed. NULL with the status to
  * answer (502, 503) and why. *reused: it served a request before. */
-static px_conn *upstream(struct session *s, int dest, bool *reused,
-			 int *status, char *why, size_t wl)
+static px_conn *upstream(struct session *s, int dest, bool body_left,
+			 bool *reused, int *status, char *why, size_t wl)
 {
 	rep_proxy *p = s->p;
 	char url[512], host[256], port[16];
@@ -326,7 +326,12 @@ static px_conn *upstream(struct session *s, int dest, bool *reused,
 		h = host;
 		pt = port;
 	}
-	*reused = s->up[dest]->fd >= 0 && still_open(s->up[dest]);
+	/* A request that can be sent again (no body left to stream) finds
+	 * out by its answer that a kept connection was closed (exchange
+	 * retries once); one with a body to stream is checked first. */
+	*reused = s->up[dest]->fd >= 0 &&
+		  px_conn_pending(s->up[dest]) == 0 &&
+		  (!body_left || still_open(s->up[dest]));
 	if (*reused)
 		return s->up[dest];
 	close_up(s, dest);
@@ -350,6 +355,13 @@ static px_conn *upstream(struct session *s, int dest, bool *reused,
 	return s->up[dest];
 }
 
+/* Whether the request has body bytes not in its head buffer. */
+static bool body_left(const struct session *s)
+{
+	return s->req_kind == PX_BODY_CHUNKED ||
+	       (s->req_kind == PX_BODY_LENGTH && s->req_len > 0);
+}
+
 /* Sends the head and the body; reads the answer's head (1xx but 101
  * relayed). 0; < 0 with *status and why set (502), or -ECONNABORTED
  * when the client's side failed (nothing to answer). */
@@ -358,9 +370,9 @@ static int send_and_head(struct session *s, px_conn *up, unsigned flags,
 			 char *why, size_t wl)
 {
 	int rc = px_send(up->fd, head->p, head->len);
-	bool body_sent = false;
+	bool body_sent = false; /* a body all in head can be sent again */
 
-	if (rc == 0 && s->req_kind != PX_BODY_NONE) {
+	if (rc == 0 && body_left(s)) {
 		rc = px_relay_body(s->client, up->fd, s->req_kind, s->req_len,
 				   NULL);
 		body_sent = true;
@@ -406,6 +418,8 @@ static bool exchange(struct session *s, int dest, unsigned flags, int kind)
 	px_conn *up;
 
 	request_head(s, flags, &head);
+	if (s->req_kind == PX_BODY_LENGTH)
+		px_out_take_body(&head, s->client, &s->req_len);
 	if (head.oom) {
 		px_out_free(&head);
 		return reply(s, 503, "out of memory");
@@ -415,7 +429,8 @@ static bool exchange(struct session *s, int dest, unsigned flags, int kind)
 	    px_send(s->client->fd, "HTTP/1.1 100 Continue\r\n\r\n", 25) < 0)
 		goto fail_client;
 	for (int attempt = 0;; attempt++) {
-		up = upstream(s, dest, &reused, &status, why, sizeof(why));
+		up = upstream(s, dest, body_left(s), &reused, &status, why,
+			      sizeof(why));
 		if (!up) {
 			px_out_free(&head);
 			return reply(s, status, why);
@@ -449,6 +464,8 @@ static bool exchange(struct session *s, int dest, unsigned flags, int kind)
 	}
 	closing = client_closes(s->req) || rkind == PX_BODY_CLOSE;
 	response_head(s, flags, closing, &out);
+	if (rkind == PX_BODY_LENGTH)
+		px_out_take_body(&out, up, &rlen);
 	rc = out.oom ? -ENOMEM : px_send(s->client->fd, out.p, out.len);
 	px_out_free(&out);
 	if (rc < 0)
