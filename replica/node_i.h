@@ -10,6 +10,8 @@
  * Lock order (replica/): rep_node.handoff_mu, then a lease's own mutex,
  * then rep_node.mu, then any fs/ lock (fs/db_i.h). Nothing is called
  * into fs/ that applies or snapshots with mu held.
+ * The proxy (proxy*.c) is outside the node: rep_proxy.mu is a leaf, and
+ * it calls the node and fs/ with no lock of its own held.
  */
 #ifndef REPLICA_NODE_I_H
 #define REPLICA_NODE_I_H

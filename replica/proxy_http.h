@@ -79,7 +79,8 @@ const char *px_head_get(const px_head *h, const char *name);
 /* Whether a comma-separated header (every one named name) lists tok,
  * any case. */
 bool px_head_has_token(const px_head *h, const char *name, const char *tok);
-/* H3, H4. status: the response's code (0 for a request). */
+/* H3 (a request), H4 (a response; head_req: it answers a HEAD). 0 with
+ * *kind (enum px_framing) and *len; -EPROTO. */
 int px_request_framing(const px_head *h, int *kind, uint64_t *len);
 int px_response_framing(const px_head *h, bool head_req, int *kind,
 			uint64_t *len);
