@@ -8,7 +8,8 @@ node's mount).
                               the forwarding headers, a 100 MB upload in
                               bounded memory, SSE and an upgrade passing
                               through, 401 without the token, no loops,
-                              a forged cookie, the application down (502),
+                              a forged cookie, proxy.max-lag, the
+                              application down (502),
                               passthrough, the metrics; then the primary
                               stops: writes 503, reads still served
     test_proxy.py config      bad proxy.* values are refused naming the
@@ -39,12 +40,12 @@ RSS_LIMIT_KIB = 64 << 10
 COOKIE = "__ltxfs_txid"
 
 
-def proxy_yml(port, app_port):
+def proxy_yml(port, app_port, extra=""):
     return ("proxy:\n  addr: 127.0.0.1:%d\n  target: 127.0.0.1:%d\n"
             "  db: %s\n  read-timeout: 1s\n  connect-timeout: 2s\n"
             "  passthrough: [\"/raw/*\"]\n"
-            "  always-forward: [\"/headers/fwd\"]\n"
-            % (port, app_port, DB))
+            "  always-forward: [\"/headers/fwd\"]\n%s"
+            % (port, app_port, DB, extra))
 
 
 class Client:
@@ -248,14 +249,52 @@ def refusals(cl, pp, rp):
           metric(r, "passthrough") == 1, "passthrough: %d" % st)
 
 
+def lag_ms(node):
+    for d in node.info()["databases"]:
+        if d.get("name") == DB:
+            return d.get("lag_ms", 0)
+    return 0
+
+
+def served_by(port):
+    st, body = call("http://127.0.0.1:%d/headers/lag" % port)
+    check(st == 200, "GET /headers/lag: %d" % st)
+    return json.loads(body)["app-port"]
+
+
+def max_lag(cl, port, app_ports):
+    """n2 (proxy.max-lag 500ms) sends reads to the primary while a
+    local reader keeps it from applying a write for longer than that,
+    and serves them again once it has caught up."""
+    r = cl.replicas[1]
+    check(served_by(port) == app_ports[2], "n2 not serving locally")
+    ro = h.ro_connect(r.path(DB))
+    ro.execute("BEGIN")
+    ro.execute("SELECT count(*) FROM rows").fetchone()
+    try:
+        c = h.connect(cl.primary.path(DB))
+        c.execute("INSERT INTO rows(v) VALUES ('lag')")
+        c.close()
+        wait_for(lambda: lag_ms(r) > 700, 20, "n2 behind by 700 ms")
+        check(served_by(port) == app_ports[0],
+              "a read at n2, %d ms behind, was not sent to the primary"
+              % lag_ms(r))
+    finally:
+        ro.execute("COMMIT")
+        ro.close()
+    wait_for(lambda: lag_ms(r) == 0, 30, "n2 caught up")
+    check(served_by(port) == app_ports[2], "n2 not local again")
+
+
 def run_cluster():
     app_ports = [free_port() for _ in range(3)]
     proxy_ports = [free_port() for _ in range(3)]
     with Cluster(1, token=TOKEN,
                  primary_yml=proxy_yml(proxy_ports[0], app_ports[0])) as cl:
         for i in (1, 2):
-            cl.add_replica(token=TOKEN,
-                           extra_yml=proxy_yml(proxy_ports[i], app_ports[i]))
+            cl.add_replica(token=TOKEN, extra_yml=proxy_yml(
+                proxy_ports[i], app_ports[i],
+                "  max-lag: 500ms\n" if i == 2 else ""))
         cl.start()
         conn = h.connect(cl.primary.path(DB))
         conn.execute("CREATE TABLE rows(id INTEGER PRIMARY KEY, v TEXT)")
@@ -280,6 +319,7 @@ def run_cluster():
             sse(rp)
             upgrade(rp)
             refusals(cl, pp, rp)
+            max_lag(cl, proxy_ports[2], app_ports)
             # The application of n2 down: 502.
             apps[2].kill()
             apps[2].wait(10)
