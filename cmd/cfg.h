@@ -108,6 +108,19 @@ typedef struct ltxfs_cfg {
 		} etcd;
 	} lease;
 	char *region;          /* this node's region; "" = none */
+	struct {
+		char *addr;      /* listen, "" = no proxy */
+		char *target;    /* the application, host:port */
+		char *db;        /* the cookie's database */
+		char *advertise; /* URL for other nodes; "" = derived */
+		int64_t max_lag_ms;         /* 0 = off */
+		int64_t read_timeout_ms;    /* the cookie's wait */
+		int64_t connect_timeout_ms;
+		int64_t idle_timeout_ms;
+		int max_conns;
+		cfg_strlist passthrough;    /* path patterns */
+		cfg_strlist always_forward; /* path patterns of reads */
+	} proxy;
 	cfg_execlist exec;     /* run once the node is ready (cmd/exec.c) */
 	int64_t exec_grace_ms; /* the application's time to exit when
 				* ltxfs stops */

@@ -33,6 +33,7 @@
 #include "owner.h"
 #include "procfs.h"
 #include "replica/node.h"
+#include "replica/proxy.h"
 #include "watchdog.h"
 
 int cmd_load_cfg(int argc, char **argv, ltxfs_cfg *cfg, int *out_next,
@@ -215,12 +216,46 @@ static void node_opts(const ltxfs_cfg *cfg, uint64_t node_id,
 	};
 }
 
+/* The proxy (proxy.addr set), before the node starts: it registers its
+ * part of /metrics and /info. 0 (*out NULL: no proxy) or -1. */
+static int proxy_new(const ltxfs_cfg *cfg, rep_node *node, uint64_t node_id,
+		     const char *host, rep_proxy **out)
+{
+	rep_proxy_opts po = {
+		.addr = cfg->proxy.addr,
+		.target = cfg->proxy.target,
+		.db = cfg->proxy.db,
+		.advertise = cfg->proxy.advertise,
+		.node_url = cfg->lease.advertise_url,
+		.hostname = cfg->lease.hostname[0] ? cfg->lease.hostname : host,
+		.token = cfg->http.token,
+		.tls = {cfg->http.tls_ca_file, cfg->http.tls_client_cert_file,
+			cfg->http.tls_client_key_file},
+		.node_id = node_id,
+		.max_lag_ms = cfg->proxy.max_lag_ms,
+		.read_timeout_ms = cfg->proxy.read_timeout_ms,
+		.connect_timeout_ms = cfg->proxy.connect_timeout_ms,
+		.idle_timeout_ms = cfg->proxy.idle_timeout_ms,
+		.max_conns = cfg->proxy.max_conns,
+		.passthrough = cfg->proxy.passthrough.items,
+		.npassthrough = cfg->proxy.passthrough.count,
+		.always_forward = cfg->proxy.always_forward.items,
+		.nalways_forward = cfg->proxy.always_forward.count,
+	};
+
+	*out = NULL;
+	if (!cfg->proxy.addr[0])
+		return 0;
+	return rep_proxy_new(&po, node, out) < 0 ? -1 : 0;
+}
+
 /* What stops ltxfs: a signal (the stopper thread) or the end of the
  * application (exec.c's on_done). */
 struct stopper {
 	sigset_t set;
 	fs_mount *m;
 	rep_node *node;
+	rep_proxy *proxy;        /* NULL: none */
 	pthread_mutex_t mu;      /* guards below */
 	pthread_cond_t cond;     /* busy went false */
 	cmd_exec *exec;          /* NULL: no application */
@@ -240,6 +275,7 @@ static void stop_all(struct stopper *st)
 	}
 	st->stopping = true;
 	pthread_mutex_unlock(&st->mu);
+	rep_proxy_stop(st->proxy);
 	rep_node_stop(st->node);
 	fs_mount_release_apply(st->m);
 	fs_mount_stop(st->m);
@@ -322,6 +358,7 @@ int cmd_mount(int argc, char **argv)
 	fs_mount_opts o = {0};
 	rep_node_opts ro = {0};
 	rep_node *node = NULL;
+	rep_proxy *proxy = NULL;
 	struct stopper st = {0};
 	cmd_exec_opts eo = {0};
 	cmd_exec *ex = NULL;
@@ -371,6 +408,12 @@ int cmd_mount(int argc, char **argv)
 		rc = 1;
 		goto out;
 	}
+	if (proxy_new(&cfg, node, node_id, host, &proxy) < 0) {
+		fprintf(stderr, "ltxfs mount: cannot start the proxy (see the "
+			"log above)\n");
+		rc = 1;
+		goto out;
+	}
 	o.mountpoint = real_mnt;
 	o.data_dir = cfg.data.dir;
 	o.allow_other = cfg.fuse.allow_other;
@@ -404,8 +447,15 @@ int cmd_mount(int argc, char **argv)
 		rc = 1;
 		goto out;
 	}
+	if (proxy && rep_proxy_start(proxy, m) < 0) {
+		rep_node_stop(node);
+		fs_mount_free(m);
+		rc = 1;
+		goto out;
+	}
 	st.m = m;
 	st.node = node;
+	st.proxy = proxy;
 	eo = (cmd_exec_opts){
 		.list = &cfg.exec,
 		.argv = app_argv,
@@ -417,6 +467,7 @@ int cmd_mount(int argc, char **argv)
 		.ctx = &st,
 	};
 	if (cmd_exec_start(&eo, &ex) < 0) {
+		rep_proxy_stop(proxy);
 		rep_node_stop(node);
 		fs_mount_free(m);
 		rc = 1;
@@ -425,6 +476,7 @@ int cmd_mount(int argc, char **argv)
 	st.exec = ex;
 	if (pthread_create(&stopper, NULL, stopper_main, &st) != 0) {
 		cmd_exec_free(take_exec(&st));
+		rep_proxy_stop(proxy);
 		rep_node_stop(node);
 		fs_mount_free(m);
 		rc = 1;
@@ -445,6 +497,7 @@ int cmd_mount(int argc, char **argv)
 		if (code >= 0)
 			rc = code; /* the application's, or a command's */
 	}
+	rep_proxy_stop(proxy);
 	rep_node_stop(node);
 	fs_mount_release_apply(m);
 	log_info("stopping: unmounting %s", cfg.fuse.dir);
@@ -457,6 +510,7 @@ out:
 	if (wd >= 0)
 		close(wd); /* the watchdog sees EOF and ends */
 	rep_node_free(node);
+	rep_proxy_free(proxy); /* after the node's server (its /metrics) */
 	cfg_free(&cfg);
 	/* Last: the mount point and the data directory are free now. */
 	for (int i = 0; i < 2; i++)

@@ -176,6 +176,7 @@ char *rep_info_json(rep_node *n)
 	pthread_mutex_unlock(&n->mu);
 	if (!root)
 		return NULL;
+	rep_ext_info(n, root);
 	s = json_dumps(root, JSON_COMPACT);
 	json_decref(root);
 	if (s) {
@@ -382,6 +383,25 @@ static void lease_metrics(rep_node *n, struct text *t)
 		"ltxfs_lease_etcd_errors_total %" PRIu64 "\n", s.etcd_errors);
 }
 
+/* The extensions' metrics (ext.c), appended. */
+static void ext_metrics(rep_node *n, struct text *t)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	if (!f) {
+		t->oom = true;
+		return;
+	}
+	rep_ext_metrics(n, f);
+	if (fclose(f) != 0 || !buf)
+		t->oom = true;
+	else if (len)
+		add(t, "%s", buf);
+	free(buf);
+}
+
 char *rep_metrics_text(rep_node *n)
 {
 	struct text t = {malloc(4096), 0, 4096, false};
@@ -490,6 +510,7 @@ char *rep_metrics_text(rep_node *n)
 		"ltxfs_apply_latency_seconds_count %" PRIu64 "\n",
 	    (double)atomic_load(&m->lat_sum_us) / 1e6,
 	    (uint64_t)atomic_load(&m->lat_count));
+	ext_metrics(n, &t);
 	if (t.oom) {
 		free(t.p);
 		return NULL;

@@ -25,6 +25,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "fs/db.h"
 #include "fs/mount.h"
@@ -156,6 +157,26 @@ int rep_node_on_commit_add(rep_node *n, rep_commit_fn fn, void *ctx);
 /* fs_commit_fn: a transaction was recorded (primary) or applied
  * (replica); calls the subscribers. */
 void rep_node_on_commit(void *ctx, fs_db *db, ltx_pos pos);
+
+/* Extensions: components outside the node (the proxy, replica/proxy.h)
+ * that add to GET /metrics and GET /info (ext.c). Added before
+ * rep_node_start, fixed from then on; ctx must outlive the node's HTTP
+ * server (rep_node_stop). metrics appends Prometheus text to f (NULL:
+ * none); info returns the JSON text (malloc'd, the caller frees) of the
+ * value /info shows under name (NULL: none). 0, -ENOSPC
+ * (REP_EXTS_MAX), -EBUSY (started). */
+#define REP_EXTS_MAX 4
+typedef struct rep_node_ext {
+	const char *name;
+	void *ctx;
+	void (*metrics)(void *ctx, FILE *f);
+	char *(*info)(void *ctx);
+} rep_node_ext;
+int rep_node_ext_add(rep_node *n, const rep_node_ext *e);
+
+/* How long database db has been behind the primary, ms (0 on the
+ * primary, when caught up, or when its lag is not known). */
+int64_t rep_node_lag_ms(rep_node *n, const char *db);
 
 /* SIGHUP: re-reads the server's certificate, key and client CA (they
  * are also checked once a second). 0 reloaded; -ENOENT: no TLS

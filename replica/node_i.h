@@ -10,6 +10,8 @@
  * Lock order (replica/): rep_node.handoff_mu, then a lease's own mutex,
  * then rep_node.mu, then any fs/ lock (fs/db_i.h). Nothing is called
  * into fs/ that applies or snapshots with mu held.
+ * The proxy (proxy*.c) is outside the node: rep_proxy.mu is a leaf, and
+ * it calls the node and fs/ with no lock of its own held.
  */
 #ifndef REPLICA_NODE_I_H
 #define REPLICA_NODE_I_H
@@ -90,6 +92,13 @@ typedef struct rep_commit_subs {
 	bool fixed;
 } rep_commit_subs;
 
+/* The extensions (ext.c): fixed once the node started, then read without
+ * a lock. */
+typedef struct rep_exts {
+	rep_node_ext e[REP_EXTS_MAX];
+	size_t count;
+} rep_exts;
+
 struct rep_node {
 	rep_node_opts o;         /* strings owned (duplicated); the etcd
 				  * ones are not kept (used during new) */
@@ -105,6 +114,7 @@ struct rep_node {
 		unsigned count, dropped;
 	} mhd_log;               /* server_tls.c: libmicrohttpd's lines */
 	rep_commit_subs subs;
+	rep_exts exts;           /* ext.c; fixed with subs */
 	pthread_mutex_t handoff_mu; /* one drain at a time (handoff.c) */
 
 	pthread_mutex_t mu;      /* guards everything below but what says
@@ -190,6 +200,11 @@ void rep_stream_on_commit(void *ctx, fs_db *db, ltx_pos pos);
 
 /* stream_cli.c */
 void *rep_client_main(void *arg);
+
+/* ext.c: the extensions' parts of /metrics and /info. */
+void rep_ext_metrics(rep_node *n, FILE *f);
+struct json_t;
+void rep_ext_info(rep_node *n, struct json_t *root);
 
 /* metrics.c */
 char *rep_info_json(rep_node *n);

@@ -134,3 +134,22 @@ bool rep_node_ready(rep_node *n, char *why, size_t len)
 	pthread_mutex_unlock(&n->mu);
 	return ok;
 }
+
+int64_t rep_node_lag_ms(rep_node *n, const char *db)
+{
+	int64_t now = lib_clock_wall_ms(), ms = 0;
+	fs_db *d = n->mount ? fs_mount_db(n->mount, db) : NULL;
+	uint64_t local = d ? fs_db_pos(d).txid : 0;
+
+	pthread_mutex_lock(&n->mu);
+	if (n->role.state == REP_ROLE_REPLICA) {
+		rep_remote *r = NULL;
+		for (size_t i = 0; i < n->follow.nremotes; i++)
+			if (strcmp(n->follow.remotes[i].name, db) == 0)
+				r = &n->follow.remotes[i];
+		if (r && r->pos.txid > local && r->behind_since_ms)
+			ms = now - r->behind_since_ms;
+	}
+	pthread_mutex_unlock(&n->mu);
+	return ms;
+}
