@@ -71,6 +71,7 @@ typedef struct ltxfs_cfg {
 		int64_t retention_bytes; /* per-database LTX log cap; 0 = none */
 		bool compress;           /* zstd-compress LTX records */
 		int zstd_level;          /* 1..19 */
+		int64_t apply_timeout_ms; /* replica: longest wait for readers */
 	} data;
 	struct {
 		char *addr;  /* listen address, "[host]:port" */

@@ -25,6 +25,12 @@ static const struct cfg_key keys[] = {
 	{.name = "data.zstd-level", .type = T_INT,
 	 .off = CFG_OFF(data.zstd_level), .def = "1", .min = 1, .max = 19,
 	 .help = "zstd compression level, 1 (fastest) to 19."},
+	{.name = "data.apply-timeout", .type = T_DURATION,
+	 .off = CFG_OFF(data.apply_timeout_ms), .def = "30s", .min = 100,
+	 .max = 3600000,
+	 .help = "Replica, rollback journal modes: the longest a transaction\n"
+		 "from the primary waits for local readers to finish before\n"
+		 "it is put back and retried (100ms to 1h)."},
 };
 
 /* True when path b is a or lies under it, compared as written. */

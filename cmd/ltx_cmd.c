@@ -4,6 +4,7 @@
  * 2 usage error.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -197,7 +198,23 @@ static int apply_one(int dbfd, const char *dbpath, const char *path,
 	return rc;
 }
 
-static int cmd_apply(const char *dbpath, int n, char **paths)
+/* --step: after each file, the database is synced and one line
+ * "applied FILE CHECKSUM" is printed; the next file waits for a line on
+ * stdin ("q" or end of input stops with exit 0, the files left unapplied).
+ * A script inspects the database between records with this, in one
+ * process. */
+static bool step_wait(const char *path, uint64_t sum)
+{
+	char line[16];
+
+	printf("applied %s %016" PRIx64 "\n", path, sum);
+	fflush(stdout);
+	if (!fgets(line, sizeof(line), stdin))
+		return false;
+	return line[0] != 'q';
+}
+
+static int cmd_apply(const char *dbpath, int n, char **paths, bool step)
 {
 	ltx_err err = {0};
 	uint32_t ps, pages;
@@ -217,8 +234,14 @@ static int cmd_apply(const char *dbpath, int n, char **paths)
 			goto out;
 		}
 	}
-	for (int i = 0; i < n && rc == 0; i++)
+	for (int i = 0; i < n && rc == 0; i++) {
 		rc = apply_one(fd, dbpath, paths[i], &sum);
+		if (rc == 0 && step && i + 1 < n) {
+			rc = lib_io_fsync(fd);
+			if (rc == 0 && !step_wait(paths[i], sum))
+				break;
+		}
+	}
 	if (rc == 0)
 		rc = lib_io_fsync(fd);
 	if (rc == 0)
@@ -274,7 +297,7 @@ static void ltx_usage(void)
 		"usage: ltxfs ltx dump FILE\n"
 		"       ltxfs ltx verify FILE...\n"
 		"       ltxfs ltx checksum DBFILE\n"
-		"       ltxfs ltx apply DBFILE LTXFILE...\n"
+		"       ltxfs ltx apply [--step] DBFILE LTXFILE...\n"
 		"       ltxfs ltx encode-db DBFILE OUT.ltx [ZSTD_LEVEL]"
 		"   (level 0: uncompressed; default 1)\n");
 }
@@ -289,8 +312,11 @@ int cmd_ltx(int argc, char **argv)
 		return ltx_verify_files(argc - 2, argv + 2);
 	if (strcmp(sub, "checksum") == 0 && argc == 3)
 		return cmd_checksum(argv[2]);
+	if (strcmp(sub, "apply") == 0 && argc >= 5 &&
+	    strcmp(argv[2], "--step") == 0)
+		return cmd_apply(argv[3], argc - 4, argv + 4, true);
 	if (strcmp(sub, "apply") == 0 && argc >= 4)
-		return cmd_apply(argv[2], argc - 3, argv + 3);
+		return cmd_apply(argv[2], argc - 3, argv + 3, false);
 	if (strcmp(sub, "encode-db") == 0 && (argc == 4 || argc == 5))
 		return cmd_encode_db(argv[2], argv[3],
 				     argc == 5 ? argv[4] : NULL);

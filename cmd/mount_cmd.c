@@ -419,6 +419,7 @@ int cmd_mount(int argc, char **argv)
 	o.allow_other = cfg.fuse.allow_other;
 	o.debug = cfg.fuse.debug;
 	o.zstd_level = cfg.data.compress ? cfg.data.zstd_level : 0;
+	o.apply_timeout_ms = (int)cfg.data.apply_timeout_ms;
 	o.node_id = node_id;
 	o.on_commit = rep_node_on_commit;
 	o.commit_ctx = node;

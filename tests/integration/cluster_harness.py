@@ -228,14 +228,16 @@ class Cluster:
     replicas with lease.primary-url pointing at it."""
 
     def __init__(self, n, token=None, extra_yml="", primary_yml="",
-                 replica_yml="", primary_data_yml="", tls=None, http_yml=""):
-        """tls: a Tls every node uses; http_yml: more keys of the http
-        section ("  key: value\n")."""
+                 replica_yml="", primary_data_yml="", tls=None, http_yml="",
+                 data_yml=""):
+        """tls: a Tls every node uses; http_yml, data_yml: more keys of
+        the http and data sections on every node ("  key: value\n")."""
         self.nodes = []
-        self.tls, self.http_yml = tls, http_yml
+        self.tls, self.http_yml, self.data_yml = tls, http_yml, data_yml
         self.primary = ClusterNode("n0", token=token,
                                    extra_yml=extra_yml + primary_yml,
-                                   data_yml=primary_data_yml, tls=tls,
+                                   data_yml=data_yml + primary_data_yml,
+                                   tls=tls,
                                    http_yml=http_yml)
         self.nodes.append(self.primary)
         for i in range(1, n):
@@ -250,7 +252,7 @@ class Cluster:
         r = ClusterNode(name or "n%d" % len(self.nodes),
                         primary_url=self.primary.url, token=token,
                         extra_yml=extra_yml, tls=tls or self.tls,
-                        http_yml=self.http_yml)
+                        http_yml=self.http_yml, data_yml=self.data_yml)
         self.nodes.append(r)
         return r
 

@@ -21,6 +21,7 @@ test raises, and 0 otherwise.
 import errno
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -476,28 +477,85 @@ class Node:
 
     def replay_each(self, db, step):
         """Applies db's log one record at a time into a scratch database
-        with `ltxfs ltx apply`, calling step(i, scratch_path) after record
-        i (0-based). The node should be stopped."""
+        with one `ltxfs ltx apply --step`, calling step(i, scratch_path)
+        after record i (0-based), while the tool waits. The node should
+        be stopped."""
         recs = self.log_records(db)
         scratch = os.path.join(self.root, "replay-%s" % db)
-        rec = scratch + ".ltx"
+        rdir = scratch + ".records"
         if os.path.exists(scratch):
             os.unlink(scratch)
+        shutil.rmtree(rdir, ignore_errors=True)
+        os.makedirs(rdir)
+        files = []
+        for i, r in enumerate(recs):
+            files.append(os.path.join(rdir, "%08d.ltx" % i))
+            with open(files[-1], "wb") as f:
+                f.write(r)
+        p = subprocess.Popen([ltxfs_bin(), "ltx", "apply", "--step",
+                              scratch] + files, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        rd = StepReader(p)
         try:
-            for i, r in enumerate(recs):
-                with open(rec, "wb") as f:
-                    f.write(r)
-                p = subprocess.run([ltxfs_bin(), "ltx", "apply", scratch,
-                                    rec], capture_output=True, text=True,
-                                   timeout=120)
-                check(p.returncode == 0, "ltx apply of record %d of %s: "
-                      "%s%s" % (i, db, p.stdout, p.stderr))
+            for i, f in enumerate(files):
+                last = i + 1 == len(files)
+                line = rd.applied()
+                if last:
+                    p.stdin.close()
+                    rc = p.wait(timeout=120)
+                    ok = rc == 0 and re.fullmatch("[0-9a-f]{16}", line)
+                else:
+                    ok = line.startswith("applied %s " % f)
+                if not ok:
+                    p.kill()
+                    check(False, "ltx apply of record %d of %s: %s%s"
+                          % (i, db, line, p.stderr.read()))
                 step(i, scratch)
+                if not last:
+                    p.stdin.write("\n")
+                    p.stdin.flush()
         finally:
-            for f in (scratch, rec):
-                if os.path.exists(f):
-                    os.unlink(f)
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+            for s in (p.stdin, p.stdout, p.stderr):
+                if not s.closed:
+                    s.close()
+            shutil.rmtree(rdir, ignore_errors=True)
+            if os.path.exists(scratch):
+                os.unlink(scratch)
         return len(recs)
+
+
+class StepReader:
+    """Lines of `ltxfs ltx apply --step`'s stdout, read from the raw pipe
+    (select works on what the pipe holds, not on a Python buffer)."""
+
+    def __init__(self, p):
+        self.fd = p.stdout.fileno()
+        self.buf = b""
+
+    def line(self, timeout=120):
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.fd], [], [], max(left, 0))
+            chunk = os.read(self.fd, 65536) if ready else b""
+            if not chunk:
+                return self.buf.decode(errors="replace") or "(no answer)"
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode(errors="replace")
+
+    def applied(self):
+        """The next "applied FILE CHECKSUM" line, the verify lines before
+        it ("FILE: ok: ...") skipped."""
+        for _ in range(16):
+            line = self.line()
+            if ": ok: " not in line:
+                return line
+        return "(no applied line)"
 
 
 def print_log_tail(node, n=60):

@@ -1898,23 +1898,32 @@ def rollback_reader():
         cl.stop()
 
 
+APPLY_TIMEOUT_S = 3
+
+
 def reader_timeout():
     """A reader on a rollback-mode replica holds its read transaction past
-    the apply timeout (30 s): the replica gives up on the record (logged,
+    the apply timeout (data.apply-timeout, 3 s here): the replica gives up on the record (logged,
     counted, the stream reconnects) without keeping any of it, and once
     the reader ends it applies it and converges. (The record used to be
     in the local log already: every later try was refused, "does not
     follow the log's last position", until a restart.)"""
     t = Timer()
-    with Cluster(2) as cl:
+    with Cluster(2, data_yml="  apply-timeout: %ds\n"
+                 % APPLY_TIMEOUT_S) as cl:
         db = "to.db"
         r = start_synced(cl, db, 5, mode="DELETE")
         rc, n0 = hold_reader(r, db)
         pos0 = r.pos(db)
         simple_txns(cl.primary.path(db), 3, start=5)
         want = cl.primary.pos(db)
-        r.wait_log(r"db=to\.db: gave up waiting", 60)
-        t.lap("the apply gave up on the reader")
+        t0 = time.monotonic()
+        r.wait_log(r"db=to\.db: gave up waiting %d ms"
+                   % (APPLY_TIMEOUT_S * 1000), 60)
+        waited = time.monotonic() - t0
+        t.lap("the apply gave up on the reader after %.1fs" % waited)
+        check(waited >= APPLY_TIMEOUT_S - 0.5, "gave up after %.1fs, "
+              "before data.apply-timeout" % waited)
         check(r.pos(db) == pos0, "the replica moved under the reader")
         check(one(rc, "SELECT count(*) FROM t") == n0, "snapshot changed")
         rc.execute("COMMIT")

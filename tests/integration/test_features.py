@@ -15,6 +15,11 @@
                                    a restart; recreating it works)
     test_features.py page-size     VACUUM to smaller page sizes; the log
                                    verifies
+    test_features.py ltx-step      `ltxfs ltx apply --step` over a log's
+                                   records: it stops where told ("q", end
+                                   of input), the database then holds the
+                                   records applied so far, and all of them
+                                   give the node's -pos checksum
 """
 
 import os
@@ -327,9 +332,81 @@ def t_page_size():
         print(out.strip())
 
 
+def step_apply(n, scratch, files, answers):
+    """Runs `ltx apply --step` answering each "applied" line with the
+    next of answers (None: close stdin). Returns the checksums it
+    printed and its exit code."""
+    if os.path.exists(scratch):
+        os.unlink(scratch)
+    p = subprocess.Popen([h.ltxfs_bin(), "ltx", "apply", "--step", scratch]
+                         + files, stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    rd = h.StepReader(p)
+    sums = []
+    for a in answers:
+        line = rd.applied()
+        h.check(line.startswith("applied "), "no applied line: %r" % line)
+        sums.append(line.split()[-1])
+        if a is None:
+            break
+        p.stdin.write(a.encode())
+        p.stdin.flush()
+    p.stdin.close()
+    out = (rd.buf + p.stdout.read()).decode()
+    err = p.stderr.read().decode()
+    rc = p.wait(timeout=60)
+    p.stdout.close()
+    p.stderr.close()
+    return sums, rc, out, err
+
+
+def ltx_checksum(path):
+    return subprocess.run([h.ltxfs_bin(), "ltx", "checksum", path],
+                          capture_output=True, text=True, timeout=60,
+                          check=True).stdout.strip()
+
+
+def t_ltx_step():
+    with h.Node("n") as n:
+        n.start()
+        db = "step.db"
+        create_db(n.path(db), 4096, "DELETE")
+        for i in range(3):
+            fill(n.path(db), 5, 300)
+        txid, cksum = n.pos(db)
+        n.stop()
+        recs = n.log_records(db)
+        h.check(len(recs) == txid == 4, "%d records, TXID %d"
+                % (len(recs), txid))
+        files = []
+        for i, r in enumerate(recs):
+            files.append(os.path.join(n.root, "rec%d.ltx" % i))
+            with open(files[-1], "wb") as f:
+                f.write(r)
+        scratch = os.path.join(n.root, "scratch.db")
+        # "q" after the second record: two applied, exit 0.
+        sums, rc, out, err = step_apply(n, scratch, files, ["\n", "q\n"])
+        h.check(rc == 0 and len(sums) == 2, "q: rc %d, %s %s %s"
+                % (rc, sums, out, err))
+        h.check(ltx_checksum(scratch) == sums[1], "after q the database "
+                "checksum %s is not the second record's %s"
+                % (ltx_checksum(scratch), sums[1]))
+        # End of input after the first: one applied.
+        sums1, rc, out, err = step_apply(n, scratch, files, [None])
+        h.check(rc == 0 and ltx_checksum(scratch) == sums1[0] == sums[0],
+                "EOF: rc %d, %s %s" % (rc, sums1, err))
+        # Every record: the final line is the node's checksum.
+        sums, rc, out, err = step_apply(n, scratch, files, ["\n"] * 3)
+        h.check(rc == 0 and out.strip().splitlines()[-1] == "%016x" % cksum
+                and ltx_checksum(scratch) == "%016x" % cksum,
+                "all: rc %d, out %r, -pos %016x" % (rc, out, cksum))
+        h.check(len(set(sums)) == 3, "the checksums did not change per "
+                "record: %s" % sums)
+
+
 TESTS = {"vacuum-into": t_vacuum_into, "shrink": t_shrink,
          "multi": t_multi, "rm": t_rm, "startup-log": t_startup_log,
-         "page-size": t_page_size}
+         "page-size": t_page_size, "ltx-step": t_ltx_step}
 
 if __name__ == "__main__":
     h.main(TESTS[sys.argv[1]])

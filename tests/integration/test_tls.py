@@ -501,7 +501,7 @@ def garbage_round(port, rnd, hello):
             s.sendall(hello + rnd.randbytes(rnd.randint(1, 2048)))
         else:
             s.sendall(b"GET /export?db=t.db HTTP/1.1\r\nHost: x\r\n\r\n")
-        s.settimeout(0.2)
+        s.settimeout(0.05)
         try:
             s.recv(4096)
         except (socket.timeout, OSError):
