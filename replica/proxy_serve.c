@@ -28,8 +28,9 @@
  *       unreachable, no answer from the application or the primary's
  *       proxy, or the primary's /info refused (not 200); 503 no
  *       primary known, the primary or its proxy unreachable (a primary
- *       stopped), the primary runs no proxy, or R2's loop guard. After an answer of its own
- *       to a request with a body, the connection is closed.
+ *       stopped), the primary runs no proxy, or R2's loop guard.
+ *       After an answer of its own to a request with a body, the
+ *       connection is closed.
  *   R7. Requests sent on (R3-R5) carry X-Forwarded-For (the client's
  *       address appended), X-Forwarded-Proto and X-Forwarded-Host (kept
  *       when present); hop-by-hop headers (Connection, Keep-Alive,
