@@ -283,7 +283,7 @@ int rep_proxy_primary(rep_proxy *p, char *buf, size_t len, char *why,
 			 rc < 0 ? err : status == 401 ? "401, check http.token"
 						      : "not 200");
 		rep_http_body_free(&body);
-		return -EHOSTUNREACH;
+		return rc < 0 ? -EHOSTUNREACH : -EPROTO;
 	}
 	rc = info_proxy_url(rep_http_body_text(&body), buf, len);
 	rep_http_body_free(&body);
@@ -374,6 +374,20 @@ static void metrics_text(void *ctx, FILE *f)
 	counter(f, "ltxfs_proxy_read_wait_timeouts_total",
 		"Cookie waits that reached proxy.read-timeout (the read "
 		"went to the primary)", &m->read_wait_timeouts);
+	counter(f, "ltxfs_proxy_connections_accepted_total",
+		"Client connections accepted (forwarded ones included)",
+		&m->conns_accepted);
+	fprintf(f, "# HELP ltxfs_proxy_forward_connections_total "
+		"Connections to the primary's proxy forwarded requests went "
+		"on: opened for the request, taken from the pool of kept "
+		"ones, or the client connection's own\n# TYPE "
+		"ltxfs_proxy_forward_connections_total counter\n"
+		"ltxfs_proxy_forward_connections_total{how=\"new\"} %" PRIu64
+		"\nltxfs_proxy_forward_connections_total{how=\"pooled\"} %"
+		PRIu64 "\nltxfs_proxy_forward_connections_total{how=\"kept\"} "
+		"%" PRIu64 "\n", (uint64_t)atomic_load(&m->fwd_new),
+		(uint64_t)atomic_load(&m->fwd_pooled),
+		(uint64_t)atomic_load(&m->fwd_kept));
 	counter(f, "ltxfs_proxy_connections_refused_total",
 		"Client connections over proxy.max-connections (503)",
 		&m->conns_refused);
@@ -491,6 +505,7 @@ static void *accept_main(void *arg)
 			continue;
 		}
 		set_nodelay(fd);
+		atomic_fetch_add(&p->m.conns_accepted, 1);
 		slot = take_slot(p, fd);
 		if (slot < 0) {
 			refuse_conn(p, fd);
@@ -580,6 +595,9 @@ int rep_proxy_new(const rep_proxy_opts *o, rep_node *n, rep_proxy **out)
 	pthread_attr_setdetachstate(&p->attr, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstacksize(&p->attr, 256 * 1024);
 	rc = copy_opts(p, o);
+	if (rc == 0)
+		rc = px_pool_new(o->idle_timeout_ms / 2 > 0
+				 ? o->idle_timeout_ms / 2 : 1, &p->pool);
 	if (rc == 0 && (o->max_conns < 1 ||
 			!(p->slots = calloc((size_t)o->max_conns,
 					    sizeof(*p->slots)))))
@@ -646,6 +664,8 @@ void rep_proxy_stop(rep_proxy *p)
 	while (p->nconns > 0)
 		pthread_cond_wait(&p->cond, &p->mu);
 	pthread_mutex_unlock(&p->mu);
+	if (p->pool)
+		px_pool_clear(p->pool); /* no connection gives any back now */
 }
 
 void rep_proxy_free(rep_proxy *p)
@@ -668,6 +688,7 @@ void rep_proxy_free(rep_proxy *p)
 	free_list(p->o.passthrough, p->o.npassthrough);
 	free_list(p->o.always_forward, p->o.nalways_forward);
 	free(p->slots);
+	px_pool_free(p->pool);
 	pthread_attr_destroy(&p->attr);
 	pthread_cond_destroy(&p->cond);
 	pthread_mutex_destroy(&p->mu);

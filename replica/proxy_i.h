@@ -3,7 +3,8 @@
  * connections, the primary's proxy URL, metrics) and proxy_serve.c (one
  * client connection: each request's route and its exchange).
  *
- * Lock order: rep_proxy.mu is a leaf (nothing is called with it held).
+ * Lock order: rep_proxy.mu and px_pool.mu are leaves (nothing is called
+ * with either held).
  */
 #ifndef REPLICA_PROXY_I_H
 #define REPLICA_PROXY_I_H
@@ -15,6 +16,7 @@
 
 #include "proxy.h"
 #include "proxy_http.h"
+#include "proxy_pool.h"
 
 /* How a request was served (ltxfs_proxy_requests_total{kind}). */
 enum px_kind {
@@ -41,6 +43,10 @@ typedef struct px_metrics {
 	atomic_uint_fast64_t read_waits, read_wait_timeouts;
 	atomic_uint_fast64_t status_400, status_401, status_502, status_503;
 	atomic_uint_fast64_t conns_refused;  /* over proxy.max-connections */
+	atomic_uint_fast64_t conns_accepted; /* client connections */
+	/* Connections forwarded requests went on: opened for them, taken
+	 * from the pool, the client connection's own kept one. */
+	atomic_uint_fast64_t fwd_new, fwd_pooled, fwd_kept;
 	atomic_int conns;
 	px_hist forward;                     /* forwarded: to the head */
 	px_hist wait;                        /* cookie waits */
@@ -63,6 +69,7 @@ struct rep_proxy {
 	pthread_t acceptor;
 	bool started;
 	pthread_attr_t attr;     /* connection threads: detached, small */
+	px_pool *pool;           /* to other nodes' proxies */
 
 	pthread_mutex_t mu;      /* guards below */
 	pthread_cond_t cond;     /* nconns reached 0 */
@@ -80,8 +87,9 @@ bool rep_proxy_stopping(rep_proxy *p);
 /* Records fd as socket i of slot (-1: none) for rep_proxy_stop. */
 void rep_proxy_slot_fd(rep_proxy *p, int slot, int i, int fd);
 /* The primary's proxy URL into buf: 0; -ENOENT no primary known,
- * -EHOSTUNREACH its /info could not be read, -ENXIO it runs no proxy
- * (why: one line). */
+ * -EHOSTUNREACH its /info could not be reached (a primary stopped),
+ * -EPROTO /info answered but not 200 (e.g. 401: a token mismatch),
+ * -ENXIO it runs no proxy (why: one line). */
 int rep_proxy_primary(rep_proxy *p, char *buf, size_t len, char *why,
 		      size_t whylen);
 /* Forgets the primary's proxy URL (it could not be reached). */

@@ -25,16 +25,22 @@
  *       answer head arrived (everything committed before it is in).
  *   R6. The proxy answers itself, one text line: 400 a malformed
  *       request, 401 (R2), 431 a head too large, 502 the application
- *       unreachable, or no answer from the application or the
- *       primary's proxy; 503 no primary known, the primary's proxy
- *       unreachable (a primary stopped), or R2's loop guard. After an answer of its own
- *       to a request with a body, the connection is closed.
+ *       unreachable, no answer from the application or the primary's
+ *       proxy, or the primary's /info refused (not 200); 503 no
+ *       primary known, the primary or its proxy unreachable (a primary
+ *       stopped), the primary runs no proxy, or R2's loop guard.
+ *       After an answer of its own to a request with a body, the
+ *       connection is closed.
  *   R7. Requests sent on (R3-R5) carry X-Forwarded-For (the client's
  *       address appended), X-Forwarded-Proto and X-Forwarded-Host (kept
  *       when present); hop-by-hop headers (Connection, Keep-Alive,
  *       Proxy-Connection, Expect) are not passed on; Expect:
  *       100-continue is answered by the proxy; Ltxfs-Authorization
  *       never reaches the application.
+ *   R8. Requests to the primary's proxy go over kept connections: the
+ *       client connection's own, else one from the proxy's pool, else
+ *       a new one; a client connection that ends gives its connection
+ *       to the primary's proxy to the pool (proxy_pool.h, K1-K4).
  */
 #include "proxy_i.h"
 
@@ -71,6 +77,8 @@ struct session {
 	px_conn *client;
 	px_conn *up[2];          /* local, primary's proxy (NULL: none) */
 	char fwd_url[512];       /* what up[DEST_PRIMARY] is connected to */
+	bool clean[2];           /* up[] at a message boundary, kept
+				  * alive by the other side (K3) */
 	px_head *req, *resp;
 	int req_kind;            /* framing of the request body */
 	uint64_t req_len;
@@ -290,10 +298,25 @@ static bool still_open(px_conn *c)
 	return c->fd >= 0 && poll(&pf, 1, 0) == 0 && px_conn_pending(c) == 0;
 }
 
-/* The connection to dest, opened when needed. NULL with the status to
- * answer (502, 503) and why. *reused: it served a request before. */
+/* Takes a kept connection to url from the pool (R8): whether one came. */
+static bool from_pool(struct session *s, int dest, const char *url)
+{
+	int fd = px_pool_take(s->p->pool, url);
+
+	if (fd < 0)
+		return false;
+	px_conn_init(s->up[dest], fd, -1);
+	rep_proxy_slot_fd(s->p, s->slot, slot_fd_index[dest], fd);
+	snprintf(s->fwd_url, sizeof(s->fwd_url), "%s", url);
+	return true;
+}
+
+/* The connection to dest, opened when needed (fresh: a new one, K4).
+ * NULL with the status to answer (502, 503) and why. *reused: it
+ * served a request before. */
 static px_conn *upstream(struct session *s, int dest, bool body_left,
-			 bool *reused, int *status, char *why, size_t wl)
+			 bool fresh, bool *reused, int *status, char *why,
+			 size_t wl)
 {
 	rep_proxy *p = s->p;
 	char url[512], host[256], port[16];
@@ -312,7 +335,7 @@ static px_conn *upstream(struct session *s, int dest, bool body_left,
 	if (dest == DEST_PRIMARY) {
 		rc = rep_proxy_primary(p, url, sizeof(url), why, wl);
 		if (rc < 0) {
-			*status = rc == -ENOENT || rc == -ENXIO ? 503 : 502;
+			*status = rc == -EPROTO ? 502 : 503;
 			return NULL;
 		}
 		if (strcmp(url, s->fwd_url) != 0)
@@ -329,12 +352,20 @@ static px_conn *upstream(struct session *s, int dest, bool body_left,
 	/* A request that can be sent again (no body left to stream) finds
 	 * out by its answer that a kept connection was closed (exchange
 	 * retries once); one with a body to stream is checked first. */
-	*reused = s->up[dest]->fd >= 0 &&
+	*reused = !fresh && s->up[dest]->fd >= 0 &&
 		  px_conn_pending(s->up[dest]) == 0 &&
 		  (!body_left || still_open(s->up[dest]));
-	if (*reused)
+	if (*reused) {
+		if (dest == DEST_PRIMARY)
+			atomic_fetch_add(&p->m.fwd_kept, 1);
 		return s->up[dest];
+	}
 	close_up(s, dest);
+	if (dest == DEST_PRIMARY && !fresh && from_pool(s, dest, url)) {
+		atomic_fetch_add(&p->m.fwd_pooled, 1);
+		*reused = true;
+		return s->up[dest];
+	}
 	fd = rep_proxy_connect(p, h, pt);
 	if (fd < 0) {
 		/* The application down: 502; the primary's proxy: as
@@ -350,8 +381,10 @@ static px_conn *upstream(struct session *s, int dest, bool body_left,
 	}
 	px_conn_init(s->up[dest], fd, -1);
 	rep_proxy_slot_fd(p, s->slot, slot_fd_index[dest], fd);
-	if (dest == DEST_PRIMARY)
+	if (dest == DEST_PRIMARY) {
+		atomic_fetch_add(&p->m.fwd_new, 1);
 		snprintf(s->fwd_url, sizeof(s->fwd_url), "%s", url);
+	}
 	return s->up[dest];
 }
 
@@ -417,6 +450,7 @@ static bool exchange(struct session *s, int dest, unsigned flags, int kind)
 	px_out head = {0}, out = {0};
 	px_conn *up;
 
+	s->clean[dest] = false;
 	request_head(s, flags, &head);
 	if (s->req_kind == PX_BODY_LENGTH)
 		px_out_take_body(&head, s->client, &s->req_len);
@@ -429,8 +463,8 @@ static bool exchange(struct session *s, int dest, unsigned flags, int kind)
 	    px_send(s->client->fd, "HTTP/1.1 100 Continue\r\n\r\n", 25) < 0)
 		goto fail_client;
 	for (int attempt = 0;; attempt++) {
-		up = upstream(s, dest, body_left(s), &reused, &status, why,
-			      sizeof(why));
+		up = upstream(s, dest, body_left(s), attempt > 0, &reused,
+			      &status, why, sizeof(why));
 		if (!up) {
 			px_out_free(&head);
 			return reply(s, status, why);
@@ -478,6 +512,8 @@ static bool exchange(struct session *s, int dest, unsigned flags, int kind)
 		goto fail_both;
 	if (!upstream_keeps(s->resp, rkind))
 		close_up(s, dest);
+	else
+		s->clean[dest] = true;
 	return !closing;
 fail_both:
 	close_up(s, dest);
@@ -674,6 +710,14 @@ void rep_proxy_serve(rep_proxy *p, int slot, int fd, const char *peer)
 			break;
 	}
 out:
+	/* R8, K3: the connection to the primary's proxy, to the pool. */
+	if (s.up[DEST_PRIMARY] && s.up[DEST_PRIMARY]->fd >= 0 &&
+	    s.clean[DEST_PRIMARY] && px_conn_pending(s.up[DEST_PRIMARY]) == 0 &&
+	    !rep_proxy_stopping(p)) {
+		rep_proxy_slot_fd(p, slot, PX_FD_FWD, -1);
+		px_pool_give(p->pool, s.fwd_url, s.up[DEST_PRIMARY]->fd);
+		s.up[DEST_PRIMARY]->fd = -1;
+	}
 	for (int d = 0; d < 2; d++) {
 		close_up(&s, d);
 		free(s.up[d]);

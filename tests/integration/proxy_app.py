@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """A small real application for the proxy tests and bench: HTTP/1.1
-(keep-alive) on 127.0.0.1:PORT, SQLite on an ltxfs mount.
+(keep-alive) on HOST:PORT (default 127.0.0.1), SQLite on an ltxfs
+mount.
 
-    proxy_app.py PORT DB_PATH
+    proxy_app.py PORT DB_PATH [HOST]
 
     POST /rows            inserts a row (the body is its text);
                           answers {"id": N}
     GET  /rows/N          200 when row N exists, else 404
     GET  /rows            {"count": rows, "max": the highest id}
     GET  /ping            "pong" (no database)
-    GET  /headers...      the request's headers as JSON, and app-port
+    GET  /headers...      the request's headers as JSON, with app-port
+                          and app-db (DB_PATH: which node's app answered)
+    POST /headers...      the same (the body is read and dropped)
     POST /upload          reads the body in pieces (Content-Length or
                           chunked) and answers {"size": bytes}
     GET  /sse             an event stream: "data: one", then, once
@@ -90,7 +93,17 @@ class Handler(BaseHTTPRequestHandler):
             left -= len(piece)
             yield piece
 
+    def headers_json(self):
+        d = dict(self.headers.items())
+        d["app-port"] = self.server.server_address[1]
+        d["app-db"] = DB
+        return self.answer(200, json.dumps(d))
+
     def do_POST(self):
+        if self.path.startswith("/headers"):
+            for _ in self.body_pieces():
+                pass
+            return self.headers_json()
         if self.path == "/upload":
             n = sum(len(p) for p in self.body_pieces())
             return self.answer(200, json.dumps({"size": n}))
@@ -114,9 +127,7 @@ class Handler(BaseHTTPRequestHandler):
         if p == "/ping":
             return self.answer(200, "pong", "text/plain")
         if p.startswith("/headers"):
-            d = dict(self.headers.items())
-            d["app-port"] = self.server.server_address[1]
-            return self.answer(200, json.dumps(d))
+            return self.headers_json()
         if p == "/rows":
             c, m = conn(True).execute(
                 "SELECT count(*), coalesce(max(id), 0) FROM rows").fetchone()
@@ -170,7 +181,8 @@ class Server(ThreadingHTTPServer):
 def main():
     global DB
     port, DB = int(sys.argv[1]), sys.argv[2]
-    srv = Server(("127.0.0.1", port), Handler)
+    host = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
+    srv = Server((host, port), Handler)
     print("listening", port, flush=True)
     srv.serve_forever()
 

@@ -57,12 +57,16 @@ Rules:
     the processes still in those namespaces (its nfdelays, daemons).
 """
 
+import contextlib
+import ctypes
 import fcntl
+import http.client
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -446,6 +450,50 @@ def start_etcd(net, n):
         etcd.close()
         raise
     return etcd
+
+
+_CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd, what):
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, "setns(%s): %s" % (what, os.strerror(e)))
+
+
+@contextlib.contextmanager
+def inside(n):
+    """Runs the with-block's code on this thread in n's network namespace
+    (rule 4): sockets made there stay in it after the block."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    fd = -1
+    try:
+        fd = os.open("/run/netns/" + n.ns, os.O_RDONLY | os.O_CLOEXEC)
+        _setns(fd, n.ns)
+        try:
+            yield
+        finally:
+            _setns(own, "back")
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        os.close(own)
+
+
+class NsHTTPConnection(http.client.HTTPConnection):
+    """An http.client connection whose socket is made (and connected) in
+    netnode's namespace: a client in that node's region."""
+
+    def __init__(self, netnode, host, port, timeout=30):
+        super().__init__(host, port, timeout=timeout)
+        self.netnode = netnode
+
+    def connect(self):
+        with inside(self.netnode):
+            self.sock = socket.create_connection((self.host, self.port),
+                                                 self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _readline(p, timeout):
