@@ -16,6 +16,13 @@
  *      Otherwise (the log no longer holds them, the store is ahead, or
  *      its history differs) a snapshot of the database is uploaded
  *      (min TXID 1), which starts a new chain.
+ *   U5 the low-water mark: while this node is the primary, each log is
+ *      held (fs_log_set_hold) after the store's TXID, so age-based
+ *      retention keeps every record not yet uploaded (from the start,
+ *      and for a new database from its first pass: TXID 0 until the
+ *      store's position is known). data.retention-bytes still prunes
+ *      them; U3 then uploads a snapshot. A replica, or a stale primary
+ *      (U2), holds nothing.
  *   U4 a failure keeps the position, counts an error and tries again
  *      after a doubling delay (BK_BACKOFF_MIN_MS..MAX); the log says so
  *      once when the store starts failing and once when it works again.
@@ -314,14 +321,19 @@ static int upload_db(bk_uploader *u, fs_db *db, struct db_state *st,
 	ltx_pos pos = fs_db_pos(db);
 	int rc = 0;
 
+	if (!fs_db_log(db))
+		return 0;
 	pthread_mutex_lock(&u->mu);
 	st->node_txid = pos.txid;
 	pthread_mutex_unlock(&u->mu);
 	if (!st->known) {
+		fs_log_set_hold(fs_db_log(db), st->txid); /* U5 */
 		rc = read_position(u, st, err, sizeof(err));
 		if (rc < 0)
 			goto fail;
 	}
+	fs_log_set_hold(fs_db_log(db), st->epoch > epoch ? FS_LOG_NO_HOLD :
+			st->txid);
 	if (st->epoch > epoch) {
 		if (!st->stale)
 			log_warn("backup: database %s: the store holds epoch "
@@ -377,6 +389,7 @@ static int upload_db(bk_uploader *u, fs_db *db, struct db_state *st,
 	st->bytes += b.len;
 	st->objects++;
 	pthread_mutex_unlock(&u->mu);
+	fs_log_set_hold(fs_db_log(db), st->txid); /* U5 */
 	log_debug("backup: database %s: uploaded %s (%zu records, %" PRIu64
 		  " bytes)", st->name, key, b.records, b.len);
 	note_success(u);
@@ -411,6 +424,20 @@ static void pass_one(void *ctx, fs_db *db)
 		p->failed = true;
 }
 
+static void hold_none(void *ctx, fs_db *db)
+{
+	(void)ctx;
+	if (fs_db_log(db))
+		fs_log_set_hold(fs_db_log(db), FS_LOG_NO_HOLD);
+}
+
+static void hold_all(void *ctx, fs_db *db)
+{
+	(void)ctx;
+	if (fs_db_log(db))
+		fs_log_set_hold(fs_db_log(db), 0);
+}
+
 static void *uploader_main(void *arg)
 {
 	bk_uploader *u = arg;
@@ -432,8 +459,12 @@ static void *uploader_main(void *arg)
 		pthread_cond_timedwait(&u->cond, &u->mu, &ts);
 		if (u->stop)
 			break;
-		if (!rep_node_is_primary(u->node))
+		if (!rep_node_is_primary(u->node)) {
+			pthread_mutex_unlock(&u->mu);
+			fs_mount_foreach(u->m, hold_none, NULL); /* U5 */
+			pthread_mutex_lock(&u->mu);
 			continue;
+		}
 		p.epoch = rep_node_epoch(u->node);
 		if (p.epoch != u->seen_epoch) {
 			for (size_t i = 0; i < u->ndbs; i++)
@@ -581,6 +612,7 @@ int bk_uploader_start(bk_uploader *u, fs_mount *m)
 	int rc;
 
 	u->m = m;
+	fs_mount_foreach(m, hold_all, NULL); /* U5 */
 	rc = pthread_create(&u->thread, NULL, uploader_main, u);
 	if (rc != 0) {
 		log_error("backup: cannot start the uploader: %s",

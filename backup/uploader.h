@@ -8,8 +8,8 @@
  *   bk_uploader_new(&opts, node, &u);  // opens the store, lists it once
  *                                      // (refused credentials: fails),
  *                                      // adds its /metrics and /info
- *   rep_node_start(node, mount);
- *   bk_uploader_start(u, mount);
+ *   bk_uploader_start(u, mount);       // holds every log's records
+ *   rep_node_start(node, mount);       // (its first retention pass)
  *   ...
  *   bk_uploader_stop(u);               // before rep_node_stop
  *   rep_node_free(node);
@@ -41,6 +41,8 @@ typedef struct bk_uploader_opts {
 
 int bk_uploader_new(const bk_uploader_opts *o, rep_node *n,
 		    bk_uploader **out);
+/* Holds every database's log (fs_log_set_hold after TXID 0) until the
+ * thread knows the store's position, then starts the thread. */
 int bk_uploader_start(bk_uploader *u, fs_mount *m);
 void bk_uploader_stop(bk_uploader *u);
 void bk_uploader_free(bk_uploader *u);

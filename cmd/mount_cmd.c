@@ -480,15 +480,19 @@ int cmd_mount(int argc, char **argv)
 		cmd_watchdog_arm(wd, real_mnt);
 		wd = -1;
 	}
-	if (rep_node_start(node, m) < 0) {
+	/* The uploader first: it holds the logs' records for the backup
+	 * before the node's first retention pass (backup/uploader.h). */
+	if ((backup && bk_uploader_start(backup, m) < 0) ||
+	    rep_node_start(node, m) < 0) {
 		fprintf(stderr, "ltxfs mount: cannot start (see the log above)\n");
+		bk_uploader_stop(backup);
 		fs_mount_free(m);
 		rc = 1;
 		goto out;
 	}
-	if ((proxy && rep_proxy_start(proxy, m) < 0) ||
-	    (backup && bk_uploader_start(backup, m) < 0)) {
+	if (proxy && rep_proxy_start(proxy, m) < 0) {
 		rep_proxy_stop(proxy);
+		bk_uploader_stop(backup);
 		rep_node_stop(node);
 		fs_mount_free(m);
 		rc = 1;
