@@ -377,6 +377,12 @@ static int upload_db(bk_uploader *u, fs_db *db, struct db_state *st,
 	}
 	if (b.records == 0)
 		goto out;
+	/* U2 again, locally, just before the put: a node that lost the
+	 * lease (or saw a newer epoch) while building the object drops it.
+	 * Object rule O3 makes any later upload of a stale primary lose to
+	 * the newer primary's objects in restores. */
+	if (!rep_node_is_primary(u->node) || rep_node_epoch(u->node) != epoch)
+		goto out;
 	rc = bk_obj_key(key, sizeof(key), u->prefix, st->name, &b.o);
 	if (rc == 0)
 		rc = bk_store_put(u->store, key, b.fd, b.len, err, sizeof(err));
