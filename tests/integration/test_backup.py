@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Continuous backup and restore (docs/BACKUP.md).
 
-    test_backup.py s3|file|store-down|bad-input
+    test_backup.py s3|file|store-down|bad-input|failover
 
 A primary alone (static lease) with backup.type s3 (a real s3rver from
 the npm registry, started here on a loopback port with its own
@@ -24,6 +24,12 @@ must not prune the records not yet uploaded (the first segment stays at
 or before the backup's position). s3rver restarts on the same directory
 and port, the backup catches up without a snapshot, and restores of the
 latest TXID and of one in the middle of the outage have every row.
+
+"failover": two nodes on an etcd lease (Debian's etcd-server, as the
+etcd suite runs it); the primary stops (graceful handoff); the new
+primary, in a higher epoch, continues the backup from the store's
+position without a snapshot; restores to TXIDs before and after the
+epoch change are right.
 
 "bad-input": a wrong access key ID makes `ltxfs mount` fail at start-up
 with "access denied"; --txid before the store's first point fails
@@ -415,6 +421,59 @@ def case_bad_input():
         shutil.rmtree(out_dir, ignore_errors=True)
 
 
+def case_failover():
+    """Two etcd-lease nodes: the primary is stopped (graceful handoff);
+    the new primary (a higher epoch) continues the backup from the
+    store's position without a snapshot; restores before and after the
+    epoch change are right."""
+    from test_etcd import Etcd, EtcdNode, wait_one_primary
+    etcd = Etcd()
+    s3 = S3rver()
+    nodes = []
+    out_dir = tempfile.mkdtemp(prefix="ltxfs-restore-")
+    try:
+        etcd.start()
+        s3.start()
+        nodes = [EtcdNode("n%d" % i, etcd, extra_yml=backup_yml("s3", s3))
+                 for i in range(2)]
+        for n in nodes:
+            n.start()
+        p = wait_one_primary(nodes, 20)
+        q = [n for n in nodes if n is not p][0]
+        w = Workload(p)
+        w.run(n=4, mode_switch=False)
+        before = w.points[-1]
+        wait_backed_up(p, before[0], "the first primary")
+        w.c.close()
+        p.proc.send_signal(signal.SIGTERM)
+        check(p.wait_exit(60) == 0, "%s did not stop cleanly" % p.name)
+        wait_one_primary([q], 20)
+        w.node, w.c = q, h.connect(q.path(DB))
+        for i in range(6):
+            w.tx("INSERT INTO t(v) VALUES ('new primary %d')" % i)
+        wait_backed_up(q, w.points[-1][0], "the new primary")
+        check("snapshot at TXID" not in q.log_text(), "the new primary "
+              "uploaded a snapshot instead of continuing")
+        epochs = sorted({os.path.basename(o)[:16] for o in s3.objects()})
+        check(len(epochs) == 2, "objects of epochs %r, want two" % epochs)
+        log("objects of epochs %s" % ", ".join(epochs))
+        for point, what in ((w.points[-1], "latest, new epoch"),
+                            (before, "last of the old epoch"),
+                            (w.points[len(w.points) - 3],
+                             "mid, new epoch")):
+            out = os.path.join(out_dir, "%x.db" % point[0])
+            restore(q.cfg, out, "--txid", "%016x" % point[0])
+            check_restored(out, point, what)
+        w.c.close()
+        q.stop()
+    finally:
+        for n in nodes:
+            n.close()
+        s3.close()
+        etcd.close()
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
 def main():
     mode = sys.argv[1] if len(sys.argv) > 1 else "s3"
     t0 = time.monotonic()
@@ -424,6 +483,8 @@ def main():
         case_store_down()
     elif mode == "bad-input":
         case_bad_input()
+    elif mode == "failover":
+        case_failover()
     else:
         raise h.TestFailure("unknown mode %s" % mode)
     log("PASS %s (%.1f s)" % (mode, time.monotonic() - t0))
