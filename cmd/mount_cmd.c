@@ -491,7 +491,6 @@ int cmd_mount(int argc, char **argv)
 		goto out;
 	}
 	if (proxy && rep_proxy_start(proxy, m) < 0) {
-		rep_proxy_stop(proxy);
 		bk_uploader_stop(backup);
 		rep_node_stop(node);
 		fs_mount_free(m);
