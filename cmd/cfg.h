@@ -122,6 +122,18 @@ typedef struct ltxfs_cfg {
 		cfg_strlist passthrough;    /* path patterns */
 		cfg_strlist always_forward; /* path patterns of reads */
 	} proxy;
+	struct {
+		int type;        /* enum bk_store_type (backup/store.h) */
+		char *dir;       /* file */
+		char *endpoint;  /* s3 */
+		char *bucket;
+		char *prefix;
+		char *region;
+		char *access_key_id;     /* "" = AWS_ACCESS_KEY_ID */
+		char *secret_access_key; /* "" = AWS_SECRET_ACCESS_KEY */
+		bool force_path_style;
+		int64_t interval_ms;
+	} backup;
 	cfg_execlist exec;     /* run once the node is ready (cmd/exec.c) */
 	int64_t exec_grace_ms; /* the application's time to exit when
 				* ltxfs stops */

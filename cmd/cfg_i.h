@@ -7,7 +7,7 @@
  *                  file's mappings, the checks of each section
  *   cfg_print.c    printing (ltxfs config) and `ltxfs config`
  *   cfg_fuse.c, cfg_data.c, cfg_http.c, cfg_lease.c, cfg_region.c,
- *   cfg_proxy.c, cfg_exec.c,
+ *   cfg_proxy.c, cfg_backup.c, cfg_exec.c,
  *   cfg_log.c      one section each: its keys (name, type, field,
  *                  default, meaning) and the checks that need more than
  *                  one key
@@ -26,7 +26,7 @@
 
 #define CFG_REDACTED "<redacted>"
 /* Keys in all sections, at most (cfg.c checks). */
-#define CFG_MAX_KEYS 64
+#define CFG_MAX_KEYS 96
 
 enum cfg_key_type {
 	T_STR,      /* char * */
@@ -78,7 +78,8 @@ struct cfg_section {
 /* The sections, in printing order (cfg.c). */
 extern const struct cfg_section cfg_fuse_section, cfg_data_section,
 	cfg_http_section, cfg_lease_section, cfg_lease_etcd_section,
-	cfg_region_section, cfg_proxy_section, cfg_exec_section,
+	cfg_region_section, cfg_proxy_section, cfg_backup_section,
+	cfg_exec_section,
 	cfg_log_section;
 size_t cfg_nsections(void);
 const struct cfg_section *cfg_section_at(size_t i);

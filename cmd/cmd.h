@@ -6,6 +6,7 @@
 
 struct ltxfs_cfg;
 
+int cmd_backup(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 int cmd_ltx(int argc, char **argv);
@@ -13,6 +14,7 @@ int cmd_mount(int argc, char **argv);
 int cmd_promote(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_repair(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
 
 /* mount_cmd.c: loads the configuration named by -c (or the default) from
  * argv, sets up logging; *out_next is the first other argument. 0, or the

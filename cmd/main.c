@@ -26,6 +26,12 @@ static void usage(FILE *f)
 		"node (OUT - is stdout)\n"
 		"  import [-c F|--url U] DB IN   a database file in, as the "
 		"primary's next transaction\n"
+		"  restore [-c F] DB OUT [--txid HEX | --timestamp T] "
+		"[--dry-run]\n"
+		"                             rebuild a database from the "
+		"backup store\n"
+		"  backup ls [-c F] DB        the backup's restorable "
+		"ranges\n"
 		"  promote [-c F|--url U]     make this node the primary "
 		"(graceful handoff, etcd lease)\n"
 		"  ltx dump FILE              show an LTX file's header, pages "
@@ -65,6 +71,10 @@ int main(int argc, char **argv)
 	 * /import, which the daemon runs as a child (replica/dbcopy.h). */
 	if (strcmp(argv[1], REP_DBCOPY_CMD) == 0)
 		return rep_dbcopy_main(argc - 1, argv + 1);
+	if (strcmp(argv[1], "restore") == 0)
+		return cmd_restore(argc - 1, argv + 1);
+	if (strcmp(argv[1], "backup") == 0)
+		return cmd_backup(argc - 1, argv + 1);
 	if (strcmp(argv[1], "promote") == 0)
 		return cmd_promote(argc - 1, argv + 1);
 	if (strcmp(argv[1], "ltx") == 0)

@@ -34,6 +34,7 @@
 #include "procfs.h"
 #include "replica/node.h"
 #include "replica/proxy.h"
+#include "backup/uploader.h"
 #include "watchdog.h"
 
 int cmd_load_cfg(int argc, char **argv, ltxfs_cfg *cfg, int *out_next,
@@ -249,6 +250,34 @@ static int proxy_new(const ltxfs_cfg *cfg, rep_node *node, uint64_t node_id,
 	return rep_proxy_new(&po, node, out) < 0 ? -1 : 0;
 }
 
+/* The backup uploader (backup.type set), before the node starts: it
+ * registers its part of /metrics and /info. 0 (*out NULL: no backup) or
+ * -1 (refused credentials, a bad store: logged). */
+static int backup_new(const ltxfs_cfg *cfg, rep_node *node,
+		      bk_uploader **out)
+{
+	bk_uploader_opts bo = {
+		.store = {
+			.type = cfg->backup.type,
+			.dir = cfg->backup.dir,
+			.endpoint = cfg->backup.endpoint,
+			.bucket = cfg->backup.bucket,
+			.region = cfg->backup.region,
+			.access_key_id = cfg->backup.access_key_id,
+			.secret_access_key = cfg->backup.secret_access_key,
+			.force_path_style = cfg->backup.force_path_style,
+		},
+		.prefix = cfg->backup.prefix,
+		.interval_ms = cfg->backup.interval_ms,
+		.data_dir = cfg->data.dir,
+	};
+
+	*out = NULL;
+	if (cfg->backup.type == BK_STORE_NONE)
+		return 0;
+	return bk_uploader_new(&bo, node, out) < 0 ? -1 : 0;
+}
+
 /* What stops ltxfs: a signal (the stopper thread) or the end of the
  * application (exec.c's on_done). */
 struct stopper {
@@ -256,6 +285,7 @@ struct stopper {
 	fs_mount *m;
 	rep_node *node;
 	rep_proxy *proxy;        /* NULL: none */
+	bk_uploader *backup;     /* NULL: none */
 	pthread_mutex_t mu;      /* guards below */
 	pthread_cond_t cond;     /* busy went false */
 	cmd_exec *exec;          /* NULL: no application */
@@ -276,6 +306,7 @@ static void stop_all(struct stopper *st)
 	st->stopping = true;
 	pthread_mutex_unlock(&st->mu);
 	rep_proxy_stop(st->proxy);
+	bk_uploader_stop(st->backup);
 	rep_node_stop(st->node);
 	fs_mount_release_apply(st->m);
 	fs_mount_stop(st->m);
@@ -359,6 +390,7 @@ int cmd_mount(int argc, char **argv)
 	rep_node_opts ro = {0};
 	rep_node *node = NULL;
 	rep_proxy *proxy = NULL;
+	bk_uploader *backup = NULL;
 	struct stopper st = {0};
 	cmd_exec_opts eo = {0};
 	cmd_exec *ex = NULL;
@@ -414,6 +446,12 @@ int cmd_mount(int argc, char **argv)
 		rc = 1;
 		goto out;
 	}
+	if (backup_new(&cfg, node, &backup) < 0) {
+		fprintf(stderr, "ltxfs mount: cannot start the backup (see the "
+			"log above)\n");
+		rc = 1;
+		goto out;
+	}
 	o.mountpoint = real_mnt;
 	o.data_dir = cfg.data.dir;
 	o.allow_other = cfg.fuse.allow_other;
@@ -442,13 +480,18 @@ int cmd_mount(int argc, char **argv)
 		cmd_watchdog_arm(wd, real_mnt);
 		wd = -1;
 	}
-	if (rep_node_start(node, m) < 0) {
+	/* The uploader first: it holds the logs' records for the backup
+	 * before the node's first retention pass (backup/uploader.h). */
+	if ((backup && bk_uploader_start(backup, m) < 0) ||
+	    rep_node_start(node, m) < 0) {
 		fprintf(stderr, "ltxfs mount: cannot start (see the log above)\n");
+		bk_uploader_stop(backup);
 		fs_mount_free(m);
 		rc = 1;
 		goto out;
 	}
 	if (proxy && rep_proxy_start(proxy, m) < 0) {
+		bk_uploader_stop(backup);
 		rep_node_stop(node);
 		fs_mount_free(m);
 		rc = 1;
@@ -457,6 +500,7 @@ int cmd_mount(int argc, char **argv)
 	st.m = m;
 	st.node = node;
 	st.proxy = proxy;
+	st.backup = backup;
 	eo = (cmd_exec_opts){
 		.list = &cfg.exec,
 		.argv = app_argv,
@@ -469,6 +513,7 @@ int cmd_mount(int argc, char **argv)
 	};
 	if (cmd_exec_start(&eo, &ex) < 0) {
 		rep_proxy_stop(proxy);
+		bk_uploader_stop(backup);
 		rep_node_stop(node);
 		fs_mount_free(m);
 		rc = 1;
@@ -478,6 +523,7 @@ int cmd_mount(int argc, char **argv)
 	if (pthread_create(&stopper, NULL, stopper_main, &st) != 0) {
 		cmd_exec_free(take_exec(&st));
 		rep_proxy_stop(proxy);
+		bk_uploader_stop(backup);
 		rep_node_stop(node);
 		fs_mount_free(m);
 		rc = 1;
@@ -499,6 +545,7 @@ int cmd_mount(int argc, char **argv)
 			rc = code; /* the application's, or a command's */
 	}
 	rep_proxy_stop(proxy);
+	bk_uploader_stop(backup);
 	rep_node_stop(node);
 	fs_mount_release_apply(m);
 	log_info("stopping: unmounting %s", cfg.fuse.dir);
@@ -512,6 +559,7 @@ out:
 		close(wd); /* the watchdog sees EOF and ends */
 	rep_node_free(node);
 	rep_proxy_free(proxy); /* after the node's server (its /metrics) */
+	bk_uploader_free(backup);
 	cfg_free(&cfg);
 	/* Last: the mount point and the data directory are free now. */
 	for (int i = 0; i < 2; i++)

@@ -56,6 +56,8 @@ struct fs_log {
 	/* Retention (fs_log_set_retention); read by the appender. */
 	_Atomic int64_t keep_ms;       /* < 0: no age limit */
 	_Atomic uint64_t keep_bytes;   /* 0: no size cap */
+	_Atomic uint64_t hold_after;   /* age keeps records after it;
+					* FS_LOG_NO_HOLD none */
 	_Atomic uint64_t roll_bytes;   /* start a segment past this size */
 	_Atomic int64_t roll_ms;       /* ... or this much younger than the
 					* active segment's first record */
@@ -429,6 +431,7 @@ static int fs_log_open_mode(const char *dir, const char *name, bool readonly,
 	log->readonly = readonly;
 	atomic_init(&log->keep_ms, -1);
 	atomic_init(&log->keep_bytes, 0);
+	atomic_init(&log->hold_after, FS_LOG_NO_HOLD);
 	atomic_init(&log->roll_bytes, FS_LOG_SEGMENT_BYTES);
 	atomic_init(&log->roll_ms, 0);
 	pthread_mutex_init(&log->mu, NULL);
@@ -1031,6 +1034,11 @@ void fs_log_set_retention(fs_log *log, int64_t max_age_ms, uint64_t max_bytes)
 			    FS_LOG_SEGMENT_MIN_MS : max_age_ms);
 }
 
+void fs_log_set_hold(fs_log *log, uint64_t txid)
+{
+	atomic_store(&log->hold_after, txid);
+}
+
 /* mu held: bytes in all segments. */
 static uint64_t total_bytes(const fs_log *log)
 {
@@ -1049,6 +1057,7 @@ static size_t prune_count(const fs_log *log, int64_t now_ms,
 {
 	int64_t keep_ms = atomic_load(&log->keep_ms);
 	uint64_t keep_bytes = atomic_load(&log->keep_bytes);
+	uint64_t hold = atomic_load(&log->hold_after);
 	uint64_t total = total_bytes(log);
 	size_t keep_from, drop = 0;
 
@@ -1066,6 +1075,11 @@ static size_t prune_count(const fs_log *log, int64_t now_ms,
 		int64_t ts = log->segs[drop + 1].ts;
 		bool old = keep_ms >= 0 && ts != TS_UNKNOWN && now_ms >= ts &&
 			   (uint64_t)now_ms - (uint64_t)ts >= (uint64_t)keep_ms;
+		/* Segment i holds TXIDs up to segment i+1's first - 1: a
+		 * hold keeps it from age (not from the byte cap). */
+		if (hold != FS_LOG_NO_HOLD &&
+		    log->segs[drop + 1].first > hold + 1)
+			old = false;
 		bool big = keep_bytes > 0 && total > keep_bytes;
 		if (!old && !big)
 			break;

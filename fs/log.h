@@ -156,6 +156,14 @@ int fs_log_reset(fs_log *log);
  * called from any thread, any time. */
 void fs_log_set_retention(fs_log *log, int64_t max_age_ms, uint64_t max_bytes);
 
+/* A reader that still needs every record after TXID txid (the backup
+ * uploader, backup/uploader.h): age (max_age_ms) no longer prunes a
+ * segment holding any of them; the byte cap (max_bytes) still does, so
+ * a disk is never filled for it. FS_LOG_NO_HOLD (the default): none.
+ * Any thread, any time. */
+#define FS_LOG_NO_HOLD UINT64_MAX
+void fs_log_set_hold(fs_log *log, uint64_t txid);
+
 typedef struct fs_log_prune_result {
 	size_t segments;        /* segments removed by this call */
 	size_t by_age;          /* of which old enough (the rest: size) */

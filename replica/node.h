@@ -119,6 +119,9 @@ void rep_node_free(rep_node *n);
 int rep_node_role(rep_node *n);
 /* PRIMARY or DRAINING: this node is the one replicas follow. */
 bool rep_node_is_primary(rep_node *n);
+/* The highest epoch this node has seen (its own while it is the
+ * primary); each new primary raises it. */
+uint64_t rep_node_epoch(rep_node *n);
 /* The lease deadline the mount enforces on writes (fs_mount_opts); owned
  * by n, 0 with the static lease. */
 const _Atomic int64_t *rep_node_write_deadline(rep_node *n);

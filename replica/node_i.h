@@ -151,7 +151,6 @@ int rep_tmpfile(rep_node *n);
 /* node.c, for the leases: the configuration and identity they need, and
  * what they tell the node besides its role (role.h). */
 const rep_node_opts *rep_node_options(rep_node *n);
-uint64_t rep_node_epoch(rep_node *n);
 uint64_t rep_node_cluster(rep_node *n);
 /* The client side's TLS files (http.tls-ca-file, tls-client-*). */
 rep_http_tls rep_node_client_tls(rep_node *n);

@@ -737,9 +737,45 @@ static void test_print_durations(void **state)
 	cfg_free(&cfg);
 }
 
+/* The backup section: its defaults, a full s3 store, and the checks of
+ * cfg_backup.c's finish. */
+static void test_backup(void **state)
+{
+	ltxfs_cfg cfg;
+
+	assert_int_equal(load(&cfg, "fuse:\n  dir: /m\n"), 0);
+	assert_int_equal(cfg.backup.type, 0);
+	assert_int_equal(cfg.backup.interval_ms, 1000);
+	assert_string_equal(cfg.backup.region, "us-east-1");
+	assert_false(cfg.backup.force_path_style);
+	cfg_free(&cfg);
+	assert_int_equal(load(&cfg, "backup:\n  type: s3\n"
+			      "  endpoint: http://127.0.0.1:9000\n"
+			      "  bucket: b\n  prefix: p/q\n"
+			      "  access-key-id: K\n"
+			      "  secret-access-key: S\n"
+			      "  force-path-style: true\n"
+			      "  interval: 250ms\n"), 0);
+	assert_int_equal(cfg.backup.type, 2);
+	assert_string_equal(cfg.backup.bucket, "b");
+	assert_string_equal(cfg.backup.prefix, "p/q");
+	assert_true(cfg.backup.force_path_style);
+	assert_int_equal(cfg.backup.interval_ms, 250);
+	cfg_free(&cfg);
+	expect_error("backup:\n  type: file\n",
+		     "t.yml:2: backup.dir is required with backup.type: file");
+	expect_error("backup:\n  type: s3\n  bucket: b\n",
+		     "t.yml:2: backup.endpoint and backup.bucket are required "
+		     "with backup.type: s3");
+	expect_error("backup:\n  type: file\n  dir: /b\n  prefix: ../x\n",
+		     "t.yml:4: backup.prefix: \"../x\" must be relative "
+		     "without ..");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup(test_backup, setup),
 		cmocka_unit_test_setup(test_defaults, setup),
 		cmocka_unit_test_setup(test_every_key, setup),
 		cmocka_unit_test_setup(test_partial_keeps_defaults, setup),

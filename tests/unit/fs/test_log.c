@@ -358,6 +358,36 @@ static void test_prune_by_age(void **state)
 			 e->txid - r.first_txid + 1);
 }
 
+/* fs_log_set_hold: age keeps the records after the hold, the byte cap
+ * does not; released, age prunes again. */
+static void test_prune_hold(void **state)
+{
+	env *e = *state;
+	fs_log_prune_result r;
+
+	fs_log_set_retention(e->log, 10000, 0);
+	for (int i = 0; i < 30; i++)
+		assert_int_equal(append(e, T0 + i * 1000), 0);
+	/* 1-10, 11-20, 21-30; a reader needs everything after TXID 5. */
+	fs_log_set_hold(e->log, 5);
+	assert_int_equal(fs_log_prune(e->log, T0 + 1000000, &r), 0);
+	assert_int_equal(r.segments, 0);
+	/* After TXID 10: segment 1-10 may go, 11-20 stays. */
+	fs_log_set_hold(e->log, 10);
+	assert_int_equal(fs_log_prune(e->log, T0 + 1000000, &r), 0);
+	assert_int_equal(r.segments, 1);
+	assert_int_equal(r.first_txid, 11);
+	/* The byte cap wins over a hold. */
+	fs_log_set_hold(e->log, 0);
+	fs_log_set_retention(e->log, 10000, 1);
+	assert_int_equal(fs_log_prune(e->log, T0 + 1000000, &r), 0);
+	assert_int_equal(r.segments, 1);
+	assert_int_equal(r.first_txid, 21);
+	/* Released: nothing holds (only the last segment is left). */
+	fs_log_set_hold(e->log, FS_LOG_NO_HOLD);
+	assert_int_equal(fs_log_get_tail(e->log).pos.txid, 30);
+}
+
 static void test_keep_last_record(void **state)
 {
 	env *e = *state;
@@ -1175,6 +1205,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_prune_by_size, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_prune_by_age, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_prune_hold, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_keep_last_record, setup,
 						teardown),

@@ -1,0 +1,162 @@
+/* Backup objects' names and chains: see object.h. */
+#include "object.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int bk_obj_dir(char *buf, size_t len, const char *prefix, const char *db)
+{
+	int n = snprintf(buf, len, "%s%s%s/l0/", prefix,
+			 prefix[0] ? "/" : "", db);
+
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+int bk_obj_key(char *buf, size_t len, const char *prefix, const char *db,
+	       const bk_obj *o)
+{
+	size_t used;
+	int rc = bk_obj_dir(buf, len, prefix, db), n;
+
+	if (rc < 0)
+		return rc;
+	used = strlen(buf);
+	n = snprintf(buf + used, len - used,
+		     "%016" PRIx64 "-%016" PRIx64 "-%016" PRIx64 "-%016" PRIx64
+		     ".ltx", o->epoch, o->min_txid, o->max_txid, o->post);
+	return n < 0 || (size_t)n >= len - used ? -ENAMETOOLONG : 0;
+}
+
+static bool hex16(const char *s, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 16; i++) {
+		char c = s[i];
+		int d;
+		if (c >= '0' && c <= '9')
+			d = c - '0';
+		else if (c >= 'a' && c <= 'f')
+			d = c - 'a' + 10;
+		else
+			return false;
+		v = v << 4 | (uint64_t)d;
+	}
+	*out = v;
+	return true;
+}
+
+bool bk_obj_parse(const char *key, bk_obj *out)
+{
+	const char *base = strrchr(key, '/');
+
+	base = base ? base + 1 : key;
+	if (strlen(base) != 4 * 16 + 3 + 4 || strcmp(base + 67, ".ltx") != 0)
+		return false;
+	for (int i = 1; i < 4; i++)
+		if (base[i * 17 - 1] != '-')
+			return false;
+	out->key = key;
+	return hex16(base, &out->epoch) && hex16(base + 17, &out->min_txid) &&
+	       hex16(base + 34, &out->max_txid) &&
+	       hex16(base + 51, &out->post) && out->min_txid > 0 &&
+	       out->max_txid >= out->min_txid;
+}
+
+int bk_obj_list(bk_store *s, const char *prefix, const char *db,
+		bk_keys *keys, bk_obj **out, size_t *n, char *err,
+		size_t errlen)
+{
+	char dir[1024];
+	bk_obj *v;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	rc = bk_obj_dir(dir, sizeof(dir), prefix, db);
+	if (rc == 0)
+		rc = bk_store_list(s, dir, keys, err, errlen);
+	if (rc < 0)
+		return rc;
+	v = calloc(keys->n ? keys->n : 1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < keys->n; i++)
+		if (bk_obj_parse(keys->v[i], &v[*n]))
+			(*n)++;
+	*out = v;
+	return 0;
+}
+
+static bool better_start(const bk_obj *a, const bk_obj *b)
+{
+	if (!b)
+		return true;
+	return a->max_txid > b->max_txid ||
+	       (a->max_txid == b->max_txid && a->epoch > b->epoch);
+}
+
+int bk_obj_chain(const bk_obj *objs, size_t n, const bk_obj *start,
+		 uint64_t target, const bk_obj ***out, size_t *nout)
+{
+	const bk_obj *cur = start, **v;
+	size_t k = 0;
+
+	*out = NULL;
+	*nout = 0;
+	for (size_t i = 0; i < n && !start; i++)
+		if (objs[i].min_txid == 1 && objs[i].max_txid <= target &&
+		    better_start(&objs[i], cur))
+			cur = &objs[i];
+	v = calloc(n ? n : 1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	while (cur && k < n) {
+		const bk_obj *next = NULL;
+		v[k++] = cur;
+		for (size_t i = 0; i < n; i++) {
+			const bk_obj *o = &objs[i];
+			if (o->min_txid != cur->max_txid + 1 ||
+			    o->epoch < cur->epoch || o->min_txid > target)
+				continue;
+			if (!next || o->epoch > next->epoch ||
+			    (o->epoch == next->epoch &&
+			     o->max_txid > next->max_txid))
+				next = o;
+		}
+		cur = next;
+	}
+	*out = v;
+	*nout = k;
+	return 0;
+}
+
+static int cmp_start(const void *a, const void *b)
+{
+	const bk_obj *x = *(const bk_obj *const *)a;
+	const bk_obj *y = *(const bk_obj *const *)b;
+
+	if (x->max_txid != y->max_txid)
+		return x->max_txid < y->max_txid ? -1 : 1;
+	return x->epoch < y->epoch ? -1 : x->epoch > y->epoch;
+}
+
+int bk_obj_starts(const bk_obj *objs, size_t n, const bk_obj ***out,
+		  size_t *nout)
+{
+	const bk_obj **v = calloc(n ? n : 1, sizeof(*v));
+	size_t k = 0;
+
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		if (objs[i].min_txid == 1)
+			v[k++] = &objs[i];
+	qsort(v, k, sizeof(*v), cmp_start);
+	*out = v;
+	*nout = k;
+	return 0;
+}

@@ -1,0 +1,71 @@
+/*
+ * Backup objects: their names and the chain a restore follows
+ * (docs/BACKUP.md).
+ *
+ * Key:   [PREFIX/]DB/l0/EEEEEEEEEEEEEEEE-MMMMMMMMMMMMMMMM-XXXXXXXXXXXXXXXX-CCCCCCCCCCCCCCCC.ltx
+ *        E epoch of the primary that uploaded it, M its first record's
+ *        min TXID, X its last record's max TXID, C the database checksum
+ *        after its last record (post-apply); 16 lower-case hex digits each.
+ *
+ * Body:  records back to back, each as in the node's LTX log
+ *        (fs/log.h, docs/STORAGE.md):
+ *          off size field
+ *            0    4 length L of the LTX file that follows (big-endian)
+ *            4    L LTX file (shared/LTX.md)
+ *
+ * Rules:
+ *   O1 records in an object are contiguous (min TXID = previous max TXID
+ *      + 1, pre-apply checksum = previous post-apply) or restart with a
+ *      snapshot (min TXID 1); the first record's min is M, the last's max
+ *      X and its post-apply C.
+ *   O2 an object whose M is 1 starts a chain: it holds exactly one
+ *      record, a snapshot of the whole database at X (the uploader
+ *      closes an object before a snapshot record and after one), so it
+ *      can start a restore to any TXID >= X.
+ *   O3 the chain to a target TXID T starts at the start object with the
+ *      highest X <= T (ties: the highest epoch) and goes on, from
+ *      position P in epoch E, with the object of min TXID P+1 of the
+ *      highest epoch >= E, while its M <= T. Objects of a lower epoch
+ *      than the one followed are never used after it (a stale primary's
+ *      late uploads lose to the newer primary's).
+ */
+#ifndef BACKUP_OBJECT_H
+#define BACKUP_OBJECT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+typedef struct bk_obj {
+	const char *key;         /* points into the bk_keys it came from */
+	uint64_t epoch, min_txid, max_txid, post;
+} bk_obj;
+
+/* The key prefix of db's objects: "PREFIX/DB/l0/" ("DB/l0/" when prefix
+ * is ""). -ENAMETOOLONG when it does not fit. */
+int bk_obj_dir(char *buf, size_t len, const char *prefix, const char *db);
+/* The key of an object. */
+int bk_obj_key(char *buf, size_t len, const char *prefix, const char *db,
+	       const bk_obj *o);
+/* Parses key's last part; false when it is not an object's name. */
+bool bk_obj_parse(const char *key, bk_obj *out);
+
+/* db's objects in the store, parsed (others ignored), in key order. The
+ * keys are kept in *keys (bk_keys_free after *out is freed). */
+int bk_obj_list(bk_store *s, const char *prefix, const char *db,
+		bk_keys *keys, bk_obj **out, size_t *n, char *err,
+		size_t errlen);
+
+/* Rule O3: the objects (pointers into objs) of the chain to target
+ * (UINT64_MAX: the newest) into *out (malloc'd), *nout of them; 0
+ * objects when no start object has X <= target. start (NULL: rule O3's)
+ * is the start object to follow from. */
+int bk_obj_chain(const bk_obj *objs, size_t n, const bk_obj *start,
+		 uint64_t target, const bk_obj ***out, size_t *nout);
+/* Every start object (rule O2), lowest X first. */
+int bk_obj_starts(const bk_obj *objs, size_t n, const bk_obj ***out,
+		  size_t *nout);
+
+#endif

@@ -1,0 +1,51 @@
+/*
+ * Restore (docs/BACKUP.md): rebuilds a database as of a TXID or a time
+ * from the backup store's objects (object.h), verifying every record
+ * (its file checksum, its place in the chain, the database checksum
+ * after it), then the whole file's database checksum and
+ * PRAGMA integrity_check, and writes the result atomically (a
+ * temporary file beside OUT, fsync, rename, fsync of the directory).
+ */
+#ifndef BACKUP_RESTORE_H
+#define BACKUP_RESTORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "store.h"
+
+typedef struct bk_restore_opts {
+	bk_store *store;
+	const char *prefix, *db;
+	const char *out;          /* the file to write */
+	uint64_t txid;            /* 0: the newest (or as of ts_ms) */
+	bool by_time;             /* the last transaction at or before ts_ms */
+	int64_t ts_ms;
+	bool dry_run;             /* everything but writing out */
+} bk_restore_opts;
+
+typedef struct bk_restore_result {
+	uint64_t objects, bytes, records;
+	uint64_t txid, checksum;
+	int64_t timestamp_ms;     /* of the last transaction applied */
+} bk_restore_result;
+
+/* 0, or -errno with one line in err: -ENOENT nothing restorable (no
+ * object, or the target is before the store's first point), -EBADMSG a
+ * corrupt object (its key and byte offset), -EIO the store. */
+int bk_restore(const bk_restore_opts *o, bk_restore_result *res, char *err,
+	       size_t errlen);
+
+/* One restorable range: a chain from a start object to its end. */
+typedef struct bk_range {
+	uint64_t first_txid, last_txid;
+	int64_t first_ms, last_ms;
+	uint64_t objects, bytes;
+} bk_range;
+
+/* The restorable ranges of db (one per chain start, oldest first) into
+ * *out (malloc'd). */
+int bk_restore_ranges(bk_store *s, const char *prefix, const char *db,
+		      bk_range **out, size_t *n, char *err, size_t errlen);
+
+#endif

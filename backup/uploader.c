@@ -1,0 +1,656 @@
+/*
+ * The backup uploader: see uploader.h. One thread; every interval, when
+ * this node is the primary, for each database:
+ *
+ *   U1 the store's position of the database (the end of its chain,
+ *      object.h rule O3: epoch, TXID, post-apply checksum) is read from
+ *      the store's listing the first time, and again after a failed
+ *      upload and whenever this node's epoch changes; afterwards it is
+ *      what this thread last uploaded.
+ *   U2 a chain end of a higher epoch than this node's: this node is a
+ *      stale primary; it uploads nothing for that database.
+ *   U3 the node's log records after the store's TXID are uploaded as one
+ *      object (up to BK_OBJECT_MAX_BYTES; the rest next time), provided
+ *      the first one follows the store's position (min TXID = TXID + 1
+ *      and pre-apply = the store's checksum) or is itself a snapshot.
+ *      Otherwise (the log no longer holds them, the store is ahead, or
+ *      its history differs) a snapshot of the database is uploaded
+ *      (min TXID 1), which starts a new chain.
+ *   U5 the low-water mark: while this node is the primary, each log is
+ *      held (fs_log_set_hold) after the store's TXID, so age-based
+ *      retention keeps every record not yet uploaded (from the start,
+ *      and for a new database from its first pass: TXID 0 until the
+ *      store's position is known). data.retention-bytes still prunes
+ *      them; U3 then uploads a snapshot. A replica, or a stale primary
+ *      (U2), holds nothing.
+ *   U4 a failure keeps the position, counts an error and tries again
+ *      after a doubling delay (BK_BACKOFF_MIN_MS..MAX); the log says so
+ *      once when the store starts failing and once when it works again.
+ *
+ * Locks: mu guards the per-database table and the state that /metrics
+ * and /info read; the store and the temporary files belong to the
+ * thread.
+ */
+#include "uploader.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "fs/db.h"
+#include "fs/log.h"
+#include "lib/bytes.h"
+#include "lib/io.h"
+#include "lib/log.h"
+#include "object.h"
+
+#define BK_MAX_DBS 1024
+
+struct db_state {
+	char name[256];
+	bool known;              /* position read from the store (U1) */
+	uint64_t epoch, txid, post; /* the store's chain end */
+	uint64_t node_txid;      /* the database's TXID when last seen */
+	uint64_t bytes, objects, errors;
+	bool stale;              /* U2 */
+};
+
+struct bk_uploader {
+	bk_uploader_opts o;
+	char *prefix, *data_dir;
+	bk_store *store;
+	rep_node *node;
+	fs_mount *m;
+	pthread_t thread;
+	bool started;
+	pthread_mutex_t mu;      /* guards everything below */
+	pthread_cond_t cond;
+	bool stop;
+	struct db_state *dbs;
+	size_t ndbs;
+	uint64_t seen_epoch;
+	bool failing;            /* the last try of some database failed */
+	char last_err[512];
+	int backoff_ms;
+	int64_t retry_at_ms;     /* CLOCK_MONOTONIC */
+	uint64_t errors_total;
+};
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The state of db (mu held); NULL when the table is full. */
+static struct db_state *state_of(bk_uploader *u, const char *name)
+{
+	struct db_state *v;
+
+	for (size_t i = 0; i < u->ndbs; i++)
+		if (strcmp(u->dbs[i].name, name) == 0)
+			return &u->dbs[i];
+	if (u->ndbs == BK_MAX_DBS)
+		return NULL;
+	v = realloc(u->dbs, (u->ndbs + 1) * sizeof(*v));
+	if (!v)
+		return NULL;
+	u->dbs = v;
+	memset(&v[u->ndbs], 0, sizeof(*v));
+	snprintf(v[u->ndbs].name, sizeof(v[u->ndbs].name), "%s", name);
+	return &v[u->ndbs++];
+}
+
+/* U1: the end of db's chain in the store. */
+static int read_position(bk_uploader *u, struct db_state *st, char *err,
+			 size_t errlen)
+{
+	bk_keys keys = {0};
+	bk_obj *objs = NULL;
+	const bk_obj **chain = NULL;
+	size_t n = 0, nchain = 0;
+	int rc;
+
+	rc = bk_obj_list(u->store, u->prefix, st->name, &keys, &objs, &n, err,
+			 errlen);
+	if (rc == 0)
+		rc = bk_obj_chain(objs, n, NULL, UINT64_MAX, &chain, &nchain);
+	if (rc == 0) {
+		const bk_obj *end = nchain ? chain[nchain - 1] : NULL;
+		pthread_mutex_lock(&u->mu);
+		st->epoch = end ? end->epoch : 0;
+		st->txid = end ? end->max_txid : 0;
+		st->post = end ? end->post : 0;
+		/* Any object of a higher epoch than ours: a newer primary. */
+		for (size_t i = 0; i < n; i++)
+			if (objs[i].epoch > st->epoch)
+				st->epoch = objs[i].epoch;
+		st->known = true;
+		pthread_mutex_unlock(&u->mu);
+	}
+	free(chain);
+	free(objs);
+	bk_keys_free(&keys);
+	return rc;
+}
+
+static int tmpfile_fd(bk_uploader *u)
+{
+	int fd = open(u->data_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+
+	return fd < 0 ? -errno : fd;
+}
+
+/* Copies len bytes of in at off to out at out_off. */
+static int copy_bytes(int in, uint64_t off, int out, uint64_t out_off,
+		      uint64_t len)
+{
+	while (len > 0) {
+		loff_t a = (loff_t)off, b = (loff_t)out_off;
+		ssize_t n = copy_file_range(in, &a, out, &b, (size_t)len, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -ENODATA;
+		off += (uint64_t)n;
+		out_off += (uint64_t)n;
+		len -= (uint64_t)n;
+	}
+	return 0;
+}
+
+/* Appends one record (length prefix, LTX bytes) to out at *end. */
+static int add_record(int in, uint64_t off, uint64_t len, int out,
+		      uint64_t *end)
+{
+	uint8_t pfx[4];
+	int rc;
+
+	if (len > UINT32_MAX)
+		return -EFBIG;
+	put_be32(pfx, (uint32_t)len);
+	rc = lib_io_pwrite_full(out, pfx, 4, (off_t)*end);
+	if (rc == 0)
+		rc = copy_bytes(in, off, out, *end + 4, len);
+	if (rc == 0)
+		*end += 4 + len;
+	return rc;
+}
+
+/* The post-apply checksum of the LTX file at [off, off+len) of fd. */
+static int read_post(int fd, uint64_t off, uint64_t len, uint64_t *out)
+{
+	uint8_t b[8];
+	int rc = len < LTX_HEADER_SIZE + 16 ? -EBADMSG :
+		 lib_io_pread_full(fd, b, 8, (off_t)(off + len - 16), NULL);
+
+	if (rc == 0)
+		*out = get_be64(b);
+	return rc;
+}
+
+/* What one object holds. */
+struct built {
+	int fd;
+	uint64_t len;
+	bk_obj o;
+	size_t records;
+};
+
+/* U3: the log records after st->txid into b; -ESTALE when they do not
+ * follow the store's position (a snapshot is needed), 0 with
+ * b->records 0 when there is nothing new. */
+static int build_from_log(fs_db *db, const struct db_state *st,
+			  struct built *b)
+{
+	fs_log_iter *it = NULL;
+	ltx_header hdr;
+	uint64_t off, len;
+	int rc, fd;
+
+	rc = fs_log_iter_open(fs_db_log(db), st->txid, &it);
+	if (rc < 0)
+		return rc == -ENOENT ? -ESTALE : rc;
+	while (b->len < BK_OBJECT_MAX_BYTES &&
+	       (rc = fs_log_iter_next(it, &fd, &off, &len, &hdr)) == 1) {
+		/* Rule O2: a snapshot record is an object of its own. */
+		if (b->records > 0 && hdr.min_txid == 1)
+			break;
+		if (b->records == 0) {
+			bool follows = hdr.min_txid == st->txid + 1 &&
+				       (st->txid == 0 ||
+					hdr.pre_apply_checksum == st->post);
+			if (!follows && hdr.min_txid != 1) {
+				rc = -ESTALE;
+				break;
+			}
+			b->o.min_txid = hdr.min_txid;
+		}
+		rc = add_record(fd, off, len, b->fd, &b->len);
+		if (rc == 0)
+			rc = read_post(fd, off, len, &b->o.post);
+		if (rc < 0)
+			break;
+		b->o.max_txid = hdr.max_txid;
+		b->records++;
+		if (hdr.min_txid == 1)
+			break;
+	}
+	fs_log_iter_free(it);
+	if (rc == -ENOENT)
+		rc = -ESTALE;
+	return rc < 0 ? rc : 0;
+}
+
+/* U3: a snapshot of db as one object into b. */
+static int build_snapshot(bk_uploader *u, fs_db *db, struct built *b)
+{
+	ltx_header hdr;
+	uint64_t len = 0;
+	int rc, snap = tmpfile_fd(u);
+
+	if (snap < 0)
+		return snap;
+	rc = fs_db_snapshot_ltx(db, snap, &hdr, &len);
+	if (rc == 0)
+		rc = add_record(snap, 0, len, b->fd, &b->len);
+	if (rc == 0)
+		rc = read_post(snap, 0, len, &b->o.post);
+	close(snap);
+	if (rc == 0) {
+		b->o.min_txid = hdr.min_txid;
+		b->o.max_txid = hdr.max_txid;
+		b->records = 1;
+	}
+	return rc;
+}
+
+static void note_failure(bk_uploader *u, struct db_state *st, int rc,
+			 const char *err)
+{
+	pthread_mutex_lock(&u->mu);
+	st->errors++;
+	u->errors_total++;
+	st->known = false; /* read the store's position again (U1) */
+	if (!u->failing)
+		log_warn("backup: %s: uploads fail, retrying with backoff "
+			 "(database %s): %s", bk_store_desc(u->store), st->name,
+			 err);
+	u->failing = true;
+	snprintf(u->last_err, sizeof(u->last_err), "%s", err);
+	u->backoff_ms = u->backoff_ms ? u->backoff_ms * 2 : BK_BACKOFF_MIN_MS;
+	if (u->backoff_ms > BK_BACKOFF_MAX_MS)
+		u->backoff_ms = BK_BACKOFF_MAX_MS;
+	u->retry_at_ms = mono_ms() + u->backoff_ms;
+	pthread_mutex_unlock(&u->mu);
+	(void)rc;
+}
+
+static void note_success(bk_uploader *u)
+{
+	pthread_mutex_lock(&u->mu);
+	if (u->failing)
+		log_info("backup: %s: uploads work again",
+			 bk_store_desc(u->store));
+	u->failing = false;
+	u->last_err[0] = '\0';
+	u->backoff_ms = 0;
+	pthread_mutex_unlock(&u->mu);
+}
+
+/* One database, one try (U1..U4). */
+static int upload_db(bk_uploader *u, fs_db *db, struct db_state *st,
+		     uint64_t epoch)
+{
+	struct built b = {.fd = -1};
+	char err[1024] = "", key[1024];
+	ltx_pos pos = fs_db_pos(db);
+	int rc = 0;
+
+	if (!fs_db_log(db))
+		return 0;
+	pthread_mutex_lock(&u->mu);
+	st->node_txid = pos.txid;
+	pthread_mutex_unlock(&u->mu);
+	if (!st->known) {
+		fs_log_set_hold(fs_db_log(db), st->txid); /* U5 */
+		rc = read_position(u, st, err, sizeof(err));
+		if (rc < 0)
+			goto fail;
+	}
+	fs_log_set_hold(fs_db_log(db), st->epoch > epoch ? FS_LOG_NO_HOLD :
+			st->txid);
+	if (st->epoch > epoch) {
+		if (!st->stale)
+			log_warn("backup: database %s: the store holds epoch "
+				 "%016" PRIx64 ", newer than this primary's "
+				 "%016" PRIx64 ": not uploading", st->name,
+				 st->epoch, epoch);
+		st->stale = true;
+		return 0;
+	}
+	st->stale = false;
+	if (pos.txid == 0 || (pos.txid == st->txid && pos.checksum == st->post))
+		return 0;
+	b.fd = tmpfile_fd(u);
+	if (b.fd < 0) {
+		rc = b.fd;
+		snprintf(err, sizeof(err), "backup: cannot create a temporary "
+			 "file in %s: %s", u->data_dir, strerror(-rc));
+		goto fail;
+	}
+	b.o.epoch = epoch;
+	if (pos.txid > st->txid)
+		rc = build_from_log(db, st, &b);
+	else
+		rc = -ESTALE;
+	if (rc == -ESTALE) {
+		b.len = 0;
+		b.records = 0;
+		if (lib_io_ftruncate(b.fd, 0) == 0)
+			rc = build_snapshot(u, db, &b);
+		if (rc == 0)
+			log_info("backup: database %s: snapshot at TXID "
+				 "%016" PRIx64 " (the store's position "
+				 "%016" PRIx64 " does not continue in the "
+				 "log)", st->name, b.o.max_txid, st->txid);
+	}
+	if (rc < 0) {
+		snprintf(err, sizeof(err), "backup: database %s: cannot read "
+			 "its log after TXID %016" PRIx64 ": %s", st->name,
+			 st->txid, strerror(-rc));
+		goto fail;
+	}
+	if (b.records == 0)
+		goto out;
+	/* U2 again, locally, just before the put: a node that lost the
+	 * lease (or saw a newer epoch) while building the object drops it.
+	 * Object rule O3 makes any later upload of a stale primary lose to
+	 * the newer primary's objects in restores. */
+	if (!rep_node_is_primary(u->node) || rep_node_epoch(u->node) != epoch)
+		goto out;
+	rc = bk_obj_key(key, sizeof(key), u->prefix, st->name, &b.o);
+	if (rc == 0)
+		rc = bk_store_put(u->store, key, b.fd, b.len, err, sizeof(err));
+	if (rc < 0)
+		goto fail;
+	pthread_mutex_lock(&u->mu);
+	st->epoch = epoch;
+	st->txid = b.o.max_txid;
+	st->post = b.o.post;
+	st->bytes += b.len;
+	st->objects++;
+	pthread_mutex_unlock(&u->mu);
+	fs_log_set_hold(fs_db_log(db), st->txid); /* U5 */
+	log_debug("backup: database %s: uploaded %s (%zu records, %" PRIu64
+		  " bytes)", st->name, key, b.records, b.len);
+	note_success(u);
+out:
+	if (b.fd >= 0)
+		close(b.fd);
+	return 0;
+fail:
+	note_failure(u, st, rc, err);
+	if (b.fd >= 0)
+		close(b.fd);
+	return rc;
+}
+
+struct pass {
+	bk_uploader *u;
+	uint64_t epoch;
+	bool failed;
+};
+
+static void pass_one(void *ctx, fs_db *db)
+{
+	struct pass *p = ctx;
+	struct db_state *st;
+
+	if (p->failed)
+		return; /* the store fails: wait for the backoff */
+	pthread_mutex_lock(&p->u->mu);
+	st = state_of(p->u, fs_db_name(db));
+	pthread_mutex_unlock(&p->u->mu);
+	if (st && upload_db(p->u, db, st, p->epoch) < 0)
+		p->failed = true;
+}
+
+static void hold_none(void *ctx, fs_db *db)
+{
+	(void)ctx;
+	if (fs_db_log(db))
+		fs_log_set_hold(fs_db_log(db), FS_LOG_NO_HOLD);
+}
+
+static void hold_all(void *ctx, fs_db *db)
+{
+	(void)ctx;
+	if (fs_db_log(db))
+		fs_log_set_hold(fs_db_log(db), 0);
+}
+
+static void *uploader_main(void *arg)
+{
+	bk_uploader *u = arg;
+
+	pthread_mutex_lock(&u->mu);
+	while (!u->stop) {
+		struct timespec ts;
+		struct pass p = {u, 0, false};
+		int64_t wait = u->o.interval_ms, now = mono_ms();
+		if (u->failing && u->retry_at_ms > now + wait)
+			wait = u->retry_at_ms - now;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += wait / 1000;
+		ts.tv_nsec += (wait % 1000) * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&u->cond, &u->mu, &ts);
+		if (u->stop)
+			break;
+		if (!rep_node_is_primary(u->node)) {
+			pthread_mutex_unlock(&u->mu);
+			fs_mount_foreach(u->m, hold_none, NULL); /* U5 */
+			pthread_mutex_lock(&u->mu);
+			continue;
+		}
+		p.epoch = rep_node_epoch(u->node);
+		if (p.epoch != u->seen_epoch) {
+			for (size_t i = 0; i < u->ndbs; i++)
+				u->dbs[i].known = false;
+			u->seen_epoch = p.epoch;
+		}
+		pthread_mutex_unlock(&u->mu);
+		fs_mount_foreach(u->m, pass_one, &p);
+		pthread_mutex_lock(&u->mu);
+	}
+	pthread_mutex_unlock(&u->mu);
+	return NULL;
+}
+
+/* ---- /metrics and /info ------------------------------------------------ */
+
+static void metrics(void *ctx, FILE *f)
+{
+	bk_uploader *u = ctx;
+
+	pthread_mutex_lock(&u->mu);
+	fprintf(f, "# HELP ltxfs_backup_up Whether the last backup upload "
+		"worked (1) or the store fails (0).\n"
+		"# TYPE ltxfs_backup_up gauge\nltxfs_backup_up %d\n",
+		u->failing ? 0 : 1);
+	fprintf(f, "# HELP ltxfs_backup_txid The TXID the backup store holds "
+		"up to.\n# TYPE ltxfs_backup_txid gauge\n");
+	for (size_t i = 0; i < u->ndbs; i++)
+		fprintf(f, "ltxfs_backup_txid{db=\"%s\"} %" PRIu64 "\n",
+			u->dbs[i].name, u->dbs[i].txid);
+	fprintf(f, "# HELP ltxfs_backup_lag_txids Transactions committed "
+		"but not yet in the backup store.\n"
+		"# TYPE ltxfs_backup_lag_txids gauge\n");
+	for (size_t i = 0; i < u->ndbs; i++) {
+		const struct db_state *s = &u->dbs[i];
+		fprintf(f, "ltxfs_backup_lag_txids{db=\"%s\"} %" PRIu64 "\n",
+			s->name, s->node_txid > s->txid ?
+			s->node_txid - s->txid : 0);
+	}
+	fprintf(f, "# HELP ltxfs_backup_bytes_total Bytes uploaded to the "
+		"backup store.\n# TYPE ltxfs_backup_bytes_total counter\n");
+	for (size_t i = 0; i < u->ndbs; i++)
+		fprintf(f, "ltxfs_backup_bytes_total{db=\"%s\"} %" PRIu64 "\n",
+			u->dbs[i].name, u->dbs[i].bytes);
+	fprintf(f, "# HELP ltxfs_backup_objects_total Objects uploaded to "
+		"the backup store.\n"
+		"# TYPE ltxfs_backup_objects_total counter\n");
+	for (size_t i = 0; i < u->ndbs; i++)
+		fprintf(f, "ltxfs_backup_objects_total{db=\"%s\"} %" PRIu64
+			"\n", u->dbs[i].name, u->dbs[i].objects);
+	fprintf(f, "# HELP ltxfs_backup_errors_total Failed backup "
+		"uploads.\n# TYPE ltxfs_backup_errors_total counter\n");
+	for (size_t i = 0; i < u->ndbs; i++)
+		fprintf(f, "ltxfs_backup_errors_total{db=\"%s\"} %" PRIu64
+			"\n", u->dbs[i].name, u->dbs[i].errors);
+	pthread_mutex_unlock(&u->mu);
+}
+
+static char *info(void *ctx)
+{
+	bk_uploader *u = ctx;
+	json_t *o = json_object(), *dbs = json_object();
+	char *text, hex[17];
+
+	pthread_mutex_lock(&u->mu);
+	json_object_set_new(o, "store", json_string(bk_store_desc(u->store)));
+	json_object_set_new(o, "state", json_string(u->failing ? "failing" :
+						     "ok"));
+	if (u->failing)
+		json_object_set_new(o, "error", json_string(u->last_err));
+	json_object_set_new(o, "errors", json_integer((json_int_t)
+							u->errors_total));
+	for (size_t i = 0; i < u->ndbs; i++) {
+		const struct db_state *s = &u->dbs[i];
+		snprintf(hex, sizeof(hex), "%016" PRIx64, s->txid);
+		json_object_set_new(dbs, s->name, json_pack(
+			"{s:s,s:I}", "txid", hex, "lag_txids",
+			(json_int_t)(s->node_txid > s->txid ?
+				     s->node_txid - s->txid : 0)));
+	}
+	pthread_mutex_unlock(&u->mu);
+	json_object_set_new(o, "dbs", dbs);
+	text = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	return text;
+}
+
+int bk_uploader_new(const bk_uploader_opts *o, rep_node *n,
+		    bk_uploader **out)
+{
+	bk_uploader *u;
+	bk_keys keys = {0};
+	char err[1024] = "";
+	int rc;
+
+	*out = NULL;
+	u = calloc(1, sizeof(*u));
+	if (!u)
+		return -ENOMEM;
+	u->o = *o;
+	u->prefix = strdup(o->prefix ? o->prefix : "");
+	u->data_dir = strdup(o->data_dir);
+	u->node = n;
+	pthread_mutex_init(&u->mu, NULL);
+	pthread_cond_init(&u->cond, NULL);
+	if (!u->prefix || !u->data_dir) {
+		bk_uploader_free(u);
+		return -ENOMEM;
+	}
+	rc = bk_store_open(&o->store, &u->store, err, sizeof(err));
+	if (rc == 0) {
+		/* Refused credentials fail the start; an unreachable store
+		 * does not (the thread retries). */
+		char dir[1024];
+		snprintf(dir, sizeof(dir), "%s%s", u->prefix,
+			 u->prefix[0] ? "/" : "");
+		rc = bk_store_list(u->store, dir, &keys, err, sizeof(err));
+		bk_keys_free(&keys);
+		if (rc < 0 && rc != -EACCES) {
+			log_warn("%s (the uploads will retry)", err);
+			rc = 0;
+		}
+	}
+	if (rc == 0) {
+		rep_node_ext e = {"backup", u, metrics, info};
+		rc = rep_node_ext_add(n, &e);
+		if (rc < 0)
+			snprintf(err, sizeof(err), "backup: cannot register "
+				 "with the node: %s", strerror(-rc));
+	}
+	if (rc < 0) {
+		log_error("%s", err);
+		bk_uploader_free(u);
+		return rc;
+	}
+	log_info("backup: to %s, prefix \"%s\", every %" PRId64 " ms "
+		 "(uploads while this node is the primary)",
+		 bk_store_desc(u->store), u->prefix, o->interval_ms);
+	*out = u;
+	return 0;
+}
+
+int bk_uploader_start(bk_uploader *u, fs_mount *m)
+{
+	int rc;
+
+	u->m = m;
+	fs_mount_foreach(m, hold_all, NULL); /* U5 */
+	rc = pthread_create(&u->thread, NULL, uploader_main, u);
+	if (rc != 0) {
+		log_error("backup: cannot start the uploader: %s",
+			  strerror(rc));
+		return -rc;
+	}
+	u->started = true;
+	return 0;
+}
+
+void bk_uploader_stop(bk_uploader *u)
+{
+	if (!u || !u->started)
+		return;
+	pthread_mutex_lock(&u->mu);
+	u->stop = true;
+	pthread_cond_broadcast(&u->cond);
+	pthread_mutex_unlock(&u->mu);
+	pthread_join(u->thread, NULL);
+	u->started = false;
+}
+
+void bk_uploader_free(bk_uploader *u)
+{
+	if (!u)
+		return;
+	bk_uploader_stop(u);
+	bk_store_free(u->store);
+	pthread_mutex_destroy(&u->mu);
+	pthread_cond_destroy(&u->cond);
+	free(u->dbs);
+	free(u->prefix);
+	free(u->data_dir);
+	free(u);
+}

@@ -1,0 +1,142 @@
+/* backup/object.c: names (format, parse, rejects) and the chain rules
+ * (object.h O2, O3): the start by target, following by TXID, epochs. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "backup/object.h"
+
+static void test_names(void **state)
+{
+	bk_obj o = {NULL, 3, 0x10, 0x2f, 0x8000000000000abc}, p;
+	char key[256];
+
+	(void)state;
+	assert_int_equal(bk_obj_key(key, sizeof(key), "pre/x", "app.db", &o),
+			 0);
+	assert_string_equal(key, "pre/x/app.db/l0/0000000000000003-"
+			    "0000000000000010-000000000000002f-"
+			    "8000000000000abc.ltx");
+	assert_true(bk_obj_parse(key, &p));
+	assert_int_equal(p.epoch, 3);
+	assert_int_equal(p.min_txid, 0x10);
+	assert_int_equal(p.max_txid, 0x2f);
+	assert_true(p.post == 0x8000000000000abc);
+	assert_int_equal(bk_obj_key(key, sizeof(key), "", "a.db", &o), 0);
+	assert_true(strncmp(key, "a.db/l0/", 8) == 0);
+	assert_int_equal(bk_obj_key(key, 20, "", "a.db", &o), -ENAMETOOLONG);
+
+	/* Rejected: upper case, wrong length, min 0, max < min, suffix. */
+	assert_false(bk_obj_parse("d/l0/000000000000000A-0000000000000001-"
+				  "0000000000000001-8000000000000000.ltx", &p));
+	assert_false(bk_obj_parse("d/l0/0000000000000001-0000000000000001-"
+				  "0000000000000001-800000000000000.ltx", &p));
+	assert_false(bk_obj_parse("d/l0/0000000000000001-0000000000000000-"
+				  "0000000000000001-8000000000000000.ltx", &p));
+	assert_false(bk_obj_parse("d/l0/0000000000000001-0000000000000005-"
+				  "0000000000000004-8000000000000000.ltx", &p));
+	assert_false(bk_obj_parse("d/l0/0000000000000001-0000000000000001-"
+				  "0000000000000001-8000000000000000.ltz", &p));
+	assert_false(bk_obj_parse("d/l0/0000000000000001-0000000000000001-"
+				  "0000000000000001-8000000000000000.ltx.tmp-1",
+				  &p));
+}
+
+#define O(e, lo, hi) {"k", (e), (lo), (hi), 0}
+
+static size_t chain(const bk_obj *v, size_t n, uint64_t target,
+		    const bk_obj ***out)
+{
+	size_t k = 0;
+
+	assert_int_equal(bk_obj_chain(v, n, NULL, target, out, &k), 0);
+	return k;
+}
+
+static void test_chain_one_epoch(void **state)
+{
+	bk_obj v[] = {O(1, 1, 1), O(1, 2, 5), O(1, 6, 6), O(1, 7, 9)};
+	const bk_obj **c = NULL;
+
+	(void)state;
+	assert_int_equal(chain(v, 4, UINT64_MAX, &c), 4);
+	assert_ptr_equal(c[3], &v[3]);
+	free(c);
+	/* To TXID 6: up to the object holding it; 4 is inside 2-5. */
+	assert_int_equal(chain(v, 4, 6, &c), 3);
+	free(c);
+	assert_int_equal(chain(v, 4, 4, &c), 2);
+	free(c);
+	/* A gap ends the chain. */
+	bk_obj g[] = {O(1, 1, 1), O(1, 2, 5), O(1, 7, 9)};
+	assert_int_equal(chain(g, 3, UINT64_MAX, &c), 2);
+	free(c);
+	/* No start object: nothing. */
+	assert_int_equal(chain(v + 1, 3, UINT64_MAX, &c), 0);
+	free(c);
+}
+
+static void test_chain_snapshot_start(void **state)
+{
+	/* A snapshot at 9 (a new chain) besides the log from 1. */
+	bk_obj v[] = {O(1, 1, 1), O(1, 2, 5), O(2, 1, 9), O(2, 10, 12)};
+	const bk_obj **c = NULL;
+
+	(void)state;
+	assert_int_equal(chain(v, 4, UINT64_MAX, &c), 2);
+	assert_ptr_equal(c[0], &v[2]);
+	assert_ptr_equal(c[1], &v[3]);
+	free(c);
+	/* Before the snapshot: the older chain. */
+	assert_int_equal(chain(v, 4, 5, &c), 2);
+	assert_ptr_equal(c[0], &v[0]);
+	free(c);
+	/* Ties at the same X: the higher epoch. */
+	bk_obj w[] = {O(1, 1, 4), O(3, 1, 4)};
+	assert_int_equal(chain(w, 2, UINT64_MAX, &c), 1);
+	assert_ptr_equal(c[0], &w[1]);
+	free(c);
+	/* bk_obj_starts: every start, lowest X first. */
+	size_t n = 0;
+	assert_int_equal(bk_obj_starts(v, 4, &c, &n), 0);
+	assert_int_equal(n, 2);
+	assert_ptr_equal(c[0], &v[0]);
+	assert_ptr_equal(c[1], &v[2]);
+	free(c);
+}
+
+static void test_chain_epochs(void **state)
+{
+	/* Epoch 1 uploaded 1..8; epoch 2 took over after 5 and uploaded
+	 * 6..7 and 8..10; epoch 1, stale, uploaded 9..9 late. */
+	bk_obj v[] = {O(1, 1, 1), O(1, 2, 5), O(1, 6, 8), O(2, 6, 7),
+		      O(2, 8, 10), O(1, 9, 9)};
+	const bk_obj **c = NULL;
+
+	(void)state;
+	assert_int_equal(chain(v, 6, UINT64_MAX, &c), 4);
+	assert_ptr_equal(c[2], &v[3]); /* the higher epoch at 6 */
+	assert_ptr_equal(c[3], &v[4]);
+	free(c);
+	/* Never back to a lower epoch after a higher one. */
+	bk_obj w[] = {O(2, 1, 1), O(1, 2, 3)};
+	assert_int_equal(chain(w, 2, UINT64_MAX, &c), 1);
+	free(c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_names),
+		cmocka_unit_test(test_chain_one_epoch),
+		cmocka_unit_test(test_chain_snapshot_start),
+		cmocka_unit_test(test_chain_epochs),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
