@@ -62,6 +62,14 @@ struct fs_log {
 	_Atomic int64_t roll_ms;       /* ... or this much younger than the
 					* active segment's first record */
 	uint64_t pruned_segments, pruned_bytes;
+	/* The last record appended through this fs_log (fs_log_unappend):
+	 * where it starts in the last segment, its TXID and the tail before
+	 * it. Under mu. */
+	bool last_known;
+	uint64_t last_start, last_txid;
+	fs_log_tail last_prev;
+	uint64_t cut_gen;      /* fs_log_unappend calls */
+	uint64_t cut_txid;     /* the TXID the latest one took back */
 };
 
 struct fs_log_iter {
@@ -73,6 +81,7 @@ struct fs_log_iter {
 	uint64_t off;
 	bool started;
 	bool headers_only;     /* fs_log_iter_headers_only: no verify_old */
+	uint64_t cut_gen;      /* the log's cut_gen when last checked */
 };
 
 static int fs_log_open_mode(const char *dir, const char *name, bool readonly,
@@ -627,11 +636,21 @@ static int start_segment(fs_log *log, const ltx_header *hdr)
 	if (log->fd >= 0)
 		close(log->fd);
 	log->fd = fd;
+	log->last_known = false; /* its record is in a sealed segment */
 	log->end = 0;
 	log->synced_end = 0;
 	log->active_ts = hdr->timestamp;
 	pthread_mutex_unlock(&log->mu);
 	return lib_io_fsync_dir(log->dir);
+}
+
+/* mu held, before the tail moves to hdr's record (at start). */
+static void note_last(fs_log *log, uint64_t start, const ltx_header *hdr)
+{
+	log->last_known = true;
+	log->last_start = start;
+	log->last_txid = hdr->max_txid;
+	log->last_prev = log->tail;
 }
 
 int fs_log_append(fs_log *log, const ltx_header *hdr, int zstd_level,
@@ -697,6 +716,7 @@ int fs_log_append_cctx(fs_log *log, const ltx_header *hdr, int zstd_level,
 		goto fail;
 	}
 	pthread_mutex_lock(&log->mu);
+	note_last(log, start, hdr);
 	log->end = a.off;
 	log->segs[log->nsegs - 1].bytes = log->end;
 	set_tail(log, hdr, &t);
@@ -785,11 +805,52 @@ int fs_log_append_raw(fs_log *log, int fd, uint64_t off, uint64_t len,
 		return rc;
 	}
 	pthread_mutex_lock(&log->mu);
+	note_last(log, start, hdr);
 	log->end = start + FS_LOG_RECORD_PREFIX + len;
 	log->segs[log->nsegs - 1].bytes = log->end;
 	set_tail(log, hdr, tr);
 	pthread_mutex_unlock(&log->mu);
 	return 0;
+}
+
+int fs_log_unappend(fs_log *log, uint64_t txid)
+{
+	uint64_t start;
+	int rc;
+
+	pthread_mutex_lock(&log->prune_mu);
+	pthread_mutex_lock(&log->mu);
+	if (!log->last_known || log->last_txid != txid || log->fd < 0 ||
+	    log->readonly) {
+		pthread_mutex_unlock(&log->mu);
+		pthread_mutex_unlock(&log->prune_mu);
+		return -ESTALE;
+	}
+	/* Readers stop at the new end at once; the appender (the caller)
+	 * is the only one that writes past it. */
+	start = log->last_start;
+	log->end = start;
+	log->segs[log->nsegs - 1].bytes = start;
+	if (log->synced_end > start)
+		log->synced_end = start;
+	log->tail = log->last_prev;
+	log->last_known = false;
+	log->cut_gen++;
+	log->cut_txid = txid;
+	pthread_mutex_unlock(&log->mu);
+	pthread_mutex_unlock(&log->prune_mu);
+	rc = lib_io_ftruncate(log->fd, (off_t)start);
+	if (rc == 0)
+		rc = lib_io_fdatasync(log->fd);
+	if (rc < 0) {
+		log->cut_pending = true;
+		log_error("db=%s: taking back TXID %016" PRIx64 ": cutting "
+			  "the LTX log at byte %" PRIu64 " failed (%s); the "
+			  "record is no longer served, and the next append "
+			  "cuts it first", log->name, txid, start,
+			  strerror(-rc));
+	}
+	return rc;
 }
 
 int fs_log_sync(fs_log *log)
@@ -840,6 +901,7 @@ int fs_log_reset(fs_log *log)
 	log->active_ts = TS_UNKNOWN;
 	log->trusted_from = 0;
 	memset(&log->tail, 0, sizeof(log->tail));
+	log->last_known = false;
 	log->base_warned = false;
 	pthread_mutex_unlock(&log->mu);
 	pthread_mutex_unlock(&log->prune_mu);
@@ -945,6 +1007,17 @@ int fs_log_iter_next(fs_log_iter *it, int *out_fd, uint64_t *out_off,
 			return rc;
 		}
 		it->started = true;
+		it->cut_gen = log->cut_gen;
+	}
+	if (it->cut_gen != log->cut_gen) {
+		/* A record was taken back: stale if this iterator returned
+		 * it (or may have: more than one taken back since). */
+		if (log->cut_gen - it->cut_gen > 1 ||
+		    it->after >= log->cut_txid) {
+			pthread_mutex_unlock(&log->mu);
+			return -ESTALE;
+		}
+		it->cut_gen = log->cut_gen;
 	}
 	for (;;) {
 		/* The open segment may have been pruned since (its fd still

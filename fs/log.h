@@ -137,6 +137,22 @@ int fs_log_append_cctx(fs_log *log, const ltx_header *hdr, int zstd_level,
 int fs_log_append_raw(fs_log *log, int fd, uint64_t off, uint64_t len,
 		      const ltx_header *hdr, const ltx_trailer *tr);
 
+/* Takes back the last record, which must be TXID txid's and appended
+ * through this fs_log since it was opened (synchronous replication's
+ * failed commit): the log's end and tail go back to what they were
+ * before that append (a segment the record began stays, empty, and the
+ * next append reuses it), then the segment is cut there and synced, so
+ * a crash never brings the record back. Only one record can be taken
+ * back: the one before it no longer can, nor one whose segment a failed
+ * append sealed (-ESTALE). Waits for a prune in progress.
+ * Iterators that already returned the record get -ESTALE (as do, to be
+ * safe, iterators that missed more than one of these calls).
+ * -ESTALE when the last record is not txid's or was not appended here;
+ * other -errno when the cut or its sync fails: the record is then no
+ * longer read, but may come back after a crash (the next append cuts
+ * it first). */
+int fs_log_unappend(fs_log *log, uint64_t txid);
+
 /* Makes every appended record durable (fdatasync; nothing when nothing
  * was appended since the last call). Called by the appender's side (no
  * append runs meanwhile): a segment sealed by a roll-over was synced then.
@@ -207,7 +223,9 @@ int fs_log_iter_open(fs_log *log, uint64_t after_txid, fs_log_iter **out);
  * (logged: segment, offset, rule) for a corrupt record of a segment
  * older than the one open verified (a record from that segment on was
  * verified at open or appended since; older ones are verified here,
- * outside the log's lock, as they are read); other -errno. The fd stays
+ * outside the log's lock, as they are read); -ESTALE when a record it
+ * returned was taken back (fs_log_unappend; open a new iterator from a
+ * position the log still has); other -errno. The fd stays
  * valid until the next call or fs_log_iter_free. */
 int fs_log_iter_next(fs_log_iter *it, int *out_fd, uint64_t *out_off,
 		     uint64_t *out_len, ltx_header *out_hdr);

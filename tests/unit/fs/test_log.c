@@ -8,6 +8,8 @@
  * the log reopens cleanly.
  * Damage: what open says of a corrupt record (segment, offset, rule), the
  * whole-log check (fs_log_check_all) and moving a log aside.
+ * Taking back the last record (fs_log_unappend): durably, in or at the
+ * start of a segment, and what iterators that read it then see.
  * The base (fs/logbase.h): what a prune removes is replayed onto it; a
  * record that does not replay stops it; a reset removes it; a crash
  * between the new base and the unlinks leaves records it has, skipped.
@@ -1197,6 +1199,159 @@ static void test_prune_crash_after_base(void **state)
 	assert_base_at(e, r.first_txid - 1);
 }
 
+/* ---- fs_log_unappend ------------------------------------------------- */
+
+/* Takes back TXID e->txid; on success the env follows the log. */
+static int unappend(env *e)
+{
+	int rc = fs_log_unappend(e->log, e->txid);
+
+	if (rc == 0) {
+		e->txid--;
+		e->post = e->txid == 0 ? 0 : post_of(e->txid);
+	}
+	return rc;
+}
+
+/* The timestamp of the record with max TXID txid, read by a fresh
+ * iterator (-1 when it is not there). */
+static int64_t ts_of(env *e, uint64_t txid)
+{
+	fs_log_iter *it = NULL;
+	int64_t ts = -1;
+	int fd;
+	uint64_t off, len;
+	ltx_header h;
+
+	assert_int_equal(fs_log_iter_open(e->log, txid - 1, &it), 0);
+	if (fs_log_iter_next(it, &fd, &off, &len, &h) == 1 &&
+	    h.max_txid == txid)
+		ts = h.timestamp;
+	fs_log_iter_free(it);
+	return ts;
+}
+
+/* The last record goes, durably: the tail, the bytes, iteration and a
+ * reopen agree; the same TXID is appended again in its place; only the
+ * last record, once, can be taken back. */
+static void test_unappend(void **state)
+{
+	env *e = *state;
+	uint64_t two, three;
+
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(append(e, T0 + i), 0);
+	three = seg_bytes(e);
+	assert_int_equal(fs_log_unappend(e->log, 2), -ESTALE);
+	assert_int_equal(unappend(e), 0);
+	two = seg_bytes(e);
+	assert_true(two < three);
+	assert_int_equal(fs_log_get_tail(e->log).pos.txid, 2);
+	assert_int_equal(fs_log_get_tail(e->log).pos.checksum, post_of(2));
+	assert_int_equal(check_iter(e, 0), 2);
+	assert_int_equal(fs_log_unappend(e->log, 2), -ESTALE); /* once */
+	reopen(e); /* a crash after the call: the record stays gone */
+	assert_int_equal(seg_bytes(e), two);
+	assert_int_equal(fs_log_get_tail(e->log).pos.txid, 2);
+	assert_int_equal(fs_log_unappend(e->log, 2), -ESTALE); /* not ours */
+	assert_int_equal(append(e, T0 + 10), 0);
+	assert_int_equal(ts_of(e, 3), T0 + 10);
+	assert_int_equal(seg_bytes(e), three);
+	assert_int_equal(check_iter(e, 0), 3);
+	reopen(e);
+	assert_int_equal(fs_log_get_tail(e->log).pos.txid, 3);
+	assert_int_equal(check_iter(e, 0), 3);
+}
+
+/* A record that began its segment: the segment stays, empty, is reused
+ * by the next append, and a reopen in between drops it. The first
+ * record of all (a snapshot) leaves an empty log. */
+static void test_unappend_segment_start(void **state)
+{
+	env *e = *state;
+	uint64_t first = 0;
+
+	assert_int_equal(append(e, T0), 0);
+	assert_int_equal(unappend(e), 0);
+	assert_int_equal(fs_log_get_tail(e->log).pos.txid, 0);
+	assert_int_equal(iter_first_rc(e, 0), 0);
+	assert_int_equal(append(e, T0), 0);
+	/* Roll over before every record (4 KiB segments). */
+	fs_log_set_retention(e->log, -1, 4 * FS_LOG_SEGMENT_MIN_BYTES);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(append(e, T0 + 1 + i), 0);
+	assert_int_equal(count_files(e, NULL, NULL), 4);
+	assert_int_equal(unappend(e), 0);
+	assert_int_equal(count_files(e, NULL, &first), 4);
+	assert_int_equal(fs_log_get_tail(e->log).pos.txid, 3);
+	assert_int_equal(check_iter(e, 0), 3);
+	assert_int_equal(append(e, T0 + 20), 0);
+	assert_int_equal(count_files(e, NULL, NULL), 4);
+	assert_int_equal(ts_of(e, 4), T0 + 20);
+	assert_int_equal(unappend(e), 0);
+	reopen(e);
+	assert_int_equal(count_files(e, NULL, NULL), 3);
+	assert_int_equal(fs_log_get_tail(e->log).pos.txid, 3);
+	assert_int_equal(fs_log_get_tail(e->log).pos.checksum, post_of(3));
+	fs_log_set_retention(e->log, -1, 4 * FS_LOG_SEGMENT_MIN_BYTES);
+	assert_int_equal(append(e, T0 + 30), 0);
+	assert_int_equal(check_iter(e, 0), 4);
+	assert_int_equal(ts_of(e, 4), T0 + 30);
+}
+
+static int iter_step(fs_log_iter *it, uint64_t *out_txid, int64_t *out_ts)
+{
+	int fd, rc;
+	uint64_t off, len;
+	ltx_header h;
+
+	rc = fs_log_iter_next(it, &fd, &off, &len, &h);
+	if (rc == 1) {
+		*out_txid = h.max_txid;
+		*out_ts = h.timestamp;
+	}
+	return rc;
+}
+
+/* An iterator that returned the record taken back says -ESTALE; one that
+ * had not reached it goes on and returns the record appended in its
+ * place; one that missed two take-backs says -ESTALE to be safe. */
+static void test_unappend_iterators(void **state)
+{
+	env *e = *state;
+	fs_log_iter *past = NULL, *before = NULL, *idle = NULL;
+	uint64_t txid = 0;
+	int64_t ts = 0;
+
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(append(e, T0 + i), 0);
+	assert_int_equal(fs_log_iter_open(e->log, 0, &past), 0);
+	assert_int_equal(fs_log_iter_open(e->log, 0, &before), 0);
+	assert_int_equal(fs_log_iter_open(e->log, 0, &idle), 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(iter_step(past, &txid, &ts), 1);
+	assert_int_equal(txid, 3);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(iter_step(before, &txid, &ts), 1);
+	assert_int_equal(iter_step(idle, &txid, &ts), 1);
+	assert_int_equal(txid, 1);
+	assert_int_equal(unappend(e), 0);
+	assert_int_equal(iter_step(past, &txid, &ts), -ESTALE);
+	assert_int_equal(iter_step(before, &txid, &ts), 0);
+	assert_int_equal(append(e, T0 + 10), 0);
+	assert_int_equal(iter_step(before, &txid, &ts), 1);
+	assert_int_equal(txid, 3);
+	assert_int_equal(ts, T0 + 10);
+	assert_int_equal(unappend(e), 0);
+	assert_int_equal(append(e, T0 + 11), 0);
+	assert_int_equal(iter_step(idle, &txid, &ts), -ESTALE);
+	fs_log_iter_free(past);
+	fs_log_iter_free(before);
+	fs_log_iter_free(idle);
+	assert_int_equal(check_iter(e, 0), 3);
+	assert_int_equal(ts_of(e, 3), T0 + 11);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1240,6 +1395,12 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_prune_crash_after_base,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unappend, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_unappend_segment_start,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unappend_iterators, setup,
+						teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
