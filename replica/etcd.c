@@ -427,6 +427,10 @@ static int attempt(rep_etcd *e, size_t idx, const char *path,
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
 			 (long)(timeout_ms < 2000 ? timeout_ms : 2000));
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+	/* A lookup past the timeout is abandoned, not joined at cleanup: a
+	 * DNS server that does not answer must not hold a lease renewal
+	 * past its deadline. */
+	curl_easy_setopt(c, CURLOPT_QUICK_EXIT, 1L);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, detail);
 	/* libcurl's defaults, stated: the certificate and the name are
 	 * always checked. */

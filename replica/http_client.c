@@ -140,6 +140,8 @@ int rep_http_call(const char *method, const char *url, const char *token,
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+	/* Past the timeout a DNS lookup is abandoned, not waited for. */
+	curl_easy_setopt(c, CURLOPT_QUICK_EXIT, 1L);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, rep_http_collect);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
