@@ -14,6 +14,23 @@
 
 #include "store.h"
 
+/* Progress of a restore, passed to bk_restore_opts.progress: after
+ * each object is fetched, every 4 MiB applied, and once at the end
+ * (done). Bytes are object bytes: fetched whole before they are applied,
+ * so a large object's download shows as a pause. The store's listing
+ * carries no sizes, so the total is in objects only. */
+typedef struct bk_progress {
+	uint64_t objects, objects_total; /* fetched, of the chain */
+	uint64_t bytes;           /* of the objects before the current one,
+				   * plus what is applied of it */
+	uint64_t obj_bytes, obj_size; /* applied of the current object */
+	uint64_t records;         /* applied */
+	bool done;
+} bk_progress;
+
+/* Called on the restoring thread; it must not fail the restore. */
+typedef void (*bk_progress_fn)(const bk_progress *p, void *arg);
+
 typedef struct bk_restore_opts {
 	bk_store *store;
 	const char *prefix, *db;
@@ -22,6 +39,8 @@ typedef struct bk_restore_opts {
 	bool by_time;             /* the last transaction at or before ts_ms */
 	int64_t ts_ms;
 	bool dry_run;             /* everything but writing out */
+	bk_progress_fn progress;  /* NULL: none */
+	void *progress_arg;
 } bk_restore_opts;
 
 typedef struct bk_restore_result {

@@ -47,6 +47,7 @@ import datetime
 import glob
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -229,8 +230,22 @@ def restore(cfg, out, *extra, rc=0):
     return p
 
 
-def check_restored(out, point, what):
+SUMMARY_RE = (r"(?m)^restore: %s -> TXID %016x checksum %016x \(committed "
+              r"[^)]*\): \d+ objects, \d+ records, \d+ bytes, [\d.]+ s, "
+              r"[\d.]+ MB/s$")
+
+
+def check_restored(out, point, what, reported=None):
+    """out has point's checksum, rows and passes integrity_check; so says
+    the restore's summary line (reported: its CompletedProcess), with no
+    progress output on stderr when it is not a terminal."""
     txid, cks, digest, _ = point
+    if reported is not None:
+        check(re.search(SUMMARY_RE % (re.escape(DB), txid, cks),
+                        reported.stdout), "%s: summary %r, want TXID %016x "
+              "checksum %016x" % (what, reported.stdout, txid, cks))
+        check(reported.stderr == "", "%s: stderr %r (no terminal: no "
+              "progress)" % (what, reported.stderr))
     p = ltxfs("ltx", "checksum", out, check_rc=0)
     check("%016x" % cks in p.stdout, "%s: checksum %s, want %016x"
           % (what, p.stdout.strip(), cks))
@@ -238,6 +253,33 @@ def check_restored(out, point, what):
     check(h.content_digest(out) == digest, "%s: rows differ from the "
           "database at TXID %x" % (what, txid))
     log("%s: TXID %016x checksum %016x rows ok" % (what, txid, cks))
+
+
+PROGRESS_RE = (r"\rrestore: object (\d+)/(\d+) \([\d.]+ of [\d.]+ MiB\), "
+               r"[\d.]+ MiB, (\d+) records, [\d.]+ MB/s\x1b\[K")
+
+
+def check_tty_progress(cfg, out, point):
+    """On a terminal (script(1) gives it one), restore shows progress on
+    stderr, its last line at every object of the chain and every record
+    the summary counts, then the summary."""
+    cmd = " ".join(shlex.quote(a) for a in [h.ltxfs_bin(), "restore", "-c",
+                                            cfg, DB, out])
+    p = subprocess.run(["script", "-qec", cmd, "/dev/null"],
+                       capture_output=True, timeout=120,
+                       stdin=subprocess.DEVNULL)
+    text = p.stdout.decode(errors="replace")
+    check(p.returncode == 0, "restore on a terminal: exit %d: %r"
+          % (p.returncode, text))
+    shown = re.findall(PROGRESS_RE, text)
+    summary = re.search(SUMMARY_RE % (re.escape(DB), point[0], point[1]),
+                        text.replace("\r\n", "\n"))
+    check(summary, "restore on a terminal: no summary in %r" % text)
+    records = re.search(r"(\d+) records", summary.group(0)).group(1)
+    check(shown and shown[-1][0] == shown[-1][1] and
+          shown[-1][2] == records, "restore on a terminal: progress %r "
+          "in %r" % (shown, text))
+    log("restore on a terminal: %d progress lines" % len(shown))
 
 
 def rfc3339(t):
@@ -268,18 +310,19 @@ def case_roundtrip(kind):
         check(n.metric('ltxfs_backup_objects_total{db="%s"}' % DB, 0) >= 1,
               "no object counted")
         out = os.path.join(out_dir, "latest.db")
-        restore(n.cfg, out)
-        check_restored(out, last, "latest")
+        check_restored(out, last, "latest", restore(n.cfg, out))
         mid = w.points[mid_i]
         out = os.path.join(out_dir, "mid.db")
-        restore(n.cfg, out, "--txid", "%016x" % mid[0])
-        check_restored(out, mid, "TXID %x" % mid[0])
+        check_restored(out, mid, "TXID %x" % mid[0],
+                       restore(n.cfg, out, "--txid", "%016x" % mid[0]))
         # A timestamp between point k and k+1 (Workload.record).
         k = len(w.points) - 4
         out = os.path.join(out_dir, "time.db")
-        restore(n.cfg, out, "--timestamp", rfc3339(w.points[k][3]))
         check_restored(out, w.points[k], "timestamp after TXID %x"
-                       % w.points[k][0])
+                       % w.points[k][0], restore(
+                           n.cfg, out, "--timestamp",
+                           rfc3339(w.points[k][3])))
+        check_tty_progress(n.cfg, os.path.join(out_dir, "tty.db"), last)
         dry = os.path.join(out_dir, "dry.db")
         p = restore(n.cfg, dry, "--dry-run")
         check("dry run" in p.stdout and not os.path.exists(dry),
