@@ -158,6 +158,12 @@ static int apply_record(struct rs *r, const char *key, uint64_t off,
 			 hdr.max_txid, le.msg[0] ? le.msg : strerror(-rc));
 		return rc == -EBADMSG ? -EBADMSG : rc;
 	}
+	if (r->o->on_record) {
+		rc = r->o->on_record(r->o->record_arg, r->obj, off, len, &hdr,
+				     &tr, r->err, r->errlen);
+		if (rc < 0)
+			return rc;
+	}
 	r->txid = hdr.max_txid;
 	r->checksum = sum;
 	r->res->records++;

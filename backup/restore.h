@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "ltx/ltx.h"
 #include "store.h"
 
 /* Progress of a restore, passed to bk_restore_opts.progress: after
@@ -31,6 +32,14 @@ typedef struct bk_progress {
 /* Called on the restoring thread; it must not fail the restore. */
 typedef void (*bk_progress_fn)(const bk_progress *p, void *arg);
 
+/* Called with each record once it is verified and applied to the
+ * database being built: its LTX file is [off, off+len) of fd, hdr and tr
+ * its header and trailer. A negative return stops the restore with it,
+ * err (errlen bytes) saying why. */
+typedef int (*bk_record_fn)(void *arg, int fd, uint64_t off, uint64_t len,
+			    const ltx_header *hdr, const ltx_trailer *tr,
+			    char *err, size_t errlen);
+
 typedef struct bk_restore_opts {
 	bk_store *store;
 	const char *prefix, *db;
@@ -41,6 +50,8 @@ typedef struct bk_restore_opts {
 	bool dry_run;             /* everything but writing out */
 	bk_progress_fn progress;  /* NULL: none */
 	void *progress_arg;
+	bk_record_fn on_record;   /* NULL: none */
+	void *record_arg;
 } bk_restore_opts;
 
 typedef struct bk_restore_result {

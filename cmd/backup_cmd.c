@@ -12,8 +12,9 @@
 #include "backup/store.h"
 #include "cfg.h"
 #include "cmd.h"
+#include "restore_empty.h"
 
-static bk_store_opts store_opts(const ltxfs_cfg *c)
+bk_store_opts cmd_backup_store_opts(const ltxfs_cfg *c)
 {
 	return (bk_store_opts){
 		.type = c->backup.type,
@@ -29,7 +30,7 @@ static bk_store_opts store_opts(const ltxfs_cfg *c)
 
 static int open_store(const char *cmd, const ltxfs_cfg *c, bk_store **s)
 {
-	bk_store_opts o = store_opts(c);
+	bk_store_opts o = cmd_backup_store_opts(c);
 	char err[1024] = "";
 
 	if (bk_store_open(&o, s, err, sizeof(err)) < 0) {

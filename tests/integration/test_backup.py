@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Continuous backup and restore (docs/BACKUP.md).
 
-    test_backup.py s3|file|store-down|bad-input|failover|stale-primary
+    test_backup.py s3|file|store-down|bad-input|failover|stale-primary|
+                   restore-on-empty
 
 A primary alone (static lease) with backup.type s3 (a real s3rver from
 the npm registry, started here on a loopback port with its own
@@ -36,6 +37,12 @@ the other node takes the lease, writes and uploads in its epoch; the
 stale one continues (SIGCONT) and turns replica; restores (latest, and
 TXIDs of the new epoch) give the new primary's database, whatever the
 stale one uploaded late.
+
+"restore-on-empty": every node lost (stopped, data directory emptied); a
+new candidate with backup.restore-on-empty starts at the store's TXID and
+checksum with the rows, continues the backup without a snapshot, and a new
+replica catches up from it; a store that cannot be reached stops the
+start.
 
 "bad-input": a wrong access key ID makes `ltxfs mount` fail at start-up
 with "access denied"; --txid before the store's first point fails
@@ -581,6 +588,85 @@ def case_stale_primary():
         shutil.rmtree(out_dir, ignore_errors=True)
 
 
+ON_EMPTY = "  restore-on-empty: true\n"
+
+
+def lose(node):
+    """A node lost: stopped, its data directory emptied."""
+    node.stop()
+    shutil.rmtree(node.data)
+    os.mkdir(node.data)
+
+
+def case_restore_on_empty():
+    """Every node lost; a new candidate with backup.restore-on-empty
+    starts from the store (the file store: listed at any depth) at the
+    store's TXID and checksum, with the rows, continues the backup
+    without a snapshot, and a new replica (restore-on-empty too, but not
+    a candidate: it restores nothing) catches up from it. A store that
+    cannot be reached stops the start."""
+    bdir = tempfile.mkdtemp(prefix="ltxfs-backup-dir-")
+    yml = backup_yml("file", bdir=bdir) + ON_EMPTY
+    p = ClusterNode("primary", extra_yml=yml)
+    nodes, dead = [p], []
+    try:
+        p.start()
+        w = Workload(p)
+        w.run(n=4)
+        last = w.points[-1]
+        wait_backed_up(p, last[0], "before every node is lost")
+        w.c.close()
+        lose(p)
+        q = ClusterNode("new-primary", extra_yml=yml)
+        nodes.append(q)
+        q.start()
+        log(q.wait_log(r".*db=%s: restored from file:.*" % re.escape(DB),
+                       5).group(0))
+        check(q.settled_pos(DB) == last[:2], "restored at %r, the store "
+              "holds %016x/%016x" % (q.settled_pos(DB), last[0], last[1]))
+        check(h.content_digest(q.path(DB)) == last[2], "restored rows "
+              "differ")
+        h.integrity_ok(q.path(DB))
+        w.node, w.c = q, h.connect(q.path(DB))
+        w.tx("INSERT INTO t(v) VALUES ('after restore-on-empty')")
+        r = ClusterNode("replica", primary_url=q.url, extra_yml=yml)
+        nodes.append(r)
+        r.start()
+        wait_for(lambda: r.pos_or_none(DB) == w.points[-1][:2], CATCH_UP,
+                 "the replica at the restored primary's position")
+        check(h.content_digest(r.path(DB)) == w.points[-1][2],
+              "the replica's rows differ")
+        check("not a candidate" in r.log_text(), "the replica: %s"
+              % r.log_text()[-600:])
+        wait_backed_up(q, w.points[-1][0], "after restore-on-empty")
+        check("snapshot at TXID" not in q.log_text(), "the restored "
+              "primary uploaded a snapshot instead of continuing")
+        w.c.close()
+        log("restore-on-empty: TXID %016x restored, replica caught up, "
+            "backup continued" % last[0])
+        for n in (r, q):
+            n.stop()
+        dead.append(S3rver())  # never started: nothing listens there
+        down = ClusterNode("store-down", extra_yml=backup_yml(
+            "s3", dead[0]) + ON_EMPTY)
+        nodes.append(down)
+        check(down.start(expect_mount=False) == "exited", "a node whose "
+              "store cannot be reached started empty")
+        m = re.search(r".*backup.restore-on-empty: .*not starting.*",
+                      down.log_text())
+        check(m, "no clear error: %s" % down.log_text()[-600:])
+        log("store unreachable: " + m.group(0))
+        check(not os.listdir(os.path.join(down.data, "dbs"))
+              if os.path.isdir(os.path.join(down.data, "dbs")) else True,
+              "a failed restore left databases")
+    finally:
+        for n in nodes:
+            n.close()
+        for s3 in dead:
+            s3.close()
+        shutil.rmtree(bdir, ignore_errors=True)
+
+
 def main():
     mode = sys.argv[1] if len(sys.argv) > 1 else "s3"
     t0 = time.monotonic()
@@ -588,6 +674,8 @@ def main():
         case_roundtrip(mode)
     elif mode == "store-down":
         case_store_down()
+    elif mode == "restore-on-empty":
+        case_restore_on_empty()
     elif mode == "bad-input":
         case_bad_input()
     elif mode == "failover":

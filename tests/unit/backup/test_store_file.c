@@ -97,6 +97,13 @@ static void test_put_get_list(void **state)
 	assert_string_equal(k.v[0], "p/a.db/l0/a.ltx");
 	assert_string_equal(k.v[1], "p/a.db/l0/b.ltx");
 	bk_keys_free(&k);
+	/* Rule F2: at any depth below the prefix (as s3 lists). */
+	assert_int_equal(bk_store_list(e->s, "p/", &k, e->err,
+				       sizeof(e->err)), 0);
+	assert_int_equal(k.n, 2);
+	assert_string_equal(k.v[0], "p/a.db/l0/a.ltx");
+	assert_string_equal(k.v[1], "p/a.db/l0/b.ltx");
+	bk_keys_free(&k);
 	/* Replacing is atomic and whole. */
 	fd = mem_fd("new");
 	assert_int_equal(bk_store_put(e->s, "p/a.db/l0/b.ltx", fd, 3, e->err,
