@@ -57,6 +57,8 @@ import re
 import shlex
 import shutil
 import signal
+import sqlite3
+import struct
 import subprocess
 import sys
 import tempfile
@@ -589,6 +591,98 @@ def case_stale_primary():
 
 
 ON_EMPTY = "  restore-on-empty: true\n"
+BIG_MIB = 1024
+BIG_RSS_MIB = 64
+BIG_SECONDS = 60
+
+
+def big_db(path, mib):
+    """A database of about mib MiB: one row of incompressible bytes per
+    4 KiB page."""
+    c = sqlite3.connect(path)
+    c.executescript("PRAGMA page_size=4096; PRAGMA journal_mode=OFF; "
+                    "PRAGMA synchronous=OFF; CREATE TABLE t(id INTEGER "
+                    "PRIMARY KEY, b BLOB);")
+    c.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 "
+              "FROM n WHERE i < ?) INSERT INTO t(b) SELECT randomblob(3900) "
+              "FROM n", (mib * 256,))
+    c.commit()
+    c.close()
+
+
+def snapshot_object(db, work):
+    """db as a store object (backup/object.h, rule O2: one snapshot record
+    at TXID 1, epoch 1): (key, path of its body, checksum)."""
+    ltx = os.path.join(work, "snap.ltx")
+    cks = int(ltxfs("ltx", "encode-db", db, ltx, check_rc=0).stdout, 16)
+    body = os.path.join(work, "snap.obj")
+    with open(ltx, "rb") as src, open(body, "wb") as dst:
+        dst.write(struct.pack(">I", os.path.getsize(ltx)))
+        shutil.copyfileobj(src, dst, 1 << 20)
+    os.unlink(ltx)
+    return ("it/%s/l0/%016x-%016x-%016x-%016x.ltx" % (DB, 1, 1, 1, cks),
+            body, cks)
+
+
+def put_object(key, body, s3=None, bdir=None):
+    """The object into the file store's directory or into s3rver (which
+    takes an unsigned PUT)."""
+    if s3 is None:
+        path = os.path.join(bdir, key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.rename(body, path)
+        return
+    import urllib.request
+    with open(body, "rb") as f:
+        req = urllib.request.Request(
+            "%s/%s/%s" % (s3.url, BUCKET, key), data=f, method="PUT",
+            headers={"Content-Length": str(os.path.getsize(body))})
+        urllib.request.urlopen(req, timeout=600).read()
+    os.unlink(body)
+
+
+def timed_restore(cfg, out):
+    """`ltxfs restore` in a child: (seconds, peak RSS of the child in MiB
+    (getrusage through wait4), its stdout)."""
+    with tempfile.TemporaryFile() as so, tempfile.TemporaryFile() as se:
+        t0 = time.monotonic()
+        pid = subprocess.Popen([h.ltxfs_bin(), "restore", "-c", cfg, DB,
+                                out], stdout=so, stderr=se).pid
+        _, status, ru = os.wait4(pid, 0)
+        secs = time.monotonic() - t0
+        so.seek(0)
+        se.seek(0)
+        text, err = so.read().decode(), se.read().decode()
+    check(os.waitstatus_to_exitcode(status) == 0, "restore: status %d: %s"
+          % (status, err))
+    return secs, ru.ru_maxrss / 1024.0, text
+
+
+def case_restore_big():
+    """A BIG_MIB database restores from the file store in bounded memory
+    (peak RSS of the restore below BIG_RSS_MIB) and in under BIG_SECONDS
+    (release build), with the right checksum."""
+    work = tempfile.mkdtemp(prefix="ltxfs-bigrestore-")
+    try:
+        db = os.path.join(work, "src.db")
+        big_db(db, BIG_MIB)
+        key, body, cks = snapshot_object(db, work)
+        os.unlink(db)
+        bdir = os.path.join(work, "store")
+        put_object(key, body, bdir=bdir)
+        cfg = os.path.join(work, "ltxfs.yml")
+        with open(cfg, "w") as f:
+            f.write(backup_yml("file", bdir=bdir))
+        out = os.path.join(work, "out.db")
+        secs, rss, text = timed_restore(cfg, out)
+        log("restore of %d MiB: %.1f s, peak RSS %.1f MiB: %s"
+            % (BIG_MIB, secs, rss, text.strip()))
+        check("checksum %016x" % cks in text, "restored checksum: %s" % text)
+        check(rss < BIG_RSS_MIB, "peak RSS %.1f MiB >= %d MiB"
+              % (rss, BIG_RSS_MIB))
+        check(secs < BIG_SECONDS, "%.1f s >= %d s" % (secs, BIG_SECONDS))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def lose(node):
@@ -674,6 +768,8 @@ def main():
         case_roundtrip(mode)
     elif mode == "store-down":
         case_store_down()
+    elif mode == "restore-big":
+        case_restore_big()
     elif mode == "restore-on-empty":
         case_restore_on_empty()
     elif mode == "bad-input":
