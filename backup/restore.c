@@ -103,12 +103,40 @@ static int first_header(bk_store *s, const char *key, ltx_header *hdr,
 	return rc;
 }
 
-/* One record at [off, off+len) of the current object: verified whole,
- * then applied (unless past the target: r->done). */
+/* The header and trailer of the record at [off, off+len) of the current
+ * object, read directly (the apply checks them again with the rest). */
+static int read_ends(struct rs *r, const char *key, uint64_t off,
+		     uint64_t len, ltx_header *hdr, ltx_trailer *tr)
+{
+	uint8_t h[LTX_HEADER_SIZE], t[LTX_TRAILER_SIZE];
+	ltx_err le = {0};
+	int rc = -EBADMSG;
+
+	if (len >= sizeof(h) + sizeof(t))
+		rc = lib_io_pread_full(r->obj, h, sizeof(h), (off_t)off, NULL);
+	if (rc == 0)
+		rc = lib_io_pread_full(r->obj, t, sizeof(t),
+				       (off_t)(off + len - sizeof(t)), NULL);
+	if (rc == 0)
+		rc = ltx_header_decode(h, hdr, &le);
+	if (rc < 0) {
+		snprintf(r->err, r->errlen, "backup: object %s offset %" PRIu64
+			 ": corrupt record: %s", key, off, le.msg[0] ? le.msg :
+			 "shorter than an LTX header and trailer");
+		return -EBADMSG;
+	}
+	ltx_trailer_decode(t, tr);
+	return 0;
+}
+
+/* One record at [off, off+len) of the current object, applied unless
+ * past the target (r->done). One pass: ltx_dbfile_apply checks every
+ * page, the file checksum and the post-apply checksum as it goes; a
+ * corrupt record leaves the database being built half-applied, but that
+ * file is a temporary one and the restore fails. */
 static int apply_record(struct rs *r, const char *key, uint64_t off,
 			uint64_t len)
 {
-	fs_range_reader rr = {r->obj, off, off + len};
 	struct counted cr = {{r->obj, off, off + len}, r};
 	ltx_header hdr;
 	ltx_trailer tr;
@@ -116,17 +144,9 @@ static int apply_record(struct rs *r, const char *key, uint64_t off,
 	uint64_t sum;
 	int rc;
 
-	rc = ltx_decoder_reset(r->dec, fs_range_read, &rr, key);
-	if (rc == 0)
-		rc = ltx_decoder_verify(r->dec, &hdr, &tr, NULL);
-	if (rc < 0) {
-		const ltx_err *de = ltx_decoder_err(r->dec);
-		snprintf(r->err, r->errlen, "backup: object %s offset %" PRIu64
-			 ": corrupt record: %s", key,
-			 off + (uint64_t)(de->offset > 0 ? de->offset : 0),
-			 de->msg);
-		return -EBADMSG;
-	}
+	rc = read_ends(r, key, off, len, &hdr, &tr);
+	if (rc < 0)
+		return rc;
 	if ((r->o->txid && hdr.max_txid > r->o->txid) ||
 	    (r->o->by_time && hdr.timestamp > r->o->ts_ms)) {
 		r->done = true;
@@ -152,10 +172,12 @@ static int apply_record(struct rs *r, const char *key, uint64_t off,
 	if (rc == 0)
 		rc = ltx_dbfile_apply(r->out, r->dec, &sum, &hdr, &le);
 	if (rc < 0) {
+		const ltx_err *e = le.msg[0] ? &le : ltx_decoder_err(r->dec);
 		snprintf(r->err, r->errlen, "backup: object %s offset %" PRIu64
-			 ": applying TXID %016" PRIx64 ": %s", key,
-			 off + (uint64_t)(le.offset > 0 ? le.offset : 0),
-			 hdr.max_txid, le.msg[0] ? le.msg : strerror(-rc));
+			 ": %s TXID %016" PRIx64 ": %s", key,
+			 off + (uint64_t)(e->offset > 0 ? e->offset : 0),
+			 rc == -EBADMSG ? "corrupt record," : "applying",
+			 hdr.max_txid, e->msg[0] ? e->msg : strerror(-rc));
 		return rc == -EBADMSG ? -EBADMSG : rc;
 	}
 	if (r->o->on_record) {

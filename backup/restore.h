@@ -1,8 +1,8 @@
 /*
  * Restore (docs/BACKUP.md): rebuilds a database as of a TXID or a time
  * from the backup store's objects (object.h), verifying every record
- * (its file checksum, its place in the chain, the database checksum
- * after it), then the whole file's database checksum and
+ * as it is applied to a temporary file (its place in the chain, its
+ * file checksum, the database checksum after it), then the whole file's database checksum and
  * PRAGMA integrity_check, and writes the result atomically (a
  * temporary file beside OUT, fsync, rename, fsync of the directory).
  */
