@@ -32,7 +32,40 @@ struct rs {
 	ltx_decoder *dec;
 	uint64_t txid, checksum;  /* position of out */
 	bool done;                /* past the target */
+	bk_progress prog;         /* what o->progress is told */
+	uint64_t before;          /* bytes of the objects applied */
+	uint64_t next_report;     /* offset in the object */
 };
+
+/* Progress is reported every this many bytes applied of an object. */
+#define RS_REPORT_BYTES (4u << 20)
+
+static void report(struct rs *r)
+{
+	if (r->o->progress)
+		r->o->progress(&r->prog, r->o->progress_arg);
+}
+
+/* The apply pass's reader: fs_range_read, reporting progress. */
+struct counted {
+	fs_range_reader rr;
+	struct rs *r;
+};
+
+static int counted_read(void *ctx, void *buf, size_t n, size_t *out_got)
+{
+	struct counted *c = ctx;
+	struct rs *r = c->r;
+	int rc = fs_range_read(&c->rr, buf, n, out_got);
+
+	if (c->rr.off >= r->next_report) {
+		r->prog.obj_bytes = c->rr.off;
+		r->prog.bytes = r->before + c->rr.off;
+		r->next_report = c->rr.off + RS_REPORT_BYTES;
+		report(r);
+	}
+	return rc;
+}
 
 static int tmp_in(const char *path)
 {
@@ -70,29 +103,50 @@ static int first_header(bk_store *s, const char *key, ltx_header *hdr,
 	return rc;
 }
 
-/* One record at [off, off+len) of the current object: verified whole,
- * then applied (unless past the target: r->done). */
+/* The header and trailer of the record at [off, off+len) of the current
+ * object, read directly (the apply checks them again with the rest). */
+static int read_ends(struct rs *r, const char *key, uint64_t off,
+		     uint64_t len, ltx_header *hdr, ltx_trailer *tr)
+{
+	uint8_t h[LTX_HEADER_SIZE], t[LTX_TRAILER_SIZE];
+	ltx_err le = {0};
+	int rc = -EBADMSG;
+
+	if (len >= sizeof(h) + sizeof(t))
+		rc = lib_io_pread_full(r->obj, h, sizeof(h), (off_t)off, NULL);
+	if (rc == 0)
+		rc = lib_io_pread_full(r->obj, t, sizeof(t),
+				       (off_t)(off + len - sizeof(t)), NULL);
+	if (rc == 0)
+		rc = ltx_header_decode(h, hdr, &le);
+	if (rc < 0) {
+		snprintf(r->err, r->errlen, "backup: object %s offset %" PRIu64
+			 ": corrupt record: %s", key, off, le.msg[0] ? le.msg :
+			 "shorter than an LTX header and trailer");
+		return -EBADMSG;
+	}
+	ltx_trailer_decode(t, tr);
+	return 0;
+}
+
+/* One record at [off, off+len) of the current object, applied unless
+ * past the target (r->done). One pass: ltx_dbfile_apply checks every
+ * page, the file checksum and the post-apply checksum as it goes; a
+ * corrupt record leaves the database being built half-applied, but that
+ * file is a temporary one and the restore fails. */
 static int apply_record(struct rs *r, const char *key, uint64_t off,
 			uint64_t len)
 {
-	fs_range_reader rr = {r->obj, off, off + len};
+	struct counted cr = {{r->obj, off, off + len}, r};
 	ltx_header hdr;
 	ltx_trailer tr;
 	ltx_err le = {0};
 	uint64_t sum;
 	int rc;
 
-	rc = ltx_decoder_reset(r->dec, fs_range_read, &rr, key);
-	if (rc == 0)
-		rc = ltx_decoder_verify(r->dec, &hdr, &tr, NULL);
-	if (rc < 0) {
-		const ltx_err *de = ltx_decoder_err(r->dec);
-		snprintf(r->err, r->errlen, "backup: object %s offset %" PRIu64
-			 ": corrupt record: %s", key,
-			 off + (uint64_t)(de->offset > 0 ? de->offset : 0),
-			 de->msg);
-		return -EBADMSG;
-	}
+	rc = read_ends(r, key, off, len, &hdr, &tr);
+	if (rc < 0)
+		return rc;
 	if ((r->o->txid && hdr.max_txid > r->o->txid) ||
 	    (r->o->by_time && hdr.timestamp > r->o->ts_ms)) {
 		r->done = true;
@@ -114,20 +168,28 @@ static int apply_record(struct rs *r, const char *key, uint64_t off,
 		r->checksum = LTX_CHECKSUM_EMPTY;
 	}
 	sum = r->checksum;
-	rr.off = off;
-	rc = ltx_decoder_reset(r->dec, fs_range_read, &rr, key);
+	rc = ltx_decoder_reset(r->dec, counted_read, &cr, key);
 	if (rc == 0)
 		rc = ltx_dbfile_apply(r->out, r->dec, &sum, &hdr, &le);
 	if (rc < 0) {
+		const ltx_err *e = le.msg[0] ? &le : ltx_decoder_err(r->dec);
 		snprintf(r->err, r->errlen, "backup: object %s offset %" PRIu64
-			 ": applying TXID %016" PRIx64 ": %s", key,
-			 off + (uint64_t)(le.offset > 0 ? le.offset : 0),
-			 hdr.max_txid, le.msg[0] ? le.msg : strerror(-rc));
+			 ": %s TXID %016" PRIx64 ": %s", key,
+			 off + (uint64_t)(e->offset > 0 ? e->offset : 0),
+			 rc == -EBADMSG ? "corrupt record," : "applying",
+			 hdr.max_txid, e->msg[0] ? e->msg : strerror(-rc));
 		return rc == -EBADMSG ? -EBADMSG : rc;
+	}
+	if (r->o->on_record) {
+		rc = r->o->on_record(r->o->record_arg, r->obj, off, len, &hdr,
+				     &tr, r->err, r->errlen);
+		if (rc < 0)
+			return rc;
 	}
 	r->txid = hdr.max_txid;
 	r->checksum = sum;
 	r->res->records++;
+	r->prog.records++;
 	r->res->timestamp_ms = hdr.timestamp;
 	return 0;
 }
@@ -149,6 +211,12 @@ static int apply_object(struct rs *r, const bk_obj *o)
 		return rc;
 	r->res->objects++;
 	r->res->bytes += got;
+	r->prog.objects++;
+	r->prog.obj_size = got;
+	r->prog.obj_bytes = 0;
+	r->prog.bytes = r->before;
+	r->next_report = RS_REPORT_BYTES;
+	report(r);
 	while (off < got && !r->done) {
 		uint32_t len;
 		if (got - off < 4 ||
@@ -171,6 +239,7 @@ static int apply_object(struct rs *r, const bk_obj *o)
 			return rc;
 		off += 4 + (uint64_t)len;
 	}
+	r->before += got;
 	if (!r->done && (r->txid != o->max_txid || r->checksum != o->post)) {
 		snprintf(r->err, r->errlen, "backup: object %s: ends at "
 			 "%016" PRIx64 "/%016" PRIx64 ", its name says %016"
@@ -293,7 +362,8 @@ static int finish(struct rs *r)
 int bk_restore(const bk_restore_opts *o, bk_restore_result *res, char *err,
 	       size_t errlen)
 {
-	struct rs r = {o, res, err, errlen, -1, -1, NULL, 0, 0, false};
+	struct rs r = {.o = o, .res = res, .err = err, .errlen = errlen,
+		       .out = -1, .obj = -1};
 	bk_keys keys = {0};
 	bk_obj *objs = NULL;
 	const bk_obj **chain = NULL, *start = NULL;
@@ -339,6 +409,7 @@ int bk_restore(const bk_restore_opts *o, bk_restore_result *res, char *err,
 	}
 	if (rc == 0)
 		rc = ltx_decoder_new(fs_range_read, NULL, o->db, &r.dec);
+	r.prog.objects_total = nchain;
 	for (size_t i = 0; rc == 0 && i < nchain && !r.done; i++)
 		rc = apply_object(&r, chain[i]);
 	if (rc == 0 && o->txid && r.txid != o->txid) {
@@ -357,6 +428,10 @@ int bk_restore(const bk_restore_opts *o, bk_restore_result *res, char *err,
 	if (rc == 0) {
 		res->txid = r.txid;
 		res->checksum = r.checksum;
+		r.prog.bytes = r.before;
+		r.prog.obj_bytes = r.prog.obj_size;
+		r.prog.done = true;
+		report(&r);
 	}
 	ltx_decoder_free(r.dec);
 	if (r.out >= 0)

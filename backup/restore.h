@@ -1,8 +1,8 @@
 /*
  * Restore (docs/BACKUP.md): rebuilds a database as of a TXID or a time
  * from the backup store's objects (object.h), verifying every record
- * (its file checksum, its place in the chain, the database checksum
- * after it), then the whole file's database checksum and
+ * as it is applied to a temporary file (its place in the chain, its
+ * file checksum, the database checksum after it), then the whole file's database checksum and
  * PRAGMA integrity_check, and writes the result atomically (a
  * temporary file beside OUT, fsync, rename, fsync of the directory).
  */
@@ -12,7 +12,33 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "ltx/ltx.h"
 #include "store.h"
+
+/* Progress of a restore, passed to bk_restore_opts.progress: after
+ * each object is fetched, every 4 MiB applied, and once at the end
+ * (done). Bytes are object bytes: fetched whole before they are applied,
+ * so a large object's download shows as a pause. The store's listing
+ * carries no sizes, so the total is in objects only. */
+typedef struct bk_progress {
+	uint64_t objects, objects_total; /* fetched, of the chain */
+	uint64_t bytes;           /* of the objects before the current one,
+				   * plus what is applied of it */
+	uint64_t obj_bytes, obj_size; /* applied of the current object */
+	uint64_t records;         /* applied */
+	bool done;
+} bk_progress;
+
+/* Called on the restoring thread; it must not fail the restore. */
+typedef void (*bk_progress_fn)(const bk_progress *p, void *arg);
+
+/* Called with each record once it is verified and applied to the
+ * database being built: its LTX file is [off, off+len) of fd, hdr and tr
+ * its header and trailer. A negative return stops the restore with it,
+ * err (errlen bytes) saying why. */
+typedef int (*bk_record_fn)(void *arg, int fd, uint64_t off, uint64_t len,
+			    const ltx_header *hdr, const ltx_trailer *tr,
+			    char *err, size_t errlen);
 
 typedef struct bk_restore_opts {
 	bk_store *store;
@@ -22,6 +48,10 @@ typedef struct bk_restore_opts {
 	bool by_time;             /* the last transaction at or before ts_ms */
 	int64_t ts_ms;
 	bool dry_run;             /* everything but writing out */
+	bk_progress_fn progress;  /* NULL: none */
+	void *progress_arg;
+	bk_record_fn on_record;   /* NULL: none */
+	void *record_arg;
 } bk_restore_opts;
 
 typedef struct bk_restore_result {

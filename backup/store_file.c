@@ -7,8 +7,8 @@
  *      fsyncs the key's directory: a reader sees the old object or the
  *      whole new one, and a crash leaves at most a *.tmp-* file, which
  *      list never shows.
- *   F2 list shows the regular files directly below the prefix's
- *      directory.
+ *   F2 list shows the regular files at any depth below the prefix's
+ *      directory (as s3 lists every key under a prefix).
  *   F3 a key never contains "..", never starts with '/'.
  */
 #include "store.h"
@@ -186,13 +186,18 @@ static int file_list(bk_store *s, const char *prefix, bk_keys *out,
 	}
 	while ((e = readdir(d)) != NULL && rc == 0) {
 		char key[4200];
-		if (e->d_type != DT_REG || strstr(e->d_name, ".tmp-"))
+		bool dir = e->d_type == DT_DIR && strcmp(e->d_name, ".") &&
+			   strcmp(e->d_name, "..");
+		if ((!dir && e->d_type != DT_REG) || strstr(e->d_name, ".tmp-"))
 			continue;
-		snprintf(key, sizeof(key), "%s%s", prefix, e->d_name);
-		rc = bk_keys_push(out, key);
+		if ((size_t)snprintf(key, sizeof(key), "%s%s%s", prefix,
+				     e->d_name, dir ? "/" : "") >= sizeof(key))
+			continue;
+		rc = dir ? file_list(s, key, out, err, errlen) :
+			   bk_keys_push(out, key);
 	}
 	closedir(d);
-	if (rc < 0)
+	if (rc == -ENOMEM)
 		snprintf(err, errlen, "backup: out of memory");
 	return rc;
 }

@@ -6,13 +6,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "backup/restore.h"
 #include "backup/store.h"
 #include "cfg.h"
 #include "cmd.h"
+#include "restore_empty.h"
 
-static bk_store_opts store_opts(const ltxfs_cfg *c)
+bk_store_opts cmd_backup_store_opts(const ltxfs_cfg *c)
 {
 	return (bk_store_opts){
 		.type = c->backup.type,
@@ -28,7 +30,7 @@ static bk_store_opts store_opts(const ltxfs_cfg *c)
 
 static int open_store(const char *cmd, const ltxfs_cfg *c, bk_store **s)
 {
-	bk_store_opts o = store_opts(c);
+	bk_store_opts o = cmd_backup_store_opts(c);
 	char err[1024] = "";
 
 	if (bk_store_open(&o, s, err, sizeof(err)) < 0) {
@@ -100,6 +102,36 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static double mb_per_s(uint64_t bytes, double secs)
+{
+	return secs > 0 ? (double)bytes / 1e6 / secs : 0;
+}
+
+/* Progress on a terminal: one line on stderr, rewritten at most every
+ * PROGRESS_EVERY_S seconds, and once more at the end. */
+#define PROGRESS_EVERY_S 0.25
+
+struct progress {
+	double t0, last;
+};
+
+static void show_progress(const bk_progress *p, void *arg)
+{
+	struct progress *pr = arg;
+	double now = now_s();
+
+	if (!p->done && now - pr->last < PROGRESS_EVERY_S)
+		return;
+	pr->last = now;
+	fprintf(stderr, "\rrestore: object %" PRIu64 "/%" PRIu64 " (%.1f of "
+		"%.1f MiB), %.1f MiB, %" PRIu64 " records, %.1f MB/s\033[K%s",
+		p->objects, p->objects_total, (double)p->obj_bytes / 1048576.0,
+		(double)p->obj_size / 1048576.0, (double)p->bytes / 1048576.0,
+		p->records, mb_per_s(p->bytes, now - pr->t0),
+		p->done ? "\n" : "");
+	fflush(stderr);
+}
+
 static const char restore_usage[] =
 	"usage: ltxfs restore [-c ltxfs.yml] DB OUT [--txid HEX | "
 	"--timestamp RFC3339] [--dry-run]\n";
@@ -113,7 +145,8 @@ int cmd_restore(int argc, char **argv)
 	const char *pos[2] = {NULL, NULL};
 	char err[2048] = "", when[40];
 	size_t npos = 0;
-	double t0 = now_s();
+	double t0 = now_s(), secs;
+	struct progress pr = {t0, 0};
 	int next, rc;
 
 	rc = cmd_load_cfg(argc, argv, &cfg, &next, "restore");
@@ -155,18 +188,25 @@ int cmd_restore(int argc, char **argv)
 		o.prefix = cfg.backup.prefix;
 		o.db = pos[0];
 		o.out = pos[1];
+		if (isatty(STDERR_FILENO)) {
+			o.progress = show_progress;
+			o.progress_arg = &pr;
+		}
 		if (bk_restore(&o, &r, err, sizeof(err)) < 0) {
-			fprintf(stderr, "ltxfs restore: %s\n", err);
+			fprintf(stderr, "%sltxfs restore: %s\n",
+				pr.last > 0 ? "\n" : "", err);
 			rc = 1;
 		}
 	}
 	if (rc == 0) {
 		fmt_time(r.timestamp_ms, when, sizeof(when));
+		secs = now_s() - t0;
 		printf("restore: %s%s TXID %016" PRIx64 " checksum %016" PRIx64
 		       " (committed %s): %" PRIu64 " objects, %" PRIu64
-		       " records, %" PRIu64 " bytes, %.2f s%s\n",
+		       " records, %" PRIu64 " bytes, %.2f s, %.1f MB/s%s\n",
 		       o.db, o.dry_run ? "" : " ->", r.txid, r.checksum, when,
-		       r.objects, r.records, r.bytes, now_s() - t0,
+		       r.objects, r.records, r.bytes, secs,
+		       mb_per_s(r.bytes, secs),
 		       o.dry_run ? " (dry run: nothing written)" : "");
 		if (!o.dry_run)
 			printf("restore: wrote %s\n", o.out);

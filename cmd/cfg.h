@@ -133,6 +133,7 @@ typedef struct ltxfs_cfg {
 		char *secret_access_key; /* "" = AWS_SECRET_ACCESS_KEY */
 		bool force_path_style;
 		int64_t interval_ms;
+		bool restore_on_empty; /* cmd/restore_empty.c */
 	} backup;
 	cfg_execlist exec;     /* run once the node is ready (cmd/exec.c) */
 	int64_t exec_grace_ms; /* the application's time to exit when

@@ -45,6 +45,12 @@ static const struct cfg_key keys[] = {
 	 .max = 86400000,
 	 .help = "At most one object per database per interval: the\n"
 		 "transactions committed since the last one."},
+	{.name = "backup.restore-on-empty", .type = T_BOOL,
+	 .off = CFG_OFF(backup.restore_on_empty), .def = "false",
+	 .help = "A candidate whose data directory holds no database\n"
+		 "restores every database of the store (its newest\n"
+		 "point) before it mounts; a store it cannot read\n"
+		 "stops the start."},
 };
 
 static int finish(struct cfg_loader *ld)

@@ -32,6 +32,7 @@
 #include "node_id.h"
 #include "owner.h"
 #include "procfs.h"
+#include "restore_empty.h"
 #include "replica/node.h"
 #include "replica/proxy.h"
 #include "backup/uploader.h"
@@ -257,16 +258,7 @@ static int backup_new(const ltxfs_cfg *cfg, rep_node *node,
 		      bk_uploader **out)
 {
 	bk_uploader_opts bo = {
-		.store = {
-			.type = cfg->backup.type,
-			.dir = cfg->backup.dir,
-			.endpoint = cfg->backup.endpoint,
-			.bucket = cfg->backup.bucket,
-			.region = cfg->backup.region,
-			.access_key_id = cfg->backup.access_key_id,
-			.secret_access_key = cfg->backup.secret_access_key,
-			.force_path_style = cfg->backup.force_path_style,
-		},
+		.store = cmd_backup_store_opts(cfg),
 		.prefix = cfg->backup.prefix,
 		.interval_ms = cfg->backup.interval_ms,
 		.data_dir = cfg->data.dir,
@@ -430,6 +422,11 @@ int cmd_mount(int argc, char **argv)
 	if (cmd_node_id_load(cfg.data.dir, &node_id) < 0) {
 		fprintf(stderr, "ltxfs mount: cannot read or create %s/node.id\n",
 			cfg.data.dir);
+		rc = 1;
+		goto out;
+	}
+	/* Before the node opens the data directory (restore_empty.h). */
+	if (cmd_restore_on_empty(&cfg) < 0) {
 		rc = 1;
 		goto out;
 	}

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Continuous backup and restore (docs/BACKUP.md).
 
-    test_backup.py s3|file|store-down|bad-input|failover|stale-primary
+    test_backup.py s3|file|store-down|bad-input|failover|stale-primary|
+                   restore-on-empty
 
 A primary alone (static lease) with backup.type s3 (a real s3rver from
 the npm registry, started here on a loopback port with its own
@@ -37,6 +38,12 @@ stale one continues (SIGCONT) and turns replica; restores (latest, and
 TXIDs of the new epoch) give the new primary's database, whatever the
 stale one uploaded late.
 
+"restore-on-empty": every node lost (stopped, data directory emptied); a
+new candidate with backup.restore-on-empty starts at the store's TXID and
+checksum with the rows, continues the backup without a snapshot, and a new
+replica catches up from it; a store that cannot be reached stops the
+start.
+
 "bad-input": a wrong access key ID makes `ltxfs mount` fail at start-up
 with "access denied"; --txid before the store's first point fails
 clearly; a byte flipped inside an object makes restore fail naming the
@@ -47,8 +54,11 @@ import datetime
 import glob
 import os
 import re
+import shlex
 import shutil
 import signal
+import sqlite3
+import struct
 import subprocess
 import sys
 import tempfile
@@ -229,8 +239,22 @@ def restore(cfg, out, *extra, rc=0):
     return p
 
 
-def check_restored(out, point, what):
+SUMMARY_RE = (r"(?m)^restore: %s -> TXID %016x checksum %016x \(committed "
+              r"[^)]*\): \d+ objects, \d+ records, \d+ bytes, [\d.]+ s, "
+              r"[\d.]+ MB/s$")
+
+
+def check_restored(out, point, what, reported=None):
+    """out has point's checksum, rows and passes integrity_check; so says
+    the restore's summary line (reported: its CompletedProcess), with no
+    progress output on stderr when it is not a terminal."""
     txid, cks, digest, _ = point
+    if reported is not None:
+        check(re.search(SUMMARY_RE % (re.escape(DB), txid, cks),
+                        reported.stdout), "%s: summary %r, want TXID %016x "
+              "checksum %016x" % (what, reported.stdout, txid, cks))
+        check(reported.stderr == "", "%s: stderr %r (no terminal: no "
+              "progress)" % (what, reported.stderr))
     p = ltxfs("ltx", "checksum", out, check_rc=0)
     check("%016x" % cks in p.stdout, "%s: checksum %s, want %016x"
           % (what, p.stdout.strip(), cks))
@@ -238,6 +262,33 @@ def check_restored(out, point, what):
     check(h.content_digest(out) == digest, "%s: rows differ from the "
           "database at TXID %x" % (what, txid))
     log("%s: TXID %016x checksum %016x rows ok" % (what, txid, cks))
+
+
+PROGRESS_RE = (r"\rrestore: object (\d+)/(\d+) \([\d.]+ of [\d.]+ MiB\), "
+               r"[\d.]+ MiB, (\d+) records, [\d.]+ MB/s\x1b\[K")
+
+
+def check_tty_progress(cfg, out, point):
+    """On a terminal (script(1) gives it one), restore shows progress on
+    stderr, its last line at every object of the chain and every record
+    the summary counts, then the summary."""
+    cmd = " ".join(shlex.quote(a) for a in [h.ltxfs_bin(), "restore", "-c",
+                                            cfg, DB, out])
+    p = subprocess.run(["script", "-qec", cmd, "/dev/null"],
+                       capture_output=True, timeout=120,
+                       stdin=subprocess.DEVNULL)
+    text = p.stdout.decode(errors="replace")
+    check(p.returncode == 0, "restore on a terminal: exit %d: %r"
+          % (p.returncode, text))
+    shown = re.findall(PROGRESS_RE, text)
+    summary = re.search(SUMMARY_RE % (re.escape(DB), point[0], point[1]),
+                        text.replace("\r\n", "\n"))
+    check(summary, "restore on a terminal: no summary in %r" % text)
+    records = re.search(r"(\d+) records", summary.group(0)).group(1)
+    check(shown and shown[-1][0] == shown[-1][1] and
+          shown[-1][2] == records, "restore on a terminal: progress %r "
+          "in %r" % (shown, text))
+    log("restore on a terminal: %d progress lines" % len(shown))
 
 
 def rfc3339(t):
@@ -268,18 +319,19 @@ def case_roundtrip(kind):
         check(n.metric('ltxfs_backup_objects_total{db="%s"}' % DB, 0) >= 1,
               "no object counted")
         out = os.path.join(out_dir, "latest.db")
-        restore(n.cfg, out)
-        check_restored(out, last, "latest")
+        check_restored(out, last, "latest", restore(n.cfg, out))
         mid = w.points[mid_i]
         out = os.path.join(out_dir, "mid.db")
-        restore(n.cfg, out, "--txid", "%016x" % mid[0])
-        check_restored(out, mid, "TXID %x" % mid[0])
+        check_restored(out, mid, "TXID %x" % mid[0],
+                       restore(n.cfg, out, "--txid", "%016x" % mid[0]))
         # A timestamp between point k and k+1 (Workload.record).
         k = len(w.points) - 4
         out = os.path.join(out_dir, "time.db")
-        restore(n.cfg, out, "--timestamp", rfc3339(w.points[k][3]))
         check_restored(out, w.points[k], "timestamp after TXID %x"
-                       % w.points[k][0])
+                       % w.points[k][0], restore(
+                           n.cfg, out, "--timestamp",
+                           rfc3339(w.points[k][3])))
+        check_tty_progress(n.cfg, os.path.join(out_dir, "tty.db"), last)
         dry = os.path.join(out_dir, "dry.db")
         p = restore(n.cfg, dry, "--dry-run")
         check("dry run" in p.stdout and not os.path.exists(dry),
@@ -538,6 +590,177 @@ def case_stale_primary():
         shutil.rmtree(out_dir, ignore_errors=True)
 
 
+ON_EMPTY = "  restore-on-empty: true\n"
+BIG_MIB = 1024
+BIG_RSS_MIB = 64
+BIG_SECONDS = 60
+
+
+def big_db(path, mib):
+    """A database of about mib MiB: one row of incompressible bytes per
+    4 KiB page."""
+    c = sqlite3.connect(path)
+    c.executescript("PRAGMA page_size=4096; PRAGMA journal_mode=OFF; "
+                    "PRAGMA synchronous=OFF; CREATE TABLE t(id INTEGER "
+                    "PRIMARY KEY, b BLOB);")
+    c.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 "
+              "FROM n WHERE i < ?) INSERT INTO t(b) SELECT randomblob(3900) "
+              "FROM n", (mib * 256,))
+    c.commit()
+    c.close()
+
+
+def snapshot_object(db, work):
+    """db as a store object (backup/object.h, rule O2: one snapshot record
+    at TXID 1, epoch 1): (key, path of its body, checksum)."""
+    ltx = os.path.join(work, "snap.ltx")
+    cks = int(ltxfs("ltx", "encode-db", db, ltx, check_rc=0).stdout, 16)
+    body = os.path.join(work, "snap.obj")
+    with open(ltx, "rb") as src, open(body, "wb") as dst:
+        dst.write(struct.pack(">I", os.path.getsize(ltx)))
+        shutil.copyfileobj(src, dst, 1 << 20)
+    os.unlink(ltx)
+    return ("it/%s/l0/%016x-%016x-%016x-%016x.ltx" % (DB, 1, 1, 1, cks),
+            body, cks)
+
+
+def put_object(key, body, s3=None, bdir=None):
+    """The object into the file store's directory or into s3rver (which
+    takes an unsigned PUT)."""
+    if s3 is None:
+        path = os.path.join(bdir, key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.rename(body, path)
+        return
+    import urllib.request
+    with open(body, "rb") as f:
+        req = urllib.request.Request(
+            "%s/%s/%s" % (s3.url, BUCKET, key), data=f, method="PUT",
+            headers={"Content-Length": str(os.path.getsize(body))})
+        urllib.request.urlopen(req, timeout=600).read()
+    os.unlink(body)
+
+
+def timed_restore(cfg, out):
+    """`ltxfs restore` in a child: (seconds, peak RSS of the child in MiB
+    (getrusage through wait4), its stdout)."""
+    with tempfile.TemporaryFile() as so, tempfile.TemporaryFile() as se:
+        t0 = time.monotonic()
+        pid = subprocess.Popen([h.ltxfs_bin(), "restore", "-c", cfg, DB,
+                                out], stdout=so, stderr=se).pid
+        _, status, ru = os.wait4(pid, 0)
+        secs = time.monotonic() - t0
+        so.seek(0)
+        se.seek(0)
+        text, err = so.read().decode(), se.read().decode()
+    check(os.waitstatus_to_exitcode(status) == 0, "restore: status %d: %s"
+          % (status, err))
+    return secs, ru.ru_maxrss / 1024.0, text
+
+
+def case_restore_big():
+    """A BIG_MIB database restores from the file store in bounded memory
+    (peak RSS of the restore below BIG_RSS_MIB) and in under BIG_SECONDS
+    (release build), with the right checksum."""
+    work = tempfile.mkdtemp(prefix="ltxfs-bigrestore-")
+    try:
+        db = os.path.join(work, "src.db")
+        big_db(db, BIG_MIB)
+        key, body, cks = snapshot_object(db, work)
+        os.unlink(db)
+        bdir = os.path.join(work, "store")
+        put_object(key, body, bdir=bdir)
+        cfg = os.path.join(work, "ltxfs.yml")
+        with open(cfg, "w") as f:
+            f.write(backup_yml("file", bdir=bdir))
+        out = os.path.join(work, "out.db")
+        secs, rss, text = timed_restore(cfg, out)
+        log("restore of %d MiB: %.1f s, peak RSS %.1f MiB: %s"
+            % (BIG_MIB, secs, rss, text.strip()))
+        check("checksum %016x" % cks in text, "restored checksum: %s" % text)
+        check(rss < BIG_RSS_MIB, "peak RSS %.1f MiB >= %d MiB"
+              % (rss, BIG_RSS_MIB))
+        check(secs < BIG_SECONDS, "%.1f s >= %d s" % (secs, BIG_SECONDS))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def lose(node):
+    """A node lost: stopped, its data directory emptied."""
+    node.stop()
+    shutil.rmtree(node.data)
+    os.mkdir(node.data)
+
+
+def case_restore_on_empty():
+    """Every node lost; a new candidate with backup.restore-on-empty
+    starts from the store (the file store: listed at any depth) at the
+    store's TXID and checksum, with the rows, continues the backup
+    without a snapshot, and a new replica (restore-on-empty too, but not
+    a candidate: it restores nothing) catches up from it. A store that
+    cannot be reached stops the start."""
+    bdir = tempfile.mkdtemp(prefix="ltxfs-backup-dir-")
+    yml = backup_yml("file", bdir=bdir) + ON_EMPTY
+    p = ClusterNode("primary", extra_yml=yml)
+    nodes, dead = [p], []
+    try:
+        p.start()
+        w = Workload(p)
+        w.run(n=4)
+        last = w.points[-1]
+        wait_backed_up(p, last[0], "before every node is lost")
+        w.c.close()
+        lose(p)
+        q = ClusterNode("new-primary", extra_yml=yml)
+        nodes.append(q)
+        q.start()
+        log(q.wait_log(r".*db=%s: restored from file:.*" % re.escape(DB),
+                       5).group(0))
+        check(q.settled_pos(DB) == last[:2], "restored at %r, the store "
+              "holds %016x/%016x" % (q.settled_pos(DB), last[0], last[1]))
+        check(h.content_digest(q.path(DB)) == last[2], "restored rows "
+              "differ")
+        h.integrity_ok(q.path(DB))
+        w.node, w.c = q, h.connect(q.path(DB))
+        w.tx("INSERT INTO t(v) VALUES ('after restore-on-empty')")
+        r = ClusterNode("replica", primary_url=q.url, extra_yml=yml)
+        nodes.append(r)
+        r.start()
+        wait_for(lambda: r.pos_or_none(DB) == w.points[-1][:2], CATCH_UP,
+                 "the replica at the restored primary's position")
+        check(h.content_digest(r.path(DB)) == w.points[-1][2],
+              "the replica's rows differ")
+        check("not a candidate" in r.log_text(), "the replica: %s"
+              % r.log_text()[-600:])
+        wait_backed_up(q, w.points[-1][0], "after restore-on-empty")
+        check("snapshot at TXID" not in q.log_text(), "the restored "
+              "primary uploaded a snapshot instead of continuing")
+        w.c.close()
+        log("restore-on-empty: TXID %016x restored, replica caught up, "
+            "backup continued" % last[0])
+        for n in (r, q):
+            n.stop()
+        dead.append(S3rver())  # never started: nothing listens there
+        down = ClusterNode("store-down", extra_yml=backup_yml(
+            "s3", dead[0]) + ON_EMPTY)
+        nodes.append(down)
+        check(down.start(expect_mount=False) == "exited", "a node whose "
+              "store cannot be reached started empty")
+        m = re.search(r".*backup.restore-on-empty: .*not starting.*",
+                      down.log_text())
+        check(m, "no clear error: %s" % down.log_text()[-600:])
+        log("store unreachable: " + m.group(0))
+        check(not os.listdir(os.path.join(down.data, "dbs"))
+              if os.path.isdir(os.path.join(down.data, "dbs")) else True,
+              "a failed restore left databases")
+    finally:
+        for n in nodes:
+            n.close()
+        for s3 in dead:
+            s3.close()
+        shutil.rmtree(bdir, ignore_errors=True)
+
+
 def main():
     mode = sys.argv[1] if len(sys.argv) > 1 else "s3"
     t0 = time.monotonic()
@@ -545,6 +768,10 @@ def main():
         case_roundtrip(mode)
     elif mode == "store-down":
         case_store_down()
+    elif mode == "restore-big":
+        case_restore_big()
+    elif mode == "restore-on-empty":
+        case_restore_on_empty()
     elif mode == "bad-input":
         case_bad_input()
     elif mode == "failover":

@@ -71,6 +71,19 @@ static void get_text(env *e, const char *key, uint64_t off, uint64_t len,
 	close(fd);
 }
 
+/* Listing prefix gives exactly p/a.db/l0/a.ltx and p/a.db/l0/b.ltx. */
+static void expect_both(env *e, const char *prefix)
+{
+	bk_keys k = {0};
+
+	assert_int_equal(bk_store_list(e->s, prefix, &k, e->err,
+				       sizeof(e->err)), 0);
+	assert_int_equal(k.n, 2);
+	assert_string_equal(k.v[0], "p/a.db/l0/a.ltx");
+	assert_string_equal(k.v[1], "p/a.db/l0/b.ltx");
+	bk_keys_free(&k);
+}
+
 static void test_put_get_list(void **state)
 {
 	env *e = *state;
@@ -91,12 +104,9 @@ static void test_put_get_list(void **state)
 	snprintf(path, sizeof(path), "%s/p/a.db/l0/c.ltx.tmp-1", e->dir);
 	fd = open(path, O_CREAT | O_WRONLY, 0644);
 	close(fd);
-	assert_int_equal(bk_store_list(e->s, "p/a.db/l0/", &k, e->err,
-				       sizeof(e->err)), 0);
-	assert_int_equal(k.n, 2);
-	assert_string_equal(k.v[0], "p/a.db/l0/a.ltx");
-	assert_string_equal(k.v[1], "p/a.db/l0/b.ltx");
-	bk_keys_free(&k);
+	expect_both(e, "p/a.db/l0/");
+	/* Rule F2: at any depth below the prefix (as s3 lists). */
+	expect_both(e, "p/");
 	/* Replacing is atomic and whole. */
 	fd = mem_fd("new");
 	assert_int_equal(bk_store_put(e->s, "p/a.db/l0/b.ltx", fd, 3, e->err,
