@@ -266,9 +266,22 @@ static int db_header_page_size(fs_db *db, uint32_t *out)
 	return ltx_dbfile_page_size(db->fds[FS_KIND_DB], out, &err);
 }
 
+/* Forgets the journal transaction's tracker (capture_mu and mu held). */
+static void txn_clear(fs_db *db)
+{
+	dirty_clear(db);
+	db->txn_synced = false;
+	db->txn_dirty = false;
+	db->txn_ps = 0;
+}
+
+/* end_txn: the record is in the log and waits for its acknowledgements
+ * (synchronous replication; sync_commit). */
+#define FS_SYNC_WAIT 1
+
 /*
  * The journal's transaction ended: record it if the database changed.
- * capture_mu and mu held.
+ * capture_mu and mu held. FS_SYNC_WAIT in synchronous mode.
  */
 static int end_txn(fs_db *db, const char *why)
 {
@@ -349,9 +362,15 @@ static int end_txn(fs_db *db, const char *why)
 	}
 	if (rc == 0) {
 		db->cap_wal_end = 0;
-		fs_db_publish_locked(db);
 		fs_db_unfull_locked(db, false, "a rollback-journal transaction "
 				    "is in the LTX log");
+		if (db->opts.sync_wait) {
+			/* The caller waits (sync_commit) and publishes; the
+			 * tracker stays until the outcome is known. */
+			rc = FS_SYNC_WAIT;
+			goto out_keep;
+		}
+		fs_db_publish_locked(db);
 	} else if (fs_db_rc_full(rc)) {
 		/* The journal operation fails, so SQLite rolls the
 		 * transaction back; its pages stay dirty, so whatever the
@@ -368,15 +387,13 @@ static int end_txn(fs_db *db, const char *why)
 		db->capture_err = rc;
 	}
 out_clear:
-	dirty_clear(db);
-	db->txn_synced = false;
-	db->txn_dirty = false;
-	db->txn_ps = 0;
+	txn_clear(db);
 out_keep:
 	free(pages);
 	free(buf);
 	return rc;
 }
+
 
 static void notify(fs_db *db, ltx_pos before)
 {
@@ -408,6 +425,54 @@ static void unlock_db_op(fs_db *db)
 {
 	pthread_mutex_unlock(&db->mu);
 	pthread_mutex_unlock(&db->capture_mu);
+}
+
+/* end_txn said FS_SYNC_WAIT (capture_mu and mu held): lets both go, tells
+ * the commit callback (the stream sends the record), waits for the
+ * acknowledgements (fs_sync_fn), and takes both again. 0: acknowledged,
+ * published, the tracker cleared, and the caller ends the journal;
+ * -EIO: the record was taken back (fs_db_undo_locked) and the tracker
+ * kept, so the journal stays hot and SQLite rolls the transaction back
+ * (whose own end then finds every page back and records nothing). The
+ * journal's live state keeps snapshots, loads and handoff holds out
+ * meanwhile; SQLite's lock keeps writers out. */
+static int sync_commit(fs_db *db, const char *why)
+{
+	ltx_pos pos = db->pos;
+	int rc, urc;
+
+	unlock_db_op(db);
+	if (db->opts.on_commit)
+		db->opts.on_commit(db->opts.commit_ctx, db, pos);
+	rc = db->opts.sync_wait(db->opts.sync_ctx, db, pos);
+	(void)lock_for_db_op(db);
+	if (rc >= 0) {
+		fs_db_undo_forget(db);
+		fs_db_publish_locked(db);
+		txn_clear(db);
+		return 0;
+	}
+	urc = fs_db_undo_locked(db);
+	if (urc < 0)
+		log_error("db=%s: %s: TXID %016" PRIx64 " was not acknowledged "
+			  "(%s) and taking it back failed (%s): its outcome is "
+			  "unknown", db->name, why, pos.txid, strerror(-rc),
+			  strerror(-urc));
+	else
+		log_warn("db=%s: %s: TXID %016" PRIx64 " failed (EIO): not "
+			 "acknowledged by enough replicas (%s); taken back, "
+			 "SQLite rolls it back", db->name, why, pos.txid,
+			 strerror(-rc));
+	return -EIO;
+}
+
+/* Ends the journal's transaction (capture_mu and mu held): end_txn, and
+ * in synchronous mode the wait for its acknowledgements. */
+static int end_journal(fs_db *db, const char *why)
+{
+	int rc = end_txn(db, why);
+
+	return rc == FS_SYNC_WAIT ? sync_commit(db, why) : rc;
 }
 
 static bool journal_live(fs_db *db)
@@ -662,7 +727,7 @@ int fs_db_write(fs_db *db, enum fs_kind kind, const void *buf, size_t n,
 		    !fs_journal_has_magic(buf, n) &&
 		    lib_io_pread_full(db->fds[kind], old, 8, 0, &got) == 0 &&
 		    fs_journal_has_magic(old, got))
-			rc = end_txn(db, "journal header zeroed");
+			rc = end_journal(db, "journal header zeroed");
 		if (rc == 0)
 			rc = lib_io_pwrite_full(db->fds[kind], buf, n, off);
 	}
@@ -761,7 +826,7 @@ int fs_db_truncate(fs_db *db, enum fs_kind kind, off_t size)
 		break;
 	case FS_KIND_JOURNAL:
 		if (size == 0)
-			rc = end_txn(db, "journal truncated");
+			rc = end_journal(db, "journal truncated");
 		break;
 	case FS_KIND_WAL:
 		rc = fs_db_wal_check_drop_locked(db, (uint64_t)size,
@@ -977,7 +1042,7 @@ int fs_db_unlink(fs_db *db, enum fs_kind kind)
 		goto out;
 	}
 	if (kind == FS_KIND_JOURNAL)
-		rc = end_txn(db, "journal deleted");
+		rc = end_journal(db, "journal deleted");
 	else if (kind == FS_KIND_WAL)
 		rc = fs_db_wal_check_drop_locked(db, 0, "remove");
 	else if (kind == FS_KIND_DB && (rc = fs_db_capture_delete(db)) == 0)
@@ -1038,7 +1103,7 @@ int fs_db_capture_super(fs_db *db, const char *sj_name, bool *out_child)
 	 * every child before it deletes the super-journal); the journal is
 	 * finalised later and then ends nothing. */
 	if (rc == 0)
-		rc = end_txn(db, "its super-journal's deletion");
+		rc = end_journal(db, "its super-journal's deletion");
 out:
 	unlock_db_op(db);
 	notify(db, before);

@@ -57,6 +57,14 @@ typedef void (*fs_inval_fn)(void *ctx, fs_db *db, enum fs_kind kind,
 typedef int (*fs_store_fn)(void *ctx, fs_db *db, enum fs_kind kind,
 			   uint64_t off, const void *buf, size_t len);
 
+/* Synchronous replication (docs/SYNC.md): called after a transaction's
+ * record is in the log and the commit callback was told, before the
+ * operation that ends the transaction is answered; never with a
+ * database lock held; it may block. 0: the commit goes ahead (it is
+ * published); < 0: it fails, the record is taken back (fs_log_unappend)
+ * and the application gets EIO. */
+typedef int (*fs_sync_fn)(void *ctx, fs_db *db, ltx_pos pos);
+
 typedef struct fs_db_opts {
 	int zstd_level;      /* 0: uncompressed LTX */
 	uint64_t node_id;
@@ -72,6 +80,8 @@ typedef struct fs_db_opts {
 	 * at or after it fail with EROFS even before the node has switched
 	 * the database read-only. NULL: none. */
 	const _Atomic int64_t *write_deadline_ns;
+	fs_sync_fn sync_wait;   /* NULL: asynchronous */
+	void *sync_ctx;
 } fs_db_opts;
 
 /* Opens (and recovers) the database <data_dir>/dbs/<name>. Creates the

@@ -162,6 +162,10 @@ struct fs_db {
 	/* Recovery (db_open.c): the next capture records every page (a
 	 * database the log cannot describe as a change of its last state). */
 	bool capture_full;
+
+	/* Synchronous replication (capture_mu): what the last capture
+	 * changed, to take it back (db_undo.c); NULL until the first. */
+	struct fs_undo *undo;
 };
 
 /* db_capture.c */
@@ -173,6 +177,18 @@ int fs_db_capture(fs_db *db, const fs_page_src *pages, size_t n,
 /* Records the database's deletion; capture_mu and mu held. It also ends
  * a failed capture's refusal of writes (capture_err). */
 int fs_db_capture_delete(fs_db *db);
+/* db_undo.c: taking back the last capture (its module comment, rules
+ * D1-D3); capture_mu held. prepare, before the append: changes is how
+ * many checksum entries an incremental record may change. note, before
+ * an entry changes; keep, once the capture is done. fs_db_undo_locked:
+ * 0 or -ESTALE (nothing to take back: nothing changed) or the log's cut
+ * error (memory is put back all the same). */
+int fs_db_undo_prepare(fs_db *db, bool full, size_t changes);
+void fs_db_undo_note(fs_db *db, uint32_t pgno);
+void fs_db_undo_keep(fs_db *db, uint64_t txid);
+void fs_db_undo_forget(fs_db *db);
+int fs_db_undo_locked(fs_db *db);
+void fs_db_undo_free(fs_db *db);
 /* Makes pos visible to readers of -pos and fs_db_pos; mu held. */
 void fs_db_publish_locked(fs_db *db);
 /* A full disk: whether rc says so (ENOSPC, EDQUOT). */
