@@ -77,6 +77,11 @@ static void backing_path(const fs_db *db, enum fs_kind k, char *buf, size_t n)
 	snprintf(buf, n, "%s/%s", db->dir, fs_kind_backing[k]);
 }
 
+bool fs_db_sync_on(const fs_db *db)
+{
+	return db->opts.sync_wait != NULL;
+}
+
 const char *fs_db_name(const fs_db *db)
 {
 	return db->name;
@@ -427,9 +432,9 @@ static void unlock_db_op(fs_db *db)
 	pthread_mutex_unlock(&db->capture_mu);
 }
 
-/* end_txn said FS_SYNC_WAIT (capture_mu and mu held): lets both go, tells
- * the commit callback (the stream sends the record), waits for the
- * acknowledgements (fs_sync_fn), and takes both again. 0: acknowledged,
+/* end_txn said FS_SYNC_WAIT (capture_mu and mu held): lets both go, waits
+ * for the acknowledgements (fs_sync_fn, which has the record sent), and
+ * takes both again; the caller's notify() tells the commit callback. 0: acknowledged,
  * published, the tracker cleared, and the caller ends the journal;
  * -EIO: the record was taken back (fs_db_undo_locked) and the tracker
  * kept, so the journal stays hot and SQLite rolls the transaction back
@@ -442,8 +447,6 @@ static int sync_commit(fs_db *db, const char *why)
 	int rc, urc;
 
 	unlock_db_op(db);
-	if (db->opts.on_commit)
-		db->opts.on_commit(db->opts.commit_ctx, db, pos);
 	rc = db->opts.sync_wait(db->opts.sync_ctx, db, pos);
 	(void)lock_for_db_op(db);
 	if (rc >= 0) {

@@ -104,6 +104,14 @@ struct fs_db {
 	/* Capture queue (WAL). */
 	fs_wal_txn *q_head, *q_tail;
 	bool capturing;         /* a thread is capturing the queue */
+	/* A WAL transaction taken back (fs_db_wal_sync_commit): its frames
+	 * [wal_void_from, wal_void_to) (0/0: none). SQLite's retry of the
+	 * rest of a write the kernel split, inside them, is refused: only
+	 * a new transaction at wal_void_from (or a new header) goes on. */
+	uint64_t wal_void_from, wal_void_to;
+	bool sync_pending;      /* synchronous mode: the queue's last
+				 * transaction is its committing writer's,
+				 * captured by fs_db_wal_sync_commit only */
 	bool opened;            /* recovery done; close writes the marker */
 	int capture_err;        /* sticky: capture failed (not for a full
 				 * disk), writes refused until restart or

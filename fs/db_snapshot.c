@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "db_i.h"
+#include "journal.h"
 #include "lib/bytes.h"
 #include "lib/clock.h"
 #include "lib/io.h"
@@ -49,12 +50,17 @@ static int write_fd_at(void *ctx, const void *buf, size_t n)
 	return rc;
 }
 
+/* A rollback-journal transaction is open: its journal has a header (a
+ * PERSIST-mode journal between transactions has a zeroed one). */
 static bool journal_open(fs_db *db)
 {
-	struct stat st;
+	uint8_t hdr[8];
+	size_t got = 0;
 
 	return db->fds[FS_KIND_JOURNAL] >= 0 &&
-	       fstat(db->fds[FS_KIND_JOURNAL], &st) == 0 && st.st_size > 0;
+	       lib_io_pread_full(db->fds[FS_KIND_JOURNAL], hdr, sizeof(hdr), 0,
+				 &got) == 0 &&
+	       fs_journal_has_magic(hdr, got);
 }
 
 void fs_db_wait_snapshot_locked(fs_db *db, bool txn_open)

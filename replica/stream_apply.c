@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "fs/log.h"
 #include "lib/clock.h"
 #include "lib/log.h"
 
@@ -108,6 +109,21 @@ static bool is_waiting(const struct rep_cli *c, const fs_db *db)
 	return false;
 }
 
+/* Synchronous replication (ack_cli.c, A1): the log made durable, its
+ * position acknowledged. A failed sync acknowledges nothing. */
+static void ack(struct rep_cli *c, fs_db *db)
+{
+	struct fs_log *log = fs_db_log(db);
+	int rc = fs_log_sync(log);
+
+	if (rc < 0) {
+		log_error("db=%s: syncing the LTX log to acknowledge: %s",
+			  fs_db_name(db), strerror(-rc));
+		return;
+	}
+	rep_ack_note(c->ack, fs_db_name(db), fs_log_get_tail(log).pos);
+}
+
 /* Records idx[0..done) of db were applied: marked, counted, and the
  * primary's position known to be reached when it is. */
 static void applied(struct rep_cli *c, fs_db *db, const size_t *idx,
@@ -130,6 +146,8 @@ static void applied(struct rep_cli *c, fs_db *db, const size_t *idx,
 			atomic_fetch_add(&n->m.snapshots_applied, 1);
 	}
 	atomic_fetch_add(&n->m.records_applied, done);
+	if (c->sync)
+		ack(c, db);
 	local = fs_db_pos(db);
 	pthread_mutex_lock(&n->mu);
 	r = rep_remote_get(n, fs_db_name(db));
