@@ -77,6 +77,20 @@ static void backing_path(const fs_db *db, enum fs_kind k, char *buf, size_t n)
 	snprintf(buf, n, "%s/%s", db->dir, fs_kind_backing[k]);
 }
 
+int fs_db_sync_log_due(fs_db *db)
+{
+	int rc;
+
+	if (!db->sync_log_due)
+		return 0;
+	db->sync_log_due = false;
+	rc = fs_log_sync(db->log);
+	if (rc < 0)
+		log_error("db=%s: syncing the LTX log of a synchronous commit: "
+			  "%s", db->name, strerror(-rc));
+	return rc;
+}
+
 bool fs_db_sync_on(const fs_db *db)
 {
 	return db->opts.sync_wait != NULL;
@@ -356,7 +370,10 @@ static int end_txn(fs_db *db, const char *why)
 		goto out_clear;
 	}
 	rc = fs_db_capture(db, pages, n, commit, ps, 0, 0, 0, 0);
-	if (rc == 0 && db->txn_synced) {
+	if (rc == 0 && db->opts.sync_wait) {
+		/* Synchronous: synced while the replicas work. */
+		db->sync_log_due = db->txn_synced;
+	} else if (rc == 0 && db->txn_synced) {
 		/* SQLite synced the database file for this transaction: the
 		 * record is made as durable before its journal goes. */
 		rc = fs_log_sync(db->log);
@@ -448,6 +465,8 @@ static int sync_commit(fs_db *db, const char *why)
 
 	unlock_db_op(db);
 	rc = db->opts.sync_wait(db->opts.sync_ctx, db, pos);
+	if (rc >= 0)
+		rc = fs_db_sync_log_due(db); /* when sync_wait did not */
 	(void)lock_for_db_op(db);
 	if (rc >= 0) {
 		fs_db_undo_forget(db);
@@ -902,6 +921,10 @@ int fs_db_fsync(fs_db *db, enum fs_kind kind, bool datasync)
 		 * records of what it syncs are made as durable. */
 		(void)lock_for_db_op(db);
 		rc = sync_log_locked(db);
+		if (db->wal_commit_unsynced) {
+			db->wal_commit_synced = true; /* fs_db_sync_log_due */
+			db->wal_commit_unsynced = false;
+		}
 		unlock_db_op(db);
 		if (rc < 0)
 			return rc;

@@ -146,6 +146,10 @@ void fs_db_capture_pending(fs_db *db);
  * makes its commit frame invalid (-EIO; -ENOSPC when the log has no
  * room), so SQLite rolls it back. 0 at once for any other write. */
 int fs_db_wal_sync_commit(fs_db *db);
+/* Synchronous mode, called by fs_sync_fn once the record is on its way:
+ * the log sync the commit owes (SQLite synced for it), so that it
+ * overlaps the replicas' work; 0 when none is owed. */
+int fs_db_sync_log_due(fs_db *db);
 /* Whether fs_db_opts.sync_wait is set. */
 bool fs_db_sync_on(const fs_db *db);
 /* Waits until every committed transaction is in the log: 0, or -ENOSPC

@@ -109,6 +109,14 @@ struct fs_db {
 	 * rest of a write the kernel split, inside them, is refused: only
 	 * a new transaction at wal_void_from (or a new header) goes on. */
 	uint64_t wal_void_from, wal_void_to;
+	/* Synchronous mode: the log sync the waiting commit owes (SQLite
+	 * synced for it), done while the replicas work
+	 * (fs_db_sync_log_due); only the committing thread touches it. In
+	 * WAL mode it is owed when SQLite synced the WAL after the last
+	 * commit (synchronous=FULL): wal_commit_synced (mu), set by that
+	 * sync when wal_commit_unsynced says a commit came since. */
+	bool sync_log_due;
+	bool wal_commit_synced, wal_commit_unsynced;
 	bool sync_pending;      /* synchronous mode: the queue's last
 				 * transaction is its committing writer's,
 				 * captured by fs_db_wal_sync_commit only */

@@ -761,11 +761,18 @@ int fs_db_wal_sync_commit(fs_db *db)
 				   t->salt1, t->salt2);
 	pos = db->pos;
 	pthread_mutex_unlock(&db->capture_mu);
+	pthread_mutex_lock(&db->mu);
+	db->sync_log_due = rc == 0 && db->wal_commit_synced;
+	db->wal_commit_synced = false;
+	pthread_mutex_unlock(&db->mu);
 	if (rc == 0)
 		wrc = db->opts.sync_wait(db->opts.sync_ctx, db, pos);
+	if (rc == 0 && wrc >= 0)
+		wrc = fs_db_sync_log_due(db); /* when sync_wait did not */
 	pthread_mutex_lock(&db->capture_mu);
 	pthread_mutex_lock(&db->mu);
 	if (rc == 0 && wrc >= 0) {
+		db->wal_commit_unsynced = true;
 		db->cap_wal_end = t->wal_off + t->wal_size;
 		fs_db_undo_forget(db);
 		fs_db_publish_locked(db);

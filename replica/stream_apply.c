@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <string.h>
 
-#include "fs/log.h"
 #include "lib/clock.h"
 #include "lib/log.h"
 
@@ -109,19 +108,13 @@ static bool is_waiting(const struct rep_cli *c, const fs_db *db)
 	return false;
 }
 
-/* Synchronous replication (ack_cli.c, A1): the log made durable, its
- * position acknowledged. A failed sync acknowledges nothing. */
-static void ack(struct rep_cli *c, fs_db *db)
+/* Synchronous replication (ack_cli.c, A1): db's log holds pos durably
+ * (fs_durable), before the records are applied. */
+static void durable(void *ctx, fs_db *db, ltx_pos pos)
 {
-	struct fs_log *log = fs_db_log(db);
-	int rc = fs_log_sync(log);
+	struct rep_cli *c = ctx;
 
-	if (rc < 0) {
-		log_error("db=%s: syncing the LTX log to acknowledge: %s",
-			  fs_db_name(db), strerror(-rc));
-		return;
-	}
-	rep_ack_note(c->ack, fs_db_name(db), fs_log_get_tail(log).pos);
+	rep_ack_note(c->ack, fs_db_name(db), pos);
 }
 
 /* Records idx[0..done) of db were applied: marked, counted, and the
@@ -146,8 +139,6 @@ static void applied(struct rep_cli *c, fs_db *db, const size_t *idx,
 			atomic_fetch_add(&n->m.snapshots_applied, 1);
 	}
 	atomic_fetch_add(&n->m.records_applied, done);
-	if (c->sync)
-		ack(c, db);
 	local = fs_db_pos(db);
 	pthread_mutex_lock(&n->mu);
 	r = rep_remote_get(n, fs_db_name(db));
@@ -165,6 +156,7 @@ static int apply_db(struct rep_cli *c, size_t i, bool wait)
 {
 	rep_node *n = c->n;
 	fs_db *db = rep_scratch_rec_at(c->sc, i)->db;
+	fs_durable ack_hook = {durable, c};
 	fs_apply_rec recs[BATCH_MAX];
 	size_t idx[BATCH_MAX];
 	char err[400];
@@ -182,7 +174,8 @@ static int apply_db(struct rep_cli *c, size_t i, bool wait)
 		if (m == 0)
 			break;
 		rc = fs_db_apply_batch(db, rep_scratch_fd(c->sc), recs, m,
-				       wait ? 0 : FS_APPLY_NOWAIT, &c->dec,
+				       wait ? 0 : FS_APPLY_NOWAIT,
+				       c->sync ? &ack_hook : NULL, &c->dec,
 				       &done, err, sizeof(err));
 		applied(c, db, idx, done);
 	}

@@ -265,6 +265,9 @@ int rep_node_sync_wait(void *ctx, fs_db *db, ltx_pos pos)
 	if (!still_leads(n, epoch))
 		return -EROFS;
 	rep_stream_on_commit(n, db, pos); /* the streams send the record */
+	rc = fs_db_sync_log_due(db);     /* meanwhile, our own log */
+	if (rc < 0)
+		return rc;
 	pthread_mutex_lock(&s->mu);
 	if (s->degraded && !resume_locked(s, epoch, name, pos)) {
 		s->degraded_commits++;
