@@ -673,16 +673,15 @@ def start_bench(nodes):
     return trials, w
 
 
-def bench_failover(nodes, etcd):
-    """Not a test: kill -9 of the primary under writes, TRIALS times;
-    the time to the first write accepted by the new primary, median and
-    max (docs/BENCHMARKS.md)."""
-    trials, w = start_bench(nodes)
+def kill_trials(nodes, w, trials, writes):
+    """trials times: once `writes` writes went to the primary and the
+    others are ready, kill -9 of the primary, then its restart; returns
+    the seconds from each kill to the first write on a new primary."""
     took = []
     for i in range(trials):
         p = wait_one_primary(nodes, 30)
-        wait_for(lambda: len([x for x in w.acks if x[1] == p.name]) >= 10,
-                 30, "writes on %s" % p.name)
+        wait_for(lambda: len([x for x in w.acks if x[1] == p.name])
+                 >= writes, 30, "writes on %s" % p.name)
         for n in nodes:
             if n is not p:
                 wait_for(n.ready, 30, "%s ready" % n.name)
@@ -691,10 +690,20 @@ def bench_failover(nodes, etcd):
         a = wait_for(lambda: w.first_ack_after(t0, p.name), TTL + 20,
                      "a write on a new primary")
         took.append(a[2] - t0)
-        print("trial %d: %.2f s (%s -> %s)" % (i + 1, a[2] - t0, p.name,
-                                              a[1]))
+        print("trial %d: %.2f s (%s -> %s), %d acknowledged so far"
+              % (i + 1, a[2] - t0, p.name, a[1], len(w.acks)))
         p.start()
         wait_for(p.ready, 60, "%s ready again" % p.name)
+    return took
+
+
+def bench_failover(nodes, etcd):
+    """Not a test: kill -9 of the primary under writes, TRIALS times;
+    the time to the first write accepted by the new primary, median and
+    max, and the acknowledged writes lost (docs/BENCHMARKS.md). As
+    bench-failover-sync, with synchronous replication."""
+    trials, w = start_bench(nodes)
+    took = kill_trials(nodes, w, trials, 10)
     w.finish()
     med, mx = median_max(took)
     print("failover at TTL %.0f s over %d trials: median %.2f s, max %.2f s"
@@ -707,25 +716,10 @@ def case_kill_sync(nodes, etcd):
     primary under the writer, TRIALS (default 3) times, each time once
     the others are ready; at the end every node has every acknowledged
     write (0 lost) and the epoch checker holds."""
-    trials = int(os.environ.get("TRIALS", "3"))
     setup(nodes)
     w = Writer(nodes)
     w.start()
-    for i in range(trials):
-        p = wait_one_primary(nodes, 30)
-        wait_for(lambda: len([x for x in w.acks if x[1] == p.name]) >= 20,
-                 30, "writes on %s" % p.name)
-        for n in nodes:
-            if n is not p:
-                wait_for(n.ready, 30, "%s ready" % n.name)
-        t0 = time.monotonic()
-        p.kill9()
-        a = wait_for(lambda: w.first_ack_after(t0, p.name), TTL + 20,
-                     "a write on a new primary")
-        print("trial %d: %.2f s (%s -> %s), %d acknowledged so far"
-              % (i + 1, a[2] - t0, p.name, a[1], len(w.acks)))
-        p.start()
-        wait_for(p.ready, 60, "%s ready again" % p.name)
+    kill_trials(nodes, w, int(os.environ.get("TRIALS", "3")), 20)
     w.finish()
     lost = converge_and_check(nodes, w)
     check(lost == 0, "%d acknowledged writes lost with synchronous "
@@ -975,9 +969,11 @@ CASES = {"failover": case_failover, "failover-wal": case_failover_wal,
          "auth": case_auth, "other-cluster": case_other_cluster,
          "promote": case_promote, "bench-promote": bench_promote,
          "chaos": case_chaos, "kill-sync": case_kill_sync,
-         "elect-defer": case_elect_defer, "chaos-sync": case_chaos}
+         "elect-defer": case_elect_defer, "chaos-sync": case_chaos,
+         "bench-failover-sync": bench_failover}
 # Cases run with synchronous replication (min-replicas 1).
-SYNC_CASES = ("kill-sync", "elect-defer", "chaos-sync")
+SYNC_CASES = ("kill-sync", "elect-defer", "chaos-sync",
+              "bench-failover-sync")
 SYNC_YML = ("replication:\n  sync:\n    min-replicas: 1\n"
             "    timeout: 5s\n")
 
