@@ -204,12 +204,13 @@ static void *ack_main(void *arg)
 	pthread_mutex_lock(&a->mu);
 	while (!a->stop) {
 		char *url = c ? build_url_locked(a, c) : NULL;
-		char err[600] = "";
+		char err[600] = "", to[REP_URL_MAX + 1];
 		long status;
 		if (!url) {
 			pthread_cond_wait(&a->cond, &a->mu);
 			continue;
 		}
+		snprintf(to, sizeof(to), "%s", a->url);
 		pthread_mutex_unlock(&a->mu);
 		status = post(a, c, url, err, sizeof(err));
 		free(url);
@@ -222,7 +223,7 @@ static void *ack_main(void *arg)
 			continue;
 		}
 		if (!a->failing)
-			log_warn("sync: acknowledging to %s failed: %s%s", a->url,
+			log_warn("sync: acknowledging to %s failed: %s%s", to,
 				 err, status == 409 ? " (dropped)"
 						    : "; retrying");
 		a->failing = true;
