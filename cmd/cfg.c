@@ -24,6 +24,7 @@ static const struct cfg_section *const sections[] = {
 	&cfg_lease_section, &cfg_lease_etcd_section, &cfg_region_section,
 	&cfg_proxy_section,
 	&cfg_backup_section,
+	&cfg_replication_section, &cfg_replication_sync_section,
 	&cfg_exec_section,
 	&cfg_log_section,
 };

@@ -135,6 +135,11 @@ typedef struct ltxfs_cfg {
 		int64_t interval_ms;
 		bool restore_on_empty; /* cmd/restore_empty.c */
 	} backup;
+	struct {
+		int min_replicas;  /* 0 = asynchronous */
+		int64_t timeout_ms;
+		int on_timeout;    /* 0 fail, 1 degrade */
+	} sync;                /* replication.sync (replica/sync.h) */
 	cfg_execlist exec;     /* run once the node is ready (cmd/exec.c) */
 	int64_t exec_grace_ms; /* the application's time to exit when
 				* ltxfs stops */

@@ -7,7 +7,7 @@
  *                  file's mappings, the checks of each section
  *   cfg_print.c    printing (ltxfs config) and `ltxfs config`
  *   cfg_fuse.c, cfg_data.c, cfg_http.c, cfg_lease.c, cfg_region.c,
- *   cfg_proxy.c, cfg_backup.c, cfg_exec.c,
+ *   cfg_proxy.c, cfg_backup.c, cfg_replication.c, cfg_exec.c,
  *   cfg_log.c      one section each: its keys (name, type, field,
  *                  default, meaning) and the checks that need more than
  *                  one key
@@ -79,6 +79,7 @@ struct cfg_section {
 extern const struct cfg_section cfg_fuse_section, cfg_data_section,
 	cfg_http_section, cfg_lease_section, cfg_lease_etcd_section,
 	cfg_region_section, cfg_proxy_section, cfg_backup_section,
+	cfg_replication_section, cfg_replication_sync_section,
 	cfg_exec_section,
 	cfg_log_section;
 size_t cfg_nsections(void);

@@ -215,6 +215,8 @@ static void node_opts(const ltxfs_cfg *cfg, uint64_t node_id,
 		.http = http_opts(cfg),
 		.lease = lease_opts(cfg, host),
 		.retention = retention_opts(cfg),
+		.sync = {cfg->sync.min_replicas, cfg->sync.timeout_ms,
+			 cfg->sync.on_timeout == 1},
 	};
 }
 
@@ -462,6 +464,10 @@ int cmd_mount(int argc, char **argv)
 	o.primary = rep_node_primary_desc(node);
 	o.own_signals = true;
 	o.write_deadline_ns = rep_node_write_deadline(node);
+	if (cfg.sync.min_replicas > 0) {
+		o.sync_wait = rep_node_sync_wait;
+		o.sync_ctx = node;
+	}
 	sigemptyset(&st.set);
 	sigaddset(&st.set, SIGINT);
 	sigaddset(&st.set, SIGTERM);

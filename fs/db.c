@@ -77,6 +77,25 @@ static void backing_path(const fs_db *db, enum fs_kind k, char *buf, size_t n)
 	snprintf(buf, n, "%s/%s", db->dir, fs_kind_backing[k]);
 }
 
+int fs_db_sync_log_due(fs_db *db)
+{
+	int rc;
+
+	if (!db->sync_log_due)
+		return 0;
+	db->sync_log_due = false;
+	rc = fs_log_sync(db->log);
+	if (rc < 0)
+		log_error("db=%s: syncing the LTX log of a synchronous commit: "
+			  "%s", db->name, strerror(-rc));
+	return rc;
+}
+
+bool fs_db_sync_on(const fs_db *db)
+{
+	return db->opts.sync_wait != NULL;
+}
+
 const char *fs_db_name(const fs_db *db)
 {
 	return db->name;
@@ -266,9 +285,22 @@ static int db_header_page_size(fs_db *db, uint32_t *out)
 	return ltx_dbfile_page_size(db->fds[FS_KIND_DB], out, &err);
 }
 
+/* Forgets the journal transaction's tracker (capture_mu and mu held). */
+static void txn_clear(fs_db *db)
+{
+	dirty_clear(db);
+	db->txn_synced = false;
+	db->txn_dirty = false;
+	db->txn_ps = 0;
+}
+
+/* end_txn: the record is in the log and waits for its acknowledgements
+ * (synchronous replication; sync_commit). */
+#define FS_SYNC_WAIT 1
+
 /*
  * The journal's transaction ended: record it if the database changed.
- * capture_mu and mu held.
+ * capture_mu and mu held. FS_SYNC_WAIT in synchronous mode.
  */
 static int end_txn(fs_db *db, const char *why)
 {
@@ -338,7 +370,10 @@ static int end_txn(fs_db *db, const char *why)
 		goto out_clear;
 	}
 	rc = fs_db_capture(db, pages, n, commit, ps, 0, 0, 0, 0);
-	if (rc == 0 && db->txn_synced) {
+	if (rc == 0 && db->opts.sync_wait) {
+		/* Synchronous: synced while the replicas work. */
+		db->sync_log_due = db->txn_synced;
+	} else if (rc == 0 && db->txn_synced) {
 		/* SQLite synced the database file for this transaction: the
 		 * record is made as durable before its journal goes. */
 		rc = fs_log_sync(db->log);
@@ -349,9 +384,15 @@ static int end_txn(fs_db *db, const char *why)
 	}
 	if (rc == 0) {
 		db->cap_wal_end = 0;
-		fs_db_publish_locked(db);
 		fs_db_unfull_locked(db, false, "a rollback-journal transaction "
 				    "is in the LTX log");
+		if (db->opts.sync_wait) {
+			/* The caller waits (sync_commit) and publishes; the
+			 * tracker stays until the outcome is known. */
+			rc = FS_SYNC_WAIT;
+			goto out_keep;
+		}
+		fs_db_publish_locked(db);
 	} else if (fs_db_rc_full(rc)) {
 		/* The journal operation fails, so SQLite rolls the
 		 * transaction back; its pages stay dirty, so whatever the
@@ -368,15 +409,13 @@ static int end_txn(fs_db *db, const char *why)
 		db->capture_err = rc;
 	}
 out_clear:
-	dirty_clear(db);
-	db->txn_synced = false;
-	db->txn_dirty = false;
-	db->txn_ps = 0;
+	txn_clear(db);
 out_keep:
 	free(pages);
 	free(buf);
 	return rc;
 }
+
 
 static void notify(fs_db *db, ltx_pos before)
 {
@@ -408,6 +447,54 @@ static void unlock_db_op(fs_db *db)
 {
 	pthread_mutex_unlock(&db->mu);
 	pthread_mutex_unlock(&db->capture_mu);
+}
+
+/* end_txn said FS_SYNC_WAIT (capture_mu and mu held): lets both go, waits
+ * for the acknowledgements (fs_sync_fn, which has the record sent), and
+ * takes both again; the caller's notify() tells the commit callback. 0: acknowledged,
+ * published, the tracker cleared, and the caller ends the journal;
+ * -EIO: the record was taken back (fs_db_undo_locked) and the tracker
+ * kept, so the journal stays hot and SQLite rolls the transaction back
+ * (whose own end then finds every page back and records nothing). The
+ * journal's live state keeps snapshots, loads and handoff holds out
+ * meanwhile; SQLite's lock keeps writers out. */
+static int sync_commit(fs_db *db, const char *why)
+{
+	ltx_pos pos = db->pos;
+	int rc, urc;
+
+	unlock_db_op(db);
+	rc = db->opts.sync_wait(db->opts.sync_ctx, db, pos);
+	if (rc >= 0)
+		rc = fs_db_sync_log_due(db); /* when sync_wait did not */
+	(void)lock_for_db_op(db);
+	if (rc >= 0) {
+		fs_db_undo_forget(db);
+		fs_db_publish_locked(db);
+		txn_clear(db);
+		return 0;
+	}
+	urc = fs_db_undo_locked(db);
+	if (urc < 0)
+		log_error("db=%s: %s: TXID %016" PRIx64 " was not acknowledged "
+			  "(%s) and taking it back failed (%s): its outcome is "
+			  "unknown", db->name, why, pos.txid, strerror(-rc),
+			  strerror(-urc));
+	else
+		log_warn("db=%s: %s: TXID %016" PRIx64 " failed (EIO): not "
+			 "acknowledged by enough replicas (%s); taken back, "
+			 "SQLite rolls it back", db->name, why, pos.txid,
+			 strerror(-rc));
+	return -EIO;
+}
+
+/* Ends the journal's transaction (capture_mu and mu held): end_txn, and
+ * in synchronous mode the wait for its acknowledgements. */
+static int end_journal(fs_db *db, const char *why)
+{
+	int rc = end_txn(db, why);
+
+	return rc == FS_SYNC_WAIT ? sync_commit(db, why) : rc;
 }
 
 static bool journal_live(fs_db *db)
@@ -662,7 +749,7 @@ int fs_db_write(fs_db *db, enum fs_kind kind, const void *buf, size_t n,
 		    !fs_journal_has_magic(buf, n) &&
 		    lib_io_pread_full(db->fds[kind], old, 8, 0, &got) == 0 &&
 		    fs_journal_has_magic(old, got))
-			rc = end_txn(db, "journal header zeroed");
+			rc = end_journal(db, "journal header zeroed");
 		if (rc == 0)
 			rc = lib_io_pwrite_full(db->fds[kind], buf, n, off);
 	}
@@ -761,7 +848,7 @@ int fs_db_truncate(fs_db *db, enum fs_kind kind, off_t size)
 		break;
 	case FS_KIND_JOURNAL:
 		if (size == 0)
-			rc = end_txn(db, "journal truncated");
+			rc = end_journal(db, "journal truncated");
 		break;
 	case FS_KIND_WAL:
 		rc = fs_db_wal_check_drop_locked(db, (uint64_t)size,
@@ -834,6 +921,10 @@ int fs_db_fsync(fs_db *db, enum fs_kind kind, bool datasync)
 		 * records of what it syncs are made as durable. */
 		(void)lock_for_db_op(db);
 		rc = sync_log_locked(db);
+		if (db->wal_commit_unsynced) {
+			db->wal_commit_synced = true; /* fs_db_sync_log_due */
+			db->wal_commit_unsynced = false;
+		}
 		unlock_db_op(db);
 		if (rc < 0)
 			return rc;
@@ -977,7 +1068,7 @@ int fs_db_unlink(fs_db *db, enum fs_kind kind)
 		goto out;
 	}
 	if (kind == FS_KIND_JOURNAL)
-		rc = end_txn(db, "journal deleted");
+		rc = end_journal(db, "journal deleted");
 	else if (kind == FS_KIND_WAL)
 		rc = fs_db_wal_check_drop_locked(db, 0, "remove");
 	else if (kind == FS_KIND_DB && (rc = fs_db_capture_delete(db)) == 0)
@@ -1038,7 +1129,7 @@ int fs_db_capture_super(fs_db *db, const char *sj_name, bool *out_child)
 	 * every child before it deletes the super-journal); the journal is
 	 * finalised later and then ends nothing. */
 	if (rc == 0)
-		rc = end_txn(db, "its super-journal's deletion");
+		rc = end_journal(db, "its super-journal's deletion");
 out:
 	unlock_db_op(db);
 	notify(db, before);

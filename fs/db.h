@@ -57,6 +57,14 @@ typedef void (*fs_inval_fn)(void *ctx, fs_db *db, enum fs_kind kind,
 typedef int (*fs_store_fn)(void *ctx, fs_db *db, enum fs_kind kind,
 			   uint64_t off, const void *buf, size_t len);
 
+/* Synchronous replication (docs/SYNC.md): called after a transaction's
+ * record is in the log (not published yet: the commit callback is told
+ * once it is), before the operation that ends the transaction is
+ * answered; never with a database lock held; it may block. 0: the
+ * commit goes ahead (it is published); < 0: it fails, the record is
+ * taken back (fs_log_unappend) and the application gets EIO. */
+typedef int (*fs_sync_fn)(void *ctx, fs_db *db, ltx_pos pos);
+
 typedef struct fs_db_opts {
 	int zstd_level;      /* 0: uncompressed LTX */
 	uint64_t node_id;
@@ -72,6 +80,8 @@ typedef struct fs_db_opts {
 	 * at or after it fail with EROFS even before the node has switched
 	 * the database read-only. NULL: none. */
 	const _Atomic int64_t *write_deadline_ns;
+	fs_sync_fn sync_wait;   /* NULL: asynchronous */
+	void *sync_ctx;
 } fs_db_opts;
 
 /* Opens (and recovers) the database <data_dir>/dbs/<name>. Creates the
@@ -130,6 +140,18 @@ int fs_db_capture_super(fs_db *db, const char *sj_name, bool *out_child);
 /* Captures WAL transactions queued by fs_db_write; called by the FUSE
  * adapter after it has answered the write. */
 void fs_db_capture_pending(fs_db *db);
+/* Synchronous mode (fs_db_opts.sync_wait), after a WAL write, before
+ * its reply: when the write committed a transaction, records it, waits
+ * for its acknowledgements and publishes it (0); or takes it back and
+ * makes its commit frame invalid (-EIO; -ENOSPC when the log has no
+ * room), so SQLite rolls it back. 0 at once for any other write. */
+int fs_db_wal_sync_commit(fs_db *db);
+/* Synchronous mode, called by fs_sync_fn once the record is on its way:
+ * the log sync the commit owes (SQLite synced for it), so that it
+ * overlaps the replicas' work; 0 when none is owed. */
+int fs_db_sync_log_due(fs_db *db);
+/* Whether fs_db_opts.sync_wait is set. */
+bool fs_db_sync_on(const fs_db *db);
 /* Waits until every committed transaction is in the log: 0, or -ENOSPC
  * while a full disk keeps a WAL transaction out of it. */
 int fs_db_drain(fs_db *db);

@@ -851,9 +851,26 @@ static int verify_record(ltx_decoder **cache, int fd, uint64_t off,
 	return rc;
 }
 
+/* The log synced, then durable told of its position (fs_durable);
+ * apply_mu held. A failed sync tells nothing. */
+static void made_durable(fs_db *db, const fs_durable *durable)
+{
+	int rc;
+
+	if (!durable || !durable->fn)
+		return;
+	rc = fs_log_sync(db->log);
+	if (rc < 0) {
+		log_error("db=%s: syncing the LTX log to acknowledge records: "
+			  "%s", db->name, strerror(-rc));
+		return;
+	}
+	durable->fn(durable->ctx, db, fs_log_get_tail(db->log).pos);
+}
+
 static int apply_one(fs_db *db, int fd, uint64_t off, uint64_t len,
-		     ltx_decoder **cache, bool nowait, char *errbuf,
-		     size_t errlen)
+		     ltx_decoder **cache, bool nowait,
+		     const fs_durable *durable, char *errbuf, size_t errlen)
 {
 	struct apply a = {.db = db, .src = "record", .fd = fd, .off = off,
 			  .len = len, .cache = cache};
@@ -906,6 +923,7 @@ static int apply_one(fs_db *db, int fd, uint64_t off, uint64_t len,
 			 strerror(-rc));
 		goto out;
 	}
+	made_durable(db, durable);
 	rc = a.hdr.commit == 0 ? apply_delete(&a) : apply_record(&a);
 	if (rc < 0)
 		snprintf(errbuf, errlen, "applying TXID %016" PRIx64 ": %s",
@@ -926,7 +944,7 @@ out:
 int fs_db_apply_ltx(fs_db *db, int fd, uint64_t off, uint64_t len,
 		    char *errbuf, size_t errlen)
 {
-	return apply_one(db, fd, off, len, NULL, false, errbuf, errlen);
+	return apply_one(db, fd, off, len, NULL, false, NULL, errbuf, errlen);
 }
 
 /* --- applying a run of records in one WAL transaction --- */
@@ -1061,8 +1079,8 @@ static bool ckpt_due(fs_db *db, const struct apply *a, size_t m)
 /* Applies what it can of recs as one run; *out_k = records applied (0:
  * recs[0] needs apply_one). */
 static int apply_run(fs_db *db, int fd, const fs_apply_rec *recs, size_t n,
-		     ltx_decoder **cache, size_t *out_k, char *errbuf,
-		     size_t errlen)
+		     const fs_durable *durable, ltx_decoder **cache,
+		     size_t *out_k, char *errbuf, size_t errlen)
 {
 	struct apply *a;
 	size_t m = 0;
@@ -1088,6 +1106,8 @@ static int apply_run(fs_db *db, int fd, const fs_apply_rec *recs, size_t n,
 			break;
 		}
 	}
+	if (m > 0)
+		made_durable(db, durable);
 	if (m > 0) {
 		int rc2 = apply_run_pages(db, a, m);
 		if (rc2 < 0) {
@@ -1118,8 +1138,9 @@ static int apply_run(fs_db *db, int fd, const fs_apply_rec *recs, size_t n,
 }
 
 int fs_db_apply_batch(fs_db *db, int fd, const fs_apply_rec *recs, size_t n,
-		      unsigned flags, ltx_decoder **cache, size_t *out_done,
-		      char *errbuf, size_t errlen)
+		      unsigned flags, const fs_durable *durable,
+		      ltx_decoder **cache, size_t *out_done, char *errbuf,
+		      size_t errlen)
 {
 	size_t i = 0;
 	int rc = 0;
@@ -1127,12 +1148,12 @@ int fs_db_apply_batch(fs_db *db, int fd, const fs_apply_rec *recs, size_t n,
 	snprintf(errbuf, errlen, "ok");
 	while (i < n && rc == 0) {
 		size_t k = 0;
-		rc = apply_run(db, fd, recs + i, n - i, cache, &k, errbuf,
-			       errlen);
+		rc = apply_run(db, fd, recs + i, n - i, durable, cache, &k,
+			       errbuf, errlen);
 		if (rc == 0 && k == 0) {
 			rc = apply_one(db, fd, recs[i].off, recs[i].len, cache,
-				       (flags & FS_APPLY_NOWAIT) != 0, errbuf,
-				       errlen);
+				       (flags & FS_APPLY_NOWAIT) != 0, durable,
+				       errbuf, errlen);
 			k = rc == 0;
 		}
 		i += k;

@@ -40,15 +40,26 @@ typedef struct fs_apply_rec {
  * for readers. */
 #define FS_APPLY_NOWAIT 1u
 
+/* Synchronous replication (docs/SYNC.md): told, once records are in the
+ * log and it is synced, of the position the log then holds durably,
+ * before the records are applied to the database (apply_mu held: it
+ * must not block). */
+typedef struct fs_durable {
+	void (*fn)(void *ctx, fs_db *db, ltx_pos pos);
+	void *ctx;
+} fs_durable;
+
 /* Applies recs[0..n) of fd in order. cache (may be NULL): a decoder kept
  * by the caller across calls (created here when *cache is NULL; the
  * caller frees it with ltx_decoder_free), so records cost no zstd context
  * each. *out_done: how many were applied (all of them when 0 is
  * returned); on failure errbuf says why the next one was not, as
- * fs_db_apply_ltx would (-EAGAIN: see FS_APPLY_NOWAIT). */
+ * fs_db_apply_ltx would (-EAGAIN: see FS_APPLY_NOWAIT). durable (may be
+ * NULL): see fs_durable. */
 int fs_db_apply_batch(fs_db *db, int fd, const fs_apply_rec *recs, size_t n,
-		      unsigned flags, ltx_decoder **cache, size_t *out_done,
-		      char *errbuf, size_t errlen);
+		      unsigned flags, const fs_durable *durable,
+		      ltx_decoder **cache, size_t *out_done, char *errbuf,
+		      size_t errlen);
 
 /* Ends the wait of a NOWAIT apply that got -EAGAIN (lets SQLite's PENDING
  * lock go); nothing when there is none. */

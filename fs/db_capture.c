@@ -340,6 +340,14 @@ int fs_db_capture(fs_db *db, const fs_page_src *pages, size_t n,
 		rc = -ENOMEM;
 		goto out;
 	}
+	if (db->opts.sync_wait) {
+		/* Synchronous replication may take the record back. */
+		rc = fs_db_undo_prepare(db, c.full, cap + (db->commit > commit ?
+							   db->commit - commit :
+							   0));
+		if (rc < 0)
+			goto out;
+	}
 	h.flags = db->opts.zstd_level > 0 ? LTX_FLAG_COMPRESS_ZSTD : 0;
 	h.page_size = page_size;
 	h.commit = commit;
@@ -362,12 +370,17 @@ int fs_db_capture(fs_db *db, const fs_page_src *pages, size_t n,
 		memset(db->cksums, 0, (size_t)db->ncksums * sizeof(uint64_t));
 	}
 	for (size_t i = 0; i < c.nstaged; i++) {
+		fs_db_undo_note(db, c.staged_pgno[i]);
 		rc = fs_db_cksum_set(db, c.staged_pgno[i], c.staged[i]);
 		if (rc < 0)
 			goto out;
 	}
-	for (uint32_t p = commit + 1; p < db->ncksums && p <= db->commit; p++)
+	for (uint32_t p = commit + 1; p < db->ncksums && p <= db->commit;
+	     p++) {
+		fs_db_undo_note(db, p);
 		db->cksums[p] = 0;
+	}
+	fs_db_undo_keep(db, h.max_txid);
 	db->capture_full = false;
 	db->pos.txid = h.max_txid;
 	db->pos.checksum = t.post_apply_checksum;

@@ -104,6 +104,22 @@ struct fs_db {
 	/* Capture queue (WAL). */
 	fs_wal_txn *q_head, *q_tail;
 	bool capturing;         /* a thread is capturing the queue */
+	/* A WAL transaction taken back (fs_db_wal_sync_commit): its frames
+	 * [wal_void_from, wal_void_to) (0/0: none). SQLite's retry of the
+	 * rest of a write the kernel split, inside them, is refused: only
+	 * a new transaction at wal_void_from (or a new header) goes on. */
+	uint64_t wal_void_from, wal_void_to;
+	/* Synchronous mode: the log sync the waiting commit owes (SQLite
+	 * synced for it), done while the replicas work
+	 * (fs_db_sync_log_due); only the committing thread touches it. In
+	 * WAL mode it is owed when SQLite synced the WAL after the last
+	 * commit (synchronous=FULL): wal_commit_synced (mu), set by that
+	 * sync when wal_commit_unsynced says a commit came since. */
+	bool sync_log_due;
+	bool wal_commit_synced, wal_commit_unsynced;
+	bool sync_pending;      /* synchronous mode: the queue's last
+				 * transaction is its committing writer's,
+				 * captured by fs_db_wal_sync_commit only */
 	bool opened;            /* recovery done; close writes the marker */
 	int capture_err;        /* sticky: capture failed (not for a full
 				 * disk), writes refused until restart or
@@ -162,6 +178,10 @@ struct fs_db {
 	/* Recovery (db_open.c): the next capture records every page (a
 	 * database the log cannot describe as a change of its last state). */
 	bool capture_full;
+
+	/* Synchronous replication (capture_mu): what the last capture
+	 * changed, to take it back (db_undo.c); NULL until the first. */
+	struct fs_undo *undo;
 };
 
 /* db_capture.c */
@@ -173,6 +193,18 @@ int fs_db_capture(fs_db *db, const fs_page_src *pages, size_t n,
 /* Records the database's deletion; capture_mu and mu held. It also ends
  * a failed capture's refusal of writes (capture_err). */
 int fs_db_capture_delete(fs_db *db);
+/* db_undo.c: taking back the last capture (its module comment, rules
+ * D1-D3); capture_mu held. prepare, before the append: changes is how
+ * many checksum entries an incremental record may change. note, before
+ * an entry changes; keep, once the capture is done. fs_db_undo_locked:
+ * 0 or -ESTALE (nothing to take back: nothing changed) or the log's cut
+ * error (memory is put back all the same). */
+int fs_db_undo_prepare(fs_db *db, bool full, size_t changes);
+void fs_db_undo_note(fs_db *db, uint32_t pgno);
+void fs_db_undo_keep(fs_db *db, uint64_t txid);
+void fs_db_undo_forget(fs_db *db);
+int fs_db_undo_locked(fs_db *db);
+void fs_db_undo_free(fs_db *db);
 /* Makes pos visible to readers of -pos and fs_db_pos; mu held. */
 void fs_db_publish_locked(fs_db *db);
 /* A full disk: whether rc says so (ENOSPC, EDQUOT). */

@@ -475,6 +475,7 @@ void fs_db_close(fs_db *db)
 	pthread_cond_destroy(&db->cond);
 	ZSTD_freeCCtx(db->zstd_cctx);
 	free(db->cksums);
+	fs_db_undo_free(db);
 	free(db->dirty);
 	free(db->dirty_bits);
 	free(db->frames);

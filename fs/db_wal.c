@@ -65,6 +65,7 @@
 #include <unistd.h>
 
 #include "db_i.h"
+#include "lib/bytes.h"
 #include "lib/io.h"
 #include "lib/log.h"
 #include "ltx/checksum.h"
@@ -122,8 +123,9 @@ int fs_db_drain_locked(fs_db *db)
 {
 	bool tried = false;
 
-	while (!db->capture_err && (db->q_head || db->capturing)) {
-		if (db->capturing) {
+	while (!db->capture_err &&
+	       (db->q_head || db->capturing || db->sync_pending)) {
+		if (db->capturing || db->sync_pending) {
 			pthread_cond_wait(&db->cond, &db->mu);
 		} else if (db->wal_full &&
 			   (tried || !fs_db_full_retry_due_locked(db))) {
@@ -139,7 +141,8 @@ int fs_db_drain_locked(fs_db *db)
 void fs_db_capture_pending(fs_db *db)
 {
 	pthread_mutex_lock(&db->mu);
-	if (!db->capturing && fs_db_full_retry_due_locked(db))
+	if (!db->capturing && !db->sync_pending &&
+	    fs_db_full_retry_due_locked(db))
 		process_queue_locked(db);
 	pthread_mutex_unlock(&db->mu);
 }
@@ -147,7 +150,8 @@ void fs_db_capture_pending(fs_db *db)
 void fs_db_wal_retry(fs_db *db)
 {
 	pthread_mutex_lock(&db->mu);
-	if (db->wal_full && !db->capturing && fs_db_full_retry_due_locked(db))
+	if (db->wal_full && !db->capturing && !db->sync_pending &&
+	    fs_db_full_retry_due_locked(db))
 		process_queue_locked(db);
 	pthread_mutex_unlock(&db->mu);
 }
@@ -292,6 +296,8 @@ static int advance(fs_db *db, const uint8_t *wbuf, uint64_t woff, size_t wn)
 			if (rc < 0)
 				return rc;
 			enqueue(db, t);
+			if (wbuf && db->opts.sync_wait)
+				db->sync_pending = true; /* sync_commit */
 			db->nframes = 0;
 			db->wal_txn_start = db->wal_valid;
 			if (db->holds > 0)
@@ -308,6 +314,7 @@ static void tracker_reset(fs_db *db)
 	db->wal_txn_start = FS_WAL_HDR_SIZE;
 	db->nframes = 0;
 	db->cap_wal_end = 0;
+	db->wal_void_from = db->wal_void_to = 0;
 	if (db->wal_pages_max)
 		memset(db->wal_pages, 0, db->wal_pages_max / 8 + 1);
 	db->wal_pages_max = 0;
@@ -526,6 +533,24 @@ static int refuse_header_write(fs_db *db, const uint8_t *hdr)
 	return -EINVAL;
 }
 
+/* The running checksum at the open transaction's start: the frame
+ * before it, or the header's. */
+static void checksum_at_txn_start(fs_db *db)
+{
+	uint64_t fsz = frame_size(db);
+	uint8_t fh[FS_WAL_FRAME_HDR_SIZE];
+
+	if (db->wal_txn_start == FS_WAL_HDR_SIZE) {
+		db->wal_s0 = db->wal_hdr.cksum1;
+		db->wal_s1 = db->wal_hdr.cksum2;
+	} else if (lib_io_pread_full(db->fds[FS_KIND_WAL], fh, sizeof(fh),
+				     (off_t)(db->wal_txn_start - fsz),
+				     NULL) == 0) {
+		db->wal_s0 = get_be32(fh + 16);
+		db->wal_s1 = get_be32(fh + 20);
+	}
+}
+
 /* A write below wal_valid rewrites a frame of the open transaction
  * (SQLite does this when a transaction writes a page twice): re-check
  * from that frame. */
@@ -540,26 +565,7 @@ static void rewind_to(fs_db *db, uint64_t off)
 	db->wal_valid = db->wal_txn_start + idx * fsz;
 	db->nframes = idx;
 	if (idx == 0) {
-		/* Running checksum at the transaction start: the frame
-		 * before it, or the header. Recomputed by advance() from
-		 * the last committed frame. */
-		if (db->wal_txn_start == FS_WAL_HDR_SIZE) {
-			db->wal_s0 = db->wal_hdr.cksum1;
-			db->wal_s1 = db->wal_hdr.cksum2;
-		} else {
-			uint8_t fh[FS_WAL_FRAME_HDR_SIZE];
-			if (lib_io_pread_full(db->fds[FS_KIND_WAL], fh,
-					      sizeof(fh),
-					      (off_t)(db->wal_txn_start - fsz),
-					      NULL) == 0) {
-				db->wal_s0 = (uint32_t)fh[16] << 24 |
-					     (uint32_t)fh[17] << 16 |
-					     (uint32_t)fh[18] << 8 | fh[19];
-				db->wal_s1 = (uint32_t)fh[20] << 24 |
-					     (uint32_t)fh[21] << 16 |
-					     (uint32_t)fh[22] << 8 | fh[23];
-			}
-		}
+		checksum_at_txn_start(db);
 	} else {
 		db->wal_s0 = db->frames[idx - 1].s0;
 		db->wal_s1 = db->frames[idx - 1].s1;
@@ -607,6 +613,16 @@ int fs_db_wal_write(fs_db *db, const void *buf, size_t n, off_t off)
 	if (!in_hdr && !db->wal_hdr_ok) {
 		rc = refuse_untracked(db, off);
 		goto out;
+	}
+	if (db->wal_void_to) {
+		if ((uint64_t)off > db->wal_void_from &&
+		    (uint64_t)off < db->wal_void_to) {
+			/* The rest of the write whose commit was taken back
+			 * (the kernel split it): that write failed. */
+			rc = -EIO;
+			goto out;
+		}
+		db->wal_void_from = db->wal_void_to = 0;
 	}
 	if (off < FS_WAL_HDR_SIZE)
 		fs_db_wait_snapshot_locked(db, false); /* a WAL restart */
@@ -674,6 +690,127 @@ static int capture_txn(fs_db *db, fs_wal_txn *t)
 		pthread_mutex_unlock(&db->mu);
 	}
 	pthread_mutex_unlock(&db->capture_mu);
+	return rc;
+}
+
+/* Makes a WAL transaction that was not acknowledged invalid (mu held):
+ * SQLite got an error for the write of its commit frame and rolls it
+ * back, so its next transaction writes where this one began. The commit
+ * frame's first 4 page bytes are complemented in the backing file, so
+ * neither SQLite's recovery nor ours (a restart) takes it for a commit
+ * (an odd change to one word cannot leave the running checksum as it
+ * was). The tracker goes back to the transaction's start, and the rest
+ * of the write, should the kernel have split it and SQLite write it
+ * again, is refused (wal_void_*). The caller drops the -wal's cached
+ * pages once the write is answered (fs/mount.c, op_write). */
+static int take_back_wal_txn_locked(fs_db *db, const fs_wal_txn *t)
+{
+	uint64_t fsz = frame_size(db);
+	off_t at = (off_t)(t->wal_off + t->wal_size - fsz +
+			   FS_WAL_FRAME_HDR_SIZE);
+	int fd = db->fds[FS_KIND_WAL];
+	uint8_t w[4];
+	int rc;
+
+	rc = lib_io_pread_full(fd, w, sizeof(w), at, NULL);
+	for (size_t i = 0; rc == 0 && i < sizeof(w); i++)
+		w[i] = (uint8_t)~w[i];
+	if (rc == 0)
+		rc = lib_io_pwrite_full(fd, w, sizeof(w), at);
+	if (rc == 0)
+		rc = lib_io_fdatasync(fd);
+	db->wal_txn_start = t->wal_off;
+	db->wal_valid = t->wal_off;
+	db->nframes = 0;
+	db->last_hdr_off = UINT64_MAX;
+	db->wal_void_from = t->wal_off;
+	db->wal_void_to = t->wal_off + t->wal_size;
+	checksum_at_txn_start(db);
+	if (rc < 0)
+		log_error("db=%s: invalidating the commit frame of a failed "
+			  "WAL transaction at byte %lld: %s", db->name,
+			  (long long)at, strerror(-rc));
+	return rc;
+}
+
+int fs_db_wal_sync_commit(fs_db *db)
+{
+	fs_wal_txn *t;
+	ltx_pos pos = {0};
+	int rc, wrc = 0;
+
+	pthread_mutex_lock(&db->mu);
+	if (!db->sync_pending) {
+		pthread_mutex_unlock(&db->mu);
+		return 0;
+	}
+	while (db->capturing)
+		pthread_cond_wait(&db->cond, &db->mu);
+	/* The writer holds SQLite's WAL write lock until this returns, so
+	 * its transaction is the queue's last. One before it is a full
+	 * disk's, which stays queued: this one fails with ENOSPC (below). */
+	t = db->q_tail;
+	db->capturing = true;
+	pthread_mutex_unlock(&db->mu);
+	pthread_mutex_lock(&db->capture_mu);
+	if (db->q_head != t || db->capture_err)
+		rc = db->capture_err ? db->capture_err : -ENOSPC;
+	else
+		rc = fs_db_capture(db, t->pages, t->n, t->commit,
+				   t->page_size, t->wal_off, t->wal_size,
+				   t->salt1, t->salt2);
+	pos = db->pos;
+	pthread_mutex_unlock(&db->capture_mu);
+	pthread_mutex_lock(&db->mu);
+	db->sync_log_due = rc == 0 && db->wal_commit_synced;
+	db->wal_commit_synced = false;
+	pthread_mutex_unlock(&db->mu);
+	if (rc == 0)
+		wrc = db->opts.sync_wait(db->opts.sync_ctx, db, pos);
+	if (rc == 0 && wrc >= 0)
+		wrc = fs_db_sync_log_due(db); /* when sync_wait did not */
+	pthread_mutex_lock(&db->capture_mu);
+	pthread_mutex_lock(&db->mu);
+	if (rc == 0 && wrc >= 0) {
+		db->wal_commit_unsynced = true;
+		db->cap_wal_end = t->wal_off + t->wal_size;
+		fs_db_undo_forget(db);
+		fs_db_publish_locked(db);
+		fs_db_unfull_locked(db, true, "a WAL transaction is in the LTX "
+				    "log");
+	} else {
+		if (rc == 0) {
+			int urc = fs_db_undo_locked(db);
+			log_warn("db=%s: WAL commit TXID %016" PRIx64 " failed "
+				 "(EIO): not acknowledged by enough replicas "
+				 "(%s)%s", db->name, pos.txid, strerror(-wrc),
+				 urc < 0 ? "; taking it back failed: its "
+					   "outcome is unknown" : "; taken back");
+			rc = -EIO;
+		} else if (!fs_db_rc_full(rc)) {
+			rc = -EIO;
+		}
+		(void)take_back_wal_txn_locked(db, t);
+	}
+	/* t is the queue's only transaction here, or was left behind by a
+	 * full disk: drop it either way (its frames are invalid or in). */
+	if (db->q_tail == t) {
+		fs_wal_txn **pp = &db->q_head;
+		while (*pp != t)
+			pp = &(*pp)->next;
+		*pp = NULL;
+		db->q_tail = db->q_head;
+		while (db->q_tail && db->q_tail->next)
+			db->q_tail = db->q_tail->next;
+		free(t);
+	}
+	db->capturing = false;
+	db->sync_pending = false;
+	pthread_cond_broadcast(&db->cond);
+	pthread_mutex_unlock(&db->mu);
+	pthread_mutex_unlock(&db->capture_mu);
+	if (rc == 0 && db->opts.on_commit)
+		db->opts.on_commit(db->opts.commit_ctx, db, pos);
 	return rc;
 }
 

@@ -295,6 +295,8 @@ static int add_slot(fs_mount *m, const char *name, size_t *out)
 		.inval_ctx = m,
 		.apply_timeout_ms = m->opts.apply_timeout_ms,
 		.write_deadline_ns = m->opts.write_deadline_ns,
+		.sync_wait = m->opts.sync_wait,
+		.sync_ctx = m->opts.sync_ctx,
 	};
 	char why[FS_LOG_WHY_MAX];
 	slot *s;
@@ -1012,7 +1014,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 {
 	fs_mount *m = req_mount(req);
 	enum fs_kind k;
-	fs_db *db;
+	fs_db *db = NULL;
 	int rc;
 
 	if (fs_mount_sj_ino(ino)) {
@@ -1022,6 +1024,18 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	rc = split_ino(m, ino, &db, NULL, &k);
 	if (rc == 0)
 		rc = fs_db_write(db, k, buf, size, off);
+	if (db && k == FS_KIND_WAL && fs_db_sync_on(db)) {
+		/* Synchronous: the commit is answered once replicas have it
+		 * (the reply waits, with no lock held). */
+		int src = fs_db_wal_sync_commit(db);
+		if (rc == 0 && src < 0) {
+			fuse_reply_err(req, -src);
+			/* Its commit frame was made invalid in the backing
+			 * file: no page cached before may show it valid. */
+			fuse_lowlevel_notify_inval_inode(m->se, ino, 0, 0);
+			return;
+		}
+	}
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;

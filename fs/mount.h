@@ -28,6 +28,8 @@ typedef struct fs_mount_opts {
 	bool own_signals;       /* the caller handles SIGINT/SIGTERM and
 				 * calls fs_mount_stop */
 	const _Atomic int64_t *write_deadline_ns; /* see fs_db_opts */
+	fs_sync_fn sync_wait;   /* see fs_db_opts; NULL: asynchronous */
+	void *sync_ctx;
 } fs_mount_opts;
 
 typedef struct fs_mount fs_mount;

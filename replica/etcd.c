@@ -722,6 +722,75 @@ int rep_etcd_get(rep_etcd *e, const char *key, int64_t timeout_ms,
 	return rc;
 }
 
+int rep_etcd_put(rep_etcd *e, const char *key, const char *value,
+		 int64_t lease, int64_t timeout_ms)
+{
+	char *k = b64_dup(key), *v = b64_dup(value);
+	json_t *req = NULL, *ans = NULL;
+	int rc = -ENOMEM;
+
+	if (k && v)
+		req = json_pack("{ssss}", "key", k, "value", v);
+	if (req && lease)
+		json_object_set_new(req, "lease", i64_str(lease));
+	if (req)
+		rc = call(e, "/v3/kv/put", req, timeout_ms, &ans);
+	json_decref(ans);
+	free(k);
+	free(v);
+	return rc;
+}
+
+int rep_etcd_range(rep_etcd *e, const char *prefix, int64_t timeout_ms,
+		   rep_etcd_kv **out, size_t *n)
+{
+	size_t len = strlen(prefix);
+	char *end = len ? strdup(prefix) : NULL, *k = NULL, *ke = NULL;
+	json_t *ans = NULL, *kvs;
+	rep_etcd_kv *v = NULL;
+	int rc = -ENOMEM;
+
+	*out = NULL;
+	*n = 0;
+	if (!len)
+		return -EINVAL;
+	if (!end)
+		return -ENOMEM;
+	end[len - 1]++; /* the first key after every key with the prefix */
+	k = b64_dup(prefix);
+	ke = b64_dup(end);
+	if (k && ke)
+		rc = call(e, "/v3/kv/range", json_pack("{ssss}", "key", k,
+						      "range_end", ke),
+			  timeout_ms, &ans);
+	if (rc < 0)
+		goto out;
+	kvs = json_object_get(ans, "kvs");
+	if (kvs && json_array_size(kvs) > 0) {
+		v = calloc(json_array_size(kvs), sizeof(*v));
+		if (!v) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		for (size_t i = 0; i < json_array_size(kvs) && rc == 0; i++)
+			rc = parse_kv(json_array_get(kvs, i), &v[(*n)++]);
+	}
+	if (rc < 0) {
+		for (size_t i = 0; i < *n; i++)
+			rep_etcd_kv_clear(&v[i]);
+		free(v);
+		v = NULL;
+		*n = 0;
+	}
+	*out = v;
+out:
+	json_decref(ans);
+	free(end);
+	free(k);
+	free(ke);
+	return rc;
+}
+
 int rep_etcd_create(rep_etcd *e, const char *key, const char *value,
 		    int64_t lease, int64_t timeout_ms, bool *created,
 		    rep_etcd_kv *kv)

@@ -100,6 +100,14 @@ int rep_etcd_delete_if(rep_etcd *e, const char *key, int64_t create_rev,
 int rep_etcd_get(rep_etcd *e, const char *key, int64_t timeout_ms,
 		 rep_etcd_kv *kv /* out */, int64_t *rev /* out */);
 
+/* Puts key = value (attached to lease unless 0), whatever was there. */
+int rep_etcd_put(rep_etcd *e, const char *key, const char *value,
+		 int64_t lease, int64_t timeout_ms);
+/* Every key that starts with prefix (not empty), in key order: *out
+ * (malloc'd, each cleared with rep_etcd_kv_clear, then freed) and *n. */
+int rep_etcd_range(rep_etcd *e, const char *prefix, int64_t timeout_ms,
+		   rep_etcd_kv **out, size_t *n);
+
 enum rep_etcd_event { REP_ETCD_PUT = 0, REP_ETCD_DELETE = 1 };
 
 /* Called for each event; returns true to end the watch. kv is valid only

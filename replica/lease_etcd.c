@@ -60,6 +60,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "elect.h"
 #include "etcd.h"
 #include "lib/clock.h"
 #include "lib/log.h"
@@ -79,6 +80,7 @@ struct lease_etcd {
 	bool candidate;          /* lease.candidate */
 	rep_etcd *etcd;
 	char *key_primary, *key_cluster, *key_handoff;
+	char *key_prefix;        /* lease.etcd.prefix, no trailing '/' */
 	int64_t ttl_s;
 	int64_t margin_ns;
 	atomic_bool stop;        /* also cancels a watch */
@@ -332,6 +334,10 @@ static bool may_acquire(struct lease_etcd *l)
 	if (l->no_acquire_ns && lib_clock_monotonic_ns() < l->no_acquire_ns)
 		ok = false;
 	pthread_mutex_unlock(&l->mu);
+	/* Synchronous replication: the furthest candidate (elect.c). */
+	if (ok && rep_sync_on(l->n->sync))
+		ok = rep_elect_may_acquire(l->n, l->etcd, l->key_prefix,
+					   l->node_id, l->ttl_s);
 	return ok;
 }
 
@@ -674,6 +680,7 @@ static void etcd_free(rep_lease *base)
 	free(l->key_primary);
 	free(l->key_cluster);
 	free(l->key_handoff);
+	free(l->key_prefix);
 	free(l->following);
 	pthread_mutex_destroy(&l->mu);
 	free(l);
@@ -704,7 +711,9 @@ static int make_keys(struct lease_etcd *l, const char *prefix)
 	l->key_primary = malloc(plen + 16);
 	l->key_cluster = malloc(plen + 16);
 	l->key_handoff = malloc(plen + 16);
-	if (!l->key_primary || !l->key_cluster || !l->key_handoff)
+	l->key_prefix = strndup(prefix, plen);
+	if (!l->key_primary || !l->key_cluster || !l->key_handoff ||
+	    !l->key_prefix)
 		return -ENOMEM;
 	snprintf(l->key_primary, plen + 16, "%.*s/primary", (int)plen, prefix);
 	snprintf(l->key_cluster, plen + 16, "%.*s/cluster", (int)plen, prefix);

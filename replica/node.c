@@ -266,6 +266,29 @@ int rep_node_reload_tls(rep_node *n)
 	return rep_tls_reload(n->tls, true) < 0 ? -EINVAL : 0;
 }
 
+static void sync_metrics(void *ctx, FILE *f)
+{
+	rep_sync_metrics(ctx, f);
+}
+
+static char *sync_info(void *ctx)
+{
+	return rep_sync_info(ctx);
+}
+
+/* Synchronous replication (sync.h): its state, and its /metrics and
+ * /info when it is on. */
+static int sync_setup(rep_node *n)
+{
+	rep_node_ext e = {"sync", NULL, sync_metrics, sync_info};
+	int rc = rep_sync_new(&n->o.sync, n, &n->sync);
+
+	if (rc < 0 || !rep_sync_on(n->sync))
+		return rc;
+	e.ctx = n->sync;
+	return rep_node_ext_add(n, &e);
+}
+
 int rep_node_new(const rep_node_opts *opts, rep_node **out)
 {
 	rep_node *n = calloc(1, sizeof(*n));
@@ -299,6 +322,8 @@ int rep_node_new(const rep_node_opts *opts, rep_node **out)
 		goto fail;
 	n->epoch = v;
 	rc = rep_commit_add_builtin(n);
+	if (rc == 0)
+		rc = sync_setup(n);
 	if (rc == 0)
 		rc = rep_lease_new(n, &n->lease);
 	memset(&n->o.lease.etcd, 0, sizeof(n->o.lease.etcd));
@@ -504,6 +529,7 @@ void rep_node_free(rep_node *n)
 	if (n->lease)
 		n->lease->ops->free(n->lease);
 	rep_tls_free(n->tls); /* the server stopped: no handshake left */
+	rep_sync_free(n->sync);
 	opts_free(&n->o);
 	rep_role_free(&n->role);
 	free(n->follow.remotes);

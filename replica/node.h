@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "sync.h"
 #include "fs/db.h"
 #include "fs/mount.h"
 #include "ltx/pos.h"
@@ -97,6 +98,7 @@ typedef struct rep_node_opts {
 	rep_http_opts http;
 	rep_lease_opts lease;
 	rep_retention_opts retention;
+	rep_sync_opts sync;          /* synchronous replication (sync.h) */
 } rep_node_opts;
 
 /* The node's roles (role.c has the transitions and their invariants). */
@@ -157,6 +159,10 @@ int rep_node_wait_txid(rep_node *n, const char *db, uint64_t txid,
 typedef void (*rep_commit_fn)(void *ctx, fs_db *db, ltx_pos pos);
 int rep_node_on_commit_add(rep_node *n, rep_commit_fn fn, void *ctx);
 
+/* fs_sync_fn (fs/db.h) for the mount when replication.sync.min-replicas
+ * is above 0: waits for the replicas' acknowledgements (sync.h, Y3). */
+int rep_node_sync_wait(void *ctx, fs_db *db, ltx_pos pos);
+
 /* fs_commit_fn: a transaction was recorded (primary) or applied
  * (replica); calls the subscribers. */
 void rep_node_on_commit(void *ctx, fs_db *db, ltx_pos pos);
@@ -168,7 +174,7 @@ void rep_node_on_commit(void *ctx, fs_db *db, ltx_pos pos);
  * none); info returns the JSON text (malloc'd, the caller frees) of the
  * value /info shows under name (NULL: none). 0, -ENOSPC
  * (REP_EXTS_MAX), -EBUSY (started). */
-#define REP_EXTS_MAX 4
+#define REP_EXTS_MAX 8
 typedef struct rep_node_ext {
 	const char *name;
 	void *ctx;

@@ -135,6 +135,7 @@ struct rep_node {
 	pthread_t client;        /* the stream client; node.c's only */
 	bool client_started;
 	struct rep_retention *retention; /* retention.c's thread, or NULL */
+	rep_sync *sync;          /* sync.c; set by rep_node_new, never NULL */
 	rep_metrics m;           /* atomics */
 	int flip_record;         /* test fault: corrupt the Nth record sent */
 	atomic_int records_out;  /* counts records for flip_record */

@@ -129,6 +129,7 @@ static int transition_locked(rep_node *n, int to)
 	n->role.state = to;
 	n->role.gen++;
 	pthread_cond_broadcast(&n->cond);
+	rep_sync_kick(n->sync); /* waiting commits look at the role (Y3) */
 	return 0;
 }
 

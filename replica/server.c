@@ -279,6 +279,8 @@ static const rep_route routes[] = {
 	 rep_import_early, rep_import_upload},
 	{"/handoff", REP_M_POST, CLST, true, false, do_handoff, NULL, NULL},
 	{"/promote", REP_M_POST, CLST, true, false, do_promote, NULL, NULL},
+	{"/ack", REP_M_POST, CLST, true, false, rep_sync_ack_handler, NULL,
+	 NULL},
 };
 
 static unsigned method_bit(const char *method)

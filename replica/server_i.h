@@ -87,6 +87,10 @@ bool rep_server_peer_ok(rep_node *n, struct MHD_Connection *c,
 void rep_server_mhd_log(void *cls, const char *fmt, va_list ap)
 	__attribute__((format(printf, 2, 0)));
 
+/* sync.c: POST /ack (sync.h, Y1). */
+enum MHD_Result rep_sync_ack_handler(rep_node *n, struct MHD_Connection *c,
+				     rep_req *q);
+
 /* xfer_srv.c */
 enum MHD_Result rep_export_handler(rep_node *n, struct MHD_Connection *c,
 				   rep_req *q);

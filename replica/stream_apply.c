@@ -108,6 +108,15 @@ static bool is_waiting(const struct rep_cli *c, const fs_db *db)
 	return false;
 }
 
+/* Synchronous replication (ack_cli.c, A1): db's log holds pos durably
+ * (fs_durable), before the records are applied. */
+static void durable(void *ctx, fs_db *db, ltx_pos pos)
+{
+	struct rep_cli *c = ctx;
+
+	rep_ack_note(c->ack, fs_db_name(db), pos);
+}
+
 /* Records idx[0..done) of db were applied: marked, counted, and the
  * primary's position known to be reached when it is. */
 static void applied(struct rep_cli *c, fs_db *db, const size_t *idx,
@@ -147,6 +156,7 @@ static int apply_db(struct rep_cli *c, size_t i, bool wait)
 {
 	rep_node *n = c->n;
 	fs_db *db = rep_scratch_rec_at(c->sc, i)->db;
+	fs_durable ack_hook = {durable, c};
 	fs_apply_rec recs[BATCH_MAX];
 	size_t idx[BATCH_MAX];
 	char err[400];
@@ -164,7 +174,8 @@ static int apply_db(struct rep_cli *c, size_t i, bool wait)
 		if (m == 0)
 			break;
 		rc = fs_db_apply_batch(db, rep_scratch_fd(c->sc), recs, m,
-				       wait ? 0 : FS_APPLY_NOWAIT, &c->dec,
+				       wait ? 0 : FS_APPLY_NOWAIT,
+				       c->sync ? &ack_hook : NULL, &c->dec,
 				       &done, err, sizeof(err));
 		applied(c, db, idx, done);
 	}

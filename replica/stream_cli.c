@@ -53,6 +53,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "lib/clock.h"
 #include "lib/log.h"
@@ -123,6 +124,9 @@ static size_t header_cb(char *data, size_t size, size_t nmemb, void *ctx)
 	if (n > 9 && strncmp(data, "HTTP/", 5) == 0 &&
 	    sscanf(data, "HTTP/%*s %d", &code) == 1)
 		c->status = code;
+	if (n > sizeof(REP_HDR_SYNC) &&
+	    strncasecmp(data, REP_HDR_SYNC ":", sizeof(REP_HDR_SYNC)) == 0)
+		c->sync = atoi(data + sizeof(REP_HDR_SYNC)) == 1;
 	return n;
 }
 
@@ -291,6 +295,8 @@ static void stream_once(rep_node *n, struct rep_cli *c, CURL *curl,
 	}
 	curl_easy_reset(curl);
 	cerr[0] = '\0';
+	c->sync = false;
+	snprintf(c->url, sizeof(c->url), "%s", url);
 	curl_easy_setopt(curl, CURLOPT_URL, u.buf);
 	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, cerr);
 	rep_http_tls_apply(curl, &tls);
@@ -391,8 +397,10 @@ void *rep_client_main(void *arg)
 	c.scratch_keep = scratch_keep();
 	c.errbody = (rep_http_body)REP_HTTP_BODY_INIT(ERRBODY_MAX, false);
 	c.multi = curl_multi_init();
-	if (!curl || !c.multi || rep_parser_init(&c.parser) < 0) {
+	if (!curl || !c.multi || rep_ack_cli_new(n, &c.ack) < 0 ||
+	    rep_parser_init(&c.parser) < 0) {
 		log_error("stream client: out of memory; not replicating");
+		rep_ack_cli_free(c.ack);
 		curl_multi_cleanup(c.multi);
 		curl_easy_cleanup(curl);
 		return NULL;
@@ -450,6 +458,7 @@ void *rep_client_main(void *arg)
 			rep_cli_why(&c, "the primary is not known yet");
 		rep_cli_finish(&c);
 		rep_cli_drop(&c);
+		rep_ack_target(c.ack, NULL, 0); /* ack_cli.c, A3 */
 		pthread_mutex_lock(&n->mu);
 		n->follow.in_stream = false;
 		pthread_cond_broadcast(&n->cond);
@@ -491,6 +500,7 @@ void *rep_client_main(void *arg)
 	rep_http_body_free(&c.errbody);
 	ltx_decoder_free(c.dec);
 	rep_scratch_free(c.sc);
+	rep_ack_cli_free(c.ack);
 	curl_multi_cleanup(c.multi);
 	curl_easy_cleanup(curl);
 	return NULL;

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ack_cli.h"
 #include "fs/db_apply.h"
 #include "http_client.h"
 #include "ltx/decoder.h"
@@ -49,6 +50,11 @@ struct rep_cli {
 	uint64_t role_gen;       /* rep_role_sm.gen when connecting: a
 				  * role or primary change ends the stream */
 	uint64_t hello_epoch;    /* the epoch this stream's HELLO carried */
+	/* Synchronous replication (ack_cli.h): the primary asked for
+	 * acknowledgements (REP_HDR_SYNC) on this stream from url. */
+	bool sync;
+	char url[REP_URL_MAX + 1];
+	rep_ack_cli *ack;
 	/* The record being received (its bytes: sc). */
 	bool in_record;
 	bool skip;               /* ... of a database that cannot be opened

@@ -33,6 +33,8 @@ static int on_hello(struct rep_cli *c, const rep_frame *f)
 		return -ESTALE;
 	}
 	c->hello_epoch = f->epoch;
+	if (c->sync)
+		rep_ack_target(c->ack, c->url, f->epoch); /* ack_cli.c, A1 */
 	pthread_mutex_lock(&n->mu);
 	mine = n->cluster_id;
 	rep_cascade_hello_locked(n, node, h.hops);

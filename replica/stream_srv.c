@@ -361,8 +361,11 @@ static int scan_db(struct sub *s, fs_db *db)
 {
 	const char *name = fs_db_name(db);
 	struct sub_db *d = sub_db_get(s, name);
-	ltx_pos p = fs_db_pos(db);
 	fs_log *log = fs_db_log(db);
+	/* A synchronous commit is sent before it is published: what the
+	 * log holds (sync.h). */
+	ltx_pos p = rep_sync_on(s->n->sync) ? fs_log_get_tail(log).pos
+					    : fs_db_pos(db);
 	ltx_header h;
 	uint64_t off, len, post = 0;
 	int fd, rc;
@@ -433,6 +436,10 @@ static int scan_db(struct sub *s, fs_db *db)
 				     "records kept") < 0 ? -EIO : 1;
 	if (rc == -EBADMSG)
 		return send_snapshot(s, d, db, DAMAGED) < 0 ? -EIO : 1;
+	if (rc == -ESTALE)
+		return send_snapshot(s, d, db, "a record it was sent was taken "
+				     "back (a synchronous commit failed)") < 0
+			       ? -EIO : 1;
 	return rc; /* 0: the log has nothing newer yet */
 }
 
@@ -616,7 +623,10 @@ static int produce(struct sub *s, bool may_wait)
 		pthread_mutex_unlock(&n->mu);
 		if (gen) {
 			round = -1; /* a commit: scan again, no heartbeat */
-			coalesce(s);
+			/* A synchronous commit waits for this stream: no
+			 * batching window. */
+			if (!rep_sync_on(n->sync))
+				coalesce(s);
 		}
 	}
 }
@@ -835,6 +845,10 @@ int rep_stream_response(rep_node *n, struct MHD_Connection *conn,
 		free(s);
 		return -ENOMEM;
 	}
+	/* Synchronous replication: the primary's own replicas acknowledge
+	 * (sync.h, Y2). */
+	if (!s->relay && rep_sync_on(n->sync))
+		MHD_add_response_header(*out, REP_HDR_SYNC, "1");
 	atomic_fetch_add(&n->m.replicas, 1);
 	pthread_mutex_lock(&n->mu);
 	rep_cascade_follower_add_locked(n, s->fol);

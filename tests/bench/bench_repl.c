@@ -49,7 +49,16 @@
  *     a LTXFS_BENCH_TLS_MB (256) MiB database as in part 3; the ratio
  *     HTTPS / plain.
  *
- * Usage: bench_repl [all|lag|throughput|catchup|walapply|xfer|tls]
+ *  7. sync (not part of "all"): synchronous replication
+ *     (replication.sync.min-replicas 1, docs/SYNC.md) against
+ *     asynchronous, side by side (a primary and one replica each), runs
+ *     interleaved with native SQLite: single-row INSERT transactions by
+ *     one writer in WAL+NORMAL, WAL+FULL and DELETE+FULL, and by 8
+ *     writer threads (their own connections, busy timeout 10 s) on one
+ *     database and on 8 databases (one each), WAL+NORMAL. Ratios sync /
+ *     async; the commit's median wait (ltxfs_sync_commit_wait_seconds).
+ *
+ * Usage: bench_repl [all|lag|throughput|catchup|walapply|xfer|tls|sync]
  *
  * Runs per measurement: LTXFS_BENCH_RUNS (default 3), medians reported.
  *
@@ -101,6 +110,7 @@ typedef struct node {
 	const char *bin;  /* the daemon's binary: ltxfs_bin unless set */
 	long retention_bytes; /* data.retention-bytes; -1: the default */
 	bool tls;         /* HTTPS + mutual TLS (part 6); its primary too */
+	int sync;         /* replication.sync.min-replicas (part 7) */
 	bool used;
 } node;
 
@@ -346,6 +356,9 @@ static void write_config(const node *n)
 			n->tls ? "https" : "http", n->primary_port);
 	else
 		fprintf(f, "  candidate: true\n");
+	if (n->sync)
+		fprintf(f, "replication:\n  sync:\n    min-replicas: %d\n"
+			"    timeout: 10s\n", n->sync);
 	fprintf(f, "log:\n  level: %s\n",
 		getenv("LTXFS_BENCH_LOG_LEVEL") ? getenv("LTXFS_BENCH_LOG_LEVEL")
 						: "info");
@@ -1542,6 +1555,197 @@ static void bench_tls(void)
 		node_stop(p[k]);
 }
 
+/* ---- 7. sync --------------------------------------------------------- */
+
+struct writer_arg {
+	const char *dir;
+	char name[64];
+	int n;
+	double secs;
+};
+
+static void *writer_main(void *arg)
+{
+	struct writer_arg *w = arg;
+	sqlite3 *db = db_open(w->dir, w->name, SQLITE_OPEN_READWRITE);
+	sqlite3_stmt *st;
+	double t0 = bench_now();
+
+	sqlite3_busy_timeout(db, 10000);
+	check(sqlite3_prepare_v2(db, "INSERT INTO t(v) VALUES (?)", -1, &st,
+				 NULL), db, "prepare");
+	for (int i = 0; i < w->n; i++) {
+		sqlite3_bind_text(st, 1, "a row of about forty bytes of text..",
+				  -1, SQLITE_STATIC);
+		check(sqlite3_step(st), db, "insert");
+		sqlite3_reset(st);
+	}
+	w->secs = bench_now() - t0;
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return NULL;
+}
+
+/* 8 threads, n INSERTs in all, on one database (dbs 1) or on one each
+ * (dbs 8), WAL+NORMAL; tx/s. */
+static double writers_run(const char *dir, const char *tag, int dbs, int n)
+{
+	struct writer_arg w[8];
+	pthread_t th[8];
+	double t0, t;
+
+	for (int i = 0; i < dbs; i++) {
+		char sql[256];
+		sqlite3 *db;
+		snprintf(w[i].name, sizeof(w[i].name), "%s-%d.db", tag, i);
+		db = db_open(dir, w[i].name, SQLITE_OPEN_READWRITE |
+					     SQLITE_OPEN_CREATE);
+		snprintf(sql, sizeof(sql), "PRAGMA journal_mode=wal; PRAGMA "
+			 "synchronous=normal; CREATE TABLE t(id INTEGER "
+			 "PRIMARY KEY, v TEXT);");
+		exec(db, sql);
+		sqlite3_close(db);
+	}
+	for (int i = 0; i < 8; i++) {
+		w[i].dir = dir;
+		if (i >= dbs)
+			memcpy(w[i].name, w[0].name, sizeof(w[i].name));
+		w[i].n = n / 8;
+	}
+	t0 = bench_now();
+	for (int i = 0; i < 8; i++)
+		if (pthread_create(&th[i], NULL, writer_main, &w[i]) != 0)
+			bench_fail("pthread_create");
+	for (int i = 0; i < 8; i++)
+		pthread_join(th[i], NULL);
+	t = bench_now() - t0;
+	return (n / 8 * 8) / t;
+}
+
+/* The median of ltxfs_sync_commit_wait_seconds since its last call, from
+ * the buckets (the upper bound of the bucket holding the median), ms. */
+static double sync_wait_median_ms(const node *p)
+{
+	static double last[32];
+	double le[32], cum[32], now[32];
+	int nb = 0;
+	char cmd[600], line[512];
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd), "curl -s http://127.0.0.1:%d/metrics",
+		 p->port);
+	f = popen(cmd, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f) && nb < 32) {
+		double v;
+		char b[32];
+		if (sscanf(line, "ltxfs_sync_commit_wait_seconds_bucket{le="
+				 "\"%31[^\"]\"} %lf", b, &v) != 2)
+			continue;
+		le[nb] = strcmp(b, "+Inf") == 0 ? 1e9 : atof(b);
+		now[nb] = v;
+		cum[nb] = v - last[nb];
+		nb++;
+	}
+	pclose(f);
+	memcpy(last, now, sizeof(now));
+	for (int i = 0; nb && i < nb; i++)
+		if (cum[i] >= cum[nb - 1] / 2)
+			return le[i] * 1000;
+	return -1;
+}
+
+static void sync_row(const char *what, double *nat, double *as, double *sy,
+		     double *waits, int nr, double target)
+{
+	double ma = bench_median(as, nr), ms = bench_median(sy, nr);
+
+	printf("summary: bench_repl: sync %s: native %.0f, async %.0f, sync "
+	       "%.0f tx/s; sync/async %.2f", what, bench_median(nat, nr), ma,
+	       ms, ms / ma);
+	if (target > 0)
+		printf(" (target %.2f) %s", target,
+		       bench_verdict(ms / ma >= target));
+	printf("; commit wait median <= %.1f ms\n", bench_median(waits, nr));
+	fflush(stdout);
+}
+
+static void bench_sync(void)
+{
+	int nr = runs();
+	node *pa = node_new("pa", NULL), *ra = node_new("ra", pa);
+	node *ps = node_new("ps", NULL), *rs;
+	static const char *const modes[][2] = {
+		{"wal", "normal"}, {"wal", "full"}, {"delete", "full"}};
+	static const double targets[] = {0, 0.8, 0};
+
+	ps->sync = 1;
+	write_config(ps);
+	rs = node_new("rs", ps);
+	node_start(pa);
+	node_start(ra);
+	node_start(ps);
+	node_start(rs);
+	for (size_t m = 0; m < 3; m++) {
+		double nat[64], as[64], sy[64], waits[64];
+		int n = strcmp(modes[m][0], "delete") == 0 ? 300 : 1000;
+		struct cpu_use cu;
+		for (int i = 0; i < nr; i++) {
+			char name[64], path[4500], what[64];
+			snprintf(name, sizeof(name), "s1-%s-%s-%d.db",
+				 modes[m][0], modes[m][1], i);
+			memset(cpu_nodes, 0, sizeof(cpu_nodes));
+			nat[i] = insert_run(native, name, modes[m][0],
+					    modes[m][1], n, &cu);
+			snprintf(path, sizeof(path), "%s/%s", native, name);
+			unlink(path);
+			as[i] = insert_run(pa->mnt, name, modes[m][0],
+					   modes[m][1], n, &cu);
+			sync_wait_median_ms(ps);
+			sy[i] = insert_run(ps->mnt, name, modes[m][0],
+					   modes[m][1], n, &cu);
+			waits[i] = sync_wait_median_ms(ps);
+			snprintf(what, sizeof(what), "%s+%s", modes[m][0],
+				 modes[m][1]);
+			printf("  sync 1 writer %s run %d: native %.0f, async "
+			       "%.0f, sync %.0f tx/s\n", what, i, nat[i],
+			       as[i], sy[i]);
+			fflush(stdout);
+		}
+		{
+			char what[64];
+			snprintf(what, sizeof(what), "1 writer %s+%s",
+				 modes[m][0], modes[m][1]);
+			sync_row(what, nat, as, sy, waits, nr, targets[m]);
+		}
+	}
+	for (int dbs = 1; dbs <= 8; dbs += 7) {
+		double nat[64], as[64], sy[64], waits[64];
+		char what[64];
+		for (int i = 0; i < nr; i++) {
+			char tag[32];
+			snprintf(tag, sizeof(tag), "w8-%d-%d", dbs, i);
+			nat[i] = writers_run(native, tag, dbs, 2000);
+			as[i] = writers_run(pa->mnt, tag, dbs, 2000);
+			sync_wait_median_ms(ps);
+			sy[i] = writers_run(ps->mnt, tag, dbs, 2000);
+			waits[i] = sync_wait_median_ms(ps);
+			printf("  sync 8 writers, %d database(s), run %d: native "
+			       "%.0f, async %.0f, sync %.0f tx/s\n", dbs, i,
+			       nat[i], as[i], sy[i]);
+			fflush(stdout);
+		}
+		snprintf(what, sizeof(what), "8 writers on %d database%s "
+			 "wal+normal", dbs, dbs > 1 ? "s" : "");
+		sync_row(what, nat, as, sy, waits, nr, 0.7);
+	}
+	node_stop(rs);
+	node_stop(ps);
+	node_stop(ra);
+	node_stop(pa);
+}
+
 int main(int argc, char **argv)
 {
 	const char *only = argc > 1 ? argv[1] : "all";
@@ -1609,10 +1813,14 @@ int main(int argc, char **argv)
 	} else if (strcmp(only, "tls") == 0) {
 		bench_tls();
 		print_load("after tls");
+	} else if (strcmp(only, "sync") == 0) {
+		bench_sync();
+		print_load("after sync");
 	} else if (strcmp(only, "lag") != 0 &&
 		   strcmp(only, "throughput") != 0) {
 		bench_fail("usage: bench_repl "
-			   "[all|lag|throughput|catchup|walapply|xfer|tls]");
+			   "[all|lag|throughput|catchup|walapply|xfer|tls|"
+			   "sync]");
 	}
 	return 0;
 }

@@ -24,6 +24,7 @@ lease of some epoch (lease.log intervals), the epochs never go down along
 the TXID order, and no two epochs' writes interleave in time.
 """
 
+import base64
 import json
 import os
 import shutil
@@ -43,6 +44,10 @@ from cluster_harness import ClusterNode, free_port  # noqa: F401 (te.free_port)
 TTL = 2.0
 PREFIX = "/ltxfs-it"
 DB = "etcd.db"
+
+
+def b64(text):
+    return base64.b64encode(text.encode()).decode()
 
 
 def http_json(url, body=None, timeout=2.0):
@@ -668,16 +673,15 @@ def start_bench(nodes):
     return trials, w
 
 
-def bench_failover(nodes, etcd):
-    """Not a test: kill -9 of the primary under writes, TRIALS times;
-    the time to the first write accepted by the new primary, median and
-    max (docs/BENCHMARKS.md)."""
-    trials, w = start_bench(nodes)
+def kill_trials(nodes, w, trials, writes):
+    """trials times: once `writes` writes went to the primary and the
+    others are ready, kill -9 of the primary, then its restart; returns
+    the seconds from each kill to the first write on a new primary."""
     took = []
     for i in range(trials):
         p = wait_one_primary(nodes, 30)
-        wait_for(lambda: len([x for x in w.acks if x[1] == p.name]) >= 10,
-                 30, "writes on %s" % p.name)
+        wait_for(lambda: len([x for x in w.acks if x[1] == p.name])
+                 >= writes, 30, "writes on %s" % p.name)
         for n in nodes:
             if n is not p:
                 wait_for(n.ready, 30, "%s ready" % n.name)
@@ -686,15 +690,135 @@ def bench_failover(nodes, etcd):
         a = wait_for(lambda: w.first_ack_after(t0, p.name), TTL + 20,
                      "a write on a new primary")
         took.append(a[2] - t0)
-        print("trial %d: %.2f s (%s -> %s)" % (i + 1, a[2] - t0, p.name,
-                                              a[1]))
+        print("trial %d: %.2f s (%s -> %s), %d acknowledged so far"
+              % (i + 1, a[2] - t0, p.name, a[1], len(w.acks)))
         p.start()
         wait_for(p.ready, 60, "%s ready again" % p.name)
+    return took
+
+
+def bench_failover(nodes, etcd):
+    """Not a test: kill -9 of the primary under writes, TRIALS times;
+    the time to the first write accepted by the new primary, median and
+    max, and the acknowledged writes lost (docs/BENCHMARKS.md). As
+    bench-failover-sync, with synchronous replication."""
+    trials, w = start_bench(nodes)
+    took = kill_trials(nodes, w, trials, 10)
     w.finish()
     med, mx = median_max(took)
     print("failover at TTL %.0f s over %d trials: median %.2f s, max %.2f s"
           % (TTL, len(took), med, mx))
     converge_and_check(nodes, w)
+
+
+def case_kill_sync(nodes, etcd):
+    """replication.sync.min-replicas 1 (docs/SYNC.md): kill -9 of the
+    primary under the writer, TRIALS (default 3) times, each time once
+    the others are ready; at the end every node has every acknowledged
+    write (0 lost) and the epoch checker holds."""
+    setup(nodes)
+    w = Writer(nodes)
+    w.start()
+    kill_trials(nodes, w, int(os.environ.get("TRIALS", "3")), 20)
+    w.finish()
+    lost = converge_and_check(nodes, w)
+    check(lost == 0, "%d acknowledged writes lost with synchronous "
+          "replication" % lost)
+
+
+def case_lease_loss_sync(nodes, etcd):
+    """replication.sync (timeout 10 s): with both replicas stopped no
+    commit is acknowledged; then etcd stops too. A commit waiting for
+    acknowledgements fails once the primary's lease deadline passes
+    (within the TTL), not at the 10 s timeout: a fenced primary never
+    confirms one (ltxfs_sync_commits_total{result="lease"}); its row is
+    nowhere once everything is back."""
+    p, w = start_writes(nodes, 20)
+    w.finish()
+    others = [n for n in nodes if n is not p]
+    c = h.connect(p.path(DB), timeout=30)
+    for n in others:
+        os.kill(n.proc.pid, signal.SIGSTOP)
+    try:
+        etcd.stop()
+        t0 = time.monotonic()
+        try:
+            c.execute("INSERT INTO t(id, v, at) VALUES(-5, 'fenced', 'x')")
+            raise TestFailure("a commit succeeded with no replica and no "
+                              "etcd")
+        except sqlite3.Error as e:
+            took = time.monotonic() - t0
+            print("lease-loss-sync: the waiting commit failed after %.2f s "
+                  "(TTL %.0f s, sync timeout 10 s): %s" % (took, TTL, e))
+            check(took <= TTL + 1, "failed after %.2f s, not at the lease "
+                  "deadline" % took)
+        c.close()
+        check(p.metric('ltxfs_sync_commits_total{result="lease"}', 0) >= 1,
+              "the failure not counted as a lease loss")
+    finally:
+        for n in others:
+            os.kill(n.proc.pid, signal.SIGCONT)
+        etcd.start()
+    # The failed commit left its journal hot (DELETE mode). Still the
+    # primary (its lease did not lapse while etcd was down), the node
+    # lets the next access roll it back, as an application's would; a
+    # replica now, the node rolls it back itself (fs_db_abandon_txn).
+    if wait_one_primary(nodes, 30) is p:
+        c = h.connect(p.path(DB))
+        h.one(c, "SELECT count(*) FROM t")
+        c.close()
+    wait_synced(nodes, 60)
+    for n in nodes:
+        c = h.connect(n.path(DB))
+        check(h.one(c, "SELECT count(*) FROM t WHERE id = -5") == 0,
+              "%s has the fenced primary's row" % n.name)
+        c.close()
+
+
+def case_elect_defer(nodes, etcd):
+    """replication.sync.min-replicas 1: the candidates compare their
+    positions before one takes a free lease (replica/elect.c). A
+    candidate key in etcd of a node further ahead (a later epoch) that
+    never takes the lease (it died: its key lives one TTL) keeps the
+    others from taking it: they say so in the log; once the key expires
+    one of them takes it, with every acknowledged write."""
+    setup(nodes)
+    w = Writer(nodes)
+    w.start()
+    p = wait_one_primary(nodes, 30)
+    wait_for(lambda: len(w.acks) >= 20, 30, "20 writes")
+    for n in nodes:
+        if n is not p:
+            wait_for(n.ready, 30, "%s ready" % n.name)
+    lease = http_json(etcd.url + "/v3/lease/grant",
+                      {"TTL": str(int(TTL) + 2)})["ID"]
+    fake = json.dumps({"node": "0000000000000001", "epoch": 1 << 40,
+                       "dbs": {}})
+    http_json(etcd.url + "/v3/kv/put", {
+        "key": b64(PREFIX + "/candidate/0000000000000001"),
+        "value": b64(fake), "lease": lease})
+    t0 = time.monotonic()
+    p.kill9()
+    others = [n for n in nodes if n is not p]
+    wait_for(lambda: all(n.log_count(r"candidate 0000000000000001 is "
+                                     r"further ahead") > 0
+                         for n in others), TTL + 10,
+             "both candidates deferring to the one further ahead")
+    check(not primaries(nodes), "a node took the lease while a candidate "
+          "further ahead was there")
+    a = wait_for(lambda: w.first_ack_after(t0, p.name), 3 * TTL + 20,
+                 "a write on a new primary once the key expired")
+    print("deferred: the first write on %s came %.2f s after the kill "
+          "(TTL %.0f s, the ahead key's %.0f s)" % (a[1], a[2] - t0, TTL,
+                                                    TTL + 2))
+    check(a[2] - t0 >= TTL, "a new primary %.2f s after the kill, before "
+          "the key ahead expired" % (a[2] - t0))
+    p.start()
+    wait_for(p.ready, 60, "%s ready again" % p.name)
+    w.wait_acks_after(a[2], 10, 30, "10 more writes")
+    w.finish()
+    lost = converge_and_check(nodes, w)
+    check(lost == 0, "%d acknowledged writes lost" % lost)
 
 
 def case_auth(nodes, etcd):
@@ -833,7 +957,8 @@ def case_chaos(nodes, etcd):
     past the TTL and restarts of nodes every few seconds under the
     writer; then every node converges to one integrity-checked content,
     the epoch checker holds, and the acknowledged writes lost to
-    asynchronous failover are counted."""
+    asynchronous failover are counted. As chaos-sync, with synchronous
+    replication (min-replicas 1), none may be lost."""
     import random
     seconds = float(os.environ.get("CHAOS_SECONDS", "300"))
     seed = int(os.environ.get("CHAOS_SEED", str(int(time.time()))))
@@ -881,6 +1006,9 @@ def case_chaos(nodes, etcd):
     lost = converge_and_check(nodes, w)
     print("chaos: acknowledged writes lost to asynchronous failover: %d"
           % lost)
+    if os.environ.get("CHAOS_SYNC"):
+        check(lost == 0, "%d acknowledged writes lost with synchronous "
+              "replication" % lost)
 
 
 CASES = {"failover": case_failover, "failover-wal": case_failover_wal,
@@ -889,7 +1017,15 @@ CASES = {"failover": case_failover, "failover-wal": case_failover_wal,
          "diverge": case_diverge, "bench-failover": bench_failover,
          "auth": case_auth, "other-cluster": case_other_cluster,
          "promote": case_promote, "bench-promote": bench_promote,
-         "chaos": case_chaos}
+         "chaos": case_chaos, "kill-sync": case_kill_sync,
+         "elect-defer": case_elect_defer, "chaos-sync": case_chaos,
+         "bench-failover-sync": bench_failover,
+         "lease-loss-sync": case_lease_loss_sync}
+# Cases run with synchronous replication (min-replicas 1).
+SYNC_CASES = ("kill-sync", "elect-defer", "chaos-sync",
+              "bench-failover-sync", "lease-loss-sync")
+SYNC_YML = ("replication:\n  sync:\n    min-replicas: 1\n"
+            "    timeout: 10s\n")
 
 
 def run():
@@ -901,8 +1037,11 @@ def run():
     nodes = []
     try:
         etcd.start()
+        kw = {"extra_yml": SYNC_YML} if case in SYNC_CASES else {}
+        if case == "chaos-sync":
+            os.environ["CHAOS_SYNC"] = "1"
         if case != "auth":
-            nodes = [EtcdNode("n%d" % i, etcd) for i in range(3)]
+            nodes = [EtcdNode("n%d" % i, etcd, **kw) for i in range(3)]
         CASES[case](nodes, etcd)
     except BaseException:
         for n in nodes:
