@@ -86,6 +86,7 @@ static bool parse_cand(const rep_etcd_kv *kv, struct cand *c)
 	json_t *nd = json_object_get(j, "node"), *ep = json_object_get(j,
 								       "epoch");
 	char *end;
+	bool ok;
 
 	c->dbs = NULL;
 	if (!json_is_string(nd) || !json_is_integer(ep) ||
@@ -94,10 +95,11 @@ static bool parse_cand(const rep_etcd_kv *kv, struct cand *c)
 		return false;
 	}
 	c->node = strtoull(json_string_value(nd), &end, 16);
+	ok = *end == '\0' && c->node != 0;
 	c->epoch = (uint64_t)json_integer_value(ep);
 	c->dbs = json_incref(json_object_get(j, "dbs"));
-	json_decref(j);
-	return *end == '\0' && c->node != 0;
+	json_decref(j); /* nd and ep were j's */
+	return ok;
 }
 
 /* The TXID c names for db (0 when it names none or it is malformed). */
