@@ -8,7 +8,8 @@
  *      whole new one, and a crash leaves at most a *.tmp-* file, which
  *      list never shows.
  *   F2 list shows the regular files directly below the prefix's
- *      directory.
+ *      directory (those whose key sorts after `after`, when given: a
+ *      scan of the whole directory).
  *   F3 a key never contains "..", never starts with '/'.
  */
 #include "store.h"
@@ -163,8 +164,8 @@ static int file_get(bk_store *s, const char *key, uint64_t off, uint64_t len,
 	return 0;
 }
 
-static int file_list(bk_store *s, const char *prefix, bk_keys *out,
-		     char *err, size_t errlen)
+static int file_list(bk_store *s, const char *prefix, const char *after,
+		     size_t max, bk_keys *out, char *err, size_t errlen)
 {
 	file_store *fs = (file_store *)s;
 	char path[4200];
@@ -189,9 +190,11 @@ static int file_list(bk_store *s, const char *prefix, bk_keys *out,
 		if (e->d_type != DT_REG || strstr(e->d_name, ".tmp-"))
 			continue;
 		snprintf(key, sizeof(key), "%s%s", prefix, e->d_name);
-		rc = bk_keys_push(out, key);
+		if (!after || strcmp(key, after) > 0)
+			rc = bk_keys_push(out, key);
 	}
 	closedir(d);
+	(void)max; /* bk_store_list_after keeps the first max */
 	if (rc < 0)
 		snprintf(err, errlen, "backup: out of memory");
 	return rc;
