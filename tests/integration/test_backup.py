@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Continuous backup and restore (docs/BACKUP.md).
 
-    test_backup.py s3|file|store-down|bad-input|failover|stale-primary
+    test_backup.py s3|file|store-down|epoch-check|bad-input|failover|
+                   stale-primary
 
 A primary alone (static lease) with backup.type s3 (a real s3rver from
 the npm registry, started here on a loopback port with its own
@@ -38,6 +39,11 @@ lease, writes and uploads in its epoch; the stale one continues
 the store after that (the epoch check before each put, object rule O4);
 restores (latest, and TXIDs of the new epoch) give the new primary's
 database.
+
+"epoch-check": one primary with a file store; an object of a higher
+epoch appears in the store (a copy of its last object under a name with
+epoch + 1); at its next put the node must see it (object rule O4), log
+that it is stale, and put nothing more.
 
 "bad-input": a wrong access key ID makes `ltxfs mount` fail at start-up
 with "access denied"; --txid before the store's first point fails
@@ -366,6 +372,41 @@ def case_store_down():
         shutil.rmtree(out_dir, ignore_errors=True)
 
 
+def case_epoch_check():
+    """One primary (static lease, file store). An object of a higher
+    epoch than the node's appears in the store (as a newer primary's
+    would: the same bytes under a name with epoch + 1); the node must see
+    it at its next put (object rule O4), log that it is stale, and put
+    nothing more, though it keeps committing."""
+    bdir = tempfile.mkdtemp(prefix="ltxfs-backup-dir-")
+    n = ClusterNode("primary", log_level="debug",
+                    extra_yml=backup_yml("file", bdir=bdir))
+    ldir = os.path.join(bdir, "it", DB, "l0")
+    try:
+        n.start()
+        w = Workload(n)
+        w.run(n=2, mode_switch=False)
+        wait_backed_up(n, w.points[-1][0], "before the newer epoch")
+        keys = sorted(os.listdir(ldir))
+        epoch = int(keys[-1][:16], 16)
+        newer = "%016x%s" % (epoch + 1, keys[-1][16:])
+        shutil.copyfile(os.path.join(ldir, keys[-1]),
+                        os.path.join(ldir, newer))
+        for i in range(3):
+            w.tx("INSERT INTO t(v) VALUES ('after the newer epoch %d')" % i)
+        n.wait_log(r"the store holds epoch %016x, newer than this "
+                   r"primary's" % (epoch + 1), 15, "the uploader to see "
+                   "the newer epoch before its put")
+        time.sleep(0.6)  # three intervals: nothing may be put
+        late = sorted(set(os.listdir(ldir)) - set(keys) - {newer})
+        check(not late, "put after a newer epoch appeared: %r" % late)
+        log("stale at epoch %x: nothing put" % epoch)
+        n.stop()
+    finally:
+        n.close()
+        shutil.rmtree(bdir, ignore_errors=True)
+
+
 def case_bad_input():
     s3 = S3rver()
     s3.start()
@@ -565,6 +606,8 @@ def main():
         case_roundtrip(mode)
     elif mode == "store-down":
         case_store_down()
+    elif mode == "epoch-check":
+        case_epoch_check()
     elif mode == "bad-input":
         case_bad_input()
     elif mode == "failover":
