@@ -394,9 +394,13 @@ def case_epoch_check():
                         os.path.join(ldir, newer))
         for i in range(3):
             w.tx("INSERT INTO t(v) VALUES ('after the newer epoch %d')" % i)
-        n.wait_log(r"the store holds epoch %016x, newer than this "
-                   r"primary's" % (epoch + 1), 15, "the uploader to see "
-                   "the newer epoch before its put")
+        try:
+            n.wait_log(r"the store holds epoch %016x, newer than this "
+                       r"primary's" % (epoch + 1), 15)
+        except h.TestFailure:
+            raise h.TestFailure("the uploader did not see the newer "
+                                "epoch before its put; store: %r; log:\n%s"
+                                % (sorted(os.listdir(ldir)), n.log_tail()))
         time.sleep(0.6)  # three intervals: nothing may be put
         late = sorted(set(os.listdir(ldir)) - set(keys) - {newer})
         check(not late, "put after a newer epoch appeared: %r" % late)
