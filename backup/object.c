@@ -91,6 +91,35 @@ int bk_obj_list(bk_store *s, const char *prefix, const char *db,
 	return 0;
 }
 
+int bk_obj_newer_epoch(bk_store *s, const char *prefix, const char *db,
+		       uint64_t epoch, uint64_t *out, char *err,
+		       size_t errlen)
+{
+	char dir[1024], after[1100];
+	bk_keys keys = {0};
+	bk_obj o;
+	int rc;
+
+	*out = 0;
+	rc = bk_obj_dir(dir, sizeof(dir), prefix, db);
+	if (rc < 0)
+		return rc;
+	snprintf(after, sizeof(after), "%s%016" PRIx64 "-~", dir, epoch);
+	rc = bk_store_list_after(s, dir, after, 1, &keys, err, errlen);
+	if (rc == 0 && keys.n == 1 && !bk_obj_parse(keys.v[0], &o)) {
+		/* Something else sorts first: look at every key. */
+		bk_keys_free(&keys);
+		rc = bk_store_list_after(s, dir, after, 0, &keys, err,
+					 errlen);
+	}
+	for (size_t i = 0; rc == 0 && i < keys.n; i++)
+		if (bk_obj_parse(keys.v[i], &o) && o.epoch > *out &&
+		    o.epoch > epoch)
+			*out = o.epoch;
+	bk_keys_free(&keys);
+	return rc;
+}
+
 static bool better_start(const bk_obj *a, const bk_obj *b)
 {
 	if (!b)

@@ -28,6 +28,10 @@
  *      highest epoch >= E, while its M <= T. Objects of a lower epoch
  *      than the one followed are never used after it (a stale primary's
  *      late uploads lose to the newer primary's).
+ *   O4 an uploader of epoch E puts an object only after the store
+ *      answered that db holds no object of an epoch above E
+ *      (bk_obj_newer_epoch; the uploader's rule U2 has the race that
+ *      remains).
  */
 #ifndef BACKUP_OBJECT_H
 #define BACKUP_OBJECT_H
@@ -57,6 +61,15 @@ bool bk_obj_parse(const char *key, bk_obj *out);
 int bk_obj_list(bk_store *s, const char *prefix, const char *db,
 		bk_keys *keys, bk_obj **out, size_t *n, char *err,
 		size_t errlen);
+
+/* Rule O4: the highest epoch above epoch of any of db's objects into
+ * *out (0: none). Keys sort by epoch first, so this asks the store for
+ * the first key after "DIR/EEEEEEEEEEEEEEEE-~" ('~' sorts after every
+ * hex digit): one key; only when that key is not an object's name does
+ * it list the whole directory. */
+int bk_obj_newer_epoch(bk_store *s, const char *prefix, const char *db,
+		       uint64_t epoch, uint64_t *out, char *err,
+		       size_t errlen);
 
 /* Rule O3: the objects (pointers into objs) of the chain to target
  * (UINT64_MAX: the newest) into *out (malloc'd), *nout of them; 0

@@ -78,15 +78,23 @@ int bk_store_get(bk_store *s, const char *key, uint64_t off, uint64_t len,
 	return s->ops->get(s, key, off, len, fd, out_len, err, errlen);
 }
 
-int bk_store_list(bk_store *s, const char *prefix, bk_keys *out, char *err,
-		  size_t errlen)
+int bk_store_list_after(bk_store *s, const char *prefix, const char *after,
+			size_t max, bk_keys *out, char *err, size_t errlen)
 {
 	size_t from = out->n;
-	int rc = s->ops->list(s, prefix, out, err, errlen);
+	int rc = s->ops->list(s, prefix, after, max, out, err, errlen);
 
 	if (rc == 0 && out->n > from)
 		qsort(out->v + from, out->n - from, sizeof(char *), cmp_str);
+	while (rc == 0 && max > 0 && out->n - from > max)
+		free(out->v[--out->n]);
 	return rc;
+}
+
+int bk_store_list(bk_store *s, const char *prefix, bk_keys *out, char *err,
+		  size_t errlen)
+{
+	return bk_store_list_after(s, prefix, NULL, 0, out, err, errlen);
 }
 
 int bk_store_delete(bk_store *s, const char *key, char *err, size_t errlen)

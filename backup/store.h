@@ -1,8 +1,9 @@
 /*
  * The backup store: where backup objects live (docs/BACKUP.md). A store
  * is a flat namespace of keys ("prefix/db/l0/NAME.ltx"; '/' separates
- * levels) holding immutable objects, with four operations, one file per
- * backend behind this seam:
+ * levels) holding immutable objects, with four operations (list also
+ * as "the first keys after a key"), one file per backend behind this
+ * seam:
  *
  *   store_file.c  a directory: a key is a path under it; put writes a
  *                 temporary file, fsyncs it, renames it over the key and
@@ -70,6 +71,11 @@ int bk_store_get(bk_store *s, const char *key, uint64_t off, uint64_t len,
  * at any depth below it for s3, directly below it for file; sorted. */
 int bk_store_list(bk_store *s, const char *prefix, bk_keys *out, char *err,
 		  size_t errlen);
+/* Appends to out the first max (> 0) keys of bk_store_list(prefix) that
+ * sort after the key after (byte order), sorted: one cheap request on
+ * s3 (ListObjectsV2 start-after, max-keys), a directory scan on file. */
+int bk_store_list_after(bk_store *s, const char *prefix, const char *after,
+			size_t max, bk_keys *out, char *err, size_t errlen);
 int bk_store_delete(bk_store *s, const char *key, char *err, size_t errlen);
 
 /* The backends' table (store.c dispatches through it). */
@@ -78,8 +84,10 @@ struct bk_store_ops {
 		   char *err, size_t errlen);
 	int (*get)(bk_store *s, const char *key, uint64_t off, uint64_t len,
 		   int fd, uint64_t *out_len, char *err, size_t errlen);
-	int (*list)(bk_store *s, const char *prefix, bk_keys *out,
-		    char *err, size_t errlen);
+	/* after NULL: every key; max 0: no limit (a backend may return
+	 * more than max: bk_store_list_after cuts). */
+	int (*list)(bk_store *s, const char *prefix, const char *after,
+		    size_t max, bk_keys *out, char *err, size_t errlen);
 	int (*del)(bk_store *s, const char *key, char *err, size_t errlen);
 	void (*free)(bk_store *s);
 };

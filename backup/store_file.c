@@ -8,7 +8,8 @@
  *      whole new one, and a crash leaves at most a *.tmp-* file, which
  *      list never shows.
  *   F2 list shows the regular files at any depth below the prefix's
- *      directory (as s3 lists every key under a prefix).
+ *      directory (as s3 lists every key under a prefix); with `after`,
+ *      only keys that sort after it (a scan of the whole tree).
  *   F3 a key never contains "..", never starts with '/'.
  */
 #include "store.h"
@@ -163,8 +164,8 @@ static int file_get(bk_store *s, const char *key, uint64_t off, uint64_t len,
 	return 0;
 }
 
-static int file_list(bk_store *s, const char *prefix, bk_keys *out,
-		     char *err, size_t errlen)
+static int file_list(bk_store *s, const char *prefix, const char *after,
+		     size_t max, bk_keys *out, char *err, size_t errlen)
 {
 	file_store *fs = (file_store *)s;
 	char path[4200];
@@ -193,10 +194,13 @@ static int file_list(bk_store *s, const char *prefix, bk_keys *out,
 		if ((size_t)snprintf(key, sizeof(key), "%s%s%s", prefix,
 				     e->d_name, dir ? "/" : "") >= sizeof(key))
 			continue;
-		rc = dir ? file_list(s, key, out, err, errlen) :
-			   bk_keys_push(out, key);
+		if (dir)
+			rc = file_list(s, key, after, max, out, err, errlen);
+		else if (!after || strcmp(key, after) > 0)
+			rc = bk_keys_push(out, key);
 	}
 	closedir(d);
+	(void)max; /* bk_store_list_after keeps the first max */
 	if (rc == -ENOMEM)
 		snprintf(err, errlen, "backup: out of memory");
 	return rc;

@@ -12,7 +12,9 @@
  *   S2 put: PUT with the object's bytes; get: GET with a Range header
  *      for a part; delete: DELETE; list: ListObjectsV2 (GET
  *      ?list-type=2&prefix=P), following NextContinuationToken while
- *      IsTruncated is true (at most BK_S3_MAX_PAGES pages).
+ *      IsTruncated is true (at most BK_S3_MAX_PAGES pages); list after
+ *      a key with a limit adds start-after=K&max-keys=N and stops once
+ *      it has N keys.
  *   S3 answers: 2xx success; 403 -EACCES ("access denied ... check
  *      credentials"); 404 -ENOENT; anything else, and no answer, -EIO
  *      with the status and the S3 error code.
@@ -296,11 +298,12 @@ static bool xml_next(const char **p, const char *tag, char *out, size_t len)
 	return true;
 }
 
-static int s3_list(bk_store *bs, const char *prefix, bk_keys *out,
-		   char *err, size_t errlen)
+static int s3_list(bk_store *bs, const char *prefix, const char *after,
+		   size_t max, bk_keys *out, char *err, size_t errlen)
 {
 	s3_store *s = (s3_store *)bs;
 	char token[2048] = "", url[8192], key[2048], trunc[16];
+	size_t from = out->n;
 	int rc = 0;
 
 	for (int page = 0; page < BK_S3_MAX_PAGES; page++) {
@@ -322,6 +325,17 @@ static int s3_list(bk_store *bs, const char *prefix, bk_keys *out,
 			 token[0] ? "&continuation-token=" : "", et);
 		curl_free(ep);
 		curl_free(et);
+		if (after) {
+			char *ea = curl_easy_escape(s->c, after, 0);
+			if (!ea)
+				return -ENOMEM;
+			snprintf(url + strlen(url), sizeof(url) - strlen(url),
+				 "&start-after=%s", ea);
+			curl_free(ea);
+		}
+		if (max > 0)
+			snprintf(url + strlen(url), sizeof(url) - strlen(url),
+				 "&max-keys=%zu", max < 1000 ? max : 1000);
 		curl_easy_setopt(s->c, CURLOPT_URL, url);
 		/* The body comes to k.err as the sink has no fd. */
 		rc = perform(s, "LIST", prefix, &k, err, errlen);
@@ -341,7 +355,7 @@ static int s3_list(bk_store *bs, const char *prefix, bk_keys *out,
 			rc = -EIO;
 		}
 		rep_http_body_free(&k.err);
-		if (rc < 0 || !more)
+		if (rc < 0 || !more || (max > 0 && out->n - from >= max))
 			return rc;
 	}
 	snprintf(err, errlen, "backup: %s: LIST %s: too many pages",

@@ -7,8 +7,15 @@
  *      the store's listing the first time, and again after a failed
  *      upload and whenever this node's epoch changes; afterwards it is
  *      what this thread last uploaded.
- *   U2 a chain end of a higher epoch than this node's: this node is a
- *      stale primary; it uploads nothing for that database.
+ *   U2 an object of a higher epoch than this node's in the store (at
+ *      U1's listing, and asked again just before every put: object.h
+ *      rule O4, one LIST request of one key): this node is a stale
+ *      primary; it uploads nothing for that database. What remains is
+ *      the race between that answer and the put: a newer primary's
+ *      first object stored after the store answered the check and
+ *      before this put completes (this thread stopped or slow between
+ *      the two, e.g. SIGSTOP, or a put that takes up to the request
+ *      timeout) is not seen; docs/BACKUP.md says what that costs.
  *   U3 the node's log records after the store's TXID are uploaded as one
  *      object (up to BK_OBJECT_MAX_BYTES; the rest next time), provided
  *      the first one follows the store's position (min TXID = TXID + 1
@@ -312,6 +319,24 @@ static void note_success(bk_uploader *u)
 	pthread_mutex_unlock(&u->mu);
 }
 
+/* U2: the store holds epoch newer > this node's epoch for db: upload
+ * nothing for it, hold nothing (U5); logged once. Returns 0. */
+static int mark_stale(bk_uploader *u, fs_db *db, struct db_state *st,
+		      uint64_t newer, uint64_t epoch)
+{
+	fs_log_set_hold(fs_db_log(db), FS_LOG_NO_HOLD);
+	if (!st->stale)
+		log_warn("backup: database %s: the store holds epoch "
+			 "%016" PRIx64 ", newer than this primary's "
+			 "%016" PRIx64 ": not uploading", st->name, newer,
+			 epoch);
+	pthread_mutex_lock(&u->mu);
+	st->epoch = newer;
+	st->stale = true;
+	pthread_mutex_unlock(&u->mu);
+	return 0;
+}
+
 /* One database, one try (U1..U4). */
 static int upload_db(bk_uploader *u, fs_db *db, struct db_state *st,
 		     uint64_t epoch)
@@ -319,6 +344,7 @@ static int upload_db(bk_uploader *u, fs_db *db, struct db_state *st,
 	struct built b = {.fd = -1};
 	char err[1024] = "", key[1024];
 	ltx_pos pos = fs_db_pos(db);
+	uint64_t newer = 0;
 	int rc = 0;
 
 	if (!fs_db_log(db))
@@ -332,17 +358,9 @@ static int upload_db(bk_uploader *u, fs_db *db, struct db_state *st,
 		if (rc < 0)
 			goto fail;
 	}
-	fs_log_set_hold(fs_db_log(db), st->epoch > epoch ? FS_LOG_NO_HOLD :
-			st->txid);
-	if (st->epoch > epoch) {
-		if (!st->stale)
-			log_warn("backup: database %s: the store holds epoch "
-				 "%016" PRIx64 ", newer than this primary's "
-				 "%016" PRIx64 ": not uploading", st->name,
-				 st->epoch, epoch);
-		st->stale = true;
-		return 0;
-	}
+	if (st->epoch > epoch)
+		return mark_stale(u, db, st, st->epoch, epoch);
+	fs_log_set_hold(fs_db_log(db), st->txid);
 	st->stale = false;
 	if (pos.txid == 0 || (pos.txid == st->txid && pos.checksum == st->post))
 		return 0;
@@ -383,6 +401,16 @@ static int upload_db(bk_uploader *u, fs_db *db, struct db_state *st,
 	 * the newer primary's objects in restores. */
 	if (!rep_node_is_primary(u->node) || rep_node_epoch(u->node) != epoch)
 		goto out;
+	/* U2 against the store (object rule O4): a newer primary's object
+	 * means this node is stale, whatever its role says. */
+	rc = bk_obj_newer_epoch(u->store, u->prefix, st->name, epoch, &newer,
+				err, sizeof(err));
+	if (rc < 0)
+		goto fail;
+	if (newer > epoch) {
+		mark_stale(u, db, st, newer, epoch);
+		goto out;
+	}
 	rc = bk_obj_key(key, sizeof(key), u->prefix, st->name, &b.o);
 	if (rc == 0)
 		rc = bk_store_put(u->store, key, b.fd, b.len, err, sizeof(err));

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Continuous backup and restore (docs/BACKUP.md).
 
-    test_backup.py s3|file|store-down|bad-input|failover|stale-primary|
-                   restore-on-empty
+    test_backup.py s3|file|store-down|epoch-check|bad-input|failover|
+                   stale-primary|restore-on-empty
 
 A primary alone (static lease) with backup.type s3 (a real s3rver from
 the npm registry, started here on a loopback port with its own
@@ -32,11 +32,18 @@ primary, in a higher epoch, continues the backup from the store's
 position without a snapshot; restores to TXIDs before and after the
 epoch change are right.
 
-"stale-primary": the primary is stopped (SIGSTOP) right after writes;
-the other node takes the lease, writes and uploads in its epoch; the
-stale one continues (SIGCONT) and turns replica; restores (latest, and
-TXIDs of the new epoch) give the new primary's database, whatever the
-stale one uploaded late.
+"stale-primary": the primary is stopped (SIGSTOP) right after writes it
+has not uploaded yet (backup.interval 1 s); the other node takes the
+lease, writes and uploads in its epoch; the stale one continues
+(SIGCONT) and turns replica; no object of the old epoch may appear in
+the store after that (the epoch check before each put, object rule O4);
+restores (latest, and TXIDs of the new epoch) give the new primary's
+database.
+
+"epoch-check": one primary with a file store; an object of a higher
+epoch appears in the store (a copy of its last object under a name with
+epoch + 1); at its next put the node must see it (object rule O4), log
+that it is stale, and put nothing more.
 
 "restore-on-empty": every node lost (stopped, data directory emptied); a
 new candidate with backup.restore-on-empty starts at the store's TXID and
@@ -77,6 +84,7 @@ S3RVER_DIRS = ["/opt/ltxfs-test/s3rver"]
 CATCH_UP = 30
 RETENTION_MS = 1000
 OUTAGE_S = 3.0
+STALE_INTERVAL = "1s"
 
 
 def log(msg):
@@ -149,14 +157,16 @@ class S3rver:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def backup_yml(kind, s3=None, bdir=None, key_id=KEY_ID):
+def backup_yml(kind, s3=None, bdir=None, key_id=KEY_ID,
+               interval="200ms", extra=""):
     if kind == "s3":
         return ("backup:\n  type: s3\n  endpoint: %s\n  bucket: %s\n"
                 "  prefix: it\n  access-key-id: %s\n"
                 "  secret-access-key: %s\n  force-path-style: true\n"
-                "  interval: 200ms\n" % (s3.url, BUCKET, key_id, SECRET))
+                "  interval: %s\n%s" % (s3.url, BUCKET, key_id, SECRET,
+                                        interval, extra))
     return ("backup:\n  type: file\n  dir: %s\n  prefix: it\n"
-            "  interval: 200ms\n" % bdir)
+            "  interval: %s\n%s" % (bdir, interval, extra))
 
 
 def ltxfs(*args, check_rc=None):
@@ -413,6 +423,45 @@ def case_store_down():
         shutil.rmtree(out_dir, ignore_errors=True)
 
 
+def case_epoch_check():
+    """One primary (static lease, file store). An object of a higher
+    epoch than the node's appears in the store (as a newer primary's
+    would: the same bytes under a name with epoch + 1); the node must see
+    it at its next put (object rule O4), log that it is stale, and put
+    nothing more, though it keeps committing."""
+    bdir = tempfile.mkdtemp(prefix="ltxfs-backup-dir-")
+    n = ClusterNode("primary", log_level="debug",
+                    extra_yml=backup_yml("file", bdir=bdir))
+    ldir = os.path.join(bdir, "it", DB, "l0")
+    try:
+        n.start()
+        w = Workload(n)
+        w.run(n=2, mode_switch=False)
+        wait_backed_up(n, w.points[-1][0], "before the newer epoch")
+        keys = sorted(os.listdir(ldir))
+        epoch = int(keys[-1][:16], 16)
+        newer = "%016x%s" % (epoch + 1, keys[-1][16:])
+        shutil.copyfile(os.path.join(ldir, keys[-1]),
+                        os.path.join(ldir, newer))
+        for i in range(3):
+            w.tx("INSERT INTO t(v) VALUES ('after the newer epoch %d')" % i)
+        try:
+            n.wait_log(r"the store holds epoch %016x, newer than this "
+                       r"primary's" % (epoch + 1), 15)
+        except h.TestFailure:
+            raise h.TestFailure("the uploader did not see the newer "
+                                "epoch before its put; store: %r; log:\n%s"
+                                % (sorted(os.listdir(ldir)), n.log_tail()))
+        time.sleep(0.6)  # three intervals: nothing may be put
+        late = sorted(set(os.listdir(ldir)) - set(keys) - {newer})
+        check(not late, "put after a newer epoch appeared: %r" % late)
+        log("stale at epoch %x: nothing put" % epoch)
+        n.stop()
+    finally:
+        n.close()
+        shutil.rmtree(bdir, ignore_errors=True)
+
+
 def case_bad_input():
     s3 = S3rver()
     s3.start()
@@ -545,8 +594,10 @@ def case_stale_primary():
     try:
         etcd.start()
         s3.start()
-        nodes = [EtcdNode("n%d" % i, etcd, extra_yml=backup_yml("s3", s3))
-                 for i in range(2)]
+        # A long interval: the writes just before SIGSTOP are surely
+        # not uploaded yet (the stale primary has something to put late).
+        nodes = [EtcdNode("n%d" % i, etcd, extra_yml=backup_yml(
+            "s3", s3, interval=STALE_INTERVAL)) for i in range(2)]
         for n in nodes:
             n.start()
         p = wait_one_primary(nodes, 20)
@@ -555,22 +606,35 @@ def case_stale_primary():
         w.run(n=4, mode_switch=False)
         wait_backed_up(p, w.points[-1][0], "the first primary")
         for i in range(3):
-            w.tx("INSERT INTO t(v) VALUES ('maybe not uploaded %d')" % i)
+            w.tx("INSERT INTO t(v) VALUES ('not uploaded %d')" % i)
+        stale_last = w.points[-1][0]
         w.c.close()
         p.proc.send_signal(signal.SIGSTOP)
         try:
+            old = {os.path.basename(o) for o in s3.objects()}
+            old_epoch = max(k[:16] for k in old)
+            check(max(int(k[34:50], 16) for k in old) < stale_last,
+                  "the stale primary uploaded TXID %x before SIGSTOP: "
+                  "nothing left to upload late" % stale_last)
             wait_one_primary([q], 30)
             c = h.connect(q.path(DB))
             w.node, w.c, w.points = q, c, []
             for i in range(5):
                 w.tx("INSERT INTO t(v) VALUES ('new primary %d')" % i)
             wait_backed_up(q, w.points[-1][0], "the new primary")
+            before = {os.path.basename(o) for o in s3.objects()}
         finally:
             p.proc.send_signal(signal.SIGCONT)
         wait_for(lambda: p.role() == "replica", 30,
                  "the stale primary to turn replica")
-        # Late uploads, if any, happen within a few intervals.
-        time.sleep(1.0)
+        # A late upload happens at the stale uploader's first pass after
+        # SIGCONT (its wait has long expired): give it a few intervals.
+        time.sleep(1.5)
+        late = sorted(k for k in (os.path.basename(o) for o in s3.objects())
+                      if k not in before and k[:16] <= old_epoch)
+        check(not late, "the stale primary put objects of its old epoch "
+              "after the new primary's: %r" % late)
+
         for point, what in ((w.points[-1], "latest of the new primary"),
                             (w.points[1], "early in the new epoch")):
             out = os.path.join(out_dir, "%x.db" % point[0])
@@ -772,6 +836,8 @@ def main():
         case_restore_big()
     elif mode == "restore-on-empty":
         case_restore_on_empty()
+    elif mode == "epoch-check":
+        case_epoch_check()
     elif mode == "bad-input":
         case_bad_input()
     elif mode == "failover":

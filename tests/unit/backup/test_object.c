@@ -3,9 +3,12 @@
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -130,6 +133,52 @@ static void test_chain_epochs(void **state)
 	free(c);
 }
 
+/* Rule O4 on a file store: the first key after this epoch's keys. */
+static void test_newer_epoch(void **state)
+{
+	bk_store_opts so = {.type = BK_STORE_FILE};
+	bk_obj objs[] = {O(3, 1, 5), O(3, 6, 9), O(5, 6, 7)};
+	char dir[64] = "/tmp/ltxfs-bkobj-XXXXXX", key[256], err[512] = "";
+	char cmd[128];
+	bk_store *s = NULL;
+	uint64_t newer = 99;
+	int fd = open("/tmp", O_TMPFILE | O_RDWR, 0600);
+
+	(void)state;
+	assert_true(fd >= 0);
+	assert_non_null(mkdtemp(dir));
+	so.dir = dir;
+	assert_int_equal(bk_store_open(&so, &s, err, sizeof(err)), 0);
+	assert_int_equal(bk_obj_newer_epoch(s, "p", "a.db", 3, &newer, err,
+					    sizeof(err)), 0);
+	assert_int_equal(newer, 0); /* nothing stored */
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(bk_obj_key(key, sizeof(key), "p", "a.db",
+					    &objs[i]), 0);
+		assert_int_equal(bk_store_put(s, key, fd, 0, err, sizeof(err)),
+				 0);
+	}
+	assert_int_equal(bk_obj_newer_epoch(s, "p", "a.db", 3, &newer, err,
+					    sizeof(err)), 0);
+	assert_int_equal(newer, 5);
+	assert_int_equal(bk_obj_newer_epoch(s, "p", "a.db", 5, &newer, err,
+					    sizeof(err)), 0);
+	assert_int_equal(newer, 0);
+	assert_int_equal(bk_obj_newer_epoch(s, "p", "a.db", 2, &newer, err,
+					    sizeof(err)), 0);
+	assert_int_equal(newer, 3);
+	/* A foreign name sorting first: every key is looked at. */
+	assert_int_equal(bk_store_put(s, "p/a.db/l0/0000000000000005-zz", fd,
+				      0, err, sizeof(err)), 0);
+	assert_int_equal(bk_obj_newer_epoch(s, "p", "a.db", 3, &newer, err,
+					    sizeof(err)), 0);
+	assert_int_equal(newer, 5);
+	close(fd);
+	bk_store_free(s);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -137,6 +186,7 @@ int main(void)
 		cmocka_unit_test(test_chain_one_epoch),
 		cmocka_unit_test(test_chain_snapshot_start),
 		cmocka_unit_test(test_chain_epochs),
+		cmocka_unit_test(test_newer_epoch),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

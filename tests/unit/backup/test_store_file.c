@@ -125,6 +125,35 @@ static void test_put_get_list(void **state)
 	assert_int_equal(k.n, 0);
 }
 
+/* list after a key, at most max keys: the first ones in key order. */
+static void test_list_after(void **state)
+{
+	env *e = *state;
+	static const char *const names[] = {"d/a", "d/b", "d/c", "d/d"};
+	bk_keys k = {0};
+	int fd = mem_fd("x");
+
+	for (size_t i = 0; i < 4; i++)
+		assert_int_equal(bk_store_put(e->s, names[i], fd, 1, e->err,
+					      sizeof(e->err)), 0);
+	close(fd);
+	assert_int_equal(bk_store_list_after(e->s, "d/", "d/a~", 1, &k, e->err,
+					     sizeof(e->err)), 0);
+	assert_int_equal(k.n, 1);
+	assert_string_equal(k.v[0], "d/b");
+	bk_keys_free(&k);
+	assert_int_equal(bk_store_list_after(e->s, "d/", "d/b", 0, &k, e->err,
+					     sizeof(e->err)), 0);
+	assert_int_equal(k.n, 2);
+	assert_string_equal(k.v[0], "d/c");
+	assert_string_equal(k.v[1], "d/d");
+	bk_keys_free(&k);
+	assert_int_equal(bk_store_list_after(e->s, "d/", "d/d", 5, &k, e->err,
+					     sizeof(e->err)), 0);
+	assert_int_equal(k.n, 0);
+	bk_keys_free(&k);
+}
+
 static void test_errors(void **state)
 {
 	env *e = *state;
@@ -156,6 +185,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_put_get_list, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_list_after, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
 	};
