@@ -57,6 +57,7 @@
 #include "fs/db.h"
 #include "fs/log.h"
 #include "lib/bytes.h"
+#include "lib/clock.h"
 #include "lib/io.h"
 #include "lib/log.h"
 #include "object.h"
@@ -68,6 +69,8 @@ struct db_state {
 	bool known;              /* position read from the store (U1) */
 	uint64_t epoch, txid, post; /* the store's chain end */
 	uint64_t node_txid;      /* the database's TXID when last seen */
+	int64_t pending_ms;      /* LTX time of the first record not in the
+				  * store yet (0: none): the lag in seconds */
 	uint64_t bytes, objects, errors;
 	bool stale;              /* U2 */
 };
@@ -216,13 +219,16 @@ struct built {
 	uint64_t len;
 	bk_obj o;
 	size_t records;
+	int64_t first_ms;        /* the first record's LTX timestamp */
 };
 
-/* U3: the log records after st->txid into b; -ESTALE when they do not
- * follow the store's position (a snapshot is needed), 0 with
- * b->records 0 when there is nothing new. */
+/* U3: the log records after st->txid, up to TXID upto (the published
+ * position: with synchronous replication the log's last record may still
+ * be taken back, docs/SYNC.md), into b; -ESTALE when they do not follow
+ * the store's position (a snapshot is needed), 0 with b->records 0 when
+ * there is nothing new. */
 static int build_from_log(fs_db *db, const struct db_state *st,
-			  struct built *b)
+			  uint64_t upto, struct built *b)
 {
 	fs_log_iter *it = NULL;
 	ltx_header hdr;
@@ -235,9 +241,11 @@ static int build_from_log(fs_db *db, const struct db_state *st,
 	while (b->len < BK_OBJECT_MAX_BYTES &&
 	       (rc = fs_log_iter_next(it, &fd, &off, &len, &hdr)) == 1) {
 		/* Rule O2: a snapshot record is an object of its own. */
-		if (b->records > 0 && hdr.min_txid == 1)
+		if ((b->records > 0 && hdr.min_txid == 1) ||
+		    hdr.max_txid > upto)
 			break;
 		if (b->records == 0) {
+			b->first_ms = hdr.timestamp;
 			bool follows = hdr.min_txid == st->txid + 1 &&
 				       (st->txid == 0 ||
 					hdr.pre_apply_checksum == st->post);
@@ -362,8 +370,12 @@ static int upload_db(bk_uploader *u, fs_db *db, struct db_state *st,
 		return mark_stale(u, db, st, st->epoch, epoch);
 	fs_log_set_hold(fs_db_log(db), st->txid);
 	st->stale = false;
-	if (pos.txid == 0 || (pos.txid == st->txid && pos.checksum == st->post))
+	if (pos.txid == 0 || (pos.txid == st->txid && pos.checksum == st->post)) {
+		pthread_mutex_lock(&u->mu);
+		st->pending_ms = 0;
+		pthread_mutex_unlock(&u->mu);
 		return 0;
+	}
 	b.fd = tmpfile_fd(u);
 	if (b.fd < 0) {
 		rc = b.fd;
@@ -373,7 +385,7 @@ static int upload_db(bk_uploader *u, fs_db *db, struct db_state *st,
 	}
 	b.o.epoch = epoch;
 	if (pos.txid > st->txid)
-		rc = build_from_log(db, st, &b);
+		rc = build_from_log(db, st, pos.txid, &b);
 	else
 		rc = -ESTALE;
 	if (rc == -ESTALE) {
@@ -395,6 +407,10 @@ static int upload_db(bk_uploader *u, fs_db *db, struct db_state *st,
 	}
 	if (b.records == 0)
 		goto out;
+	pthread_mutex_lock(&u->mu);
+	if (!st->pending_ms || b.first_ms < st->pending_ms)
+		st->pending_ms = b.first_ms;
+	pthread_mutex_unlock(&u->mu);
 	/* U2 again, locally, just before the put: a node that lost the
 	 * lease (or saw a newer epoch) while building the object drops it.
 	 * Object rule O3 makes any later upload of a stale primary lose to
@@ -422,6 +438,9 @@ static int upload_db(bk_uploader *u, fs_db *db, struct db_state *st,
 	st->post = b.o.post;
 	st->bytes += b.len;
 	st->objects++;
+	/* The rest (past BK_OBJECT_MAX_BYTES) is counted from its own first
+	 * record's time at the next pass. */
+	st->pending_ms = 0;
 	pthread_mutex_unlock(&u->mu);
 	fs_log_set_hold(fs_db_log(db), st->txid); /* U5 */
 	log_debug("backup: database %s: uploaded %s (%zu records, %" PRIu64
@@ -537,6 +556,16 @@ static void metrics(void *ctx, FILE *f)
 		fprintf(f, "ltxfs_backup_lag_txids{db=\"%s\"} %" PRIu64 "\n",
 			s->name, s->node_txid > s->txid ?
 			s->node_txid - s->txid : 0);
+	}
+	fprintf(f, "# HELP ltxfs_backup_lag_seconds How long the oldest "
+		"transaction not yet in the backup store has been committed "
+		"(0: none).\n# TYPE ltxfs_backup_lag_seconds gauge\n");
+	for (size_t i = 0; i < u->ndbs; i++) {
+		const struct db_state *s = &u->dbs[i];
+		int64_t now = lib_clock_wall_ms();
+		fprintf(f, "ltxfs_backup_lag_seconds{db=\"%s\"} %.3f\n",
+			s->name, s->pending_ms && now > s->pending_ms ?
+			(double)(now - s->pending_ms) / 1000.0 : 0.0);
 	}
 	fprintf(f, "# HELP ltxfs_backup_bytes_total Bytes uploaded to the "
 		"backup store.\n# TYPE ltxfs_backup_bytes_total counter\n");

@@ -397,6 +397,9 @@ def case_store_down():
               "no lag while down")
         # Retention ran meanwhile (segments old enough), but held.
         time.sleep(RETENTION_MS / 1000.0 + 1.2)
+        lag = n.metric('ltxfs_backup_lag_seconds{db="%s"}' % DB, 0)
+        check(lag >= RETENTION_MS / 1000.0 + 1.0, "lag in seconds %.3f "
+              "while the store was down that long" % lag)
         w.tx("INSERT INTO t(v) VALUES ('last')")
         first = n.first_segment(DB)
         check(first <= w.points[down_from - 1][0] + 1, "the log was "
@@ -405,6 +408,8 @@ def case_store_down():
         s3.start()
         wait_backed_up(n, w.points[-1][0], "after the outage")
         n.wait_log(r"uploads work again", 10)
+        n.wait_metric('ltxfs_backup_lag_seconds{db="%s"}' % DB,
+                      lambda v: v == 0, CATCH_UP, "lag 0 s once caught up")
         check("snapshot at TXID" not in n.log_text(), "a snapshot was "
               "needed: the log lost records the backup had not stored")
         out = os.path.join(out_dir, "latest.db")
