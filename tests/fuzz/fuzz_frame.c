@@ -83,6 +83,11 @@ static int reread(const rep_frame *f)
 		rep_put_u64(&w, h.cluster);
 		rep_put_u64(&w, h.node);
 		rep_put_str(&w, h.url);
+		if (h.hops) {
+			/* A cascading replica's HELLO (replica/frame.h). */
+			rep_put_u8(&w, h.hops);
+			rep_put_u64(&w, h.primary);
+		}
 		break;
 	case REP_FRAME_BEGIN:
 		if (rep_frame_read_begin(f, &bg) < 0)

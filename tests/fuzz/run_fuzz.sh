@@ -19,6 +19,9 @@ for f in "$seeds"/* "$regressions"/*; do
 	case ${f##*/} in .*) continue ;; esac
 	cp "$f" "$work/corpus/"
 done
+# A crash must fail the test: libFuzzer's own error exit code, 77, is
+# what meson reads as "skipped".
 exec "$fuzzer" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2048 \
+	-error_exitcode=1 -timeout_exitcode=1 \
 	-max_len=65536 -print_final_stats=1 \
 	-artifact_prefix="$work/artifacts/" "$work/corpus"
