@@ -78,31 +78,6 @@ static int tmp_in(const char *path)
 	return fd < 0 ? -errno : fd;
 }
 
-/* The header of the first record of object key (104 bytes fetched). */
-static int first_header(bk_store *s, const char *key, ltx_header *hdr,
-			char *err, size_t errlen)
-{
-	uint8_t b[4 + LTX_HEADER_SIZE];
-	ltx_err le = {0};
-	uint64_t got = 0;
-	int rc, fd = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-
-	if (fd < 0)
-		return -errno;
-	rc = bk_store_get(s, key, 0, sizeof(b), fd, &got, err, errlen);
-	if (rc == 0 && got < sizeof(b))
-		rc = -ENODATA;
-	if (rc == 0)
-		rc = lib_io_pread_full(fd, b, sizeof(b), 0, NULL);
-	if (rc == 0)
-		rc = ltx_header_decode(b + 4, hdr, &le);
-	if (rc < 0 && !err[0])
-		snprintf(err, errlen, "backup: object %s offset 4: %s", key,
-			 le.msg[0] ? le.msg : strerror(-rc));
-	close(fd);
-	return rc;
-}
-
 /* The header and trailer of the record at [off, off+len) of the current
  * object, read directly (the apply checks them again with the rest). */
 static int read_ends(struct rs *r, const char *key, uint64_t off,
@@ -263,7 +238,8 @@ static int start_by_time(const bk_restore_opts *o, const bk_obj *objs,
 	*out = NULL;
 	for (size_t i = ns; rc == 0 && i-- > 0;) {
 		ltx_header hdr;
-		rc = first_header(o->store, starts[i]->key, &hdr, err, errlen);
+		rc = bk_obj_first_header(o->store, starts[i]->key, &hdr, err,
+					 errlen);
 		if (rc == 0 && hdr.timestamp <= o->ts_ms) {
 			*out = starts[i];
 			break;
@@ -472,11 +448,11 @@ int bk_restore_ranges(bk_store *s, const char *prefix, const char *db,
 		rc = bk_obj_chain(objs, nobj, starts[i], UINT64_MAX, &chain,
 				  &nc);
 		if (rc == 0)
-			rc = first_header(s, starts[i]->key, &first, err,
-					  errlen);
+			rc = bk_obj_first_header(s, starts[i]->key, &first,
+						 err, errlen);
 		if (rc == 0)
-			rc = first_header(s, chain[nc - 1]->key, &last, err,
-					  errlen);
+			rc = bk_obj_first_header(s, chain[nc - 1]->key, &last,
+						 err, errlen);
 		if (rc == 0) {
 			v[i].first_txid = starts[i]->max_txid;
 			v[i].last_txid = chain[nc - 1]->max_txid;
