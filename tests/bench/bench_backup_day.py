@@ -82,19 +82,20 @@ def write_day(node, big, args):
 
 
 def records(log_dir):
-    """(offset-free) records of the LTX log, in order: (bytes, min, max,
-    post-apply checksum)."""
+    """The records of the LTX log, in order: (bytes, min, max, post-apply
+    checksum). One record in memory at a time: a restore child forked
+    later inherits this process's resident size into its peak RSS."""
     for seg in sorted(glob.glob(os.path.join(log_dir, "*.seg"))):
         with open(seg, "rb") as f:
-            data = f.read()
-        off = 0
-        while off + 4 <= len(data):
-            (n,) = struct.unpack(">I", data[off:off + 4])
-            rec = data[off:off + 4 + n]
-            lo, hi = struct.unpack(">QQ", rec[4 + 16:4 + 32])
-            (post,) = struct.unpack(">Q", rec[-16:-8])
-            yield rec, lo, hi, post
-            off += 4 + n
+            while True:
+                pfx = f.read(4)
+                if len(pfx) < 4:
+                    break
+                (n,) = struct.unpack(">I", pfx)
+                rec = pfx + f.read(n)
+                lo, hi = struct.unpack(">QQ", rec[4 + 16:4 + 32])
+                (post,) = struct.unpack(">Q", rec[-16:-8])
+                yield rec, lo, hi, post
 
 
 def cut_objects(log_dir, store, per_object):
