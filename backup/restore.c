@@ -21,24 +21,8 @@
 #include "ltx/checksum.h"
 #include "ltx/dbfile.h"
 #include "ltx/decoder.h"
+#include "fetch.h"
 #include "object.h"
-
-/* An object being fetched by a thread into the restore's object file
- * while its records are applied: a read waits until the bytes it needs
- * are there (the file only grows: its size is what was fetched) or the
- * fetch has ended. */
-struct fetch {
-	bk_store *store;
-	const char *key;
-	int fd;
-	pthread_t thread;
-	pthread_mutex_t mu;       /* guards below */
-	pthread_cond_t cond;      /* done went true */
-	bool done;
-	int rc;                   /* of bk_store_get, once done */
-	uint64_t got;
-	char err[1024];
-};
 
 /* The state of a restore in progress. */
 struct rs {
@@ -47,14 +31,15 @@ struct rs {
 	char *err;
 	size_t errlen;
 	int out;                  /* the database being built */
-	int obj;                  /* the current object's bytes */
+	int obj;                  /* the current object's bytes (fetch's) */
 	ltx_decoder *dec;
 	uint64_t txid, checksum;  /* position of out */
 	bool done;                /* past the target */
 	bk_progress prog;         /* what o->progress is told */
 	uint64_t before;          /* bytes of the objects applied */
 	uint64_t next_report;     /* offset in the object */
-	struct fetch *fetch;      /* of the current object */
+	bk_fetch *fetch;          /* the chain's objects, ahead */
+	size_t cur;               /* the current object's index in it */
 };
 
 /* Progress is reported every this many bytes applied of an object. */
@@ -72,59 +57,15 @@ struct counted {
 	struct rs *r;
 };
 
-static void *fetch_main(void *arg)
-{
-	struct fetch *f = arg;
-	char err[1024] = "";
-	uint64_t got = 0;
-	int rc = bk_store_get(f->store, f->key, 0, 0, f->fd, &got, err,
-			      sizeof(err));
-
-	pthread_mutex_lock(&f->mu);
-	f->rc = rc;
-	f->got = got;
-	memcpy(f->err, err, sizeof(err));
-	f->done = true;
-	pthread_cond_broadcast(&f->cond);
-	pthread_mutex_unlock(&f->mu);
-	return NULL;
-}
-
-/* Waits until the first need bytes of the object are fetched or the
- * fetch has ended; *have the bytes there. A failed fetch returns its
+/* Waits until the first need bytes of the current object are fetched
+ * or it is whole; *have the bytes there. A failed fetch returns its
  * error (r->err says it). */
 static int fetch_wait(struct rs *r, uint64_t need, uint64_t *have)
 {
-	struct fetch *f = r->fetch;
+	bool done;
 
-	for (;;) {
-		struct stat st;
-		struct timespec ts;
-		bool done;
-		pthread_mutex_lock(&f->mu);
-		done = f->done;
-		pthread_mutex_unlock(&f->mu);
-		if (fstat(f->fd, &st) < 0)
-			return -errno;
-		*have = (uint64_t)st.st_size;
-		if (done && f->rc < 0) {
-			snprintf(r->err, r->errlen, "%s", f->err);
-			return f->rc;
-		}
-		if (*have >= need || done)
-			return 0;
-		/* The store's writes carry no signal: look again in 1 ms. */
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 1000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
-		pthread_mutex_lock(&f->mu);
-		if (!f->done)
-			pthread_cond_timedwait(&f->cond, &f->mu, &ts);
-		pthread_mutex_unlock(&f->mu);
-	}
+	return bk_fetch_wait(r->fetch, r->cur, need, &r->obj, have, &done,
+			     r->err, r->errlen);
 }
 
 static int counted_read(void *ctx, void *buf, size_t n, size_t *out_got)
@@ -302,28 +243,13 @@ static int apply_records(struct rs *r, const bk_obj *o)
 	return rc;
 }
 
-/* Fetches object o (a thread) and applies its records in order as they
- * arrive. */
+/* Applies object r->cur of the chain, o, as the fetch thread brings
+ * it. */
 static int apply_object(struct rs *r, const bk_obj *o)
 {
-	struct fetch f = {.store = r->o->store, .key = o->key, .fd = r->obj};
-	uint64_t got;
+	uint64_t got = 0;
 	int rc;
 
-	rc = lib_io_ftruncate(r->obj, 0);
-	if (rc == 0 && lseek(r->obj, 0, SEEK_SET) < 0)
-		rc = -errno;
-	if (rc < 0)
-		return rc;
-	pthread_mutex_init(&f.mu, NULL);
-	pthread_cond_init(&f.cond, NULL);
-	rc = -pthread_create(&f.thread, NULL, fetch_main, &f);
-	if (rc < 0) {
-		snprintf(r->err, r->errlen, "backup: cannot start a fetch: %s",
-			 strerror(-rc));
-		goto out;
-	}
-	r->fetch = &f;
 	r->prog.objects++;
 	r->prog.obj_size = 0;
 	r->prog.obj_bytes = 0;
@@ -331,17 +257,11 @@ static int apply_object(struct rs *r, const bk_obj *o)
 	r->next_report = RS_REPORT_BYTES;
 	report(r);
 	rc = apply_records(r, o);
-	/* Past the target (r->done), the rest of the object is fetched
-	 * all the same: a fetch cannot be stopped half-way. */
-	pthread_join(f.thread, NULL);
-	r->fetch = NULL;
-	if (rc == 0 && f.rc < 0) {
-		snprintf(r->err, r->errlen, "%s", f.err);
-		rc = f.rc;
-	}
+	/* The whole object, also past the target (r->done): its size. */
+	if (rc == 0)
+		rc = fetch_wait(r, UINT64_MAX, &got);
 	if (rc < 0)
-		goto out;
-	got = f.got;
+		return rc;
 	r->res->objects++;
 	r->res->bytes += got;
 	r->prog.obj_size = got;
@@ -351,12 +271,9 @@ static int apply_object(struct rs *r, const bk_obj *o)
 			 "%016" PRIx64 "/%016" PRIx64 ", its name says %016"
 			 PRIx64 "/%016" PRIx64, o->key, r->txid, r->checksum,
 			 o->max_txid, o->post);
-		rc = -EBADMSG;
+		return -EBADMSG;
 	}
-out:
-	pthread_mutex_destroy(&f.mu);
-	pthread_cond_destroy(&f.cond);
-	return rc;
+	return 0;
 }
 
 /* The start object for a restore by time: the newest start whose first
@@ -477,6 +394,7 @@ int bk_restore(const bk_restore_opts *o, bk_restore_result *res, char *err,
 	bk_keys keys = {0};
 	bk_obj *objs = NULL;
 	const bk_obj **chain = NULL, *start = NULL;
+	const char **keyv = NULL;
 	size_t n = 0, nchain = 0;
 	int rc;
 
@@ -509,19 +427,35 @@ int bk_restore(const bk_restore_opts *o, bk_restore_result *res, char *err,
 	}
 	if (rc == 0) {
 		r.out = tmp_in(o->out);
-		r.obj = r.out < 0 ? -1 : tmp_in(o->out);
-		if (r.out < 0 || r.obj < 0) {
-			rc = r.out < 0 ? r.out : r.obj;
+		if (r.out < 0) {
+			rc = r.out;
 			snprintf(err, errlen, "backup: cannot create a "
 				 "temporary file beside %s: %s", o->out,
 				 strerror(-rc));
 		}
 	}
+	if (rc == 0) {
+		keyv = calloc(nchain, sizeof(*keyv));
+		rc = keyv ? 0 : -ENOMEM;
+	}
+	for (size_t i = 0; rc == 0 && i < nchain; i++)
+		keyv[i] = chain[i]->key;
+	if (rc == 0) {
+		char dir[4200];
+		snprintf(dir, sizeof(dir), "%s", o->out);
+		rc = bk_fetch_start(o->store, keyv, nchain, dirname(dir),
+				    &r.fetch, err, errlen);
+	}
 	if (rc == 0)
 		rc = ltx_decoder_new(fs_range_read, NULL, o->db, &r.dec);
 	r.prog.objects_total = nchain;
-	for (size_t i = 0; rc == 0 && i < nchain && !r.done; i++)
+	for (size_t i = 0; rc == 0 && i < nchain && !r.done; i++) {
+		r.cur = i;
 		rc = apply_object(&r, chain[i]);
+		bk_fetch_release(r.fetch, i);
+	}
+	bk_fetch_free(r.fetch); /* before the keys it reads go */
+	r.fetch = NULL;
 	if (rc == 0 && o->txid && r.txid != o->txid) {
 		snprintf(err, errlen, "backup: TXID %016" PRIx64 " is not a "
 			 "restorable point of database %s (the chain reaches "
@@ -546,8 +480,7 @@ int bk_restore(const bk_restore_opts *o, bk_restore_result *res, char *err,
 	ltx_decoder_free(r.dec);
 	if (r.out >= 0)
 		close(r.out);
-	if (r.obj >= 0)
-		close(r.obj);
+	free(keyv);
 	free(chain);
 	free(objs);
 	bk_keys_free(&keys);
