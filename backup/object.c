@@ -128,28 +128,66 @@ static bool better_start(const bk_obj *a, const bk_obj *b)
 	       (a->max_txid == b->max_txid && a->epoch > b->epoch);
 }
 
+/* Sorts object pointers by min TXID (then anything: ties are settled by
+ * the caller). */
+static int cmp_min(const void *a, const void *b)
+{
+	const bk_obj *x = *(const bk_obj *const *)a;
+	const bk_obj *y = *(const bk_obj *const *)b;
+
+	return x->min_txid < y->min_txid ? -1 : x->min_txid > y->min_txid;
+}
+
+/* The first of v[0..n) (sorted by min TXID) whose min TXID >= txid. */
+static size_t lower_bound(const bk_obj **v, size_t n, uint64_t txid)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (v[mid]->min_txid < txid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Rule O3 in O(n log n): the objects are sorted by min TXID once, and
+ * each step looks only at those whose min TXID is P+1. */
 int bk_obj_chain(const bk_obj *objs, size_t n, const bk_obj *start,
 		 uint64_t target, const bk_obj ***out, size_t *nout)
 {
-	const bk_obj *cur = start, **v;
-	size_t k = 0;
+	const bk_obj *cur = start, **v = NULL, **by_min = NULL;
+	size_t k = 0, m = 0;
 
 	*out = NULL;
 	*nout = 0;
 	for (size_t i = 0; i < n && !start; i++)
-		if (objs[i].min_txid == 1 && objs[i].max_txid <= target &&
-		    better_start(&objs[i], cur))
+		if (objs[i].level == 0 && objs[i].min_txid == 1 &&
+		    objs[i].max_txid <= target && better_start(&objs[i], cur))
 			cur = &objs[i];
 	v = calloc(n ? n : 1, sizeof(*v));
-	if (!v)
+	by_min = calloc(n ? n : 1, sizeof(*by_min));
+	if (!v || !by_min) {
+		free(v);
+		free(by_min);
 		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (objs[i].level == 0)
+			by_min[m++] = &objs[i];
+	qsort(by_min, m, sizeof(*by_min), cmp_min);
 	while (cur && k < n) {
 		const bk_obj *next = NULL;
+		uint64_t want = cur->max_txid + 1;
 		v[k++] = cur;
-		for (size_t i = 0; i < n; i++) {
-			const bk_obj *o = &objs[i];
-			if (o->min_txid != cur->max_txid + 1 ||
-			    o->epoch < cur->epoch || o->min_txid > target)
+		if (want > target || want == 0)
+			break;
+		for (size_t i = lower_bound(by_min, m, want);
+		     i < m && by_min[i]->min_txid == want; i++) {
+			const bk_obj *o = by_min[i];
+			if (o->epoch < cur->epoch)
 				continue;
 			if (!next || o->epoch > next->epoch ||
 			    (o->epoch == next->epoch &&
@@ -158,6 +196,7 @@ int bk_obj_chain(const bk_obj *objs, size_t n, const bk_obj *start,
 		}
 		cur = next;
 	}
+	free(by_min);
 	*out = v;
 	*nout = k;
 	return 0;
@@ -182,7 +221,7 @@ int bk_obj_starts(const bk_obj *objs, size_t n, const bk_obj ***out,
 	if (!v)
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++)
-		if (objs[i].min_txid == 1)
+		if (objs[i].level == 0 && objs[i].min_txid == 1)
 			v[k++] = &objs[i];
 	qsort(v, k, sizeof(*v), cmp_start);
 	*out = v;

@@ -45,6 +45,8 @@
 typedef struct bk_obj {
 	const char *key;         /* points into the bk_keys it came from */
 	uint64_t epoch, min_txid, max_txid, post;
+	int level;               /* 0: L0, 1: L1 (rule O5) */
+	int64_t ts_ms;           /* L1: T, its last transaction's time */
 } bk_obj;
 
 /* The key prefix of db's objects: "PREFIX/DB/l0/" ("DB/l0/" when prefix
@@ -71,13 +73,13 @@ int bk_obj_newer_epoch(bk_store *s, const char *prefix, const char *db,
 		       uint64_t epoch, uint64_t *out, char *err,
 		       size_t errlen);
 
-/* Rule O3: the objects (pointers into objs) of the chain to target
- * (UINT64_MAX: the newest) into *out (malloc'd), *nout of them; 0
- * objects when no start object has X <= target. start (NULL: rule O3's)
- * is the start object to follow from. */
+/* Rule O3: the L0 objects (pointers into objs; L1s are ignored) of the
+ * chain to target (UINT64_MAX: the newest) into *out (malloc'd), *nout
+ * of them; 0 objects when no start object has X <= target. start (NULL:
+ * rule O3's) is the start object to follow from. O(n log n). */
 int bk_obj_chain(const bk_obj *objs, size_t n, const bk_obj *start,
 		 uint64_t target, const bk_obj ***out, size_t *nout);
-/* Every start object (rule O2), lowest X first. */
+/* Every start object (rule O2; L0 only), lowest X first. */
 int bk_obj_starts(const bk_obj *objs, size_t n, const bk_obj ***out,
 		  size_t *nout);
 

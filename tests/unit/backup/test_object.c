@@ -17,7 +17,7 @@
 
 static void test_names(void **state)
 {
-	bk_obj o = {NULL, 3, 0x10, 0x2f, 0x8000000000000abc}, p;
+	bk_obj o = {NULL, 3, 0x10, 0x2f, 0x8000000000000abc, 0, 0}, p;
 	char key[256];
 
 	(void)state;
@@ -51,7 +51,7 @@ static void test_names(void **state)
 				  &p));
 }
 
-#define O(e, lo, hi) {"k", (e), (lo), (hi), 0}
+#define O(e, lo, hi) {"k", (e), (lo), (hi), 0, 0, 0}
 
 static size_t chain(const bk_obj *v, size_t n, uint64_t target,
 		    const bk_obj ***out)
@@ -133,6 +133,94 @@ static void test_chain_epochs(void **state)
 	free(c);
 }
 
+/* Rule O3 as it was first written (a scan of every object per step):
+ * the reference the sorted version must agree with. */
+static size_t chain_ref(const bk_obj *objs, size_t n, uint64_t target,
+			const bk_obj **v)
+{
+	const bk_obj *cur = NULL;
+	size_t k = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (objs[i].min_txid == 1 && objs[i].max_txid <= target &&
+		    (!cur || objs[i].max_txid > cur->max_txid ||
+		     (objs[i].max_txid == cur->max_txid &&
+		      objs[i].epoch > cur->epoch)))
+			cur = &objs[i];
+	while (cur && k < n) {
+		const bk_obj *next = NULL;
+		v[k++] = cur;
+		for (size_t i = 0; i < n; i++) {
+			const bk_obj *o = &objs[i];
+			if (o->min_txid != cur->max_txid + 1 ||
+			    o->epoch < cur->epoch || o->min_txid > target)
+				continue;
+			if (!next || o->epoch > next->epoch ||
+			    (o->epoch == next->epoch &&
+			     o->max_txid > next->max_txid))
+				next = o;
+		}
+		cur = next;
+	}
+	return k;
+}
+
+/* Random stores of competing epochs: the same chain as the reference. */
+static void test_chain_random(void **state)
+{
+	bk_obj v[64];
+	const bk_obj *ref[64], **c = NULL;
+	unsigned seed = 12345;
+
+	(void)state;
+	for (int round = 0; round < 2000; round++) {
+		size_t n = 1 + (size_t)(rand_r(&seed) % 64), k;
+		uint64_t target = rand_r(&seed) % 4 ? UINT64_MAX :
+				  1 + (uint64_t)(rand_r(&seed) % 40);
+		for (size_t i = 0; i < n; i++) {
+			uint64_t lo = rand_r(&seed) % 5 ? 1 + (uint64_t)(
+				rand_r(&seed) % 40) : 1;
+			v[i] = (bk_obj){"k", 1 + (uint64_t)(rand_r(&seed) % 3),
+					lo, lo + (uint64_t)(rand_r(&seed) % 4),
+					0, 0, 0};
+		}
+		k = chain(v, n, target, &c);
+		assert_int_equal(k, chain_ref(v, n, target, ref));
+		for (size_t i = 0; i < k; i++)
+			assert_ptr_equal(c[i], ref[i]);
+		free(c);
+	}
+}
+
+/* A day of one object per second, twice (a competing epoch uploaded
+ * every other object too): fast, where a scan per step took minutes. */
+static void test_chain_many(void **state)
+{
+	size_t n = 2 * 86400, k;
+	bk_obj *v = calloc(n, sizeof(*v));
+	const bk_obj **c = NULL;
+
+	(void)state;
+	assert_non_null(v);
+	for (size_t i = 0; i < 86400; i++) {
+		v[i] = (bk_obj){"k", 1, i + 1, i + 1, 0, 0, 0};
+		/* Epoch 2's duplicates, in reverse order, from TXID 50000. */
+		v[n - 1 - i] = (bk_obj){"k", i + 1 >= 50000 ? 2 : 1, i + 1,
+					i + 1, 0, 0, 0};
+	}
+	k = chain(v, n, UINT64_MAX, &c);
+	assert_int_equal(k, 86400);
+	assert_int_equal(c[k - 1]->max_txid, 86400);
+	assert_int_equal(c[k - 1]->epoch, 2);
+	assert_int_equal(c[49998]->epoch, 1);
+	assert_int_equal(c[49999]->epoch, 2);
+	free(c);
+	k = chain(v, n, 1000, &c);
+	assert_int_equal(k, 1000);
+	free(c);
+	free(v);
+}
+
 /* Rule O4 on a file store: the first key after this epoch's keys. */
 static void test_newer_epoch(void **state)
 {
@@ -186,6 +274,8 @@ int main(void)
 		cmocka_unit_test(test_chain_one_epoch),
 		cmocka_unit_test(test_chain_snapshot_start),
 		cmocka_unit_test(test_chain_epochs),
+		cmocka_unit_test(test_chain_random),
+		cmocka_unit_test(test_chain_many),
 		cmocka_unit_test(test_newer_epoch),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
