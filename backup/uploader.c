@@ -33,6 +33,10 @@
  *   U4 a failure keeps the position, counts an error and tries again
  *      after a doubling delay (BK_BACKOFF_MIN_MS..MAX); the log says so
  *      once when the store starts failing and once when it works again.
+ *   U6 after a pass of a database that worked, not stale, at most once
+ *      per compaction interval: compaction (compact.h) of its newest L0
+ *      objects into an L1. A failure is counted as an error and logged,
+ *      and is tried again one interval later; it never delays uploads.
  *
  * Locks: mu guards the per-database table and the state that /metrics
  * and /info read; the store and the temporary files belong to the
@@ -60,6 +64,7 @@
 #include "lib/clock.h"
 #include "lib/io.h"
 #include "lib/log.h"
+#include "compact.h"
 #include "object.h"
 
 #define BK_MAX_DBS 1024
@@ -73,6 +78,8 @@ struct db_state {
 				  * store yet (0: none): the lag in seconds */
 	uint64_t bytes, objects, errors;
 	bool stale;              /* U2 */
+	int64_t compact_at_ms;   /* U6: the next compaction (monotonic) */
+	uint64_t compactions, compacted_bytes;
 };
 
 struct bk_uploader {
@@ -457,6 +464,39 @@ fail:
 	return rc;
 }
 
+/* U6: a compaction of db when its time has come. */
+static void compact_db(bk_uploader *u, struct db_state *st, uint64_t epoch)
+{
+	bk_compact_result res;
+	char err[1024] = "";
+	int64_t now = mono_ms();
+	int rc;
+
+	if (!st->compact_at_ms)
+		st->compact_at_ms = now + u->o.compaction_interval_ms;
+	if (now < st->compact_at_ms || st->stale ||
+	    !rep_node_is_primary(u->node) || rep_node_epoch(u->node) != epoch)
+		return;
+	st->compact_at_ms = now + u->o.compaction_interval_ms;
+	rc = bk_compact_db(u->store, u->prefix, st->name, epoch, u->data_dir,
+			   &res, err, sizeof(err));
+	pthread_mutex_lock(&u->mu);
+	if (rc < 0) {
+		st->errors++;
+		u->errors_total++;
+	}
+	st->compactions += res.l1_objects;
+	st->compacted_bytes += res.bytes;
+	pthread_mutex_unlock(&u->mu);
+	if (rc < 0)
+		log_warn("%s (compaction: tried again in %" PRId64 " ms)", err,
+			 u->o.compaction_interval_ms);
+	else if (res.l1_objects)
+		log_info("backup: database %s: compacted %" PRIu64 " objects "
+			 "into %" PRIu64 " L1 (%" PRIu64 " bytes)", st->name,
+			 res.l0_objects, res.l1_objects, res.bytes);
+}
+
 struct pass {
 	bk_uploader *u;
 	uint64_t epoch;
@@ -475,6 +515,8 @@ static void pass_one(void *ctx, fs_db *db)
 	pthread_mutex_unlock(&p->u->mu);
 	if (st && upload_db(p->u, db, st, p->epoch) < 0)
 		p->failed = true;
+	else if (st && p->u->o.compaction_interval_ms > 0)
+		compact_db(p->u, st, p->epoch);
 }
 
 static void hold_none(void *ctx, fs_db *db)
@@ -578,6 +620,19 @@ static void metrics(void *ctx, FILE *f)
 	for (size_t i = 0; i < u->ndbs; i++)
 		fprintf(f, "ltxfs_backup_objects_total{db=\"%s\"} %" PRIu64
 			"\n", u->dbs[i].name, u->dbs[i].objects);
+	fprintf(f, "# HELP ltxfs_backup_compactions_total L1 objects put by "
+		"compaction.\n"
+		"# TYPE ltxfs_backup_compactions_total counter\n");
+	for (size_t i = 0; i < u->ndbs; i++)
+		fprintf(f, "ltxfs_backup_compactions_total{db=\"%s\"} %" PRIu64
+			"\n", u->dbs[i].name, u->dbs[i].compactions);
+	fprintf(f, "# HELP ltxfs_backup_compacted_bytes_total Bytes of L1 "
+		"objects put by compaction.\n"
+		"# TYPE ltxfs_backup_compacted_bytes_total counter\n");
+	for (size_t i = 0; i < u->ndbs; i++)
+		fprintf(f, "ltxfs_backup_compacted_bytes_total{db=\"%s\"} %"
+			PRIu64 "\n", u->dbs[i].name,
+			u->dbs[i].compacted_bytes);
 	fprintf(f, "# HELP ltxfs_backup_errors_total Failed backup "
 		"uploads.\n# TYPE ltxfs_backup_errors_total counter\n");
 	for (size_t i = 0; i < u->ndbs; i++)

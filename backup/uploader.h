@@ -30,6 +30,7 @@ typedef struct bk_uploader_opts {
 	bk_store_opts store;
 	const char *prefix;        /* "" none */
 	int64_t interval_ms;
+	int64_t compaction_interval_ms; /* backup/compact.h */
 	const char *data_dir;      /* for temporary files */
 } bk_uploader_opts;
 

@@ -746,6 +746,7 @@ static void test_backup(void **state)
 	assert_int_equal(load(&cfg, "fuse:\n  dir: /m\n"), 0);
 	assert_int_equal(cfg.backup.type, 0);
 	assert_int_equal(cfg.backup.interval_ms, 1000);
+	assert_int_equal(cfg.backup.compaction_interval_ms, 600000);
 	assert_string_equal(cfg.backup.region, "us-east-1");
 	assert_false(cfg.backup.force_path_style);
 	cfg_free(&cfg);
@@ -755,12 +756,14 @@ static void test_backup(void **state)
 			      "  access-key-id: K\n"
 			      "  secret-access-key: S\n"
 			      "  force-path-style: true\n"
-			      "  interval: 250ms\n"), 0);
+			      "  interval: 250ms\n"
+			      "  compaction-interval: 2s\n"), 0);
 	assert_int_equal(cfg.backup.type, 2);
 	assert_string_equal(cfg.backup.bucket, "b");
 	assert_string_equal(cfg.backup.prefix, "p/q");
 	assert_true(cfg.backup.force_path_style);
 	assert_int_equal(cfg.backup.interval_ms, 250);
+	assert_int_equal(cfg.backup.compaction_interval_ms, 2000);
 	cfg_free(&cfg);
 	expect_error("backup:\n  type: file\n",
 		     "t.yml:2: backup.dir is required with backup.type: file");
