@@ -400,8 +400,9 @@ static int compact_run(bk_store *s, const char *prefix, const char *db,
 	}
 	for (; j < n; j++) {
 		rc = fetch(s, chain[j]->key, body, &len, err, errlen);
-		if (rc == 0)
-			rc = bk_merge_check(m, body, len, why, sizeof(why));
+		if (rc < 0)
+			goto out; /* err says what the store answered */
+		rc = bk_merge_check(m, body, len, why, sizeof(why));
 		if (rc == -EXDEV) {
 			rc = 0;
 			break;
@@ -423,12 +424,15 @@ static int compact_run(bk_store *s, const char *prefix, const char *db,
 	if (bk_merge_objects(m) < 2)
 		goto out;
 	rc = bk_merge_finish(m, out, 0, &len, &o, why, sizeof(why));
-	if (rc < 0)
-		goto fail;
 	o.epoch = epoch;
-	rc = bk_obj_key(key, sizeof(key), prefix, db, &o);
-	if (rc < 0)
+	if (rc == 0)
+		rc = bk_obj_key(key, sizeof(key), prefix, db, &o);
+	if (rc < 0) {
+		snprintf(err, errlen, "backup: database %s: the L1 object of "
+			 "%016" PRIx64 "-%016" PRIx64 ": %s", db, m->min_txid,
+			 m->max_txid, why[0] ? why : strerror(-rc));
 		goto out;
+	}
 	/* Rule O4 just before the put. */
 	rc = bk_obj_newer_epoch(s, prefix, db, epoch, &newer, err, errlen);
 	if (rc < 0)

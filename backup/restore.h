@@ -1,6 +1,7 @@
 /*
  * Restore (docs/BACKUP.md): rebuilds a database as of a TXID or a time
- * from the backup store's objects (object.h), verifying every record
+ * from the backup store's objects (object.h: the L0 chain with its L1
+ * objects, rule O6), verifying every record
  * as it is applied to a temporary file (its place in the chain, its
  * file checksum, the database checksum after it), then the whole file's database checksum and
  * PRAGMA integrity_check, and writes the result atomically (a
