@@ -11,6 +11,7 @@
 
 #include "fs/log.h"
 #include "lib/bytes.h"
+#include "lib/clock.h"
 #include "lib/io.h"
 #include "lib/log.h"
 #include "ltx/checksum.h"
@@ -378,12 +379,19 @@ static int fetch(bk_store *s, const char *key, int fd, uint64_t *len,
 	return rc;
 }
 
-/* Merges chain[from..] as far as it goes, into one L1 put unless fewer
- * than 2 objects join; *next the first element not merged. */
+/* Now, for the budget (ms, monotonic). */
+static int64_t now_ms(void)
+{
+	return lib_clock_monotonic_ns() / 1000000;
+}
+
+/* Merges chain[from..] as far as it goes (or until deadline, 0: none),
+ * into one L1 put unless fewer than 2 objects join; *next the first
+ * element not merged. */
 static int compact_run(bk_store *s, const char *prefix, const char *db,
 		       uint64_t epoch, const char *tmpdir,
 		       const bk_obj **chain, size_t from, size_t n,
-		       size_t *next, int body, int out,
+		       int64_t deadline, size_t *next, int body, int out,
 		       bk_compact_result *res, char *err, size_t errlen)
 {
 	bk_merge *m = NULL;
@@ -418,6 +426,10 @@ static int compact_run(bk_store *s, const char *prefix, const char *db,
 		}
 		if (rc < 0)
 			goto fail;
+		if (deadline && now_ms() >= deadline) {
+			j++;
+			break;
+		}
 	}
 	/* An object that cannot start a merge is passed over. */
 	*next = j == from ? from + 1 : j;
@@ -460,9 +472,10 @@ out:
 }
 
 int bk_compact_db(bk_store *s, const char *prefix, const char *db,
-		  uint64_t epoch, const char *tmpdir, bk_compact_result *res,
-		  char *err, size_t errlen)
+		  uint64_t epoch, const char *tmpdir, int64_t budget_ms,
+		  bk_compact_result *res, char *err, size_t errlen)
 {
+	int64_t deadline = budget_ms > 0 ? now_ms() + budget_ms : 0;
 	bk_keys keys = {0};
 	bk_obj *objs = NULL;
 	const bk_obj **chain = NULL, **sub = NULL;
@@ -493,9 +506,11 @@ int bk_compact_db(bk_store *s, const char *prefix, const char *db,
 			 "temporary file in %s: %s", db, tmpdir, strerror(-rc));
 		goto out;
 	}
-	while (rc == 0 && from + 2 <= nsub)
+	while (rc == 0 && from + 2 <= nsub && !res->newer_epoch &&
+	       (!deadline || now_ms() < deadline))
 		rc = compact_run(s, prefix, db, epoch, tmpdir, sub, from, nsub,
-				 &from, body, out, res, err, errlen);
+				 deadline, &from, body, out, res, err, errlen);
+	res->more = rc == 0 && !res->newer_epoch && from + 2 <= nsub;
 out:
 	if (body >= 0)
 		close(body);

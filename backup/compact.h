@@ -44,6 +44,9 @@
  * objects once its page file holds this many bytes of pages. */
 #define BK_COMPACT_MAX_OBJECTS 4096
 #define BK_COMPACT_MAX_PAGE_BYTES (UINT64_C(1) << 30)
+/* The uploader's time budget for one bk_compact_db call: its uploads
+ * wait while it runs. */
+#define BK_COMPACT_BUDGET_MS 5000
 
 typedef struct bk_merge bk_merge;
 
@@ -76,16 +79,19 @@ typedef struct bk_compact_result {
 	uint64_t l0_objects;      /* L0 objects merged into them */
 	uint64_t bytes;           /* bytes put */
 	uint64_t newer_epoch;     /* rule O4: a newer epoch seen, nothing put */
+	bool more;                /* stopped by the budget with more to do */
 } bk_compact_result;
 
 /* One compaction of db, by an uploader of epoch epoch: lists both
  * levels, computes the chain to the newest point with its L1s (O3, O6),
  * and merges the L0 objects after the start object and after the chain's
  * last L1, when there are at least 2 of them, into L1 objects (each up to
- * the limits above; the rest at the next call), each put after rule O4's
- * check. Temporary files go in tmpdir. 0 or -errno with err. */
+ * the limits above), each put after rule O4's check. After budget_ms (0:
+ * none) it adds no more objects: it puts what it merged (2 objects or
+ * more) and sets res->more when objects are left for the next call.
+ * Temporary files go in tmpdir. 0 or -errno with err. */
 int bk_compact_db(bk_store *s, const char *prefix, const char *db,
-		  uint64_t epoch, const char *tmpdir, bk_compact_result *res,
-		  char *err, size_t errlen);
+		  uint64_t epoch, const char *tmpdir, int64_t budget_ms,
+		  bk_compact_result *res, char *err, size_t errlen);
 
 #endif

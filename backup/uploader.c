@@ -35,8 +35,10 @@
  *      once when the store starts failing and once when it works again.
  *   U6 after a pass of a database that worked, not stale, at most once
  *      per compaction interval: compaction (compact.h) of its newest L0
- *      objects into an L1. A failure is counted as an error and logged,
- *      and is tried again one interval later; it never delays uploads.
+ *      objects into an L1, for at most BK_COMPACT_BUDGET_MS (uploads wait
+ *      meanwhile); what is left goes on at the next pass. A failure is
+ *      counted as an error and logged, and is tried again one interval
+ *      later; it does not touch the uploads' backoff.
  *
  * Locks: mu guards the per-database table and the state that /metrics
  * and /info read; the store and the temporary files belong to the
@@ -479,7 +481,9 @@ static void compact_db(bk_uploader *u, struct db_state *st, uint64_t epoch)
 		return;
 	st->compact_at_ms = now + u->o.compaction_interval_ms;
 	rc = bk_compact_db(u->store, u->prefix, st->name, epoch, u->data_dir,
-			   &res, err, sizeof(err));
+			   BK_COMPACT_BUDGET_MS, &res, err, sizeof(err));
+	if (rc == 0 && res.more)
+		st->compact_at_ms = now; /* the rest at the next pass */
 	pthread_mutex_lock(&u->mu);
 	if (rc < 0) {
 		st->errors++;

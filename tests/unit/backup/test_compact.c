@@ -438,11 +438,11 @@ static void test_compact_db(void **state)
 					      sizeof(err)), 0);
 		close(fd);
 	}
-	assert_int_equal(bk_compact_db(s, "p", "a.db", 4, "/tmp", &res, err,
+	assert_int_equal(bk_compact_db(s, "p", "a.db", 4, "/tmp", 0, &res, err,
 				       sizeof(err)), 0);
 	assert_int_equal(res.l1_objects, 2);
 	assert_int_equal(res.l0_objects, 4);
-	assert_int_equal(bk_compact_db(s, "p", "a.db", 4, "/tmp", &res, err,
+	assert_int_equal(bk_compact_db(s, "p", "a.db", 4, "/tmp", 0, &res, err,
 				       sizeof(err)), 0);
 	assert_int_equal(res.l1_objects, 0);
 	assert_int_equal(bk_obj_list(s, "p", "a.db", &keys, &objs, &n, err,
@@ -477,11 +477,11 @@ static void test_compact_db(void **state)
 	assert_int_equal(bk_obj_key(key, sizeof(key), "p", "a.db", &o), 0);
 	assert_int_equal(bk_store_put(s, key, fd, len, err, sizeof(err)), 0);
 	close(fd);
-	assert_int_equal(bk_compact_db(s, "p", "a.db", 3, "/tmp", &res, err,
+	assert_int_equal(bk_compact_db(s, "p", "a.db", 3, "/tmp", 0, &res, err,
 				       sizeof(err)), 0);
 	assert_int_equal(res.l1_objects, 0);
 	assert_int_equal(res.newer_epoch, 4);
-	assert_int_equal(bk_compact_db(s, "p", "a.db", 4, "/tmp", &res, err,
+	assert_int_equal(bk_compact_db(s, "p", "a.db", 4, "/tmp", 0, &res, err,
 				       sizeof(err)), 0);
 	assert_int_equal(res.l1_objects, 1);
 	bk_store_free(s);
