@@ -2,10 +2,14 @@
 #include "object.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "lib/io.h"
 
 /* "PREFIX/DB/lLEVEL/" into buf. */
 static int level_dir(char *buf, size_t len, const char *prefix,
@@ -165,12 +169,19 @@ int bk_obj_newer_epoch(bk_store *s, const char *prefix, const char *db,
 	return rc;
 }
 
+/* Rule O3's order of start objects: epoch, then X. */
+static int start_order(const bk_obj *a, const bk_obj *b)
+{
+	if (a->epoch != b->epoch)
+		return a->epoch < b->epoch ? -1 : 1;
+	if (a->max_txid != b->max_txid)
+		return a->max_txid < b->max_txid ? -1 : 1;
+	return 0;
+}
+
 static bool better_start(const bk_obj *a, const bk_obj *b)
 {
-	if (!b)
-		return true;
-	return a->max_txid > b->max_txid ||
-	       (a->max_txid == b->max_txid && a->epoch > b->epoch);
+	return !b || start_order(a, b) > 0;
 }
 
 /* Sorts object pointers by min TXID (then anything: ties are settled by
@@ -249,12 +260,8 @@ int bk_obj_chain(const bk_obj *objs, size_t n, const bk_obj *start,
 
 static int cmp_start(const void *a, const void *b)
 {
-	const bk_obj *x = *(const bk_obj *const *)a;
-	const bk_obj *y = *(const bk_obj *const *)b;
-
-	if (x->max_txid != y->max_txid)
-		return x->max_txid < y->max_txid ? -1 : 1;
-	return x->epoch < y->epoch ? -1 : x->epoch > y->epoch;
+	return start_order(*(const bk_obj *const *)a,
+			   *(const bk_obj *const *)b);
 }
 
 int bk_obj_starts(const bk_obj *objs, size_t n, const bk_obj ***out,
@@ -300,6 +307,30 @@ static size_t chain_find(const bk_obj **chain, size_t from, size_t n,
 			hi = mid;
 	}
 	return lo < n && chain[lo]->max_txid == txid ? lo : SIZE_MAX;
+}
+
+void bk_obj_mark_l1(const bk_obj *objs, size_t n, const bk_obj **chain,
+		    size_t nchain, bool *keep)
+{
+	for (size_t c = 0; c < n; c++) {
+		const bk_obj *o = &objs[c];
+		size_t lo = 1, hi = nchain, i, j;
+		if (o->level != 1)
+			continue;
+		while (lo < hi) { /* the element whose min TXID is o's */
+			size_t mid = lo + (hi - lo) / 2;
+			if (chain[mid]->min_txid < o->min_txid)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		i = lo;
+		if (i >= nchain || chain[i]->min_txid != o->min_txid)
+			continue;
+		j = chain_find(chain, i, nchain, o->max_txid);
+		if (j != SIZE_MAX && chain[j]->post == o->post)
+			keep[c] = true;
+	}
 }
 
 int bk_obj_substitute(const bk_obj *objs, size_t n, const bk_obj **chain,
@@ -349,4 +380,28 @@ int bk_obj_substitute(const bk_obj *objs, size_t n, const bk_obj **chain,
 	*out = v;
 	*nout = k;
 	return 0;
+}
+
+int bk_obj_first_header(bk_store *s, const char *key, ltx_header *hdr,
+			char *err, size_t errlen)
+{
+	uint8_t b[4 + LTX_HEADER_SIZE];
+	ltx_err le = {0};
+	uint64_t got = 0;
+	int rc, fd = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+
+	if (fd < 0)
+		return -errno;
+	rc = bk_store_get(s, key, 0, sizeof(b), fd, &got, err, errlen);
+	if (rc == 0 && got < sizeof(b))
+		rc = -ENODATA;
+	if (rc == 0)
+		rc = lib_io_pread_full(fd, b, sizeof(b), 0, NULL);
+	if (rc == 0)
+		rc = ltx_header_decode(b + 4, hdr, &le);
+	if (rc < 0 && !err[0])
+		snprintf(err, errlen, "backup: object %s offset 4: %s", key,
+			 le.msg[0] ? le.msg : strerror(-rc));
+	close(fd);
+	return rc;
 }

@@ -25,8 +25,11 @@
  *      record, a snapshot of the whole database at X (the uploader
  *      closes an object before a snapshot record and after one), so it
  *      can start a restore to any TXID >= X.
- *   O3 the chain to a target TXID T starts at the start object with the
- *      highest X <= T (ties: the highest epoch) and goes on, from
+ *   O3 the chain to a target TXID T starts at the highest start object
+ *      with X <= T in the order (epoch, X): the newest primary's history
+ *      first (a new primary that found the store ahead of its own
+ *      history starts a chain below the old primary's last snapshot; a
+ *      stale primary's late snapshot never wins), and goes on, from
  *      position P in epoch E, with the object of min TXID P+1 of the
  *      highest epoch >= E, while its M <= T. Objects of a lower epoch
  *      than the one followed are never used after it (a stale primary's
@@ -59,6 +62,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ltx/ltx.h"
 #include "store.h"
 
 typedef struct bk_obj {
@@ -99,9 +103,22 @@ int bk_obj_newer_epoch(bk_store *s, const char *prefix, const char *db,
  * rule O3's) is the start object to follow from. O(n log n). */
 int bk_obj_chain(const bk_obj *objs, size_t n, const bk_obj *start,
 		 uint64_t target, const bk_obj ***out, size_t *nout);
-/* Every start object (rule O2; L0 only), lowest X first. */
+/* The LTX header of object key's first record (its first 4 + 100 bytes,
+ * one ranged GET): for a start object, its snapshot's time. */
+int bk_obj_first_header(bk_store *s, const char *key, ltx_header *hdr,
+			char *err, size_t errlen);
+
+/* Every start object (rule O2; L0 only), in rule O3's order (epoch, then
+ * X), lowest first. */
 int bk_obj_starts(const bk_obj *objs, size_t n, const bk_obj ***out,
 		  size_t *nout);
+
+/* Sets keep[i] (keep indexed like objs) for every L1 object objs[i] that
+ * stands for a run of chain (rule O6, whatever the target): its M is the
+ * min TXID of an element after the start, its (X, C) those of that or a
+ * later element. O(n log nchain). */
+void bk_obj_mark_l1(const bk_obj *objs, size_t n, const bk_obj **chain,
+		    size_t nchain, bool *keep);
 
 /* Rule O6: chain (bk_obj_chain's) with runs of its L0 objects replaced
  * by the L1 objects of objs that stand for them, L1 X <= target and, when

@@ -5,10 +5,12 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -20,6 +22,23 @@
 #include "ltx/dbfile.h"
 #include "ltx/decoder.h"
 #include "object.h"
+
+/* An object being fetched by a thread into the restore's object file
+ * while its records are applied: a read waits until the bytes it needs
+ * are there (the file only grows: its size is what was fetched) or the
+ * fetch has ended. */
+struct fetch {
+	bk_store *store;
+	const char *key;
+	int fd;
+	pthread_t thread;
+	pthread_mutex_t mu;       /* guards below */
+	pthread_cond_t cond;      /* done went true */
+	bool done;
+	int rc;                   /* of bk_store_get, once done */
+	uint64_t got;
+	char err[1024];
+};
 
 /* The state of a restore in progress. */
 struct rs {
@@ -35,6 +54,7 @@ struct rs {
 	bk_progress prog;         /* what o->progress is told */
 	uint64_t before;          /* bytes of the objects applied */
 	uint64_t next_report;     /* offset in the object */
+	struct fetch *fetch;      /* of the current object */
 };
 
 /* Progress is reported every this many bytes applied of an object. */
@@ -52,12 +72,72 @@ struct counted {
 	struct rs *r;
 };
 
+static void *fetch_main(void *arg)
+{
+	struct fetch *f = arg;
+	char err[1024] = "";
+	uint64_t got = 0;
+	int rc = bk_store_get(f->store, f->key, 0, 0, f->fd, &got, err,
+			      sizeof(err));
+
+	pthread_mutex_lock(&f->mu);
+	f->rc = rc;
+	f->got = got;
+	memcpy(f->err, err, sizeof(err));
+	f->done = true;
+	pthread_cond_broadcast(&f->cond);
+	pthread_mutex_unlock(&f->mu);
+	return NULL;
+}
+
+/* Waits until the first need bytes of the object are fetched or the
+ * fetch has ended; *have the bytes there. A failed fetch returns its
+ * error (r->err says it). */
+static int fetch_wait(struct rs *r, uint64_t need, uint64_t *have)
+{
+	struct fetch *f = r->fetch;
+
+	for (;;) {
+		struct stat st;
+		struct timespec ts;
+		bool done;
+		pthread_mutex_lock(&f->mu);
+		done = f->done;
+		pthread_mutex_unlock(&f->mu);
+		if (fstat(f->fd, &st) < 0)
+			return -errno;
+		*have = (uint64_t)st.st_size;
+		if (done && f->rc < 0) {
+			snprintf(r->err, r->errlen, "%s", f->err);
+			return f->rc;
+		}
+		if (*have >= need || done)
+			return 0;
+		/* The store's writes carry no signal: look again in 1 ms. */
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_mutex_lock(&f->mu);
+		if (!f->done)
+			pthread_cond_timedwait(&f->cond, &f->mu, &ts);
+		pthread_mutex_unlock(&f->mu);
+	}
+}
+
 static int counted_read(void *ctx, void *buf, size_t n, size_t *out_got)
 {
 	struct counted *c = ctx;
 	struct rs *r = c->r;
-	int rc = fs_range_read(&c->rr, buf, n, out_got);
+	uint64_t left = c->rr.end - c->rr.off, have = 0;
+	int rc = fetch_wait(r, c->rr.off + (n < left ? n : left), &have);
 
+	if (rc < 0)
+		return rc;
+	r->prog.obj_size = have;
+	rc = fs_range_read(&c->rr, buf, n, out_got);
 	if (c->rr.off >= r->next_report) {
 		r->prog.obj_bytes = c->rr.off;
 		r->prog.bytes = r->before + c->rr.off;
@@ -78,45 +158,22 @@ static int tmp_in(const char *path)
 	return fd < 0 ? -errno : fd;
 }
 
-/* The header of the first record of object key (104 bytes fetched). */
-static int first_header(bk_store *s, const char *key, ltx_header *hdr,
-			char *err, size_t errlen)
+/* The header of the record at [off, off+len) of the current object,
+ * read directly (the apply checks it again with the rest). */
+static int read_header(struct rs *r, const char *key, uint64_t off,
+		       uint64_t len, ltx_header *hdr)
 {
-	uint8_t b[4 + LTX_HEADER_SIZE];
+	uint8_t h[LTX_HEADER_SIZE];
 	ltx_err le = {0};
-	uint64_t got = 0;
-	int rc, fd = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	uint64_t have = 0;
+	int rc = len >= LTX_HEADER_SIZE + LTX_TRAILER_SIZE ? 0 : -EBADMSG;
 
-	if (fd < 0)
-		return -errno;
-	rc = bk_store_get(s, key, 0, sizeof(b), fd, &got, err, errlen);
-	if (rc == 0 && got < sizeof(b))
-		rc = -ENODATA;
 	if (rc == 0)
-		rc = lib_io_pread_full(fd, b, sizeof(b), 0, NULL);
+		rc = fetch_wait(r, off + sizeof(h), &have);
+	if (rc < 0 && rc != -EBADMSG)
+		return rc;
 	if (rc == 0)
-		rc = ltx_header_decode(b + 4, hdr, &le);
-	if (rc < 0 && !err[0])
-		snprintf(err, errlen, "backup: object %s offset 4: %s", key,
-			 le.msg[0] ? le.msg : strerror(-rc));
-	close(fd);
-	return rc;
-}
-
-/* The header and trailer of the record at [off, off+len) of the current
- * object, read directly (the apply checks them again with the rest). */
-static int read_ends(struct rs *r, const char *key, uint64_t off,
-		     uint64_t len, ltx_header *hdr, ltx_trailer *tr)
-{
-	uint8_t h[LTX_HEADER_SIZE], t[LTX_TRAILER_SIZE];
-	ltx_err le = {0};
-	int rc = -EBADMSG;
-
-	if (len >= sizeof(h) + sizeof(t))
 		rc = lib_io_pread_full(r->obj, h, sizeof(h), (off_t)off, NULL);
-	if (rc == 0)
-		rc = lib_io_pread_full(r->obj, t, sizeof(t),
-				       (off_t)(off + len - sizeof(t)), NULL);
 	if (rc == 0)
 		rc = ltx_header_decode(h, hdr, &le);
 	if (rc < 0) {
@@ -125,8 +182,20 @@ static int read_ends(struct rs *r, const char *key, uint64_t off,
 			 "shorter than an LTX header and trailer");
 		return -EBADMSG;
 	}
-	ltx_trailer_decode(t, tr);
 	return 0;
+}
+
+/* The trailer of the record at [off, off+len), once it is applied. */
+static int read_trailer(struct rs *r, uint64_t off, uint64_t len,
+			ltx_trailer *tr)
+{
+	uint8_t t[LTX_TRAILER_SIZE];
+	int rc = lib_io_pread_full(r->obj, t, sizeof(t),
+				   (off_t)(off + len - sizeof(t)), NULL);
+
+	if (rc == 0)
+		ltx_trailer_decode(t, tr);
+	return rc;
 }
 
 /* One record at [off, off+len) of the current object, applied unless
@@ -144,7 +213,7 @@ static int apply_record(struct rs *r, const char *key, uint64_t off,
 	uint64_t sum;
 	int rc;
 
-	rc = read_ends(r, key, off, len, &hdr, &tr);
+	rc = read_header(r, key, off, len, &hdr);
 	if (rc < 0)
 		return rc;
 	if ((r->o->txid && hdr.max_txid > r->o->txid) ||
@@ -181,8 +250,11 @@ static int apply_record(struct rs *r, const char *key, uint64_t off,
 		return rc == -EBADMSG ? -EBADMSG : rc;
 	}
 	if (r->o->on_record) {
-		rc = r->o->on_record(r->o->record_arg, r->obj, off, len, &hdr,
-				     &tr, r->err, r->errlen);
+		rc = read_trailer(r, off, len, &tr);
+		if (rc == 0)
+			rc = r->o->on_record(r->o->record_arg, r->obj, off,
+					     len, &hdr, &tr, r->err,
+					     r->errlen);
 		if (rc < 0)
 			return rc;
 	}
@@ -194,32 +266,19 @@ static int apply_record(struct rs *r, const char *key, uint64_t off,
 	return 0;
 }
 
-/* Fetches object o and applies its records in order. */
-static int apply_object(struct rs *r, const bk_obj *o)
+/* The records of object o in order, applied as the fetch brings them. */
+static int apply_records(struct rs *r, const bk_obj *o)
 {
-	uint64_t got = 0, off = 0;
+	uint64_t off = 0, have = 0;
 	uint8_t pfx[4];
-	int rc;
+	int rc = 0;
 
-	rc = lib_io_ftruncate(r->obj, 0);
-	if (rc == 0 && lseek(r->obj, 0, SEEK_SET) < 0)
-		rc = -errno;
-	if (rc == 0)
-		rc = bk_store_get(r->o->store, o->key, 0, 0, r->obj, &got,
-				  r->err, r->errlen);
-	if (rc < 0)
-		return rc;
-	r->res->objects++;
-	r->res->bytes += got;
-	r->prog.objects++;
-	r->prog.obj_size = got;
-	r->prog.obj_bytes = 0;
-	r->prog.bytes = r->before;
-	r->next_report = RS_REPORT_BYTES;
-	report(r);
-	while (off < got && !r->done) {
+	while (!r->done) {
 		uint32_t len;
-		if (got - off < 4 ||
+		rc = fetch_wait(r, off + 4, &have);
+		if (rc < 0 || have == off)
+			break; /* have == off: the fetch ended here */
+		if (have < off + 4 ||
 		    lib_io_pread_full(r->obj, pfx, 4, (off_t)off, NULL) < 0) {
 			snprintf(r->err, r->errlen, "backup: object %s offset "
 				 "%" PRIu64 ": truncated record length",
@@ -227,27 +286,77 @@ static int apply_object(struct rs *r, const bk_obj *o)
 			return -EBADMSG;
 		}
 		len = get_be32(pfx);
-		if (len > got - off - 4) {
+		rc = apply_record(r, o->key, off + 4, len);
+		if (rc < 0 && fetch_wait(r, UINT64_MAX, &have) == 0 &&
+		    len > have - off - 4) {
 			snprintf(r->err, r->errlen, "backup: object %s offset "
 				 "%" PRIu64 ": record length %u past the "
 				 "object's end (%" PRIu64 " bytes)", o->key,
-				 off, len, got);
+				 off, len, have);
 			return -EBADMSG;
 		}
-		rc = apply_record(r, o->key, off + 4, len);
 		if (rc < 0)
 			return rc;
 		off += 4 + (uint64_t)len;
 	}
+	return rc;
+}
+
+/* Fetches object o (a thread) and applies its records in order as they
+ * arrive. */
+static int apply_object(struct rs *r, const bk_obj *o)
+{
+	struct fetch f = {.store = r->o->store, .key = o->key, .fd = r->obj};
+	uint64_t got;
+	int rc;
+
+	rc = lib_io_ftruncate(r->obj, 0);
+	if (rc == 0 && lseek(r->obj, 0, SEEK_SET) < 0)
+		rc = -errno;
+	if (rc < 0)
+		return rc;
+	pthread_mutex_init(&f.mu, NULL);
+	pthread_cond_init(&f.cond, NULL);
+	rc = -pthread_create(&f.thread, NULL, fetch_main, &f);
+	if (rc < 0) {
+		snprintf(r->err, r->errlen, "backup: cannot start a fetch: %s",
+			 strerror(-rc));
+		goto out;
+	}
+	r->fetch = &f;
+	r->prog.objects++;
+	r->prog.obj_size = 0;
+	r->prog.obj_bytes = 0;
+	r->prog.bytes = r->before;
+	r->next_report = RS_REPORT_BYTES;
+	report(r);
+	rc = apply_records(r, o);
+	/* Past the target (r->done), the rest of the object is fetched
+	 * all the same: a fetch cannot be stopped half-way. */
+	pthread_join(f.thread, NULL);
+	r->fetch = NULL;
+	if (rc == 0 && f.rc < 0) {
+		snprintf(r->err, r->errlen, "%s", f.err);
+		rc = f.rc;
+	}
+	if (rc < 0)
+		goto out;
+	got = f.got;
+	r->res->objects++;
+	r->res->bytes += got;
+	r->prog.obj_size = got;
 	r->before += got;
 	if (!r->done && (r->txid != o->max_txid || r->checksum != o->post)) {
 		snprintf(r->err, r->errlen, "backup: object %s: ends at "
 			 "%016" PRIx64 "/%016" PRIx64 ", its name says %016"
 			 PRIx64 "/%016" PRIx64, o->key, r->txid, r->checksum,
 			 o->max_txid, o->post);
-		return -EBADMSG;
+		rc = -EBADMSG;
 	}
-	return 0;
+out:
+	pthread_mutex_destroy(&f.mu);
+	pthread_cond_destroy(&f.cond);
+	return rc;
 }
 
 /* The start object for a restore by time: the newest start whose first
@@ -263,7 +372,8 @@ static int start_by_time(const bk_restore_opts *o, const bk_obj *objs,
 	*out = NULL;
 	for (size_t i = ns; rc == 0 && i-- > 0;) {
 		ltx_header hdr;
-		rc = first_header(o->store, starts[i]->key, &hdr, err, errlen);
+		rc = bk_obj_first_header(o->store, starts[i]->key, &hdr, err,
+					 errlen);
 		if (rc == 0 && hdr.timestamp <= o->ts_ms) {
 			*out = starts[i];
 			break;
@@ -478,11 +588,11 @@ int bk_restore_ranges(bk_store *s, const char *prefix, const char *db,
 		rc = bk_obj_chain(objs, nobj, starts[i], UINT64_MAX, &chain,
 				  &nc);
 		if (rc == 0)
-			rc = first_header(s, starts[i]->key, &first, err,
-					  errlen);
+			rc = bk_obj_first_header(s, starts[i]->key, &first,
+						 err, errlen);
 		if (rc == 0)
-			rc = first_header(s, chain[nc - 1]->key, &last, err,
-					  errlen);
+			rc = bk_obj_first_header(s, chain[nc - 1]->key, &last,
+						 err, errlen);
 		if (rc == 0) {
 			v[i].first_txid = starts[i]->max_txid;
 			v[i].last_txid = chain[nc - 1]->max_txid;

@@ -1,7 +1,8 @@
 /*
  * Restore (docs/BACKUP.md): rebuilds a database as of a TXID or a time
  * from the backup store's objects (object.h: the L0 chain with its L1
- * objects, rule O6), verifying every record
+ * objects, rule O6), each fetched by a second thread while its records
+ * are applied, verifying every record
  * as it is applied to a temporary file (its place in the chain, its
  * file checksum, the database checksum after it), then the whole file's database checksum and
  * PRAGMA integrity_check, and writes the result atomically (a
@@ -16,16 +17,17 @@
 #include "ltx/ltx.h"
 #include "store.h"
 
-/* Progress of a restore, passed to bk_restore_opts.progress: after
- * each object is fetched, every 4 MiB applied, and once at the end
- * (done). Bytes are object bytes: fetched whole before they are applied,
- * so a large object's download shows as a pause. The store's listing
- * carries no sizes, so the total is in objects only. */
+/* Progress of a restore, passed to bk_restore_opts.progress: when each
+ * object's fetch begins, every 4 MiB applied, and once at the end
+ * (done). Bytes are object bytes; an object is applied as its fetch
+ * brings it. The store's listing carries no sizes, so the total is in
+ * objects only. */
 typedef struct bk_progress {
-	uint64_t objects, objects_total; /* fetched, of the chain */
+	uint64_t objects, objects_total; /* begun, of the chain */
 	uint64_t bytes;           /* of the objects before the current one,
 				   * plus what is applied of it */
-	uint64_t obj_bytes, obj_size; /* applied of the current object */
+	uint64_t obj_bytes;       /* applied of the current object */
+	uint64_t obj_size;        /* fetched of it so far (all, once done) */
 	uint64_t records;         /* applied */
 	bool done;
 } bk_progress;

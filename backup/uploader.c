@@ -33,7 +33,18 @@
  *   U4 a failure keeps the position, counts an error and tries again
  *      after a doubling delay (BK_BACKOFF_MIN_MS..MAX); the log says so
  *      once when the store starts failing and once when it works again.
- *   U6 after a pass of a database that worked, not stale, at most once
+ *   U6 scheduled snapshots: once the snapshot interval has passed since
+ *      the chain's start was taken (its LTX time, read with the position
+ *      at U1) and the database changed since, a snapshot at TXID S is
+ *      taken; the log records up to S are uploaded first (U3), then the
+ *      snapshot, which starts a new chain: the old chain reaches S, so
+ *      every point before S stays restorable.
+ *   U7 retention (retain.h): at most once per min(snapshot interval,
+ *      BK_RETAIN_EVERY_MS), on a primary that the store (rule O4) shows
+ *      is not stale, the objects no restore to a point after
+ *      now - retention needs are deleted. A failure is logged and
+ *      counted; uploads go on.
+ *   U8 after a pass of a database that worked, not stale, at most once
  *      per compaction interval: compaction (compact.h) of its newest L0
  *      objects into an L1, for at most BK_COMPACT_BUDGET_MS (uploads wait
  *      meanwhile); what is left goes on at the next pass. A failure is
@@ -68,6 +79,7 @@
 #include "lib/log.h"
 #include "compact.h"
 #include "object.h"
+#include "retain.h"
 
 #define BK_MAX_DBS 1024
 
@@ -80,7 +92,11 @@ struct db_state {
 				  * store yet (0: none): the lag in seconds */
 	uint64_t bytes, objects, errors;
 	bool stale;              /* U2 */
-	int64_t compact_at_ms;   /* U6: the next compaction (monotonic) */
+	int64_t snap_ms;         /* LTX time of the chain's start (U6) */
+	uint64_t snap_txid;      /* its TXID (0: unknown) */
+	uint64_t snapshots, deleted; /* U6, U7 */
+	int64_t retain_at_ms;    /* CLOCK_MONOTONIC: the next pass (U7) */
+	int64_t compact_at_ms;   /* U8: the next compaction (monotonic) */
 	uint64_t compactions, compacted_bytes;
 };
 
@@ -146,6 +162,13 @@ static int read_position(bk_uploader *u, struct db_state *st, char *err,
 			 errlen);
 	if (rc == 0)
 		rc = bk_obj_chain(objs, n, NULL, UINT64_MAX, &chain, &nchain);
+	if (rc == 0 && nchain > 0 && chain[0]->min_txid == 1) {
+		ltx_header hdr; /* U6: when the chain's start was taken */
+		rc = bk_obj_first_header(u->store, chain[0]->key, &hdr, err,
+					 errlen);
+		st->snap_ms = rc == 0 ? hdr.timestamp : 0;
+		st->snap_txid = chain[0]->max_txid;
+	}
 	if (rc == 0) {
 		const bk_obj *end = nchain ? chain[nchain - 1] : NULL;
 		pthread_mutex_lock(&u->mu);
@@ -298,6 +321,7 @@ static int build_snapshot(bk_uploader *u, fs_db *db, struct built *b)
 	if (rc == 0) {
 		b->o.min_txid = hdr.min_txid;
 		b->o.max_txid = hdr.max_txid;
+		b->first_ms = hdr.timestamp;
 		b->records = 1;
 	}
 	return rc;
@@ -354,21 +378,72 @@ static int mark_stale(bk_uploader *u, fs_db *db, struct db_state *st,
 	return 0;
 }
 
-/* One database, one try (U1..U4). */
-static int upload_db(bk_uploader *u, fs_db *db, struct db_state *st,
-		     uint64_t epoch)
+/* U2 and the put of the object in b: dropped (0) when this node is no
+ * longer the primary of epoch or the store holds an object of a newer
+ * epoch (object rule O4); put (1), after which the store's position is
+ * b's end; or a negative errno with err set. */
+static int put_built(bk_uploader *u, fs_db *db, struct db_state *st,
+		     uint64_t epoch, const struct built *b, char *err,
+		     size_t errlen)
+{
+	char key[1024];
+	uint64_t newer = 0;
+	int rc;
+
+	/* Locally first: a node that lost the lease (or saw a newer epoch)
+	 * while building the object drops it. Object rule O3 makes any
+	 * later upload of a stale primary lose to the newer primary's
+	 * objects in restores. */
+	if (!rep_node_is_primary(u->node) || rep_node_epoch(u->node) != epoch)
+		return 0;
+	/* Then against the store (O4): a newer primary's object means this
+	 * node is stale, whatever its role says. */
+	rc = bk_obj_newer_epoch(u->store, u->prefix, st->name, epoch, &newer,
+				err, errlen);
+	if (rc < 0)
+		return rc;
+	if (newer > epoch)
+		return mark_stale(u, db, st, newer, epoch);
+	rc = bk_obj_key(key, sizeof(key), u->prefix, st->name, &b->o);
+	if (rc == 0)
+		rc = bk_store_put(u->store, key, b->fd, b->len, err, errlen);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&u->mu);
+	st->epoch = epoch;
+	st->txid = b->o.max_txid;
+	st->post = b->o.post;
+	st->bytes += b->len;
+	st->objects++;
+	if (b->o.min_txid == 1) {
+		st->snap_ms = b->first_ms;
+		st->snap_txid = b->o.max_txid;
+	}
+	/* The rest (past BK_OBJECT_MAX_BYTES) is counted from its own first
+	 * record's time at the next pass. */
+	st->pending_ms = 0;
+	pthread_mutex_unlock(&u->mu);
+	fs_log_set_hold(fs_db_log(db), st->txid); /* U5 */
+	log_debug("backup: database %s: uploaded %s (%zu records, %" PRIu64
+		  " bytes)", st->name, key, b->records, b->len);
+	return 1;
+}
+
+/* U1..U4 for one database, one try: the records after the store's
+ * position up to TXID upto (UINT64_MAX: the database's position). */
+static int upload_records(bk_uploader *u, fs_db *db, struct db_state *st,
+			  uint64_t epoch, uint64_t upto)
 {
 	struct built b = {.fd = -1};
-	char err[1024] = "", key[1024];
+	char err[1024] = "";
 	ltx_pos pos = fs_db_pos(db);
-	uint64_t newer = 0;
 	int rc = 0;
 
-	if (!fs_db_log(db))
-		return 0;
 	pthread_mutex_lock(&u->mu);
 	st->node_txid = pos.txid;
 	pthread_mutex_unlock(&u->mu);
+	if (upto > pos.txid)
+		upto = pos.txid;
 	if (!st->known) {
 		fs_log_set_hold(fs_db_log(db), st->txid); /* U5 */
 		rc = read_position(u, st, err, sizeof(err));
@@ -393,8 +468,10 @@ static int upload_db(bk_uploader *u, fs_db *db, struct db_state *st,
 		goto fail;
 	}
 	b.o.epoch = epoch;
-	if (pos.txid > st->txid)
-		rc = build_from_log(db, st, pos.txid, &b);
+	if (upto > st->txid)
+		rc = build_from_log(db, st, upto, &b);
+	else if (pos.txid > st->txid)
+		goto out; /* the rest after upto: later */
 	else
 		rc = -ESTALE;
 	if (rc == -ESTALE) {
@@ -420,41 +497,11 @@ static int upload_db(bk_uploader *u, fs_db *db, struct db_state *st,
 	if (!st->pending_ms || b.first_ms < st->pending_ms)
 		st->pending_ms = b.first_ms;
 	pthread_mutex_unlock(&u->mu);
-	/* U2 again, locally, just before the put: a node that lost the
-	 * lease (or saw a newer epoch) while building the object drops it.
-	 * Object rule O3 makes any later upload of a stale primary lose to
-	 * the newer primary's objects in restores. */
-	if (!rep_node_is_primary(u->node) || rep_node_epoch(u->node) != epoch)
-		goto out;
-	/* U2 against the store (object rule O4): a newer primary's object
-	 * means this node is stale, whatever its role says. */
-	rc = bk_obj_newer_epoch(u->store, u->prefix, st->name, epoch, &newer,
-				err, sizeof(err));
+	rc = put_built(u, db, st, epoch, &b, err, sizeof(err));
 	if (rc < 0)
 		goto fail;
-	if (newer > epoch) {
-		mark_stale(u, db, st, newer, epoch);
-		goto out;
-	}
-	rc = bk_obj_key(key, sizeof(key), u->prefix, st->name, &b.o);
-	if (rc == 0)
-		rc = bk_store_put(u->store, key, b.fd, b.len, err, sizeof(err));
-	if (rc < 0)
-		goto fail;
-	pthread_mutex_lock(&u->mu);
-	st->epoch = epoch;
-	st->txid = b.o.max_txid;
-	st->post = b.o.post;
-	st->bytes += b.len;
-	st->objects++;
-	/* The rest (past BK_OBJECT_MAX_BYTES) is counted from its own first
-	 * record's time at the next pass. */
-	st->pending_ms = 0;
-	pthread_mutex_unlock(&u->mu);
-	fs_log_set_hold(fs_db_log(db), st->txid); /* U5 */
-	log_debug("backup: database %s: uploaded %s (%zu records, %" PRIu64
-		  " bytes)", st->name, key, b.records, b.len);
-	note_success(u);
+	if (rc > 0)
+		note_success(u);
 out:
 	if (b.fd >= 0)
 		close(b.fd);
@@ -466,7 +513,127 @@ fail:
 	return rc;
 }
 
-/* U6: a compaction of db when its time has come. */
+/* U6: a snapshot of db when the interval has passed since the chain's
+ * start and the database changed since. The records up to the
+ * snapshot's TXID go first, so the chain before it reaches it and every
+ * point in between stays restorable. */
+static int scheduled_snapshot(bk_uploader *u, fs_db *db, struct db_state *st,
+			      uint64_t epoch)
+{
+	struct built b = {.fd = -1};
+	char err[1024] = "";
+	int rc;
+
+	if (!u->o.snapshot_interval_ms || st->txid == st->snap_txid ||
+	    lib_clock_wall_ms() - st->snap_ms < u->o.snapshot_interval_ms)
+		return 0;
+	b.fd = tmpfile_fd(u);
+	b.o.epoch = epoch;
+	rc = b.fd < 0 ? b.fd : build_snapshot(u, db, &b);
+	if (rc < 0) {
+		snprintf(err, sizeof(err), "backup: database %s: cannot take "
+			 "a snapshot: %s", st->name, strerror(-rc));
+		goto fail;
+	}
+	/* Each pass moves the store's position or gives up (a failure, a
+	 * stale node, or a snapshot of U3's own); bounded all the same. */
+	for (int i = 0; i < 64 && st->txid < b.o.max_txid; i++) {
+		uint64_t before = st->txid;
+		rc = upload_records(u, db, st, epoch, b.o.max_txid);
+		if (rc < 0)
+			goto out; /* upload_records noted it */
+		if (st->stale || st->txid == before)
+			break;
+	}
+	if (st->stale || st->snap_txid >= b.o.max_txid)
+		goto out;
+	rc = put_built(u, db, st, epoch, &b, err, sizeof(err));
+	if (rc < 0)
+		goto fail;
+	if (rc > 0) {
+		pthread_mutex_lock(&u->mu);
+		st->snapshots++;
+		pthread_mutex_unlock(&u->mu);
+		log_info("backup: database %s: snapshot at TXID %016" PRIx64
+			 " (%" PRIu64 " bytes; every %" PRId64 " s)", st->name,
+			 b.o.max_txid, b.len,
+			 u->o.snapshot_interval_ms / 1000);
+	}
+	rc = 0;
+out:
+	close(b.fd);
+	return rc;
+fail:
+	note_failure(u, st, rc, err);
+	if (b.fd >= 0)
+		close(b.fd);
+	return rc;
+}
+
+/* U7: a retention pass (retain.h), at most once per
+ * min(snapshot interval, BK_RETAIN_EVERY_MS). A failure is counted and
+ * logged; it does not hold the uploads back. */
+static void retention(bk_uploader *u, fs_db *db, struct db_state *st,
+		      uint64_t epoch)
+{
+	bk_retain_result res;
+	char err[1024] = "";
+	int64_t now = mono_ms(), every = BK_RETAIN_EVERY_MS;
+	uint64_t newer = 0;
+	int rc;
+
+	if (!u->o.retention_ms || now < st->retain_at_ms)
+		return;
+	if (u->o.snapshot_interval_ms && u->o.snapshot_interval_ms < every)
+		every = u->o.snapshot_interval_ms;
+	st->retain_at_ms = now + every;
+	if (!rep_node_is_primary(u->node) || rep_node_epoch(u->node) != epoch)
+		return;
+	rc = bk_obj_newer_epoch(u->store, u->prefix, st->name, epoch, &newer,
+				err, sizeof(err));
+	if (rc == 0 && newer > epoch) {
+		mark_stale(u, db, st, newer, epoch);
+		return;
+	}
+	if (rc == 0)
+		rc = bk_retain_run(u->store, u->prefix, st->name,
+				   lib_clock_wall_ms() - u->o.retention_ms,
+				   epoch, &res, err, sizeof(err));
+	pthread_mutex_lock(&u->mu);
+	if (rc < 0) {
+		st->errors++;
+		u->errors_total++;
+	} else {
+		st->deleted += res.deleted;
+	}
+	pthread_mutex_unlock(&u->mu);
+	if (rc < 0)
+		log_warn("backup: database %s: retention pass failed (tried "
+			 "again later): %s", st->name, err);
+	else if (res.deleted)
+		log_info("backup: database %s: retention: deleted %" PRIu64
+			 " objects that no restore after the snapshot at TXID "
+			 "%016" PRIx64 " needs", st->name, res.deleted,
+			 res.anchor_txid);
+}
+
+/* One database, one pass (U1..U7). */
+static int upload_db(bk_uploader *u, fs_db *db, struct db_state *st,
+		     uint64_t epoch)
+{
+	int rc;
+
+	if (!fs_db_log(db))
+		return 0;
+	rc = upload_records(u, db, st, epoch, UINT64_MAX);
+	if (rc == 0 && st->known && !st->stale)
+		rc = scheduled_snapshot(u, db, st, epoch);
+	if (rc == 0 && st->known && !st->stale)
+		retention(u, db, st, epoch);
+	return rc;
+}
+
+/* U8: a compaction of db when its time has come. */
 static void compact_db(bk_uploader *u, struct db_state *st, uint64_t epoch)
 {
 	bk_compact_result res;
@@ -476,7 +643,7 @@ static void compact_db(bk_uploader *u, struct db_state *st, uint64_t epoch)
 
 	if (!st->compact_at_ms)
 		st->compact_at_ms = now + u->o.compaction_interval_ms;
-	if (now < st->compact_at_ms || st->stale ||
+	if (now < st->compact_at_ms || !st->known || st->stale ||
 	    !rep_node_is_primary(u->node) || rep_node_epoch(u->node) != epoch)
 		return;
 	st->compact_at_ms = now + u->o.compaction_interval_ms;
@@ -519,7 +686,7 @@ static void pass_one(void *ctx, fs_db *db)
 	pthread_mutex_unlock(&p->u->mu);
 	if (st && upload_db(p->u, db, st, p->epoch) < 0)
 		p->failed = true;
-	else if (st && p->u->o.compaction_interval_ms > 0)
+	else if (st && fs_db_log(db) && p->u->o.compaction_interval_ms > 0)
 		compact_db(p->u, st, p->epoch);
 }
 
@@ -624,6 +791,18 @@ static void metrics(void *ctx, FILE *f)
 	for (size_t i = 0; i < u->ndbs; i++)
 		fprintf(f, "ltxfs_backup_objects_total{db=\"%s\"} %" PRIu64
 			"\n", u->dbs[i].name, u->dbs[i].objects);
+	fprintf(f, "# HELP ltxfs_backup_snapshots_total Scheduled snapshots "
+		"uploaded (backup.snapshot-interval).\n"
+		"# TYPE ltxfs_backup_snapshots_total counter\n");
+	for (size_t i = 0; i < u->ndbs; i++)
+		fprintf(f, "ltxfs_backup_snapshots_total{db=\"%s\"} %" PRIu64
+			"\n", u->dbs[i].name, u->dbs[i].snapshots);
+	fprintf(f, "# HELP ltxfs_backup_deleted_total Objects deleted from "
+		"the backup store by retention (backup.retention).\n"
+		"# TYPE ltxfs_backup_deleted_total counter\n");
+	for (size_t i = 0; i < u->ndbs; i++)
+		fprintf(f, "ltxfs_backup_deleted_total{db=\"%s\"} %" PRIu64
+			"\n", u->dbs[i].name, u->dbs[i].deleted);
 	fprintf(f, "# HELP ltxfs_backup_compactions_total L1 objects put by "
 		"compaction.\n"
 		"# TYPE ltxfs_backup_compactions_total counter\n");
@@ -638,7 +817,8 @@ static void metrics(void *ctx, FILE *f)
 			PRIu64 "\n", u->dbs[i].name,
 			u->dbs[i].compacted_bytes);
 	fprintf(f, "# HELP ltxfs_backup_errors_total Failed backup "
-		"uploads.\n# TYPE ltxfs_backup_errors_total counter\n");
+		"uploads, listings and retention passes.\n"
+		"# TYPE ltxfs_backup_errors_total counter\n");
 	for (size_t i = 0; i < u->ndbs; i++)
 		fprintf(f, "ltxfs_backup_errors_total{db=\"%s\"} %" PRIu64
 			"\n", u->dbs[i].name, u->dbs[i].errors);
@@ -661,11 +841,15 @@ static char *info(void *ctx)
 							u->errors_total));
 	for (size_t i = 0; i < u->ndbs; i++) {
 		const struct db_state *s = &u->dbs[i];
+		char snap[17];
 		snprintf(hex, sizeof(hex), "%016" PRIx64, s->txid);
+		snprintf(snap, sizeof(snap), "%016" PRIx64, s->snap_txid);
 		json_object_set_new(dbs, s->name, json_pack(
-			"{s:s,s:I}", "txid", hex, "lag_txids",
+			"{s:s,s:I,s:s,s:I}", "txid", hex, "lag_txids",
 			(json_int_t)(s->node_txid > s->txid ?
-				     s->node_txid - s->txid : 0)));
+				     s->node_txid - s->txid : 0),
+			"snapshot_txid", snap, "snapshot_ms",
+			(json_int_t)s->snap_ms));
 	}
 	pthread_mutex_unlock(&u->mu);
 	json_object_set_new(o, "dbs", dbs);
@@ -722,9 +906,11 @@ int bk_uploader_new(const bk_uploader_opts *o, rep_node *n,
 		bk_uploader_free(u);
 		return rc;
 	}
-	log_info("backup: to %s, prefix \"%s\", every %" PRId64 " ms "
+	log_info("backup: to %s, prefix \"%s\", every %" PRId64 " ms, "
+		 "snapshots every %" PRId64 " s, retention %" PRId64 " s "
 		 "(uploads while this node is the primary)",
-		 bk_store_desc(u->store), u->prefix, o->interval_ms);
+		 bk_store_desc(u->store), u->prefix, o->interval_ms,
+		 o->snapshot_interval_ms / 1000, o->retention_ms / 1000);
 	*out = u;
 	return 0;
 }

@@ -2,7 +2,9 @@
  * The backup uploader (docs/BACKUP.md): a thread that, on the primary
  * only, ships every database's new LTX records to the backup store,
  * at most one object per database per interval (object.h has the
- * names and the body).
+ * names and the body), uploads a snapshot of each changed database
+ * every snapshot interval, and deletes what retention no longer needs
+ * (retain.h).
  *
  * Life cycle (cmd/mount_cmd.c):
  *   bk_uploader_new(&opts, node, &u);  // opens the store, lists it once
@@ -30,12 +32,17 @@ typedef struct bk_uploader_opts {
 	bk_store_opts store;
 	const char *prefix;        /* "" none */
 	int64_t interval_ms;
+	int64_t snapshot_interval_ms; /* 0: no scheduled snapshots */
+	int64_t retention_ms;      /* 0: keep every object */
 	int64_t compaction_interval_ms; /* backup/compact.h */
 	const char *data_dir;      /* for temporary files */
 } bk_uploader_opts;
 
 /* Largest object built from log records (a snapshot may be larger). */
 #define BK_OBJECT_MAX_BYTES (64u * 1024 * 1024)
+/* A retention pass runs at most this often per database (and at most
+ * once per snapshot interval). */
+#define BK_RETAIN_EVERY_MS (3600 * 1000)
 /* Retry delays while the store fails: doubling, up to the max. */
 #define BK_BACKOFF_MIN_MS 500
 #define BK_BACKOFF_MAX_MS 30000

@@ -185,8 +185,9 @@ int cfg_parse_duration(const char *s, int64_t *out_ms)
 		} else if (p[0] == 'm' && p[1] == 's') {
 			mult = 1;
 			p += 2;
-		} else if (*p == 's' || *p == 'm' || *p == 'h') {
-			mult = *p == 's' ? 1000 : *p == 'm' ? 60000 : 3600000;
+		} else if (*p == 's' || *p == 'm' || *p == 'h' || *p == 'd') {
+			mult = *p == 's' ? 1000 : *p == 'm' ? 60000 :
+			       *p == 'h' ? 3600000 : 86400000;
 			p++;
 		} else {
 			return -EINVAL;
@@ -349,7 +350,7 @@ int cfg_key_set(ltxfs_cfg *cfg, const struct cfg_key *k, const char *v,
 		if (cfg_parse_duration(v, &n) < 0) {
 			snprintf(why, whylen,
 				 "\"%s\" is not a duration (e.g. 500ms, 10s, "
-				 "2m, 1h, or plain seconds)",
+				 "2m, 1h, 7d, or plain seconds)",
 				 v);
 			return -EINVAL;
 		}

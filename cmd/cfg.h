@@ -133,6 +133,8 @@ typedef struct ltxfs_cfg {
 		char *secret_access_key; /* "" = AWS_SECRET_ACCESS_KEY */
 		bool force_path_style;
 		int64_t interval_ms;
+		int64_t snapshot_interval_ms; /* 0 = never */
+		int64_t retention_ms;         /* 0 = keep everything */
 		int64_t compaction_interval_ms; /* backup/compact.h */
 		bool restore_on_empty; /* cmd/restore_empty.c */
 	} backup;

@@ -46,6 +46,18 @@ static const struct cfg_key keys[] = {
 	 .max = 86400000,
 	 .help = "At most one object per database per interval: the\n"
 		 "transactions committed since the last one."},
+	{.name = "backup.snapshot-interval", .type = T_DURATION,
+	 .off = CFG_OFF(backup.snapshot_interval_ms), .def = "24h", .min = 0,
+	 .max = 30LL * 86400000,
+	 .help = "A snapshot of each changed database this often (0:\n"
+		 "never): it starts a new chain, so a restore reads at\n"
+		 "most this much history after it."},
+	{.name = "backup.retention", .type = T_DURATION,
+	 .off = CFG_OFF(backup.retention_ms), .def = "168h", .min = 0,
+	 .max = 3650LL * 86400000,
+	 .help = "Objects no restore to a point this recent needs are\n"
+		 "deleted (0: keep everything); the store keeps up to\n"
+		 "retention + snapshot-interval of history."},
 	{.name = "backup.compaction-interval", .type = T_DURATION,
 	 .off = CFG_OFF(backup.compaction_interval_ms), .def = "10m",
 	 .min = 1000, .max = 86400000,
@@ -73,6 +85,15 @@ static int finish(struct cfg_loader *ld)
 		return cfg_loader_error(ld, cfg_loader_line(ld, "backup.type"),
 					"backup.endpoint and backup.bucket are "
 					"required with backup.type: s3");
+	if (c->backup.retention_ms > 0 && c->backup.snapshot_interval_ms == 0)
+		return cfg_loader_error(ld, cfg_loader_line(ld,
+					"backup.retention") ?: cfg_loader_line(
+					ld, "backup.snapshot-interval"),
+					"backup.retention needs "
+					"backup.snapshot-interval (a newer "
+					"snapshot is what lets older objects "
+					"go); set backup.retention: 0 to keep "
+					"everything");
 	if (strstr(c->backup.prefix, "..") || c->backup.prefix[0] == '/')
 		return cfg_loader_error(ld, cfg_loader_line(ld,
 							    "backup.prefix"),

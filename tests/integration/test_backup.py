@@ -2,7 +2,7 @@
 """Continuous backup and restore (docs/BACKUP.md).
 
     test_backup.py s3|file|store-down|epoch-check|bad-input|failover|
-                   stale-primary|restore-on-empty|compact
+                   stale-primary|restore-on-empty|retention|compact
 
 A primary alone (static lease) with backup.type s3 (a real s3rver from
 the npm registry, started here on a loopback port with its own
@@ -839,6 +839,104 @@ def case_restore_on_empty():
         shutil.rmtree(bdir, ignore_errors=True)
 
 
+SNAP_INTERVAL_S = 2
+RETAIN_S = 5
+
+
+def store_objects(bdir):
+    """Every object's key in a file store, as (epoch, min, max)."""
+    out = []
+    for path in glob.glob(os.path.join(bdir, "it", DB, "l0", "*.ltx")):
+        e, lo, hi, _ = os.path.basename(path)[:-4].split("-")
+        out.append((int(e, 16), int(lo, 16), int(hi, 16)))
+    return sorted(out, key=lambda o: (o[1] != 1, o[1], o[2]))
+
+
+def case_retention():
+    """Scheduled snapshots and retention by age: a node writes for about
+    15 s with backup.snapshot-interval 2s and backup.retention 5s; the
+    store must hold several snapshots, each older chain must reach the
+    newest point (the records up to a snapshot go before it), the
+    oldest points must be gone and every point of the last 5 s
+    restorable."""
+    bdir = tempfile.mkdtemp(prefix="ltxfs-backup-dir-")
+    extra = ("  snapshot-interval: %ds\n  retention: %ds\n"
+             % (SNAP_INTERVAL_S, RETAIN_S))
+    n = ClusterNode("primary", log_level="debug",
+                    extra_yml=backup_yml("file", None, bdir, extra=extra))
+    out_dir = tempfile.mkdtemp(prefix="ltxfs-restore-")
+    try:
+        n.start()
+        w = Workload(n)
+        w.c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, b BLOB)")
+        w.record()
+        end = time.monotonic() + 3 * SNAP_INTERVAL_S + RETAIN_S + 2
+        i = 0
+        while time.monotonic() < end and i < 2000:
+            w.tx("INSERT INTO t(v, b) VALUES ('r%d', randomblob(200))" % i,
+                 "DELETE FROM t WHERE id <= %d" % (i - 20))
+            i += 1
+            time.sleep(0.04)
+        last = w.points[-1]
+        wait_backed_up(n, last[0], "after the writes")
+        deleted = 'ltxfs_backup_deleted_total{db="%s"}' % DB
+        n.wait_metric(deleted, lambda v: v >= 1, 3 * SNAP_INTERVAL_S + 5,
+                      "retention deleted objects")
+        snaps = n.metric('ltxfs_backup_snapshots_total{db="%s"}' % DB, 0)
+        check(snaps >= 3, "%d scheduled snapshots in %d s, want >= 3"
+              % (snaps, 3 * SNAP_INTERVAL_S + RETAIN_S + 2))
+        n.stop()
+        stopped = time.time()
+        objs = store_objects(bdir)
+        starts = [o for o in objs if o[1] == 1]
+        log("%d transactions, %d points; %d scheduled snapshots; the store "
+            "holds %d objects, %d starts at %s" % (
+                i, len(w.points), snaps, len(objs), len(starts),
+                ", ".join("%x" % o[2] for o in starts)))
+        check(len(starts) >= 2, "starts %r" % starts)
+        # The first start (TXID 1) and the oldest points are gone.
+        check(starts[0][2] > w.points[0][0], "the first chain is still "
+              "there: %r" % starts)
+        restore(n.cfg, os.path.join(out_dir, "gone.db"), "--txid",
+                "%016x" % w.points[0][0], rc=1)
+        # Every kept start's chain reaches the newest point: the records
+        # up to each snapshot were uploaded before it.
+        p = ltxfs("backup", "ls", "-c", n.cfg, DB, check_rc=0)
+        log("backup ls:\n" + p.stdout.rstrip())
+        ranges = re.findall(r"(?m)^([0-9a-f]{16}) ([0-9a-f]{16}) ",
+                            p.stdout)
+        check(len(ranges) == len(starts) and all(
+            int(b, 16) == last[0] for _, b in ranges),
+            "ranges %r: each must reach %x" % (ranges, last[0]))
+        # Restorable: the latest, the point just before each kept
+        # snapshot but the oldest, and the points of the last RETAIN_S
+        # seconds by time.
+        check_restored(os.path.join(out_dir, "latest.db"), last, "latest",
+                       restore(n.cfg, os.path.join(out_dir, "latest.db")))
+        by_txid = {pt[0]: pt for pt in w.points}
+        for st in starts[1:]:
+            pt = by_txid.get(st[2] - 1)
+            if pt is None:
+                continue
+            out = os.path.join(out_dir, "before-%x.db" % st[2])
+            check_restored(out, pt, "TXID %x, before the snapshot at %x"
+                           % (pt[0], st[2]), restore(
+                               n.cfg, out, "--txid", "%016x" % pt[0]))
+        window = [pt for pt in w.points
+                  if pt[3] >= stopped - RETAIN_S + 0.5]
+        check(window, "no point in the last %d s" % RETAIN_S)
+        for pt in (window[0], window[len(window) // 2]):
+            out = os.path.join(out_dir, "t-%x.db" % pt[0])
+            check_restored(out, pt, "time after TXID %x (%.1f s before "
+                           "the stop)" % (pt[0], stopped - pt[3]),
+                           restore(n.cfg, out, "--timestamp",
+                                   rfc3339(pt[3])))
+    finally:
+        n.close()
+        shutil.rmtree(out_dir, ignore_errors=True)
+        shutil.rmtree(bdir, ignore_errors=True)
+
+
 def l1_objects(l1dir):
     """(max TXID, name) of the L1 objects in a file store's l1/."""
     if not os.path.isdir(l1dir):
@@ -977,6 +1075,8 @@ def main():
         case_failover()
     elif mode == "stale-primary":
         case_stale_primary()
+    elif mode == "retention":
+        case_retention()
     elif mode == "compact":
         case_compact()
     else:

@@ -133,7 +133,7 @@ static void test_chain_epochs(void **state)
 	free(c);
 }
 
-/* Rule O3 as it was first written (a scan of every object per step):
+/* Rule O3 by a scan of every object per step (as it was first written):
  * the reference the sorted version must agree with. */
 static size_t chain_ref(const bk_obj *objs, size_t n, uint64_t target,
 			const bk_obj **v)
@@ -141,11 +141,12 @@ static size_t chain_ref(const bk_obj *objs, size_t n, uint64_t target,
 	const bk_obj *cur = NULL;
 	size_t k = 0;
 
+	/* The start: the highest in the order (epoch, X). */
 	for (size_t i = 0; i < n; i++)
 		if (objs[i].min_txid == 1 && objs[i].max_txid <= target &&
-		    (!cur || objs[i].max_txid > cur->max_txid ||
-		     (objs[i].max_txid == cur->max_txid &&
-		      objs[i].epoch > cur->epoch)))
+		    (!cur || objs[i].epoch > cur->epoch ||
+		     (objs[i].epoch == cur->epoch &&
+		      objs[i].max_txid > cur->max_txid)))
 			cur = &objs[i];
 	while (cur && k < n) {
 		const bk_obj *next = NULL;
@@ -295,6 +296,36 @@ static void test_substitute(void **state)
 	free(c);
 }
 
+static void test_chain_start_order(void **state)
+{
+	/* Epoch 1 uploaded 1..30 (start 1, snapshot at 20); epoch 2, behind
+	 * (it had 25), found the store ahead and started with a snapshot at
+	 * 25, then 26..40; epoch 1, stale, uploaded a snapshot at 45 late. */
+	bk_obj v[] = {O(1, 1, 10), O(1, 11, 20), O(1, 1, 20), O(1, 21, 30),
+		      O(2, 1, 25), O(2, 26, 40), O(1, 1, 45)};
+	const bk_obj **c = NULL;
+	size_t n = 0;
+
+	(void)state;
+	/* The newest: epoch 2's history, not epoch 1's higher starts. */
+	assert_int_equal(chain(v, 7, UINT64_MAX, &c), 2);
+	assert_ptr_equal(c[0], &v[4]);
+	assert_ptr_equal(c[1], &v[5]);
+	free(c);
+	/* Below epoch 2's start: epoch 1's highest start at or before. */
+	assert_int_equal(chain(v, 7, 22, &c), 2);
+	assert_ptr_equal(c[0], &v[2]);
+	assert_ptr_equal(c[1], &v[3]);
+	free(c);
+	assert_int_equal(bk_obj_starts(v, 7, &c, &n), 0);
+	assert_int_equal(n, 4);
+	assert_ptr_equal(c[0], &v[0]);
+	assert_ptr_equal(c[1], &v[2]);
+	assert_ptr_equal(c[2], &v[6]);
+	assert_ptr_equal(c[3], &v[4]);
+	free(c);
+}
+
 /* Rule O4 on a file store: the first key after this epoch's keys. */
 static void test_newer_epoch(void **state)
 {
@@ -377,6 +408,7 @@ int main(void)
 		cmocka_unit_test(test_l1_names),
 		cmocka_unit_test(test_substitute),
 		cmocka_unit_test(test_chain_many),
+		cmocka_unit_test(test_chain_start_order),
 		cmocka_unit_test(test_newer_epoch),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

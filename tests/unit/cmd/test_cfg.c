@@ -396,10 +396,10 @@ static void test_bad_values(void **state)
 		     "false)");
 	expect_error("data:\n  retention: 10x\n",
 		     "t.yml:2: data.retention: \"10x\" is not a duration "
-		     "(e.g. 500ms, 10s, 2m, 1h, or plain seconds)");
+		     "(e.g. 500ms, 10s, 2m, 1h, 7d, or plain seconds)");
 	expect_error("data:\n  retention: -5s\n",
 		     "t.yml:2: data.retention: \"-5s\" is not a duration "
-		     "(e.g. 500ms, 10s, 2m, 1h, or plain seconds)");
+		     "(e.g. 500ms, 10s, 2m, 1h, 7d, or plain seconds)");
 	expect_error("lease:\n  etcd:\n    ttl: 500ms\n",
 		     "t.yml:3: lease.etcd.ttl: 500ms is less than 1s");
 	expect_error("lease:\n  etcd:\n    ttl: 0\n",
@@ -694,7 +694,7 @@ static void test_exec_forms(void **state)
 		     "t.yml:2: exec.cmd: expected a single value, not a list");
 	expect_error("exec-grace-period: soon\n",
 		     "t.yml:1: exec-grace-period: \"soon\" is not a duration "
-		     "(e.g. 500ms, 10s, 2m, 1h, or plain seconds)");
+		     "(e.g. 500ms, 10s, 2m, 1h, 7d, or plain seconds)");
 }
 
 static void test_durations(void **state)
@@ -705,11 +705,12 @@ static void test_durations(void **state)
 	} ok[] = {
 		{"0", 0},          {"10", 10000},  {"10s", 10000},
 		{"500ms", 500},    {"2m", 120000}, {"1h", 3600000},
-		{"1h2m3s4ms", 3723004}, {"0ms", 0},
+		{"1h2m3s4ms", 3723004}, {"0ms", 0}, {"7d", 604800000},
+		{"1d12h", 129600000},
 	};
 	static const char *const bad[] = {
-		"", "s", "10x", "1.5s", "-1s", " 1s", "1s ", "10 s", "1d",
-		"ms", "99999999999999999999h", "9223372036854775807s",
+		"", "s", "10x", "1.5s", "-1s", " 1s", "1s ", "10 s", "1w",
+		"ms", "d", "99999999999999999999h", "9223372036854775807s",
 	};
 	int64_t ms;
 
@@ -749,6 +750,8 @@ static void test_backup(void **state)
 	assert_int_equal(cfg.backup.compaction_interval_ms, 600000);
 	assert_string_equal(cfg.backup.region, "us-east-1");
 	assert_false(cfg.backup.force_path_style);
+	assert_int_equal(cfg.backup.snapshot_interval_ms, 86400000);
+	assert_int_equal(cfg.backup.retention_ms, 7 * 86400000);
 	cfg_free(&cfg);
 	assert_int_equal(load(&cfg, "backup:\n  type: s3\n"
 			      "  endpoint: http://127.0.0.1:9000\n"
@@ -757,7 +760,11 @@ static void test_backup(void **state)
 			      "  secret-access-key: S\n"
 			      "  force-path-style: true\n"
 			      "  interval: 250ms\n"
+			      "  snapshot-interval: 6h\n"
+			      "  retention: 30d\n"
 			      "  compaction-interval: 2s\n"), 0);
+	assert_int_equal(cfg.backup.snapshot_interval_ms, 6 * 3600000);
+	assert_int_equal(cfg.backup.retention_ms, 30LL * 86400000);
 	assert_int_equal(cfg.backup.type, 2);
 	assert_string_equal(cfg.backup.bucket, "b");
 	assert_string_equal(cfg.backup.prefix, "p/q");
@@ -773,6 +780,15 @@ static void test_backup(void **state)
 	expect_error("backup:\n  type: file\n  dir: /b\n  prefix: ../x\n",
 		     "t.yml:4: backup.prefix: \"../x\" must be relative "
 		     "without ..");
+	expect_error("backup:\n  type: file\n  dir: /b\n"
+		     "  snapshot-interval: 0\n",
+		     "t.yml:4: backup.retention needs backup.snapshot-interval "
+		     "(a newer snapshot is what lets older objects go); set "
+		     "backup.retention: 0 to keep everything");
+	assert_int_equal(load(&cfg, "backup:\n  type: file\n  dir: /b\n"
+			      "  snapshot-interval: 0\n  retention: 0\n"),
+			 0);
+	cfg_free(&cfg);
 }
 
 int main(void)
