@@ -858,10 +858,12 @@ def case_retention():
     store must hold several snapshots, each older chain must reach the
     newest point (the records up to a snapshot go before it), the
     oldest points must be gone and every point of the last 5 s
-    restorable."""
+    restorable. Compaction runs every second meanwhile: retention must
+    delete the L1 objects of the chains it deletes and keep those of the
+    kept chains (the restores read them)."""
     bdir = tempfile.mkdtemp(prefix="ltxfs-backup-dir-")
     extra = ("  snapshot-interval: %ds\n  retention: %ds\n"
-             % (SNAP_INTERVAL_S, RETAIN_S))
+             "  compaction-interval: 1s\n" % (SNAP_INTERVAL_S, RETAIN_S))
     n = ClusterNode("primary", log_level="debug",
                     extra_yml=backup_yml("file", None, bdir, extra=extra))
     out_dir = tempfile.mkdtemp(prefix="ltxfs-restore-")
@@ -894,6 +896,13 @@ def case_retention():
                 i, len(w.points), snaps, len(objs), len(starts),
                 ", ".join("%x" % o[2] for o in starts)))
         check(len(starts) >= 2, "starts %r" % starts)
+        # L1 objects: none of a deleted chain (their M is above the
+        # oldest kept start's X), some of the kept ones.
+        l1 = [int(k.split("-")[1], 16) for _, k in l1_objects(
+            os.path.join(bdir, "it", DB, "l1"))]
+        log("L1 objects from TXIDs %s" % ", ".join("%x" % m for m in l1))
+        check(l1 and all(m > starts[0][2] for m in l1), "L1 objects from "
+              "TXIDs %r, the oldest kept start at %x" % (l1, starts[0][2]))
         # The first start (TXID 1) and the oldest points are gone.
         check(starts[0][2] > w.points[0][0], "the first chain is still "
               "there: %r" % starts)
