@@ -57,8 +57,10 @@ the database and regrowth, in two halves, each followed by small
 transactions until L1 objects cover it. Restores to the latest TXID, a
 TXID and a time in the second half must equal what was recorded and read
 fewer objects than with the l1/ directory moved away, which must give
-the same databases (the L1 path and the L0 path agree). A byte flipped
-in an L1 object makes the restore fail naming the object.
+the same databases (the L1 path and the L0 path agree); `ltxfs backup
+compact` on the L0 objects alone makes L1 objects the latest restore
+reads. A byte flipped in an L1 object makes the restore fail naming the
+object.
 
 "bad-input": a wrong access key ID makes `ltxfs mount` fail at start-up
 with "access denied"; --txid before the store's first point fails
@@ -1048,6 +1050,20 @@ def case_compact():
                   "without" % (what, with_l1[i], n0))
             log("%s: %d objects with L1, %d with L0 only"
                 % (what, with_l1[i], n0))
+            if i == 0:
+                l0_latest = n0
+        # `ltxfs backup compact` from the command line, on the L0 objects
+        # alone: the latest point again, from its L1 objects.
+        p = ltxfs("backup", "compact", "-c", n.cfg, DB, check_rc=0)
+        log("backup compact: " + p.stdout.strip())
+        check(re.search(r"\d+ objects merged into [1-9]\d* L1", p.stdout),
+              "backup compact: %r" % p.stdout)
+        out = os.path.join(out_dir, "cli.db")
+        p = restore(n.cfg, out)
+        check_restored(out, last, "latest after backup compact", p)
+        check(objects_read(p) < l0_latest, "after backup compact: %d "
+              "objects read, %d L0" % (objects_read(p), l0_latest))
+        shutil.rmtree(l1dir)
         os.rename(moved, l1dir)
         # A byte flipped in an L1 object: the restore fails naming it.
         name = l1_objects(l1dir)[0][1]
