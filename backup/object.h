@@ -49,11 +49,13 @@
  *   O6 a restore computes the L0 chain (O3), then substitutes: walking
  *      it after its start object, at element i it takes the L1 object
  *      whose M is element i's min TXID and whose (X, C) are (max TXID,
- *      post-apply) of a later element j >= i, with X <= the target TXID
- *      and, for a restore by time, T <= the target time; the largest j
- *      wins and replaces elements i..j. The match is by position and
- *      checksum, so an L1 of another history is never used; the
- *      restore still verifies every record.
+ *      post-apply) of that or a later element j >= i, with X <= the
+ *      target TXID and, for a restore by time, T <= the target time; the
+ *      largest j wins and replaces elements i..j. The match is by
+ *      position and checksum, so an L1 of another history (another
+ *      checksum at its X) is never used; the restore still verifies
+ *      every record (an L1 whose pre-apply checksum does not follow
+ *      fails it).
  */
 #ifndef BACKUP_OBJECT_H
 #define BACKUP_OBJECT_H
