@@ -393,7 +393,7 @@ int bk_restore(const bk_restore_opts *o, bk_restore_result *res, char *err,
 		       .out = -1, .obj = -1};
 	bk_keys keys = {0};
 	bk_obj *objs = NULL;
-	const bk_obj **chain = NULL, *start = NULL;
+	const bk_obj **chain = NULL, **l0 = NULL, *start = NULL;
 	const char **keyv = NULL;
 	size_t n = 0, nchain = 0;
 	int rc;
@@ -418,7 +418,12 @@ int bk_restore(const bk_restore_opts *o, bk_restore_result *res, char *err,
 	}
 	if (rc == 0)
 		rc = bk_obj_chain(objs, n, start, o->txid ? o->txid :
-				  UINT64_MAX, &chain, &nchain);
+				  UINT64_MAX, &l0, &nchain);
+	/* Rule O6: runs of L0 objects replaced by the L1s that hold them. */
+	if (rc == 0)
+		rc = bk_obj_substitute(objs, n, l0, nchain, o->txid ? o->txid :
+				       UINT64_MAX, o->by_time, o->ts_ms,
+				       &chain, &nchain);
 	if (rc == 0 && nchain == 0) {
 		snprintf(err, errlen, "backup: TXID %016" PRIx64 " is before "
 			 "the first restorable point of database %s (see "
@@ -482,6 +487,7 @@ int bk_restore(const bk_restore_opts *o, bk_restore_result *res, char *err,
 		close(r.out);
 	free(keyv);
 	free(chain);
+	free(l0);
 	free(objs);
 	bk_keys_free(&keys);
 	return rc;

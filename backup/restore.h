@@ -1,7 +1,8 @@
 /*
  * Restore (docs/BACKUP.md): rebuilds a database as of a TXID or a time
- * from the backup store's objects (object.h), each fetched by a second
- * thread while its records are applied, verifying every record
+ * from the backup store's objects (object.h: the L0 chain with its L1
+ * objects, rule O6), each fetched by a second thread while its records
+ * are applied, verifying every record
  * as it is applied to a temporary file (its place in the chain, its
  * file checksum, the database checksum after it), then the whole file's database checksum and
  * PRAGMA integrity_check, and writes the result atomically (a

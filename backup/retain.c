@@ -7,7 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Marks every object on start's chain (to the newest point) as kept. */
+/* Marks every object on start's chain (to the newest point) as kept, and
+ * every L1 object that stands for a run of it (rule O6). */
 static int keep_chain(const bk_obj *objs, size_t n, const bk_obj *start,
 		      bool *keep)
 {
@@ -17,6 +18,8 @@ static int keep_chain(const bk_obj *objs, size_t n, const bk_obj *start,
 
 	for (size_t i = 0; rc == 0 && i < nchain; i++)
 		keep[chain[i] - objs] = true;
+	if (rc == 0)
+		bk_obj_mark_l1(objs, n, chain, nchain, keep);
 	free(chain);
 	return rc;
 }

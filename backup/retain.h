@@ -10,8 +10,10 @@
  *      LTX timestamp of its record) is at or before the cutoff, the
  *      highest in rule O3's order (X, then epoch). No such start: nothing
  *      is deleted (the store is younger than the retention).
- *   R2 kept: the anchor and every start after it in that order, and every
- *      object on the chain (rule O3, to the newest point) of each of them.
+ *   R2 kept: the anchor and every start after it in that order, every
+ *      object on the chain (rule O3, to the newest point) of each of them,
+ *      and every L1 object that stands for a run of one of those chains
+ *      (rule O6; bk_obj_mark_l1).
  *      A restore to a time at or after the cutoff, or to a TXID at or
  *      after the anchor's X, starts at one of these starts (each picks
  *      the highest start at or before its target, and the anchor

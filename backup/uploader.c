@@ -44,6 +44,12 @@
  *      is not stale, the objects no restore to a point after
  *      now - retention needs are deleted. A failure is logged and
  *      counted; uploads go on.
+ *   U8 after a pass of a database that worked, not stale, at most once
+ *      per compaction interval: compaction (compact.h) of its newest L0
+ *      objects into an L1, for at most BK_COMPACT_BUDGET_MS (uploads wait
+ *      meanwhile); what is left goes on at the next pass. A failure is
+ *      counted as an error and logged, and is tried again one interval
+ *      later; it does not touch the uploads' backoff.
  *
  * Locks: mu guards the per-database table and the state that /metrics
  * and /info read; the store and the temporary files belong to the
@@ -71,6 +77,7 @@
 #include "lib/clock.h"
 #include "lib/io.h"
 #include "lib/log.h"
+#include "compact.h"
 #include "object.h"
 #include "retain.h"
 
@@ -89,6 +96,8 @@ struct db_state {
 	uint64_t snap_txid;      /* its TXID (0: unknown) */
 	uint64_t snapshots, deleted; /* U6, U7 */
 	int64_t retain_at_ms;    /* CLOCK_MONOTONIC: the next pass (U7) */
+	int64_t compact_at_ms;   /* U8: the next compaction (monotonic) */
+	uint64_t compactions, compacted_bytes;
 };
 
 struct bk_uploader {
@@ -624,6 +633,41 @@ static int upload_db(bk_uploader *u, fs_db *db, struct db_state *st,
 	return rc;
 }
 
+/* U8: a compaction of db when its time has come. */
+static void compact_db(bk_uploader *u, struct db_state *st, uint64_t epoch)
+{
+	bk_compact_result res;
+	char err[1024] = "";
+	int64_t now = mono_ms();
+	int rc;
+
+	if (!st->compact_at_ms)
+		st->compact_at_ms = now + u->o.compaction_interval_ms;
+	if (now < st->compact_at_ms || !st->known || st->stale ||
+	    !rep_node_is_primary(u->node) || rep_node_epoch(u->node) != epoch)
+		return;
+	st->compact_at_ms = now + u->o.compaction_interval_ms;
+	rc = bk_compact_db(u->store, u->prefix, st->name, epoch, u->data_dir,
+			   BK_COMPACT_BUDGET_MS, &res, err, sizeof(err));
+	if (rc == 0 && res.more)
+		st->compact_at_ms = now; /* the rest at the next pass */
+	pthread_mutex_lock(&u->mu);
+	if (rc < 0) {
+		st->errors++;
+		u->errors_total++;
+	}
+	st->compactions += res.l1_objects;
+	st->compacted_bytes += res.bytes;
+	pthread_mutex_unlock(&u->mu);
+	if (rc < 0)
+		log_warn("%s (compaction: tried again in %" PRId64 " ms)", err,
+			 u->o.compaction_interval_ms);
+	else if (res.l1_objects)
+		log_info("backup: database %s: compacted %" PRIu64 " objects "
+			 "into %" PRIu64 " L1 (%" PRIu64 " bytes)", st->name,
+			 res.l0_objects, res.l1_objects, res.bytes);
+}
+
 struct pass {
 	bk_uploader *u;
 	uint64_t epoch;
@@ -642,6 +686,8 @@ static void pass_one(void *ctx, fs_db *db)
 	pthread_mutex_unlock(&p->u->mu);
 	if (st && upload_db(p->u, db, st, p->epoch) < 0)
 		p->failed = true;
+	else if (st && fs_db_log(db) && p->u->o.compaction_interval_ms > 0)
+		compact_db(p->u, st, p->epoch);
 }
 
 static void hold_none(void *ctx, fs_db *db)
@@ -757,6 +803,19 @@ static void metrics(void *ctx, FILE *f)
 	for (size_t i = 0; i < u->ndbs; i++)
 		fprintf(f, "ltxfs_backup_deleted_total{db=\"%s\"} %" PRIu64
 			"\n", u->dbs[i].name, u->dbs[i].deleted);
+	fprintf(f, "# HELP ltxfs_backup_compactions_total L1 objects put by "
+		"compaction.\n"
+		"# TYPE ltxfs_backup_compactions_total counter\n");
+	for (size_t i = 0; i < u->ndbs; i++)
+		fprintf(f, "ltxfs_backup_compactions_total{db=\"%s\"} %" PRIu64
+			"\n", u->dbs[i].name, u->dbs[i].compactions);
+	fprintf(f, "# HELP ltxfs_backup_compacted_bytes_total Bytes of L1 "
+		"objects put by compaction.\n"
+		"# TYPE ltxfs_backup_compacted_bytes_total counter\n");
+	for (size_t i = 0; i < u->ndbs; i++)
+		fprintf(f, "ltxfs_backup_compacted_bytes_total{db=\"%s\"} %"
+			PRIu64 "\n", u->dbs[i].name,
+			u->dbs[i].compacted_bytes);
 	fprintf(f, "# HELP ltxfs_backup_errors_total Failed backup "
 		"uploads, listings and retention passes.\n"
 		"# TYPE ltxfs_backup_errors_total counter\n");

@@ -34,6 +34,7 @@ typedef struct bk_uploader_opts {
 	int64_t interval_ms;
 	int64_t snapshot_interval_ms; /* 0: no scheduled snapshots */
 	int64_t retention_ms;      /* 0: keep every object */
+	int64_t compaction_interval_ms; /* backup/compact.h */
 	const char *data_dir;      /* for temporary files */
 } bk_uploader_opts;
 

@@ -1,5 +1,6 @@
-/* `ltxfs restore` and `ltxfs backup ls`: reading the backup store
- * (backup/restore.h, docs/BACKUP.md). */
+/* `ltxfs restore`, `ltxfs backup ls` and `ltxfs backup compact`: the
+ * backup store from the command line (backup/restore.h, compact.h,
+ * docs/BACKUP.md). */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -8,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backup/compact.h"
+#include "backup/object.h"
 #include "backup/restore.h"
 #include "backup/store.h"
 #include "cfg.h"
@@ -216,6 +219,56 @@ int cmd_restore(int argc, char **argv)
 	return rc;
 }
 
+/* `ltxfs backup compact DB`: one compaction (compact.h) with no time
+ * budget, as the primary's uploader would do it, in the epoch of the
+ * store's newest L0 object (rule O4 then holds: no newer one exists). */
+static int backup_compact(int argc, char **argv)
+{
+	static const char usage[] = "usage: ltxfs backup compact "
+				    "[-c ltxfs.yml] DB\n";
+	ltxfs_cfg cfg = {0};
+	bk_store *s = NULL;
+	bk_keys keys = {0};
+	bk_obj *objs = NULL;
+	bk_compact_result res = {0};
+	const char *tmp = getenv("TMPDIR");
+	char err[2048] = "";
+	uint64_t epoch = 0;
+	size_t n = 0;
+	int next, rc;
+
+	rc = cmd_load_cfg(argc, argv, &cfg, &next, "backup compact");
+	if (rc != 0)
+		return rc;
+	if (next + 1 != argc) {
+		fputs(usage, stderr);
+		rc = 2;
+	}
+	if (rc == 0)
+		rc = open_store("backup compact", &cfg, &s);
+	if (rc == 0 && bk_obj_list(s, cfg.backup.prefix, argv[next], &keys,
+				   &objs, &n, err, sizeof(err)) < 0)
+		rc = 1;
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		if (objs[i].level == 0 && objs[i].epoch > epoch)
+			epoch = objs[i].epoch;
+	if (rc == 0 && bk_compact_db(s, cfg.backup.prefix, argv[next], epoch,
+				     tmp && tmp[0] ? tmp : "/tmp", 0, &res,
+				     err, sizeof(err)) < 0)
+		rc = 1;
+	if (rc == 1 && err[0])
+		fprintf(stderr, "ltxfs backup compact: %s\n", err);
+	if (rc == 0)
+		printf("%s: %" PRIu64 " objects merged into %" PRIu64 " L1 "
+		       "objects (%" PRIu64 " bytes)\n", argv[next],
+		       res.l0_objects, res.l1_objects, res.bytes);
+	free(objs);
+	bk_keys_free(&keys);
+	bk_store_free(s);
+	cfg_free(&cfg);
+	return rc;
+}
+
 int cmd_backup(int argc, char **argv)
 {
 	ltxfs_cfg cfg = {0};
@@ -225,8 +278,11 @@ int cmd_backup(int argc, char **argv)
 	size_t n = 0;
 	int next, rc;
 
+	if (argc >= 2 && strcmp(argv[1], "compact") == 0)
+		return backup_compact(argc - 1, argv + 1);
 	if (argc < 2 || strcmp(argv[1], "ls") != 0) {
-		fputs("usage: ltxfs backup ls [-c ltxfs.yml] DB\n", stderr);
+		fputs("usage: ltxfs backup ls|compact [-c ltxfs.yml] DB\n",
+		      stderr);
 		return 2;
 	}
 	rc = cmd_load_cfg(argc - 1, argv + 1, &cfg, &next, "backup ls");

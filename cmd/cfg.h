@@ -135,6 +135,7 @@ typedef struct ltxfs_cfg {
 		int64_t interval_ms;
 		int64_t snapshot_interval_ms; /* 0 = never */
 		int64_t retention_ms;         /* 0 = keep everything */
+		int64_t compaction_interval_ms; /* backup/compact.h */
 		bool restore_on_empty; /* cmd/restore_empty.c */
 	} backup;
 	struct {

@@ -24,7 +24,8 @@ static const struct cfg_key keys[] = {
 	 .help = "type s3: the bucket (it must exist)."},
 	{.name = "backup.prefix", .type = T_STR,
 	 .off = CFG_OFF(backup.prefix), .def = "",
-	 .help = "Keys start with PREFIX/ (\"\": none), then DB/l0/."},
+	 .help = "Keys start with PREFIX/ (\"\": none), then DB/l0/\n"
+		 "(and DB/l1/)."},
 	{.name = "backup.region", .type = T_STR,
 	 .off = CFG_OFF(backup.region), .def = "us-east-1",
 	 .help = "type s3: the region requests are signed for."},
@@ -57,6 +58,12 @@ static const struct cfg_key keys[] = {
 	 .help = "Objects no restore to a point this recent needs are\n"
 		 "deleted (0: keep everything); the store keeps up to\n"
 		 "retention + snapshot-interval of history."},
+	{.name = "backup.compaction-interval", .type = T_DURATION,
+	 .off = CFG_OFF(backup.compaction_interval_ms), .def = "10m",
+	 .min = 1000, .max = 86400000,
+	 .help = "At most once per interval per database, the primary\n"
+		 "merges the newest L0 objects into an L1 object, so\n"
+		 "that a restore reads few objects."},
 	{.name = "backup.restore-on-empty", .type = T_BOOL,
 	 .off = CFG_OFF(backup.restore_on_empty), .def = "false",
 	 .help = "A candidate whose data directory holds no database\n"

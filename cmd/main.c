@@ -32,6 +32,8 @@ static void usage(FILE *f)
 		"backup store\n"
 		"  backup ls [-c F] DB        the backup's restorable "
 		"ranges\n"
+		"  backup compact [-c F] DB   merge its L0 objects into L1 "
+		"objects now\n"
 		"  promote [-c F|--url U]     make this node the primary "
 		"(graceful handoff, etcd lease)\n"
 		"  ltx dump FILE              show an LTX file's header, pages "

@@ -265,6 +265,7 @@ static int backup_new(const ltxfs_cfg *cfg, rep_node *node,
 		.interval_ms = cfg->backup.interval_ms,
 		.snapshot_interval_ms = cfg->backup.snapshot_interval_ms,
 		.retention_ms = cfg->backup.retention_ms,
+		.compaction_interval_ms = cfg->backup.compaction_interval_ms,
 		.data_dir = cfg->data.dir,
 	};
 

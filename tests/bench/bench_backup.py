@@ -5,6 +5,7 @@ and s3rver (scripts/install-deps):
 
     LTXFS_BIN=$PWD/build-rel/cmd/ltxfs python3 tests/bench/bench_backup.py \\
         [--rounds N] [--round-s S] [--big-mib M] [--pitr-tx N]
+        [--pitr-interval D] [--compaction-interval D]
 
 (a) primary write throughput with backup off, to a file store and to
     s3rver: three primaries side by side (each alone on its static lease),
@@ -18,9 +19,12 @@ and s3rver (scripts/install-deps):
     peak RSS of the `ltxfs restore` child (getrusage), twice each; and
     how fast s3rver alone serves the object (a GET into a file).
 (c) point-in-time restore after many small transactions: a primary with
-    backup to the file store (interval 1 s), a 64 MiB table, then N
-    single-row transactions; restores of the latest TXID and of one in the
-    middle: objects read, records applied, seconds.
+    backup to the file store (backup.interval D, 1 s unless
+    --pitr-interval), compaction every --compaction-interval (5 s), a 64
+    MiB table, then N single-row transactions; once L1 objects cover all
+    but the last L0 objects, restores of the latest TXID and of one in the
+    middle, with the L1 objects and again with l1/ moved away (L0 only):
+    objects read, records applied, seconds.
 """
 
 import argparse
@@ -121,8 +125,11 @@ def restore_big(args, s3, work):
 
 def pitr(args, work):
     bdir = os.path.join(work, "store-pitr")
-    yml = tb.backup_yml("file", bdir=bdir).replace("interval: 200ms",
-                                                   "interval: 1s")
+    yml = tb.backup_yml("file", bdir=bdir, interval=args.pitr_interval,
+                        extra="  compaction-interval: %s\n"
+                        % args.compaction_interval)
+    l0dir = os.path.join(bdir, "it", tb.DB, "l0")
+    l1dir = os.path.join(bdir, "it", tb.DB, "l1")
     n = ClusterNode("pitr", log_level="warn", extra_yml=yml)
     try:
         n.start()
@@ -141,18 +148,33 @@ def pitr(args, work):
         c.close()
         tb.wait_backed_up(n, last, "pitr")
         out("(c) %d single-row transactions after a 64 MiB table, "
-            "written in %.1f s (backup.interval 1 s)"
-            % (args.pitr_tx, write_s))
-        for what, txid in (("latest", last),
-                           ("middle", (first + last) // 2)):
-            o = os.path.join(work, "pitr-%s.db" % what)
-            t0 = time.monotonic()
-            p = tb.ltxfs("restore", "-c", n.cfg, tb.DB, o, "--txid",
-                         "%016x" % txid, check_rc=0)
-            out("(c) restore to the %s TXID %016x: %.2f s: %s"
-                % (what, txid, time.monotonic() - t0,
-                   p.stdout.splitlines()[0]))
+            "written in %.1f s (backup.interval %s): %d L0 objects"
+            % (args.pitr_tx, write_s, args.pitr_interval,
+               len(os.listdir(l0dir))))
+        # Compaction leaves at most one L0 object after its last L1.
+        t0 = time.monotonic()
+        t_end = t0 + 600
+        while time.monotonic() < t_end:
+            ends = [x for x, _ in tb.l1_objects(l1dir)]
+            if ends and max(ends) >= last - 1:
+                break
+            time.sleep(0.5)
+        out("(c) L1 objects: %d, the last ending at TXID %016x, %.1f s "
+            "after the backup caught up" % (len(ends), max(ends or [0]),
+                                             time.monotonic() - t0))
         n.stop()
+        for level in ("with L1", "L0 only"):
+            if level == "L0 only":
+                os.rename(l1dir, l1dir + ".away")
+            for what, txid in (("latest", last),
+                               ("middle", (first + last) // 2)):
+                o = os.path.join(work, "pitr-%s.db" % what)
+                t0 = time.monotonic()
+                p = tb.ltxfs("restore", "-c", n.cfg, tb.DB, o, "--txid",
+                             "%016x" % txid, check_rc=0)
+                out("(c) %s: restore to the %s TXID %016x: %.2f s: %s"
+                    % (level, what, txid, time.monotonic() - t0,
+                       p.stdout.splitlines()[0]))
     finally:
         n.close()
 
@@ -163,6 +185,8 @@ def main():
     ap.add_argument("--round-s", type=float, default=2.0)
     ap.add_argument("--big-mib", type=int, default=1024)
     ap.add_argument("--pitr-tx", type=int, default=3000)
+    ap.add_argument("--pitr-interval", default="1s")
+    ap.add_argument("--compaction-interval", default="5s")
     ap.add_argument("--only", choices=["a", "b", "c"])
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="ltxfs-bench-backup-")

@@ -5,6 +5,7 @@ release build), /dev/fuse and root:
 
     LTXFS_BIN=$PWD/build-rel/cmd/ltxfs python3 tests/bench/bench_backup_day.py \\
         [--big-mib 1024] [--hours 24] [--tx-per-s 10] [--work DIR]
+        [--compact]
 
 1. A database of --big-mib MiB (one incompressible row per 4 KiB page)
    is copied into a primary's mount (recorded as one snapshot), then the
@@ -22,6 +23,10 @@ release build), /dev/fuse and root:
 3. `ltxfs restore` from that file store: the newest point and the point
    in the middle of the day, each timed, with the objects and records
    its summary reports and the peak RSS of the child.
+
+4. With --compact: `ltxfs backup compact` (timed) merges the day's L0
+   objects into L1 objects (docs/BACKUP.md, "Compaction"), and the two
+   restores run again, now reading the L1 objects.
 
 With --work DIR the store is kept in DIR/store and reused by the next
 run (pass the same sizes).
@@ -165,6 +170,7 @@ def main():
     ap.add_argument("--hours", type=int, default=24)
     ap.add_argument("--tx-per-s", type=int, default=10)
     ap.add_argument("--work")
+    ap.add_argument("--compact", action="store_true")
     args = ap.parse_args()
     work = args.work or tempfile.mkdtemp(prefix="ltxfs-bench-day-")
     os.makedirs(work, exist_ok=True)
@@ -197,6 +203,17 @@ def main():
         restore(cfg, os.path.join(work, "out.db"))
         restore(cfg, os.path.join(work, "out.db"), "--txid",
                 "%016x" % (last // 2))
+        if args.compact:
+            t0 = time.monotonic()
+            p = subprocess.run([h.ltxfs_bin(), "backup", "compact", "-c",
+                                cfg, DB], capture_output=True, text=True)
+            if p.returncode != 0:
+                raise SystemExit("backup compact failed: %s" % p.stderr)
+            out("backup compact: %.1f s: %s" % (time.monotonic() - t0,
+                                                p.stdout.strip()))
+            restore(cfg, os.path.join(work, "out.db"))
+            restore(cfg, os.path.join(work, "out.db"), "--txid",
+                    "%016x" % (last // 2))
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)

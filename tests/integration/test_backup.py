@@ -2,7 +2,7 @@
 """Continuous backup and restore (docs/BACKUP.md).
 
     test_backup.py s3|file|store-down|epoch-check|bad-input|failover|
-                   stale-primary|restore-on-empty
+                   stale-primary|restore-on-empty|retention|compact
 
 A primary alone (static lease) with backup.type s3 (a real s3rver from
 the npm registry, started here on a loopback port with its own
@@ -50,6 +50,17 @@ new candidate with backup.restore-on-empty starts at the store's TXID and
 checksum with the rows, continues the backup without a snapshot, and a new
 replica catches up from it; a store that cannot be reached stops the
 start.
+
+"compact": a file store, backup.interval 200ms, compaction-interval 1s;
+a workload with inserts, updates, deletes, a DELETE + VACUUM that shrinks
+the database and regrowth, in two halves, each followed by small
+transactions until L1 objects cover it. Restores to the latest TXID, a
+TXID and a time in the second half must equal what was recorded and read
+fewer objects than with the l1/ directory moved away, which must give
+the same databases (the L1 path and the L0 path agree); `ltxfs backup
+compact` on the L0 objects alone makes L1 objects the latest restore
+reads. A byte flipped in an L1 object makes the restore fail naming the
+object.
 
 "bad-input": a wrong access key ID makes `ltxfs mount` fail at start-up
 with "access denied"; --txid before the store's first point fails
@@ -849,10 +860,12 @@ def case_retention():
     store must hold several snapshots, each older chain must reach the
     newest point (the records up to a snapshot go before it), the
     oldest points must be gone and every point of the last 5 s
-    restorable."""
+    restorable. Compaction runs every second meanwhile: retention must
+    delete the L1 objects of the chains it deletes and keep those of the
+    kept chains (the restores read them)."""
     bdir = tempfile.mkdtemp(prefix="ltxfs-backup-dir-")
     extra = ("  snapshot-interval: %ds\n  retention: %ds\n"
-             % (SNAP_INTERVAL_S, RETAIN_S))
+             "  compaction-interval: 1s\n" % (SNAP_INTERVAL_S, RETAIN_S))
     n = ClusterNode("primary", log_level="debug",
                     extra_yml=backup_yml("file", None, bdir, extra=extra))
     out_dir = tempfile.mkdtemp(prefix="ltxfs-restore-")
@@ -885,6 +898,13 @@ def case_retention():
                 i, len(w.points), snaps, len(objs), len(starts),
                 ", ".join("%x" % o[2] for o in starts)))
         check(len(starts) >= 2, "starts %r" % starts)
+        # L1 objects: none of a deleted chain (their M is above the
+        # oldest kept start's X), some of the kept ones.
+        l1 = [int(k.split("-")[1], 16) for _, k in l1_objects(
+            os.path.join(bdir, "it", DB, "l1"))]
+        log("L1 objects from TXIDs %s" % ", ".join("%x" % m for m in l1))
+        check(l1 and all(m > starts[0][2] for m in l1), "L1 objects from "
+              "TXIDs %r, the oldest kept start at %x" % (l1, starts[0][2]))
         # The first start (TXID 1) and the oldest points are gone.
         check(starts[0][2] > w.points[0][0], "the first chain is still "
               "there: %r" % starts)
@@ -928,6 +948,139 @@ def case_retention():
         shutil.rmtree(bdir, ignore_errors=True)
 
 
+def l1_objects(l1dir):
+    """(max TXID, name) of the L1 objects in a file store's l1/."""
+    if not os.path.isdir(l1dir):
+        return []
+    return sorted((int(k.split("-")[2], 16), k) for k in os.listdir(l1dir)
+                  if k.endswith(".ltx"))
+
+
+def objects_read(p):
+    m = re.search(r": (\d+) objects, ", p.stdout)
+    check(m, "no object count in %r" % p.stdout)
+    return int(m.group(1))
+
+
+def case_compact():
+    bdir = tempfile.mkdtemp(prefix="ltxfs-backup-dir-")
+    n = ClusterNode("primary", log_level="debug", extra_yml=backup_yml(
+        "file", bdir=bdir, extra="  compaction-interval: 1s\n"))
+    l1dir = os.path.join(bdir, "it", DB, "l1")
+    out_dir = tempfile.mkdtemp(prefix="ltxfs-restore-")
+
+    def covered(w, txid, what):
+        """Small transactions (more L0 objects) until an L1 object ends
+        at or after txid."""
+        t_end = time.monotonic() + CATCH_UP
+        i = 0
+        while time.monotonic() < t_end:
+            if any(x >= txid for x, _ in l1_objects(l1dir)):
+                log("%s: L1 objects %s" % (what, [k for _, k in
+                                                   l1_objects(l1dir)]))
+                return
+            w.tx("INSERT INTO t(v) VALUES ('tick %d')" % i)
+            i += 1
+            time.sleep(0.3)
+        raise h.TestFailure("%s: no L1 object reaches TXID %x in %d s: "
+                            "%r; log:\n%s" % (what, txid, CATCH_UP,
+                                              l1_objects(l1dir),
+                                              n.log_tail()))
+
+    try:
+        n.start()
+        w = Workload(n)
+        w.c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, b BLOB)")
+        w.record()
+        for i in range(10):
+            w.tx("INSERT INTO t(v, b) VALUES ('row %d', randomblob(3000))"
+                 % i)
+            if i % 3 == 1:
+                w.tx("UPDATE t SET v = v || '+', b = randomblob(500) "
+                     "WHERE id %% 2 = %d" % (i % 2))
+            time.sleep(0.08)
+        # A shrink, then regrowth.
+        w.tx("DELETE FROM t WHERE id > 2")
+        w.c.execute("VACUUM")
+        w.record()
+        for i in range(6):
+            w.tx("INSERT INTO t(v, b) VALUES ('regrow %d', "
+                 "randomblob(2500))" % i)
+            time.sleep(0.08)
+        covered(w, w.points[-1][0], "first half")
+        half = len(w.points)
+        for i in range(8):
+            w.tx("INSERT INTO t(v, b) VALUES ('second %d', "
+                 "randomblob(1500))" % i)
+            if i % 2:
+                w.tx("DELETE FROM t WHERE id = (SELECT min(id) FROM t)")
+            time.sleep(0.08)
+        w.c.execute("DELETE FROM t WHERE id % 2 = 0")
+        w.record()
+        w.c.execute("VACUUM")
+        w.record()
+        w.tx("INSERT INTO t(v, b) VALUES ('after', randomblob(9000))")
+        covered(w, w.points[-1][0], "second half")
+        last = w.points[-1]
+        wait_backed_up(n, last[0], "after the workload")
+        check(n.metric('ltxfs_backup_compactions_total{db="%s"}' % DB, 0)
+              >= 2, "ltxfs_backup_compactions_total below 2")
+        n.stop()
+        # Points of the second half: after the first L1 ends.
+        mid = w.points[(half + len(w.points)) // 2]
+        k = (half + len(w.points)) // 2 + 2
+        cases = [("latest", last, ()),
+                 ("TXID %x" % mid[0], mid, ("--txid", "%016x" % mid[0])),
+                 ("timestamp after TXID %x" % w.points[k][0], w.points[k],
+                  ("--timestamp", rfc3339(w.points[k][3])))]
+        with_l1 = []
+        for i, (what, point, args) in enumerate(cases):
+            out = os.path.join(out_dir, "l1-%d.db" % i)
+            p = restore(n.cfg, out, *args)
+            check_restored(out, point, what + " (L1)", p)
+            with_l1.append(objects_read(p))
+        moved = l1dir + ".away"
+        os.rename(l1dir, moved)
+        for i, (what, point, args) in enumerate(cases):
+            out = os.path.join(out_dir, "l0-%d.db" % i)
+            p = restore(n.cfg, out, *args)
+            check_restored(out, point, what + " (L0 only)", p)
+            n0 = objects_read(p)
+            check(with_l1[i] < n0, "%s: %d objects read with L1, %d "
+                  "without" % (what, with_l1[i], n0))
+            log("%s: %d objects with L1, %d with L0 only"
+                % (what, with_l1[i], n0))
+            if i == 0:
+                l0_latest = n0
+        # `ltxfs backup compact` from the command line, on the L0 objects
+        # alone: the latest point again, from its L1 objects.
+        p = ltxfs("backup", "compact", "-c", n.cfg, DB, check_rc=0)
+        log("backup compact: " + p.stdout.strip())
+        check(re.search(r"\d+ objects merged into [1-9]\d* L1", p.stdout),
+              "backup compact: %r" % p.stdout)
+        out = os.path.join(out_dir, "cli.db")
+        p = restore(n.cfg, out)
+        check_restored(out, last, "latest after backup compact", p)
+        check(objects_read(p) < l0_latest, "after backup compact: %d "
+              "objects read, %d L0" % (objects_read(p), l0_latest))
+        shutil.rmtree(l1dir)
+        os.rename(moved, l1dir)
+        # A byte flipped in an L1 object: the restore fails naming it.
+        name = l1_objects(l1dir)[0][1]
+        with open(os.path.join(l1dir, name), "r+b") as f:
+            data = f.read()
+            pos = len(data) // 2
+            f.seek(pos)
+            f.write(bytes([data[pos] ^ 0x40]))
+        p = restore(n.cfg, os.path.join(out_dir, "bad.db"), rc=1)
+        check(name in p.stderr and "offset" in p.stderr, "corrupt L1: %r"
+              % p.stderr)
+    finally:
+        n.close()
+        shutil.rmtree(out_dir, ignore_errors=True)
+        shutil.rmtree(bdir, ignore_errors=True)
+
+
 def main():
     mode = sys.argv[1] if len(sys.argv) > 1 else "s3"
     t0 = time.monotonic()
@@ -949,6 +1102,8 @@ def main():
         case_stale_primary()
     elif mode == "retention":
         case_retention()
+    elif mode == "compact":
+        case_compact()
     else:
         raise h.TestFailure("unknown mode %s" % mode)
     log("PASS %s (%.1f s)" % (mode, time.monotonic() - t0))

@@ -17,7 +17,7 @@
 
 static void test_names(void **state)
 {
-	bk_obj o = {NULL, 3, 0x10, 0x2f, 0x8000000000000abc}, p;
+	bk_obj o = {NULL, 3, 0x10, 0x2f, 0x8000000000000abc, 0, 0}, p;
 	char key[256];
 
 	(void)state;
@@ -51,7 +51,7 @@ static void test_names(void **state)
 				  &p));
 }
 
-#define O(e, lo, hi) {"k", (e), (lo), (hi), 0}
+#define O(e, lo, hi) {"k", (e), (lo), (hi), 0, 0, 0}
 
 static size_t chain(const bk_obj *v, size_t n, uint64_t target,
 		    const bk_obj ***out)
@@ -133,6 +133,169 @@ static void test_chain_epochs(void **state)
 	free(c);
 }
 
+/* Rule O3 by a scan of every object per step (as it was first written):
+ * the reference the sorted version must agree with. */
+static size_t chain_ref(const bk_obj *objs, size_t n, uint64_t target,
+			const bk_obj **v)
+{
+	const bk_obj *cur = NULL;
+	size_t k = 0;
+
+	/* The start: the highest in the order (epoch, X). */
+	for (size_t i = 0; i < n; i++)
+		if (objs[i].min_txid == 1 && objs[i].max_txid <= target &&
+		    (!cur || objs[i].epoch > cur->epoch ||
+		     (objs[i].epoch == cur->epoch &&
+		      objs[i].max_txid > cur->max_txid)))
+			cur = &objs[i];
+	while (cur && k < n) {
+		const bk_obj *next = NULL;
+		v[k++] = cur;
+		for (size_t i = 0; i < n; i++) {
+			const bk_obj *o = &objs[i];
+			if (o->min_txid != cur->max_txid + 1 ||
+			    o->epoch < cur->epoch || o->min_txid > target)
+				continue;
+			if (!next || o->epoch > next->epoch ||
+			    (o->epoch == next->epoch &&
+			     o->max_txid > next->max_txid))
+				next = o;
+		}
+		cur = next;
+	}
+	return k;
+}
+
+/* Random stores of competing epochs: the same chain as the reference. */
+static void test_chain_random(void **state)
+{
+	bk_obj v[64];
+	const bk_obj *ref[64], **c = NULL;
+	unsigned seed = 12345;
+
+	(void)state;
+	for (int round = 0; round < 2000; round++) {
+		size_t n = 1 + (size_t)(rand_r(&seed) % 64), k;
+		uint64_t target = rand_r(&seed) % 4 ? UINT64_MAX :
+				  1 + (uint64_t)(rand_r(&seed) % 40);
+		for (size_t i = 0; i < n; i++) {
+			uint64_t lo = rand_r(&seed) % 5 ? 1 + (uint64_t)(
+				rand_r(&seed) % 40) : 1;
+			v[i] = (bk_obj){"k", 1 + (uint64_t)(rand_r(&seed) % 3),
+					lo, lo + (uint64_t)(rand_r(&seed) % 4),
+					0, 0, 0};
+		}
+		k = chain(v, n, target, &c);
+		assert_int_equal(k, chain_ref(v, n, target, ref));
+		for (size_t i = 0; i < k; i++)
+			assert_ptr_equal(c[i], ref[i]);
+		free(c);
+	}
+}
+
+/* A day of one object per second, twice (a competing epoch uploaded
+ * every other object too): fast, where a scan per step took minutes. */
+static void test_chain_many(void **state)
+{
+	size_t n = 2 * 86400, k;
+	bk_obj *v = calloc(n, sizeof(*v));
+	const bk_obj **c = NULL;
+
+	(void)state;
+	assert_non_null(v);
+	for (size_t i = 0; i < 86400; i++) {
+		v[i] = (bk_obj){"k", 1, i + 1, i + 1, 0, 0, 0};
+		/* Epoch 2's duplicates, in reverse order, from TXID 50000. */
+		v[n - 1 - i] = (bk_obj){"k", i + 1 >= 50000 ? 2 : 1, i + 1,
+					i + 1, 0, 0, 0};
+	}
+	k = chain(v, n, UINT64_MAX, &c);
+	assert_int_equal(k, 86400);
+	assert_int_equal(c[k - 1]->max_txid, 86400);
+	assert_int_equal(c[k - 1]->epoch, 2);
+	assert_int_equal(c[49998]->epoch, 1);
+	assert_int_equal(c[49999]->epoch, 2);
+	free(c);
+	k = chain(v, n, 1000, &c);
+	assert_int_equal(k, 1000);
+	free(c);
+	free(v);
+}
+
+/* Rule O5: L1 names, only in l1/. */
+static void test_l1_names(void **state)
+{
+	bk_obj o = {NULL, 3, 0x10, 0x2f, 0x8000000000000abc, 1,
+		    1700000000123}, p;
+	char key[256];
+
+	(void)state;
+	assert_int_equal(bk_obj_key(key, sizeof(key), "pre", "app.db", &o), 0);
+	assert_string_equal(key, "pre/app.db/l1/0000000000000003-"
+			    "0000000000000010-000000000000002f-"
+			    "8000000000000abc-0000018bcfe5687b.ltx");
+	assert_true(bk_obj_parse(key, &p));
+	assert_int_equal(p.level, 1);
+	assert_int_equal(p.ts_ms, 1700000000123);
+	assert_int_equal(p.max_txid, 0x2f);
+	/* An L1 name in l0/, an L0 name in l1/: neither. */
+	key[strlen("pre/app.db/l")] = '0';
+	assert_false(bk_obj_parse(key, &p));
+	assert_false(bk_obj_parse("d/l1/0000000000000001-0000000000000001-"
+				  "0000000000000001-8000000000000000.ltx", &p));
+	assert_true(bk_obj_parse("d/l0/0000000000000001-0000000000000001-"
+				 "0000000000000001-8000000000000000.ltx", &p));
+	assert_int_equal(p.level, 0);
+}
+
+#define L1(e, lo, hi, post, ts) {"l1", (e), (lo), (hi), (post), 1, (ts)}
+#define P(e, lo, hi, post) {"k", (e), (lo), (hi), (post), 0, 0}
+
+/* Rule O6: runs of the chain replaced by the L1s that match them. */
+static void test_substitute(void **state)
+{
+	bk_obj v[] = {P(1, 1, 1, 11), P(1, 2, 3, 13), P(1, 4, 5, 15),
+		      P(1, 6, 8, 18), P(1, 9, 9, 19), P(1, 10, 12, 22),
+		      L1(1, 2, 5, 15, 500),   /* elements 1..2 */
+		      L1(1, 2, 8, 18, 800),   /* 1..3: the longer wins */
+		      L1(1, 9, 12, 99, 1200), /* another history: not used */
+		      L1(1, 9, 9, 19, 900),   /* 4..4 */
+		      L1(1, 1, 3, 13, 300),   /* over the start: never */
+		      L1(1, 3, 5, 15, 500)};  /* not at an element's start */
+	const bk_obj **c = NULL, **s = NULL;
+	size_t nc = 0, ns = 0, n = sizeof(v) / sizeof(v[0]);
+
+	(void)state;
+	assert_int_equal(bk_obj_chain(v, n, NULL, UINT64_MAX, &c, &nc), 0);
+	assert_int_equal(nc, 6); /* L1s are not in the L0 chain */
+	assert_int_equal(bk_obj_substitute(v, n, c, nc, UINT64_MAX, false, 0,
+					   &s, &ns), 0);
+	assert_int_equal(ns, 4);
+	assert_ptr_equal(s[0], &v[0]);
+	assert_ptr_equal(s[1], &v[7]);
+	assert_ptr_equal(s[2], &v[9]);
+	assert_ptr_equal(s[3], &v[5]);
+	free(s);
+	/* To TXID 7: the L1 to 8 goes past it; the one to 5 does not. */
+	assert_int_equal(bk_obj_substitute(v, n, c, nc, 7, false, 0, &s, &ns),
+			 0);
+	assert_int_equal(ns, 5);
+	assert_ptr_equal(s[1], &v[6]);
+	assert_ptr_equal(s[2], &v[3]);
+	free(s);
+	/* By time: T must not be after the target time. */
+	assert_int_equal(bk_obj_substitute(v, n, c, nc, UINT64_MAX, true, 799,
+					   &s, &ns), 0);
+	assert_int_equal(ns, 5);
+	assert_ptr_equal(s[1], &v[6]);
+	free(s);
+	assert_int_equal(bk_obj_substitute(v, n, c, nc, UINT64_MAX, true, 100,
+					   &s, &ns), 0);
+	assert_int_equal(ns, 6);
+	free(s);
+	free(c);
+}
+
 static void test_chain_start_order(void **state)
 {
 	/* Epoch 1 uploaded 1..30 (start 1, snapshot at 20); epoch 2, behind
@@ -203,6 +366,31 @@ static void test_newer_epoch(void **state)
 	assert_int_equal(bk_obj_newer_epoch(s, "p", "a.db", 3, &newer, err,
 					    sizeof(err)), 0);
 	assert_int_equal(newer, 5);
+	/* An L1 of a higher epoch is not rule O4's; bk_obj_list has both
+	 * levels, and nothing deeper or foreign. */
+	bk_obj l1 = {NULL, 9, 6, 9, 0x8000000000000001, 1, 1000};
+	assert_int_equal(bk_obj_key(key, sizeof(key), "p", "a.db", &l1), 0);
+	assert_int_equal(bk_store_put(s, key, fd, 0, err, sizeof(err)), 0);
+	assert_int_equal(bk_store_put(s, "p/a.db/l1/x/0000000000000009-"
+				      "0000000000000006-0000000000000009-"
+				      "8000000000000001.ltx", fd, 0, err,
+				      sizeof(err)), 0);
+	assert_int_equal(bk_obj_newer_epoch(s, "p", "a.db", 5, &newer, err,
+					    sizeof(err)), 0);
+	assert_int_equal(newer, 0);
+	{
+		bk_keys keys = {0};
+		bk_obj *all = NULL;
+		size_t n = 0, l1s = 0;
+		assert_int_equal(bk_obj_list(s, "p", "a.db", &keys, &all, &n,
+					     err, sizeof(err)), 0);
+		assert_int_equal(n, 4);
+		for (size_t i = 0; i < n; i++)
+			l1s += all[i].level == 1;
+		assert_int_equal(l1s, 1);
+		free(all);
+		bk_keys_free(&keys);
+	}
 	close(fd);
 	bk_store_free(s);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
@@ -216,6 +404,10 @@ int main(void)
 		cmocka_unit_test(test_chain_one_epoch),
 		cmocka_unit_test(test_chain_snapshot_start),
 		cmocka_unit_test(test_chain_epochs),
+		cmocka_unit_test(test_chain_random),
+		cmocka_unit_test(test_l1_names),
+		cmocka_unit_test(test_substitute),
+		cmocka_unit_test(test_chain_many),
 		cmocka_unit_test(test_chain_start_order),
 		cmocka_unit_test(test_newer_epoch),
 	};

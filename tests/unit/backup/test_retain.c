@@ -19,7 +19,8 @@
 #include "lib/bytes.h"
 #include "ltx/encoder.h"
 
-#define O(e, lo, hi) {"k", (e), (lo), (hi), 0}
+#define O(e, lo, hi) {"k", (e), (lo), (hi), 0, 0, 0}
+#define L1(e, lo, hi, post) {"l1", (e), (lo), (hi), (post), 1, 0}
 
 /* The plan for objs with the anchor at index a (-1: none), as a string
  * of 'd' (deleted) and '.' (kept). */
@@ -63,6 +64,25 @@ static void test_one_history(void **state)
 	size_t ndel = 9;
 	assert_int_equal(bk_retain_plan(v, 6, &v[1], 1, del, &ndel), -EINVAL);
 	assert_int_equal(ndel, 0);
+}
+
+/* L1 objects (rule O6) are kept when they stand for a run of a kept
+ * chain, deleted otherwise. */
+static void test_l1(void **state)
+{
+	/* Start 1..1, 2..10, snapshot at 10, 11..20, 21..30; L1s: 2..10 (the
+	 * old chain), 11..30 and 11..20 and 21..30 (the kept chain), 11..30
+	 * of another history (its checksum differs), 12..30 (no element
+	 * starts at 12), 11..25 (no element ends at 25). */
+	bk_obj v[] = {O(1, 1, 1), O(1, 2, 10), O(1, 1, 10), O(1, 11, 20),
+		      O(1, 21, 30), L1(1, 2, 10, 0), L1(1, 11, 30, 0),
+		      L1(1, 11, 20, 0), L1(1, 21, 30, 0), L1(1, 11, 30, 7),
+		      L1(1, 12, 30, 0), L1(1, 11, 25, 0)};
+
+	(void)state;
+	assert_string_equal(plan(v, 12, 2, 1), "dd...d...ddd");
+	/* Anchored at the oldest start: both chains kept, with their L1s. */
+	assert_string_equal(plan(v, 12, 0, 1), ".........ddd");
 }
 
 static void test_epochs(void **state)
@@ -200,6 +220,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_one_history),
+		cmocka_unit_test(test_l1),
 		cmocka_unit_test(test_epochs),
 		cmocka_unit_test(test_diverged),
 		cmocka_unit_test(test_run_file_store),

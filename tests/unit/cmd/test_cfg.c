@@ -747,6 +747,7 @@ static void test_backup(void **state)
 	assert_int_equal(load(&cfg, "fuse:\n  dir: /m\n"), 0);
 	assert_int_equal(cfg.backup.type, 0);
 	assert_int_equal(cfg.backup.interval_ms, 1000);
+	assert_int_equal(cfg.backup.compaction_interval_ms, 600000);
 	assert_string_equal(cfg.backup.region, "us-east-1");
 	assert_false(cfg.backup.force_path_style);
 	assert_int_equal(cfg.backup.snapshot_interval_ms, 86400000);
@@ -760,7 +761,8 @@ static void test_backup(void **state)
 			      "  force-path-style: true\n"
 			      "  interval: 250ms\n"
 			      "  snapshot-interval: 6h\n"
-			      "  retention: 30d\n"), 0);
+			      "  retention: 30d\n"
+			      "  compaction-interval: 2s\n"), 0);
 	assert_int_equal(cfg.backup.snapshot_interval_ms, 6 * 3600000);
 	assert_int_equal(cfg.backup.retention_ms, 30LL * 86400000);
 	assert_int_equal(cfg.backup.type, 2);
@@ -768,6 +770,7 @@ static void test_backup(void **state)
 	assert_string_equal(cfg.backup.prefix, "p/q");
 	assert_true(cfg.backup.force_path_style);
 	assert_int_equal(cfg.backup.interval_ms, 250);
+	assert_int_equal(cfg.backup.compaction_interval_ms, 2000);
 	cfg_free(&cfg);
 	expect_error("backup:\n  type: file\n",
 		     "t.yml:2: backup.dir is required with backup.type: file");
