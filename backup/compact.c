@@ -32,7 +32,8 @@ struct bk_merge {
 	/* The merged record so far (valid once objects > 0). */
 	uint32_t flags, page_size, commit, min_commit;
 	uint64_t min_txid, pre, max_txid, post, node_id;
-	int64_t ts_ms;
+	int64_t ts_ms, first_ms;
+	int64_t window_ms;        /* 0: none (bk_merge_set_window) */
 };
 
 static int tmp_fd(const char *dir)
@@ -198,6 +199,9 @@ int bk_merge_check(const bk_merge *m, int fd, uint64_t len, char *err,
 		     h.min_txid != s.max_txid + 1 ||
 		     h.pre_apply_checksum != s.post || h.timestamp < s.ts_ms))
 			return -EXDEV;
+		if (m->records > 0 && m->window_ms > 0 &&
+		    h.timestamp - m->first_ms >= m->window_ms)
+			return -EXDEV;
 		s.objects = 1;
 		s.page_size = h.page_size;
 		s.flags = h.flags;
@@ -265,6 +269,7 @@ static int add_record(bk_merge *m, int fd, uint64_t rec, uint64_t rlen,
 		m->page_size = h->page_size;
 		m->flags = h->flags;
 		m->min_commit = h->commit;
+		m->first_ms = h->timestamp;
 	}
 	if (h->commit < m->min_commit)
 		m->min_commit = h->commit;
@@ -274,6 +279,11 @@ static int add_record(bk_merge *m, int fd, uint64_t rec, uint64_t rlen,
 	m->node_id = h->node_id;
 	m->ts_ms = h->timestamp;
 	return 0;
+}
+
+void bk_merge_set_window(bk_merge *m, int64_t window_ms)
+{
+	m->window_ms = window_ms;
 }
 
 int bk_merge_add(bk_merge *m, int fd, uint64_t len, char *err,
@@ -391,8 +401,9 @@ static int64_t now_ms(void)
 static int compact_run(bk_store *s, const char *prefix, const char *db,
 		       uint64_t epoch, const char *tmpdir,
 		       const bk_obj **chain, size_t from, size_t n,
-		       int64_t deadline, size_t *next, int body, int out,
-		       bk_compact_result *res, char *err, size_t errlen)
+		       int64_t deadline, int64_t window_ms, size_t *next,
+		       int body, int out, bk_compact_result *res, char *err,
+		       size_t errlen)
 {
 	bk_merge *m = NULL;
 	char key[1024], why[512] = "";
@@ -406,6 +417,7 @@ static int compact_run(bk_store *s, const char *prefix, const char *db,
 			 "temporary file in %s: %s", db, tmpdir, strerror(-rc));
 		return rc;
 	}
+	bk_merge_set_window(m, window_ms);
 	for (; j < n; j++) {
 		rc = fetch(s, chain[j]->key, body, &len, err, errlen);
 		if (rc < 0)
@@ -473,7 +485,8 @@ out:
 
 int bk_compact_db(bk_store *s, const char *prefix, const char *db,
 		  uint64_t epoch, const char *tmpdir, int64_t budget_ms,
-		  bk_compact_result *res, char *err, size_t errlen)
+		  int64_t window_ms, bk_compact_result *res, char *err,
+		  size_t errlen)
 {
 	int64_t deadline = budget_ms > 0 ? now_ms() + budget_ms : 0;
 	bk_keys keys = {0};
@@ -509,7 +522,8 @@ int bk_compact_db(bk_store *s, const char *prefix, const char *db,
 	while (rc == 0 && from + 2 <= nsub && !res->newer_epoch &&
 	       (!deadline || now_ms() < deadline))
 		rc = compact_run(s, prefix, db, epoch, tmpdir, sub, from, nsub,
-				 deadline, &from, body, out, res, err, errlen);
+				 deadline, window_ms, &from, body, out, res,
+				 err, errlen);
 	res->more = rc == 0 && !res->newer_epoch && from + 2 <= nsub;
 out:
 	if (body >= 0)

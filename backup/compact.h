@@ -21,7 +21,8 @@
  * A record that cannot join the merge ends it before the object that
  * holds it (bk_merge_check returns -EXDEV): a snapshot (min TXID 1),
  * another page size than the merge's, one that does not follow (TXID and
- * checksum), a timestamp earlier than one already merged.
+ * checksum), a timestamp earlier than one already merged, or one the
+ * window (bk_merge_set_window) or the limits below end the merge at.
  *
  *   bk_merge_new(dir, &m);
  *   for each object body (records back to back) in fd:
@@ -59,6 +60,9 @@ void bk_merge_free(bk_merge *m);
  * body (err says where). Reads only the records' headers and trailers. */
 int bk_merge_check(const bk_merge *m, int fd, uint64_t len, char *err,
 		   size_t errlen);
+/* Ends the merge (bk_merge_check: -EXDEV) before a record committed
+ * window_ms or more after its first record (0: no window). */
+void bk_merge_set_window(bk_merge *m, int64_t window_ms);
 /* Adds the body's records (bk_merge_check said 0), decoding and checking
  * each one (its file checksum). */
 int bk_merge_add(bk_merge *m, int fd, uint64_t len, char *err,
@@ -89,9 +93,13 @@ typedef struct bk_compact_result {
  * the limits above), each put after rule O4's check. After budget_ms (0:
  * none) it adds no more objects: it puts what it merged (2 objects or
  * more) and sets res->more when objects are left for the next call.
+ * window_ms (0: none): an L1 spans less than that much commit time
+ * (bk_merge_set_window), so a point in time reads at most about one
+ * window of L0 objects after the last L1 before it.
  * Temporary files go in tmpdir. 0 or -errno with err. */
 int bk_compact_db(bk_store *s, const char *prefix, const char *db,
 		  uint64_t epoch, const char *tmpdir, int64_t budget_ms,
-		  bk_compact_result *res, char *err, size_t errlen);
+		  int64_t window_ms, bk_compact_result *res, char *err,
+		  size_t errlen);
 
 #endif

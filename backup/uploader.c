@@ -648,7 +648,8 @@ static void compact_db(bk_uploader *u, struct db_state *st, uint64_t epoch)
 		return;
 	st->compact_at_ms = now + u->o.compaction_interval_ms;
 	rc = bk_compact_db(u->store, u->prefix, st->name, epoch, u->data_dir,
-			   BK_COMPACT_BUDGET_MS, &res, err, sizeof(err));
+			   BK_COMPACT_BUDGET_MS, u->o.compaction_interval_ms,
+			   &res, err, sizeof(err));
 	if (rc == 0 && res.more)
 		st->compact_at_ms = now; /* the rest at the next pass */
 	pthread_mutex_lock(&u->mu);

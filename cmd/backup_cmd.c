@@ -253,7 +253,8 @@ static int backup_compact(int argc, char **argv)
 		if (objs[i].level == 0 && objs[i].epoch > epoch)
 			epoch = objs[i].epoch;
 	if (rc == 0 && bk_compact_db(s, cfg.backup.prefix, argv[next], epoch,
-				     tmp && tmp[0] ? tmp : "/tmp", 0, &res,
+				     tmp && tmp[0] ? tmp : "/tmp", 0,
+				     cfg.backup.compaction_interval_ms, &res,
 				     err, sizeof(err)) < 0)
 		rc = 1;
 	if (rc == 1 && err[0])

@@ -438,12 +438,12 @@ static void test_compact_db(void **state)
 					      sizeof(err)), 0);
 		close(fd);
 	}
-	assert_int_equal(bk_compact_db(s, "p", "a.db", 4, "/tmp", 0, &res, err,
-				       sizeof(err)), 0);
+	assert_int_equal(bk_compact_db(s, "p", "a.db", 4, "/tmp", 0, 0, &res,
+				       err, sizeof(err)), 0);
 	assert_int_equal(res.l1_objects, 2);
 	assert_int_equal(res.l0_objects, 4);
-	assert_int_equal(bk_compact_db(s, "p", "a.db", 4, "/tmp", 0, &res, err,
-				       sizeof(err)), 0);
+	assert_int_equal(bk_compact_db(s, "p", "a.db", 4, "/tmp", 0, 0, &res,
+				       err, sizeof(err)), 0);
 	assert_int_equal(res.l1_objects, 0);
 	assert_int_equal(bk_obj_list(s, "p", "a.db", &keys, &objs, &n, err,
 				     sizeof(err)), 0);
@@ -477,13 +477,62 @@ static void test_compact_db(void **state)
 	assert_int_equal(bk_obj_key(key, sizeof(key), "p", "a.db", &o), 0);
 	assert_int_equal(bk_store_put(s, key, fd, len, err, sizeof(err)), 0);
 	close(fd);
-	assert_int_equal(bk_compact_db(s, "p", "a.db", 3, "/tmp", 0, &res, err,
-				       sizeof(err)), 0);
+	assert_int_equal(bk_compact_db(s, "p", "a.db", 3, "/tmp", 0, 0, &res,
+				       err, sizeof(err)), 0);
 	assert_int_equal(res.l1_objects, 0);
 	assert_int_equal(res.newer_epoch, 4);
-	assert_int_equal(bk_compact_db(s, "p", "a.db", 4, "/tmp", 0, &res, err,
-				       sizeof(err)), 0);
+	assert_int_equal(bk_compact_db(s, "p", "a.db", 4, "/tmp", 0, 0, &res,
+				       err, sizeof(err)), 0);
 	assert_int_equal(res.l1_objects, 1);
+	bk_store_free(s);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* The window: six L0 objects committed 1 s apart after a start object,
+ * compacted with a 2.5 s window, make two L1 objects of three (each
+ * spans less than the window); without it, one of six. */
+static void test_compact_window(void **state)
+{
+	bk_store_opts so = {.type = BK_STORE_FILE};
+	char dir[64] = "/tmp/ltxfs-compactwin-XXXXXX", key[256], err[512] = "";
+	char cmd[128];
+	bk_store *s = NULL;
+	bk_compact_result res;
+	uint64_t len, post;
+	bk_obj o;
+	int fd;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	so.dir = dir;
+	assert_int_equal(bk_store_open(&so, &s, err, sizeof(err)), 0);
+	fd = synthetic(1024, 1, 0, 1000, &len);
+	post = body_post(fd, len);
+	o = (bk_obj){NULL, 1, 1, 1, post, 0, 0};
+	assert_int_equal(bk_obj_key(key, sizeof(key), "", "w.db", &o), 0);
+	assert_int_equal(bk_store_put(s, key, fd, len, err, sizeof(err)), 0);
+	close(fd);
+	for (uint64_t t = 2; t <= 7; t++) {
+		fd = synthetic(1024, t, post, 1000 * (int64_t)t, &len);
+		post = body_post(fd, len);
+		o = (bk_obj){NULL, 1, t, t, post, 0, 0};
+		assert_int_equal(bk_obj_key(key, sizeof(key), "", "w.db", &o),
+				 0);
+		assert_int_equal(bk_store_put(s, key, fd, len, err,
+					      sizeof(err)), 0);
+		close(fd);
+	}
+	assert_int_equal(bk_compact_db(s, "", "w.db", 1, "/tmp", 0, 2500, &res,
+				       err, sizeof(err)), 0);
+	assert_int_equal(res.l1_objects, 2);
+	assert_int_equal(res.l0_objects, 6);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s/w.db/l1", dir);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(bk_compact_db(s, "", "w.db", 1, "/tmp", 0, 0, &res,
+				       err, sizeof(err)), 0);
+	assert_int_equal(res.l1_objects, 1);
+	assert_int_equal(res.l0_objects, 6);
 	bk_store_free(s);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	assert_int_equal(system(cmd), 0);
@@ -496,6 +545,7 @@ int main(void)
 		cmocka_unit_test(test_merge_zstd),
 		cmocka_unit_test(test_merge_refuses),
 		cmocka_unit_test(test_compact_db),
+		cmocka_unit_test(test_compact_window),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
