@@ -23,9 +23,10 @@ release build), /dev/fuse and root:
 3. `ltxfs restore` from that file store: the newest point and the point
    in the middle of the day, each timed, with the objects and records
    its summary reports and the peak RSS of the child.
-
-4. With --compact: `ltxfs backup compact` (timed) merges the day's L0
-   objects into L1 objects (docs/BACKUP.md, "Compaction"), and the two
+4. With --compact: `ltxfs backup compact` (timed; its
+   backup.compaction-interval scaled so that an L1 object spans 10
+   minutes of the modelled day, as a running uploader's) merges the
+   day's L0 objects into L1 objects (docs/BACKUP.md, "Compaction"), and the two
    restores run again, now reading the L1 objects.
 
 With --work DIR the store is kept in DIR/store and reused by the next
@@ -164,6 +165,25 @@ def restore(cfg, outp, *extra):
     os.unlink(outp)
 
 
+def first_ts(path):
+    """The LTX timestamp (ms) of an object's first record."""
+    with open(path, "rb") as f:
+        head = f.read(4 + 40)
+    return struct.unpack(">q", head[4 + 32:4 + 40])[0]
+
+
+def scaled_window(store, args):
+    """backup.compaction-interval's 10 minutes of the modelled day, in
+    the commit time the day was written in (it took minutes, not hours):
+    so the L1 objects `backup compact` makes span what a running
+    uploader's would."""
+    d = os.path.join(store, "it", DB, "l0")
+    names = sorted(os.listdir(d), key=lambda k: int(k.split("-")[1], 16))
+    span = first_ts(os.path.join(d, names[-1])) - first_ts(
+        os.path.join(d, names[1]))
+    return max(1000, int(600 * span / (args.hours * 3600)))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--big-mib", type=int, default=1024)
@@ -204,6 +224,11 @@ def main():
         restore(cfg, os.path.join(work, "out.db"), "--txid",
                 "%016x" % (last // 2))
         if args.compact:
+            window = scaled_window(store, args)
+            with open(cfg, "a") as f:
+                f.write("  compaction-interval: %dms\n" % window)
+            out("compaction window %d ms (10 minutes of the modelled day)"
+                % window)
             t0 = time.monotonic()
             p = subprocess.run([h.ltxfs_bin(), "backup", "compact", "-c",
                                 cfg, DB], capture_output=True, text=True)
