@@ -51,6 +51,10 @@
  *      counted as an error and logged, and is tried again one interval
  *      later; it does not touch the uploads' backoff.
  *
+ * Files: this one runs the thread and the rules; uploader_build.c makes
+ * the objects (U3), uploader_report.c the /metrics and /info parts;
+ * uploader_i.h has the state they share.
+ *
  * Locks: mu guards the per-database table and the state that /metrics
  * and /info read; the store and the temporary files belong to the
  * thread.
@@ -69,57 +73,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <jansson.h>
-
 #include "fs/db.h"
 #include "fs/log.h"
-#include "lib/bytes.h"
 #include "lib/clock.h"
 #include "lib/io.h"
 #include "lib/log.h"
 #include "compact.h"
 #include "object.h"
 #include "retain.h"
-
-#define BK_MAX_DBS 1024
-
-struct db_state {
-	char name[256];
-	bool known;              /* position read from the store (U1) */
-	uint64_t epoch, txid, post; /* the store's chain end */
-	uint64_t node_txid;      /* the database's TXID when last seen */
-	int64_t pending_ms;      /* LTX time of the first record not in the
-				  * store yet (0: none): the lag in seconds */
-	uint64_t bytes, objects, errors;
-	bool stale;              /* U2 */
-	int64_t snap_ms;         /* LTX time of the chain's start (U6) */
-	uint64_t snap_txid;      /* its TXID (0: unknown) */
-	uint64_t snapshots, deleted; /* U6, U7 */
-	int64_t retain_at_ms;    /* CLOCK_MONOTONIC: the next pass (U7) */
-	int64_t compact_at_ms;   /* U8: the next compaction (monotonic) */
-	uint64_t compactions, compacted_bytes;
-};
-
-struct bk_uploader {
-	bk_uploader_opts o;
-	char *prefix, *data_dir;
-	bk_store *store;
-	rep_node *node;
-	fs_mount *m;
-	pthread_t thread;
-	bool started;
-	pthread_mutex_t mu;      /* guards everything below */
-	pthread_cond_t cond;
-	bool stop;
-	struct db_state *dbs;
-	size_t ndbs;
-	uint64_t seen_epoch;
-	bool failing;            /* the last try of some database failed */
-	char last_err[512];
-	int backoff_ms;
-	int64_t retry_at_ms;     /* CLOCK_MONOTONIC */
-	uint64_t errors_total;
-};
+#include "uploader_i.h"
 
 static int64_t mono_ms(void)
 {
@@ -185,145 +147,6 @@ static int read_position(bk_uploader *u, struct db_state *st, char *err,
 	free(chain);
 	free(objs);
 	bk_keys_free(&keys);
-	return rc;
-}
-
-static int tmpfile_fd(bk_uploader *u)
-{
-	int fd = open(u->data_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-
-	return fd < 0 ? -errno : fd;
-}
-
-/* Copies len bytes of in at off to out at out_off. */
-static int copy_bytes(int in, uint64_t off, int out, uint64_t out_off,
-		      uint64_t len)
-{
-	while (len > 0) {
-		loff_t a = (loff_t)off, b = (loff_t)out_off;
-		ssize_t n = copy_file_range(in, &a, out, &b, (size_t)len, 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -ENODATA;
-		off += (uint64_t)n;
-		out_off += (uint64_t)n;
-		len -= (uint64_t)n;
-	}
-	return 0;
-}
-
-/* Appends one record (length prefix, LTX bytes) to out at *end. */
-static int add_record(int in, uint64_t off, uint64_t len, int out,
-		      uint64_t *end)
-{
-	uint8_t pfx[4];
-	int rc;
-
-	if (len > UINT32_MAX)
-		return -EFBIG;
-	put_be32(pfx, (uint32_t)len);
-	rc = lib_io_pwrite_full(out, pfx, 4, (off_t)*end);
-	if (rc == 0)
-		rc = copy_bytes(in, off, out, *end + 4, len);
-	if (rc == 0)
-		*end += 4 + len;
-	return rc;
-}
-
-/* The post-apply checksum of the LTX file at [off, off+len) of fd. */
-static int read_post(int fd, uint64_t off, uint64_t len, uint64_t *out)
-{
-	uint8_t b[8];
-	int rc = len < LTX_HEADER_SIZE + 16 ? -EBADMSG :
-		 lib_io_pread_full(fd, b, 8, (off_t)(off + len - 16), NULL);
-
-	if (rc == 0)
-		*out = get_be64(b);
-	return rc;
-}
-
-/* What one object holds. */
-struct built {
-	int fd;
-	uint64_t len;
-	bk_obj o;
-	size_t records;
-	int64_t first_ms;        /* the first record's LTX timestamp */
-};
-
-/* U3: the log records after st->txid, up to TXID upto (the published
- * position: with synchronous replication the log's last record may still
- * be taken back, docs/SYNC.md), into b; -ESTALE when they do not follow
- * the store's position (a snapshot is needed), 0 with b->records 0 when
- * there is nothing new. */
-static int build_from_log(fs_db *db, const struct db_state *st,
-			  uint64_t upto, struct built *b)
-{
-	fs_log_iter *it = NULL;
-	ltx_header hdr;
-	uint64_t off, len;
-	int rc, fd;
-
-	rc = fs_log_iter_open(fs_db_log(db), st->txid, &it);
-	if (rc < 0)
-		return rc == -ENOENT ? -ESTALE : rc;
-	while (b->len < BK_OBJECT_MAX_BYTES &&
-	       (rc = fs_log_iter_next(it, &fd, &off, &len, &hdr)) == 1) {
-		/* Rule O2: a snapshot record is an object of its own. */
-		if ((b->records > 0 && hdr.min_txid == 1) ||
-		    hdr.max_txid > upto)
-			break;
-		if (b->records == 0) {
-			b->first_ms = hdr.timestamp;
-			bool follows = hdr.min_txid == st->txid + 1 &&
-				       (st->txid == 0 ||
-					hdr.pre_apply_checksum == st->post);
-			if (!follows && hdr.min_txid != 1) {
-				rc = -ESTALE;
-				break;
-			}
-			b->o.min_txid = hdr.min_txid;
-		}
-		rc = add_record(fd, off, len, b->fd, &b->len);
-		if (rc == 0)
-			rc = read_post(fd, off, len, &b->o.post);
-		if (rc < 0)
-			break;
-		b->o.max_txid = hdr.max_txid;
-		b->records++;
-		if (hdr.min_txid == 1)
-			break;
-	}
-	fs_log_iter_free(it);
-	if (rc == -ENOENT)
-		rc = -ESTALE;
-	return rc < 0 ? rc : 0;
-}
-
-/* U3: a snapshot of db as one object into b. */
-static int build_snapshot(bk_uploader *u, fs_db *db, struct built *b)
-{
-	ltx_header hdr;
-	uint64_t len = 0;
-	int rc, snap = tmpfile_fd(u);
-
-	if (snap < 0)
-		return snap;
-	rc = fs_db_snapshot_ltx(db, snap, &hdr, &len);
-	if (rc == 0)
-		rc = add_record(snap, 0, len, b->fd, &b->len);
-	if (rc == 0)
-		rc = read_post(snap, 0, len, &b->o.post);
-	close(snap);
-	if (rc == 0) {
-		b->o.min_txid = hdr.min_txid;
-		b->o.max_txid = hdr.max_txid;
-		b->first_ms = hdr.timestamp;
-		b->records = 1;
-	}
 	return rc;
 }
 
@@ -460,7 +283,7 @@ static int upload_records(bk_uploader *u, fs_db *db, struct db_state *st,
 		pthread_mutex_unlock(&u->mu);
 		return 0;
 	}
-	b.fd = tmpfile_fd(u);
+	b.fd = bk_up_tmpfile(u);
 	if (b.fd < 0) {
 		rc = b.fd;
 		snprintf(err, sizeof(err), "backup: cannot create a temporary "
@@ -469,7 +292,7 @@ static int upload_records(bk_uploader *u, fs_db *db, struct db_state *st,
 	}
 	b.o.epoch = epoch;
 	if (upto > st->txid)
-		rc = build_from_log(db, st, upto, &b);
+		rc = bk_up_build_from_log(db, st, upto, &b);
 	else if (pos.txid > st->txid)
 		goto out; /* the rest after upto: later */
 	else
@@ -478,7 +301,7 @@ static int upload_records(bk_uploader *u, fs_db *db, struct db_state *st,
 		b.len = 0;
 		b.records = 0;
 		if (lib_io_ftruncate(b.fd, 0) == 0)
-			rc = build_snapshot(u, db, &b);
+			rc = bk_up_build_snapshot(u, db, &b);
 		if (rc == 0)
 			log_info("backup: database %s: snapshot at TXID "
 				 "%016" PRIx64 " (the store's position "
@@ -527,9 +350,9 @@ static int scheduled_snapshot(bk_uploader *u, fs_db *db, struct db_state *st,
 	if (!u->o.snapshot_interval_ms || st->txid == st->snap_txid ||
 	    lib_clock_wall_ms() - st->snap_ms < u->o.snapshot_interval_ms)
 		return 0;
-	b.fd = tmpfile_fd(u);
+	b.fd = bk_up_tmpfile(u);
 	b.o.epoch = epoch;
-	rc = b.fd < 0 ? b.fd : build_snapshot(u, db, &b);
+	rc = b.fd < 0 ? b.fd : bk_up_build_snapshot(u, db, &b);
 	if (rc < 0) {
 		snprintf(err, sizeof(err), "backup: database %s: cannot take "
 			 "a snapshot: %s", st->name, strerror(-rc));
@@ -746,119 +569,6 @@ static void *uploader_main(void *arg)
 	return NULL;
 }
 
-/* ---- /metrics and /info ------------------------------------------------ */
-
-static void metrics(void *ctx, FILE *f)
-{
-	bk_uploader *u = ctx;
-
-	pthread_mutex_lock(&u->mu);
-	fprintf(f, "# HELP ltxfs_backup_up Whether the last backup upload "
-		"worked (1) or the store fails (0).\n"
-		"# TYPE ltxfs_backup_up gauge\nltxfs_backup_up %d\n",
-		u->failing ? 0 : 1);
-	fprintf(f, "# HELP ltxfs_backup_txid The TXID the backup store holds "
-		"up to.\n# TYPE ltxfs_backup_txid gauge\n");
-	for (size_t i = 0; i < u->ndbs; i++)
-		fprintf(f, "ltxfs_backup_txid{db=\"%s\"} %" PRIu64 "\n",
-			u->dbs[i].name, u->dbs[i].txid);
-	fprintf(f, "# HELP ltxfs_backup_lag_txids Transactions committed "
-		"but not yet in the backup store.\n"
-		"# TYPE ltxfs_backup_lag_txids gauge\n");
-	for (size_t i = 0; i < u->ndbs; i++) {
-		const struct db_state *s = &u->dbs[i];
-		fprintf(f, "ltxfs_backup_lag_txids{db=\"%s\"} %" PRIu64 "\n",
-			s->name, s->node_txid > s->txid ?
-			s->node_txid - s->txid : 0);
-	}
-	fprintf(f, "# HELP ltxfs_backup_lag_seconds How long the oldest "
-		"transaction not yet in the backup store has been committed "
-		"(0: none).\n# TYPE ltxfs_backup_lag_seconds gauge\n");
-	for (size_t i = 0; i < u->ndbs; i++) {
-		const struct db_state *s = &u->dbs[i];
-		int64_t now = lib_clock_wall_ms();
-		fprintf(f, "ltxfs_backup_lag_seconds{db=\"%s\"} %.3f\n",
-			s->name, s->pending_ms && now > s->pending_ms ?
-			(double)(now - s->pending_ms) / 1000.0 : 0.0);
-	}
-	fprintf(f, "# HELP ltxfs_backup_bytes_total Bytes uploaded to the "
-		"backup store.\n# TYPE ltxfs_backup_bytes_total counter\n");
-	for (size_t i = 0; i < u->ndbs; i++)
-		fprintf(f, "ltxfs_backup_bytes_total{db=\"%s\"} %" PRIu64 "\n",
-			u->dbs[i].name, u->dbs[i].bytes);
-	fprintf(f, "# HELP ltxfs_backup_objects_total Objects uploaded to "
-		"the backup store.\n"
-		"# TYPE ltxfs_backup_objects_total counter\n");
-	for (size_t i = 0; i < u->ndbs; i++)
-		fprintf(f, "ltxfs_backup_objects_total{db=\"%s\"} %" PRIu64
-			"\n", u->dbs[i].name, u->dbs[i].objects);
-	fprintf(f, "# HELP ltxfs_backup_snapshots_total Scheduled snapshots "
-		"uploaded (backup.snapshot-interval).\n"
-		"# TYPE ltxfs_backup_snapshots_total counter\n");
-	for (size_t i = 0; i < u->ndbs; i++)
-		fprintf(f, "ltxfs_backup_snapshots_total{db=\"%s\"} %" PRIu64
-			"\n", u->dbs[i].name, u->dbs[i].snapshots);
-	fprintf(f, "# HELP ltxfs_backup_deleted_total Objects deleted from "
-		"the backup store by retention (backup.retention).\n"
-		"# TYPE ltxfs_backup_deleted_total counter\n");
-	for (size_t i = 0; i < u->ndbs; i++)
-		fprintf(f, "ltxfs_backup_deleted_total{db=\"%s\"} %" PRIu64
-			"\n", u->dbs[i].name, u->dbs[i].deleted);
-	fprintf(f, "# HELP ltxfs_backup_compactions_total L1 objects put by "
-		"compaction.\n"
-		"# TYPE ltxfs_backup_compactions_total counter\n");
-	for (size_t i = 0; i < u->ndbs; i++)
-		fprintf(f, "ltxfs_backup_compactions_total{db=\"%s\"} %" PRIu64
-			"\n", u->dbs[i].name, u->dbs[i].compactions);
-	fprintf(f, "# HELP ltxfs_backup_compacted_bytes_total Bytes of L1 "
-		"objects put by compaction.\n"
-		"# TYPE ltxfs_backup_compacted_bytes_total counter\n");
-	for (size_t i = 0; i < u->ndbs; i++)
-		fprintf(f, "ltxfs_backup_compacted_bytes_total{db=\"%s\"} %"
-			PRIu64 "\n", u->dbs[i].name,
-			u->dbs[i].compacted_bytes);
-	fprintf(f, "# HELP ltxfs_backup_errors_total Failed backup "
-		"uploads, listings and retention passes.\n"
-		"# TYPE ltxfs_backup_errors_total counter\n");
-	for (size_t i = 0; i < u->ndbs; i++)
-		fprintf(f, "ltxfs_backup_errors_total{db=\"%s\"} %" PRIu64
-			"\n", u->dbs[i].name, u->dbs[i].errors);
-	pthread_mutex_unlock(&u->mu);
-}
-
-static char *info(void *ctx)
-{
-	bk_uploader *u = ctx;
-	json_t *o = json_object(), *dbs = json_object();
-	char *text, hex[17];
-
-	pthread_mutex_lock(&u->mu);
-	json_object_set_new(o, "store", json_string(bk_store_desc(u->store)));
-	json_object_set_new(o, "state", json_string(u->failing ? "failing" :
-						     "ok"));
-	if (u->failing)
-		json_object_set_new(o, "error", json_string(u->last_err));
-	json_object_set_new(o, "errors", json_integer((json_int_t)
-							u->errors_total));
-	for (size_t i = 0; i < u->ndbs; i++) {
-		const struct db_state *s = &u->dbs[i];
-		char snap[17];
-		snprintf(hex, sizeof(hex), "%016" PRIx64, s->txid);
-		snprintf(snap, sizeof(snap), "%016" PRIx64, s->snap_txid);
-		json_object_set_new(dbs, s->name, json_pack(
-			"{s:s,s:I,s:s,s:I}", "txid", hex, "lag_txids",
-			(json_int_t)(s->node_txid > s->txid ?
-				     s->node_txid - s->txid : 0),
-			"snapshot_txid", snap, "snapshot_ms",
-			(json_int_t)s->snap_ms));
-	}
-	pthread_mutex_unlock(&u->mu);
-	json_object_set_new(o, "dbs", dbs);
-	text = json_dumps(o, JSON_COMPACT);
-	json_decref(o);
-	return text;
-}
-
 int bk_uploader_new(const bk_uploader_opts *o, rep_node *n,
 		    bk_uploader **out)
 {
@@ -896,7 +606,8 @@ int bk_uploader_new(const bk_uploader_opts *o, rep_node *n,
 		}
 	}
 	if (rc == 0) {
-		rep_node_ext e = {"backup", u, metrics, info};
+		rep_node_ext e = {"backup", u, bk_uploader_metrics,
+				   bk_uploader_info};
 		rc = rep_node_ext_add(n, &e);
 		if (rc < 0)
 			snprintf(err, sizeof(err), "backup: cannot register "
