@@ -9,81 +9,84 @@
 
 #include "lib/clock.h"
 
+static double lag_txids(const struct db_state *s, int64_t now)
+{
+	(void)now;
+	return s->node_txid > s->txid ? (double)(s->node_txid - s->txid) : 0;
+}
+
+static double lag_seconds(const struct db_state *s, int64_t now)
+{
+	return s->pending_ms && now > s->pending_ms ?
+	       (double)(now - s->pending_ms) / 1000.0 : 0.0;
+}
+
+#define FIELD(f)                                                          \
+	static double get_##f(const struct db_state *s, int64_t now)      \
+	{                                                                 \
+		(void)now;                                                \
+		return (double)s->f;                                      \
+	}
+FIELD(txid)
+FIELD(bytes)
+FIELD(objects)
+FIELD(snapshots)
+FIELD(deleted)
+FIELD(compactions)
+FIELD(compacted_bytes)
+FIELD(errors)
+#undef FIELD
+
+/* The per-database metrics, in the order /metrics shows them. */
+static const struct per_db {
+	const char *name, *type, *help;
+	double (*get)(const struct db_state *s, int64_t now_ms);
+} per_db[] = {
+	{"ltxfs_backup_txid", "gauge",
+	 "The TXID the backup store holds up to.", get_txid},
+	{"ltxfs_backup_lag_txids", "gauge",
+	 "Transactions committed but not yet in the backup store.",
+	 lag_txids},
+	{"ltxfs_backup_lag_seconds", "gauge",
+	 "How long the oldest transaction not yet in the backup store has "
+	 "been committed (0: none).", lag_seconds},
+	{"ltxfs_backup_bytes_total", "counter",
+	 "Bytes uploaded to the backup store.", get_bytes},
+	{"ltxfs_backup_objects_total", "counter",
+	 "Objects uploaded to the backup store.", get_objects},
+	{"ltxfs_backup_snapshots_total", "counter",
+	 "Scheduled snapshots uploaded (backup.snapshot-interval).",
+	 get_snapshots},
+	{"ltxfs_backup_deleted_total", "counter",
+	 "Objects deleted from the backup store by retention "
+	 "(backup.retention).", get_deleted},
+	{"ltxfs_backup_compactions_total", "counter",
+	 "L1 objects put by compaction.", get_compactions},
+	{"ltxfs_backup_compacted_bytes_total", "counter",
+	 "Bytes of L1 objects put by compaction.", get_compacted_bytes},
+	{"ltxfs_backup_errors_total", "counter",
+	 "Failed backup uploads, listings, retention passes and "
+	 "compactions.", get_errors},
+};
+
 void bk_uploader_metrics(void *ctx, FILE *f)
 {
 	bk_uploader *u = ctx;
+	int64_t now = lib_clock_wall_ms();
 
 	pthread_mutex_lock(&u->mu);
 	fprintf(f, "# HELP ltxfs_backup_up Whether the last backup upload "
 		"worked (1) or the store fails (0).\n"
 		"# TYPE ltxfs_backup_up gauge\nltxfs_backup_up %d\n",
 		u->failing ? 0 : 1);
-	fprintf(f, "# HELP ltxfs_backup_txid The TXID the backup store holds "
-		"up to.\n# TYPE ltxfs_backup_txid gauge\n");
-	for (size_t i = 0; i < u->ndbs; i++)
-		fprintf(f, "ltxfs_backup_txid{db=\"%s\"} %" PRIu64 "\n",
-			u->dbs[i].name, u->dbs[i].txid);
-	fprintf(f, "# HELP ltxfs_backup_lag_txids Transactions committed "
-		"but not yet in the backup store.\n"
-		"# TYPE ltxfs_backup_lag_txids gauge\n");
-	for (size_t i = 0; i < u->ndbs; i++) {
-		const struct db_state *s = &u->dbs[i];
-		fprintf(f, "ltxfs_backup_lag_txids{db=\"%s\"} %" PRIu64 "\n",
-			s->name, s->node_txid > s->txid ?
-			s->node_txid - s->txid : 0);
+	for (size_t m = 0; m < sizeof(per_db) / sizeof(per_db[0]); m++) {
+		const struct per_db *p = &per_db[m];
+		fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", p->name, p->help,
+			p->name, p->type);
+		for (size_t i = 0; i < u->ndbs; i++)
+			fprintf(f, "%s{db=\"%s\"} %.15g\n", p->name,
+				u->dbs[i].name, p->get(&u->dbs[i], now));
 	}
-	fprintf(f, "# HELP ltxfs_backup_lag_seconds How long the oldest "
-		"transaction not yet in the backup store has been committed "
-		"(0: none).\n# TYPE ltxfs_backup_lag_seconds gauge\n");
-	for (size_t i = 0; i < u->ndbs; i++) {
-		const struct db_state *s = &u->dbs[i];
-		int64_t now = lib_clock_wall_ms();
-		fprintf(f, "ltxfs_backup_lag_seconds{db=\"%s\"} %.3f\n",
-			s->name, s->pending_ms && now > s->pending_ms ?
-			(double)(now - s->pending_ms) / 1000.0 : 0.0);
-	}
-	fprintf(f, "# HELP ltxfs_backup_bytes_total Bytes uploaded to the "
-		"backup store.\n# TYPE ltxfs_backup_bytes_total counter\n");
-	for (size_t i = 0; i < u->ndbs; i++)
-		fprintf(f, "ltxfs_backup_bytes_total{db=\"%s\"} %" PRIu64 "\n",
-			u->dbs[i].name, u->dbs[i].bytes);
-	fprintf(f, "# HELP ltxfs_backup_objects_total Objects uploaded to "
-		"the backup store.\n"
-		"# TYPE ltxfs_backup_objects_total counter\n");
-	for (size_t i = 0; i < u->ndbs; i++)
-		fprintf(f, "ltxfs_backup_objects_total{db=\"%s\"} %" PRIu64
-			"\n", u->dbs[i].name, u->dbs[i].objects);
-	fprintf(f, "# HELP ltxfs_backup_snapshots_total Scheduled snapshots "
-		"uploaded (backup.snapshot-interval).\n"
-		"# TYPE ltxfs_backup_snapshots_total counter\n");
-	for (size_t i = 0; i < u->ndbs; i++)
-		fprintf(f, "ltxfs_backup_snapshots_total{db=\"%s\"} %" PRIu64
-			"\n", u->dbs[i].name, u->dbs[i].snapshots);
-	fprintf(f, "# HELP ltxfs_backup_deleted_total Objects deleted from "
-		"the backup store by retention (backup.retention).\n"
-		"# TYPE ltxfs_backup_deleted_total counter\n");
-	for (size_t i = 0; i < u->ndbs; i++)
-		fprintf(f, "ltxfs_backup_deleted_total{db=\"%s\"} %" PRIu64
-			"\n", u->dbs[i].name, u->dbs[i].deleted);
-	fprintf(f, "# HELP ltxfs_backup_compactions_total L1 objects put by "
-		"compaction.\n"
-		"# TYPE ltxfs_backup_compactions_total counter\n");
-	for (size_t i = 0; i < u->ndbs; i++)
-		fprintf(f, "ltxfs_backup_compactions_total{db=\"%s\"} %" PRIu64
-			"\n", u->dbs[i].name, u->dbs[i].compactions);
-	fprintf(f, "# HELP ltxfs_backup_compacted_bytes_total Bytes of L1 "
-		"objects put by compaction.\n"
-		"# TYPE ltxfs_backup_compacted_bytes_total counter\n");
-	for (size_t i = 0; i < u->ndbs; i++)
-		fprintf(f, "ltxfs_backup_compacted_bytes_total{db=\"%s\"} %"
-			PRIu64 "\n", u->dbs[i].name,
-			u->dbs[i].compacted_bytes);
-	fprintf(f, "# HELP ltxfs_backup_errors_total Failed backup "
-		"uploads, listings and retention passes.\n"
-		"# TYPE ltxfs_backup_errors_total counter\n");
-	for (size_t i = 0; i < u->ndbs; i++)
-		fprintf(f, "ltxfs_backup_errors_total{db=\"%s\"} %" PRIu64
-			"\n", u->dbs[i].name, u->dbs[i].errors);
 	pthread_mutex_unlock(&u->mu);
 }
 
