@@ -773,9 +773,10 @@ def lose(node):
 
 
 def case_restore_on_empty():
-    """Every node lost; a new candidate with backup.restore-on-empty
-    starts from the store (the file store: listed at any depth) at the
-    store's TXID and checksum, with the rows, continues the backup
+    """Every node lost (and the store's chain compacted into an L1
+    object); a new candidate with backup.restore-on-empty starts from the
+    store (the file store: listed at any depth) at the store's TXID and
+    checksum, with the rows, continues the backup
     without a snapshot, and a new replica (restore-on-empty too, but not
     a candidate: it restores nothing) catches up from it. A store that
     cannot be reached stops the start."""
@@ -791,6 +792,12 @@ def case_restore_on_empty():
         wait_backed_up(p, last[0], "before every node is lost")
         w.c.close()
         lose(p)
+        # Part of the chain as an L1 object: the new primary's log then
+        # holds its merged record, which the replica below applies too.
+        c = ltxfs("backup", "compact", "-c", p.cfg, DB, check_rc=0)
+        log("backup compact: " + c.stdout.strip())
+        check(re.search(r"into [1-9]\d* L1", c.stdout), "no L1 object to "
+              "restore from: %r" % c.stdout)
         q = ClusterNode("new-primary", extra_yml=yml)
         nodes.append(q)
         q.start()
