@@ -176,6 +176,19 @@ def fail_one(cl, db, mode, value):
     return c
 
 
+def wait_replicas_at(cl, db):
+    """Waits until every replica holds the primary's position of db. A
+    replica that was stopped while a commit failed may still read that
+    commit's record from its socket when it continues: it is then ahead
+    of the primary, which replaces its copy with a snapshot. A commit
+    made before that would wait behind the snapshot for the replica's
+    acknowledgement and could time out (docs/SYNC.md, "Limits")."""
+    want = cl.primary.settled_pos(db)
+    for r in cl.replicas:
+        wait_for(lambda r=r: r.pos_or_none(db) == want, 30,
+                 "%s at the primary's position of %s" % (r.name, db))
+
+
 def fail():
     with Cluster(3, extra_yml=sync_yml(timeout="1s")) as cl:
         cl.start()
@@ -185,6 +198,7 @@ def fail():
             conns[db] = fail_one(cl, db, mode, "failed-" + mode)
             # The replicas continued: the next commit goes through, and
             # they end identical, without the failed row.
+            wait_replicas_at(cl, db)
             insert(conns[db], "after-" + mode)
             pos = check_identical(cl, db)
             for r in cl.replicas:
@@ -217,6 +231,7 @@ def fail():
         c = connect(p.path("wal.db"))
         check(count_of(c, "failed-then-kill") == 0, "the failed row came "
               "back after kill -9 and a restart")
+        wait_replicas_at(cl, "wal.db")
         insert(c, "after-restart")
         c.close()
         pos = check_identical(cl, "wal.db")
