@@ -788,6 +788,11 @@ def case_restore_on_empty():
         p.start()
         w = Workload(p)
         w.run(n=4)
+        # Objects of their own (backup.interval 200 ms): compaction
+        # below has at least two L0 objects after the start to merge.
+        for i in range(3):
+            wait_backed_up(p, w.points[-1][0], "object %d" % i)
+            w.tx("INSERT INTO t(v) VALUES ('own object %d')" % i)
         last = w.points[-1]
         wait_backed_up(p, last[0], "before every node is lost")
         w.c.close()
